@@ -1,0 +1,8 @@
+//! otel-sli: receives OTLP, derives per-feature SLIs from entry spans, and serves them.
+//!
+//! Data flows one way: `receiver` → `otlp::scan` → `pipeline` shards → `sli` state →
+//! snapshots read by `api`. See `docs/architecture.md`.
+#![forbid(unsafe_code)]
+
+pub mod otlp;
+pub mod sli;

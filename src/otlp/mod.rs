@@ -1,0 +1,3 @@
+//! OTLP wire handling: the zero-copy scanner and helpers shared by the receivers.
+
+pub mod scan;

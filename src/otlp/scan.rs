@@ -1,0 +1,1 @@
+//! Zero-copy OTLP trace scanner (being written).

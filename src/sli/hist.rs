@@ -1,0 +1,1 @@
+//! Sparse HDR-layout latency histograms (being written).

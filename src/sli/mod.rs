@@ -1,0 +1,3 @@
+//! Per-feature SLI derivation: classification, series state, histograms.
+
+pub mod hist;
