@@ -1,0 +1,162 @@
+//! The configuration file as users write it: plain serde structs, unknown keys rejected,
+//! every field documented with its default. `docs/configuration.md` mirrors these comments.
+//! Nothing here is interpreted; `super::validate` turns it into runtime settings.
+
+use super::units::{ByteSize, HumanDuration};
+use serde::Deserialize;
+
+/// Top level of `otel-sli.yaml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// OTLP receivers.
+    pub receivers: RawReceivers,
+    /// Admin HTTP server: `/metrics`, `/api/v1/*`, `/healthz`, `/readyz`.
+    pub admin: RawAdmin,
+    /// Sharded processing pipeline.
+    pub pipeline: RawPipeline,
+    /// How spans become SLIs.
+    pub sli: RawSli,
+    /// Resource limits.
+    pub limits: RawLimits,
+    /// Log output.
+    pub log: RawLog,
+}
+
+/// `receivers:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawReceivers {
+    /// `receivers.otlp_grpc`: OTLP over gRPC.
+    pub otlp_grpc: RawGrpc,
+    /// `receivers.otlp_http`: OTLP over HTTP (protobuf and JSON).
+    pub otlp_http: RawHttp,
+}
+
+/// `receivers.otlp_grpc:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawGrpc {
+    /// Listen address. Default `127.0.0.1:4317`. In a DaemonSet: `${env:MY_POD_IP}:4317`.
+    pub endpoint: Option<String>,
+    /// Largest accepted gRPC message after decompression. Default `4MiB`.
+    /// Larger messages get `RESOURCE_EXHAUSTED`.
+    pub max_recv_msg_size: Option<ByteSize>,
+}
+
+/// `receivers.otlp_http:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHttp {
+    /// Listen address. Default `127.0.0.1:4318`.
+    pub endpoint: Option<String>,
+    /// Largest accepted request body after decompression. Default `20MiB`. Larger bodies get 413.
+    pub max_request_body_size: Option<ByteSize>,
+}
+
+/// `admin:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    /// Listen address of the admin server. Default `127.0.0.1:9464`.
+    pub endpoint: Option<String>,
+}
+
+/// `pipeline:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPipeline {
+    /// Number of shard workers, each owning a disjoint set of series. Default: number of CPUs.
+    pub shards: Option<usize>,
+    /// Batches each shard queue holds before receivers answer "retry later"
+    /// (gRPC `UNAVAILABLE`, HTTP 503). Default `1024`.
+    pub queue_capacity: Option<usize>,
+    /// How often shards publish snapshots read by `/metrics` and the API. Default `1s`.
+    pub flush_interval: Option<HumanDuration>,
+    /// Delay suggested to clients in `RetryInfo` / `Retry-After` when queues are full. Default `1s`.
+    pub retry_after: Option<HumanDuration>,
+}
+
+/// `sli:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSli {
+    /// Span kinds that count as requests (entry spans). Default `[server, consumer]`.
+    /// Values: `server`, `consumer`, `client`, `producer`, `internal`.
+    pub entry_span_kinds: Option<Vec<String>>,
+    /// Feature key rules, first match wins. Each is a template of `{attribute}` references
+    /// and literal text; a rule matches when every referenced attribute is present (span
+    /// attributes first, then resource attributes). `{span.name}` is the span name.
+    /// Default:
+    /// `["{feature.name}", "{http.request.method} {http.route}", "{http.method} {http.route}",
+    ///   "{rpc.service}/{rpc.method}", "{messaging.operation.type} {messaging.destination.name}",
+    ///   "{span.name}"]`.
+    pub feature_rules: Option<Vec<String>>,
+    /// Extra series dimensions (attribute names, looked up in span then resource attributes),
+    /// exported as labels with `.` replaced by `_`. Default `[]`.
+    /// Example: `[service.version, deployment.environment.name]`.
+    pub dimensions: Option<Vec<String>>,
+    /// Which requests are bad.
+    pub outcome: RawOutcome,
+    /// Latency histogram settings.
+    pub latency: RawLatency,
+}
+
+/// `sli.outcome:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawOutcome {
+    /// A span with status `ERROR` is bad. Default `true`.
+    pub status_error_is_bad: Option<bool>,
+    /// HTTP response status codes that make a SERVER span bad: integers (`429`), ranges
+    /// (`"500-599"`) or classes (`"5xx"`). Read from `http.response.status_code` and the
+    /// older `http.status_code`. Default `["5xx"]`.
+    pub http_bad_status: Option<Vec<StatusSpec>>,
+    /// gRPC status codes that make a server span bad, by name. Read from the integer
+    /// `rpc.grpc.status_code` and the string `rpc.status_code` / `rpc.response.status_code`.
+    /// Default `[UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS]`.
+    pub grpc_bad_codes: Option<Vec<String>>,
+}
+
+/// One entry of `sli.outcome.http_bad_status`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum StatusSpec {
+    /// A single status code.
+    Code(u16),
+    /// `"5xx"` or `"500-599"` or `"429"`.
+    Text(String),
+}
+
+/// `sli.latency:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLatency {
+    /// HDR histogram precision in significant digits, 1 to 3. Default `2` (≤ 1% relative error).
+    pub significant_digits: Option<u8>,
+    /// Upper bounds in seconds of the exported `sli_latency_seconds` histogram buckets.
+    /// Default: `[0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10]`.
+    pub buckets: Option<Vec<f64>>,
+}
+
+/// `limits:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    /// Most series kept at once. Spans of new keys beyond it are folded into one overflow
+    /// series (`service="__overflow__", feature="__overflow__"`) and counted in
+    /// `otel_sli_overflow_spans_total`. Default `10000`.
+    pub max_series: Option<usize>,
+    /// Longest kept label value in bytes; longer values are cut at a character boundary.
+    /// Default `256`.
+    pub max_label_bytes: Option<usize>,
+}
+
+/// `log:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a `tracing` filter such as
+    /// `otel_sli=debug`). Default `info`. `--log-level` and `RUST_LOG` override it.
+    pub level: Option<String>,
+}

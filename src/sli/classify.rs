@@ -1,0 +1,548 @@
+//! Turns one scanned span into an SLI observation: is it an entry span, which series does it
+//! belong to (service, feature, dimensions), was it good or bad, and how long did it take.
+//!
+//! Owns the feature-key rules and outcome rules. Reads only borrowed views from
+//! `otlp::scan`; writes the series key into a caller-supplied buffer. No allocation per span.
+
+use crate::otlp::scan::{AnyValueRef, AttrsRef, SpanView};
+use crate::sli::key;
+use std::io::Write as _;
+
+/// OTLP span kinds (`Span.kind`).
+pub mod kind {
+    pub const INTERNAL: i32 = 1;
+    pub const SERVER: i32 = 2;
+    pub const CLIENT: i32 = 3;
+    pub const PRODUCER: i32 = 4;
+    pub const CONSUMER: i32 = 5;
+}
+
+/// `Status.code` value for ERROR.
+const STATUS_ERROR: i32 = 2;
+
+/// Most distinct attributes the rules may reference together.
+pub const MAX_ATTRIBUTES: usize = 32;
+
+/// gRPC status code names, indexed by code.
+pub const GRPC_CODES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// A feature-key template as written in config, e.g. `"{http.request.method} {http.route}"`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FeatureTemplate {
+    parts: Vec<TemplatePart>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum TemplatePart {
+    Literal(String),
+    Attribute(String),
+    SpanName,
+}
+
+impl FeatureTemplate {
+    /// Parses a template. `{{` and `}}` are literal braces.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut lit = String::new();
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '{' if chars.peek() == Some(&'{') => {
+                    chars.next();
+                    lit.push('{');
+                }
+                '}' if chars.peek() == Some(&'}') => {
+                    chars.next();
+                    lit.push('}');
+                }
+                '{' => {
+                    let mut name = String::new();
+                    loop {
+                        match chars.next() {
+                            Some('}') => break,
+                            Some(c) => name.push(c),
+                            None => return Err(format!("template {text:?}: unclosed '{{'")),
+                        }
+                    }
+                    let name = name.trim();
+                    if name.is_empty() {
+                        return Err(format!("template {text:?}: empty '{{}}'"));
+                    }
+                    if !lit.is_empty() {
+                        parts.push(TemplatePart::Literal(std::mem::take(&mut lit)));
+                    }
+                    parts.push(if name == "span.name" {
+                        TemplatePart::SpanName
+                    } else {
+                        TemplatePart::Attribute(name.to_string())
+                    });
+                }
+                '}' => return Err(format!("template {text:?}: unmatched '}}'")),
+                c => lit.push(c),
+            }
+        }
+        if !lit.is_empty() {
+            parts.push(TemplatePart::Literal(lit));
+        }
+        if !parts.iter().any(|p| !matches!(p, TemplatePart::Literal(_))) {
+            return Err(format!(
+                "template {text:?} references no attribute; every span would share one feature"
+            ));
+        }
+        Ok(Self { parts })
+    }
+
+    fn attributes(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            TemplatePart::Attribute(a) => Some(a.as_str()),
+            _ => None,
+        })
+    }
+}
+
+/// The default feature rules, first match wins.
+pub const DEFAULT_FEATURE_RULES: [&str; 6] = [
+    "{feature.name}",
+    "{http.request.method} {http.route}",
+    "{http.method} {http.route}",
+    "{rpc.service}/{rpc.method}",
+    "{messaging.operation.type} {messaging.destination.name}",
+    "{span.name}",
+];
+
+/// Validated classification settings.
+#[derive(Clone, Debug)]
+pub struct ClassifyConfig {
+    /// Bit `k` set: span kind `k` is an entry span.
+    pub entry_kinds: u8,
+    /// Feature rules, first match wins.
+    pub feature_rules: Vec<FeatureTemplate>,
+    /// Extra dimension attribute names.
+    pub dimensions: Vec<String>,
+    /// Status ERROR makes a span bad.
+    pub status_error_is_bad: bool,
+    /// Bad HTTP status codes (index = code, 0..=999).
+    pub http_bad: Box<[bool; 1000]>,
+    /// Bad gRPC codes, bit per code.
+    pub grpc_bad: u32,
+    /// Longest label value kept.
+    pub max_label_bytes: usize,
+}
+
+impl Default for ClassifyConfig {
+    fn default() -> Self {
+        let mut http_bad = Box::new([false; 1000]);
+        for b in &mut http_bad[500..600] {
+            *b = true;
+        }
+        let grpc_bad = [
+            "UNKNOWN",
+            "DEADLINE_EXCEEDED",
+            "UNIMPLEMENTED",
+            "INTERNAL",
+            "UNAVAILABLE",
+            "DATA_LOSS",
+        ]
+        .iter()
+        .filter_map(|n| grpc_code_by_name(n))
+        .fold(0u32, |acc, c| acc | 1 << c);
+        Self {
+            entry_kinds: 1 << kind::SERVER | 1 << kind::CONSUMER,
+            feature_rules: DEFAULT_FEATURE_RULES
+                .iter()
+                .filter_map(|r| FeatureTemplate::parse(r).ok())
+                .collect(),
+            dimensions: Vec::new(),
+            status_error_is_bad: true,
+            http_bad,
+            grpc_bad,
+            max_label_bytes: 256,
+        }
+    }
+}
+
+/// Looks a gRPC status code up by its canonical name (`"UNAVAILABLE"`).
+pub fn grpc_code_by_name(name: &str) -> Option<u32> {
+    GRPC_CODES.iter().position(|n| *n == name).map(|p| p as u32)
+}
+
+/// Parses a span kind name (`server`, `consumer`, …).
+pub fn span_kind_by_name(name: &str) -> Option<i32> {
+    match name.to_ascii_lowercase().as_str() {
+        "internal" => Some(kind::INTERNAL),
+        "server" => Some(kind::SERVER),
+        "client" => Some(kind::CLIENT),
+        "producer" => Some(kind::PRODUCER),
+        "consumer" => Some(kind::CONSUMER),
+        _ => None,
+    }
+}
+
+/// Why a span could not be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reject {
+    /// `trace_id` is not 16 bytes or is all zero.
+    TraceId,
+    /// `span_id` is not 8 bytes or is all zero.
+    SpanId,
+}
+
+impl Reject {
+    /// Label value used in self-telemetry.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Reject::TraceId => "invalid_trace_id",
+            Reject::SpanId => "invalid_span_id",
+        }
+    }
+    /// Explanation for `partial_success.error_message`.
+    pub fn message(self) -> &'static str {
+        match self {
+            Reject::TraceId => "trace_id must be 16 bytes and not all zero",
+            Reject::SpanId => "span_id must be 8 bytes and not all zero",
+        }
+    }
+}
+
+/// What one span contributes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// A valid span that is not an entry span: no SLI observation.
+    NotEntry,
+    /// An invalid span; nothing is recorded.
+    Rejected(Reject),
+    /// An entry span; its key was appended to the key buffer.
+    Entry(Observation),
+}
+
+/// One request observation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Observation {
+    /// The request failed by the outcome rules.
+    pub bad: bool,
+    /// Duration in nanoseconds (0 when end < start).
+    pub duration_ns: u64,
+    /// End was before start; the duration was clamped to 0.
+    pub invalid_duration: bool,
+}
+
+/// Compiled classifier. Build once, share read-only across receiver tasks.
+#[derive(Debug)]
+pub struct Classifier {
+    cfg: ClassifyConfig,
+    /// Attribute keys of interest; a span's values land in the slot of the same index.
+    keys: Vec<Box<[u8]>>,
+    rules: Vec<Vec<Part>>,
+    dims: Vec<usize>,
+    http_status: [usize; 2],
+    grpc_int: usize,
+    grpc_str: [usize; 2],
+}
+
+#[derive(Debug)]
+enum Part {
+    Literal(Box<str>),
+    Slot(usize),
+    SpanName,
+}
+
+/// Attribute values of interest from one resource, computed once per `ResourceSpans`.
+#[derive(Clone, Copy, Debug)]
+pub struct ResourceValues<'a> {
+    service: &'a [u8],
+    slots: [Option<AnyValueRef<'a>>; MAX_ATTRIBUTES],
+}
+
+impl<'a> ResourceValues<'a> {
+    /// `service.name`, or `unknown_service` when absent or not a valid string.
+    pub fn service(&self) -> &'a str {
+        std::str::from_utf8(self.service)
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("unknown_service")
+    }
+}
+
+impl Classifier {
+    /// Compiles the rules. Fails if they reference more than [`MAX_ATTRIBUTES`] attributes.
+    pub fn new(cfg: ClassifyConfig) -> Result<Self, String> {
+        let mut keys: Vec<Box<[u8]>> = Vec::new();
+        let mut slot = |name: &str| -> usize {
+            match keys.iter().position(|k| &**k == name.as_bytes()) {
+                Some(i) => i,
+                None => {
+                    keys.push(name.as_bytes().into());
+                    keys.len() - 1
+                }
+            }
+        };
+        let http_status = [slot("http.response.status_code"), slot("http.status_code")];
+        let grpc_int = slot("rpc.grpc.status_code");
+        let grpc_str = [slot("rpc.status_code"), slot("rpc.response.status_code")];
+        let rules = cfg
+            .feature_rules
+            .iter()
+            .map(|t| {
+                t.parts
+                    .iter()
+                    .map(|p| match p {
+                        TemplatePart::Literal(l) => Part::Literal(l.as_str().into()),
+                        TemplatePart::Attribute(a) => Part::Slot(slot(a)),
+                        TemplatePart::SpanName => Part::SpanName,
+                    })
+                    .collect()
+            })
+            .collect();
+        let dims = cfg.dimensions.iter().map(|d| slot(d)).collect();
+        // Names referenced only for validation of the total count.
+        for t in &cfg.feature_rules {
+            for a in t.attributes() {
+                slot(a);
+            }
+        }
+        if keys.len() > MAX_ATTRIBUTES {
+            return Err(format!(
+                "feature rules, dimensions and outcome rules reference {} distinct attributes; at most {MAX_ATTRIBUTES} are supported",
+                keys.len()
+            ));
+        }
+        Ok(Self {
+            cfg,
+            keys,
+            rules,
+            dims,
+            http_status,
+            grpc_int,
+            grpc_str,
+        })
+    }
+
+    /// The settings this classifier was built from.
+    pub fn config(&self) -> &ClassifyConfig {
+        &self.cfg
+    }
+
+    /// Label names of the series key, in key order: `service`, `feature`, then dimensions.
+    pub fn label_names(&self) -> Vec<String> {
+        let mut names = vec!["service".to_string(), "feature".to_string()];
+        names.extend(self.cfg.dimensions.iter().map(|d| d.replace(['.', '-'], "_")));
+        names
+    }
+
+    /// Extracts `service.name` and the attributes of interest from a resource.
+    pub fn resource<'a>(&self, attrs: AttrsRef<'a>) -> ResourceValues<'a> {
+        let mut slots = [None; MAX_ATTRIBUTES];
+        let mut service: &'a [u8] = b"";
+        for (k, v) in attrs.iter() {
+            if k == b"service.name" {
+                if let AnyValueRef::Str(s) = v {
+                    service = s;
+                }
+            }
+            if let Some(i) = self.keys.iter().position(|key| **key == *k) {
+                if let Some(s) = slots.get_mut(i) {
+                    if s.is_none() {
+                        *s = Some(v);
+                    }
+                }
+            }
+        }
+        ResourceValues { service, slots }
+    }
+
+    /// Classifies one span. For an entry span, appends its encoded series key to `key_buf`.
+    pub fn classify<'a>(
+        &self,
+        span: &SpanView<'a>,
+        resource: &ResourceValues<'a>,
+        key_buf: &mut Vec<u8>,
+    ) -> Verdict {
+        if span.trace_id.len() != 16 || span.trace_id.iter().all(|b| *b == 0) {
+            return Verdict::Rejected(Reject::TraceId);
+        }
+        if span.span_id.len() != 8 || span.span_id.iter().all(|b| *b == 0) {
+            return Verdict::Rejected(Reject::SpanId);
+        }
+        let kind = span.kind;
+        if !(0..8).contains(&kind) || self.cfg.entry_kinds & (1 << kind) == 0 {
+            return Verdict::NotEntry;
+        }
+        let mut slots: [Option<AnyValueRef<'a>>; MAX_ATTRIBUTES] = [None; MAX_ATTRIBUTES];
+        for (k, v) in span.attributes.iter() {
+            if let Some(i) = self.keys.iter().position(|key| **key == *k) {
+                if let Some(s) = slots.get_mut(i) {
+                    if s.is_none() {
+                        *s = Some(v);
+                    }
+                }
+            }
+        }
+        let lookup = |i: usize| -> Option<AnyValueRef<'a>> {
+            slots
+                .get(i)
+                .copied()
+                .flatten()
+                .or_else(|| resource.slots.get(i).copied().flatten())
+        };
+
+        let max = self.cfg.max_label_bytes;
+        key::push_label(key_buf, resource.service(), max);
+        self.write_feature(span, &lookup, key_buf);
+        for &d in &self.dims {
+            let start = key::begin_label(key_buf);
+            if let Some(v) = lookup(d) {
+                render(v, key_buf);
+            }
+            key::finish_label(key_buf, start, max);
+        }
+
+        let bad = self.is_bad(span, &lookup);
+        let (duration_ns, invalid_duration) = match span
+            .end_time_unix_nano
+            .checked_sub(span.start_time_unix_nano)
+        {
+            Some(d) => (d, false),
+            None => (0, true),
+        };
+        Verdict::Entry(Observation {
+            bad,
+            duration_ns,
+            invalid_duration,
+        })
+    }
+
+    fn write_feature<'a>(
+        &self,
+        span: &SpanView<'a>,
+        lookup: &impl Fn(usize) -> Option<AnyValueRef<'a>>,
+        buf: &mut Vec<u8>,
+    ) {
+        let max = self.cfg.max_label_bytes;
+        'rules: for rule in &self.rules {
+            for p in rule {
+                match p {
+                    Part::Slot(i) => {
+                        if !lookup(*i).is_some_and(renderable) {
+                            continue 'rules;
+                        }
+                    }
+                    Part::SpanName => {
+                        if span.name.is_empty() {
+                            continue 'rules;
+                        }
+                    }
+                    Part::Literal(_) => {}
+                }
+            }
+            let start = key::begin_label(buf);
+            for p in rule {
+                match p {
+                    Part::Literal(l) => buf.extend_from_slice(l.as_bytes()),
+                    Part::Slot(i) => {
+                        if let Some(v) = lookup(*i) {
+                            render(v, buf);
+                        }
+                    }
+                    Part::SpanName => push_utf8(span.name, buf),
+                }
+            }
+            key::finish_label(buf, start, max);
+            return;
+        }
+        // No rule matched (e.g. an unnamed span and no span-name rule).
+        key::push_label(buf, "unknown_feature", max);
+    }
+
+    fn is_bad<'a>(
+        &self,
+        span: &SpanView<'a>,
+        lookup: &impl Fn(usize) -> Option<AnyValueRef<'a>>,
+    ) -> bool {
+        if self.cfg.status_error_is_bad && span.status_code == STATUS_ERROR {
+            return true;
+        }
+        if span.kind != kind::SERVER {
+            return false;
+        }
+        let http = self
+            .http_status
+            .iter()
+            .find_map(|&i| lookup(i).and_then(|v| v.as_i64()));
+        if let Some(code) = http {
+            if usize::try_from(code)
+                .ok()
+                .and_then(|c| self.cfg.http_bad.get(c))
+                .copied()
+                .unwrap_or(false)
+            {
+                return true;
+            }
+        }
+        let grpc = lookup(self.grpc_int)
+            .and_then(|v| v.as_i64())
+            .or_else(|| {
+                self.grpc_str.iter().find_map(|&i| {
+                    let v = lookup(i)?;
+                    v.as_i64().or_else(|| {
+                        v.as_str()
+                            .and_then(grpc_code_by_name)
+                            .map(i64::from)
+                    })
+                })
+            });
+        if let Some(code) = grpc {
+            if (0..32).contains(&code) && self.cfg.grpc_bad & (1 << code) != 0 {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+fn renderable(v: AnyValueRef<'_>) -> bool {
+    match v {
+        AnyValueRef::Str(s) => !s.is_empty(),
+        AnyValueRef::Bool(_) | AnyValueRef::Int(_) | AnyValueRef::Double(_) => true,
+        _ => false,
+    }
+}
+
+fn render(v: AnyValueRef<'_>, buf: &mut Vec<u8>) {
+    match v {
+        AnyValueRef::Str(s) => push_utf8(s, buf),
+        AnyValueRef::Bool(b) => buf.extend_from_slice(if b { b"true" } else { b"false" }),
+        AnyValueRef::Int(i) => {
+            let _ = write!(buf, "{i}");
+        }
+        AnyValueRef::Double(d) => {
+            let _ = write!(buf, "{d}");
+        }
+        _ => {}
+    }
+}
+
+/// Appends bytes that should be UTF-8; invalid sequences become U+FFFD (rare, cold).
+fn push_utf8(bytes: &[u8], buf: &mut Vec<u8>) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => buf.extend_from_slice(s.as_bytes()),
+        Err(_) => buf.extend_from_slice(String::from_utf8_lossy(bytes).as_bytes()),
+    }
+}

@@ -1,0 +1,364 @@
+//! The series table a shard owns: one entry per (service, feature, dimensions) key, with
+//! all-time counters, exported histogram buckets and rolling windows, bounded by the
+//! cardinality guard. Plain synchronous code, driven by the shard worker; no locks.
+
+use crate::sli::classify::Observation;
+use crate::sli::hist::{Layout, SparseHist};
+use crate::sli::key;
+use crate::sli::window::{Window, Windows};
+use hashbrown::HashTable;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Quantiles reported for every window, in this order.
+pub const QUANTILES: [f64; 4] = [0.5, 0.9, 0.95, 0.99];
+
+/// Label value of the overflow series' service and feature.
+pub const OVERFLOW: &str = "__overflow__";
+
+/// Settings shared by all series of all shards.
+#[derive(Debug)]
+pub struct SeriesSettings {
+    /// Histogram bucket layout.
+    pub layout: Layout,
+    /// Upper bounds of the exported histogram buckets, nanoseconds, ascending.
+    pub bounds_ns: Vec<u64>,
+    /// Most series across all shards.
+    pub max_series: usize,
+    /// Number of label values in a key (service, feature, dimensions).
+    pub label_count: usize,
+    /// Series currently alive across all shards.
+    pub active: AtomicUsize,
+}
+
+/// One window of a published series.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WindowSnapshot {
+    /// Requests in the window.
+    pub requests: u64,
+    /// Bad requests in the window.
+    pub errors: u64,
+    /// Latency quantiles in nanoseconds ([`QUANTILES`]); `None` when the window is empty.
+    pub quantiles_ns: [Option<u64>; 4],
+}
+
+/// What readers see of one series at the last flush.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeriesSnapshot {
+    /// Label values: service, feature, then dimensions.
+    pub labels: Arc<[Box<str>]>,
+    /// Requests since the series was created.
+    pub requests_total: u64,
+    /// Bad requests since the series was created.
+    pub errors_total: u64,
+    /// Sum of request durations, nanoseconds.
+    pub duration_sum_ns: u128,
+    /// Per exported bucket (non-cumulative), the last entry is `+Inf`.
+    pub buckets: Box<[u64]>,
+    /// Windows in [`Window::ALL`] order.
+    pub windows: [WindowSnapshot; 4],
+    /// The overflow series keeps its window histograms so shards' overflow series can be
+    /// merged by readers; other series are never merged and leave this `None`.
+    pub overflow_hists: Option<Box<[SparseHist; 4]>>,
+}
+
+impl SeriesSnapshot {
+    /// The service label.
+    pub fn service(&self) -> &str {
+        self.labels.first().map(|s| &**s).unwrap_or("")
+    }
+    /// The feature label.
+    pub fn feature(&self) -> &str {
+        self.labels.get(1).map(|s| &**s).unwrap_or("")
+    }
+    /// True for the cardinality overflow series.
+    pub fn is_overflow(&self) -> bool {
+        self.overflow_hists.is_some()
+    }
+}
+
+struct Series {
+    key: Box<[u8]>,
+    hash: u64,
+    labels: Arc<[Box<str>]>,
+    requests: u64,
+    errors: u64,
+    sum_ns: u128,
+    buckets: Box<[u64]>,
+    windows: Windows,
+    dirty: bool,
+    published: Option<Arc<SeriesSnapshot>>,
+}
+
+impl Series {
+    fn new(key: &[u8], hash: u64, settings: &SeriesSettings, slot: u64) -> Self {
+        let labels: Arc<[Box<str>]> = key::labels(key).map(Box::from).collect();
+        Self {
+            key: key.into(),
+            hash,
+            labels,
+            requests: 0,
+            errors: 0,
+            sum_ns: 0,
+            buckets: vec![0; settings.bounds_ns.len() + 1].into_boxed_slice(),
+            windows: Windows::new(slot),
+            dirty: true,
+            published: None,
+        }
+    }
+
+    #[inline]
+    fn record(&mut self, obs: &Observation, settings: &SeriesSettings, slot: u64) {
+        self.windows.advance(slot);
+        let d = obs.duration_ns;
+        self.windows.record(obs.bad, settings.layout.index_of(d));
+        self.requests += 1;
+        self.errors += u64::from(obs.bad);
+        self.sum_ns += u128::from(d);
+        let b = settings.bounds_ns.partition_point(|&bound| bound < d);
+        if let Some(c) = self.buckets.get_mut(b) {
+            *c += 1;
+        }
+        self.dirty = true;
+    }
+
+    fn snapshot(&mut self, settings: &SeriesSettings, overflow: bool, scratch: &mut crate::sli::window::Slot) -> Arc<SeriesSnapshot> {
+        if let (false, Some(p)) = (self.dirty, &self.published) {
+            return Arc::clone(p);
+        }
+        let mut windows: [WindowSnapshot; 4] = Default::default();
+        let mut hists: [SparseHist; 4] = Default::default();
+        for w in Window::ALL {
+            self.windows.read(w, scratch);
+            let mut q = [None; 4];
+            scratch
+                .hist
+                .values_at_quantiles(&settings.layout, &QUANTILES, &mut q);
+            windows[w.index()] = WindowSnapshot {
+                requests: scratch.requests,
+                errors: scratch.errors,
+                quantiles_ns: q,
+            };
+            if overflow {
+                hists[w.index()] = scratch.hist.clone();
+            }
+        }
+        let snap = Arc::new(SeriesSnapshot {
+            labels: Arc::clone(&self.labels),
+            requests_total: self.requests,
+            errors_total: self.errors,
+            duration_sum_ns: self.sum_ns,
+            buckets: self.buckets.clone(),
+            windows,
+            overflow_hists: overflow.then(|| Box::new(hists)),
+        });
+        self.published = Some(Arc::clone(&snap));
+        self.dirty = false;
+        snap
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.key.len()
+            + self.labels.iter().map(|l| l.len() + 16).sum::<usize>()
+            + self.buckets.len() * 8
+            + self.windows.heap_bytes()
+    }
+}
+
+/// One shard's series.
+pub struct SeriesTable {
+    settings: Arc<SeriesSettings>,
+    table: HashTable<Series>,
+    overflow: Option<Series>,
+    overflow_spans: u64,
+    scratch: crate::sli::window::Slot,
+}
+
+impl std::fmt::Debug for SeriesTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeriesTable")
+            .field("series", &self.table.len())
+            .field("overflow_spans", &self.overflow_spans)
+            .finish()
+    }
+}
+
+impl SeriesTable {
+    /// An empty table using the shared settings.
+    pub fn new(settings: Arc<SeriesSettings>) -> Self {
+        Self {
+            settings,
+            table: HashTable::new(),
+            overflow: None,
+            overflow_spans: 0,
+            scratch: Default::default(),
+        }
+    }
+
+    /// Records one observation for the series `key` (hash `hash`) at time slot `slot`.
+    #[inline]
+    pub fn record(&mut self, hash: u64, key: &[u8], obs: &Observation, slot: u64) {
+        let settings = &*self.settings;
+        if let Some(s) = self.table.find_mut(hash, |s| *s.key == *key) {
+            s.record(obs, settings, slot);
+            return;
+        }
+        let admitted = settings
+            .active
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < settings.max_series).then_some(n + 1)
+            })
+            .is_ok();
+        if admitted {
+            let mut s = Series::new(key, hash, settings, slot);
+            s.record(obs, settings, slot);
+            self.table.insert_unique(hash, s, |s| s.hash);
+        } else {
+            self.overflow_spans += 1;
+            let overflow = self.overflow.get_or_insert_with(|| {
+                let mut labels = vec![OVERFLOW, OVERFLOW];
+                labels.resize(settings.label_count.max(2), "");
+                let k = key::encode(labels, usize::MAX);
+                Series::new(&k, key::hash_key(&k), settings, slot)
+            });
+            overflow.record(obs, settings, slot);
+        }
+    }
+
+    /// Moves every series' windows to `slot`.
+    pub fn advance(&mut self, slot: u64) {
+        for s in self.table.iter_mut().chain(self.overflow.as_mut()) {
+            if s.windows.advance(slot) {
+                s.dirty = true;
+            }
+        }
+    }
+
+    /// Snapshots of all series, reusing the previous snapshot of unchanged ones.
+    pub fn snapshot(&mut self) -> Vec<Arc<SeriesSnapshot>> {
+        let settings = &*self.settings;
+        let scratch = &mut self.scratch;
+        let mut out = Vec::with_capacity(self.table.len() + 1);
+        for s in self.table.iter_mut() {
+            out.push(s.snapshot(settings, false, scratch));
+        }
+        if let Some(o) = self.overflow.as_mut() {
+            out.push(o.snapshot(settings, true, scratch));
+        }
+        out
+    }
+
+    /// Series in this shard (not counting the overflow series).
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// True when the shard has no series.
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty() && self.overflow.is_none()
+    }
+
+    /// Spans folded into the overflow series so far.
+    pub fn overflow_spans(&self) -> u64 {
+        self.overflow_spans
+    }
+
+    /// Approximate bytes held by the series (heap plus table slots), for memory reporting.
+    pub fn memory_bytes(&self) -> usize {
+        self.table.capacity() * std::mem::size_of::<Series>()
+            + self
+                .table
+                .iter()
+                .chain(self.overflow.as_ref())
+                .map(Series::heap_bytes)
+                .sum::<usize>()
+    }
+}
+
+impl Drop for SeriesTable {
+    fn drop(&mut self) {
+        self.settings
+            .active
+            .fetch_sub(self.table.len(), Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(max: usize) -> Arc<SeriesSettings> {
+        Arc::new(SeriesSettings {
+            layout: Layout::new(2).expect("layout"),
+            bounds_ns: vec![10_000_000, 100_000_000, 1_000_000_000],
+            max_series: max,
+            label_count: 2,
+            active: AtomicUsize::new(0),
+        })
+    }
+
+    fn obs(bad: bool, ms: u64) -> Observation {
+        Observation {
+            bad,
+            duration_ns: ms * 1_000_000,
+            invalid_duration: false,
+        }
+    }
+
+    fn rec(t: &mut SeriesTable, labels: [&str; 2], o: Observation) {
+        let k = key::encode(labels, 256);
+        t.record(key::hash_key(&k), &k, &o, 1000);
+    }
+
+    #[test]
+    fn counts_and_buckets_per_series() {
+        let mut t = SeriesTable::new(settings(10));
+        rec(&mut t, ["a", "GET /x"], obs(false, 5));
+        rec(&mut t, ["a", "GET /x"], obs(true, 50));
+        rec(&mut t, ["a", "GET /x"], obs(false, 5000));
+        rec(&mut t, ["b", "GET /x"], obs(false, 10));
+        let snaps = t.snapshot();
+        assert_eq!(snaps.len(), 2);
+        let a = snaps.iter().find(|s| s.service() == "a").expect("series a");
+        assert_eq!((a.requests_total, a.errors_total), (3, 1));
+        assert_eq!(&*a.buckets, &[1, 1, 0, 1]);
+        assert_eq!(a.duration_sum_ns, 5_055_000_000);
+        let b = snaps.iter().find(|s| s.service() == "b").expect("series b");
+        assert_eq!(&*b.buckets, &[1, 0, 0, 0], "le is inclusive");
+        let all = &a.windows[Window::All.index()];
+        assert_eq!((all.requests, all.errors), (3, 1));
+        assert!(all.quantiles_ns[0].is_some());
+    }
+
+    #[test]
+    fn unchanged_series_reuse_their_snapshot() {
+        let mut t = SeriesTable::new(settings(10));
+        rec(&mut t, ["a", "f"], obs(false, 1));
+        let first = t.snapshot();
+        let second = t.snapshot();
+        assert!(Arc::ptr_eq(&first[0], &second[0]));
+        rec(&mut t, ["a", "f"], obs(false, 1));
+        let third = t.snapshot();
+        assert!(!Arc::ptr_eq(&first[0], &third[0]));
+        assert_eq!(third[0].requests_total, 2);
+    }
+
+    #[test]
+    fn cardinality_guard_folds_into_overflow() {
+        let s = settings(2);
+        let mut t = SeriesTable::new(Arc::clone(&s));
+        for f in ["a", "b", "c", "d"] {
+            rec(&mut t, ["svc", f], obs(false, 1));
+        }
+        rec(&mut t, ["svc", "a"], obs(false, 1));
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.overflow_spans(), 2);
+        let snaps = t.snapshot();
+        let o = snaps.iter().find(|s| s.is_overflow()).expect("overflow");
+        assert_eq!((o.service(), o.feature()), (OVERFLOW, OVERFLOW));
+        assert_eq!(o.requests_total, 2);
+        assert_eq!(s.active.load(Ordering::Relaxed), 2);
+        drop(t);
+        assert_eq!(s.active.load(Ordering::Relaxed), 0);
+    }
+}

@@ -1,0 +1,322 @@
+//! Rolling time windows of request counts and latency histograms for one series.
+//!
+//! Time is cut into 10-second slots aligned to the Unix epoch. Completed slots roll up into
+//! coarser rings, so one series keeps 24 small sparse slots for all of `1m`, `5m`, `1h` and
+//! `all`, instead of one slot per 10 s of the longest window:
+//!
+//! | window | made of                                               | covers      |
+//! |--------|-------------------------------------------------------|-------------|
+//! | `1m`   | current 10 s slot + last 5 completed 10 s slots        | 50–60 s     |
+//! | `5m`   | current slot + this minute so far + last 4 minutes     | 4–5 min     |
+//! | `1h`   | … + this 5-minute period so far + last 11 periods      | 55–60 min   |
+//! | `all`  | everything since the series was created               | —           |
+//!
+//! Windows slide in 10-second steps, like a Prometheus range that is re-evaluated every 10 s.
+//! This module owns only the slot arithmetic; the caller supplies the current slot number.
+
+use crate::sli::hist::{merge_into, SparseHist};
+use std::collections::VecDeque;
+
+/// Width of the finest slot, in seconds.
+pub const SLOT_SECONDS: u64 = 10;
+const SLOTS_PER_MINUTE: u64 = 6;
+const SLOTS_PER_PERIOD: u64 = 30;
+const RING0: usize = 5;
+const RING1: usize = 4;
+const RING2: usize = 11;
+/// Completed slots after which everything but `all` has rotated out.
+const FULL_ROTATION: u64 = 361;
+
+/// The windows a caller can read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Window {
+    /// About the last minute.
+    M1,
+    /// About the last five minutes.
+    M5,
+    /// About the last hour.
+    H1,
+    /// Since the series was created.
+    All,
+}
+
+impl Window {
+    /// Every window, in display order.
+    pub const ALL: [Window; 4] = [Window::M1, Window::M5, Window::H1, Window::All];
+
+    /// The name used in the API and in labels (`1m`, `5m`, `1h`, `all`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Window::M1 => "1m",
+            Window::M5 => "5m",
+            Window::H1 => "1h",
+            Window::All => "all",
+        }
+    }
+
+    /// Parses a window name.
+    pub fn parse(s: &str) -> Option<Window> {
+        Window::ALL.into_iter().find(|w| w.name() == s)
+    }
+
+    /// Position in [`Window::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The slot number of a Unix time in nanoseconds.
+pub fn slot_of(unix_nanos: u64) -> u64 {
+    unix_nanos / 1_000_000_000 / SLOT_SECONDS
+}
+
+/// Counts and latencies of one slot.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Slot {
+    /// Requests seen.
+    pub requests: u64,
+    /// Bad requests seen.
+    pub errors: u64,
+    /// Latency histogram (bucket indices of the shared layout).
+    pub hist: SparseHist,
+}
+
+impl Slot {
+    fn is_empty(&self) -> bool {
+        self.requests == 0
+    }
+
+    fn clear(&mut self) {
+        self.requests = 0;
+        self.errors = 0;
+        self.hist.clear();
+    }
+
+    fn add(&mut self, other: &Slot) {
+        self.requests = self.requests.saturating_add(other.requests);
+        self.errors = self.errors.saturating_add(other.errors);
+        self.hist.merge(&other.hist);
+    }
+
+    /// Bytes allocated on the heap by this slot.
+    pub fn heap_bytes(&self) -> usize {
+        self.hist.heap_bytes()
+    }
+}
+
+/// All windows of one series.
+#[derive(Clone, Debug)]
+pub struct Windows {
+    cur_slot: u64,
+    cur: Slot,
+    ring0: VecDeque<Slot>,
+    acc1: Slot,
+    ring1: VecDeque<Slot>,
+    acc2: Slot,
+    ring2: VecDeque<Slot>,
+    all: Slot,
+    /// Last slot in which data was recorded; windows only change on rotation while data
+    /// from the last hour is still inside them.
+    last_data_slot: Option<u64>,
+}
+
+fn ring(n: usize) -> VecDeque<Slot> {
+    (0..n).map(|_| Slot::default()).collect()
+}
+
+/// Moves `slot` into the front of `ring`, reusing the evicted slot's allocation for `slot`.
+fn push(ring: &mut VecDeque<Slot>, slot: &mut Slot) {
+    if let Some(mut oldest) = ring.pop_back() {
+        oldest.clear();
+        std::mem::swap(&mut oldest, slot);
+        ring.push_front(oldest);
+    }
+}
+
+impl Windows {
+    /// Empty windows whose current slot is `slot`.
+    pub fn new(slot: u64) -> Self {
+        Self {
+            cur_slot: slot,
+            cur: Slot::default(),
+            ring0: ring(RING0),
+            acc1: Slot::default(),
+            ring1: ring(RING1),
+            acc2: Slot::default(),
+            ring2: ring(RING2),
+            all: Slot::default(),
+            last_data_slot: None,
+        }
+    }
+
+    /// Records one request in the current slot. The caller has advanced to the current slot.
+    #[inline]
+    pub fn record(&mut self, bad: bool, hist_index: u16) {
+        self.cur.requests += 1;
+        self.cur.errors += u64::from(bad);
+        self.cur.hist.record(hist_index, 1);
+        self.last_data_slot = Some(self.cur_slot);
+    }
+
+    /// Rotates up to `slot`. Returns whether any window's contents changed.
+    pub fn advance(&mut self, slot: u64) -> bool {
+        if slot <= self.cur_slot {
+            return false;
+        }
+        let had_data = self
+            .last_data_slot
+            .is_some_and(|d| self.cur_slot.saturating_sub(d) < FULL_ROTATION);
+        let steps = (slot - self.cur_slot).min(FULL_ROTATION);
+        for _ in 0..steps {
+            self.rotate_one();
+        }
+        self.cur_slot = slot;
+        had_data
+    }
+
+    fn rotate_one(&mut self) {
+        if !self.cur.is_empty() {
+            self.acc1.add(&self.cur);
+            self.all.add(&self.cur);
+        }
+        push(&mut self.ring0, &mut self.cur);
+        self.cur_slot += 1;
+        if self.cur_slot % SLOTS_PER_MINUTE == 0 {
+            if !self.acc1.is_empty() {
+                self.acc2.add(&self.acc1);
+            }
+            push(&mut self.ring1, &mut self.acc1);
+        }
+        if self.cur_slot % SLOTS_PER_PERIOD == 0 {
+            push(&mut self.ring2, &mut self.acc2);
+        }
+    }
+
+    /// The slots that make up `window`.
+    fn parts(&self, window: Window) -> impl Iterator<Item = &Slot> {
+        let (r0, a1, r1, a2, r2, all) = match window {
+            Window::M1 => (RING0, false, 0, false, 0, false),
+            Window::M5 => (0, true, RING1, false, 0, false),
+            Window::H1 => (0, true, 0, true, RING2, false),
+            Window::All => (0, false, 0, false, 0, true),
+        };
+        std::iter::once(&self.cur)
+            .chain(self.ring0.iter().take(r0))
+            .chain(a1.then_some(&self.acc1))
+            .chain(self.ring1.iter().take(r1))
+            .chain(a2.then_some(&self.acc2))
+            .chain(self.ring2.iter().take(r2))
+            .chain(all.then_some(&self.all))
+    }
+
+    /// Sums `window` into `out` (cleared first).
+    pub fn read(&self, window: Window, out: &mut Slot) {
+        out.requests = 0;
+        out.errors = 0;
+        let mut hists: Vec<&SparseHist> = Vec::with_capacity(24);
+        for s in self.parts(window).filter(|s| !s.is_empty()) {
+            out.requests = out.requests.saturating_add(s.requests);
+            out.errors = out.errors.saturating_add(s.errors);
+            hists.push(&s.hist);
+        }
+        merge_into(&mut out.hist, &hists);
+    }
+
+    /// Bytes allocated on the heap by these windows.
+    pub fn heap_bytes(&self) -> usize {
+        let slot = std::mem::size_of::<Slot>();
+        let rings = (self.ring0.capacity() + self.ring1.capacity() + self.ring2.capacity()) * slot;
+        rings
+            + std::iter::once(&self.cur)
+                .chain(&self.ring0)
+                .chain(std::iter::once(&self.acc1))
+                .chain(&self.ring1)
+                .chain(std::iter::once(&self.acc2))
+                .chain(&self.ring2)
+                .chain(std::iter::once(&self.all))
+                .map(Slot::heap_bytes)
+                .sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(w: &Windows, window: Window) -> u64 {
+        let mut s = Slot::default();
+        w.read(window, &mut s);
+        assert_eq!(s.hist.total(), s.requests, "histogram total matches requests");
+        s.requests
+    }
+
+    /// Records one request per slot for `n` slots starting at `start`, returning the end slot.
+    fn one_per_slot(w: &mut Windows, start: u64, n: u64) -> u64 {
+        for s in start..start + n {
+            w.advance(s);
+            w.record(false, 10);
+        }
+        start + n - 1
+    }
+
+    #[test]
+    fn windows_hold_what_they_promise() {
+        // Start on a period boundary so the arithmetic is easy to follow.
+        let start = 30 * 1000;
+        let mut w = Windows::new(start);
+        let last = one_per_slot(&mut w, start, 400);
+        // 1m: current + 5 completed slots.
+        assert_eq!(count(&w, Window::M1), 6);
+        // 5m: current + completed slots of this minute + 4 completed minutes.
+        let in_minute = (last % SLOTS_PER_MINUTE) + 1;
+        assert_eq!(count(&w, Window::M5), in_minute + 4 * 6);
+        // 1h: + this period's completed minutes + 11 completed periods.
+        let in_period = (last % SLOTS_PER_PERIOD) + 1;
+        assert_eq!(count(&w, Window::H1), in_period + 11 * 30);
+        assert_eq!(count(&w, Window::All), 400);
+    }
+
+    #[test]
+    fn idle_series_drains_except_all() {
+        let mut w = Windows::new(100);
+        w.record(true, 3);
+        assert_eq!(count(&w, Window::M1), 1);
+        assert!(w.advance(106));
+        assert_eq!(count(&w, Window::M1), 0, "gone from 1m after 60 s");
+        assert_eq!(count(&w, Window::M5), 1);
+        w.advance(100 + 400);
+        assert_eq!(count(&w, Window::H1), 0);
+        assert_eq!(count(&w, Window::All), 1);
+        assert!(!w.advance(100 + 5000), "nothing left to change");
+        let mut s = Slot::default();
+        w.read(Window::All, &mut s);
+        assert_eq!((s.requests, s.errors), (1, 1));
+    }
+
+    #[test]
+    fn long_gap_is_bounded_work() {
+        let mut w = Windows::new(0);
+        w.record(false, 1);
+        w.advance(u64::MAX / 2);
+        assert_eq!(count(&w, Window::H1), 0);
+        assert_eq!(count(&w, Window::All), 1);
+        w.record(false, 1);
+        assert_eq!(count(&w, Window::M1), 1);
+    }
+
+    #[test]
+    fn time_going_backwards_is_ignored() {
+        let mut w = Windows::new(50);
+        assert!(!w.advance(40));
+        w.record(false, 1);
+        assert_eq!(count(&w, Window::M1), 1);
+    }
+
+    #[test]
+    fn window_names_round_trip() {
+        for w in Window::ALL {
+            assert_eq!(Window::parse(w.name()), Some(w));
+        }
+        assert_eq!(Window::parse("2h"), None);
+    }
+}
