@@ -4,5 +4,12 @@
 //! snapshots read by `api`. See `docs/architecture.md`.
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod app;
+pub mod clock;
+pub mod config;
 pub mod otlp;
+pub mod pipeline;
+pub mod receiver;
 pub mod sli;
+pub mod telemetry;

@@ -1,1 +1,93 @@
-fn main() {}
+//! The `otel-sli` command line: parse arguments, load configuration, run.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "otel-sli", version, about = "Per-feature SLIs from OpenTelemetry traffic")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(clap::Args, Debug, Clone, Default)]
+struct RunArgs {
+    /// YAML configuration file. Without it, embedded defaults are used.
+    #[arg(long, short = 'c', env = "OTEL_SLI_CONFIG")]
+    config: Option<PathBuf>,
+    /// OTLP/gRPC listen address (overrides receivers.otlp_grpc.endpoint).
+    #[arg(long, value_name = "ADDR")]
+    otlp_grpc: Option<String>,
+    /// OTLP/HTTP listen address (overrides receivers.otlp_http.endpoint).
+    #[arg(long, value_name = "ADDR")]
+    otlp_http: Option<String>,
+    /// Admin listen address for /metrics and the API (overrides admin.endpoint).
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<String>,
+    /// Log filter (error, warn, info, debug, trace, or a tracing filter). Overrides log.level;
+    /// RUST_LOG overrides both.
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the service (the default).
+    Run(RunArgs),
+    /// Check a configuration file and exit non-zero with the key path and reason on error.
+    Validate {
+        /// The configuration file.
+        #[arg(long, short = 'c')]
+        config: PathBuf,
+    },
+}
+
+fn load(path: Option<&PathBuf>) -> anyhow::Result<otel_sli::config::Config> {
+    match path {
+        Some(p) => otel_sli::config::load(p).with_context(|| format!("invalid configuration {}", p.display())),
+        None => Ok(otel_sli::config::Config::default()),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Validate { config }) => {
+            load(Some(&config))?;
+            println!("{}: ok", config.display());
+            return Ok(());
+        }
+        Some(Command::Run(args)) => args,
+        None => cli.run,
+    };
+    let mut config = load(args.config.as_ref())?;
+    if let Some(a) = args.otlp_grpc {
+        config.grpc.endpoint = a;
+    }
+    if let Some(a) = args.otlp_http {
+        config.http.endpoint = a;
+    }
+    if let Some(a) = args.admin {
+        config.admin = a;
+    }
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .or(args.log_level)
+        .unwrap_or_else(|| config.log_level.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&filter)
+                .with_context(|| format!("invalid log filter {filter:?}"))?,
+        )
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("otel-sli-io")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(otel_sli::app::run(&config, otel_sli::clock::system()))?;
+    Ok(())
+}

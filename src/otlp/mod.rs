@@ -1,3 +1,7 @@
-//! OTLP wire handling: the zero-copy scanner and helpers shared by the receivers.
+//! OTLP wire handling: the zero-copy span scanner, OTLP/JSON conversion, metrics and logs
+//! counting, and the `google.rpc` error payloads.
 
+pub mod json;
+pub mod rpc;
 pub mod scan;
+pub mod signals;

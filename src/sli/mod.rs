@@ -1,3 +1,7 @@
-//! Per-feature SLI derivation: classification, series state, histograms.
+//! Per-feature SLI derivation: classification, series keys, histograms, windows, series.
 
+pub mod classify;
 pub mod hist;
+pub mod key;
+pub mod series;
+pub mod window;

@@ -1,0 +1,68 @@
+//! Admin HTTP server: `/metrics` (Prometheus text), `/api/v1/slis` (JSON), `/healthz`,
+//! `/readyz`. Reads pipeline snapshots and self-telemetry; writes nothing.
+
+pub mod prometheus;
+pub mod slis;
+
+use crate::pipeline::Pipeline;
+use crate::telemetry::Telemetry;
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// What the admin server reads.
+#[derive(Clone, Debug)]
+pub struct ApiState {
+    /// The pipeline whose snapshots are served.
+    pub pipeline: Pipeline,
+    /// Self-telemetry counters.
+    pub telemetry: Arc<Telemetry>,
+    /// Set once every listener is bound.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// The admin routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/api/v1/slis", get(slis_handler))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn metrics(State(s): State<ApiState>) -> Response {
+    let view = s.pipeline.view();
+    let body = prometheus::render(&view, &s.pipeline, &s.telemetry);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+async fn slis_handler(State(s): State<ApiState>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let window = q.get("window").map(String::as_str).unwrap_or("all");
+    match slis::render(&s.pipeline, window) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(msg) => (
+            StatusCode::BAD_REQUEST,
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::to_vec(&serde_json::json!({ "error": msg })).unwrap_or_default(),
+        )
+            .into_response(),
+    }
+}
+
+async fn readyz(State(s): State<ApiState>) -> Response {
+    if s.ready.load(Ordering::Acquire) && s.pipeline.is_running() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}

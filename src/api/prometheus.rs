@@ -1,0 +1,185 @@
+//! Prometheus text exposition (format 0.0.4) of the derived SLIs and self-telemetry.
+
+use crate::pipeline::snapshot::View;
+use crate::pipeline::Pipeline;
+use crate::sli::series::QUANTILES;
+use crate::sli::window::Window;
+use crate::telemetry::{Outcome, RefuseReason, Signal, Telemetry, Transport};
+use std::fmt::Write;
+
+/// Escapes a label value.
+fn esc(v: &str, out: &mut String) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Writes `{a="x",b="y"` (no closing brace) for a series' labels.
+fn labels(out: &mut String, names: &[String], values: &[Box<str>]) {
+    out.push('{');
+    for (i, (n, v)) in names.iter().zip(values.iter()).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(n);
+        out.push_str("=\"");
+        esc(v, out);
+        out.push('"');
+    }
+}
+
+fn float(v: f64) -> String {
+    if v.is_infinite() {
+        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Renders everything.
+pub fn render(view: &View, pipeline: &Pipeline, t: &Telemetry) -> String {
+    let mut out = String::with_capacity(1024 + view.series.len() * 2048);
+    let names = pipeline.classifier().label_names();
+    let settings = pipeline.settings();
+
+    header(&mut out, "sli_requests_total", "counter", "Requests (entry spans) per feature.");
+    for s in &view.series {
+        out.push_str("sli_requests_total");
+        labels(&mut out, &names, &s.labels);
+        let _ = writeln!(out, "}} {}", s.requests_total);
+    }
+    header(&mut out, "sli_errors_total", "counter", "Bad requests per feature, by the outcome rules.");
+    for s in &view.series {
+        out.push_str("sli_errors_total");
+        labels(&mut out, &names, &s.labels);
+        let _ = writeln!(out, "}} {}", s.errors_total);
+    }
+    header(&mut out, "sli_latency_seconds", "histogram", "Request duration (span end - start).");
+    for s in &view.series {
+        let mut cum = 0u64;
+        for (i, c) in s.buckets.iter().enumerate() {
+            cum += c;
+            let le = settings
+                .bounds_ns
+                .get(i)
+                .map_or("+Inf".to_string(), |b| float(*b as f64 / 1e9));
+            out.push_str("sli_latency_seconds_bucket");
+            labels(&mut out, &names, &s.labels);
+            let _ = writeln!(out, ",le=\"{le}\"}} {cum}");
+        }
+        out.push_str("sli_latency_seconds_sum");
+        labels(&mut out, &names, &s.labels);
+        let _ = writeln!(out, "}} {}", float(s.duration_sum_ns as f64 / 1e9));
+        out.push_str("sli_latency_seconds_count");
+        labels(&mut out, &names, &s.labels);
+        let _ = writeln!(out, "}} {}", s.requests_total);
+    }
+    header(&mut out, "sli_success_ratio", "gauge", "Good requests / requests over the window; absent when the window has no requests.");
+    for s in &view.series {
+        for w in Window::ALL {
+            let ws = &s.windows[w.index()];
+            if ws.requests == 0 {
+                continue;
+            }
+            out.push_str("sli_success_ratio");
+            labels(&mut out, &names, &s.labels);
+            let ratio = (ws.requests - ws.errors) as f64 / ws.requests as f64;
+            let _ = writeln!(out, ",window=\"{}\"}} {}", w.name(), float(ratio));
+        }
+    }
+    header(&mut out, "sli_latency_quantile_seconds", "gauge", "Latency quantile over the window, from an HDR histogram.");
+    for s in &view.series {
+        for w in Window::ALL {
+            let ws = &s.windows[w.index()];
+            for (q, v) in QUANTILES.iter().zip(ws.quantiles_ns.iter()) {
+                if let Some(ns) = v {
+                    out.push_str("sli_latency_quantile_seconds");
+                    labels(&mut out, &names, &s.labels);
+                    let _ = writeln!(
+                        out,
+                        ",window=\"{}\",quantile=\"{q}\"}} {}",
+                        w.name(),
+                        float(*ns as f64 / 1e9)
+                    );
+                }
+            }
+        }
+    }
+    self_metrics(&mut out, view, pipeline, t);
+    out
+}
+
+fn self_metrics(out: &mut String, view: &View, pipeline: &Pipeline, t: &Telemetry) {
+    header(out, "otel_sli_requests_total", "counter", "Export requests by transport, signal and outcome.");
+    for tr in Transport::ALL {
+        for s in Signal::ALL {
+            for o in Outcome::ALL {
+                let _ = writeln!(
+                    out,
+                    "otel_sli_requests_total{{transport=\"{}\",signal=\"{}\",outcome=\"{}\"}} {}",
+                    tr.name(),
+                    s.name(),
+                    o.name(),
+                    t.requests_count(tr, s, o)
+                );
+            }
+        }
+    }
+    header(out, "otel_sli_accepted_spans_total", "counter", "Spans accepted.");
+    for tr in Transport::ALL {
+        let _ = writeln!(out, "otel_sli_accepted_spans_total{{transport=\"{}\"}} {}", tr.name(), t.accepted_spans_count(tr));
+    }
+    header(out, "otel_sli_refused_spans_total", "counter", "Spans refused, by reason.");
+    for tr in Transport::ALL {
+        for r in RefuseReason::ALL {
+            let _ = writeln!(
+                out,
+                "otel_sli_refused_spans_total{{transport=\"{}\",reason=\"{}\"}} {}",
+                tr.name(),
+                r.name(),
+                t.refused_spans_count(tr, r)
+            );
+        }
+    }
+    header(out, "otel_sli_received_items_total", "counter", "Items in accepted requests: spans, metric data points, log records.");
+    for tr in Transport::ALL {
+        for s in Signal::ALL {
+            let _ = writeln!(
+                out,
+                "otel_sli_received_items_total{{transport=\"{}\",signal=\"{}\"}} {}",
+                tr.name(),
+                s.name(),
+                t.items_count(tr, s)
+            );
+        }
+    }
+    header(out, "otel_sli_entry_spans_total", "counter", "Entry spans recorded as requests.");
+    let _ = writeln!(out, "otel_sli_entry_spans_total {}", t.entry_spans_count());
+    header(out, "otel_sli_invalid_durations_total", "counter", "Entry spans whose end was before their start (duration clamped to 0).");
+    let _ = writeln!(out, "otel_sli_invalid_durations_total {}", t.invalid_durations_count());
+    header(out, "otel_sli_queue_depth", "gauge", "Batches queued per shard.");
+    for (i, d) in pipeline.queue_depths().iter().enumerate() {
+        let _ = writeln!(out, "otel_sli_queue_depth{{shard=\"{i}\"}} {d}");
+    }
+    header(out, "otel_sli_queue_capacity", "gauge", "Batches each shard queue holds before requests are refused.");
+    let _ = writeln!(out, "otel_sli_queue_capacity {}", pipeline.queue_capacity());
+    header(out, "otel_sli_active_series", "gauge", "SLI series alive (overflow series not counted).");
+    let _ = writeln!(out, "otel_sli_active_series {}", view.active_series);
+    header(out, "otel_sli_series_limit", "gauge", "limits.max_series.");
+    let _ = writeln!(out, "otel_sli_series_limit {}", pipeline.settings().max_series);
+    header(out, "otel_sli_overflow_spans_total", "counter", "Entry spans folded into the overflow series because of the series limit.");
+    let _ = writeln!(out, "otel_sli_overflow_spans_total {}", view.overflow_spans);
+    header(out, "otel_sli_series_memory_bytes", "gauge", "Approximate bytes held by SLI series state.");
+    let _ = writeln!(out, "otel_sli_series_memory_bytes {}", view.memory_bytes);
+    header(out, "otel_sli_build_info", "gauge", "Build information.");
+    let _ = writeln!(out, "otel_sli_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+}

@@ -1,0 +1,75 @@
+//! `GET /api/v1/slis?window=1m|5m|1h|all`: per-feature SLIs as JSON.
+
+use crate::pipeline::Pipeline;
+use crate::sli::window::Window;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Serialize)]
+struct Response<'a> {
+    window: &'a str,
+    flushed_at_unix_nano: u64,
+    slis: Vec<Sli<'a>>,
+}
+
+#[derive(Serialize)]
+struct Sli<'a> {
+    service: &'a str,
+    feature: &'a str,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    dimensions: BTreeMap<&'a str, &'a str>,
+    requests: u64,
+    errors: u64,
+    success_ratio: Option<f64>,
+    latency_seconds: Latency,
+}
+
+#[derive(Serialize)]
+struct Latency {
+    p50: Option<f64>,
+    p90: Option<f64>,
+    p95: Option<f64>,
+    p99: Option<f64>,
+}
+
+/// Renders the SLIs of `window`, or explains why the window name is wrong.
+pub fn render(pipeline: &Pipeline, window: &str) -> Result<Vec<u8>, String> {
+    let w = Window::parse(window)
+        .ok_or_else(|| format!("unknown window {window:?}; use 1m, 5m, 1h or all"))?;
+    let view = pipeline.view();
+    let names = pipeline.classifier().label_names();
+    let slis = view
+        .series
+        .iter()
+        .map(|s| {
+            let ws = &s.windows[w.index()];
+            let q = |i: usize| ws.quantiles_ns[i].map(|ns| ns as f64 / 1e9);
+            Sli {
+                service: s.service(),
+                feature: s.feature(),
+                dimensions: names
+                    .iter()
+                    .skip(2)
+                    .zip(s.labels.iter().skip(2))
+                    .map(|(n, v)| (n.as_str(), &**v))
+                    .collect(),
+                requests: ws.requests,
+                errors: ws.errors,
+                success_ratio: (ws.requests > 0)
+                    .then(|| (ws.requests - ws.errors) as f64 / ws.requests as f64),
+                latency_seconds: Latency {
+                    p50: q(0),
+                    p90: q(1),
+                    p95: q(2),
+                    p99: q(3),
+                },
+            }
+        })
+        .collect();
+    serde_json::to_vec(&Response {
+        window: w.name(),
+        flushed_at_unix_nano: view.flushed_at_unix_nanos,
+        slis,
+    })
+    .map_err(|e| e.to_string())
+}

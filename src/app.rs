@@ -1,0 +1,222 @@
+//! Wiring and ordered shutdown.
+//!
+//! Start: pipeline (shard threads) → bind every listener (so a port conflict fails fast,
+//! before anything is served) → serve. Shutdown, in this order: stop the OTLP receivers
+//! (in-flight requests finish) → drain the shards and publish their final snapshots →
+//! stop the admin server last, so the final state stays readable until the end.
+
+use crate::api::{self, ApiState};
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::pipeline::Pipeline;
+use crate::receiver::grpc::{Logs, Metrics, OtlpGrpc, Traces};
+use crate::receiver::{http, Ingest};
+use crate::sli::classify::Classifier;
+use crate::sli::series::SeriesSettings;
+use crate::telemetry::Telemetry;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Why the service could not start.
+#[derive(Debug, Error)]
+pub enum AppError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The classification rules could not be compiled.
+    #[error("invalid SLI rules: {0}")]
+    Rules(String),
+    /// Threads could not be started.
+    #[error("cannot start pipeline: {0}")]
+    Pipeline(std::io::Error),
+}
+
+/// A running instance.
+pub struct Running {
+    /// Bound OTLP/gRPC address.
+    pub grpc_addr: SocketAddr,
+    /// Bound OTLP/HTTP address.
+    pub http_addr: SocketAddr,
+    /// Bound admin address.
+    pub admin_addr: SocketAddr,
+    /// The pipeline.
+    pub pipeline: Pipeline,
+    /// Self-telemetry.
+    pub telemetry: Arc<Telemetry>,
+    stop_receivers: watch::Sender<bool>,
+    stop_admin: watch::Sender<bool>,
+    receivers: Vec<JoinHandle<()>>,
+    admin: JoinHandle<()>,
+}
+
+async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, AppError> {
+    TcpListener::bind(addr).await.map_err(|source| AppError::Bind {
+        what,
+        addr: addr.to_string(),
+        source,
+    })
+}
+
+fn local(l: &TcpListener, what: &'static str, addr: &str) -> Result<SocketAddr, AppError> {
+    l.local_addr().map_err(|source| AppError::Bind {
+        what,
+        addr: addr.to_string(),
+        source,
+    })
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+/// Builds the pipeline from a validated configuration.
+pub fn build_pipeline(config: &Config, clock: SharedClock) -> Result<Pipeline, AppError> {
+    let classifier = Classifier::new(config.classify.clone()).map_err(AppError::Rules)?;
+    let settings = Arc::new(SeriesSettings {
+        layout: config.layout,
+        bounds_ns: config
+            .buckets
+            .iter()
+            .map(|s| (s * 1e9).round() as u64)
+            .collect(),
+        max_series: config.max_series,
+        label_count: 2 + config.classify.dimensions.len(),
+        active: AtomicUsize::new(0),
+    });
+    Pipeline::start(&config.pipeline, classifier, settings, clock).map_err(AppError::Pipeline)
+}
+
+/// Starts everything and returns once all listeners are bound.
+pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppError> {
+    let pipeline = build_pipeline(config, clock)?;
+    let telemetry = Arc::new(Telemetry::default());
+    let ingest = Ingest {
+        pipeline: pipeline.clone(),
+        telemetry: Arc::clone(&telemetry),
+    };
+
+    let grpc_l = bind("otlp grpc", &config.grpc.endpoint).await?;
+    let http_l = bind("otlp http", &config.http.endpoint).await?;
+    let admin_l = bind("admin", &config.admin).await?;
+    let grpc_addr = local(&grpc_l, "otlp grpc", &config.grpc.endpoint)?;
+    let http_addr = local(&http_l, "otlp http", &config.http.endpoint)?;
+    let admin_addr = local(&admin_l, "admin", &config.admin)?;
+
+    let (stop_receivers, stop_rx) = watch::channel(false);
+    let (stop_admin, admin_rx) = watch::channel(false);
+    let ready = Arc::new(AtomicBool::new(false));
+
+    let max_grpc = config.grpc.max_bytes;
+    let grpc_server = tonic::transport::Server::builder()
+        .add_service(OtlpGrpc::<Traces>::new(ingest.clone(), max_grpc))
+        .add_service(OtlpGrpc::<Metrics>::new(ingest.clone(), max_grpc))
+        .add_service(OtlpGrpc::<Logs>::new(ingest.clone(), max_grpc));
+    let incoming =
+        tonic::transport::server::TcpIncoming::from(grpc_l).with_nodelay(Some(true));
+    let rx = stop_rx.clone();
+    let grpc_task = tokio::spawn(async move {
+        if let Err(e) = grpc_server
+            .serve_with_incoming_shutdown(incoming, stopped(rx))
+            .await
+        {
+            tracing::error!(error = %e, "OTLP/gRPC server failed");
+        }
+    });
+
+    let http_app = http::router(ingest.clone(), config.http.max_bytes);
+    let rx = stop_rx.clone();
+    let http_task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(http_l, http_app)
+            .with_graceful_shutdown(stopped(rx))
+            .await
+        {
+            tracing::error!(error = %e, "OTLP/HTTP server failed");
+        }
+    });
+
+    let admin_app = api::router(ApiState {
+        pipeline: pipeline.clone(),
+        telemetry: Arc::clone(&telemetry),
+        ready: Arc::clone(&ready),
+    });
+    let admin = tokio::spawn(async move {
+        if let Err(e) = axum::serve(admin_l, admin_app)
+            .with_graceful_shutdown(stopped(admin_rx))
+            .await
+        {
+            tracing::error!(error = %e, "admin server failed");
+        }
+    });
+
+    ready.store(true, Ordering::Release);
+    tracing::info!(%grpc_addr, %http_addr, %admin_addr, shards = config.pipeline.shards, "otel-sli listening");
+    Ok(Running {
+        grpc_addr,
+        http_addr,
+        admin_addr,
+        pipeline,
+        telemetry,
+        stop_receivers,
+        stop_admin,
+        receivers: vec![grpc_task, http_task],
+        admin,
+    })
+}
+
+impl Running {
+    /// Ordered shutdown; see the module documentation.
+    pub async fn shutdown(self) {
+        let _ = self.stop_receivers.send(true);
+        for t in self.receivers {
+            let _ = t.await;
+        }
+        let pipeline = self.pipeline.clone();
+        let _ = tokio::task::spawn_blocking(move || pipeline.shutdown()).await;
+        let _ = self.stop_admin.send(true);
+        let _ = self.admin.await;
+        tracing::info!("otel-sli stopped");
+    }
+}
+
+/// Runs until SIGINT or SIGTERM, then shuts down in order.
+pub async fn run(config: &Config, clock: SharedClock) -> Result<(), AppError> {
+    let running = start(config, clock).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,456 @@
+//! Configuration: YAML text → `${ENV}` expansion → raw serde structs ([`raw`], unknown keys
+//! rejected) → validated [`Config`] with runtime types built once. Every error names the key
+//! path and the reason.
+
+pub mod env;
+pub mod raw;
+pub mod units;
+
+use crate::pipeline::PipelineOptions;
+use crate::sli::classify::{
+    grpc_code_by_name, span_kind_by_name, ClassifyConfig, FeatureTemplate, GRPC_CODES,
+};
+use crate::sli::hist::Layout;
+use raw::{RawConfig, StatusSpec};
+use std::path::Path;
+use std::time::Duration;
+use thiserror::Error;
+
+/// Default OTLP/gRPC listen address.
+pub const DEFAULT_GRPC: &str = "127.0.0.1:4317";
+/// Default OTLP/HTTP listen address.
+pub const DEFAULT_HTTP: &str = "127.0.0.1:4318";
+/// Default admin listen address.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9464";
+/// Default exported latency bucket bounds, seconds (the OpenTelemetry HTTP semantic
+/// conventions' advisory bounds).
+pub const DEFAULT_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// A configuration problem.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// `${VAR}` expansion failed.
+    #[error(transparent)]
+    Expand(#[from] env::ExpandError),
+    /// YAML syntax or a value of the wrong type / an unknown key.
+    #[error("{path}: {reason}")]
+    Parse {
+        /// Key path, e.g. `sli.latency.significant_digits`, or `(document)`.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A value that parses but is not acceptable.
+    #[error("{path}: {reason}")]
+    Invalid {
+        /// Key path.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn invalid(path: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        path: path.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// A listener.
+#[derive(Clone, Debug)]
+pub struct Listen {
+    /// `host:port` to bind.
+    pub endpoint: String,
+    /// Largest accepted message or body, bytes, after decompression.
+    pub max_bytes: usize,
+}
+
+/// Validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// OTLP/gRPC receiver.
+    pub grpc: Listen,
+    /// OTLP/HTTP receiver.
+    pub http: Listen,
+    /// Admin server address.
+    pub admin: String,
+    /// Pipeline settings.
+    pub pipeline: PipelineOptions,
+    /// Classification rules.
+    pub classify: ClassifyConfig,
+    /// Histogram layout.
+    pub layout: Layout,
+    /// Exported histogram bounds, seconds, ascending.
+    pub buckets: Vec<f64>,
+    /// Series limit.
+    pub max_series: usize,
+    /// Log filter.
+    pub log_level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // The empty document is valid by construction; this cannot fail.
+        match from_raw(RawConfig::default()) {
+            Ok(c) => c,
+            Err(e) => unreachable!("embedded defaults are invalid: {e}"),
+        }
+    }
+}
+
+/// Reads, expands and validates a configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse(&text, |k| std::env::var(k).ok())
+}
+
+/// Expands and validates configuration text.
+pub fn parse(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    let expanded = env::expand(text, lookup)?;
+    let raw: RawConfig = if expanded.trim().is_empty() {
+        RawConfig::default()
+    } else {
+        let de = serde_norway::Deserializer::from_str(&expanded);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            ConfigError::Parse {
+                path: if path == "." {
+                    "(document)".into()
+                } else {
+                    path
+                },
+                reason: e.into_inner().to_string(),
+            }
+        })?
+    };
+    from_raw(raw)
+}
+
+fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
+    let grpc = Listen {
+        endpoint: endpoint(
+            "receivers.otlp_grpc.endpoint",
+            raw.receivers.otlp_grpc.endpoint,
+            DEFAULT_GRPC,
+        )?,
+        max_bytes: size(
+            "receivers.otlp_grpc.max_recv_msg_size",
+            raw.receivers.otlp_grpc.max_recv_msg_size,
+            4 << 20,
+        )?,
+    };
+    let http = Listen {
+        endpoint: endpoint(
+            "receivers.otlp_http.endpoint",
+            raw.receivers.otlp_http.endpoint,
+            DEFAULT_HTTP,
+        )?,
+        max_bytes: size(
+            "receivers.otlp_http.max_request_body_size",
+            raw.receivers.otlp_http.max_request_body_size,
+            20 << 20,
+        )?,
+    };
+    let admin = endpoint("admin.endpoint", raw.admin.endpoint, DEFAULT_ADMIN)?;
+
+    let p = raw.pipeline;
+    let shards = match p.shards {
+        None | Some(0) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        Some(n) if n > 1024 => return Err(invalid("pipeline.shards", "at most 1024")),
+        Some(n) => n,
+    };
+    let queue_capacity = p.queue_capacity.unwrap_or(1024);
+    if queue_capacity == 0 {
+        return Err(invalid("pipeline.queue_capacity", "must be at least 1"));
+    }
+    let flush_interval = p.flush_interval.map_or(Duration::from_secs(1), |d| d.0);
+    if flush_interval < Duration::from_millis(10) || flush_interval > Duration::from_secs(60) {
+        return Err(invalid(
+            "pipeline.flush_interval",
+            "must be between 10ms and 60s",
+        ));
+    }
+    let retry_after = p.retry_after.map_or(Duration::from_secs(1), |d| d.0);
+    let pipeline = PipelineOptions {
+        shards,
+        queue_capacity,
+        flush_interval,
+        retry_after,
+    };
+
+    let sli = raw.sli;
+    let mut classify = ClassifyConfig::default();
+    if let Some(kinds) = sli.entry_span_kinds {
+        if kinds.is_empty() {
+            return Err(invalid("sli.entry_span_kinds", "must name at least one kind"));
+        }
+        classify.entry_kinds = 0;
+        for (i, k) in kinds.iter().enumerate() {
+            let kind = span_kind_by_name(k).ok_or_else(|| {
+                invalid(
+                    &format!("sli.entry_span_kinds[{i}]"),
+                    format!("unknown span kind {k:?} (use server, consumer, client, producer or internal)"),
+                )
+            })?;
+            classify.entry_kinds |= 1 << kind;
+        }
+    }
+    if let Some(rules) = sli.feature_rules {
+        if rules.is_empty() {
+            return Err(invalid("sli.feature_rules", "must have at least one rule"));
+        }
+        classify.feature_rules = rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                FeatureTemplate::parse(r).map_err(|e| invalid(&format!("sli.feature_rules[{i}]"), e))
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(dims) = sli.dimensions {
+        for (i, d) in dims.iter().enumerate() {
+            if d.is_empty() {
+                return Err(invalid(&format!("sli.dimensions[{i}]"), "empty attribute name"));
+            }
+            if d == "service.name" {
+                return Err(invalid(
+                    &format!("sli.dimensions[{i}]"),
+                    "service.name is always a dimension (label `service`)",
+                ));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, d) in dims.iter().enumerate() {
+            if !seen.insert(d.replace(['.', '-'], "_")) {
+                return Err(invalid(
+                    &format!("sli.dimensions[{i}]"),
+                    format!("{d:?} repeats another dimension's label name"),
+                ));
+            }
+        }
+        classify.dimensions = dims;
+    }
+    let o = sli.outcome;
+    if let Some(b) = o.status_error_is_bad {
+        classify.status_error_is_bad = b;
+    }
+    if let Some(specs) = o.http_bad_status {
+        classify.http_bad = Box::new([false; 1000]);
+        for (i, s) in specs.iter().enumerate() {
+            let (lo, hi) = status_range(s)
+                .map_err(|e| invalid(&format!("sli.outcome.http_bad_status[{i}]"), e))?;
+            for c in lo..=hi {
+                if let Some(b) = classify.http_bad.get_mut(usize::from(c)) {
+                    *b = true;
+                }
+            }
+        }
+    }
+    if let Some(codes) = o.grpc_bad_codes {
+        classify.grpc_bad = 0;
+        for (i, c) in codes.iter().enumerate() {
+            let code = grpc_code_by_name(c).ok_or_else(|| {
+                invalid(
+                    &format!("sli.outcome.grpc_bad_codes[{i}]"),
+                    format!("unknown gRPC code {c:?} (one of {})", GRPC_CODES.join(", ")),
+                )
+            })?;
+            classify.grpc_bad |= 1 << code;
+        }
+    }
+    let limits = raw.limits;
+    classify.max_label_bytes = limits.max_label_bytes.unwrap_or(256);
+    if classify.max_label_bytes < 16 || classify.max_label_bytes > 4096 {
+        return Err(invalid("limits.max_label_bytes", "must be between 16 and 4096"));
+    }
+    let max_series = limits.max_series.unwrap_or(10_000);
+    if max_series == 0 {
+        return Err(invalid("limits.max_series", "must be at least 1"));
+    }
+
+    let digits = sli.latency.significant_digits.unwrap_or(2);
+    let layout = Layout::new(digits)
+        .map_err(|e| invalid("sli.latency.significant_digits", e.to_string()))?;
+    let buckets = sli.latency.buckets.unwrap_or_else(|| DEFAULT_BUCKETS.to_vec());
+    if buckets.is_empty() {
+        return Err(invalid("sli.latency.buckets", "must have at least one bound"));
+    }
+    for (i, w) in buckets.windows(2).enumerate() {
+        if w[0] >= w[1] {
+            return Err(invalid(
+                &format!("sli.latency.buckets[{}]", i + 1),
+                "bounds must be strictly increasing",
+            ));
+        }
+    }
+    if let Some((i, b)) = buckets
+        .iter()
+        .enumerate()
+        .find(|(_, b)| !b.is_finite() || **b <= 0.0)
+    {
+        return Err(invalid(
+            &format!("sli.latency.buckets[{i}]"),
+            format!("{b} is not a positive number of seconds"),
+        ));
+    }
+
+    // Check the rules compile (attribute count) now rather than at start-up.
+    crate::sli::classify::Classifier::new(classify.clone())
+        .map_err(|e| invalid("sli.feature_rules", e))?;
+
+    Ok(Config {
+        grpc,
+        http,
+        admin,
+        pipeline,
+        classify,
+        layout,
+        buckets,
+        max_series,
+        log_level: raw.log.level.unwrap_or_else(|| "info".into()),
+    })
+}
+
+fn endpoint(path: &str, value: Option<String>, default: &str) -> Result<String, ConfigError> {
+    let v = value.unwrap_or_else(|| default.to_string());
+    match v.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(v),
+        _ => Err(invalid(
+            path,
+            format!("{v:?} is not host:port (for example 0.0.0.0:4317)"),
+        )),
+    }
+}
+
+fn size(path: &str, value: Option<units::ByteSize>, default: u64) -> Result<usize, ConfigError> {
+    let v = value.map_or(default, |b| b.0);
+    if v < 1024 {
+        return Err(invalid(path, "must be at least 1KiB"));
+    }
+    usize::try_from(v).map_err(|_| invalid(path, "too large"))
+}
+
+fn status_range(s: &StatusSpec) -> Result<(u16, u16), String> {
+    let check = |c: u16| {
+        if (100..=999).contains(&c) {
+            Ok(c)
+        } else {
+            Err(format!("{c} is not an HTTP status code"))
+        }
+    };
+    match s {
+        StatusSpec::Code(c) => check(*c).map(|c| (c, c)),
+        StatusSpec::Text(t) => {
+            let t = t.trim();
+            if let Some(class) = t.strip_suffix("xx").or_else(|| t.strip_suffix("XX")) {
+                let d: u16 = class
+                    .parse()
+                    .ok()
+                    .filter(|d| (1..=9).contains(d))
+                    .ok_or_else(|| format!("{t:?} is not a status class like 5xx"))?;
+                return Ok((d * 100, d * 100 + 99));
+            }
+            if let Some((a, b)) = t.split_once('-') {
+                let a = a.trim().parse().map_err(|_| format!("{t:?} is not a range like 500-599"))?;
+                let b = b.trim().parse().map_err(|_| format!("{t:?} is not a range like 500-599"))?;
+                let (a, b) = (check(a)?, check(b)?);
+                if a > b {
+                    return Err(format!("{t:?}: range is reversed"));
+                }
+                return Ok((a, b));
+            }
+            let c = t.parse().map_err(|_| format!("{t:?} is not a status code, range or class"))?;
+            check(c).map(|c| (c, c))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Result<Config, ConfigError> {
+        parse(text, |k| (k == "POD_IP").then(|| "10.1.2.3".to_string()))
+    }
+
+    #[test]
+    fn empty_config_gives_defaults() {
+        let c = p("").expect("defaults");
+        assert_eq!(c.grpc.endpoint, DEFAULT_GRPC);
+        assert_eq!(c.grpc.max_bytes, 4 << 20);
+        assert_eq!(c.http.max_bytes, 20 << 20);
+        assert_eq!(c.max_series, 10_000);
+        assert_eq!(c.layout.significant_digits(), 2);
+        assert!(c.pipeline.shards >= 1);
+    }
+
+    #[test]
+    fn unknown_key_names_its_path() {
+        let e = p("sli:\n  latency:\n    signifcant_digits: 2\n").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.starts_with("sli.latency"), "{msg}");
+        assert!(msg.contains("signifcant_digits"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_names_its_path() {
+        let msg = p("limits:\n  max_series: lots\n").unwrap_err().to_string();
+        assert!(msg.starts_with("limits.max_series"), "{msg}");
+    }
+
+    #[test]
+    fn invalid_values_name_their_path() {
+        let cases = [
+            ("sli:\n  latency:\n    significant_digits: 7\n", "sli.latency.significant_digits"),
+            ("sli:\n  latency:\n    buckets: [1, 0.5]\n", "sli.latency.buckets[1]"),
+            ("sli:\n  entry_span_kinds: [server, sideways]\n", "sli.entry_span_kinds[1]"),
+            ("sli:\n  feature_rules: ['{http.route']\n", "sli.feature_rules[0]"),
+            ("sli:\n  outcome:\n    grpc_bad_codes: [BROKEN]\n", "sli.outcome.grpc_bad_codes[0]"),
+            ("sli:\n  outcome:\n    http_bad_status: ['6xx-']\n", "sli.outcome.http_bad_status[0]"),
+            ("receivers:\n  otlp_grpc:\n    endpoint: nowhere\n", "receivers.otlp_grpc.endpoint"),
+            ("receivers:\n  otlp_http:\n    max_request_body_size: 10\n", "receivers.otlp_http.max_request_body_size"),
+            ("pipeline:\n  flush_interval: 1h\n", "pipeline.flush_interval"),
+        ];
+        for (text, path) in cases {
+            let msg = p(text).unwrap_err().to_string();
+            assert!(msg.starts_with(path), "{text:?} gave {msg}");
+        }
+    }
+
+    #[test]
+    fn env_expansion_and_overrides() {
+        let c = p(
+            "receivers:\n  otlp_grpc:\n    endpoint: ${env:POD_IP}:4317\n    max_recv_msg_size: 8MiB\n\
+             sli:\n  outcome:\n    http_bad_status: [429, '5xx']\n  dimensions: [service.version]\n",
+        )
+        .expect("valid");
+        assert_eq!(c.grpc.endpoint, "10.1.2.3:4317");
+        assert_eq!(c.grpc.max_bytes, 8 << 20);
+        assert!(c.classify.http_bad[429] && c.classify.http_bad[503] && !c.classify.http_bad[404]);
+        assert_eq!(c.classify.dimensions, ["service.version"]);
+        assert!(p("admin:\n  endpoint: ${MISSING}\n").is_err());
+    }
+
+    #[test]
+    fn status_specs() {
+        assert_eq!(status_range(&StatusSpec::Code(429)), Ok((429, 429)));
+        assert_eq!(status_range(&StatusSpec::Text("5xx".into())), Ok((500, 599)));
+        assert_eq!(status_range(&StatusSpec::Text("500-504".into())), Ok((500, 504)));
+        assert!(status_range(&StatusSpec::Text("504-500".into())).is_err());
+        assert!(status_range(&StatusSpec::Code(42)).is_err());
+    }
+}

@@ -1,0 +1,259 @@
+//! The sharded pipeline between receivers and SLI state.
+//!
+//! Receivers hold a [`Pipeline`] handle and call [`Pipeline::ingest_traces`] with the raw
+//! request bytes. The request is scanned in the caller's task, split into per-shard batches
+//! by series-key hash, and handed to shard threads through lock-free queues. Each queue is
+//! bounded by a reservation counter: a request is admitted only if every shard it touches has
+//! room, so a refused request (to be retried by the client) never counts partially.
+//! Shards publish snapshots that [`Pipeline::view`] combines for readers.
+
+pub mod batch;
+pub mod shard;
+pub mod snapshot;
+
+use crate::clock::SharedClock;
+use crate::otlp::scan::{scan_traces, ScanError};
+use crate::sli::classify::Classifier;
+use crate::sli::series::{SeriesSettings, SeriesTable};
+use arc_swap::ArcSwap;
+use batch::{Collector, Tally};
+use crossbeam::channel::{self, Sender};
+use crossbeam::utils::CachePadded;
+use shard::{Msg, Worker};
+use snapshot::{ShardSnapshot, View};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use thiserror::Error;
+
+/// Validated pipeline settings.
+#[derive(Clone, Debug)]
+pub struct PipelineOptions {
+    /// Number of shard threads.
+    pub shards: usize,
+    /// Batches each shard may have queued.
+    pub queue_capacity: usize,
+    /// Time between snapshots.
+    pub flush_interval: Duration,
+    /// Retry delay suggested to clients when queues are full.
+    pub retry_after: Duration,
+}
+
+/// Why a request was not ingested.
+#[derive(Debug, Error)]
+pub enum IngestError {
+    /// The body is not a valid OTLP protobuf message.
+    #[error("request is not a valid ExportTraceServiceRequest: {0}")]
+    Malformed(#[from] ScanError),
+    /// A shard queue is full; retry after the given delay.
+    #[error("pipeline is full, retry in {0:?}")]
+    Busy(Duration),
+    /// The pipeline is shutting down.
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+struct ShardHandle {
+    tx: Sender<Msg>,
+    queued: Arc<CachePadded<AtomicUsize>>,
+    snapshot: Arc<ArcSwap<ShardSnapshot>>,
+}
+
+struct Inner {
+    classifier: Classifier,
+    settings: Arc<SeriesSettings>,
+    shards: Vec<ShardHandle>,
+    capacity: usize,
+    retry_after: Duration,
+    closed: AtomicBool,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Handle to the running pipeline. Cheap to clone.
+#[derive(Clone)]
+pub struct Pipeline {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("shards", &self.inner.shards.len())
+            .finish()
+    }
+}
+
+impl Pipeline {
+    /// Starts the shard threads.
+    pub fn start(
+        opts: &PipelineOptions,
+        classifier: Classifier,
+        settings: Arc<SeriesSettings>,
+        clock: SharedClock,
+    ) -> std::io::Result<Self> {
+        let n = opts.shards.max(1);
+        let mut shards = Vec::with_capacity(n);
+        let mut threads = Vec::with_capacity(n);
+        for i in 0..n {
+            let (tx, rx) = channel::unbounded();
+            let queued = Arc::new(CachePadded::new(AtomicUsize::new(0)));
+            let publish = Arc::new(ArcSwap::from_pointee(ShardSnapshot::default()));
+            let worker = Worker {
+                rx,
+                queued: Arc::clone(&queued),
+                table: SeriesTable::new(Arc::clone(&settings)),
+                clock: Arc::clone(&clock),
+                publish: Arc::clone(&publish),
+                flush_interval: opts.flush_interval,
+            };
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("otel-sli-shard-{i}"))
+                    .spawn(move || worker.run())?,
+            );
+            shards.push(ShardHandle {
+                tx,
+                queued,
+                snapshot: publish,
+            });
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                classifier,
+                settings,
+                shards,
+                capacity: opts.queue_capacity.max(1),
+                retry_after: opts.retry_after,
+                closed: AtomicBool::new(false),
+                threads: Mutex::new(threads),
+            }),
+        })
+    }
+
+    /// Scans an `ExportTraceServiceRequest` and queues its observations.
+    ///
+    /// On `Ok`, the returned tally says how many spans were rejected (for
+    /// `partial_success`). On `Err`, nothing of the request was recorded.
+    pub fn ingest_traces(&self, body: &[u8]) -> Result<Tally, IngestError> {
+        let inner = &*self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(IngestError::ShuttingDown);
+        }
+        let mut collector = Collector::new(&inner.classifier, inner.shards.len());
+        scan_traces(body, &mut collector)?;
+        let tally = collector.tally;
+        let batches = collector.batches;
+
+        // Reserve room in every shard this request touches before sending anything.
+        for (i, b) in batches.iter().enumerate() {
+            if b.items.is_empty() {
+                continue;
+            }
+            if !self.reserve(i) {
+                for (j, bj) in batches.iter().enumerate().take(i) {
+                    if !bj.items.is_empty() {
+                        if let Some(s) = inner.shards.get(j) {
+                            s.queued.fetch_sub(1, Ordering::Release);
+                        }
+                    }
+                }
+                return Err(IngestError::Busy(inner.retry_after));
+            }
+        }
+        for (shard, batch) in inner.shards.iter().zip(batches) {
+            if batch.items.is_empty() {
+                continue;
+            }
+            if shard.tx.send(Msg::Batch(batch)).is_err() {
+                // The worker is gone: only during shutdown.
+                shard.queued.fetch_sub(1, Ordering::Release);
+            }
+        }
+        Ok(tally)
+    }
+
+    fn reserve(&self, shard: usize) -> bool {
+        let cap = self.inner.capacity;
+        self.inner.shards.get(shard).is_some_and(|s| {
+            s.queued
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                    (q < cap).then_some(q + 1)
+                })
+                .is_ok()
+        })
+    }
+
+    /// Combines the shards' latest snapshots.
+    pub fn view(&self) -> View {
+        let snaps: Vec<Arc<ShardSnapshot>> = self
+            .inner
+            .shards
+            .iter()
+            .map(|s| s.snapshot.load_full())
+            .collect();
+        View::combine(&snaps, &self.inner.settings.layout)
+    }
+
+    /// Asks every shard to apply what it has queued and publish a snapshot, and waits for
+    /// them. Blocking: call from a blocking context.
+    pub fn flush_now(&self) {
+        let acks: Vec<_> = self
+            .inner
+            .shards
+            .iter()
+            .filter_map(|s| {
+                let (tx, rx) = channel::bounded(1);
+                s.tx.send(Msg::Flush(tx)).ok().map(|_| rx)
+            })
+            .collect();
+        for rx in acks {
+            let _ = rx.recv();
+        }
+    }
+
+    /// Batches queued per shard.
+    pub fn queue_depths(&self) -> Vec<usize> {
+        self.inner
+            .shards
+            .iter()
+            .map(|s| s.queued.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Capacity of each shard queue, in batches.
+    pub fn queue_capacity(&self) -> usize {
+        self.inner.capacity
+    }
+
+    /// The shared series settings (layout, buckets, limits).
+    pub fn settings(&self) -> &SeriesSettings {
+        &self.inner.settings
+    }
+
+    /// The classifier in use.
+    pub fn classifier(&self) -> &Classifier {
+        &self.inner.classifier
+    }
+
+    /// True until [`Pipeline::shutdown`] starts.
+    pub fn is_running(&self) -> bool {
+        !self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// Refuses new requests, lets every shard apply what is queued, publishes final
+    /// snapshots and joins the shard threads. Blocking.
+    pub fn shutdown(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        for s in &self.inner.shards {
+            let _ = s.tx.send(Msg::Stop);
+        }
+        let threads = match self.inner.threads.lock() {
+            Ok(mut t) => std::mem::take(&mut *t),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The shard worker: a plain thread that owns one [`SeriesTable`], applies batches from its
+//! queue, and publishes a snapshot on every flush tick. It is the only writer of its state,
+//! so the per-span path takes no lock.
+
+use super::batch::Batch;
+use super::snapshot::ShardSnapshot;
+use crate::clock::SharedClock;
+use crate::sli::series::SeriesTable;
+use crate::sli::window::slot_of;
+use arc_swap::ArcSwap;
+use crossbeam::channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam::utils::CachePadded;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A message to a shard.
+#[derive(Debug)]
+pub enum Msg {
+    /// Observations to record.
+    Batch(Batch),
+    /// Publish a snapshot now, then acknowledge.
+    Flush(Sender<()>),
+    /// Publish a final snapshot and exit.
+    Stop,
+}
+
+/// Everything a shard worker needs.
+pub struct Worker {
+    /// Incoming messages.
+    pub rx: Receiver<Msg>,
+    /// Batches queued and not yet applied; the receiver side reserves, the worker releases.
+    pub queued: Arc<CachePadded<AtomicUsize>>,
+    /// The shard's state.
+    pub table: SeriesTable,
+    /// Time source for window slots.
+    pub clock: SharedClock,
+    /// Where snapshots are published.
+    pub publish: Arc<ArcSwap<ShardSnapshot>>,
+    /// Time between snapshots.
+    pub flush_interval: Duration,
+}
+
+impl Worker {
+    /// Runs until [`Msg::Stop`] or until every sender is gone.
+    pub fn run(mut self) {
+        let mut next_flush = Instant::now() + self.flush_interval;
+        loop {
+            let wait = next_flush.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(wait) {
+                Ok(Msg::Batch(batch)) => {
+                    self.apply(&batch);
+                    self.queued.fetch_sub(1, Ordering::Release);
+                }
+                Ok(Msg::Flush(ack)) => {
+                    self.flush();
+                    let _ = ack.send(());
+                }
+                Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => {
+                    self.flush();
+                    return;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if Instant::now() >= next_flush {
+                self.flush();
+                next_flush = Instant::now() + self.flush_interval;
+            }
+        }
+    }
+
+    fn apply(&mut self, batch: &Batch) {
+        let slot = slot_of(self.clock.now_unix_nanos());
+        for item in &batch.items {
+            self.table
+                .record(item.hash, batch.key(item), &item.obs, slot);
+        }
+    }
+
+    fn flush(&mut self) {
+        let now = self.clock.now_unix_nanos();
+        self.table.advance(slot_of(now));
+        let series = self.table.snapshot();
+        self.publish.store(Arc::new(ShardSnapshot {
+            series,
+            overflow_spans: self.table.overflow_spans(),
+            memory_bytes: self.table.memory_bytes(),
+            flushed_at_unix_nanos: now,
+        }));
+    }
+}

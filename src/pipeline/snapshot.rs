@@ -1,0 +1,102 @@
+//! What shards publish on every flush and how readers combine them.
+//!
+//! Each shard swaps in a new [`ShardSnapshot`] (an `arc-swap` pointer, so readers never
+//! block the shard). A [`View`] combines the shards for one read: series are disjoint across
+//! shards except the overflow series, which is merged here from its histograms.
+
+use crate::sli::hist::{merge_into, Layout, SparseHist};
+use crate::sli::series::{SeriesSnapshot, WindowSnapshot, QUANTILES};
+use std::sync::Arc;
+
+/// One shard's published state.
+#[derive(Clone, Debug, Default)]
+pub struct ShardSnapshot {
+    /// All series of the shard, including its overflow series if any.
+    pub series: Vec<Arc<SeriesSnapshot>>,
+    /// Spans folded into the overflow series since start.
+    pub overflow_spans: u64,
+    /// Approximate bytes held by the shard's series.
+    pub memory_bytes: usize,
+    /// Clock time of the flush, Unix nanoseconds.
+    pub flushed_at_unix_nanos: u64,
+}
+
+/// All shards combined, for one read.
+#[derive(Clone, Debug, Default)]
+pub struct View {
+    /// Every series, the overflow series merged into one, sorted by labels.
+    pub series: Vec<Arc<SeriesSnapshot>>,
+    /// Spans folded into the overflow series since start.
+    pub overflow_spans: u64,
+    /// Series alive, not counting the overflow series.
+    pub active_series: usize,
+    /// Approximate bytes held by all series.
+    pub memory_bytes: usize,
+    /// Oldest flush time among the shards, Unix nanoseconds.
+    pub flushed_at_unix_nanos: u64,
+}
+
+impl View {
+    /// Combines shard snapshots.
+    pub fn combine(shards: &[Arc<ShardSnapshot>], layout: &Layout) -> Self {
+        let mut series = Vec::with_capacity(shards.iter().map(|s| s.series.len()).sum());
+        let mut overflow: Vec<&SeriesSnapshot> = Vec::new();
+        let mut view = View {
+            flushed_at_unix_nanos: shards
+                .iter()
+                .map(|s| s.flushed_at_unix_nanos)
+                .min()
+                .unwrap_or(0),
+            ..View::default()
+        };
+        for shard in shards {
+            view.overflow_spans += shard.overflow_spans;
+            view.memory_bytes += shard.memory_bytes;
+            for s in &shard.series {
+                if s.is_overflow() {
+                    overflow.push(s);
+                } else {
+                    series.push(Arc::clone(s));
+                }
+            }
+        }
+        view.active_series = series.len();
+        match overflow.len() {
+            0 => {}
+            1 => series.push(Arc::new(overflow[0].clone())),
+            _ => series.push(Arc::new(merge_overflow(&overflow, layout))),
+        }
+        series.sort_by(|a, b| a.labels.cmp(&b.labels));
+        view.series = series;
+        view
+    }
+}
+
+fn merge_overflow(parts: &[&SeriesSnapshot], layout: &Layout) -> SeriesSnapshot {
+    let mut out = parts[0].clone();
+    for p in &parts[1..] {
+        out.requests_total += p.requests_total;
+        out.errors_total += p.errors_total;
+        out.duration_sum_ns += p.duration_sum_ns;
+        for (a, b) in out.buckets.iter_mut().zip(p.buckets.iter()) {
+            *a += b;
+        }
+    }
+    let mut hists: [SparseHist; 4] = Default::default();
+    for (w, merged) in hists.iter_mut().enumerate() {
+        let ins: Vec<&SparseHist> = parts
+            .iter()
+            .filter_map(|p| p.overflow_hists.as_ref().and_then(|h| h.get(w)))
+            .collect();
+        merge_into(merged, &ins);
+        let mut q = [None; 4];
+        merged.values_at_quantiles(layout, &QUANTILES, &mut q);
+        out.windows[w] = WindowSnapshot {
+            requests: parts.iter().map(|p| p.windows[w].requests).sum(),
+            errors: parts.iter().map(|p| p.windows[w].errors).sum(),
+            quantiles_ns: q,
+        };
+    }
+    out.overflow_hists = Some(Box::new(hists));
+    out
+}

@@ -1,0 +1,265 @@
+//! OTLP/gRPC receiver: `TraceService`, `MetricsService` and `LogsService` `Export`.
+//!
+//! The services are written against tonic's server plumbing with a codec that hands over the
+//! request message as raw bytes (tonic has already stripped gRPC framing and gzip), so the
+//! span scanner reads them without building a prost object tree. Responses are ordinary
+//! prost messages.
+
+use super::{Accepted, Ingest, Refusal};
+use crate::otlp::rpc;
+use crate::telemetry::{Signal, Transport};
+use bytes::{Buf, Bytes};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
+};
+use prost::Message;
+use std::convert::Infallible;
+use std::marker::PhantomData;
+use std::task::{Context, Poll};
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::{http, BoxFuture, Service, StdError};
+use tonic::server::{NamedService, UnaryService};
+use tonic::{Code, Status};
+
+/// One OTLP signal's gRPC service description.
+pub trait GrpcSignal: Send + Sync + 'static {
+    /// Fully qualified service name.
+    const NAME: &'static str;
+    /// The signal.
+    const SIGNAL: Signal;
+    /// The response message.
+    type Response: Message + Default + Send + 'static;
+    /// Builds the response for an accepted request.
+    fn response(accepted: Accepted) -> Self::Response;
+}
+
+/// `opentelemetry.proto.collector.trace.v1.TraceService`.
+#[derive(Debug)]
+pub enum Traces {}
+/// `opentelemetry.proto.collector.metrics.v1.MetricsService`.
+#[derive(Debug)]
+pub enum Metrics {}
+/// `opentelemetry.proto.collector.logs.v1.LogsService`.
+#[derive(Debug)]
+pub enum Logs {}
+
+impl GrpcSignal for Traces {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    const SIGNAL: Signal = Signal::Traces;
+    type Response = ExportTraceServiceResponse;
+    fn response(a: Accepted) -> Self::Response {
+        ExportTraceServiceResponse {
+            partial_success: (a.rejected > 0).then(|| ExportTracePartialSuccess {
+                rejected_spans: i64::try_from(a.rejected).unwrap_or(i64::MAX),
+                error_message: a.error_message.unwrap_or_default(),
+            }),
+        }
+    }
+}
+
+impl GrpcSignal for Metrics {
+    const NAME: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+    const SIGNAL: Signal = Signal::Metrics;
+    type Response = ExportMetricsServiceResponse;
+    fn response(a: Accepted) -> Self::Response {
+        ExportMetricsServiceResponse {
+            partial_success: (a.rejected > 0).then(|| ExportMetricsPartialSuccess {
+                rejected_data_points: i64::try_from(a.rejected).unwrap_or(i64::MAX),
+                error_message: a.error_message.unwrap_or_default(),
+            }),
+        }
+    }
+}
+
+impl GrpcSignal for Logs {
+    const NAME: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+    const SIGNAL: Signal = Signal::Logs;
+    type Response = ExportLogsServiceResponse;
+    fn response(a: Accepted) -> Self::Response {
+        ExportLogsServiceResponse {
+            partial_success: (a.rejected > 0).then(|| ExportLogsPartialSuccess {
+                rejected_log_records: i64::try_from(a.rejected).unwrap_or(i64::MAX),
+                error_message: a.error_message.unwrap_or_default(),
+            }),
+        }
+    }
+}
+
+/// Codec: requests stay bytes, responses are prost messages.
+struct RawCodec<R>(PhantomData<fn() -> R>);
+
+impl<R> Default for RawCodec<R> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+
+struct RawDecoder;
+struct MessageEncoder<R>(PhantomData<fn() -> R>);
+
+impl Decoder for RawDecoder {
+    type Item = Bytes;
+    type Error = Status;
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(buf.copy_to_bytes(buf.remaining())))
+    }
+}
+
+impl<R: Message> Encoder for MessageEncoder<R> {
+    type Item = R;
+    type Error = Status;
+    fn encode(&mut self, item: R, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode(buf)
+            .map_err(|e| Status::internal(format!("encoding response: {e}")))
+    }
+}
+
+impl<R: Message + Send + 'static> Codec for RawCodec<R> {
+    type Encode = R;
+    type Decode = Bytes;
+    type Encoder = MessageEncoder<R>;
+    type Decoder = RawDecoder;
+    fn encoder(&mut self) -> Self::Encoder {
+        MessageEncoder(PhantomData)
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        RawDecoder
+    }
+}
+
+/// The gRPC service for signal `S`.
+pub struct OtlpGrpc<S: GrpcSignal> {
+    ingest: Ingest,
+    max_message_bytes: usize,
+    _signal: PhantomData<fn() -> S>,
+}
+
+impl<S: GrpcSignal> Clone for OtlpGrpc<S> {
+    fn clone(&self) -> Self {
+        Self {
+            ingest: self.ingest.clone(),
+            max_message_bytes: self.max_message_bytes,
+            _signal: PhantomData,
+        }
+    }
+}
+
+impl<S: GrpcSignal> OtlpGrpc<S> {
+    /// A service accepting messages up to `max_message_bytes` after decompression.
+    pub fn new(ingest: Ingest, max_message_bytes: usize) -> Self {
+        Self {
+            ingest,
+            max_message_bytes,
+            _signal: PhantomData,
+        }
+    }
+}
+
+impl<S: GrpcSignal> NamedService for OtlpGrpc<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+struct Export<S: GrpcSignal> {
+    ingest: Ingest,
+    _signal: PhantomData<fn() -> S>,
+}
+
+impl<S: GrpcSignal> UnaryService<Bytes> for Export<S> {
+    type Response = S::Response;
+    type Future = BoxFuture<tonic::Response<S::Response>, Status>;
+
+    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
+        let ingest = self.ingest.clone();
+        Box::pin(async move {
+            let body = request.into_inner();
+            match ingest.export(Transport::Grpc, S::SIGNAL, &body) {
+                Ok(accepted) => Ok(tonic::Response::new(S::response(accepted))),
+                Err(refusal) => Err(to_status(refusal)),
+            }
+        })
+    }
+}
+
+fn to_status(r: Refusal) -> Status {
+    match r {
+        Refusal::Malformed(msg) => Status::invalid_argument(msg),
+        Refusal::Busy(delay) => retryable("pipeline queues are full", delay),
+        Refusal::ShuttingDown => retryable("shutting down", std::time::Duration::from_secs(1)),
+    }
+}
+
+fn retryable(msg: &str, delay: std::time::Duration) -> Status {
+    let details = rpc::unavailable_with_retry(msg, delay).encode_to_vec();
+    Status::with_details(Code::Unavailable, msg, Bytes::from(details))
+}
+
+impl<S, B> Service<http::Request<B>> for OtlpGrpc<S>
+where
+    S: GrpcSignal,
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let ingest = self.ingest.clone();
+        let max = self.max_message_bytes;
+        let is_export = req
+            .uri()
+            .path()
+            .strip_prefix('/')
+            .and_then(|p| p.strip_prefix(S::NAME))
+            == Some("/Export");
+        Box::pin(async move {
+            if !is_export {
+                return Ok(Status::unimplemented("only Export is implemented").into_http());
+            }
+            let mut grpc = tonic::server::Grpc::new(RawCodec::<S::Response>::default())
+                .accept_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(max);
+            let svc = Export::<S> {
+                ingest: ingest.clone(),
+                _signal: PhantomData,
+            };
+            let mut response = grpc.unary(svc, req).await;
+            if oversize_to_resource_exhausted(&mut response) {
+                ingest.refused_early(Transport::Grpc, S::SIGNAL, crate::telemetry::Outcome::TooLarge);
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// tonic reports an over-limit uncompressed message as `OUT_OF_RANGE`; the OTLP
+/// specification (and gRPC's own servers) say `RESOURCE_EXHAUSTED`. Our services never
+/// return `OUT_OF_RANGE`, so any such response is that limit check. Oversize *compressed*
+/// messages already come back as `RESOURCE_EXHAUSTED`. Returns true if the response is an
+/// oversize refusal.
+fn oversize_to_resource_exhausted(resp: &mut http::Response<tonic::body::Body>) -> bool {
+    let headers = resp.headers_mut();
+    let code = headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok());
+    if code == Some(Code::OutOfRange as i32) {
+        headers.insert(
+            "grpc-status",
+            http::HeaderValue::from(Code::ResourceExhausted as i32),
+        );
+        return true;
+    }
+    code == Some(Code::ResourceExhausted as i32)
+}

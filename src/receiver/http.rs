@@ -1,0 +1,206 @@
+//! OTLP/HTTP receiver: `POST /v1/traces`, `/v1/metrics`, `/v1/logs` with
+//! `application/x-protobuf` or `application/json` bodies, optionally gzip-compressed.
+//!
+//! Errors follow the OTLP specification: 400 with a `google.rpc.Status` body for an
+//! undecodable body, 413 for a body over the limit (after decompression), 415 for an
+//! unsupported content type or encoding, 503 with `Retry-After` when the pipeline is full.
+//! Response bodies use the request's encoding.
+
+use super::decode::{gunzip_limited, DecompressError};
+use super::{Accepted, Ingest, Refusal};
+use crate::otlp::{json, rpc};
+use crate::telemetry::{Outcome, Signal, Transport};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use prost::Message;
+
+#[derive(Clone)]
+struct HttpState {
+    ingest: Ingest,
+    max_body: usize,
+}
+
+/// The OTLP/HTTP routes, accepting bodies up to `max_body` bytes after decompression.
+pub fn router(ingest: Ingest, max_body: usize) -> Router {
+    Router::new()
+        .route("/v1/traces", post(traces))
+        .route("/v1/metrics", post(metrics))
+        .route("/v1/logs", post(logs))
+        .with_state(HttpState { ingest, max_body })
+}
+
+async fn traces(State(s): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
+    handle(s, Signal::Traces, headers, body).await
+}
+async fn metrics(State(s): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
+    handle(s, Signal::Metrics, headers, body).await
+}
+async fn logs(State(s): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
+    handle(s, Signal::Logs, headers, body).await
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+impl Encoding {
+    fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Protobuf => "application/x-protobuf",
+            Encoding::Json => "application/json",
+        }
+    }
+}
+
+fn error(enc: Encoding, status: StatusCode, code: i32, msg: impl Into<String>) -> Response {
+    let s = rpc::status(code, msg);
+    let body = match enc {
+        Encoding::Protobuf => s.encode_to_vec(),
+        Encoding::Json => rpc::to_json(&s),
+    };
+    (status, [(header::CONTENT_TYPE, enc.content_type())], body).into_response()
+}
+
+async fn handle(s: HttpState, signal: Signal, headers: HeaderMap, body: Body) -> Response {
+    let ingest = &s.ingest;
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    let enc = match media.as_deref() {
+        Some("application/x-protobuf") => Encoding::Protobuf,
+        Some("application/json") => Encoding::Json,
+        other => {
+            ingest.refused_early(Transport::Http, signal, Outcome::Unsupported);
+            return error(
+                Encoding::Protobuf,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                rpc::code::INVALID_ARGUMENT,
+                format!(
+                    "unsupported content type {:?}; use application/x-protobuf or application/json",
+                    other.unwrap_or("(none)")
+                ),
+            );
+        }
+    };
+    let gzip = match headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("") | Some("identity") => false,
+        Some("gzip") => true,
+        Some(other) => {
+            ingest.refused_early(Transport::Http, signal, Outcome::Unsupported);
+            return error(
+                enc,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                rpc::code::INVALID_ARGUMENT,
+                format!("unsupported content encoding {other:?}; use gzip or none"),
+            );
+        }
+    };
+    let too_large = |ingest: &Ingest| {
+        ingest.refused_early(Transport::Http, signal, Outcome::TooLarge);
+        error(
+            enc,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            rpc::code::RESOURCE_EXHAUSTED,
+            format!("request body exceeds {} bytes", s.max_body),
+        )
+    };
+    let raw = match Limited::new(body, s.max_body).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large(ingest),
+        Err(e) => {
+            ingest.refused_early(Transport::Http, signal, Outcome::Malformed);
+            return error(
+                enc,
+                StatusCode::BAD_REQUEST,
+                rpc::code::INVALID_ARGUMENT,
+                format!("reading request body: {e}"),
+            );
+        }
+    };
+    let decompressed;
+    let mut bytes: &[u8] = &raw;
+    if gzip {
+        decompressed = match gunzip_limited(&raw, s.max_body) {
+            Ok(d) => d,
+            Err(DecompressError::TooLarge { .. }) => return too_large(ingest),
+            Err(e @ DecompressError::Corrupt(_)) => {
+                ingest.refused_early(Transport::Http, signal, Outcome::Malformed);
+                return error(enc, StatusCode::BAD_REQUEST, rpc::code::INVALID_ARGUMENT, e.to_string());
+            }
+        };
+        bytes = &decompressed;
+    }
+    let converted;
+    if enc == Encoding::Json {
+        converted = match json::to_protobuf(signal, bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                ingest.refused_early(Transport::Http, signal, Outcome::Malformed);
+                return error(
+                    enc,
+                    StatusCode::BAD_REQUEST,
+                    rpc::code::INVALID_ARGUMENT,
+                    format!("request is not valid OTLP/JSON: {e}"),
+                );
+            }
+        };
+        bytes = &converted;
+    }
+    match ingest.export(Transport::Http, signal, bytes) {
+        Ok(accepted) => success(enc, signal, accepted),
+        Err(Refusal::Malformed(msg)) => {
+            error(enc, StatusCode::BAD_REQUEST, rpc::code::INVALID_ARGUMENT, msg)
+        }
+        Err(Refusal::Busy(delay)) => busy(enc, "pipeline queues are full", delay),
+        Err(Refusal::ShuttingDown) => busy(enc, "shutting down", std::time::Duration::from_secs(1)),
+    }
+}
+
+fn busy(enc: Encoding, msg: &str, delay: std::time::Duration) -> Response {
+    let mut r = error(enc, StatusCode::SERVICE_UNAVAILABLE, rpc::code::UNAVAILABLE, msg);
+    let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    r
+}
+
+fn success(enc: Encoding, signal: Signal, a: Accepted) -> Response {
+    use super::grpc::{GrpcSignal, Logs, Metrics, Traces};
+    let body = match enc {
+        Encoding::Protobuf => match signal {
+            Signal::Traces => Traces::response(a).encode_to_vec(),
+            Signal::Metrics => Metrics::response(a).encode_to_vec(),
+            Signal::Logs => Logs::response(a).encode_to_vec(),
+        },
+        Encoding::Json => {
+            let field = match signal {
+                Signal::Traces => "rejectedSpans",
+                Signal::Metrics => "rejectedDataPoints",
+                Signal::Logs => "rejectedLogRecords",
+            };
+            let v = if a.rejected > 0 {
+                serde_json::json!({ "partialSuccess": {
+                    field: a.rejected.to_string(),
+                    "errorMessage": a.error_message.unwrap_or_default(),
+                }})
+            } else {
+                serde_json::json!({})
+            };
+            serde_json::to_vec(&v).unwrap_or_default()
+        }
+    };
+    (StatusCode::OK, [(header::CONTENT_TYPE, enc.content_type())], body).into_response()
+}

@@ -1,0 +1,99 @@
+//! OTLP receivers (gRPC and HTTP). They check transport-level limits, decompress, and hand
+//! the raw request bytes to the [`Ingest`] handle; they hold nothing else.
+
+pub mod decode;
+pub mod grpc;
+pub mod http;
+
+use crate::otlp::signals;
+use crate::pipeline::{IngestError, Pipeline};
+use crate::telemetry::{Outcome, RefuseReason, Signal, Telemetry, Transport};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the receivers share: the pipeline and the self-telemetry counters.
+#[derive(Clone, Debug)]
+pub struct Ingest {
+    /// The pipeline spans go to.
+    pub pipeline: Pipeline,
+    /// Self-telemetry.
+    pub telemetry: Arc<Telemetry>,
+}
+
+/// An accepted request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Accepted {
+    /// Items rejected (for `partial_success`).
+    pub rejected: u64,
+    /// Why they were rejected.
+    pub error_message: Option<String>,
+}
+
+/// A refused request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The body is not a valid OTLP message.
+    Malformed(String),
+    /// Queues are full; retry after the delay.
+    Busy(Duration),
+    /// Shutting down; retry elsewhere or later.
+    ShuttingDown,
+}
+
+impl Ingest {
+    /// Handles the decoded (protobuf) body of one export request.
+    pub fn export(&self, transport: Transport, signal: Signal, body: &[u8]) -> Result<Accepted, Refusal> {
+        let t = &self.telemetry;
+        let result = match signal {
+            Signal::Traces => self.traces(transport, body),
+            Signal::Metrics => signals::count_metric_points(body)
+                .map(|n| {
+                    t.items(transport, signal, n);
+                    Accepted::default()
+                })
+                .map_err(|e| Refusal::Malformed(format!("request is not a valid ExportMetricsServiceRequest: {e}"))),
+            Signal::Logs => signals::count_log_records(body)
+                .map(|n| {
+                    t.items(transport, signal, n);
+                    Accepted::default()
+                })
+                .map_err(|e| Refusal::Malformed(format!("request is not a valid ExportLogsServiceRequest: {e}"))),
+        };
+        let outcome = match &result {
+            Ok(a) if a.rejected > 0 => Outcome::Partial,
+            Ok(_) => Outcome::Ok,
+            Err(Refusal::Malformed(_)) => Outcome::Malformed,
+            Err(Refusal::Busy(_) | Refusal::ShuttingDown) => Outcome::Busy,
+        };
+        t.request(transport, signal, outcome);
+        result
+    }
+
+    fn traces(&self, transport: Transport, body: &[u8]) -> Result<Accepted, Refusal> {
+        let t = &self.telemetry;
+        match self.pipeline.ingest_traces(body) {
+            Ok(tally) => {
+                t.items(transport, Signal::Traces, tally.spans);
+                t.accepted_spans(transport, tally.spans - tally.rejected());
+                t.refused_spans(transport, RefuseReason::InvalidTraceId, tally.bad_trace_id);
+                t.refused_spans(transport, RefuseReason::InvalidSpanId, tally.bad_span_id);
+                t.entry_spans(tally.entries);
+                t.invalid_durations(tally.invalid_durations);
+                Ok(Accepted {
+                    rejected: tally.rejected(),
+                    error_message: tally.error_message(),
+                })
+            }
+            Err(IngestError::Malformed(e)) => Err(Refusal::Malformed(format!(
+                "request is not a valid ExportTraceServiceRequest: {e}"
+            ))),
+            Err(IngestError::Busy(d)) => Err(Refusal::Busy(d)),
+            Err(IngestError::ShuttingDown) => Err(Refusal::ShuttingDown),
+        }
+    }
+
+    /// Counts a request refused before its body could be read (too large, wrong type).
+    pub fn refused_early(&self, transport: Transport, signal: Signal, outcome: Outcome) {
+        self.telemetry.request(transport, signal, outcome);
+    }
+}
