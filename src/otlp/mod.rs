@@ -5,3 +5,4 @@ pub mod json;
 pub mod rpc;
 pub mod scan;
 pub mod signals;
+pub mod synth;

@@ -19,7 +19,8 @@ use arc_swap::ArcSwap;
 use batch::{Collector, Tally};
 use crossbeam::channel::{self, Sender};
 use crossbeam::utils::CachePadded;
-use shard::{Msg, Worker};
+pub use shard::Worker;
+use shard::Msg;
 use snapshot::{ShardSnapshot, View};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -92,33 +93,57 @@ impl Pipeline {
         settings: Arc<SeriesSettings>,
         clock: SharedClock,
     ) -> std::io::Result<Self> {
+        let (pipeline, workers) = Self::build(opts, classifier, settings, clock);
+        let mut threads = Vec::with_capacity(workers.len());
+        for (i, worker) in workers.into_iter().enumerate() {
+            let spawned = std::thread::Builder::new()
+                .name(format!("otel-sli-shard-{i}"))
+                .spawn(move || worker.run());
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    pipeline.shutdown();
+                    return Err(e);
+                }
+            }
+        }
+        if let Ok(mut t) = pipeline.inner.threads.lock() {
+            *t = threads;
+        }
+        Ok(pipeline)
+    }
+
+    /// Builds the pipeline and its shard workers without starting them. The caller runs each
+    /// [`Worker`] on a thread of its own; until then the shard queues only fill up, which is
+    /// how tests hold a shard still.
+    pub fn build(
+        opts: &PipelineOptions,
+        classifier: Classifier,
+        settings: Arc<SeriesSettings>,
+        clock: SharedClock,
+    ) -> (Self, Vec<Worker>) {
         let n = opts.shards.max(1);
         let mut shards = Vec::with_capacity(n);
-        let mut threads = Vec::with_capacity(n);
-        for i in 0..n {
+        let mut workers = Vec::with_capacity(n);
+        for _ in 0..n {
             let (tx, rx) = channel::unbounded();
             let queued = Arc::new(CachePadded::new(AtomicUsize::new(0)));
             let publish = Arc::new(ArcSwap::from_pointee(ShardSnapshot::default()));
-            let worker = Worker {
+            workers.push(Worker {
                 rx,
                 queued: Arc::clone(&queued),
                 table: SeriesTable::new(Arc::clone(&settings)),
                 clock: Arc::clone(&clock),
                 publish: Arc::clone(&publish),
                 flush_interval: opts.flush_interval,
-            };
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("otel-sli-shard-{i}"))
-                    .spawn(move || worker.run())?,
-            );
+            });
             shards.push(ShardHandle {
                 tx,
                 queued,
                 snapshot: publish,
             });
         }
-        Ok(Self {
+        let pipeline = Self {
             inner: Arc::new(Inner {
                 classifier,
                 settings,
@@ -126,9 +151,10 @@ impl Pipeline {
                 capacity: opts.queue_capacity.max(1),
                 retry_after: opts.retry_after,
                 closed: AtomicBool::new(false),
-                threads: Mutex::new(threads),
+                threads: Mutex::new(Vec::new()),
             }),
-        })
+        };
+        (pipeline, workers)
     }
 
     /// Scans an `ExportTraceServiceRequest` and queues its observations.
@@ -254,6 +280,116 @@ impl Pipeline {
         };
         for t in threads {
             let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::otlp::synth::{traces_request, Rng, Workload};
+    use crate::sli::classify::ClassifyConfig;
+    use crate::sli::hist::Layout;
+    use prost::Message;
+
+    fn build(shards: usize, capacity: usize) -> (Pipeline, Vec<Worker>) {
+        let settings = Arc::new(SeriesSettings {
+            layout: Layout::new(2).expect("layout"),
+            bounds_ns: vec![100_000_000],
+            max_series: 1000,
+            label_count: 2,
+            active: AtomicUsize::new(0),
+        });
+        let opts = PipelineOptions {
+            shards,
+            queue_capacity: capacity,
+            flush_interval: Duration::from_millis(50),
+            retry_after: Duration::from_millis(1500),
+        };
+        let classifier = Classifier::new(ClassifyConfig::default()).expect("rules");
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000_000_000));
+        Pipeline::build(&opts, classifier, settings, clock)
+    }
+
+    fn run(workers: Vec<Worker>) -> Vec<JoinHandle<()>> {
+        workers
+            .into_iter()
+            .map(|w| std::thread::spawn(move || w.run()))
+            .collect()
+    }
+
+    fn total_requests(p: &Pipeline) -> u64 {
+        p.view().series.iter().map(|s| s.requests_total).sum()
+    }
+
+    #[test]
+    fn full_queue_refuses_whole_request_and_records_nothing_of_it() {
+        let (p, workers) = build(2, 1);
+        let w = Workload::default();
+        let mut rng = Rng::new(7);
+        // Big enough to touch both shards.
+        let (req, entries, _) = traces_request(&w, &mut rng, 400, 1_700_000_000_000_000_000);
+        let body = req.encode_to_vec();
+        let first = p.ingest_traces(&body).expect("room for the first request");
+        assert_eq!(first.entries, entries);
+        // Workers are not running: every shard queue is at capacity now.
+        match p.ingest_traces(&body) {
+            Err(IngestError::Busy(d)) => assert_eq!(d, Duration::from_millis(1500)),
+            other => panic!("expected Busy, got {other:?}"),
+        }
+        assert_eq!(p.queue_depths(), vec![1, 1], "refused request left no reservation");
+        let threads = run(workers);
+        p.flush_now();
+        assert_eq!(total_requests(&p), entries, "only the first request counted");
+        // Room again once the shards drained.
+        p.ingest_traces(&body).expect("accepted after draining");
+        p.shutdown();
+        for t in threads {
+            t.join().expect("worker exits");
+        }
+        assert_eq!(total_requests(&p), 2 * entries, "shutdown applied the queued batch");
+        assert!(matches!(p.ingest_traces(&body), Err(IngestError::ShuttingDown)));
+    }
+
+    #[test]
+    fn malformed_request_records_nothing() {
+        let (p, workers) = build(1, 8);
+        let threads = run(workers);
+        let w = Workload::default();
+        let (req, _, _) = traces_request(&w, &mut Rng::new(3), 100, 1_700_000_000_000_000_000);
+        let mut body = req.encode_to_vec();
+        body.truncate(body.len() - 3);
+        assert!(matches!(p.ingest_traces(&body), Err(IngestError::Malformed(_))));
+        p.flush_now();
+        assert_eq!(total_requests(&p), 0);
+        p.shutdown();
+        for t in threads {
+            t.join().expect("worker exits");
+        }
+    }
+
+    #[test]
+    fn counts_match_the_generated_traffic_across_shards() {
+        let (p, workers) = build(3, 64);
+        let threads = run(workers);
+        let w = Workload::default();
+        let mut rng = Rng::new(11);
+        let (mut want_req, mut want_err) = (0, 0);
+        for _ in 0..20 {
+            let (req, e, b) = traces_request(&w, &mut rng, 500, 1_700_000_000_000_000_000);
+            p.ingest_traces(&req.encode_to_vec()).expect("accepted");
+            want_req += e;
+            want_err += b;
+        }
+        p.flush_now();
+        let v = p.view();
+        assert_eq!(v.series.iter().map(|s| s.requests_total).sum::<u64>(), want_req);
+        assert_eq!(v.series.iter().map(|s| s.errors_total).sum::<u64>(), want_err);
+        assert_eq!(v.active_series, w.services * w.features);
+        p.shutdown();
+        for t in threads {
+            t.join().expect("worker exits");
         }
     }
 }
