@@ -1,1 +1,941 @@
-//! Zero-copy OTLP trace scanner (being written).
+//! Zero-copy scanner for OTLP `ExportTraceServiceRequest` protobuf payloads.
+//!
+//! # What this module owns
+//!
+//! The hot path of trace ingestion: walking the protobuf wire format of an
+//! `ExportTraceServiceRequest` and handing each span to a [`SpanSink`] as a
+//! [`SpanView`] whose byte fields borrow from the request buffer. Resources are
+//! handed over as [`ResourceView`]s, once per `ResourceSpans`, before that
+//! resource's spans. Attributes are exposed lazily through [`AttrsRef`], which
+//! re-walks the (already validated) bytes on demand.
+//!
+//! # What it must not do
+//!
+//! * Allocate, or build the prost object tree: the scan is O(bytes) with no heap
+//!   traffic; length-delimited fields that are not needed are skipped in O(1).
+//! * Panic on any input. Every read is bounds-checked and malformed input is
+//!   reported as a [`ScanError`] with the byte offset of the offending element.
+//! * Interpret data: it does not validate UTF-8 (strings are returned as bytes;
+//!   see [`AnyValueRef::as_str`]), look at attribute semantics or derive SLIs.
+//! * Descend into parts of the request the service does not use: instrumentation
+//!   scopes, events, links, resource entity refs, and the contents of nested
+//!   `ArrayValue` / `KeyValueList` attribute values are only bounds-checked as
+//!   length-delimited fields.
+//!
+//! # Protobuf semantics (matched against prost)
+//!
+//! * Fields may appear in any order. For singular scalar fields the last
+//!   occurrence wins. Singular embedded messages (the `Resource` of a
+//!   `ResourceSpans`, the `Status` of a `Span`, the `AnyValue` of a `KeyValue`)
+//!   are merged across occurrences: every field present in a later occurrence
+//!   overrides, repeated fields (resource attributes) are concatenated.
+//! * The resource may follow the scope spans on the wire: each `ResourceSpans`
+//!   is walked twice, first (cheaply) to find and validate its resource, then to
+//!   emit its spans.
+//! * Unknown fields of every wire type are skipped, groups included (nested
+//!   fields up to the matching end-group, with prost's recursion limit of 100).
+//!   An unmatched end-group, a known field with the wrong wire type, a field
+//!   number of 0, wire types 6/7, varints longer than 10 bytes (or overflowing
+//!   64 bits), lengths beyond the enclosing message and truncated fixed-width
+//!   values are errors.
+//! * Enums and `int64` are decoded as prost does: the 64-bit varint is truncated
+//!   (`as i32` / `as i64`), so negative values encoded in 10 bytes come out
+//!   sign-correct.
+//! * `AnyValue` is a oneof: the last variant set wins.
+//!
+//! Known, documented differences from a full prost decode (the scanner accepts
+//! some inputs prost rejects, never the other way round):
+//!
+//! * UTF-8 of `string` fields is not checked.
+//! * Skipped sub-messages (scope, events, links, nested array/kvlist values) are
+//!   not validated internally.
+//! * When an `AnyValue` sets `array_value` (or `kvlist_value`) more than once,
+//!   prost concatenates the lists; the scanner reports the last occurrence only.
+//! * `string_value_strindex` (AnyValue field 8, profiling only) is treated as an
+//!   unset value ([`AnyValueRef::Empty`]), as OTLP prescribes for non-profiling
+//!   signals; `key_strindex` (KeyValue field 3) is ignored.
+
+use std::fmt;
+
+/// A malformed request: where in the request buffer, and what.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[error("malformed protobuf at byte {offset}: {kind}")]
+pub struct ScanError {
+    /// Offset (from the start of the buffer given to [`scan_traces`]) of the
+    /// element that failed to decode: the varint, length prefix, fixed-width
+    /// value or field key.
+    pub offset: usize,
+    /// What went wrong.
+    pub kind: ScanErrorKind,
+}
+
+/// The kinds of wire-format violations the scanner reports.
+#[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
+pub enum ScanErrorKind {
+    /// The buffer (or enclosing message) ends inside a varint.
+    #[error("truncated varint")]
+    TruncatedVarint,
+    /// A varint longer than 10 bytes, or whose 10th byte overflows 64 bits.
+    #[error("varint longer than 10 bytes or overflowing 64 bits")]
+    VarintTooLong,
+    /// A length prefix reaching past the end of the enclosing message.
+    #[error("length-delimited field extends past the end of its enclosing message")]
+    LengthOutOfBounds,
+    /// A fixed32/fixed64 value cut off by the end of the enclosing message.
+    #[error("truncated fixed-width value")]
+    TruncatedFixed,
+    /// A known field encoded with a wire type its declaration does not allow.
+    #[error("field {field} has invalid wire type {wire_type}")]
+    InvalidWireType {
+        /// Field number.
+        field: u32,
+        /// Wire type found on the wire.
+        wire_type: u8,
+    },
+    /// A field key larger than `u32::MAX`, or with field number 0.
+    #[error("invalid field key")]
+    InvalidKey,
+    /// Wire type 6 or 7.
+    #[error("unknown wire type {wire_type}")]
+    UnknownWireType {
+        /// Wire type found on the wire.
+        wire_type: u8,
+    },
+    /// An end-group with no start-group, or closing a different field's group.
+    #[error("unmatched end-group")]
+    UnmatchedEndGroup,
+    /// A start-group whose end-group never comes before the enclosing message ends.
+    #[error("unterminated group")]
+    UnterminatedGroup,
+    /// Groups nested deeper than prost's recursion limit allows.
+    #[error("recursion limit reached")]
+    RecursionLimit,
+}
+
+const WT_VARINT: u8 = 0;
+const WT_I64: u8 = 1;
+const WT_LEN: u8 = 2;
+const WT_START_GROUP: u8 = 3;
+const WT_END_GROUP: u8 = 4;
+const WT_I32: u8 = 5;
+
+// Recursion budgets at each message level, mirroring prost's `DecodeContext`
+// (100 at the top-level message, one less per enclosing message). They bound
+// how deeply unknown groups may nest, exactly as prost does.
+const DEPTH_REQUEST: u32 = 100;
+const DEPTH_RESOURCE_SPANS: u32 = 99;
+const DEPTH_RESOURCE: u32 = 98;
+const DEPTH_SCOPE_SPANS: u32 = 98;
+const DEPTH_SPAN: u32 = 97;
+const DEPTH_STATUS: u32 = 96;
+
+#[cold]
+#[inline(never)]
+fn error(offset: usize, kind: ScanErrorKind) -> ScanError {
+    ScanError { offset, kind }
+}
+
+/// A read position inside one message's bytes; `base` is the absolute offset of
+/// `buf[0]` in the request, used for error reporting only.
+#[derive(Clone, Copy, Debug)]
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    base: usize,
+}
+
+impl<'a> Cursor<'a> {
+    #[inline(always)]
+    fn new(buf: &'a [u8], base: usize) -> Self {
+        Cursor { buf, pos: 0, base }
+    }
+
+    #[inline(always)]
+    fn has_more(&self) -> bool {
+        self.pos < self.buf.len()
+    }
+
+    #[inline(always)]
+    fn abs(&self, pos: usize) -> usize {
+        self.base.saturating_add(pos)
+    }
+
+    #[inline(always)]
+    fn varint(&mut self) -> Result<u64, ScanError> {
+        if let Some(&b0) = self.buf.get(self.pos) {
+            if b0 < 0x80 {
+                self.pos += 1;
+                return Ok(u64::from(b0));
+            }
+            if let Some(&b1) = self.buf.get(self.pos + 1) {
+                if b1 < 0x80 {
+                    self.pos += 2;
+                    return Ok(u64::from(b0 & 0x7f) | (u64::from(b1) << 7));
+                }
+            }
+        }
+        self.varint_slow()
+    }
+
+    #[inline(always)]
+    fn varint_slow(&mut self) -> Result<u64, ScanError> {
+        match varint_slow(self.buf, self.pos) {
+            Ok((value, pos)) => {
+                self.pos = pos;
+                Ok(value)
+            }
+            Err(kind) => Err(error(self.abs(self.pos), kind)),
+        }
+    }
+
+    /// Reads a field key: `(field number, wire type)`.
+    #[inline(always)]
+    fn key(&mut self) -> Result<(u32, u8), ScanError> {
+        let at = self.pos;
+        let key = self.varint()?;
+        let Ok(key) = u32::try_from(key) else {
+            return Err(error(self.abs(at), ScanErrorKind::InvalidKey));
+        };
+        let wire_type = (key & 7) as u8;
+        if wire_type > WT_I32 {
+            return Err(error(
+                self.abs(at),
+                ScanErrorKind::UnknownWireType { wire_type },
+            ));
+        }
+        let field = key >> 3;
+        if field == 0 {
+            return Err(error(self.abs(at), ScanErrorKind::InvalidKey));
+        }
+        Ok((field, wire_type))
+    }
+
+    /// Checks that known field `field` (key at `at`) has wire type `want`.
+    #[inline(always)]
+    fn want(&self, field: u32, wire_type: u8, want: u8, at: usize) -> Result<(), ScanError> {
+        if wire_type == want {
+            Ok(())
+        } else {
+            Err(error(
+                self.abs(at),
+                ScanErrorKind::InvalidWireType { field, wire_type },
+            ))
+        }
+    }
+
+    /// Reads a length-delimited payload as a cursor over it.
+    #[inline(always)]
+    fn sub(&mut self) -> Result<Cursor<'a>, ScanError> {
+        let at = self.pos;
+        let len = self.varint()?;
+        let start = self.pos;
+        let remaining = self.buf.len().saturating_sub(start);
+        match usize::try_from(len) {
+            Ok(len) if len <= remaining => {
+                let end = start + len;
+                match self.buf.get(start..end) {
+                    Some(buf) => {
+                        self.pos = end;
+                        Ok(Cursor::new(buf, self.abs(start)))
+                    }
+                    None => Err(error(self.abs(at), ScanErrorKind::LengthOutOfBounds)),
+                }
+            }
+            _ => Err(error(self.abs(at), ScanErrorKind::LengthOutOfBounds)),
+        }
+    }
+
+    /// Reads a length-delimited payload.
+    #[inline(always)]
+    fn bytes(&mut self) -> Result<&'a [u8], ScanError> {
+        self.sub().map(|c| c.buf)
+    }
+
+    #[inline(always)]
+    fn fixed<const N: usize>(&mut self) -> Result<[u8; N], ScanError> {
+        let start = self.pos;
+        match self.buf.get(start..start + N) {
+            Some(b) => match <[u8; N]>::try_from(b) {
+                Ok(arr) => {
+                    self.pos = start + N;
+                    Ok(arr)
+                }
+                Err(_) => Err(error(self.abs(start), ScanErrorKind::TruncatedFixed)),
+            },
+            None => Err(error(self.abs(start), ScanErrorKind::TruncatedFixed)),
+        }
+    }
+
+    #[inline(always)]
+    fn fixed64(&mut self) -> Result<u64, ScanError> {
+        self.fixed::<8>().map(u64::from_le_bytes)
+    }
+
+    #[inline(always)]
+    fn fixed32(&mut self) -> Result<u32, ScanError> {
+        self.fixed::<4>().map(u32::from_le_bytes)
+    }
+
+    /// Skips the value of an unknown field whose key (at `at`) was just read.
+    /// `depth` is the recursion budget of the enclosing message (see prost).
+    #[inline(always)]
+    fn skip(&mut self, field: u32, wire_type: u8, depth: u32, at: usize) -> Result<(), ScanError> {
+        match skip_value(self.buf, self.pos, field, wire_type, depth, at) {
+            Ok(pos) => {
+                self.pos = pos;
+                Ok(())
+            }
+            Err((pos, kind)) => Err(error(self.abs(pos), kind)),
+        }
+    }
+}
+
+// The out-of-line helpers below take and return plain values rather than
+// `&mut Cursor`, so that callers' cursors can stay in registers.
+
+/// Decodes a varint of any length starting at `start`; returns it and the
+/// position after it.
+#[inline(never)]
+fn varint_slow(buf: &[u8], start: usize) -> Result<(u64, usize), ScanErrorKind> {
+    let mut value = 0u64;
+    for i in 0..10usize {
+        let Some(&b) = buf.get(start + i) else {
+            return Err(ScanErrorKind::TruncatedVarint);
+        };
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b < 0x80 {
+            // The 10th byte may only contribute the top bit of a u64.
+            if i == 9 && b > 1 {
+                break;
+            }
+            return Ok((value, start + i + 1));
+        }
+    }
+    Err(ScanErrorKind::VarintTooLong)
+}
+
+/// Skips the value of field `field` (wire type `wire_type`, key at `at`) that
+/// starts at `pos` in `buf`; returns the position after it, or the (relative)
+/// error position and kind.
+#[inline(never)]
+fn skip_value(
+    buf: &[u8],
+    pos: usize,
+    field: u32,
+    wire_type: u8,
+    depth: u32,
+    at: usize,
+) -> Result<usize, (usize, ScanErrorKind)> {
+    if depth == 0 {
+        return Err((at, ScanErrorKind::RecursionLimit));
+    }
+    let mut c = Cursor::new(buf, 0);
+    c.pos = pos;
+    // `c` has base 0, so its error offsets are relative to `buf`.
+    let relative = |e: ScanError| (e.offset, e.kind);
+    match wire_type {
+        WT_VARINT => c.varint().map(drop).map_err(relative)?,
+        WT_I64 => c.fixed::<8>().map(drop).map_err(relative)?,
+        WT_LEN => c.sub().map(drop).map_err(relative)?,
+        WT_I32 => c.fixed::<4>().map(drop).map_err(relative)?,
+        WT_START_GROUP => loop {
+            if !c.has_more() {
+                return Err((at, ScanErrorKind::UnterminatedGroup));
+            }
+            let inner_at = c.pos;
+            let (inner_field, inner_wt) = c.key().map_err(relative)?;
+            if inner_wt == WT_END_GROUP {
+                if inner_field != field {
+                    return Err((inner_at, ScanErrorKind::UnmatchedEndGroup));
+                }
+                break;
+            }
+            c.pos = skip_value(buf, c.pos, inner_field, inner_wt, depth - 1, inner_at)?;
+        },
+        _ => return Err((at, ScanErrorKind::UnmatchedEndGroup)),
+    };
+    Ok(c.pos)
+}
+
+/// Attributes of a span or resource: the repeated `KeyValue` field of an
+/// already-validated message (or, for a resource sent as several merged
+/// `Resource` occurrences, of each of those messages in turn).
+///
+/// Cheap to copy; iterating re-walks the borrowed bytes without allocating.
+#[derive(Clone, Copy)]
+pub struct AttrsRef<'a> {
+    /// The message holding the `KeyValue` fields, narrowed to the span from the
+    /// first to the last of them; in nested mode, the parent message narrowed
+    /// to its `outer_field` occurrences.
+    buf: &'a [u8],
+    /// Field number of the repeated `KeyValue`.
+    field: u32,
+    /// 0: `buf` is the message itself. Otherwise `buf` holds length-delimited
+    /// `outer_field` occurrences, each a message containing `field`.
+    outer_field: u32,
+    /// Number of attributes, counted during validation.
+    len: usize,
+}
+
+impl<'a> AttrsRef<'a> {
+    /// No attributes.
+    pub fn empty() -> Self {
+        AttrsRef {
+            buf: &[],
+            field: 1,
+            outer_field: 0,
+            len: 0,
+        }
+    }
+
+    fn flat(buf: &'a [u8], field: u32, len: usize) -> Self {
+        if len == 0 {
+            return Self::empty();
+        }
+        AttrsRef {
+            buf,
+            field,
+            outer_field: 0,
+            len,
+        }
+    }
+
+    /// Iterates `(key, value)` pairs in wire order (duplicates included).
+    pub fn iter(&self) -> AttrIter<'a> {
+        let empty = Cursor::new(&[], 0);
+        let whole = Cursor::new(self.buf, 0);
+        let (outer, inner) = if self.outer_field == 0 {
+            (empty, whole)
+        } else {
+            (whole, empty)
+        };
+        AttrIter {
+            outer,
+            inner,
+            field: self.field,
+            outer_field: self.outer_field,
+            remaining: self.len,
+        }
+    }
+
+    /// The value of the FIRST attribute with key `key` (keys should be unique;
+    /// if a sender repeats one, the first occurrence on the wire is returned).
+    pub fn get(&self, key: &[u8]) -> Option<AnyValueRef<'a>> {
+        self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// Number of attributes (O(1)).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True if there are no attributes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl fmt::Debug for AttrsRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.iter().map(|(k, v)| (String::from_utf8_lossy(k), v)))
+            .finish()
+    }
+}
+
+impl<'a> IntoIterator for AttrsRef<'a> {
+    type Item = (&'a [u8], AnyValueRef<'a>);
+    type IntoIter = AttrIter<'a>;
+    fn into_iter(self) -> AttrIter<'a> {
+        self.iter()
+    }
+}
+
+/// Iterator over the attributes of an [`AttrsRef`], in wire order.
+///
+/// The bytes were validated by the scan, so this never meets malformed data;
+/// if it somehow did, it would simply end.
+#[derive(Clone, Debug)]
+pub struct AttrIter<'a> {
+    outer: Cursor<'a>,
+    inner: Cursor<'a>,
+    field: u32,
+    outer_field: u32,
+    remaining: usize,
+}
+
+impl AttrIter<'_> {
+    fn finish(&mut self) {
+        self.outer = Cursor::new(&[], 0);
+        self.inner = Cursor::new(&[], 0);
+        self.remaining = 0;
+    }
+}
+
+/// Advances `c` to the next length-delimited occurrence of `field`, skipping
+/// anything else; `Ok(None)` at the end of the message.
+#[inline]
+fn next_occurrence<'a>(c: &mut Cursor<'a>, field: u32) -> Result<Option<Cursor<'a>>, ScanError> {
+    while c.has_more() {
+        let at = c.pos;
+        let (f, wt) = c.key()?;
+        if f == field && wt == WT_LEN {
+            return c.sub().map(Some);
+        }
+        c.skip(f, wt, DEPTH_REQUEST, at)?;
+    }
+    Ok(None)
+}
+
+impl<'a> Iterator for AttrIter<'a> {
+    type Item = (&'a [u8], AnyValueRef<'a>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            match next_occurrence(&mut self.inner, self.field) {
+                Ok(Some(kv)) => match parse_key_value(kv, DEPTH_REQUEST) {
+                    Ok(item) => {
+                        self.remaining = self.remaining.saturating_sub(1);
+                        return Some(item);
+                    }
+                    Err(_) => break,
+                },
+                Ok(None) => {}
+                Err(_) => break,
+            }
+            if self.outer_field == 0 {
+                break;
+            }
+            match next_occurrence(&mut self.outer, self.outer_field) {
+                Ok(Some(msg)) => self.inner = msg,
+                Ok(None) | Err(_) => break,
+            }
+        }
+        self.finish();
+        None
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}
+
+impl ExactSizeIterator for AttrIter<'_> {}
+impl std::iter::FusedIterator for AttrIter<'_> {}
+
+/// An attribute value borrowing from the request.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum AnyValueRef<'a> {
+    /// No value set (also: a missing `value` field, or `string_value_strindex`).
+    Empty,
+    /// `string_value`, UTF-8 not checked.
+    Str(&'a [u8]),
+    /// `bool_value`.
+    Bool(bool),
+    /// `int_value`.
+    Int(i64),
+    /// `double_value`.
+    Double(f64),
+    /// `bytes_value`.
+    Bytes(&'a [u8]),
+    /// `array_value`: the encoded `ArrayValue` message (contents not validated).
+    Array(&'a [u8]),
+    /// `kvlist_value`: the encoded `KeyValueList` message (contents not validated).
+    KvList(&'a [u8]),
+}
+
+impl<'a> AnyValueRef<'a> {
+    /// The string, if this is a `Str` holding valid UTF-8.
+    pub fn as_str(&self) -> Option<&'a str> {
+        match *self {
+            AnyValueRef::Str(b) => std::str::from_utf8(b).ok(),
+            _ => None,
+        }
+    }
+
+    /// The integer, if this is an `Int`, or a `Str` that parses as an `i64`
+    /// (decimal, optional sign, no surrounding whitespace).
+    pub fn as_i64(&self) -> Option<i64> {
+        match *self {
+            AnyValueRef::Int(i) => Some(i),
+            AnyValueRef::Str(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+            _ => None,
+        }
+    }
+}
+
+/// One span, borrowing from the request buffer. Missing fields have their
+/// protobuf defaults (empty slices, zeros).
+#[derive(Clone, Copy, Debug)]
+pub struct SpanView<'a> {
+    pub trace_id: &'a [u8],
+    pub span_id: &'a [u8],
+    pub trace_state: &'a [u8],
+    pub parent_span_id: &'a [u8],
+    pub flags: u32,
+    pub name: &'a [u8],
+    pub kind: i32,
+    pub start_time_unix_nano: u64,
+    pub end_time_unix_nano: u64,
+    pub attributes: AttrsRef<'a>,
+    pub status_code: i32,
+    pub status_message: &'a [u8],
+}
+
+/// The resource of one `ResourceSpans` (empty attributes if it has none).
+#[derive(Clone, Copy, Debug)]
+pub struct ResourceView<'a> {
+    pub attributes: AttrsRef<'a>,
+}
+
+/// Receives the scan's output in wire order. On error, the caller discards what it received.
+pub trait SpanSink<'a> {
+    /// Called once per `ResourceSpans`, before its spans (empty attrs if no resource).
+    fn resource(&mut self, resource: ResourceView<'a>);
+    /// Called for each span of the current resource, in wire order.
+    fn span(&mut self, span: SpanView<'a>);
+}
+
+/// Walks an ExportTraceServiceRequest. Returns the number of spans seen.
+///
+/// Everything the scan descends into is validated before the sink sees it; an
+/// error may still come after the sink received earlier resources and spans.
+pub fn scan_traces<'a, S: SpanSink<'a>>(buf: &'a [u8], sink: &mut S) -> Result<usize, ScanError> {
+    let mut c = Cursor::new(buf, 0);
+    let mut spans = 0usize;
+    while c.has_more() {
+        let at = c.pos;
+        let (field, wt) = c.key()?;
+        if field == 1 {
+            c.want(field, wt, WT_LEN, at)?;
+            let rs = c.sub()?;
+            spans += scan_resource_spans(rs, sink)?;
+        } else {
+            c.skip(field, wt, DEPTH_REQUEST, at)?;
+        }
+    }
+    Ok(spans)
+}
+
+fn scan_resource_spans<'a, S: SpanSink<'a>>(
+    rs: Cursor<'a>,
+    sink: &mut S,
+) -> Result<usize, ScanError> {
+    // Pass 1: validate the ResourceSpans' own fields and its resource(s).
+    let mut c = rs;
+    let mut occurrences = 0usize;
+    let mut attrs = 0usize;
+    let mut single: &'a [u8] = &[];
+    let (mut first_at, mut last_end) = (0usize, 0usize);
+    while c.has_more() {
+        let at = c.pos;
+        let (field, wt) = c.key()?;
+        match field {
+            1 => {
+                c.want(field, wt, WT_LEN, at)?;
+                let resource = c.sub()?;
+                let (n, range) = scan_resource(resource)?;
+                occurrences += 1;
+                if occurrences == 1 {
+                    first_at = at;
+                    single = range;
+                }
+                last_end = c.pos;
+                attrs += n;
+            }
+            2 | 3 => {
+                c.want(field, wt, WT_LEN, at)?;
+                c.sub()?;
+            }
+            _ => c.skip(field, wt, DEPTH_RESOURCE_SPANS, at)?,
+        }
+    }
+    let attributes = if attrs == 0 {
+        AttrsRef::empty()
+    } else if occurrences == 1 {
+        AttrsRef::flat(single, 1, attrs)
+    } else {
+        AttrsRef {
+            buf: rs.buf.get(first_at..last_end).unwrap_or_default(),
+            field: 1,
+            outer_field: 1,
+            len: attrs,
+        }
+    };
+    sink.resource(ResourceView { attributes });
+
+    // Pass 2: the spans.
+    let mut c = rs;
+    let mut spans = 0usize;
+    while c.has_more() {
+        let at = c.pos;
+        let (field, wt) = c.key()?;
+        match field {
+            2 => {
+                c.want(field, wt, WT_LEN, at)?;
+                let scope_spans = c.sub()?;
+                spans += scan_scope_spans(scope_spans, sink)?;
+            }
+            1 | 3 => {
+                c.want(field, wt, WT_LEN, at)?;
+                c.sub()?;
+            }
+            _ => c.skip(field, wt, DEPTH_RESOURCE_SPANS, at)?,
+        }
+    }
+    Ok(spans)
+}
+
+/// Validates a `Resource`; returns its attribute count and the byte range
+/// covering its attributes.
+fn scan_resource(mut c: Cursor<'_>) -> Result<(usize, &[u8]), ScanError> {
+    let mut n = 0usize;
+    let (mut first, mut last) = (0usize, 0usize);
+    while c.has_more() {
+        let at = c.pos;
+        let (field, wt) = c.key()?;
+        match field {
+            1 => {
+                c.want(field, wt, WT_LEN, at)?;
+                let kv = c.sub()?;
+                parse_key_value(kv, DEPTH_RESOURCE - 1)?;
+                if n == 0 {
+                    first = at;
+                }
+                last = c.pos;
+                n += 1;
+            }
+            2 => {
+                c.want(field, wt, WT_VARINT, at)?;
+                c.varint()?;
+            }
+            3 => {
+                c.want(field, wt, WT_LEN, at)?;
+                c.sub()?;
+            }
+            _ => c.skip(field, wt, DEPTH_RESOURCE, at)?,
+        }
+    }
+    Ok((n, c.buf.get(first..last).unwrap_or_default()))
+}
+
+fn scan_scope_spans<'a, S: SpanSink<'a>>(
+    mut c: Cursor<'a>,
+    sink: &mut S,
+) -> Result<usize, ScanError> {
+    let mut spans = 0usize;
+    while c.has_more() {
+        let at = c.pos;
+        let (field, wt) = c.key()?;
+        match field {
+            2 => {
+                c.want(field, wt, WT_LEN, at)?;
+                let span = parse_span(c.sub()?)?;
+                sink.span(span);
+                spans += 1;
+            }
+            1 | 3 => {
+                c.want(field, wt, WT_LEN, at)?;
+                c.sub()?;
+            }
+            _ => c.skip(field, wt, DEPTH_SCOPE_SPANS, at)?,
+        }
+    }
+    Ok(spans)
+}
+
+fn parse_span(mut c: Cursor<'_>) -> Result<SpanView<'_>, ScanError> {
+    let mut s = SpanView {
+        trace_id: &[],
+        span_id: &[],
+        trace_state: &[],
+        parent_span_id: &[],
+        flags: 0,
+        name: &[],
+        kind: 0,
+        start_time_unix_nano: 0,
+        end_time_unix_nano: 0,
+        attributes: AttrsRef::empty(),
+        status_code: 0,
+        status_message: &[],
+    };
+    let mut n_attrs = 0usize;
+    let (mut attrs_first, mut attrs_last) = (0usize, 0usize);
+    while c.has_more() {
+        let at = c.pos;
+        let (field, wt) = c.key()?;
+        match field {
+            1 => {
+                c.want(field, wt, WT_LEN, at)?;
+                s.trace_id = c.bytes()?;
+            }
+            2 => {
+                c.want(field, wt, WT_LEN, at)?;
+                s.span_id = c.bytes()?;
+            }
+            3 => {
+                c.want(field, wt, WT_LEN, at)?;
+                s.trace_state = c.bytes()?;
+            }
+            4 => {
+                c.want(field, wt, WT_LEN, at)?;
+                s.parent_span_id = c.bytes()?;
+            }
+            5 => {
+                c.want(field, wt, WT_LEN, at)?;
+                s.name = c.bytes()?;
+            }
+            6 => {
+                c.want(field, wt, WT_VARINT, at)?;
+                s.kind = c.varint()? as i32;
+            }
+            7 => {
+                c.want(field, wt, WT_I64, at)?;
+                s.start_time_unix_nano = c.fixed64()?;
+            }
+            8 => {
+                c.want(field, wt, WT_I64, at)?;
+                s.end_time_unix_nano = c.fixed64()?;
+            }
+            9 => {
+                c.want(field, wt, WT_LEN, at)?;
+                let kv = c.sub()?;
+                parse_key_value(kv, DEPTH_SPAN - 1)?;
+                if n_attrs == 0 {
+                    attrs_first = at;
+                }
+                attrs_last = c.pos;
+                n_attrs += 1;
+            }
+            10 | 12 | 14 => {
+                c.want(field, wt, WT_VARINT, at)?;
+                c.varint()?;
+            }
+            11 | 13 => {
+                c.want(field, wt, WT_LEN, at)?;
+                c.sub()?;
+            }
+            15 => {
+                c.want(field, wt, WT_LEN, at)?;
+                let status = c.sub()?;
+                merge_status(status, &mut s)?;
+            }
+            16 => {
+                c.want(field, wt, WT_I32, at)?;
+                s.flags = c.fixed32()?;
+            }
+            _ => c.skip(field, wt, DEPTH_SPAN, at)?,
+        }
+    }
+    if n_attrs != 0 {
+        s.attributes = AttrsRef::flat(
+            c.buf.get(attrs_first..attrs_last).unwrap_or_default(),
+            9,
+            n_attrs,
+        );
+    }
+    Ok(s)
+}
+
+/// Merges one `Status` occurrence into the span (present fields override).
+fn merge_status<'a>(mut c: Cursor<'a>, s: &mut SpanView<'a>) -> Result<(), ScanError> {
+    while c.has_more() {
+        let at = c.pos;
+        let (field, wt) = c.key()?;
+        match field {
+            2 => {
+                c.want(field, wt, WT_LEN, at)?;
+                s.status_message = c.bytes()?;
+            }
+            3 => {
+                c.want(field, wt, WT_VARINT, at)?;
+                s.status_code = c.varint()? as i32;
+            }
+            _ => c.skip(field, wt, DEPTH_STATUS, at)?,
+        }
+    }
+    Ok(())
+}
+
+/// Parses (and thereby validates) one `KeyValue`; `depth` is its recursion budget.
+#[inline]
+fn parse_key_value(mut c: Cursor<'_>, depth: u32) -> Result<(&[u8], AnyValueRef<'_>), ScanError> {
+    let mut key: &[u8] = &[];
+    let mut value = AnyValueRef::Empty;
+    while c.has_more() {
+        let at = c.pos;
+        let (field, wt) = c.key()?;
+        match field {
+            1 => {
+                c.want(field, wt, WT_LEN, at)?;
+                key = c.bytes()?;
+            }
+            2 => {
+                c.want(field, wt, WT_LEN, at)?;
+                let any = c.sub()?;
+                merge_any_value(any, depth.saturating_sub(1), &mut value)?;
+            }
+            3 => {
+                c.want(field, wt, WT_VARINT, at)?;
+                c.varint()?;
+            }
+            _ => c.skip(field, wt, depth, at)?,
+        }
+    }
+    Ok((key, value))
+}
+
+/// Merges one `AnyValue` occurrence into `value` (the last variant set wins).
+#[inline]
+fn merge_any_value<'a>(
+    mut c: Cursor<'a>,
+    depth: u32,
+    value: &mut AnyValueRef<'a>,
+) -> Result<(), ScanError> {
+    while c.has_more() {
+        let at = c.pos;
+        let (field, wt) = c.key()?;
+        match field {
+            1 => {
+                c.want(field, wt, WT_LEN, at)?;
+                *value = AnyValueRef::Str(c.bytes()?);
+            }
+            2 => {
+                c.want(field, wt, WT_VARINT, at)?;
+                *value = AnyValueRef::Bool(c.varint()? != 0);
+            }
+            3 => {
+                c.want(field, wt, WT_VARINT, at)?;
+                *value = AnyValueRef::Int(c.varint()? as i64);
+            }
+            4 => {
+                c.want(field, wt, WT_I64, at)?;
+                *value = AnyValueRef::Double(f64::from_bits(c.fixed64()?));
+            }
+            5 => {
+                c.want(field, wt, WT_LEN, at)?;
+                *value = AnyValueRef::Array(c.bytes()?);
+            }
+            6 => {
+                c.want(field, wt, WT_LEN, at)?;
+                *value = AnyValueRef::KvList(c.bytes()?);
+            }
+            7 => {
+                c.want(field, wt, WT_LEN, at)?;
+                *value = AnyValueRef::Bytes(c.bytes()?);
+            }
+            8 => {
+                // string_value_strindex: profiling only, treated as unset.
+                c.want(field, wt, WT_VARINT, at)?;
+                c.varint()?;
+                *value = AnyValueRef::Empty;
+            }
+            _ => c.skip(field, wt, depth, at)?,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "scan_tests.rs"]
+mod tests;
