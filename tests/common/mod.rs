@@ -1,0 +1,214 @@
+//! Shared test harness: a real server on 127.0.0.1:0, raw HTTP and gRPC clients, and helpers
+//! to read the admin API.
+#![allow(dead_code)]
+
+use bytes::{Buf, BufMut, Bytes};
+use otel_sli::app::{self, Running};
+use otel_sli::config::{self, Config};
+use serde_json::Value;
+use std::net::SocketAddr;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::Status;
+
+/// A server with every listener on an ephemeral loopback port.
+pub struct TestServer {
+    pub running: Option<Running>,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// Parses `yaml` (may be empty) and puts every listener on 127.0.0.1:0.
+pub fn config(yaml: &str) -> Config {
+    let mut c = config::parse(yaml, |k| std::env::var(k).ok()).expect("test config is valid");
+    c.grpc.endpoint = "127.0.0.1:0".into();
+    c.http.endpoint = "127.0.0.1:0".into();
+    c.admin = "127.0.0.1:0".into();
+    c
+}
+
+impl TestServer {
+    pub async fn start(yaml: &str) -> Self {
+        Self::start_with(config(yaml)).await
+    }
+
+    pub async fn start_with(c: Config) -> Self {
+        let running = app::start(&c, otel_sli::clock::system())
+            .await
+            .expect("server starts");
+        Self {
+            grpc: running.grpc_addr,
+            http: running.http_addr,
+            admin: running.admin_addr,
+            running: Some(running),
+        }
+    }
+
+    /// Makes every accepted request visible to readers now.
+    pub async fn flush(&self) {
+        let p = self.running.as_ref().expect("running").pipeline.clone();
+        tokio::task::spawn_blocking(move || p.flush_now())
+            .await
+            .expect("flush");
+    }
+
+    /// `GET /api/v1/slis?window=…` after a flush.
+    pub async fn slis(&self, window: &str) -> Value {
+        self.flush().await;
+        let url = format!("http://{}/api/v1/slis?window={window}", self.admin);
+        reqwest::get(url)
+            .await
+            .expect("admin reachable")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    /// The SLI entry of one feature.
+    pub async fn sli(&self, window: &str, service: &str, feature: &str) -> Value {
+        let all = self.slis(window).await;
+        all["slis"]
+            .as_array()
+            .expect("slis array")
+            .iter()
+            .find(|s| s["service"] == service && s["feature"] == feature)
+            .cloned()
+            .unwrap_or_else(|| panic!("no SLI for {service}/{feature} in {all}"))
+    }
+
+    /// `GET /metrics` after a flush.
+    pub async fn metrics(&self) -> String {
+        self.flush().await;
+        reqwest::get(format!("http://{}/metrics", self.admin))
+            .await
+            .expect("admin reachable")
+            .text()
+            .await
+            .expect("text")
+    }
+
+    /// The value of one sample line (`name{labels}`) in `/metrics`.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics().await;
+        sample(&text, series).unwrap_or_else(|| panic!("no sample {series} in\n{text}"))
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+    }
+}
+
+/// Finds a sample by its exact `name{labels}` text.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// A codec that sends raw bytes and decodes responses as `M`.
+pub struct RawCodec<M>(std::marker::PhantomData<M>);
+impl<M> Default for RawCodec<M> {
+    fn default() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+pub struct RawEnc;
+pub struct MsgDec<M>(std::marker::PhantomData<M>);
+impl Encoder for RawEnc {
+    type Item = Bytes;
+    type Error = Status;
+    fn encode(&mut self, item: Bytes, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        buf.put(item);
+        Ok(())
+    }
+}
+impl<M: prost::Message + Default> Decoder for MsgDec<M> {
+    type Item = M;
+    type Error = Status;
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<M>, Status> {
+        let b = buf.copy_to_bytes(buf.remaining());
+        M::decode(b).map(Some).map_err(|e| Status::internal(e.to_string()))
+    }
+}
+impl<M: prost::Message + Default + Send + 'static> Codec for RawCodec<M> {
+    type Encode = Bytes;
+    type Decode = M;
+    type Encoder = RawEnc;
+    type Decoder = MsgDec<M>;
+    fn encoder(&mut self) -> RawEnc {
+        RawEnc
+    }
+    fn decoder(&mut self) -> MsgDec<M> {
+        MsgDec(std::marker::PhantomData)
+    }
+}
+
+pub const TRACE_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+pub const METRICS_EXPORT: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+pub const LOGS_EXPORT: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+
+/// Sends raw bytes as one gRPC Export call.
+pub async fn grpc_raw<M: prost::Message + Default + Send + 'static>(
+    addr: SocketAddr,
+    path: &'static str,
+    body: Bytes,
+    gzip: bool,
+) -> Result<M, Status> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(64 << 20);
+    if gzip {
+        grpc = grpc.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    }
+    grpc.ready().await.expect("ready");
+    grpc.unary(
+        tonic::Request::new(body),
+        http::uri::PathAndQuery::from_static(path),
+        RawCodec::<M>::default(),
+    )
+    .await
+    .map(|r| r.into_inner())
+}
+
+/// Sends one OTLP/HTTP request.
+pub async fn http_post(
+    addr: SocketAddr,
+    path: &str,
+    content_type: &str,
+    encoding: Option<&str>,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    let mut req = reqwest::Client::new()
+        .post(format!("http://{addr}{path}"))
+        .header("content-type", content_type)
+        .body(body);
+    if let Some(e) = encoding {
+        req = req.header("content-encoding", e);
+    }
+    req.send().await.expect("server reachable")
+}
+
+/// gzip-compresses bytes.
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).expect("write");
+    e.finish().expect("finish")
+}
+
+/// The exact q-quantile (rank ceil(q·n)) of sorted samples.
+pub fn exact_quantile(sorted: &[f64], q: f64) -> f64 {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Asserts a reported quantile is within 1% of the exact one.
+pub fn assert_close(reported: &Value, exact: f64, what: &str) {
+    let r = reported.as_f64().unwrap_or_else(|| panic!("{what}: not a number: {reported}"));
+    let err = (r - exact).abs() / exact;
+    assert!(err <= 0.01, "{what}: reported {r}, exact {exact}, error {:.3}%", err * 100.0);
+}
