@@ -62,11 +62,13 @@ pub struct Running {
 }
 
 async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, AppError> {
-    TcpListener::bind(addr).await.map_err(|source| AppError::Bind {
-        what,
-        addr: addr.to_string(),
-        source,
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::Bind {
+            what,
+            addr: addr.to_string(),
+            source,
+        })
 }
 
 fn local(l: &TcpListener, what: &'static str, addr: &str) -> Result<SocketAddr, AppError> {
@@ -123,8 +125,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
         .add_service(OtlpGrpc::<Traces>::new(ingest.clone(), max_grpc))
         .add_service(OtlpGrpc::<Metrics>::new(ingest.clone(), max_grpc))
         .add_service(OtlpGrpc::<Logs>::new(ingest.clone(), max_grpc));
-    let incoming =
-        tonic::transport::server::TcpIncoming::from(grpc_l).with_nodelay(Some(true));
+    let incoming = tonic::transport::server::TcpIncoming::from(grpc_l).with_nodelay(Some(true));
     let rx = stop_rx.clone();
     let grpc_task = tokio::spawn(async move {
         if let Err(e) = grpc_server

@@ -5,7 +5,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "otel-sli", version, about = "Per-feature SLIs from OpenTelemetry traffic")]
+#[command(
+    name = "otel-sli",
+    version,
+    about = "Per-feature SLIs from OpenTelemetry traffic"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -47,7 +51,8 @@ enum Command {
 
 fn load(path: Option<&PathBuf>) -> anyhow::Result<otel_sli::config::Config> {
     match path {
-        Some(p) => otel_sli::config::load(p).with_context(|| format!("invalid configuration {}", p.display())),
+        Some(p) => otel_sli::config::load(p)
+            .with_context(|| format!("invalid configuration {}", p.display())),
         None => Ok(otel_sli::config::Config::default()),
     }
 }

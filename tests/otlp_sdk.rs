@@ -41,7 +41,13 @@ fn scenario(provider: &SdkTracerProvider) -> Vec<(&'static str, Expect)> {
     // HTTP server spans: 5xx bad, 4xx good.
     let mut cart = Expect::default();
     for i in 1..=40u64 {
-        let code: i64 = if i % 10 == 0 { 503 } else if i % 7 == 0 { 404 } else { 200 };
+        let code: i64 = if i % 10 == 0 {
+            503
+        } else if i % 7 == 0 {
+            404
+        } else {
+            200
+        };
         span(
             "GET /cart",
             SpanKind::Server,
@@ -102,7 +108,14 @@ fn scenario(provider: &SdkTracerProvider) -> Vec<(&'static str, Expect)> {
 
     // gRPC server codes: UNAVAILABLE/INTERNAL/DEADLINE_EXCEEDED bad; NOT_FOUND/INVALID_ARGUMENT good.
     let mut rpc = Expect::default();
-    for (code, bad) in [(0i64, false), (0, false), (14, true), (5, false), (13, true), (3, false)] {
+    for (code, bad) in [
+        (0i64, false),
+        (0, false),
+        (14, true),
+        (5, false),
+        (13, true),
+        (3, false),
+    ] {
         span(
             "cart.Cart/Get",
             SpanKind::Server,
@@ -230,7 +243,11 @@ async fn check(server: &TestServer, expected: &[(&'static str, Expect)]) {
         let mut lat = e.latencies.clone();
         lat.sort_by(f64::total_cmp);
         for (q, key) in [(0.5, "p50"), (0.9, "p90"), (0.95, "p95"), (0.99, "p99")] {
-            assert_close(&s["latency_seconds"][key], exact_quantile(&lat, q), &format!("{feature} {key}"));
+            assert_close(
+                &s["latency_seconds"][key],
+                exact_quantile(&lat, q),
+                &format!("{feature} {key}"),
+            );
         }
         // The short windows hold the same data (it all arrived just now).
         let m1 = server.sli("1m", "checkout", feature).await;
@@ -243,11 +260,17 @@ async fn check(server: &TestServer, expected: &[(&'static str, Expect)]) {
         Some(total as f64)
     );
     assert_eq!(
-        common::sample(&metrics, "sli_requests_total{service=\"checkout\",feature=\"GET /cart\"}"),
+        common::sample(
+            &metrics,
+            "sli_requests_total{service=\"checkout\",feature=\"GET /cart\"}"
+        ),
         Some(40.0)
     );
     assert_eq!(
-        common::sample(&metrics, "sli_errors_total{service=\"checkout\",feature=\"GET /cart\"}"),
+        common::sample(
+            &metrics,
+            "sli_errors_total{service=\"checkout\",feature=\"GET /cart\"}"
+        ),
         Some(4.0)
     );
     assert_eq!(
@@ -274,7 +297,10 @@ async fn grpc_exporter_with_gzip() {
     });
     check(&server, &expected).await;
     let m = server.metrics().await;
-    assert!(common::sample(&m, "otel_sli_accepted_spans_total{transport=\"grpc\"}").unwrap_or(0.0) >= 67.0);
+    assert!(
+        common::sample(&m, "otel_sli_accepted_spans_total{transport=\"grpc\"}").unwrap_or(0.0)
+            >= 67.0
+    );
     server.stop().await;
 }
 
@@ -309,7 +335,10 @@ async fn http_json_exporter() {
     check(&server, &expected).await;
     let m = server.metrics().await;
     assert_eq!(
-        common::sample(&m, "otel_sli_requests_total{transport=\"http\",signal=\"traces\",outcome=\"malformed\"}"),
+        common::sample(
+            &m,
+            "otel_sli_requests_total{transport=\"http\",signal=\"traces\",outcome=\"malformed\"}"
+        ),
         Some(0.0)
     );
     server.stop().await;

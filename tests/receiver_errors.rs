@@ -5,15 +5,19 @@ mod common;
 
 use bytes::Bytes;
 use common::{grpc_raw, gzip, http_post, TestServer, LOGS_EXPORT, METRICS_EXPORT, TRACE_EXPORT};
-use otel_sli::otlp::rpc;
-use otel_sli::otlp::synth::{traces_request, Rng, Workload};
-use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-use opentelemetry_proto::tonic::metrics::v1::{metric, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics};
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+};
+use otel_sli::otlp::rpc;
+use otel_sli::otlp::synth::{traces_request, Rng, Workload};
 use prost::Message;
 use std::time::SystemTime;
 use tonic::Code;
@@ -27,14 +31,18 @@ fn now() -> u64 {
 
 /// A request with `entries` SERVER spans (and children), and how many are errors.
 fn good_request(seed: u64, spans: usize) -> (Vec<u8>, u64, u64) {
-    let (req, entries, errors) = traces_request(&Workload::default(), &mut Rng::new(seed), spans, now());
+    let (req, entries, errors) =
+        traces_request(&Workload::default(), &mut Rng::new(seed), spans, now());
     (req.encode_to_vec(), entries, errors)
 }
 
 /// A request whose first `bad` spans have an empty trace id.
 fn partly_invalid(bad: usize) -> (Vec<u8>, u64) {
     let (mut req, entries, _) = traces_request(
-        &Workload { error_every: 0, ..Workload::default() },
+        &Workload {
+            error_every: 0,
+            ..Workload::default()
+        },
         &mut Rng::new(5),
         80,
         now(),
@@ -100,7 +108,8 @@ async fn status_body(resp: reqwest::Response) -> rpc::Status {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_bad_input_gets_spec_errors_and_counts_stay_exact() {
-    let server = TestServer::start("receivers:\n  otlp_http:\n    max_request_body_size: 1MiB\n").await;
+    let server =
+        TestServer::start("receivers:\n  otlp_http:\n    max_request_body_size: 1MiB\n").await;
     let addr = server.http;
     let proto = "application/x-protobuf";
 
@@ -114,22 +123,47 @@ async fn http_bad_input_gets_spec_errors_and_counts_stay_exact() {
     // Truncated valid request: 400.
     let (mut body, _, _) = good_request(1, 200);
     body.truncate(body.len() / 2);
-    assert_eq!(http_post(addr, "/v1/traces", proto, None, body).await.status(), 400);
+    assert_eq!(
+        http_post(addr, "/v1/traces", proto, None, body)
+            .await
+            .status(),
+        400
+    );
 
     // Bad JSON: 400 with a JSON status body.
-    let r = http_post(addr, "/v1/traces", "application/json", None, b"{\"resourceSpans\": [".to_vec()).await;
+    let r = http_post(
+        addr,
+        "/v1/traces",
+        "application/json",
+        None,
+        b"{\"resourceSpans\": [".to_vec(),
+    )
+    .await;
     assert_eq!(r.status(), 400);
     let v: serde_json::Value = r.json().await.expect("json error body");
     assert_eq!(v["code"], 3);
 
     // Corrupt gzip: 400.
     assert_eq!(
-        http_post(addr, "/v1/traces", proto, Some("gzip"), b"not gzip".to_vec()).await.status(),
+        http_post(
+            addr,
+            "/v1/traces",
+            proto,
+            Some("gzip"),
+            b"not gzip".to_vec()
+        )
+        .await
+        .status(),
         400
     );
 
     // Oversized body: 413, both plain and as a gzip bomb that only grows when inflated.
-    assert_eq!(http_post(addr, "/v1/traces", proto, None, vec![0; 2 << 20]).await.status(), 413);
+    assert_eq!(
+        http_post(addr, "/v1/traces", proto, None, vec![0; 2 << 20])
+            .await
+            .status(),
+        413
+    );
     let bomb = gzip(&vec![0u8; 64 << 20]);
     assert!(bomb.len() < 1 << 20, "the bomb itself is under the limit");
     let r = http_post(addr, "/v1/traces", proto, Some("gzip"), bomb).await;
@@ -137,26 +171,54 @@ async fn http_bad_input_gets_spec_errors_and_counts_stay_exact() {
     assert_eq!(status_body(r).await.code, rpc::code::RESOURCE_EXHAUSTED);
 
     // Unsupported content type and encoding: 415. Wrong method: 405.
-    assert_eq!(http_post(addr, "/v1/traces", "text/plain", None, vec![]).await.status(), 415);
-    assert_eq!(http_post(addr, "/v1/traces", proto, Some("br"), vec![]).await.status(), 415);
-    let get = reqwest::get(format!("http://{addr}/v1/traces")).await.expect("reachable");
+    assert_eq!(
+        http_post(addr, "/v1/traces", "text/plain", None, vec![])
+            .await
+            .status(),
+        415
+    );
+    assert_eq!(
+        http_post(addr, "/v1/traces", proto, Some("br"), vec![])
+            .await
+            .status(),
+        415
+    );
+    let get = reqwest::get(format!("http://{addr}/v1/traces"))
+        .await
+        .expect("reachable");
     assert_eq!(get.status(), 405);
 
     // Partial success: invalid spans counted and explained, the rest used.
     let (body, valid_entries) = partly_invalid(3);
     let r = http_post(addr, "/v1/traces", proto, None, body).await;
     assert_eq!(r.status(), 200);
-    let resp = ExportTraceServiceResponse::decode(r.bytes().await.expect("body")).expect("response");
+    let resp =
+        ExportTraceServiceResponse::decode(r.bytes().await.expect("body")).expect("response");
     let ps = resp.partial_success.expect("partial_success set");
     assert_eq!(ps.rejected_spans, 3);
-    assert!(ps.error_message.contains("trace_id"), "{}", ps.error_message);
+    assert!(
+        ps.error_message.contains("trace_id"),
+        "{}",
+        ps.error_message
+    );
 
     // After all that, good requests (plain and gzip) count exactly.
     let (a, a_entries, a_errors) = good_request(2, 500);
     let (b, b_entries, b_errors) = good_request(3, 500);
-    assert_eq!(http_post(addr, "/v1/traces", proto, None, a).await.status(), 200);
-    assert_eq!(http_post(addr, "/v1/traces", proto, Some("gzip"), gzip(&b)).await.status(), 200);
-    assert_eq!(total_requests(&server).await, valid_entries + a_entries + b_entries);
+    assert_eq!(
+        http_post(addr, "/v1/traces", proto, None, a).await.status(),
+        200
+    );
+    assert_eq!(
+        http_post(addr, "/v1/traces", proto, Some("gzip"), gzip(&b))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        total_requests(&server).await,
+        valid_entries + a_entries + b_entries
+    );
     let errors: u64 = server.slis("all").await["slis"]
         .as_array()
         .expect("array")
@@ -166,19 +228,61 @@ async fn http_bad_input_gets_spec_errors_and_counts_stay_exact() {
     assert_eq!(errors, a_errors + b_errors);
 
     // Metrics and logs are accepted and counted.
-    assert_eq!(http_post(addr, "/v1/metrics", proto, None, metrics_request(7)).await.status(), 200);
-    assert_eq!(http_post(addr, "/v1/logs", proto, Some("gzip"), gzip(&logs_request(4))).await.status(), 200);
-    assert_eq!(http_post(addr, "/v1/metrics", proto, None, vec![0xff; 9]).await.status(), 400);
+    assert_eq!(
+        http_post(addr, "/v1/metrics", proto, None, metrics_request(7))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        http_post(
+            addr,
+            "/v1/logs",
+            proto,
+            Some("gzip"),
+            gzip(&logs_request(4))
+        )
+        .await
+        .status(),
+        200
+    );
+    assert_eq!(
+        http_post(addr, "/v1/metrics", proto, None, vec![0xff; 9])
+            .await
+            .status(),
+        400
+    );
 
     let m = server.metrics().await;
     let s = |k: &str| common::sample(&m, k).unwrap_or_else(|| panic!("{k} missing"));
-    assert_eq!(s("otel_sli_received_items_total{transport=\"http\",signal=\"metrics\"}"), 7.0);
-    assert_eq!(s("otel_sli_received_items_total{transport=\"http\",signal=\"logs\"}"), 4.0);
-    assert_eq!(s("otel_sli_refused_spans_total{transport=\"http\",reason=\"invalid_trace_id\"}"), 3.0);
-    assert_eq!(s("otel_sli_requests_total{transport=\"http\",signal=\"traces\",outcome=\"too_large\"}"), 2.0);
-    assert_eq!(s("otel_sli_requests_total{transport=\"http\",signal=\"traces\",outcome=\"malformed\"}"), 4.0);
-    assert_eq!(s("otel_sli_requests_total{transport=\"http\",signal=\"traces\",outcome=\"partial\"}"), 1.0);
-    assert_eq!(s("otel_sli_requests_total{transport=\"http\",signal=\"traces\",outcome=\"unsupported\"}"), 2.0);
+    assert_eq!(
+        s("otel_sli_received_items_total{transport=\"http\",signal=\"metrics\"}"),
+        7.0
+    );
+    assert_eq!(
+        s("otel_sli_received_items_total{transport=\"http\",signal=\"logs\"}"),
+        4.0
+    );
+    assert_eq!(
+        s("otel_sli_refused_spans_total{transport=\"http\",reason=\"invalid_trace_id\"}"),
+        3.0
+    );
+    assert_eq!(
+        s("otel_sli_requests_total{transport=\"http\",signal=\"traces\",outcome=\"too_large\"}"),
+        2.0
+    );
+    assert_eq!(
+        s("otel_sli_requests_total{transport=\"http\",signal=\"traces\",outcome=\"malformed\"}"),
+        4.0
+    );
+    assert_eq!(
+        s("otel_sli_requests_total{transport=\"http\",signal=\"traces\",outcome=\"partial\"}"),
+        1.0
+    );
+    assert_eq!(
+        s("otel_sli_requests_total{transport=\"http\",signal=\"traces\",outcome=\"unsupported\"}"),
+        2.0
+    );
     server.stop().await;
 }
 
@@ -187,9 +291,14 @@ async fn grpc_bad_input_gets_spec_errors_and_counts_stay_exact() {
     let server = TestServer::start("").await;
     let addr = server.grpc;
 
-    let err = grpc_raw::<ExportTraceServiceResponse>(addr, TRACE_EXPORT, Bytes::from(vec![0xff; 32]), false)
-        .await
-        .expect_err("garbage refused");
+    let err = grpc_raw::<ExportTraceServiceResponse>(
+        addr,
+        TRACE_EXPORT,
+        Bytes::from(vec![0xff; 32]),
+        false,
+    )
+    .await
+    .expect_err("garbage refused");
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
 
     // Over the 4 MiB default: RESOURCE_EXHAUSTED, plain and compressed.
@@ -220,26 +329,47 @@ async fn grpc_bad_input_gets_spec_errors_and_counts_stay_exact() {
     grpc_raw::<ExportTraceServiceResponse>(addr, TRACE_EXPORT, Bytes::from(b), false)
         .await
         .expect("accepted");
-    assert_eq!(total_requests(&server).await, valid_entries + a_entries + b_entries);
+    assert_eq!(
+        total_requests(&server).await,
+        valid_entries + a_entries + b_entries
+    );
 
     // Metrics and logs services.
-    grpc_raw::<ExportMetricsServiceResponse>(addr, METRICS_EXPORT, Bytes::from(metrics_request(5)), false)
-        .await
-        .expect("metrics accepted");
+    grpc_raw::<ExportMetricsServiceResponse>(
+        addr,
+        METRICS_EXPORT,
+        Bytes::from(metrics_request(5)),
+        false,
+    )
+    .await
+    .expect("metrics accepted");
     grpc_raw::<ExportLogsServiceResponse>(addr, LOGS_EXPORT, Bytes::from(logs_request(6)), true)
         .await
         .expect("logs accepted");
-    let err = grpc_raw::<ExportLogsServiceResponse>(addr, LOGS_EXPORT, Bytes::from(vec![0xff; 5]), false)
-        .await
-        .expect_err("bad logs refused");
+    let err =
+        grpc_raw::<ExportLogsServiceResponse>(addr, LOGS_EXPORT, Bytes::from(vec![0xff; 5]), false)
+            .await
+            .expect_err("bad logs refused");
     assert_eq!(err.code(), Code::InvalidArgument);
 
     let m = server.metrics().await;
     let s = |k: &str| common::sample(&m, k).unwrap_or_else(|| panic!("{k} missing"));
-    assert_eq!(s("otel_sli_received_items_total{transport=\"grpc\",signal=\"metrics\"}"), 5.0);
-    assert_eq!(s("otel_sli_received_items_total{transport=\"grpc\",signal=\"logs\"}"), 6.0);
-    assert_eq!(s("otel_sli_requests_total{transport=\"grpc\",signal=\"traces\",outcome=\"too_large\"}"), 2.0);
-    assert_eq!(s("otel_sli_requests_total{transport=\"grpc\",signal=\"traces\",outcome=\"malformed\"}"), 1.0);
+    assert_eq!(
+        s("otel_sli_received_items_total{transport=\"grpc\",signal=\"metrics\"}"),
+        5.0
+    );
+    assert_eq!(
+        s("otel_sli_received_items_total{transport=\"grpc\",signal=\"logs\"}"),
+        6.0
+    );
+    assert_eq!(
+        s("otel_sli_requests_total{transport=\"grpc\",signal=\"traces\",outcome=\"too_large\"}"),
+        2.0
+    );
+    assert_eq!(
+        s("otel_sli_requests_total{transport=\"grpc\",signal=\"traces\",outcome=\"malformed\"}"),
+        1.0
+    );
     server.stop().await;
 }
 
@@ -251,7 +381,8 @@ async fn full_pipeline_asks_clients_to_retry() {
     use otel_sli::receiver::{http, Ingest};
     use std::sync::Arc;
 
-    let mut c = common::config("pipeline:\n  shards: 1\n  queue_capacity: 1\n  retry_after: 1500ms\n");
+    let mut c =
+        common::config("pipeline:\n  shards: 1\n  queue_capacity: 1\n  retry_after: 1500ms\n");
     c.max_series = 100;
     let classifier = otel_sli::sli::classify::Classifier::new(c.classify.clone()).expect("rules");
     let settings = Arc::new(otel_sli::sli::series::SeriesSettings {
@@ -261,33 +392,58 @@ async fn full_pipeline_asks_clients_to_retry() {
         label_count: 2,
         active: Default::default(),
     });
-    let (pipeline, workers) = Pipeline::build(&c.pipeline, classifier, settings, otel_sli::clock::system());
+    let (pipeline, workers) =
+        Pipeline::build(&c.pipeline, classifier, settings, otel_sli::clock::system());
     let ingest = Ingest {
         pipeline: pipeline.clone(),
         telemetry: Arc::default(),
     };
-    let http_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let http_l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let http_addr = http_l.local_addr().expect("addr");
     let app = http::router(ingest.clone(), 1 << 20);
     tokio::spawn(async move { axum::serve(http_l, app).await });
-    let grpc_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let grpc_l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let grpc_addr = grpc_l.local_addr().expect("addr");
-    let grpc = tonic::transport::Server::builder().add_service(OtlpGrpc::<Traces>::new(ingest, 4 << 20));
+    let grpc =
+        tonic::transport::Server::builder().add_service(OtlpGrpc::<Traces>::new(ingest, 4 << 20));
     tokio::spawn(grpc.serve_with_incoming(tonic::transport::server::TcpIncoming::from(grpc_l)));
 
     let (body, entries, _) = good_request(4, 100);
     // Fills the only slot.
-    let r = http_post(http_addr, "/v1/traces", "application/x-protobuf", None, body.clone()).await;
+    let r = http_post(
+        http_addr,
+        "/v1/traces",
+        "application/x-protobuf",
+        None,
+        body.clone(),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     // Refused: 503 + Retry-After (1.5 s rounds up to 2).
-    let r = http_post(http_addr, "/v1/traces", "application/x-protobuf", None, body.clone()).await;
+    let r = http_post(
+        http_addr,
+        "/v1/traces",
+        "application/x-protobuf",
+        None,
+        body.clone(),
+    )
+    .await;
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["retry-after"], "2");
     assert_eq!(status_body(r).await.code, rpc::code::UNAVAILABLE);
     // gRPC: UNAVAILABLE with RetryInfo in the status details.
-    let err = grpc_raw::<ExportTraceServiceResponse>(grpc_addr, TRACE_EXPORT, Bytes::from(body.clone()), false)
-        .await
-        .expect_err("refused");
+    let err = grpc_raw::<ExportTraceServiceResponse>(
+        grpc_addr,
+        TRACE_EXPORT,
+        Bytes::from(body.clone()),
+        false,
+    )
+    .await
+    .expect_err("refused");
     assert_eq!(err.code(), Code::Unavailable);
     let details = rpc::Status::decode(err.details()).expect("google.rpc.Status details");
     let info = details
@@ -302,16 +458,39 @@ async fn full_pipeline_asks_clients_to_retry() {
     assert_eq!((delay.seconds, delay.nanos), (1, 500_000_000));
 
     // Once the shard runs, the queue drains and requests are accepted again.
-    let threads: Vec<_> = workers.into_iter().map(|w| std::thread::spawn(move || w.run())).collect();
+    let threads: Vec<_> = workers
+        .into_iter()
+        .map(|w| std::thread::spawn(move || w.run()))
+        .collect();
     let p = pipeline.clone();
-    tokio::task::spawn_blocking(move || p.flush_now()).await.expect("flush");
-    let r = http_post(http_addr, "/v1/traces", "application/x-protobuf", None, body).await;
+    tokio::task::spawn_blocking(move || p.flush_now())
+        .await
+        .expect("flush");
+    let r = http_post(
+        http_addr,
+        "/v1/traces",
+        "application/x-protobuf",
+        None,
+        body,
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let p = pipeline.clone();
-    tokio::task::spawn_blocking(move || p.shutdown()).await.expect("shutdown");
+    tokio::task::spawn_blocking(move || p.shutdown())
+        .await
+        .expect("shutdown");
     for t in threads {
         t.join().expect("worker");
     }
-    let counted: u64 = pipeline.view().series.iter().map(|s| s.requests_total).sum();
-    assert_eq!(counted, 2 * entries, "refused requests left no trace in the counts");
+    let counted: u64 = pipeline
+        .view()
+        .series
+        .iter()
+        .map(|s| s.requests_total)
+        .sum();
+    assert_eq!(
+        counted,
+        2 * entries,
+        "refused requests left no trace in the counts"
+    );
 }

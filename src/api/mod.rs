@@ -40,13 +40,19 @@ async fn metrics(State(s): State<ApiState>) -> Response {
     let view = s.pipeline.view();
     let body = prometheus::render(&view, &s.pipeline, &s.telemetry);
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         body,
     )
         .into_response()
 }
 
-async fn slis_handler(State(s): State<ApiState>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn slis_handler(
+    State(s): State<ApiState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let window = q.get("window").map(String::as_str).unwrap_or("all");
     match slis::render(&s.pipeline, window) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),

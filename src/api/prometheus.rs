@@ -39,7 +39,11 @@ fn labels(out: &mut String, names: &[String], values: &[Box<str>]) {
 
 fn float(v: f64) -> String {
     if v.is_infinite() {
-        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
     } else {
         format!("{v}")
     }
@@ -51,19 +55,34 @@ pub fn render(view: &View, pipeline: &Pipeline, t: &Telemetry) -> String {
     let names = pipeline.classifier().label_names();
     let settings = pipeline.settings();
 
-    header(&mut out, "sli_requests_total", "counter", "Requests (entry spans) per feature.");
+    header(
+        &mut out,
+        "sli_requests_total",
+        "counter",
+        "Requests (entry spans) per feature.",
+    );
     for s in &view.series {
         out.push_str("sli_requests_total");
         labels(&mut out, &names, &s.labels);
         let _ = writeln!(out, "}} {}", s.requests_total);
     }
-    header(&mut out, "sli_errors_total", "counter", "Bad requests per feature, by the outcome rules.");
+    header(
+        &mut out,
+        "sli_errors_total",
+        "counter",
+        "Bad requests per feature, by the outcome rules.",
+    );
     for s in &view.series {
         out.push_str("sli_errors_total");
         labels(&mut out, &names, &s.labels);
         let _ = writeln!(out, "}} {}", s.errors_total);
     }
-    header(&mut out, "sli_latency_seconds", "histogram", "Request duration (span end - start).");
+    header(
+        &mut out,
+        "sli_latency_seconds",
+        "histogram",
+        "Request duration (span end - start).",
+    );
     for s in &view.series {
         let mut cum = 0u64;
         for (i, c) in s.buckets.iter().enumerate() {
@@ -83,7 +102,12 @@ pub fn render(view: &View, pipeline: &Pipeline, t: &Telemetry) -> String {
         labels(&mut out, &names, &s.labels);
         let _ = writeln!(out, "}} {}", s.requests_total);
     }
-    header(&mut out, "sli_success_ratio", "gauge", "Good requests / requests over the window; absent when the window has no requests.");
+    header(
+        &mut out,
+        "sli_success_ratio",
+        "gauge",
+        "Good requests / requests over the window; absent when the window has no requests.",
+    );
     for s in &view.series {
         for w in Window::ALL {
             let ws = &s.windows[w.index()];
@@ -96,7 +120,12 @@ pub fn render(view: &View, pipeline: &Pipeline, t: &Telemetry) -> String {
             let _ = writeln!(out, ",window=\"{}\"}} {}", w.name(), float(ratio));
         }
     }
-    header(&mut out, "sli_latency_quantile_seconds", "gauge", "Latency quantile over the window, from an HDR histogram.");
+    header(
+        &mut out,
+        "sli_latency_quantile_seconds",
+        "gauge",
+        "Latency quantile over the window, from an HDR histogram.",
+    );
     for s in &view.series {
         for w in Window::ALL {
             let ws = &s.windows[w.index()];
@@ -119,7 +148,12 @@ pub fn render(view: &View, pipeline: &Pipeline, t: &Telemetry) -> String {
 }
 
 fn self_metrics(out: &mut String, view: &View, pipeline: &Pipeline, t: &Telemetry) {
-    header(out, "otel_sli_requests_total", "counter", "Export requests by transport, signal and outcome.");
+    header(
+        out,
+        "otel_sli_requests_total",
+        "counter",
+        "Export requests by transport, signal and outcome.",
+    );
     for tr in Transport::ALL {
         for s in Signal::ALL {
             for o in Outcome::ALL {
@@ -134,11 +168,26 @@ fn self_metrics(out: &mut String, view: &View, pipeline: &Pipeline, t: &Telemetr
             }
         }
     }
-    header(out, "otel_sli_accepted_spans_total", "counter", "Spans accepted.");
+    header(
+        out,
+        "otel_sli_accepted_spans_total",
+        "counter",
+        "Spans accepted.",
+    );
     for tr in Transport::ALL {
-        let _ = writeln!(out, "otel_sli_accepted_spans_total{{transport=\"{}\"}} {}", tr.name(), t.accepted_spans_count(tr));
+        let _ = writeln!(
+            out,
+            "otel_sli_accepted_spans_total{{transport=\"{}\"}} {}",
+            tr.name(),
+            t.accepted_spans_count(tr)
+        );
     }
-    header(out, "otel_sli_refused_spans_total", "counter", "Spans refused, by reason.");
+    header(
+        out,
+        "otel_sli_refused_spans_total",
+        "counter",
+        "Spans refused, by reason.",
+    );
     for tr in Transport::ALL {
         for r in RefuseReason::ALL {
             let _ = writeln!(
@@ -150,7 +199,12 @@ fn self_metrics(out: &mut String, view: &View, pipeline: &Pipeline, t: &Telemetr
             );
         }
     }
-    header(out, "otel_sli_received_items_total", "counter", "Items in accepted requests: spans, metric data points, log records.");
+    header(
+        out,
+        "otel_sli_received_items_total",
+        "counter",
+        "Items in accepted requests: spans, metric data points, log records.",
+    );
     for tr in Transport::ALL {
         for s in Signal::ALL {
             let _ = writeln!(
@@ -162,24 +216,71 @@ fn self_metrics(out: &mut String, view: &View, pipeline: &Pipeline, t: &Telemetr
             );
         }
     }
-    header(out, "otel_sli_entry_spans_total", "counter", "Entry spans recorded as requests.");
+    header(
+        out,
+        "otel_sli_entry_spans_total",
+        "counter",
+        "Entry spans recorded as requests.",
+    );
     let _ = writeln!(out, "otel_sli_entry_spans_total {}", t.entry_spans_count());
-    header(out, "otel_sli_invalid_durations_total", "counter", "Entry spans whose end was before their start (duration clamped to 0).");
-    let _ = writeln!(out, "otel_sli_invalid_durations_total {}", t.invalid_durations_count());
-    header(out, "otel_sli_queue_depth", "gauge", "Batches queued per shard.");
+    header(
+        out,
+        "otel_sli_invalid_durations_total",
+        "counter",
+        "Entry spans whose end was before their start (duration clamped to 0).",
+    );
+    let _ = writeln!(
+        out,
+        "otel_sli_invalid_durations_total {}",
+        t.invalid_durations_count()
+    );
+    header(
+        out,
+        "otel_sli_queue_depth",
+        "gauge",
+        "Batches queued per shard.",
+    );
     for (i, d) in pipeline.queue_depths().iter().enumerate() {
         let _ = writeln!(out, "otel_sli_queue_depth{{shard=\"{i}\"}} {d}");
     }
-    header(out, "otel_sli_queue_capacity", "gauge", "Batches each shard queue holds before requests are refused.");
+    header(
+        out,
+        "otel_sli_queue_capacity",
+        "gauge",
+        "Batches each shard queue holds before requests are refused.",
+    );
     let _ = writeln!(out, "otel_sli_queue_capacity {}", pipeline.queue_capacity());
-    header(out, "otel_sli_active_series", "gauge", "SLI series alive (overflow series not counted).");
+    header(
+        out,
+        "otel_sli_active_series",
+        "gauge",
+        "SLI series alive (overflow series not counted).",
+    );
     let _ = writeln!(out, "otel_sli_active_series {}", view.active_series);
     header(out, "otel_sli_series_limit", "gauge", "limits.max_series.");
-    let _ = writeln!(out, "otel_sli_series_limit {}", pipeline.settings().max_series);
-    header(out, "otel_sli_overflow_spans_total", "counter", "Entry spans folded into the overflow series because of the series limit.");
+    let _ = writeln!(
+        out,
+        "otel_sli_series_limit {}",
+        pipeline.settings().max_series
+    );
+    header(
+        out,
+        "otel_sli_overflow_spans_total",
+        "counter",
+        "Entry spans folded into the overflow series because of the series limit.",
+    );
     let _ = writeln!(out, "otel_sli_overflow_spans_total {}", view.overflow_spans);
-    header(out, "otel_sli_series_memory_bytes", "gauge", "Approximate bytes held by SLI series state.");
+    header(
+        out,
+        "otel_sli_series_memory_bytes",
+        "gauge",
+        "Approximate bytes held by SLI series state.",
+    );
     let _ = writeln!(out, "otel_sli_series_memory_bytes {}", view.memory_bytes);
     header(out, "otel_sli_build_info", "gauge", "Build information.");
-    let _ = writeln!(out, "otel_sli_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+    let _ = writeln!(
+        out,
+        "otel_sli_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
 }

@@ -80,7 +80,10 @@ mod tests {
 
     #[test]
     fn expands_all_forms() {
-        assert_eq!(expand("a: ${POD_IP}:4317", env).as_deref(), Ok("a: 10.0.0.7:4317"));
+        assert_eq!(
+            expand("a: ${POD_IP}:4317", env).as_deref(),
+            Ok("a: 10.0.0.7:4317")
+        );
         assert_eq!(expand("${env:POD_IP}", env).as_deref(), Ok("10.0.0.7"));
         assert_eq!(expand("${NOPE:-x}", env).as_deref(), Ok("x"));
         assert_eq!(expand("${EMPTY:-x}", env).as_deref(), Ok(""));
@@ -100,6 +103,9 @@ mod tests {
             expand("${POD_IP", env),
             Err(ExpandError::Unterminated { line: 1 })
         );
-        assert!(matches!(expand("${a b}", env), Err(ExpandError::BadName { .. })));
+        assert!(matches!(
+            expand("${a b}", env),
+            Err(ExpandError::BadName { .. })
+        ));
     }
 }

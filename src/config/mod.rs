@@ -196,7 +196,10 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
     let mut classify = ClassifyConfig::default();
     if let Some(kinds) = sli.entry_span_kinds {
         if kinds.is_empty() {
-            return Err(invalid("sli.entry_span_kinds", "must name at least one kind"));
+            return Err(invalid(
+                "sli.entry_span_kinds",
+                "must name at least one kind",
+            ));
         }
         classify.entry_kinds = 0;
         for (i, k) in kinds.iter().enumerate() {
@@ -217,14 +220,18 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                FeatureTemplate::parse(r).map_err(|e| invalid(&format!("sli.feature_rules[{i}]"), e))
+                FeatureTemplate::parse(r)
+                    .map_err(|e| invalid(&format!("sli.feature_rules[{i}]"), e))
             })
             .collect::<Result<_, _>>()?;
     }
     if let Some(dims) = sli.dimensions {
         for (i, d) in dims.iter().enumerate() {
             if d.is_empty() {
-                return Err(invalid(&format!("sli.dimensions[{i}]"), "empty attribute name"));
+                return Err(invalid(
+                    &format!("sli.dimensions[{i}]"),
+                    "empty attribute name",
+                ));
             }
             if d == "service.name" {
                 return Err(invalid(
@@ -275,7 +282,10 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
     let limits = raw.limits;
     classify.max_label_bytes = limits.max_label_bytes.unwrap_or(256);
     if classify.max_label_bytes < 16 || classify.max_label_bytes > 4096 {
-        return Err(invalid("limits.max_label_bytes", "must be between 16 and 4096"));
+        return Err(invalid(
+            "limits.max_label_bytes",
+            "must be between 16 and 4096",
+        ));
     }
     let max_series = limits.max_series.unwrap_or(10_000);
     if max_series == 0 {
@@ -285,9 +295,15 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
     let digits = sli.latency.significant_digits.unwrap_or(2);
     let layout = Layout::new(digits)
         .map_err(|e| invalid("sli.latency.significant_digits", e.to_string()))?;
-    let buckets = sli.latency.buckets.unwrap_or_else(|| DEFAULT_BUCKETS.to_vec());
+    let buckets = sli
+        .latency
+        .buckets
+        .unwrap_or_else(|| DEFAULT_BUCKETS.to_vec());
     if buckets.is_empty() {
-        return Err(invalid("sli.latency.buckets", "must have at least one bound"));
+        return Err(invalid(
+            "sli.latency.buckets",
+            "must have at least one bound",
+        ));
     }
     for (i, w) in buckets.windows(2).enumerate() {
         if w[0] >= w[1] {
@@ -365,15 +381,23 @@ fn status_range(s: &StatusSpec) -> Result<(u16, u16), String> {
                 return Ok((d * 100, d * 100 + 99));
             }
             if let Some((a, b)) = t.split_once('-') {
-                let a = a.trim().parse().map_err(|_| format!("{t:?} is not a range like 500-599"))?;
-                let b = b.trim().parse().map_err(|_| format!("{t:?} is not a range like 500-599"))?;
+                let a = a
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{t:?} is not a range like 500-599"))?;
+                let b = b
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{t:?} is not a range like 500-599"))?;
                 let (a, b) = (check(a)?, check(b)?);
                 if a > b {
                     return Err(format!("{t:?}: range is reversed"));
                 }
                 return Ok((a, b));
             }
-            let c = t.parse().map_err(|_| format!("{t:?} is not a status code, range or class"))?;
+            let c = t
+                .parse()
+                .map_err(|_| format!("{t:?} is not a status code, range or class"))?;
             check(c).map(|c| (c, c))
         }
     }
@@ -415,15 +439,42 @@ mod tests {
     #[test]
     fn invalid_values_name_their_path() {
         let cases = [
-            ("sli:\n  latency:\n    significant_digits: 7\n", "sli.latency.significant_digits"),
-            ("sli:\n  latency:\n    buckets: [1, 0.5]\n", "sli.latency.buckets[1]"),
-            ("sli:\n  entry_span_kinds: [server, sideways]\n", "sli.entry_span_kinds[1]"),
-            ("sli:\n  feature_rules: ['{http.route']\n", "sli.feature_rules[0]"),
-            ("sli:\n  outcome:\n    grpc_bad_codes: [BROKEN]\n", "sli.outcome.grpc_bad_codes[0]"),
-            ("sli:\n  outcome:\n    http_bad_status: ['6xx-']\n", "sli.outcome.http_bad_status[0]"),
-            ("receivers:\n  otlp_grpc:\n    endpoint: nowhere\n", "receivers.otlp_grpc.endpoint"),
-            ("receivers:\n  otlp_http:\n    max_request_body_size: 10\n", "receivers.otlp_http.max_request_body_size"),
-            ("pipeline:\n  flush_interval: 1h\n", "pipeline.flush_interval"),
+            (
+                "sli:\n  latency:\n    significant_digits: 7\n",
+                "sli.latency.significant_digits",
+            ),
+            (
+                "sli:\n  latency:\n    buckets: [1, 0.5]\n",
+                "sli.latency.buckets[1]",
+            ),
+            (
+                "sli:\n  entry_span_kinds: [server, sideways]\n",
+                "sli.entry_span_kinds[1]",
+            ),
+            (
+                "sli:\n  feature_rules: ['{http.route']\n",
+                "sli.feature_rules[0]",
+            ),
+            (
+                "sli:\n  outcome:\n    grpc_bad_codes: [BROKEN]\n",
+                "sli.outcome.grpc_bad_codes[0]",
+            ),
+            (
+                "sli:\n  outcome:\n    http_bad_status: ['6xx-']\n",
+                "sli.outcome.http_bad_status[0]",
+            ),
+            (
+                "receivers:\n  otlp_grpc:\n    endpoint: nowhere\n",
+                "receivers.otlp_grpc.endpoint",
+            ),
+            (
+                "receivers:\n  otlp_http:\n    max_request_body_size: 10\n",
+                "receivers.otlp_http.max_request_body_size",
+            ),
+            (
+                "pipeline:\n  flush_interval: 1h\n",
+                "pipeline.flush_interval",
+            ),
         ];
         for (text, path) in cases {
             let msg = p(text).unwrap_err().to_string();
@@ -448,8 +499,14 @@ mod tests {
     #[test]
     fn status_specs() {
         assert_eq!(status_range(&StatusSpec::Code(429)), Ok((429, 429)));
-        assert_eq!(status_range(&StatusSpec::Text("5xx".into())), Ok((500, 599)));
-        assert_eq!(status_range(&StatusSpec::Text("500-504".into())), Ok((500, 504)));
+        assert_eq!(
+            status_range(&StatusSpec::Text("5xx".into())),
+            Ok((500, 599))
+        );
+        assert_eq!(
+            status_range(&StatusSpec::Text("500-504".into())),
+            Ok((500, 504))
+        );
         assert!(status_range(&StatusSpec::Text("504-500".into())).is_err());
         assert!(status_range(&StatusSpec::Code(42)).is_err());
     }

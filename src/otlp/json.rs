@@ -12,7 +12,9 @@ use prost::Message;
 /// Converts an OTLP/JSON body of `signal` to protobuf bytes.
 pub fn to_protobuf(signal: Signal, body: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
     Ok(match signal {
-        Signal::Traces => serde_json::from_slice::<ExportTraceServiceRequest>(body)?.encode_to_vec(),
+        Signal::Traces => {
+            serde_json::from_slice::<ExportTraceServiceRequest>(body)?.encode_to_vec()
+        }
         Signal::Metrics => {
             serde_json::from_slice::<ExportMetricsServiceRequest>(body)?.encode_to_vec()
         }
@@ -35,13 +37,20 @@ mod tests {
         let span = &req.resource_spans[0].scope_spans[0].spans[0];
         assert_eq!(span.trace_id.len(), 16);
         assert_eq!(span.kind, 2);
-        assert_eq!(span.end_time_unix_nano - span.start_time_unix_nano, 1_000_000_000);
+        assert_eq!(
+            span.end_time_unix_nano - span.start_time_unix_nano,
+            1_000_000_000
+        );
         assert_eq!(span.status.as_ref().map(|s| s.code), Some(2));
     }
 
     #[test]
     fn garbage_is_an_error() {
         assert!(to_protobuf(Signal::Traces, b"{not json").is_err());
-        assert!(to_protobuf(Signal::Traces, br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz"}]}]}]}"#).is_err());
+        assert!(to_protobuf(
+            Signal::Traces,
+            br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz"}]}]}]}"#
+        )
+        .is_err());
     }
 }

@@ -6,7 +6,9 @@
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{span, status, ResourceSpans, ScopeSpans, Span, Status};
+use opentelemetry_proto::tonic::trace::v1::{
+    span, status, ResourceSpans, ScopeSpans, Span, Status,
+};
 
 /// Shape of the generated traffic.
 #[derive(Clone, Debug)]
@@ -42,7 +44,11 @@ pub struct Rng(u64);
 impl Rng {
     /// Seeds the generator (0 is replaced by a constant).
     pub fn new(seed: u64) -> Self {
-        Self(if seed == 0 { 0x9E37_79B9_7F4A_7C15 } else { seed })
+        Self(if seed == 0 {
+            0x9E37_79B9_7F4A_7C15
+        } else {
+            seed
+        })
     }
     /// Next pseudo-random number.
     pub fn next_u64(&mut self) -> u64 {
@@ -154,7 +160,11 @@ pub fn traces_request(
                 span_id: (rng.next_u64() | 1).to_le_bytes().to_vec(),
                 parent_span_id: root_id.to_vec(),
                 flags: 0x101,
-                name: if c % 2 == 0 { "SELECT orders".into() } else { "render".into() },
+                name: if c % 2 == 0 {
+                    "SELECT orders".into()
+                } else {
+                    "render".into()
+                },
                 kind: if c % 2 == 0 {
                     span::SpanKind::Client as i32
                 } else {
@@ -195,5 +205,9 @@ pub fn traces_request(
             schema_url: String::new(),
         })
         .collect();
-    (ExportTraceServiceRequest { resource_spans }, entries, errors)
+    (
+        ExportTraceServiceRequest { resource_spans },
+        entries,
+        errors,
+    )
 }

@@ -19,8 +19,8 @@ use arc_swap::ArcSwap;
 use batch::{Collector, Tally};
 use crossbeam::channel::{self, Sender};
 use crossbeam::utils::CachePadded;
-pub use shard::Worker;
 use shard::Msg;
+pub use shard::Worker;
 use snapshot::{ShardSnapshot, View};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -338,18 +338,33 @@ mod tests {
             Err(IngestError::Busy(d)) => assert_eq!(d, Duration::from_millis(1500)),
             other => panic!("expected Busy, got {other:?}"),
         }
-        assert_eq!(p.queue_depths(), vec![1, 1], "refused request left no reservation");
+        assert_eq!(
+            p.queue_depths(),
+            vec![1, 1],
+            "refused request left no reservation"
+        );
         let threads = run(workers);
         p.flush_now();
-        assert_eq!(total_requests(&p), entries, "only the first request counted");
+        assert_eq!(
+            total_requests(&p),
+            entries,
+            "only the first request counted"
+        );
         // Room again once the shards drained.
         p.ingest_traces(&body).expect("accepted after draining");
         p.shutdown();
         for t in threads {
             t.join().expect("worker exits");
         }
-        assert_eq!(total_requests(&p), 2 * entries, "shutdown applied the queued batch");
-        assert!(matches!(p.ingest_traces(&body), Err(IngestError::ShuttingDown)));
+        assert_eq!(
+            total_requests(&p),
+            2 * entries,
+            "shutdown applied the queued batch"
+        );
+        assert!(matches!(
+            p.ingest_traces(&body),
+            Err(IngestError::ShuttingDown)
+        ));
     }
 
     #[test]
@@ -360,7 +375,10 @@ mod tests {
         let (req, _, _) = traces_request(&w, &mut Rng::new(3), 100, 1_700_000_000_000_000_000);
         let mut body = req.encode_to_vec();
         body.truncate(body.len() - 3);
-        assert!(matches!(p.ingest_traces(&body), Err(IngestError::Malformed(_))));
+        assert!(matches!(
+            p.ingest_traces(&body),
+            Err(IngestError::Malformed(_))
+        ));
         p.flush_now();
         assert_eq!(total_requests(&p), 0);
         p.shutdown();
@@ -384,8 +402,14 @@ mod tests {
         }
         p.flush_now();
         let v = p.view();
-        assert_eq!(v.series.iter().map(|s| s.requests_total).sum::<u64>(), want_req);
-        assert_eq!(v.series.iter().map(|s| s.errors_total).sum::<u64>(), want_err);
+        assert_eq!(
+            v.series.iter().map(|s| s.requests_total).sum::<u64>(),
+            want_req
+        );
+        assert_eq!(
+            v.series.iter().map(|s| s.errors_total).sum::<u64>(),
+            want_err
+        );
         assert_eq!(v.active_series, w.services * w.features);
         p.shutdown();
         for t in threads {

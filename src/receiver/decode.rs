@@ -62,9 +62,15 @@ mod tests {
 
     #[test]
     fn garbage_is_corrupt() {
-        assert!(matches!(gunzip_limited(b"not gzip", 100), Err(DecompressError::Corrupt(_))));
+        assert!(matches!(
+            gunzip_limited(b"not gzip", 100),
+            Err(DecompressError::Corrupt(_))
+        ));
         let mut truncated = gz(b"hello world hello world");
         truncated.truncate(truncated.len() - 6);
-        assert!(matches!(gunzip_limited(&truncated, 100), Err(DecompressError::Corrupt(_))));
+        assert!(matches!(
+            gunzip_limited(&truncated, 100),
+            Err(DecompressError::Corrupt(_))
+        ));
     }
 }

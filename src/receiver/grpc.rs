@@ -236,7 +236,11 @@ where
             };
             let mut response = grpc.unary(svc, req).await;
             if oversize_to_resource_exhausted(&mut response) {
-                ingest.refused_early(Transport::Grpc, S::SIGNAL, crate::telemetry::Outcome::TooLarge);
+                ingest.refused_early(
+                    Transport::Grpc,
+                    S::SIGNAL,
+                    crate::telemetry::Outcome::TooLarge,
+                );
             }
             Ok(response)
         })

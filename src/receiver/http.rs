@@ -73,7 +73,13 @@ async fn handle(s: HttpState, signal: Signal, headers: HeaderMap, body: Body) ->
     let media = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
     let enc = match media.as_deref() {
         Some("application/x-protobuf") => Encoding::Protobuf,
         Some("application/json") => Encoding::Json,
@@ -138,7 +144,12 @@ async fn handle(s: HttpState, signal: Signal, headers: HeaderMap, body: Body) ->
             Err(DecompressError::TooLarge { .. }) => return too_large(ingest),
             Err(e @ DecompressError::Corrupt(_)) => {
                 ingest.refused_early(Transport::Http, signal, Outcome::Malformed);
-                return error(enc, StatusCode::BAD_REQUEST, rpc::code::INVALID_ARGUMENT, e.to_string());
+                return error(
+                    enc,
+                    StatusCode::BAD_REQUEST,
+                    rpc::code::INVALID_ARGUMENT,
+                    e.to_string(),
+                );
             }
         };
         bytes = &decompressed;
@@ -161,16 +172,24 @@ async fn handle(s: HttpState, signal: Signal, headers: HeaderMap, body: Body) ->
     }
     match ingest.export(Transport::Http, signal, bytes) {
         Ok(accepted) => success(enc, signal, accepted),
-        Err(Refusal::Malformed(msg)) => {
-            error(enc, StatusCode::BAD_REQUEST, rpc::code::INVALID_ARGUMENT, msg)
-        }
+        Err(Refusal::Malformed(msg)) => error(
+            enc,
+            StatusCode::BAD_REQUEST,
+            rpc::code::INVALID_ARGUMENT,
+            msg,
+        ),
         Err(Refusal::Busy(delay)) => busy(enc, "pipeline queues are full", delay),
         Err(Refusal::ShuttingDown) => busy(enc, "shutting down", std::time::Duration::from_secs(1)),
     }
 }
 
 fn busy(enc: Encoding, msg: &str, delay: std::time::Duration) -> Response {
-    let mut r = error(enc, StatusCode::SERVICE_UNAVAILABLE, rpc::code::UNAVAILABLE, msg);
+    let mut r = error(
+        enc,
+        StatusCode::SERVICE_UNAVAILABLE,
+        rpc::code::UNAVAILABLE,
+        msg,
+    );
     let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
@@ -202,5 +221,10 @@ fn success(enc: Encoding, signal: Signal, a: Accepted) -> Response {
             serde_json::to_vec(&v).unwrap_or_default()
         }
     };
-    (StatusCode::OK, [(header::CONTENT_TYPE, enc.content_type())], body).into_response()
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, enc.content_type())],
+        body,
+    )
+        .into_response()
 }

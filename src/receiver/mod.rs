@@ -42,7 +42,12 @@ pub enum Refusal {
 
 impl Ingest {
     /// Handles the decoded (protobuf) body of one export request.
-    pub fn export(&self, transport: Transport, signal: Signal, body: &[u8]) -> Result<Accepted, Refusal> {
+    pub fn export(
+        &self,
+        transport: Transport,
+        signal: Signal,
+        body: &[u8],
+    ) -> Result<Accepted, Refusal> {
         let t = &self.telemetry;
         let result = match signal {
             Signal::Traces => self.traces(transport, body),
@@ -51,13 +56,21 @@ impl Ingest {
                     t.items(transport, signal, n);
                     Accepted::default()
                 })
-                .map_err(|e| Refusal::Malformed(format!("request is not a valid ExportMetricsServiceRequest: {e}"))),
+                .map_err(|e| {
+                    Refusal::Malformed(format!(
+                        "request is not a valid ExportMetricsServiceRequest: {e}"
+                    ))
+                }),
             Signal::Logs => signals::count_log_records(body)
                 .map(|n| {
                     t.items(transport, signal, n);
                     Accepted::default()
                 })
-                .map_err(|e| Refusal::Malformed(format!("request is not a valid ExportLogsServiceRequest: {e}"))),
+                .map_err(|e| {
+                    Refusal::Malformed(format!(
+                        "request is not a valid ExportLogsServiceRequest: {e}"
+                    ))
+                }),
         };
         let outcome = match &result {
             Ok(a) if a.rejected > 0 => Outcome::Partial,

@@ -343,7 +343,12 @@ impl Classifier {
     /// Label names of the series key, in key order: `service`, `feature`, then dimensions.
     pub fn label_names(&self) -> Vec<String> {
         let mut names = vec!["service".to_string(), "feature".to_string()];
-        names.extend(self.cfg.dimensions.iter().map(|d| d.replace(['.', '-'], "_")));
+        names.extend(
+            self.cfg
+                .dimensions
+                .iter()
+                .map(|d| d.replace(['.', '-'], "_")),
+        );
         names
     }
 
@@ -496,18 +501,13 @@ impl Classifier {
                 return true;
             }
         }
-        let grpc = lookup(self.grpc_int)
-            .and_then(|v| v.as_i64())
-            .or_else(|| {
-                self.grpc_str.iter().find_map(|&i| {
-                    let v = lookup(i)?;
-                    v.as_i64().or_else(|| {
-                        v.as_str()
-                            .and_then(grpc_code_by_name)
-                            .map(i64::from)
-                    })
-                })
-            });
+        let grpc = lookup(self.grpc_int).and_then(|v| v.as_i64()).or_else(|| {
+            self.grpc_str.iter().find_map(|&i| {
+                let v = lookup(i)?;
+                v.as_i64()
+                    .or_else(|| v.as_str().and_then(grpc_code_by_name).map(i64::from))
+            })
+        });
         if let Some(code) = grpc {
             if (0..32).contains(&code) && self.cfg.grpc_bad & (1 << code) != 0 {
                 return true;

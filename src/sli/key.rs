@@ -87,13 +87,19 @@ mod tests {
     #[test]
     fn round_trips_labels() {
         let k = encode(["checkout", "GET /cart", ""], 256);
-        assert_eq!(labels(&k).collect::<Vec<_>>(), ["checkout", "GET /cart", ""]);
+        assert_eq!(
+            labels(&k).collect::<Vec<_>>(),
+            ["checkout", "GET /cart", ""]
+        );
     }
 
     #[test]
     fn encoding_is_unambiguous() {
         assert_ne!(encode(["ab", "c"], 256), encode(["a", "bc"], 256));
-        assert_ne!(hash_key(&encode(["ab", "c"], 256)), hash_key(&encode(["a", "bc"], 256)));
+        assert_ne!(
+            hash_key(&encode(["ab", "c"], 256)),
+            hash_key(&encode(["a", "bc"], 256))
+        );
     }
 
     #[test]

@@ -122,7 +122,12 @@ impl Series {
         self.dirty = true;
     }
 
-    fn snapshot(&mut self, settings: &SeriesSettings, overflow: bool, scratch: &mut crate::sli::window::Slot) -> Arc<SeriesSnapshot> {
+    fn snapshot(
+        &mut self,
+        settings: &SeriesSettings,
+        overflow: bool,
+        scratch: &mut crate::sli::window::Slot,
+    ) -> Arc<SeriesSnapshot> {
         if let (false, Some(p)) = (self.dirty, &self.published) {
             return Arc::clone(p);
         }

@@ -181,13 +181,13 @@ impl Windows {
         }
         push(&mut self.ring0, &mut self.cur);
         self.cur_slot += 1;
-        if self.cur_slot % SLOTS_PER_MINUTE == 0 {
+        if self.cur_slot.is_multiple_of(SLOTS_PER_MINUTE) {
             if !self.acc1.is_empty() {
                 self.acc2.add(&self.acc1);
             }
             push(&mut self.ring1, &mut self.acc1);
         }
-        if self.cur_slot % SLOTS_PER_PERIOD == 0 {
+        if self.cur_slot.is_multiple_of(SLOTS_PER_PERIOD) {
             push(&mut self.ring2, &mut self.acc2);
         }
     }
@@ -246,7 +246,11 @@ mod tests {
     fn count(w: &Windows, window: Window) -> u64 {
         let mut s = Slot::default();
         w.read(window, &mut s);
-        assert_eq!(s.hist.total(), s.requests, "histogram total matches requests");
+        assert_eq!(
+            s.hist.total(),
+            s.requests,
+            "histogram total matches requests"
+        );
         s.requests
     }
 

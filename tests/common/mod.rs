@@ -128,7 +128,9 @@ impl<M: prost::Message + Default> Decoder for MsgDec<M> {
     type Error = Status;
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<M>, Status> {
         let b = buf.copy_to_bytes(buf.remaining());
-        M::decode(b).map(Some).map_err(|e| Status::internal(e.to_string()))
+        M::decode(b)
+            .map(Some)
+            .map_err(|e| Status::internal(e.to_string()))
     }
 }
 impl<M: prost::Message + Default + Send + 'static> Codec for RawCodec<M> {
@@ -208,7 +210,13 @@ pub fn exact_quantile(sorted: &[f64], q: f64) -> f64 {
 
 /// Asserts a reported quantile is within 1% of the exact one.
 pub fn assert_close(reported: &Value, exact: f64, what: &str) {
-    let r = reported.as_f64().unwrap_or_else(|| panic!("{what}: not a number: {reported}"));
+    let r = reported
+        .as_f64()
+        .unwrap_or_else(|| panic!("{what}: not a number: {reported}"));
     let err = (r - exact).abs() / exact;
-    assert!(err <= 0.01, "{what}: reported {r}, exact {exact}, error {:.3}%", err * 100.0);
+    assert!(
+        err <= 0.01,
+        "{what}: reported {r}, exact {exact}, error {:.3}%",
+        err * 100.0
+    );
 }

@@ -1,0 +1,148 @@
+//! The binary as users run it: `validate`, and a run on embedded defaults with overridden
+//! addresses that serves, reports ready, and exits cleanly on SIGTERM.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_otel-sli");
+
+/// A minimal temporary file helper (no extra dependency).
+mod tempfile_path {
+    use std::path::PathBuf;
+    pub struct TempPath(pub PathBuf);
+    impl TempPath {
+        pub fn new(text: &str) -> Self {
+            use std::sync::atomic::{AtomicU32, Ordering};
+            static N: AtomicU32 = AtomicU32::new(0);
+            let p = std::env::temp_dir().join(format!(
+                "otel-sli-cli-{}-{}.yaml",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::write(&p, text).expect("write config");
+            Self(p)
+        }
+    }
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+#[test]
+fn validate_accepts_a_good_config() {
+    let f = tempfile_path::TempPath::new(
+        "sli:\n  dimensions: [service.version]\nlimits:\n  max_series: 500\n",
+    );
+    let out = Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(&f.0)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+}
+
+#[test]
+fn validate_names_the_key_path_of_an_error() {
+    for (text, path) in [
+        (
+            "sli:\n  latency:\n    significant_digits: 9\n",
+            "sli.latency.significant_digits",
+        ),
+        (
+            "receivers:\n  otlp_grpc:\n    endpont: 1.2.3.4:4317\n",
+            "receivers.otlp_grpc",
+        ),
+        ("limits:\n  max_series: many\n", "limits.max_series"),
+    ] {
+        let f = tempfile_path::TempPath::new(text);
+        let out = Command::new(BIN)
+            .args(["validate", "--config"])
+            .arg(&f.0)
+            .output()
+            .expect("runs");
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(path), "{text:?}: {err}");
+    }
+    let out = Command::new(BIN)
+        .args(["validate", "--config", "/nonexistent/otel-sli.yaml"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+#[test]
+fn runs_on_defaults_and_stops_on_sigterm() {
+    let admin = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(BIN)
+        .args(["--otlp-grpc", &format!("127.0.0.1:{}", free_port())])
+        .args(["--otlp-http", &format!("127.0.0.1:{}", free_port())])
+        .args(["--admin", &admin])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ready = loop {
+        if let Some(r) = http_get(&admin, "/readyz") {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "not ready in time");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    let metrics = http_get(&admin, "/metrics").expect("metrics");
+    assert!(metrics.contains("otel_sli_build_info{version="));
+    let pid = child.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = child.wait().expect("exits");
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+}
+
+#[test]
+fn shipped_example_configs_are_valid() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples/otel-sli.yaml");
+    let out = Command::new(BIN)
+        .args(["validate", "--config", dir])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
