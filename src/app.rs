@@ -14,6 +14,7 @@ use crate::receiver::{http, Ingest};
 use crate::sli::classify::Classifier;
 use crate::sli::series::SeriesSettings;
 use crate::telemetry::Telemetry;
+use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -139,6 +140,12 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
     let http_app = http::router(ingest.clone(), config.http.max_bytes);
     let rx = stop_rx.clone();
     let http_task = tokio::spawn(async move {
+        // Small responses on long-lived connections: do not let Nagle delay them.
+        let http_l = http_l.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         if let Err(e) = axum::serve(http_l, http_app)
             .with_graceful_shutdown(stopped(rx))
             .await

@@ -417,3 +417,69 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod window_tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::otlp::synth::{traces_request, Rng, Workload};
+    use crate::sli::classify::ClassifyConfig;
+    use crate::sli::hist::Layout;
+    use crate::sli::window::Window;
+    use prost::Message;
+
+    fn window_requests(p: &Pipeline, w: Window) -> u64 {
+        p.view()
+            .series
+            .iter()
+            .map(|s| s.windows[w.index()].requests)
+            .sum()
+    }
+
+    /// Windows follow the injected clock: data leaves `1m` after a minute, `5m` after five,
+    /// `1h` after an hour, and stays in `all`.
+    #[test]
+    fn windows_follow_the_injected_clock() {
+        let start = 1_700_000_000_000_000_000u64;
+        let clock = Arc::new(ManualClock::new(start));
+        let settings = Arc::new(SeriesSettings {
+            layout: Layout::new(2).expect("layout"),
+            bounds_ns: vec![100_000_000],
+            max_series: 1000,
+            label_count: 2,
+            active: AtomicUsize::new(0),
+        });
+        let opts = PipelineOptions {
+            shards: 2,
+            queue_capacity: 16,
+            flush_interval: Duration::from_secs(60),
+            retry_after: Duration::from_secs(1),
+        };
+        let classifier = Classifier::new(ClassifyConfig::default()).expect("rules");
+        let shared: SharedClock = clock.clone();
+        let p = Pipeline::start(&opts, classifier, settings, shared).expect("start");
+        let (req, entries, _) = traces_request(&Workload::default(), &mut Rng::new(1), 400, start);
+        p.ingest_traces(&req.encode_to_vec()).expect("accepted");
+        p.flush_now();
+        for w in Window::ALL {
+            assert_eq!(window_requests(&p, w), entries, "{w:?} right after");
+        }
+        let sec = 1_000_000_000u64;
+        clock.advance(70 * sec);
+        p.flush_now();
+        assert_eq!(window_requests(&p, Window::M1), 0, "1m after 70 s");
+        assert_eq!(window_requests(&p, Window::M5), entries);
+        clock.advance(300 * sec);
+        p.flush_now();
+        assert_eq!(window_requests(&p, Window::M5), 0, "5m after 6 min");
+        assert_eq!(window_requests(&p, Window::H1), entries);
+        clock.advance(3600 * sec);
+        p.flush_now();
+        assert_eq!(window_requests(&p, Window::H1), 0, "1h after 66 min");
+        assert_eq!(window_requests(&p, Window::All), entries);
+        let s = &p.view().series[0];
+        assert!(s.windows[Window::M1.index()].quantiles_ns[0].is_none());
+        assert!(s.windows[Window::All.index()].quantiles_ns[0].is_some());
+        p.shutdown();
+    }
+}
