@@ -23,6 +23,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+/// How long receivers get to finish in-flight requests on shutdown.
+const RECEIVER_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Why the service could not start.
 #[derive(Debug, Error)]
 pub enum AppError {
@@ -188,12 +191,21 @@ impl Running {
     pub async fn shutdown(self) {
         let _ = self.stop_receivers.send(true);
         for t in self.receivers {
-            let _ = t.await;
+            // Receivers finish in-flight requests; a client that keeps a connection open
+            // past the grace period does not hold the shutdown hostage.
+            let abort = t.abort_handle();
+            if tokio::time::timeout(RECEIVER_GRACE, t).await.is_err() {
+                tracing::warn!("receiver did not stop within {RECEIVER_GRACE:?}; closing it");
+                abort.abort();
+            }
         }
         let pipeline = self.pipeline.clone();
         let _ = tokio::task::spawn_blocking(move || pipeline.shutdown()).await;
         let _ = self.stop_admin.send(true);
-        let _ = self.admin.await;
+        let abort = self.admin.abort_handle();
+        if tokio::time::timeout(RECEIVER_GRACE, self.admin).await.is_err() {
+            abort.abort();
+        }
         tracing::info!("otel-sli stopped");
     }
 }
