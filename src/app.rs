@@ -203,7 +203,10 @@ impl Running {
         let _ = tokio::task::spawn_blocking(move || pipeline.shutdown()).await;
         let _ = self.stop_admin.send(true);
         let abort = self.admin.abort_handle();
-        if tokio::time::timeout(RECEIVER_GRACE, self.admin).await.is_err() {
+        if tokio::time::timeout(RECEIVER_GRACE, self.admin)
+            .await
+            .is_err()
+        {
             abort.abort();
         }
         tracing::info!("otel-sli stopped");

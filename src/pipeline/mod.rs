@@ -291,9 +291,12 @@ mod tests {
     use crate::otlp::synth::{traces_request, Rng, Workload};
     use crate::sli::classify::ClassifyConfig;
     use crate::sli::hist::Layout;
+    use crate::sli::window::Window;
     use prost::Message;
 
-    fn build(shards: usize, capacity: usize) -> (Pipeline, Vec<Worker>) {
+    const T0: u64 = 1_700_000_000_000_000_000;
+
+    fn build_with(shards: usize, capacity: usize, clock: SharedClock) -> (Pipeline, Vec<Worker>) {
         let settings = Arc::new(SeriesSettings {
             layout: Layout::new(2).expect("layout"),
             bounds_ns: vec![100_000_000],
@@ -304,12 +307,15 @@ mod tests {
         let opts = PipelineOptions {
             shards,
             queue_capacity: capacity,
-            flush_interval: Duration::from_millis(50),
+            flush_interval: Duration::from_secs(60),
             retry_after: Duration::from_millis(1500),
         };
         let classifier = Classifier::new(ClassifyConfig::default()).expect("rules");
-        let clock = Arc::new(ManualClock::new(1_700_000_000_000_000_000));
         Pipeline::build(&opts, classifier, settings, clock)
+    }
+
+    fn build(shards: usize, capacity: usize) -> (Pipeline, Vec<Worker>) {
+        build_with(shards, capacity, Arc::new(ManualClock::new(T0)))
     }
 
     fn run(workers: Vec<Worker>) -> Vec<JoinHandle<()>> {
@@ -416,17 +422,6 @@ mod tests {
             t.join().expect("worker exits");
         }
     }
-}
-
-#[cfg(test)]
-mod window_tests {
-    use super::*;
-    use crate::clock::ManualClock;
-    use crate::otlp::synth::{traces_request, Rng, Workload};
-    use crate::sli::classify::ClassifyConfig;
-    use crate::sli::hist::Layout;
-    use crate::sli::window::Window;
-    use prost::Message;
 
     fn window_requests(p: &Pipeline, w: Window) -> u64 {
         p.view()
@@ -440,24 +435,10 @@ mod window_tests {
     /// `1h` after an hour, and stays in `all`.
     #[test]
     fn windows_follow_the_injected_clock() {
-        let start = 1_700_000_000_000_000_000u64;
+        let start = T0;
         let clock = Arc::new(ManualClock::new(start));
-        let settings = Arc::new(SeriesSettings {
-            layout: Layout::new(2).expect("layout"),
-            bounds_ns: vec![100_000_000],
-            max_series: 1000,
-            label_count: 2,
-            active: AtomicUsize::new(0),
-        });
-        let opts = PipelineOptions {
-            shards: 2,
-            queue_capacity: 16,
-            flush_interval: Duration::from_secs(60),
-            retry_after: Duration::from_secs(1),
-        };
-        let classifier = Classifier::new(ClassifyConfig::default()).expect("rules");
-        let shared: SharedClock = clock.clone();
-        let p = Pipeline::start(&opts, classifier, settings, shared).expect("start");
+        let (p, workers) = build_with(2, 16, clock.clone());
+        let threads = run(workers);
         let (req, entries, _) = traces_request(&Workload::default(), &mut Rng::new(1), 400, start);
         p.ingest_traces(&req.encode_to_vec()).expect("accepted");
         p.flush_now();
@@ -481,5 +462,8 @@ mod window_tests {
         assert!(s.windows[Window::M1.index()].quantiles_ns[0].is_none());
         assert!(s.windows[Window::All.index()].quantiles_ns[0].is_some());
         p.shutdown();
+        for t in threads {
+            t.join().expect("worker exits");
+        }
     }
 }
