@@ -68,6 +68,26 @@ fn error(enc: Encoding, status: StatusCode, code: i32, msg: impl Into<String>) -
     (status, [(header::CONTENT_TYPE, enc.content_type())], body).into_response()
 }
 
+/// Counts a request refused before it reached the pipeline and builds its response.
+fn refuse(
+    ingest: &Ingest,
+    signal: Signal,
+    enc: Encoding,
+    outcome: Outcome,
+    msg: String,
+) -> Response {
+    ingest.refused_early(Transport::Http, signal, outcome);
+    let (status, code) = match outcome {
+        Outcome::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, rpc::code::RESOURCE_EXHAUSTED),
+        Outcome::Unsupported => (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            rpc::code::INVALID_ARGUMENT,
+        ),
+        _ => (StatusCode::BAD_REQUEST, rpc::code::INVALID_ARGUMENT),
+    };
+    error(enc, status, code, msg)
+}
+
 async fn handle(s: HttpState, signal: Signal, headers: HeaderMap, body: Body) -> Response {
     let ingest = &s.ingest;
     let media = headers
@@ -84,15 +104,16 @@ async fn handle(s: HttpState, signal: Signal, headers: HeaderMap, body: Body) ->
         Some("application/x-protobuf") => Encoding::Protobuf,
         Some("application/json") => Encoding::Json,
         other => {
-            ingest.refused_early(Transport::Http, signal, Outcome::Unsupported);
-            return error(
+            let msg = format!(
+                "unsupported content type {:?}; use application/x-protobuf or application/json",
+                other.unwrap_or("(none)")
+            );
+            return refuse(
+                ingest,
+                signal,
                 Encoding::Protobuf,
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                rpc::code::INVALID_ARGUMENT,
-                format!(
-                    "unsupported content type {:?}; use application/x-protobuf or application/json",
-                    other.unwrap_or("(none)")
-                ),
+                Outcome::Unsupported,
+                msg,
             );
         }
     };
@@ -105,35 +126,20 @@ async fn handle(s: HttpState, signal: Signal, headers: HeaderMap, body: Body) ->
         None | Some("") | Some("identity") => false,
         Some("gzip") => true,
         Some(other) => {
-            ingest.refused_early(Transport::Http, signal, Outcome::Unsupported);
-            return error(
-                enc,
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                rpc::code::INVALID_ARGUMENT,
-                format!("unsupported content encoding {other:?}; use gzip or none"),
-            );
+            let msg = format!("unsupported content encoding {other:?}; use gzip or none");
+            return refuse(ingest, signal, enc, Outcome::Unsupported, msg);
         }
     };
     let too_large = |ingest: &Ingest| {
-        ingest.refused_early(Transport::Http, signal, Outcome::TooLarge);
-        error(
-            enc,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            rpc::code::RESOURCE_EXHAUSTED,
-            format!("request body exceeds {} bytes", s.max_body),
-        )
+        let msg = format!("request body exceeds {} bytes", s.max_body);
+        refuse(ingest, signal, enc, Outcome::TooLarge, msg)
     };
     let raw = match Limited::new(body, s.max_body).collect().await {
         Ok(c) => c.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large(ingest),
         Err(e) => {
-            ingest.refused_early(Transport::Http, signal, Outcome::Malformed);
-            return error(
-                enc,
-                StatusCode::BAD_REQUEST,
-                rpc::code::INVALID_ARGUMENT,
-                format!("reading request body: {e}"),
-            );
+            let msg = format!("reading request body: {e}");
+            return refuse(ingest, signal, enc, Outcome::Malformed, msg);
         }
     };
     let decompressed;
@@ -143,13 +149,7 @@ async fn handle(s: HttpState, signal: Signal, headers: HeaderMap, body: Body) ->
             Ok(d) => d,
             Err(DecompressError::TooLarge { .. }) => return too_large(ingest),
             Err(e @ DecompressError::Corrupt(_)) => {
-                ingest.refused_early(Transport::Http, signal, Outcome::Malformed);
-                return error(
-                    enc,
-                    StatusCode::BAD_REQUEST,
-                    rpc::code::INVALID_ARGUMENT,
-                    e.to_string(),
-                );
+                return refuse(ingest, signal, enc, Outcome::Malformed, e.to_string());
             }
         };
         bytes = &decompressed;
@@ -159,13 +159,8 @@ async fn handle(s: HttpState, signal: Signal, headers: HeaderMap, body: Body) ->
         converted = match json::to_protobuf(signal, bytes) {
             Ok(p) => p,
             Err(e) => {
-                ingest.refused_early(Transport::Http, signal, Outcome::Malformed);
-                return error(
-                    enc,
-                    StatusCode::BAD_REQUEST,
-                    rpc::code::INVALID_ARGUMENT,
-                    format!("request is not valid OTLP/JSON: {e}"),
-                );
+                let msg = format!("request is not valid OTLP/JSON: {e}");
+                return refuse(ingest, signal, enc, Outcome::Malformed, msg);
             }
         };
         bytes = &converted;
