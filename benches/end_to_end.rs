@@ -1,2 +1,632 @@
-//! Benchmark placeholder.
-fn main() {}
+//! End-to-end throughput and server CPU cost over loopback OTLP/gRPC.
+//!
+//! Starts the release `otel-sli` binary as a child process on free loopback ports, waits for
+//! `/readyz`, then drives `TraceService/Export` with pre-encoded 500-span requests (50
+//! distinct ones generated up front) through `tonic::client::Grpc` with a codec that sends
+//! the bytes as they are, so the client does no protobuf work per request. Several requests
+//! are kept in flight over a few HTTP/2 connections.
+//!
+//! For uncompressed and gzip-compressed requests (tonic compresses on the client), each in
+//! two phases:
+//!
+//! * max: closed loop, every in-flight slot sends its next request as soon as the previous
+//!   one is answered: requests/s, spans/s, server CPU seconds (utime + stime of the child
+//!   from `/proc/<pid>/stat`) and spans per server CPU-second, Export latency p50/p99;
+//! * paced: requests started at fixed intervals adding up to about half the max rate:
+//!   latency at moderate load, and the CPU cost there.
+//!
+//! Each phase has a warm-up that is not measured. At the end `/metrics` is scraped and
+//! `otel_sli_accepted_spans_total` must equal the spans of all answered requests.
+//!
+//! `cargo bench --bench end_to_end`. Environment (defaults in brackets): `E2E_SECS` [10]
+//! measured seconds per max phase, `E2E_PACED_SECS` [5], `E2E_WARMUP_SECS` [2],
+//! `E2E_INFLIGHT` [16] concurrent requests, `E2E_CONNS` [4] HTTP/2 connections,
+//! `E2E_SPANS` [500] spans per request, `E2E_REQUESTS` [50] distinct requests,
+//! `E2E_CLIENT_THREADS` [2] client runtime threads, `E2E_MODES` [plain,gzip].
+//! Without `--bench` (as under `cargo test`) it runs a short smoke version.
+
+mod common;
+
+use bytes::{Buf, BufMut, Bytes};
+use common::{encoded_requests, env_or, is_bench_run, thousands};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use prost::Message;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+// ---------------------------------------------------------------------------------------
+// The server child process.
+
+/// Kills the server when dropped, including while unwinding from a failed check.
+struct Server {
+    child: Child,
+    grpc: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Three distinct free loopback ports (all bound at once, then released).
+fn free_ports() -> [u16; 3] {
+    let ls: Vec<TcpListener> = (0..3)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    let port = |l: &TcpListener| l.local_addr().expect("local addr").port();
+    [port(&ls[0]), port(&ls[1]), port(&ls[2])]
+}
+
+fn start_server() -> Server {
+    let [grpc, http, admin] = free_ports();
+    let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    let child = Command::new(env!("CARGO_BIN_EXE_otel-sli"))
+        .args(["--otlp-grpc", &addr(grpc).to_string()])
+        .args(["--otlp-http", &addr(http).to_string()])
+        .args(["--admin", &addr(admin).to_string()])
+        .args(["--log-level", "warn"])
+        .env_remove("RUST_LOG")
+        .env_remove("OTEL_SLI_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn the otel-sli binary");
+    let mut server = Server {
+        child,
+        grpc: addr(grpc),
+        admin: addr(admin),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(status)) = server.child.try_wait() {
+            panic!("otel-sli exited during start-up: {status}");
+        }
+        if let Ok((200, _)) = http_get(server.admin, "/readyz") {
+            return server;
+        }
+        assert!(Instant::now() < deadline, "otel-sli not ready after 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A minimal HTTP/1.1 GET: status code and body.
+fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let bad = || std::io::Error::other(format!("malformed HTTP response to GET {path}"));
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(bad)?;
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return Err(std::io::Error::other("chunked responses are not supported"));
+    }
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(bad)?;
+    Ok((status, body.to_string()))
+}
+
+/// User and system CPU time of a process, in clock ticks.
+fn cpu_ticks(pid: &str) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("reading /proc/{pid}/stat: {e}"));
+    // The command name (field 2) is parenthesised and may contain spaces; the fields after
+    // it start with field 3 (state), so utime (14) and stime (15) are at indices 11 and 12.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| -> u64 {
+        f.get(i)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected /proc/{pid}/stat format"))
+    };
+    (field(11), field(12))
+}
+
+/// Context switches (voluntary + involuntary) summed over the live threads of a process.
+fn context_switches(pid: &str) -> u64 {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Sum of all samples of a Prometheus metric family whose labels contain `filter`.
+fn metric_sum(text: &str, name: &str, filter: &str) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        if !(rest.starts_with('{') || rest.starts_with(' ')) || !rest.contains(filter) {
+            continue;
+        }
+        if let Some(v) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
+            *found.get_or_insert(0.0) += v;
+        }
+    }
+    found
+}
+
+// ---------------------------------------------------------------------------------------
+// A gRPC codec that sends pre-encoded request bytes and hands back the response bytes.
+
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+struct RawEncoder;
+struct RawDecoder;
+
+impl Encoder for RawEncoder {
+    type Item = Bytes;
+    type Error = Status;
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawDecoder {
+    type Item = Bytes;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Load generation.
+
+/// Counters over the whole run (all phases, warm-ups included).
+#[derive(Default)]
+struct Totals {
+    requests: AtomicU64,
+    spans: AtomicU64,
+    entries: AtomicU64,
+    busy: AtomicU64,
+    rejected: AtomicU64,
+}
+
+struct Body {
+    bytes: Bytes,
+    spans: u64,
+    entries: u64,
+}
+
+struct Setup {
+    server_pid: String,
+    channels: Vec<Channel>,
+    bodies: Arc<Vec<Body>>,
+    inflight: usize,
+    warmup: Duration,
+    ticks: f64,
+    totals: Arc<Totals>,
+}
+
+/// Counters and CPU times at one instant.
+struct Sample {
+    at: Instant,
+    requests: u64,
+    spans: u64,
+    busy: u64,
+    /// Server (user, system) clock ticks.
+    server: (u64, u64),
+    /// This process's (user, system) clock ticks.
+    client: (u64, u64),
+    server_ctx: u64,
+}
+
+struct PhaseResult {
+    name: String,
+    secs: f64,
+    requests: u64,
+    spans: u64,
+    busy: u64,
+    server_cpu: f64,
+    server_sys: f64,
+    server_ctx: u64,
+    client_cpu: f64,
+    latencies: Vec<Duration>,
+}
+
+impl PhaseResult {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.secs
+    }
+    fn spans_per_sec(&self) -> f64 {
+        self.spans as f64 / self.secs
+    }
+    fn spans_per_cpu(&self) -> f64 {
+        if self.server_cpu > 0.0 {
+            self.spans as f64 / self.server_cpu
+        } else {
+            f64::NAN
+        }
+    }
+    fn quantile(&self, q: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = ((q * self.latencies.len() as f64).ceil() as usize).max(1);
+        self.latencies[rank.min(self.latencies.len()) - 1]
+    }
+}
+
+/// Runs one phase: `warmup`, then `measure` with counters and CPU sampled at both ends.
+/// `rate`: total requests per second to pace at; `None` for a closed loop.
+async fn phase(
+    setup: &Setup,
+    name: &str,
+    gzip: bool,
+    rate: Option<f64>,
+    measure: Duration,
+) -> PhaseResult {
+    let stop = Arc::new(AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let n = setup.inflight;
+    let path = PathAndQuery::from_static(EXPORT_PATH);
+    let mut tasks = Vec::with_capacity(n);
+    let t0 = tokio::time::Instant::now();
+    for t in 0..n {
+        let channel = setup.channels[t % setup.channels.len()].clone();
+        let (stop, measuring) = (Arc::clone(&stop), Arc::clone(&measuring));
+        let (bodies, totals) = (Arc::clone(&setup.bodies), Arc::clone(&setup.totals));
+        let path = path.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut grpc = tonic::client::Grpc::new(channel);
+            if gzip {
+                grpc = grpc.send_compressed(CompressionEncoding::Gzip);
+            }
+            // Each slot sends every n-th request; staggered start when paced.
+            let mut ticker = rate.map(|r| {
+                let period = Duration::from_secs_f64(n as f64 / r);
+                let mut i =
+                    tokio::time::interval_at(t0 + period.mul_f64(t as f64 / n as f64), period);
+                i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                i
+            });
+            let mut latencies = Vec::new();
+            let mut k = t * 7;
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(i) = ticker.as_mut() {
+                    i.tick().await;
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                }
+                k = (k + 1) % bodies.len();
+                let body = &bodies[k];
+                let in_window = measuring.load(Ordering::Relaxed);
+                let start = Instant::now();
+                if let Err(e) = grpc.ready().await {
+                    panic!("gRPC channel failed: {e}");
+                }
+                let result = grpc
+                    .unary(
+                        tonic::Request::new(body.bytes.clone()),
+                        path.clone(),
+                        RawCodec,
+                    )
+                    .await;
+                let took = start.elapsed();
+                match result {
+                    Ok(resp) => {
+                        let resp = ExportTraceServiceResponse::decode(resp.into_inner())
+                            .expect("ExportTraceServiceResponse");
+                        let rejected = resp.partial_success.map_or(0, |p| p.rejected_spans);
+                        totals.requests.fetch_add(1, Ordering::Relaxed);
+                        totals.spans.fetch_add(body.spans, Ordering::Relaxed);
+                        totals.entries.fetch_add(body.entries, Ordering::Relaxed);
+                        totals
+                            .rejected
+                            .fetch_add(rejected as u64, Ordering::Relaxed);
+                        if in_window && measuring.load(Ordering::Relaxed) {
+                            latencies.push(took);
+                        }
+                    }
+                    Err(s)
+                        if s.code() == Code::Unavailable
+                            && s.message().contains("queues are full") =>
+                    {
+                        // Pipeline queues full: the request counted nothing; back off briefly.
+                        // (Other UNAVAILABLE errors, e.g. a dead connection, fail the run.)
+                        totals.busy.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err(s) => panic!("Export failed: {s}"),
+                }
+            }
+            latencies
+        }));
+    }
+
+    let sample = |totals: &Totals| Sample {
+        at: Instant::now(),
+        requests: totals.requests.load(Ordering::Relaxed),
+        spans: totals.spans.load(Ordering::Relaxed),
+        busy: totals.busy.load(Ordering::Relaxed),
+        server: cpu_ticks(&setup.server_pid),
+        client: cpu_ticks("self"),
+        server_ctx: context_switches(&setup.server_pid),
+    };
+    tokio::time::sleep(setup.warmup).await;
+    let a = sample(&setup.totals);
+    measuring.store(true, Ordering::Relaxed);
+    tokio::time::sleep(measure).await;
+    measuring.store(false, Ordering::Relaxed);
+    let b = sample(&setup.totals);
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    for t in tasks {
+        match t.await {
+            Ok(l) => latencies.extend(l),
+            Err(e) => panic!("load task failed: {e}"),
+        }
+    }
+    latencies.sort_unstable();
+    let ticks = |(u, s): (u64, u64)| (u + s) as f64 / setup.ticks;
+    PhaseResult {
+        name: name.to_string(),
+        secs: (b.at - a.at).as_secs_f64(),
+        requests: b.requests - a.requests,
+        spans: b.spans - a.spans,
+        busy: b.busy - a.busy,
+        server_cpu: ticks(b.server) - ticks(a.server),
+        server_sys: (b.server.1 - a.server.1) as f64 / setup.ticks,
+        server_ctx: b.server_ctx - a.server_ctx,
+        client_cpu: ticks(b.client) - ticks(a.client),
+        latencies,
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1e3)
+}
+
+fn print_phase(r: &PhaseResult) {
+    println!(
+        "  {:<14} {:>8.1} req/s {:>11} spans/s  server CPU {:>5.2} s ({:.2} cores)  {:>11} spans/CPU-s  p50 {} ms  p99 {} ms{}",
+        r.name,
+        r.rps(),
+        thousands(r.spans_per_sec()),
+        r.server_cpu,
+        r.server_cpu / r.secs,
+        thousands(r.spans_per_cpu()),
+        ms(r.quantile(0.5)),
+        ms(r.quantile(0.99)),
+        if r.busy > 0 {
+            format!("  ({} busy refusals)", r.busy)
+        } else {
+            String::new()
+        }
+    );
+}
+
+fn main() {
+    let bench = is_bench_run();
+    let secs = |name: &str, default: f64, smoke: f64| {
+        Duration::from_secs_f64(if bench { env_or(name, default) } else { smoke })
+    };
+    let measure = secs("E2E_SECS", 10.0, 1.0);
+    let paced_secs = secs("E2E_PACED_SECS", 5.0, 0.5);
+    let warmup = secs("E2E_WARMUP_SECS", 2.0, 0.3);
+    let inflight: usize = env_or("E2E_INFLIGHT", if bench { 16 } else { 4 }).max(1);
+    let conns: usize = env_or("E2E_CONNS", if bench { 4 } else { 2 }).clamp(1, inflight);
+    let spans: usize = env_or("E2E_SPANS", 500);
+    let distinct: usize = env_or("E2E_REQUESTS", if bench { 50 } else { 5 }).max(1);
+    let client_threads: usize = env_or("E2E_CLIENT_THREADS", 2).max(1);
+    let modes: String = env_or("E2E_MODES", "plain,gzip".to_string());
+    if !bench {
+        println!("end_to_end: smoke run (use `cargo bench --bench end_to_end` for the real one)");
+    }
+
+    let encoded = encoded_requests(distinct, spans, 2024);
+    let bytes: usize = encoded.iter().map(|e| e.body.len()).sum();
+    let bodies: Vec<Body> = encoded
+        .into_iter()
+        .map(|e| Body {
+            spans: e.spans as u64,
+            entries: e.entries,
+            bytes: Bytes::from(e.body),
+        })
+        .collect();
+    println!(
+        "{} distinct requests of {} spans, {} bytes each on average ({:.0} bytes/span)",
+        bodies.len(),
+        bodies[0].spans,
+        bytes / bodies.len(),
+        bytes as f64 / bodies.iter().map(|b| b.spans).sum::<u64>() as f64
+    );
+
+    let server = start_server();
+    let ticks = clock_ticks_per_second();
+    println!(
+        "server pid {} (gRPC {}, admin {}); client: {inflight} in flight over {conns} connections, {client_threads} runtime threads; CLK_TCK {ticks}",
+        server.child.id(),
+        server.grpc,
+        server.admin
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(client_threads)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+
+    let totals = Arc::new(Totals::default());
+    let results = rt.block_on(async {
+        let mut channels = Vec::with_capacity(conns);
+        for _ in 0..conns {
+            // One Endpoint::connect per channel: a separate HTTP/2 connection each.
+            let ch = Endpoint::from_shared(format!("http://{}", server.grpc))
+                .expect("endpoint")
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .expect("connect to the gRPC receiver");
+            channels.push(ch);
+        }
+        let setup = Setup {
+            server_pid: server.child.id().to_string(),
+            channels,
+            bodies: Arc::new(bodies),
+            inflight,
+            warmup,
+            ticks,
+            totals: Arc::clone(&totals),
+        };
+        let mut results = Vec::new();
+        for mode in modes.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+            let gzip = match mode {
+                "plain" => false,
+                "gzip" => true,
+                other => panic!("unknown mode {other:?} in E2E_MODES (plain, gzip)"),
+            };
+            let max = phase(&setup, &format!("{mode} max"), gzip, None, measure).await;
+            print_phase(&max);
+            let half = (max.rps() * 0.5).max(1.0);
+            let paced = phase(&setup, &format!("{mode} 50%"), gzip, Some(half), paced_secs).await;
+            print_phase(&paced);
+            results.push(max);
+            results.push(paced);
+        }
+        results
+    });
+    drop(rt);
+
+    // Correctness: the server counted exactly the spans of the requests it answered OK.
+    let (status, metrics) = http_get(server.admin, "/metrics").expect("GET /metrics");
+    assert_eq!(status, 200, "GET /metrics");
+    let accepted = metric_sum(&metrics, "otel_sli_accepted_spans_total", "").unwrap_or(-1.0);
+    let ok_requests = metric_sum(
+        &metrics,
+        "otel_sli_requests_total",
+        "signal=\"traces\",outcome=\"ok\"",
+    )
+    .unwrap_or(-1.0);
+    let entry_spans = metric_sum(&metrics, "otel_sli_entry_spans_total", "").unwrap_or(-1.0);
+    let rss_kib = std::fs::read_to_string(format!("/proc/{}/status", server.child.id()))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        })
+        .unwrap_or_default();
+    let sent_spans = totals.spans.load(Ordering::Relaxed);
+    let sent_requests = totals.requests.load(Ordering::Relaxed);
+    let sent_entries = totals.entries.load(Ordering::Relaxed);
+    drop(server);
+
+    println!("\nresults ({spans}-span requests, {inflight} in flight, {conns} connections; latency = Export round trip at the client)");
+    println!(
+        "{:<12} {:>8} {:>11} {:>10} {:>6} {:>5} {:>8} {:>10} {:>14} {:>7} {:>7} {:>5}",
+        "phase",
+        "req/s",
+        "spans/s",
+        "server CPU",
+        "cores",
+        "sys%",
+        "ctxsw/req",
+        "client CPU",
+        "spans/server-s",
+        "p50 ms",
+        "p99 ms",
+        "busy"
+    );
+    for r in &results {
+        println!(
+            "{:<12} {:>8.1} {:>11} {:>9.2}s {:>6.2} {:>5.0} {:>9.1} {:>9.2}s {:>14} {:>7} {:>7} {:>5}",
+            r.name,
+            r.rps(),
+            thousands(r.spans_per_sec()),
+            r.server_cpu,
+            r.server_cpu / r.secs,
+            100.0 * r.server_sys / r.server_cpu.max(f64::MIN_POSITIVE),
+            r.server_ctx as f64 / r.requests.max(1) as f64,
+            r.client_cpu,
+            thousands(r.spans_per_cpu()),
+            ms(r.quantile(0.5)),
+            ms(r.quantile(0.99)),
+            r.busy
+        );
+    }
+    println!(
+        "(spans/server-s = spans per server CPU-second, goal ≥ 1,000,000 for 500-span requests; \
+         sys% = kernel share of the server's CPU; ctxsw/req = server thread context switches \
+         per answered request; server RSS at the end {rss_kib} KiB)"
+    );
+    println!("\ncheck: spans in answered requests  {sent_spans}");
+    println!("       otel_sli_accepted_spans_total {accepted}");
+    println!(
+        "       requests {sent_requests} / otel_sli_requests_total{{traces,ok}} {ok_requests}; \
+         entry spans {sent_entries} / otel_sli_entry_spans_total {entry_spans}; rejected {}",
+        totals.rejected.load(Ordering::Relaxed)
+    );
+    assert!(
+        accepted == sent_spans as f64,
+        "MISMATCH: server accepted {accepted} spans, client sent {sent_spans} in answered requests"
+    );
+    assert!(
+        ok_requests == sent_requests as f64,
+        "MISMATCH: server counted {ok_requests} OK trace requests, client got {sent_requests}"
+    );
+    assert!(
+        entry_spans == sent_entries as f64,
+        "MISMATCH: server counted {entry_spans} entry spans, client sent {sent_entries}"
+    );
+    println!("       OK");
+}

@@ -1,2 +1,374 @@
-//! Benchmark placeholder.
-fn main() {}
+//! Memory held per active SLI series, measured with a counting global allocator.
+//!
+//! Drives `SeriesTable` directly (`record(hash, key, obs, slot)` / `advance(slot)`) for
+//! 10,000 and 100,000 series in two scenarios:
+//!
+//! * sparse: each series gets a few requests in one 10 s slot, then time moves one slot on;
+//! * steady: each series gets traffic in every slot for 372 slots (62 minutes of simulated
+//!   time, more than the 361 needed for every window ring to be populated), latencies
+//!   log-uniform between 1 ms and 1 s, 1 in 20 requests bad.
+//!
+//! After each scenario a `snapshot()` is taken and kept (snapshots are part of the live
+//! memory). Reports live heap bytes per series (requested sizes, without allocator
+//! overhead), live allocations per series, the process RSS growth, and what
+//! `SeriesTable::memory_bytes()` estimates.
+//!
+//! Memory per series grows with the traffic per series (more distinct latency buckets per
+//! slot), so the steady scenario runs at 20 and at 2 requests per series per slot for 10,000
+//! series; for 100,000 series it runs at 2 per slot only, to stay within a couple of minutes
+//! and a few GB (20 per slot would take ~13 GB and several minutes).
+//!
+//! `cargo bench --bench memory`; environment: `MEM_PER_SLOT_10K` (default `20,2`) and
+//! `MEM_PER_SLOT_100K` (default `2`): comma-separated requests per series per slot for the
+//! steady scenario; `MEM_SERIES` (e.g. `10000`) to run one size only.
+//! Without `--bench` (as under `cargo test`) it runs a tiny smoke version.
+
+mod common;
+
+use common::{is_bench_run, thousands};
+use otel_sli::config::DEFAULT_BUCKETS;
+use otel_sli::otlp::synth::Rng;
+use otel_sli::sli::classify::Observation;
+use otel_sli::sli::hist::Layout;
+use otel_sli::sli::key;
+use otel_sli::sli::series::{SeriesSettings, SeriesTable};
+use otel_sli::sli::window::Window;
+use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Forwards every call to the system allocator and keeps running totals of the live bytes
+/// and allocations.
+///
+/// Soundness: each method calls the matching `System` method with exactly the arguments it
+/// was given and returns its result unchanged, so `System`'s guarantees carry over as they
+/// are. The bookkeeping uses only atomics (no allocation, no locks, no reentrancy), and runs
+/// only after a successful call (a null result means nothing changed hands).
+struct Counting;
+
+static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
+static LIVE_ALLOCS: AtomicUsize = AtomicUsize::new(0);
+static PEAK_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+fn grew(bytes: usize) {
+    let now = LIVE_BYTES.fetch_add(bytes, Ordering::Relaxed) + bytes;
+    PEAK_BYTES.fetch_max(now, Ordering::Relaxed);
+}
+
+// SAFETY: see `Counting`: every method is a pass-through to `System` plus atomic counters.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: AllocLayout) -> *mut u8 {
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which we forward.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            LIVE_ALLOCS.fetch_add(1, Ordering::Relaxed);
+            grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: AllocLayout) -> *mut u8 {
+        // SAFETY: as for `alloc`.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            LIVE_ALLOCS.fetch_add(1, Ordering::Relaxed);
+            grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: AllocLayout) {
+        // SAFETY: `ptr` was allocated by this allocator, i.e. by `System`, with `layout`.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE_ALLOCS.fetch_sub(1, Ordering::Relaxed);
+        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: AllocLayout, new_size: usize) -> *mut u8 {
+        // SAFETY: `ptr` was allocated by `System` with `layout`; the caller upholds the rest.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            grew(new_size);
+            LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn live() -> (usize, usize) {
+    (
+        LIVE_BYTES.load(Ordering::Relaxed),
+        LIVE_ALLOCS.load(Ordering::Relaxed),
+    )
+}
+
+/// Resident set size of this process, bytes (0 if unavailable).
+fn rss_bytes() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<usize>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn settings(max_series: usize) -> Arc<SeriesSettings> {
+    Arc::new(SeriesSettings {
+        layout: Layout::new(2).expect("layout"),
+        bounds_ns: DEFAULT_BUCKETS
+            .iter()
+            .map(|s| (s * 1e9).round() as u64)
+            .collect(),
+        max_series,
+        label_count: 2,
+        active: AtomicUsize::new(0),
+    })
+}
+
+/// `n` series keys with realistic labels (100 services, routes like the synthetic workload).
+fn keys(n: usize) -> Vec<(u64, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            let service = format!("service-{}", i % 100);
+            let feature = format!("GET /api/v1/resource-{i}/{{id}}");
+            let k = key::encode([service.as_str(), feature.as_str()], 256);
+            (key::hash_key(&k), k)
+        })
+        .collect()
+}
+
+/// Observations with latencies log-uniform in 1 ms..1 s, 1 in 20 bad.
+fn observations(rng: &mut Rng) -> Vec<Observation> {
+    (0..4096)
+        .map(|_| {
+            let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+            Observation {
+                bad: rng.below(20) == 0,
+                duration_ns: (1e6 * 1000f64.powf(u)) as u64,
+                invalid_duration: false,
+            }
+        })
+        .collect()
+}
+
+#[derive(Clone, Copy)]
+enum Scenario {
+    /// `requests` per series in one slot, then one slot on.
+    Sparse { requests: usize },
+    /// `per_slot` requests per series in each of `slots` slots.
+    Steady { per_slot: usize, slots: u64 },
+}
+
+struct Outcome {
+    series: usize,
+    label: String,
+    table_bytes: usize,
+    with_snapshot_bytes: usize,
+    with_snapshot_allocs: usize,
+    estimate: usize,
+    rss_growth: usize,
+    peak_bytes: usize,
+    secs: f64,
+    /// Time in `SeriesTable::advance` per series per slot, microseconds (steady only).
+    advance_us: Option<f64>,
+}
+
+fn run(n: usize, scenario: Scenario) -> Outcome {
+    let mut rng = Rng::new(0x5eed ^ n as u64);
+    let keys = keys(n);
+    let obs = observations(&mut rng);
+    let mut pick = 0usize;
+    let mut next_obs = move || {
+        // A cheap stride through the table; its values are already random.
+        pick = (pick + 7) & 4095;
+        obs[pick]
+    };
+    // Start on a 5-minute period boundary so every ring rotates the same way each run.
+    let start_slot = 30 * 6_000_000;
+
+    let (base_bytes, base_allocs) = live();
+    PEAK_BYTES.store(base_bytes, Ordering::Relaxed);
+    let base_rss = rss_bytes();
+    let t0 = Instant::now();
+    let mut table = SeriesTable::new(settings(n + 1));
+    let mut advance_us = None;
+    let (label, total) = match scenario {
+        Scenario::Sparse { requests } => {
+            for (hash, k) in &keys {
+                for _ in 0..requests {
+                    table.record(*hash, k, &next_obs(), start_slot);
+                }
+            }
+            table.advance(start_slot + 1);
+            (
+                format!("sparse ({requests} requests, 1 slot)"),
+                (n * requests) as u64,
+            )
+        }
+        Scenario::Steady { per_slot, slots } => {
+            let mut in_advance = std::time::Duration::ZERO;
+            for slot in start_slot..start_slot + slots {
+                let t = Instant::now();
+                table.advance(slot);
+                in_advance += t.elapsed();
+                for (hash, k) in &keys {
+                    for _ in 0..per_slot {
+                        table.record(*hash, k, &next_obs(), slot);
+                    }
+                }
+            }
+            advance_us = Some(in_advance.as_secs_f64() * 1e6 / (n as f64 * slots as f64));
+            (
+                format!("steady ({per_slot}/slot × {slots} slots)"),
+                (n * per_slot) as u64 * slots,
+            )
+        }
+    };
+    assert_eq!(table.len(), n, "every series admitted");
+    let (table_bytes, _) = live();
+    let estimate = table.memory_bytes();
+    let snaps = table.snapshot();
+    let (snap_bytes, snap_allocs) = live();
+    let secs = t0.elapsed().as_secs_f64();
+    let rss_growth = rss_bytes().saturating_sub(base_rss);
+    let peak = PEAK_BYTES.load(Ordering::Relaxed);
+
+    // Sanity: the snapshot accounts for every request.
+    let all = Window::All.index();
+    let counted: u64 = snaps.iter().map(|s| s.windows[all].requests).sum();
+    assert_eq!(counted, total, "all-time window counts every request");
+    assert_eq!(
+        snaps.iter().map(|s| s.requests_total).sum::<u64>(),
+        total,
+        "requests_total counts every request"
+    );
+
+    drop(snaps);
+    drop(table);
+    let (end_bytes, _) = live();
+    assert!(
+        end_bytes <= base_bytes + 4096,
+        "dropping the table returns its memory ({end_bytes} vs {base_bytes} bytes live)"
+    );
+    Outcome {
+        series: n,
+        label,
+        table_bytes: table_bytes - base_bytes,
+        with_snapshot_bytes: snap_bytes - base_bytes,
+        with_snapshot_allocs: snap_allocs - base_allocs,
+        estimate,
+        rss_growth,
+        peak_bytes: peak - base_bytes,
+        secs,
+        advance_us,
+    }
+}
+
+/// A comma-separated list of numbers from the environment, or `default`.
+fn env_list(name: &str, default: &str) -> Vec<usize> {
+    let v = std::env::var(name).unwrap_or_else(|_| default.to_string());
+    v.split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(|x| {
+            x.parse()
+                .unwrap_or_else(|_| panic!("{name}={v:?}: not a list of numbers"))
+        })
+        .collect()
+}
+
+fn main() {
+    let bench = is_bench_run();
+    let only: Option<usize> = std::env::var("MEM_SERIES")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let plan: Vec<(usize, Vec<usize>)> = if bench {
+        vec![
+            (10_000, env_list("MEM_PER_SLOT_10K", "20,2")),
+            (100_000, env_list("MEM_PER_SLOT_100K", "2")),
+        ]
+    } else {
+        println!("memory: smoke run (use `cargo bench --bench memory` for the real one)");
+        vec![(200, vec![2])]
+    };
+    let slots = 372;
+    let kib = 1024.0;
+    let mut rows = Vec::new();
+    for (n, per_slot) in plan {
+        if only.is_some_and(|o| o != n) {
+            continue;
+        }
+        if n >= 100_000 && per_slot.iter().any(|&p| p < 20) {
+            println!(
+                "note: {} series run the steady scenario at {per_slot:?} requests/series/slot \
+                 (reduced from 20 to bound run time and memory)",
+                thousands(n as f64)
+            );
+        }
+        let scenarios = std::iter::once(Scenario::Sparse { requests: 3 }).chain(
+            per_slot
+                .iter()
+                .map(|&p| Scenario::Steady { per_slot: p, slots }),
+        );
+        for scenario in scenarios {
+            let o = run(n, scenario);
+            println!(
+                "{:>7} series, {:<30} {:>7.1} KiB/series live (with snapshot), {:>6.1} s{}",
+                thousands(o.series as f64),
+                o.label,
+                o.with_snapshot_bytes as f64 / o.series as f64 / kib,
+                o.secs,
+                o.advance_us.map_or(String::new(), |us| format!(
+                    ", advance() {us:.2} µs/series/slot"
+                ))
+            );
+            rows.push(o);
+        }
+    }
+
+    println!("\nbytes per series (live heap = requested bytes, no allocator overhead)");
+    println!(
+        "{:>8} {:<30} {:>9} {:>10} {:>9} {:>9} {:>7} {:>10} {:>9}",
+        "series",
+        "scenario",
+        "table",
+        "+snapshot",
+        "estimate",
+        "peak",
+        "allocs",
+        "rss growth",
+        "≤32 KiB?"
+    );
+    for o in &rows {
+        let per = |b: usize| b as f64 / o.series as f64;
+        println!(
+            "{:>8} {:<30} {:>9.0} {:>10.0} {:>9.0} {:>9.0} {:>7.1} {:>10.0} {:>9}",
+            o.series,
+            o.label,
+            per(o.table_bytes),
+            per(o.with_snapshot_bytes),
+            per(o.estimate),
+            per(o.peak_bytes),
+            o.with_snapshot_allocs as f64 / o.series as f64,
+            per(o.rss_growth),
+            if per(o.with_snapshot_bytes) <= 32.0 * kib {
+                "yes"
+            } else {
+                "NO"
+            }
+        );
+    }
+    println!(
+        "\ntable = SeriesTable alone; +snapshot = table plus the kept snapshot() result; \
+         estimate = SeriesTable::memory_bytes(); peak = highest live heap during the run; \
+         allocs = live allocations (table + snapshot); rss growth = VmRSS increase over the \
+         run (includes allocator overhead; freed pages may be retained)"
+    );
+}
