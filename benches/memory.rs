@@ -5,8 +5,9 @@
 //!
 //! * sparse: each series gets a few requests in one 10 s slot, then time moves one slot on;
 //! * steady: each series gets traffic in every slot for 372 slots (62 minutes of simulated
-//!   time, more than the 361 needed for every window ring to be populated), latencies
-//!   log-uniform between 1 ms and 1 s, 1 in 20 requests bad.
+//!   time, more than the 361 needed for every window ring to be populated), 1 in 20
+//!   requests bad, with two latency spreads: *typical* (log-normal around 50 ms, σ = 0.5)
+//!   and *wide* (log-uniform over 1 ms..1 s, the worst case for sparse histograms).
 //!
 //! After each scenario a `snapshot()` is taken and kept (snapshots are part of the live
 //! memory). Reports live heap bytes per series (requested sizes, without allocator
@@ -144,14 +145,33 @@ fn keys(n: usize) -> Vec<(u64, Vec<u8>)> {
         .collect()
 }
 
-/// Observations with latencies log-uniform in 1 ms..1 s, 1 in 20 bad.
-fn observations(rng: &mut Rng) -> Vec<Observation> {
+/// How request latencies are spread.
+#[derive(Clone, Copy, Debug)]
+enum Spread {
+    /// Log-normal around 50 ms with σ = 0.5 (most requests within 20–130 ms): typical of one
+    /// endpoint.
+    Typical,
+    /// Log-uniform over 1 ms..1 s: every bucket of three decades equally likely, the worst
+    /// case for sparse histograms.
+    Wide,
+}
+
+/// Observations with latencies spread as `spread`, 1 in 20 bad.
+fn observations(rng: &mut Rng, spread: Spread) -> Vec<Observation> {
+    let mut unit = move || ((rng.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
     (0..4096)
         .map(|_| {
-            let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+            let duration_ns = match spread {
+                Spread::Wide => 1e6 * 1000f64.powf(unit()),
+                Spread::Typical => {
+                    // Box–Muller.
+                    let z = (-2.0 * unit().ln()).sqrt() * (std::f64::consts::TAU * unit()).cos();
+                    50e6 * (0.5 * z).exp()
+                }
+            } as u64;
             Observation {
-                bad: rng.below(20) == 0,
-                duration_ns: (1e6 * 1000f64.powf(u)) as u64,
+                bad: (unit() * 20.0) < 1.0,
+                duration_ns,
                 invalid_duration: false,
             }
         })
@@ -163,7 +183,11 @@ enum Scenario {
     /// `requests` per series in one slot, then one slot on.
     Sparse { requests: usize },
     /// `per_slot` requests per series in each of `slots` slots.
-    Steady { per_slot: usize, slots: u64 },
+    Steady {
+        per_slot: usize,
+        slots: u64,
+        spread: Spread,
+    },
 }
 
 struct Outcome {
@@ -183,7 +207,11 @@ struct Outcome {
 fn run(n: usize, scenario: Scenario) -> Outcome {
     let mut rng = Rng::new(0x5eed ^ n as u64);
     let keys = keys(n);
-    let obs = observations(&mut rng);
+    let spread = match scenario {
+        Scenario::Steady { spread, .. } => spread,
+        Scenario::Sparse { .. } => Spread::Typical,
+    };
+    let obs = observations(&mut rng, spread);
     let mut pick = 0usize;
     let mut next_obs = move || {
         // A cheap stride through the table; its values are already random.
@@ -212,7 +240,11 @@ fn run(n: usize, scenario: Scenario) -> Outcome {
                 (n * requests) as u64,
             )
         }
-        Scenario::Steady { per_slot, slots } => {
+        Scenario::Steady {
+            per_slot,
+            slots,
+            spread,
+        } => {
             let mut in_advance = std::time::Duration::ZERO;
             for slot in start_slot..start_slot + slots {
                 let t = Instant::now();
@@ -226,7 +258,7 @@ fn run(n: usize, scenario: Scenario) -> Outcome {
             }
             advance_us = Some(in_advance.as_secs_f64() * 1e6 / (n as f64 * slots as f64));
             (
-                format!("steady ({per_slot}/slot × {slots} slots)"),
+                format!("steady {spread:?} ({per_slot}/slot × {slots} slots)"),
                 (n * per_slot) as u64 * slots,
             )
         }
@@ -298,6 +330,7 @@ fn main() {
         println!("memory: smoke run (use `cargo bench --bench memory` for the real one)");
         vec![(200, vec![2])]
     };
+    let spreads = [Spread::Typical, Spread::Wide];
     let slots = 372;
     let kib = 1024.0;
     let mut rows = Vec::new();
@@ -313,14 +346,18 @@ fn main() {
             );
         }
         let scenarios = std::iter::once(Scenario::Sparse { requests: 3 }).chain(
-            per_slot
-                .iter()
-                .map(|&p| Scenario::Steady { per_slot: p, slots }),
+            per_slot.iter().flat_map(|&p| {
+                spreads.iter().map(move |&spread| Scenario::Steady {
+                    per_slot: p,
+                    slots,
+                    spread,
+                })
+            }),
         );
         for scenario in scenarios {
             let o = run(n, scenario);
             println!(
-                "{:>7} series, {:<30} {:>7.1} KiB/series live (with snapshot), {:>6.1} s{}",
+                "{:>7} series, {:<38} {:>7.1} KiB/series live (with snapshot), {:>6.1} s{}",
                 thousands(o.series as f64),
                 o.label,
                 o.with_snapshot_bytes as f64 / o.series as f64 / kib,
@@ -335,7 +372,7 @@ fn main() {
 
     println!("\nbytes per series (live heap = requested bytes, no allocator overhead)");
     println!(
-        "{:>8} {:<30} {:>9} {:>10} {:>9} {:>9} {:>7} {:>10} {:>9}",
+        "{:>8} {:<38} {:>9} {:>10} {:>9} {:>9} {:>7} {:>10} {:>9}",
         "series",
         "scenario",
         "table",
@@ -349,7 +386,7 @@ fn main() {
     for o in &rows {
         let per = |b: usize| b as f64 / o.series as f64;
         println!(
-            "{:>8} {:<30} {:>9.0} {:>10.0} {:>9.0} {:>9.0} {:>7.1} {:>10.0} {:>9}",
+            "{:>8} {:<38} {:>9.0} {:>10.0} {:>9.0} {:>9.0} {:>7.1} {:>10.0} {:>9}",
             o.series,
             o.label,
             per(o.table_bytes),

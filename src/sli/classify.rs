@@ -267,17 +267,14 @@ enum Part {
 /// Attribute values of interest from one resource, computed once per `ResourceSpans`.
 #[derive(Clone, Copy, Debug)]
 pub struct ResourceValues<'a> {
-    service: &'a [u8],
+    service: &'a str,
     slots: [Option<AnyValueRef<'a>>; MAX_ATTRIBUTES],
 }
 
 impl<'a> ResourceValues<'a> {
-    /// `service.name`, or `unknown_service` when absent or not a valid string.
+    /// `service.name`, or `unknown_service` when absent, empty or not valid UTF-8.
     pub fn service(&self) -> &'a str {
-        std::str::from_utf8(self.service)
-            .ok()
-            .filter(|s| !s.is_empty())
-            .unwrap_or("unknown_service")
+        self.service
     }
 }
 
@@ -355,10 +352,10 @@ impl Classifier {
     /// Extracts `service.name` and the attributes of interest from a resource.
     pub fn resource<'a>(&self, attrs: AttrsRef<'a>) -> ResourceValues<'a> {
         let mut slots = [None; MAX_ATTRIBUTES];
-        let mut service: &'a [u8] = b"";
+        let mut service: &'a str = "unknown_service";
         for (k, v) in attrs.iter() {
             if k == b"service.name" {
-                if let AnyValueRef::Str(s) = v {
+                if let Some(s) = v.as_str().filter(|s| !s.is_empty()) {
                     service = s;
                 }
             }
@@ -544,5 +541,285 @@ fn push_utf8(bytes: &[u8], buf: &mut Vec<u8>) {
     match std::str::from_utf8(bytes) {
         Ok(s) => buf.extend_from_slice(s.as_bytes()),
         Err(_) => buf.extend_from_slice(String::from_utf8_lossy(bytes).as_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::otlp::scan::{scan_traces, ResourceView, SpanSink};
+    use crate::otlp::synth::{kv_int, kv_str};
+    use crate::sli::key;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+    use prost::Message;
+
+    /// Classifies every span of a one-resource request; returns verdicts and key labels.
+    fn classify_all(
+        c: &Classifier,
+        resource: Vec<KeyValue>,
+        spans: Vec<Span>,
+    ) -> Vec<(Verdict, Vec<String>)> {
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: resource,
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let bytes = req.encode_to_vec();
+        struct S<'a, 'c> {
+            c: &'c Classifier,
+            res: Option<ResourceValues<'a>>,
+            out: Vec<(Verdict, Vec<String>)>,
+        }
+        impl<'a> SpanSink<'a> for S<'a, '_> {
+            fn resource(&mut self, r: ResourceView<'a>) {
+                self.res = Some(self.c.resource(r.attributes));
+            }
+            fn span(&mut self, span: SpanView<'a>) {
+                let mut buf = Vec::new();
+                let res = self.res.expect("resource first");
+                let v = self.c.classify(&span, &res, &mut buf);
+                self.out
+                    .push((v, key::labels(&buf).map(String::from).collect()));
+            }
+        }
+        let mut s = S {
+            c,
+            res: None,
+            out: Vec::new(),
+        };
+        scan_traces(&bytes, &mut s).expect("valid request");
+        s.out
+    }
+
+    fn span(kind: i32, name: &str, attrs: Vec<KeyValue>) -> Span {
+        Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            name: name.into(),
+            kind,
+            start_time_unix_nano: 1_000,
+            end_time_unix_nano: 5_000,
+            attributes: attrs,
+            ..Default::default()
+        }
+    }
+
+    fn default_classifier() -> Classifier {
+        Classifier::new(ClassifyConfig::default()).expect("default rules")
+    }
+
+    #[test]
+    fn template_parsing() {
+        assert!(FeatureTemplate::parse("{a} {b}").is_ok());
+        assert!(FeatureTemplate::parse("{{literal}} {a}").is_ok());
+        assert!(FeatureTemplate::parse("{a")
+            .unwrap_err()
+            .contains("unclosed"));
+        assert!(FeatureTemplate::parse("a}")
+            .unwrap_err()
+            .contains("unmatched"));
+        assert!(FeatureTemplate::parse("{}").unwrap_err().contains("empty"));
+        assert!(FeatureTemplate::parse("static")
+            .unwrap_err()
+            .contains("no attribute"));
+    }
+
+    #[test]
+    fn feature_rules_in_order_and_values_rendered() {
+        let c = default_classifier();
+        let out = classify_all(
+            &c,
+            vec![kv_str("service.name", "shop")],
+            vec![
+                span(
+                    kind::SERVER,
+                    "GET /u/{id}",
+                    vec![
+                        kv_str("http.request.method", "GET"),
+                        kv_str("http.route", "/u/{id}"),
+                    ],
+                ),
+                // No route: falls through to the span name, never to a URL.
+                span(
+                    kind::SERVER,
+                    "GET",
+                    vec![
+                        kv_str("http.request.method", "GET"),
+                        kv_str("url.path", "/u/123"),
+                    ],
+                ),
+                // Integer-valued attributes render as decimal.
+                span(
+                    kind::CONSUMER,
+                    "x",
+                    vec![
+                        kv_str("messaging.operation.type", "process"),
+                        kv_int("messaging.destination.name", 7),
+                    ],
+                ),
+                // Empty strings do not satisfy a rule.
+                span(kind::SERVER, "fallback", vec![kv_str("feature.name", "")]),
+            ],
+        );
+        let features: Vec<&str> = out.iter().map(|(_, l)| l[1].as_str()).collect();
+        assert_eq!(features, ["GET /u/{id}", "GET", "process 7", "fallback"]);
+        assert!(out.iter().all(|(_, l)| l[0] == "shop"));
+        assert!(matches!(out[0].0, Verdict::Entry(o) if o.duration_ns == 4_000 && !o.bad));
+    }
+
+    #[test]
+    fn service_name_fallbacks() {
+        let c = default_classifier();
+        let s = || vec![span(kind::SERVER, "n", vec![])];
+        assert_eq!(classify_all(&c, vec![], s())[0].1[0], "unknown_service");
+        assert_eq!(
+            classify_all(&c, vec![kv_str("service.name", "")], s())[0].1[0],
+            "unknown_service"
+        );
+        assert_eq!(
+            classify_all(&c, vec![kv_int("service.name", 3)], s())[0].1[0],
+            "unknown_service"
+        );
+    }
+
+    #[test]
+    fn ids_kinds_and_durations() {
+        let c = default_classifier();
+        let mut bad_trace = span(kind::SERVER, "a", vec![]);
+        bad_trace.trace_id = vec![0; 16];
+        let mut short_span = span(kind::SERVER, "a", vec![]);
+        short_span.span_id = vec![1; 4];
+        let mut backwards = span(kind::SERVER, "a", vec![]);
+        backwards.end_time_unix_nano = 10;
+        let out = classify_all(
+            &c,
+            vec![],
+            vec![
+                bad_trace,
+                short_span,
+                span(kind::CLIENT, "c", vec![]),
+                span(kind::INTERNAL, "i", vec![]),
+                backwards,
+            ],
+        );
+        assert_eq!(out[0].0, Verdict::Rejected(Reject::TraceId));
+        assert_eq!(out[1].0, Verdict::Rejected(Reject::SpanId));
+        assert_eq!(out[2].0, Verdict::NotEntry);
+        assert_eq!(out[3].0, Verdict::NotEntry);
+        assert_eq!(
+            out[4].0,
+            Verdict::Entry(Observation {
+                bad: false,
+                duration_ns: 0,
+                invalid_duration: true
+            })
+        );
+    }
+
+    #[test]
+    fn outcomes_by_semantic_conventions() {
+        let c = default_classifier();
+        let http =
+            |code: i64, kind: i32| span(kind, "h", vec![kv_int("http.response.status_code", code)]);
+        let grpc_str = |code: &str| span(kind::SERVER, "g", vec![kv_str("rpc.status_code", code)]);
+        let mut error_status = span(kind::CONSUMER, "e", vec![]);
+        error_status.status = Some(Status {
+            code: 2,
+            message: "x".into(),
+        });
+        let cases = vec![
+            (http(200, kind::SERVER), false),
+            (http(404, kind::SERVER), false),
+            (http(429, kind::SERVER), false),
+            (http(500, kind::SERVER), true),
+            (http(503, kind::SERVER), true),
+            // 5xx on a consumer span is not a server response.
+            (http(503, kind::CONSUMER), false),
+            (
+                span(kind::SERVER, "o", vec![kv_str("http.status_code", "502")]),
+                true,
+            ),
+            (
+                span(kind::SERVER, "g", vec![kv_int("rpc.grpc.status_code", 14)]),
+                true,
+            ),
+            (
+                span(kind::SERVER, "g", vec![kv_int("rpc.grpc.status_code", 5)]),
+                false,
+            ),
+            (grpc_str("DEADLINE_EXCEEDED"), true),
+            (grpc_str("NOT_FOUND"), false),
+            (grpc_str("13"), true),
+            (error_status, true),
+        ];
+        let (spans, want): (Vec<_>, Vec<_>) = cases.into_iter().unzip();
+        let got: Vec<bool> = classify_all(&c, vec![], spans)
+            .into_iter()
+            .map(|(v, _)| matches!(v, Verdict::Entry(o) if o.bad))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn dimensions_from_span_then_resource_and_long_values_cut() {
+        let mut cfg = ClassifyConfig {
+            dimensions: vec!["service.version".into(), "region".into()],
+            max_label_bytes: 16,
+            ..ClassifyConfig::default()
+        };
+        cfg.feature_rules = vec![FeatureTemplate::parse("{span.name}").expect("rule")];
+        let c = Classifier::new(cfg).expect("rules");
+        assert_eq!(
+            c.label_names(),
+            ["service", "feature", "service_version", "region"]
+        );
+        let bytes_value = KeyValue {
+            key: "region".into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::BytesValue(vec![1, 2])),
+            }),
+            ..Default::default()
+        };
+        let out = classify_all(
+            &c,
+            vec![
+                kv_str("service.name", "s"),
+                kv_str("service.version", "1.0"),
+            ],
+            vec![
+                span(
+                    kind::SERVER,
+                    "a-very-long-span-name-indeed",
+                    vec![kv_str("service.version", "2.0")],
+                ),
+                span(kind::SERVER, "b", vec![bytes_value]),
+            ],
+        );
+        assert_eq!(out[0].1, ["s", "a-very-long-span", "2.0", ""]);
+        assert_eq!(
+            out[1].1,
+            ["s", "b", "1.0", ""],
+            "bytes values are not labels"
+        );
+    }
+
+    #[test]
+    fn too_many_attributes_is_an_error() {
+        let cfg = ClassifyConfig {
+            dimensions: (0..40).map(|i| format!("d{i}")).collect(),
+            ..ClassifyConfig::default()
+        };
+        assert!(Classifier::new(cfg).unwrap_err().contains("at most 32"));
     }
 }

@@ -166,6 +166,149 @@ impl Layout {
     }
 }
 
+/// Bucket counts, 4 bytes each until one of them outgrows `u32`, then 8 bytes each.
+///
+/// Window slots (10 s to 5 min of traffic) never leave the narrow form in practice, which
+/// keeps a series' many slots small; long-lived all-time histograms widen when they must.
+#[derive(Clone, Debug)]
+enum Counts {
+    Narrow(Vec<u32>),
+    Wide(Vec<u64>),
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        Counts::Narrow(Vec::new())
+    }
+}
+
+impl Counts {
+    fn len(&self) -> usize {
+        match self {
+            Counts::Narrow(v) => v.len(),
+            Counts::Wide(v) => v.len(),
+        }
+    }
+
+    fn get(&self, i: usize) -> Option<u64> {
+        match self {
+            Counts::Narrow(v) => v.get(i).map(|&c| u64::from(c)),
+            Counts::Wide(v) => v.get(i).copied(),
+        }
+    }
+
+    fn widen(&mut self) -> &mut Vec<u64> {
+        if let Counts::Narrow(v) = self {
+            let mut wide = Vec::with_capacity(v.capacity());
+            wide.extend(v.iter().map(|&c| u64::from(c)));
+            *self = Counts::Wide(wide);
+        }
+        match self {
+            Counts::Wide(v) => v,
+            Counts::Narrow(_) => unreachable!("just widened"),
+        }
+    }
+
+    /// Sets entry `i` (which must exist) to `n`, widening if `n` does not fit.
+    fn set(&mut self, i: usize, n: u64) {
+        match self {
+            Counts::Narrow(v) => match u32::try_from(n) {
+                Ok(n32) => {
+                    if let Some(c) = v.get_mut(i) {
+                        *c = n32;
+                    }
+                }
+                Err(_) => {
+                    if let Some(c) = self.widen().get_mut(i) {
+                        *c = n;
+                    }
+                }
+            },
+            Counts::Wide(v) => {
+                if let Some(c) = v.get_mut(i) {
+                    *c = n;
+                }
+            }
+        }
+    }
+
+    fn add(&mut self, i: usize, n: u64) {
+        if let Some(c) = self.get(i) {
+            self.set(i, c.saturating_add(n));
+        }
+    }
+
+    fn insert(&mut self, pos: usize, n: u64) {
+        match self {
+            Counts::Narrow(v) => match u32::try_from(n) {
+                Ok(n32) => v.insert(pos, n32),
+                Err(_) => self.widen().insert(pos, n),
+            },
+            Counts::Wide(v) => v.insert(pos, n),
+        }
+    }
+
+    fn resize(&mut self, len: usize) {
+        match self {
+            Counts::Narrow(v) => v.resize(len, 0),
+            Counts::Wide(v) => v.resize(len, 0),
+        }
+    }
+
+    fn clear(&mut self) {
+        // A cleared histogram starts narrow again (its slot gets reused for new traffic).
+        match self {
+            Counts::Narrow(v) => v.clear(),
+            Counts::Wide(_) => *self = Counts::default(),
+        }
+    }
+
+    fn shrink_to_fit(&mut self) {
+        match self {
+            Counts::Narrow(v) => v.shrink_to_fit(),
+            Counts::Wide(v) => v.shrink_to_fit(),
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Counts::Narrow(v) => v.capacity() * std::mem::size_of::<u32>(),
+            Counts::Wide(v) => v.capacity() * std::mem::size_of::<u64>(),
+        }
+    }
+
+    fn copy_from(&mut self, other: &Counts) {
+        match (&mut *self, other) {
+            (Counts::Narrow(a), Counts::Narrow(b)) => a.clone_from(b),
+            (Counts::Wide(a), Counts::Wide(b)) => a.clone_from(b),
+            (Counts::Wide(a), Counts::Narrow(b)) => {
+                a.clear();
+                a.extend(b.iter().map(|&c| u64::from(c)));
+            }
+            (Counts::Narrow(_), Counts::Wide(b)) => *self = Counts::Wide(b.clone()),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        let (narrow, wide) = match self {
+            Counts::Narrow(v) => (Some(v.iter().map(|&c| u64::from(c))), None),
+            Counts::Wide(v) => (None, Some(v.iter().copied())),
+        };
+        narrow
+            .into_iter()
+            .flatten()
+            .chain(wide.into_iter().flatten())
+    }
+}
+
+impl PartialEq for Counts {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Counts {}
+
 /// Sparse counts keyed by bucket index, sorted by index.
 ///
 /// Invariants: `idx` is strictly increasing, `idx` and `counts` have the same length, no
@@ -177,7 +320,7 @@ impl Layout {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SparseHist {
     idx: Vec<u16>,
-    counts: Vec<u64>,
+    counts: Counts,
     total: u64,
 }
 
@@ -199,9 +342,7 @@ impl SparseHist {
             Some(&last) if last < index => self.idx.len(),
             Some(_) => match self.idx.binary_search(&index) {
                 Ok(i) => {
-                    if let Some(c) = self.counts.get_mut(i) {
-                        *c = c.saturating_add(n);
-                    }
+                    self.counts.add(i, n);
                     return;
                 }
                 Err(i) => i,
@@ -225,7 +366,7 @@ impl SparseHist {
         if self.is_empty() {
             // Reuses self's allocation when large enough.
             self.idx.clone_from(&other.idx);
-            self.counts.clone_from(&other.counts);
+            self.counts.copy_from(&other.counts);
             self.total = other.total;
             return;
         }
@@ -244,13 +385,11 @@ impl SparseHist {
         if new == 0 {
             // Every bucket already exists: forward add.
             let mut i = 0_usize;
-            for (&b, &n) in other.idx.iter().zip(&other.counts) {
+            for (b, n) in other.iter() {
                 while self.idx.get(i).is_some_and(|&x| x < b) {
                     i += 1;
                 }
-                if let Some(c) = self.counts.get_mut(i) {
-                    *c = c.saturating_add(n);
-                }
+                self.counts.add(i, n);
                 i += 1;
             }
             return;
@@ -260,16 +399,16 @@ impl SparseHist {
         let old_len = self.idx.len();
         let new_len = old_len + new;
         self.idx.resize(new_len, 0);
-        self.counts.resize(new_len, 0);
+        self.counts.resize(new_len);
         let mut i = old_len; // unread prefix of self: 0..i
         let mut j = other.idx.len(); // unread prefix of other: 0..j
         let mut k = new_len; // write position (exclusive)
         while j > 0 && k > 0 {
-            let (Some(&ob), Some(&on)) = (other.idx.get(j - 1), other.counts.get(j - 1)) else {
+            let (Some(&ob), Some(on)) = (other.idx.get(j - 1), other.counts.get(j - 1)) else {
                 break;
             };
             let mine = match i.checked_sub(1) {
-                Some(p) => self.idx.get(p).copied().zip(self.counts.get(p).copied()),
+                Some(p) => self.idx.get(p).copied().zip(self.counts.get(p)),
                 None => None,
             };
             let (b, n) = match mine {
@@ -294,9 +433,9 @@ impl SparseHist {
                 }
             };
             k -= 1;
-            if let (Some(slot_b), Some(slot_n)) = (self.idx.get_mut(k), self.counts.get_mut(k)) {
+            if let Some(slot_b) = self.idx.get_mut(k) {
                 *slot_b = b;
-                *slot_n = n;
+                self.counts.set(k, n);
             }
         }
         // When other is exhausted, the remaining self prefix 0..i is already in place (k == i).
@@ -333,13 +472,12 @@ impl SparseHist {
 
     /// `(bucket index, count)` pairs in ascending index order; counts are never zero.
     pub fn iter(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
-        self.idx.iter().copied().zip(self.counts.iter().copied())
+        self.idx.iter().copied().zip(self.counts.iter())
     }
 
     /// Heap memory held (allocated capacity, not length), in bytes.
     pub fn heap_bytes(&self) -> usize {
-        self.idx.capacity() * std::mem::size_of::<u16>()
-            + self.counts.capacity() * std::mem::size_of::<u64>()
+        self.idx.capacity() * std::mem::size_of::<u16>() + self.counts.heap_bytes()
     }
 
     /// The value HdrHistogram's `value_at_quantile(q)` returns for the same recorded values:
@@ -387,7 +525,7 @@ impl SparseHist {
             }
             prev_rank = rank;
             while cum < rank {
-                let (Some(&i), Some(&n)) = (self.idx.get(pos), self.counts.get(pos)) else {
+                let (Some(&i), Some(n)) = (self.idx.get(pos), self.counts.get(pos)) else {
                     break;
                 };
                 cum = cum.saturating_add(n);
@@ -576,6 +714,48 @@ mod tests {
         assert_eq!(m.value_at_quantile(&l, 1.0), Some(l.highest_equivalent(3)));
         assert_eq!(m.value_at_quantile(&l, 0.5), Some(l.highest_equivalent(3)));
         assert_eq!(m.count_at_or_below(&l, u64::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn counts_widen_past_u32_and_narrow_again_when_cleared() {
+        let small = u64::from(u32::MAX) - 1;
+        let mut narrow = SparseHist::new();
+        narrow.record(5, small);
+        narrow.record(9, 1);
+        let narrow_bytes = narrow.heap_bytes();
+        // Recording past u32::MAX widens; counts stay exact.
+        let mut wide = narrow.clone();
+        wide.record(5, 10);
+        assert_eq!(
+            wide.iter().collect::<Vec<_>>(),
+            vec![(5, small + 10), (9, 1)]
+        );
+        assert!(wide.heap_bytes() > narrow_bytes);
+        // Merging narrow into wide, wide into narrow, and inserting a huge new bucket.
+        let mut m = narrow.clone();
+        m.merge(&wide);
+        assert_eq!(
+            m.iter().collect::<Vec<_>>(),
+            vec![(5, 2 * small + 10), (9, 2)]
+        );
+        let mut w = wide.clone();
+        w.merge(&narrow);
+        assert_eq!(w, m, "equality is by value, whatever the width");
+        let mut big_insert = narrow.clone();
+        big_insert.record(7, u64::from(u32::MAX) + 1);
+        assert_eq!(
+            big_insert.iter().collect::<Vec<_>>(),
+            vec![(5, small), (7, u64::from(u32::MAX) + 1), (9, 1)]
+        );
+        let mut merged = SparseHist::new();
+        merge_into(&mut merged, &[&narrow, &big_insert]);
+        assert_eq!(merged.total(), 2 * small + u64::from(u32::MAX) + 3);
+        w.clear();
+        w.record(1, 1);
+        assert!(
+            w.heap_bytes() <= narrow_bytes,
+            "cleared histograms start narrow"
+        );
     }
 
     #[test]

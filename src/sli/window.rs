@@ -124,11 +124,13 @@ fn ring(n: usize) -> VecDeque<Slot> {
     (0..n).map(|_| Slot::default()).collect()
 }
 
-/// Moves `slot` into the front of `ring`, reusing the evicted slot's allocation for `slot`.
+/// Moves the completed `slot` into the front of `ring` and gives `slot` the evicted slot's
+/// allocation to fill next. Completed slots never change again, so they are trimmed to size.
 fn push(ring: &mut VecDeque<Slot>, slot: &mut Slot) {
     if let Some(mut oldest) = ring.pop_back() {
         oldest.clear();
         std::mem::swap(&mut oldest, slot);
+        oldest.hist.shrink_to_fit();
         ring.push_front(oldest);
     }
 }
