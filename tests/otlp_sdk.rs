@@ -400,3 +400,42 @@ async fn configured_rules_change_features_and_outcomes() {
     );
     server.stop().await;
 }
+
+/// With default settings, an accepted span is readable within 2 seconds, with no explicit
+/// flush: the shards publish on their own tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_spans_are_readable_within_two_seconds() {
+    let server = TestServer::start("").await;
+    let body = br#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"late"}}]},
+      "scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174",
+      "name":"GET /x","kind":2,"startTimeUnixNano":"1","endTimeUnixNano":"2"}]}]}]}"#;
+    let r = common::http_post(
+        server.http,
+        "/v1/traces",
+        "application/json",
+        None,
+        body.to_vec(),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let accepted = std::time::Instant::now();
+    let url = format!("http://{}/api/v1/slis", server.admin);
+    loop {
+        let v: serde_json::Value = reqwest::get(&url)
+            .await
+            .expect("admin")
+            .json()
+            .await
+            .expect("json");
+        if v["slis"].as_array().is_some_and(|a| !a.is_empty()) {
+            assert_eq!(v["slis"][0]["service"], "late");
+            break;
+        }
+        assert!(
+            accepted.elapsed() < Duration::from_secs(2),
+            "not visible 2 s after the Export call returned"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.stop().await;
+}
