@@ -83,6 +83,8 @@ fn main() -> anyhow::Result<()> {
         .or(args.log_level)
         .unwrap_or_else(|| config.log_level.clone());
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&filter)
                 .with_context(|| format!("invalid log filter {filter:?}"))?,

@@ -936,6 +936,76 @@ fn merge_any_value<'a>(
     Ok(())
 }
 
+/// Counts the items of a metrics or logs request by walking the wire format, without
+/// building any object tree: memory use is independent of the request. Every message on the
+/// path to the items is validated as prost would (wire types, lengths); the items' own
+/// contents are skipped.
+fn count_items(
+    mut c: Cursor<'_>,
+    path: &[u32],
+    leaf: &dyn Fn(Cursor<'_>) -> Result<u64, ScanError>,
+    depth: u32,
+) -> Result<u64, ScanError> {
+    let Some((&field_here, rest)) = path.split_first() else {
+        return leaf(c);
+    };
+    let mut n = 0u64;
+    while c.has_more() {
+        let at = c.pos;
+        let (field, wt) = c.key()?;
+        if field == field_here {
+            c.want(field, wt, WT_LEN, at)?;
+            let sub = c.sub()?;
+            n = n.saturating_add(count_items(sub, rest, leaf, depth.saturating_sub(1))?);
+        } else {
+            c.skip(field, wt, depth, at)?;
+        }
+    }
+    Ok(n)
+}
+
+/// Data points of one `Metric`: the `data_points` of whichever of gauge (5), sum (7),
+/// histogram (9), exponential histogram (10) or summary (11) it holds. As in prost, a later
+/// oneof field replaces an earlier one, and repeated occurrences of the same one merge.
+fn metric_points(mut c: Cursor<'_>) -> Result<u64, ScanError> {
+    let (mut current, mut n) = (0u32, 0u64);
+    while c.has_more() {
+        let at = c.pos;
+        let (field, wt) = c.key()?;
+        match field {
+            5 | 7 | 9 | 10 | 11 => {
+                c.want(field, wt, WT_LEN, at)?;
+                let data = c.sub()?;
+                let points = count_items(data, &[1], &|_| Ok(1), DEPTH_REQUEST - 4)?;
+                if field == current {
+                    n = n.saturating_add(points);
+                } else {
+                    (current, n) = (field, points);
+                }
+            }
+            _ => c.skip(field, wt, DEPTH_REQUEST - 3, at)?,
+        }
+    }
+    Ok(n)
+}
+
+/// Number of data points in an `ExportMetricsServiceRequest`
+/// (`resource_metrics` → `scope_metrics` → `metrics` → data → `data_points`).
+pub fn count_metric_points(buf: &[u8]) -> Result<u64, ScanError> {
+    count_items(
+        Cursor::new(buf, 0),
+        &[1, 2, 2],
+        &metric_points,
+        DEPTH_REQUEST,
+    )
+}
+
+/// Number of log records in an `ExportLogsServiceRequest`
+/// (`resource_logs` → `scope_logs` → `log_records`).
+pub fn count_log_records(buf: &[u8]) -> Result<u64, ScanError> {
+    count_items(Cursor::new(buf, 0), &[1, 2, 2], &|_| Ok(1), DEPTH_REQUEST)
+}
+
 #[cfg(test)]
 #[path = "scan_tests.rs"]
 mod tests;

@@ -1,45 +1,152 @@
-//! Metrics and logs requests: validated and counted. They are not on the span hot path, so
-//! they are decoded with `prost` (which also validates them completely).
+//! Metrics and logs requests: validated and counted by walking the wire format (see
+//! [`crate::otlp::scan::count_metric_points`]), so a request of millions of tiny items costs
+//! no memory beyond its own bytes. Counting agrees with a full `prost` decode; the tests
+//! check that.
 
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::metrics::v1::metric::Data;
-use prost::Message;
+pub use crate::otlp::scan::{count_log_records, count_metric_points};
 
-/// Number of data points in an `ExportMetricsServiceRequest`.
-pub fn count_metric_points(body: &[u8]) -> Result<u64, prost::DecodeError> {
-    let req = ExportMetricsServiceRequest::decode(body)?;
-    Ok(metric_points(&req))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        metric::Data, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram,
+        HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary,
+        SummaryDataPoint,
+    };
+    use proptest::prelude::*;
+    use prost::Message;
 
-/// Number of data points in a decoded metrics request.
-pub fn metric_points(req: &ExportMetricsServiceRequest) -> u64 {
-    req.resource_metrics
-        .iter()
-        .flat_map(|r| &r.scope_metrics)
-        .flat_map(|s| &s.metrics)
-        .map(|m| match &m.data {
-            Some(Data::Gauge(g)) => g.data_points.len(),
-            Some(Data::Sum(s)) => s.data_points.len(),
-            Some(Data::Histogram(h)) => h.data_points.len(),
-            Some(Data::ExponentialHistogram(h)) => h.data_points.len(),
-            Some(Data::Summary(s)) => s.data_points.len(),
-            None => 0,
-        } as u64)
-        .sum()
-}
+    /// Data points by decoding the whole request with prost: the reference.
+    fn prost_points(req: &ExportMetricsServiceRequest) -> u64 {
+        req.resource_metrics
+            .iter()
+            .flat_map(|r| &r.scope_metrics)
+            .flat_map(|s| &s.metrics)
+            .map(|m| match &m.data {
+                Some(Data::Gauge(g)) => g.data_points.len(),
+                Some(Data::Sum(s)) => s.data_points.len(),
+                Some(Data::Histogram(h)) => h.data_points.len(),
+                Some(Data::ExponentialHistogram(h)) => h.data_points.len(),
+                Some(Data::Summary(s)) => s.data_points.len(),
+                None => 0,
+            } as u64)
+            .sum()
+    }
 
-/// Number of log records in an `ExportLogsServiceRequest`.
-pub fn count_log_records(body: &[u8]) -> Result<u64, prost::DecodeError> {
-    let req = ExportLogsServiceRequest::decode(body)?;
-    Ok(log_records(&req))
-}
+    fn metric(kind: u8, n: usize) -> Metric {
+        let data = match kind % 6 {
+            0 => Some(Data::Gauge(Gauge {
+                data_points: vec![NumberDataPoint::default(); n],
+            })),
+            1 => Some(Data::Sum(Sum {
+                data_points: vec![NumberDataPoint::default(); n],
+                ..Default::default()
+            })),
+            2 => Some(Data::Histogram(Histogram {
+                data_points: vec![
+                    HistogramDataPoint {
+                        bucket_counts: vec![1, 2, 3],
+                        explicit_bounds: vec![0.1, 1.0],
+                        count: 6,
+                        ..Default::default()
+                    };
+                    n
+                ],
+                ..Default::default()
+            })),
+            3 => Some(Data::ExponentialHistogram(ExponentialHistogram {
+                data_points: vec![ExponentialHistogramDataPoint::default(); n],
+                ..Default::default()
+            })),
+            4 => Some(Data::Summary(Summary {
+                data_points: vec![SummaryDataPoint::default(); n],
+            })),
+            _ => None,
+        };
+        Metric {
+            name: "m".into(),
+            data,
+            ..Default::default()
+        }
+    }
 
-/// Number of log records in a decoded logs request.
-pub fn log_records(req: &ExportLogsServiceRequest) -> u64 {
-    req.resource_logs
-        .iter()
-        .flat_map(|r| &r.scope_logs)
-        .map(|s| s.log_records.len() as u64)
-        .sum()
+    proptest! {
+        #[test]
+        fn metric_points_match_prost(shape in proptest::collection::vec(
+            proptest::collection::vec(proptest::collection::vec((0u8..6, 0usize..5), 0..4), 0..3), 0..4)) {
+            let req = ExportMetricsServiceRequest {
+                resource_metrics: shape.iter().map(|scopes| ResourceMetrics {
+                    scope_metrics: scopes.iter().map(|ms| ScopeMetrics {
+                        metrics: ms.iter().map(|&(k, n)| metric(k, n)).collect(),
+                        ..Default::default()
+                    }).collect(),
+                    ..Default::default()
+                }).collect(),
+            };
+            let bytes = req.encode_to_vec();
+            prop_assert_eq!(count_metric_points(&bytes).ok(), Some(prost_points(&req)));
+            // Every truncation errors exactly when prost does, never panics.
+            for cut in 0..bytes.len() {
+                let part = &bytes[..cut];
+                let ours = count_metric_points(part).ok();
+                let theirs = ExportMetricsServiceRequest::decode(part).ok().map(|r| prost_points(&r));
+                prop_assert_eq!(ours.is_some(), theirs.is_some(), "cut at {}", cut);
+                if let (Some(a), Some(b)) = (ours, theirs) {
+                    prop_assert_eq!(a, b);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn later_oneof_field_replaces_earlier() {
+        let gauge = metric(0, 3).encode_to_vec();
+        let sum = metric(1, 2).encode_to_vec();
+        let mut m = gauge.clone();
+        m.extend_from_slice(&sum);
+        // Metric bytes concatenated = prost merge: the sum replaces the gauge.
+        let decoded = Metric::decode(m.as_slice()).expect("valid");
+        assert!(matches!(decoded.data, Some(Data::Sum(ref s)) if s.data_points.len() == 2));
+        let req = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![decoded],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        // Build the wire form with the concatenated (two-oneof) metric.
+        let mut scope = Vec::new();
+        prost::encoding::bytes::encode(2, &m, &mut scope);
+        let mut rm = Vec::new();
+        prost::encoding::bytes::encode(2, &scope, &mut rm);
+        let mut body = Vec::new();
+        prost::encoding::bytes::encode(1, &rm, &mut body);
+        assert_eq!(count_metric_points(&body), Ok(prost_points(&req)));
+        assert_eq!(count_metric_points(&body), Ok(2));
+    }
+
+    #[test]
+    fn log_records_match_prost() {
+        let req = ExportLogsServiceRequest {
+            resource_logs: vec![
+                ResourceLogs {
+                    scope_logs: vec![ScopeLogs {
+                        log_records: vec![LogRecord::default(); 7],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                };
+                3
+            ],
+        };
+        let bytes = req.encode_to_vec();
+        assert_eq!(count_log_records(&bytes), Ok(21));
+        assert!(count_log_records(&[0x0a, 0x05, 0x12]).is_err());
+        assert!(count_metric_points(&[0xff; 3]).is_err());
+    }
 }

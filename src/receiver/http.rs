@@ -156,6 +156,9 @@ async fn handle(s: HttpState, signal: Signal, headers: HeaderMap, body: Body) ->
     }
     let converted;
     if enc == Encoding::Json {
+        if let Err(msg) = json::check_expansion(bytes) {
+            return refuse(ingest, signal, enc, Outcome::TooLarge, msg);
+        }
         converted = match json::to_protobuf(signal, bytes) {
             Ok(p) => p,
             Err(e) => {
