@@ -59,6 +59,7 @@ pub struct Running {
     pub pipeline: Pipeline,
     /// Self-telemetry.
     pub telemetry: Arc<Telemetry>,
+    ready: Arc<AtomicBool>,
     stop_receivers: watch::Sender<bool>,
     stop_admin: watch::Sender<bool>,
     receivers: Vec<JoinHandle<()>>,
@@ -179,6 +180,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
         admin_addr,
         pipeline,
         telemetry,
+        ready,
         stop_receivers,
         stop_admin,
         receivers: vec![grpc_task, http_task],
@@ -189,6 +191,8 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
 impl Running {
     /// Ordered shutdown; see the module documentation.
     pub async fn shutdown(self) {
+        // Not ready first, so load balancers and Kubernetes stop sending while we drain.
+        self.ready.store(false, Ordering::Release);
         let _ = self.stop_receivers.send(true);
         for t in self.receivers {
             // Receivers finish in-flight requests; a client that keeps a connection open

@@ -11,7 +11,9 @@ use opentelemetry_proto::tonic::collector::logs::v1::{
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::{
     metric, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
@@ -90,6 +92,49 @@ fn logs_request(records: usize) -> Vec<u8> {
         }],
     }
     .encode_to_vec()
+}
+
+/// Sends one hand-made gRPC frame (flag byte, length, payload) and returns `grpc-status`.
+async fn grpc_frame(
+    addr: std::net::SocketAddr,
+    path: &str,
+    compressed: bool,
+    payload: &[u8],
+) -> i32 {
+    use http_body_util::BodyExt;
+    use tower::Service;
+    let mut channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut frame = vec![u8::from(compressed)];
+    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    frame.extend_from_slice(payload);
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-encoding", "gzip")
+        .body(tonic::body::Body::new(http_body_util::Full::new(
+            Bytes::from(frame),
+        )))
+        .expect("request");
+    std::future::poll_fn(|cx| channel.poll_ready(cx))
+        .await
+        .expect("channel ready");
+    let resp = channel.call(req).await.expect("response");
+    let from_headers = resp.headers().get("grpc-status").cloned();
+    let collected = resp.into_body().collect().await.expect("body");
+    let status = from_headers.or_else(|| {
+        collected
+            .trailers()
+            .and_then(|t| t.get("grpc-status").cloned())
+    });
+    status
+        .and_then(|v| v.to_str().ok().and_then(|v| v.parse().ok()))
+        .expect("grpc-status")
 }
 
 async fn total_requests(server: &TestServer) -> u64 {
@@ -312,6 +357,10 @@ async fn grpc_bad_input_gets_spec_errors_and_counts_stay_exact() {
         .expect_err("oversize compressed refused");
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
 
+    // A frame flagged as gzip that is not gzip: INVALID_ARGUMENT, counted as malformed.
+    let status = grpc_frame(addr, TRACE_EXPORT, true, b"definitely not gzip").await;
+    assert_eq!(status, Code::InvalidArgument as i32);
+
     // Partial success.
     let (body, valid_entries) = partly_invalid(2);
     let resp = grpc_raw::<ExportTraceServiceResponse>(addr, TRACE_EXPORT, Bytes::from(body), false)
@@ -368,7 +417,8 @@ async fn grpc_bad_input_gets_spec_errors_and_counts_stay_exact() {
     );
     assert_eq!(
         s("otel_sli_requests_total{transport=\"grpc\",signal=\"traces\",outcome=\"malformed\"}"),
-        1.0
+        2.0,
+        "garbage protobuf and corrupt gzip"
     );
     server.stop().await;
 }
@@ -394,9 +444,10 @@ async fn full_pipeline_asks_clients_to_retry() {
     });
     let (pipeline, workers) =
         Pipeline::build(&c.pipeline, classifier, settings, otel_sli::clock::system());
+    let telemetry: Arc<otel_sli::telemetry::Telemetry> = Arc::default();
     let ingest = Ingest {
         pipeline: pipeline.clone(),
-        telemetry: Arc::default(),
+        telemetry: Arc::clone(&telemetry),
     };
     let http_l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -456,6 +507,20 @@ async fn full_pipeline_asks_clients_to_retry() {
         .retry_delay
         .expect("delay");
     assert_eq!((delay.seconds, delay.nanos), (1, 500_000_000));
+    use otel_sli::telemetry::{RefuseReason, Transport};
+    let spans_per_request = ExportTraceServiceRequest::decode(body.as_slice())
+        .expect("request")
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len() as u64)
+        .sum::<u64>();
+    assert_eq!(
+        telemetry.refused_spans_count(Transport::Http, RefuseReason::Busy)
+            + telemetry.refused_spans_count(Transport::Grpc, RefuseReason::Busy),
+        2 * spans_per_request,
+        "spans of refused requests are counted as refused (busy)"
+    );
 
     // Once the shard runs, the queue drains and requests are accepted again.
     let threads: Vec<_> = workers

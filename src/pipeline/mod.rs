@@ -47,9 +47,14 @@ pub enum IngestError {
     /// The body is not a valid OTLP protobuf message.
     #[error("request is not a valid ExportTraceServiceRequest: {0}")]
     Malformed(#[from] ScanError),
-    /// A shard queue is full; retry after the given delay.
-    #[error("pipeline is full, retry in {0:?}")]
-    Busy(Duration),
+    /// A shard queue is full; retry after `retry_after`. Nothing of the request was recorded.
+    #[error("pipeline is full, retry in {retry_after:?}")]
+    Busy {
+        /// Suggested delay.
+        retry_after: Duration,
+        /// Spans in the refused request.
+        spans: u64,
+    },
     /// The pipeline is shutting down.
     #[error("shutting down")]
     ShuttingDown,
@@ -68,7 +73,27 @@ struct Inner {
     capacity: usize,
     retry_after: Duration,
     closed: AtomicBool,
+    /// Ingest calls in progress; shutdown waits for them before stopping the shards, so no
+    /// accepted request is answered OK and then dropped.
+    in_flight: CachePadded<AtomicUsize>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Counts an ingest call in progress for as long as it lives.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(inner: &'a Inner) -> Option<Self> {
+        inner.in_flight.fetch_add(1, Ordering::SeqCst);
+        let guard = InFlight(&inner.in_flight);
+        (!inner.closed.load(Ordering::SeqCst)).then_some(guard)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Handle to the running pipeline. Cheap to clone.
@@ -151,6 +176,7 @@ impl Pipeline {
                 capacity: opts.queue_capacity.max(1),
                 retry_after: opts.retry_after,
                 closed: AtomicBool::new(false),
+                in_flight: CachePadded::new(AtomicUsize::new(0)),
                 threads: Mutex::new(Vec::new()),
             }),
         };
@@ -163,9 +189,9 @@ impl Pipeline {
     /// `partial_success`). On `Err`, nothing of the request was recorded.
     pub fn ingest_traces(&self, body: &[u8]) -> Result<Tally, IngestError> {
         let inner = &*self.inner;
-        if inner.closed.load(Ordering::Acquire) {
+        let Some(_in_flight) = InFlight::enter(inner) else {
             return Err(IngestError::ShuttingDown);
-        }
+        };
         let mut collector = Collector::new(&inner.classifier, inner.shards.len());
         scan_traces(body, &mut collector)?;
         let tally = collector.tally;
@@ -184,7 +210,10 @@ impl Pipeline {
                         }
                     }
                 }
-                return Err(IngestError::Busy(inner.retry_after));
+                return Err(IngestError::Busy {
+                    retry_after: inner.retry_after,
+                    spans: tally.spans,
+                });
             }
         }
         for (shard, batch) in inner.shards.iter().zip(batches) {
@@ -270,7 +299,12 @@ impl Pipeline {
     /// Refuses new requests, lets every shard apply what is queued, publishes final
     /// snapshots and joins the shard threads. Blocking.
     pub fn shutdown(&self) {
-        self.inner.closed.store(true, Ordering::Release);
+        self.inner.closed.store(true, Ordering::SeqCst);
+        // Ingest calls that got in before the door closed finish queueing first (they are
+        // short: a scan and a few sends).
+        while self.inner.in_flight.load(Ordering::SeqCst) > 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         for s in &self.inner.shards {
             let _ = s.tx.send(Msg::Stop);
         }
@@ -341,7 +375,10 @@ mod tests {
         assert_eq!(first.entries, entries);
         // Workers are not running: every shard queue is at capacity now.
         match p.ingest_traces(&body) {
-            Err(IngestError::Busy(d)) => assert_eq!(d, Duration::from_millis(1500)),
+            Err(IngestError::Busy { retry_after, spans }) => {
+                assert_eq!(retry_after, Duration::from_millis(1500));
+                assert!(spans >= 400);
+            }
             other => panic!("expected Busy, got {other:?}"),
         }
         assert_eq!(
@@ -465,5 +502,40 @@ mod tests {
         for t in threads {
             t.join().expect("worker exits");
         }
+    }
+
+    /// Requests racing with shutdown are either refused or fully counted: none is answered
+    /// OK and then lost.
+    #[test]
+    fn shutdown_never_loses_an_accepted_request() {
+        let (p, workers) = build(2, 4096);
+        let threads = run(workers);
+        let (req, entries, _) = traces_request(&Workload::default(), &mut Rng::new(9), 200, T0);
+        let body = req.encode_to_vec();
+        let senders: Vec<_> = (0..2)
+            .map(|_| {
+                let p = p.clone();
+                let body = body.clone();
+                std::thread::spawn(move || {
+                    let mut accepted = 0u64;
+                    loop {
+                        match p.ingest_traces(&body) {
+                            Ok(_) => accepted += 1,
+                            Err(IngestError::ShuttingDown) => return accepted,
+                            Err(IngestError::Busy { .. }) => std::thread::yield_now(),
+                            Err(e) => panic!("unexpected {e}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(30));
+        p.shutdown();
+        let accepted: u64 = senders.into_iter().map(|t| t.join().expect("sender")).sum();
+        for t in threads {
+            t.join().expect("worker exits");
+        }
+        assert!(accepted > 0);
+        assert_eq!(total_requests(&p), accepted * entries);
     }
 }

@@ -57,6 +57,7 @@ impl Worker {
                     let _ = ack.send(());
                 }
                 Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => {
+                    self.drain();
                     self.flush();
                     return;
                 }
@@ -65,6 +66,22 @@ impl Worker {
             if Instant::now() >= next_flush {
                 self.flush();
                 next_flush = Instant::now() + self.flush_interval;
+            }
+        }
+    }
+
+    /// Applies whatever is still queued: nothing accepted is left behind at shutdown.
+    fn drain(&mut self) {
+        while let Ok(msg) = self.rx.try_recv() {
+            match msg {
+                Msg::Batch(batch) => {
+                    self.apply(&batch);
+                    self.queued.fetch_sub(1, Ordering::Release);
+                }
+                Msg::Flush(ack) => {
+                    let _ = ack.send(());
+                }
+                Msg::Stop => {}
             }
         }
     }

@@ -7,7 +7,7 @@
 
 use super::{Accepted, Ingest, Refusal};
 use crate::otlp::rpc;
-use crate::telemetry::{Signal, Transport};
+use crate::telemetry::{Outcome, Signal, Transport};
 use bytes::{Buf, Bytes};
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceResponse,
@@ -228,42 +228,58 @@ where
             }
             let mut grpc = tonic::server::Grpc::new(RawCodec::<S::Response>::default())
                 .accept_compressed(CompressionEncoding::Gzip)
-                .send_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(max);
             let svc = Export::<S> {
                 ingest: ingest.clone(),
                 _signal: PhantomData,
             };
             let mut response = grpc.unary(svc, req).await;
-            if oversize_to_resource_exhausted(&mut response) {
-                ingest.refused_early(
-                    Transport::Grpc,
-                    S::SIGNAL,
-                    crate::telemetry::Outcome::TooLarge,
-                );
+            match normalize_transport_errors(&mut response) {
+                Some(TransportRefusal::TooLarge) => {
+                    ingest.refused_early(Transport::Grpc, S::SIGNAL, Outcome::TooLarge)
+                }
+                Some(TransportRefusal::Undecodable) => {
+                    ingest.refused_early(Transport::Grpc, S::SIGNAL, Outcome::Malformed)
+                }
+                None => {}
             }
             Ok(response)
         })
     }
 }
 
-/// tonic reports an over-limit uncompressed message as `OUT_OF_RANGE`; the OTLP
-/// specification (and gRPC's own servers) say `RESOURCE_EXHAUSTED`. Our services never
-/// return `OUT_OF_RANGE`, so any such response is that limit check. Oversize *compressed*
-/// messages already come back as `RESOURCE_EXHAUSTED`. Returns true if the response is an
-/// oversize refusal.
-fn oversize_to_resource_exhausted(resp: &mut http::Response<tonic::body::Body>) -> bool {
+enum TransportRefusal {
+    TooLarge,
+    Undecodable,
+}
+
+/// Brings the codes of requests tonic refuses before our service runs in line with the
+/// OTLP specification, and says which refusal it was (those requests never reach
+/// [`Ingest::export`], so they are counted here):
+/// - an over-limit uncompressed message comes back from tonic as `OUT_OF_RANGE`; the
+///   specification (and gRPC's own servers) say `RESOURCE_EXHAUSTED`. Over-limit compressed
+///   messages already are `RESOURCE_EXHAUSTED`.
+/// - a message tonic cannot decode (corrupt gzip, missing message) comes back as `INTERNAL`;
+///   for the client that is a bad request: `INVALID_ARGUMENT`.
+///
+/// Our services never return `OUT_OF_RANGE` or `INTERNAL` themselves (the one `INTERNAL` they
+/// could produce, a response that fails to encode, cannot happen for these messages).
+fn normalize_transport_errors(
+    resp: &mut http::Response<tonic::body::Body>,
+) -> Option<TransportRefusal> {
     let headers = resp.headers_mut();
     let code = headers
         .get("grpc-status")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<i32>().ok());
-    if code == Some(Code::OutOfRange as i32) {
-        headers.insert(
-            "grpc-status",
-            http::HeaderValue::from(Code::ResourceExhausted as i32),
-        );
-        return true;
+        .and_then(|v| v.parse::<i32>().ok())?;
+    let (refusal, replacement) = match Code::from_i32(code) {
+        Code::OutOfRange => (TransportRefusal::TooLarge, Some(Code::ResourceExhausted)),
+        Code::ResourceExhausted => (TransportRefusal::TooLarge, None),
+        Code::Internal => (TransportRefusal::Undecodable, Some(Code::InvalidArgument)),
+        _ => return None,
+    };
+    if let Some(c) = replacement {
+        headers.insert("grpc-status", http::HeaderValue::from(c as i32));
     }
-    code == Some(Code::ResourceExhausted as i32)
+    Some(refusal)
 }

@@ -100,7 +100,10 @@ impl Ingest {
             Err(IngestError::Malformed(e)) => Err(Refusal::Malformed(format!(
                 "request is not a valid ExportTraceServiceRequest: {e}"
             ))),
-            Err(IngestError::Busy(d)) => Err(Refusal::Busy(d)),
+            Err(IngestError::Busy { retry_after, spans }) => {
+                t.refused_spans(transport, RefuseReason::Busy, spans);
+                Err(Refusal::Busy(retry_after))
+            }
             Err(IngestError::ShuttingDown) => Err(Refusal::ShuttingDown),
         }
     }

@@ -238,9 +238,9 @@ pub enum Verdict {
 pub struct Observation {
     /// The request failed by the outcome rules.
     pub bad: bool,
-    /// Duration in nanoseconds (0 when end < start).
+    /// Duration in nanoseconds (0 when invalid).
     pub duration_ns: u64,
-    /// End was before start; the duration was clamped to 0.
+    /// End was before start, or a timestamp was missing; the duration was taken as 0.
     pub invalid_duration: bool,
 }
 
@@ -417,12 +417,12 @@ impl Classifier {
         }
 
         let bad = self.is_bad(span, &lookup);
-        let (duration_ns, invalid_duration) = match span
-            .end_time_unix_nano
-            .checked_sub(span.start_time_unix_nano)
-        {
-            Some(d) => (d, false),
-            None => (0, true),
+        // A missing (zero) timestamp would make a duration of decades; like end < start it
+        // counts as an invalid duration of 0.
+        let (start, end) = (span.start_time_unix_nano, span.end_time_unix_nano);
+        let (duration_ns, invalid_duration) = match end.checked_sub(start) {
+            Some(d) if start != 0 && end != 0 => (d, false),
+            _ => (0, true),
         };
         Verdict::Entry(Observation {
             bad,
@@ -702,6 +702,8 @@ mod tests {
         short_span.span_id = vec![1; 4];
         let mut backwards = span(kind::SERVER, "a", vec![]);
         backwards.end_time_unix_nano = 10;
+        let mut no_start = span(kind::SERVER, "a", vec![]);
+        no_start.start_time_unix_nano = 0;
         let out = classify_all(
             &c,
             vec![],
@@ -711,20 +713,20 @@ mod tests {
                 span(kind::CLIENT, "c", vec![]),
                 span(kind::INTERNAL, "i", vec![]),
                 backwards,
+                no_start,
             ],
         );
         assert_eq!(out[0].0, Verdict::Rejected(Reject::TraceId));
         assert_eq!(out[1].0, Verdict::Rejected(Reject::SpanId));
         assert_eq!(out[2].0, Verdict::NotEntry);
         assert_eq!(out[3].0, Verdict::NotEntry);
-        assert_eq!(
-            out[4].0,
-            Verdict::Entry(Observation {
-                bad: false,
-                duration_ns: 0,
-                invalid_duration: true
-            })
-        );
+        let invalid = Verdict::Entry(Observation {
+            bad: false,
+            duration_ns: 0,
+            invalid_duration: true,
+        });
+        assert_eq!(out[4].0, invalid, "end before start");
+        assert_eq!(out[5].0, invalid, "missing start time");
     }
 
     #[test]
