@@ -8,7 +8,8 @@ pub mod units;
 
 use crate::pipeline::PipelineOptions;
 use crate::sli::classify::{
-    grpc_code_by_name, span_kind_by_name, ClassifyConfig, FeatureTemplate, GRPC_CODES,
+    grpc_code_by_name, label_name, span_kind_by_name, ClassifyConfig, FeatureTemplate, GRPC_CODES,
+    RESERVED_LABELS,
 };
 use crate::sli::hist::Layout;
 use raw::{RawConfig, StatusSpec};
@@ -242,10 +243,18 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         }
         let mut seen = std::collections::HashSet::new();
         for (i, d) in dims.iter().enumerate() {
-            if !seen.insert(d.replace(['.', '-'], "_")) {
+            let label = label_name(d);
+            let path = format!("sli.dimensions[{i}]");
+            if RESERVED_LABELS.contains(&label.as_str()) || label.starts_with("__") {
                 return Err(invalid(
-                    &format!("sli.dimensions[{i}]"),
-                    format!("{d:?} repeats another dimension's label name"),
+                    &path,
+                    format!("{d:?} would be exported as label {label:?}, which is reserved"),
+                ));
+            }
+            if !seen.insert(label.clone()) {
+                return Err(invalid(
+                    &path,
+                    format!("{d:?} would be exported as label {label:?}, like another dimension"),
                 ));
             }
         }
@@ -475,6 +484,9 @@ mod tests {
                 "pipeline:\n  flush_interval: 1h\n",
                 "pipeline.flush_interval",
             ),
+            ("sli:\n  dimensions: [quantile]\n", "sli.dimensions[0]"),
+            ("sli:\n  dimensions: [a.b, a-b]\n", "sli.dimensions[1]"),
+            ("sli:\n  dimensions: [__name__]\n", "sli.dimensions[0]"),
         ];
         for (text, path) in cases {
             let msg = p(text).unwrap_err().to_string();

@@ -8,6 +8,12 @@
 use crate::otlp::scan::{ResourceView, SpanSink, SpanView};
 use crate::sli::classify::{Classifier, Observation, Reject, ResourceValues, Verdict};
 use crate::sli::key;
+use hashbrown::HashTable;
+
+/// Most series-key bytes one request may produce (after de-duplication). Only a request
+/// built to explode (thousands of distinct multi-kilobyte labels) gets near it; it is then
+/// refused as too large rather than allowed to take gigabytes.
+pub const MAX_KEY_BYTES_PER_REQUEST: usize = 64 << 20;
 
 /// One observation waiting for its shard.
 #[derive(Clone, Copy, Debug)]
@@ -89,6 +95,12 @@ pub struct Collector<'a, 'c> {
     classifier: &'c Classifier,
     resource: Option<ResourceValues<'a>>,
     scratch: Vec<u8>,
+    /// Keys already in a batch, as (hash, start, len): each distinct key is stored once.
+    seen: HashTable<(u64, u32, u32)>,
+    key_bytes: usize,
+    key_limit: usize,
+    /// The request produced more than [`MAX_KEY_BYTES_PER_REQUEST`] of keys.
+    pub too_large: bool,
     /// One batch per shard.
     pub batches: Vec<Batch>,
     /// Counts for the response.
@@ -102,17 +114,32 @@ impl<'a, 'c> Collector<'a, 'c> {
             classifier,
             resource: None,
             scratch: Vec::with_capacity(128),
+            seen: HashTable::new(),
+            key_bytes: 0,
+            key_limit: MAX_KEY_BYTES_PER_REQUEST,
+            too_large: false,
             batches: (0..shards.max(1)).map(|_| Batch::default()).collect(),
             tally: Tally::default(),
         }
     }
 }
 
+impl Collector<'_, '_> {
+    /// Lowers the key-bytes limit (at most [`MAX_KEY_BYTES_PER_REQUEST`]).
+    pub fn with_key_limit(mut self, bytes: usize) -> Self {
+        self.key_limit = bytes.min(MAX_KEY_BYTES_PER_REQUEST);
+        self
+    }
+}
+
 /// The shard that owns a key hash.
+///
+/// Uses hash bits 24..56 (multiply-shift, no division). The shard's `hashbrown` table uses the
+/// low bits for the bucket and the top 7 bits as its tag; were the shard picked from either,
+/// every key in a shard would share them, wasting buckets or tag bits.
 #[inline]
 pub fn shard_of(hash: u64, shards: usize) -> usize {
-    // Multiply-shift: uses the high bits, which foldhash mixes well, and avoids a division.
-    ((u128::from(hash >> 32) * shards as u128) >> 32) as usize
+    ((u64::from((hash >> 24) as u32) * shards as u64) >> 32) as usize
 }
 
 impl<'a> SpanSink<'a> for Collector<'a, '_> {
@@ -141,16 +168,37 @@ impl<'a> SpanSink<'a> for Collector<'a, '_> {
                 self.tally.invalid_durations += u64::from(obs.invalid_duration);
                 let hash = key::hash_key(&self.scratch);
                 let n = self.batches.len();
-                if let Some(batch) = self.batches.get_mut(shard_of(hash, n)) {
-                    let key_start = batch.keys.len() as u32;
-                    batch.keys.extend_from_slice(&self.scratch);
-                    batch.items.push(Item {
-                        hash,
-                        key_start,
-                        key_len: self.scratch.len() as u32,
-                        obs,
-                    });
-                }
+                let Some(batch) = self.batches.get_mut(shard_of(hash, n)) else {
+                    return;
+                };
+                let scratch = &self.scratch;
+                let found = self.seen.find(hash, |&(h, start, len)| {
+                    h == hash
+                        && batch.keys.get(start as usize..(start + len) as usize) == Some(scratch)
+                });
+                let (key_start, key_len) = match found {
+                    Some(&(_, start, len)) => (start, len),
+                    None => {
+                        self.key_bytes += scratch.len();
+                        if self.key_bytes > self.key_limit {
+                            self.too_large = true;
+                            return;
+                        }
+                        // Both fit in u32: a batch holds at most MAX_KEY_BYTES_PER_REQUEST.
+                        let start = batch.keys.len() as u32;
+                        let len = scratch.len() as u32;
+                        batch.keys.extend_from_slice(scratch);
+                        self.seen
+                            .insert_unique(hash, (hash, start, len), |&(h, _, _)| h);
+                        (start, len)
+                    }
+                };
+                batch.items.push(Item {
+                    hash,
+                    key_start,
+                    key_len,
+                    obs,
+                });
             }
         }
     }
@@ -159,6 +207,39 @@ impl<'a> SpanSink<'a> for Collector<'a, '_> {
 #[cfg(test)]
 mod tests {
     use super::shard_of;
+
+    #[test]
+    fn keys_are_stored_once_per_request() {
+        use crate::otlp::scan::scan_traces;
+        use crate::otlp::synth::{traces_request, Rng, Workload};
+        use crate::sli::classify::{Classifier, ClassifyConfig};
+        use prost::Message;
+        let c = Classifier::new(ClassifyConfig::default()).expect("rules");
+        let w = Workload {
+            services: 2,
+            features: 3,
+            ..Workload::default()
+        };
+        let (req, entries, _) = traces_request(&w, &mut Rng::new(1), 2000, 1);
+        let body = req.encode_to_vec();
+        let mut col = super::Collector::new(&c, 2);
+        scan_traces(&body, &mut col).expect("valid");
+        let items: usize = col.batches.iter().map(|b| b.items.len()).sum();
+        assert_eq!(items as u64, entries);
+        let distinct: std::collections::HashSet<Vec<u8>> = col
+            .batches
+            .iter()
+            .flat_map(|b| b.items.iter().map(move |i| b.key(i).to_vec()))
+            .collect();
+        assert_eq!(distinct.len(), 6, "2 services x 3 features");
+        let key_bytes: usize = col.batches.iter().map(|b| b.keys.len()).sum();
+        assert_eq!(key_bytes, distinct.iter().map(Vec::len).sum::<usize>());
+        assert!(!col.too_large);
+
+        let mut tight = super::Collector::new(&c, 2).with_key_limit(key_bytes - 1);
+        scan_traces(&body, &mut tight).expect("valid");
+        assert!(tight.too_large, "one byte short of the distinct keys");
+    }
 
     #[test]
     fn shard_of_stays_in_range_and_spreads() {

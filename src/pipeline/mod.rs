@@ -55,6 +55,9 @@ pub enum IngestError {
         /// Spans in the refused request.
         spans: u64,
     },
+    /// The request expands to more series-key data than one request may.
+    #[error("request produces more than {} MiB of series keys; split it", batch::MAX_KEY_BYTES_PER_REQUEST >> 20)]
+    TooLarge,
     /// The pipeline is shutting down.
     #[error("shutting down")]
     ShuttingDown,
@@ -194,6 +197,9 @@ impl Pipeline {
         };
         let mut collector = Collector::new(&inner.classifier, inner.shards.len());
         scan_traces(body, &mut collector)?;
+        if collector.too_large {
+            return Err(IngestError::TooLarge);
+        }
         let tally = collector.tally;
         let batches = collector.batches;
 

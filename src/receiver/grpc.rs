@@ -189,6 +189,7 @@ impl<S: GrpcSignal> UnaryService<Bytes> for Export<S> {
 fn to_status(r: Refusal) -> Status {
     match r {
         Refusal::Malformed(msg) => Status::invalid_argument(msg),
+        Refusal::TooLarge(msg) => Status::resource_exhausted(msg),
         Refusal::Busy(delay) => retryable("pipeline queues are full", delay),
         Refusal::ShuttingDown => retryable("shutting down", std::time::Duration::from_secs(1)),
     }

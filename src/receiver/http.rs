@@ -176,6 +176,12 @@ async fn handle(s: HttpState, signal: Signal, headers: HeaderMap, body: Body) ->
             rpc::code::INVALID_ARGUMENT,
             msg,
         ),
+        Err(Refusal::TooLarge(msg)) => error(
+            enc,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            rpc::code::RESOURCE_EXHAUSTED,
+            msg,
+        ),
         Err(Refusal::Busy(delay)) => busy(enc, "pipeline queues are full", delay),
         Err(Refusal::ShuttingDown) => busy(enc, "shutting down", std::time::Duration::from_secs(1)),
     }

@@ -36,6 +36,8 @@ pub enum Refusal {
     Malformed(String),
     /// Queues are full; retry after the delay.
     Busy(Duration),
+    /// The request is too large to process.
+    TooLarge(String),
     /// Shutting down; retry elsewhere or later.
     ShuttingDown,
 }
@@ -76,6 +78,7 @@ impl Ingest {
             Ok(a) if a.rejected > 0 => Outcome::Partial,
             Ok(_) => Outcome::Ok,
             Err(Refusal::Malformed(_)) => Outcome::Malformed,
+            Err(Refusal::TooLarge(_)) => Outcome::TooLarge,
             Err(Refusal::Busy(_) | Refusal::ShuttingDown) => Outcome::Busy,
         };
         t.request(transport, signal, outcome);
@@ -104,6 +107,7 @@ impl Ingest {
                 t.refused_spans(transport, RefuseReason::Busy, spans);
                 Err(Refusal::Busy(retry_after))
             }
+            Err(e @ IngestError::TooLarge) => Err(Refusal::TooLarge(e.to_string())),
             Err(IngestError::ShuttingDown) => Err(Refusal::ShuttingDown),
         }
     }

@@ -179,6 +179,29 @@ impl Default for ClassifyConfig {
     }
 }
 
+/// Label names the exporters use themselves; a dimension may not take them.
+pub const RESERVED_LABELS: [&str; 5] = ["service", "feature", "le", "window", "quantile"];
+
+/// The Prometheus label name of a dimension attribute: every character outside
+/// `[a-zA-Z0-9_]` becomes `_`, and a leading digit gets a `_` prefix
+/// (`service.version` → `service_version`, `k8s.pod.name` → `k8s_pod_name`).
+pub fn label_name(attribute: &str) -> String {
+    let mut out: String = attribute
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
 /// Looks a gRPC status code up by its canonical name (`"UNAVAILABLE"`).
 pub fn grpc_code_by_name(name: &str) -> Option<u32> {
     GRPC_CODES.iter().position(|n| *n == name).map(|p| p as u32)
@@ -814,6 +837,14 @@ mod tests {
             ["s", "b", "1.0", ""],
             "bytes values are not labels"
         );
+    }
+
+    #[test]
+    fn label_names_are_valid_prometheus_names() {
+        assert_eq!(label_name("service.version"), "service_version");
+        assert_eq!(label_name("k8s/pod-name"), "k8s_pod_name");
+        assert_eq!(label_name("1x"), "_1x");
+        assert_eq!(label_name("région"), "r_gion");
     }
 
     #[test]

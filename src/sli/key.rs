@@ -7,11 +7,21 @@
 
 use std::hash::BuildHasher;
 
+/// The process's key hasher: one random seed, drawn at first use, shared by every receiver
+/// task and shard so they agree on a key's hash, yet unpredictable from outside, so clients
+/// cannot precompute colliding keys to slow the series tables down.
+fn hasher() -> &'static foldhash::fast::FixedState {
+    static HASHER: std::sync::OnceLock<foldhash::fast::FixedState> = std::sync::OnceLock::new();
+    HASHER.get_or_init(|| {
+        let seed = std::collections::hash_map::RandomState::new().hash_one(0x6f74_656c_u64);
+        foldhash::fast::FixedState::with_seed(seed)
+    })
+}
+
 /// Hashes an encoded key. Deterministic within a process.
 #[inline]
 pub fn hash_key(key: &[u8]) -> u64 {
-    // Fixed seed so every receiver task and shard agrees on the hash of a key.
-    foldhash::fast::FixedState::with_seed(0x6f74_656c_2d73_6c69).hash_one(key)
+    hasher().hash_one(key)
 }
 
 /// Appends one label value, cut to at most `max_bytes` at a character boundary.
