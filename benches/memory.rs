@@ -121,16 +121,12 @@ fn rss_bytes() -> usize {
 }
 
 fn settings(max_series: usize) -> Arc<SeriesSettings> {
-    Arc::new(SeriesSettings {
-        layout: Layout::new(2).expect("layout"),
-        bounds_ns: DEFAULT_BUCKETS
-            .iter()
-            .map(|s| (s * 1e9).round() as u64)
-            .collect(),
+    Arc::new(SeriesSettings::new(
+        Layout::new(2).expect("layout"),
+        &DEFAULT_BUCKETS,
         max_series,
-        label_count: 2,
-        active: AtomicUsize::new(0),
-    })
+        2,
+    ))
 }
 
 /// `n` series keys with realistic labels (100 services, routes like the synthetic workload).

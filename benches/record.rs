@@ -27,7 +27,6 @@ use otel_sli::sli::hist::Layout;
 use otel_sli::sli::series::{SeriesSettings, SeriesTable};
 use otel_sli::sli::window::slot_of;
 use std::hint::black_box;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,16 +47,12 @@ impl<'a> SpanSink<'a> for Gather<'a, '_> {
 }
 
 fn settings() -> Arc<SeriesSettings> {
-    Arc::new(SeriesSettings {
-        layout: Layout::new(2).expect("layout"),
-        bounds_ns: DEFAULT_BUCKETS
-            .iter()
-            .map(|s| (s * 1e9).round() as u64)
-            .collect(),
-        max_series: 10_000,
-        label_count: 2,
-        active: AtomicUsize::new(0),
-    })
+    Arc::new(SeriesSettings::new(
+        Layout::new(2).expect("layout"),
+        &DEFAULT_BUCKETS,
+        10_000,
+        2,
+    ))
 }
 
 fn record_all(table: &mut SeriesTable, batch: &Batch, slot: u64) {

@@ -16,7 +16,7 @@ use crate::sli::series::SeriesSettings;
 use crate::telemetry::Telemetry;
 use axum::serve::ListenerExt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -91,17 +91,15 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 /// Builds the pipeline from a validated configuration.
 pub fn build_pipeline(config: &Config, clock: SharedClock) -> Result<Pipeline, AppError> {
     let classifier = Classifier::new(config.classify.clone()).map_err(AppError::Rules)?;
-    let settings = Arc::new(SeriesSettings {
-        layout: config.layout,
-        bounds_ns: config
-            .buckets
-            .iter()
-            .map(|s| (s * 1e9).round() as u64)
-            .collect(),
-        max_series: config.max_series,
-        label_count: 2 + config.classify.dimensions.len(),
-        active: AtomicUsize::new(0),
-    });
+    let settings = Arc::new(
+        SeriesSettings::new(
+            config.layout,
+            &config.buckets,
+            config.max_series,
+            2 + config.classify.dimensions.len(),
+        )
+        .with_expiry(config.series_expiry),
+    );
     Pipeline::start(&config.pipeline, classifier, settings, clock).map_err(AppError::Pipeline)
 }
 

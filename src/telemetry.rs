@@ -59,9 +59,9 @@ pub enum Outcome {
     Malformed = 2,
     /// Body over the size limit.
     TooLarge = 3,
-    /// Pipeline queues full; the client was told to retry.
+    /// Pipeline queues full, or shutting down; the client was told to retry.
     Busy = 4,
-    /// Wrong content type, method or path.
+    /// Unsupported HTTP content type or content encoding.
     Unsupported = 5,
 }
 

@@ -435,13 +435,12 @@ async fn full_pipeline_asks_clients_to_retry() {
         common::config("pipeline:\n  shards: 1\n  queue_capacity: 1\n  retry_after: 1500ms\n");
     c.max_series = 100;
     let classifier = otel_sli::sli::classify::Classifier::new(c.classify.clone()).expect("rules");
-    let settings = Arc::new(otel_sli::sli::series::SeriesSettings {
-        layout: c.layout,
-        bounds_ns: vec![1_000_000],
-        max_series: 100,
-        label_count: 2,
-        active: Default::default(),
-    });
+    let settings = Arc::new(otel_sli::sli::series::SeriesSettings::new(
+        c.layout,
+        &[0.001],
+        100,
+        2,
+    ));
     let (pipeline, workers) =
         Pipeline::build(&c.pipeline, classifier, settings, otel_sli::clock::system());
     let telemetry: Arc<otel_sli::telemetry::Telemetry> = Arc::default();

@@ -96,6 +96,8 @@ pub struct Config {
     pub buckets: Vec<f64>,
     /// Series limit.
     pub max_series: usize,
+    /// Idle time after which a series is dropped; `None`: never.
+    pub series_expiry: Option<Duration>,
     /// Log filter.
     pub log_level: String,
 }
@@ -300,6 +302,17 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
     if max_series == 0 {
         return Err(invalid("limits.max_series", "must be at least 1"));
     }
+    let series_expiry = limits
+        .series_expiry
+        .map_or(Some(Duration::from_secs(3600)), |d| {
+            (!d.0.is_zero()).then_some(d.0)
+        });
+    if series_expiry.is_some_and(|d| d < Duration::from_secs(60)) {
+        return Err(invalid(
+            "limits.series_expiry",
+            "must be 0s (never) or at least 1m",
+        ));
+    }
 
     let digits = sli.latency.significant_digits.unwrap_or(2);
     let layout = Layout::new(digits)
@@ -346,6 +359,7 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         layout,
         buckets,
         max_series,
+        series_expiry,
         log_level: raw.log.level.unwrap_or_else(|| "info".into()),
     })
 }

@@ -150,6 +150,10 @@ pub struct RawLimits {
     /// Longest kept label value in bytes; longer values are cut at a character boundary.
     /// Default `256`.
     pub max_label_bytes: Option<usize>,
+    /// A series that received no request for this long is dropped (its counters start from
+    /// zero if it comes back), freeing its place under `max_series`. `0s`: never.
+    /// Default `1h`.
+    pub series_expiry: Option<HumanDuration>,
 }
 
 /// `log:`

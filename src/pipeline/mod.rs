@@ -337,13 +337,12 @@ mod tests {
     const T0: u64 = 1_700_000_000_000_000_000;
 
     fn build_with(shards: usize, capacity: usize, clock: SharedClock) -> (Pipeline, Vec<Worker>) {
-        let settings = Arc::new(SeriesSettings {
-            layout: Layout::new(2).expect("layout"),
-            bounds_ns: vec![100_000_000],
-            max_series: 1000,
-            label_count: 2,
-            active: AtomicUsize::new(0),
-        });
+        let settings = Arc::new(SeriesSettings::new(
+            Layout::new(2).expect("layout"),
+            &[0.1],
+            1000,
+            2,
+        ));
         let opts = PipelineOptions {
             shards,
             queue_capacity: capacity,

@@ -101,6 +101,7 @@ impl Worker {
         self.publish.store(Arc::new(ShardSnapshot {
             series,
             overflow_spans: self.table.overflow_spans(),
+            expired_series: self.table.expired(),
             memory_bytes: self.table.memory_bytes(),
             flushed_at_unix_nanos: now,
         }));

@@ -15,6 +15,8 @@ pub struct ShardSnapshot {
     pub series: Vec<Arc<SeriesSnapshot>>,
     /// Spans folded into the overflow series since start.
     pub overflow_spans: u64,
+    /// Series dropped after being idle past `limits.series_expiry`, since start.
+    pub expired_series: u64,
     /// Approximate bytes held by the shard's series.
     pub memory_bytes: usize,
     /// Clock time of the flush, Unix nanoseconds.
@@ -30,6 +32,8 @@ pub struct View {
     pub overflow_spans: u64,
     /// Series alive, not counting the overflow series.
     pub active_series: usize,
+    /// Series dropped after being idle past `limits.series_expiry`, since start.
+    pub expired_series: u64,
     /// Approximate bytes held by all series.
     pub memory_bytes: usize,
     /// Oldest flush time among the shards, Unix nanoseconds.
@@ -51,6 +55,7 @@ impl View {
         };
         for shard in shards {
             view.overflow_spans += shard.overflow_spans;
+            view.expired_series += shard.expired_series;
             view.memory_bytes += shard.memory_bytes;
             for s in &shard.series {
                 if s.is_overflow() {

@@ -29,6 +29,42 @@ pub struct SeriesSettings {
     pub label_count: usize,
     /// Series currently alive across all shards.
     pub active: AtomicUsize,
+    /// A series with no data for this many 10-second slots is dropped; `None`: never.
+    pub expiry_slots: Option<u64>,
+}
+
+impl SeriesSettings {
+    /// Settings for series keyed by `label_count` labels, exporting histogram buckets with
+    /// the given upper bounds in seconds. Series never expire unless [`Self::with_expiry`].
+    pub fn new(
+        layout: Layout,
+        bounds_seconds: &[f64],
+        max_series: usize,
+        label_count: usize,
+    ) -> Self {
+        Self {
+            layout,
+            bounds_ns: bounds_seconds
+                .iter()
+                .map(|s| (s * 1e9).round() as u64)
+                .collect(),
+            max_series,
+            label_count,
+            active: AtomicUsize::new(0),
+            expiry_slots: None,
+        }
+    }
+
+    /// Drops series idle for `idle` (rounded up to whole 10-second slots); `None` or zero:
+    /// never.
+    pub fn with_expiry(mut self, idle: Option<std::time::Duration>) -> Self {
+        self.expiry_slots = idle.filter(|d| !d.is_zero()).map(|d| {
+            d.as_secs()
+                .div_ceil(crate::sli::window::SLOT_SECONDS)
+                .max(1)
+        });
+        self
+    }
 }
 
 /// One window of a published series.
@@ -86,6 +122,8 @@ struct Series {
     sum_ns: u128,
     buckets: Box<[u64]>,
     windows: Windows,
+    /// Slot of the last recorded request, for expiry.
+    last_slot: u64,
     dirty: bool,
     published: Option<Arc<SeriesSnapshot>>,
 }
@@ -102,6 +140,7 @@ impl Series {
             sum_ns: 0,
             buckets: vec![0; settings.bounds_ns.len() + 1].into_boxed_slice(),
             windows: Windows::new(slot),
+            last_slot: slot,
             dirty: true,
             published: None,
         }
@@ -110,6 +149,7 @@ impl Series {
     #[inline]
     fn record(&mut self, obs: &Observation, settings: &SeriesSettings, slot: u64) {
         self.windows.advance(slot);
+        self.last_slot = self.last_slot.max(slot);
         let d = obs.duration_ns;
         self.windows.record(obs.bad, settings.layout.index_of(d));
         self.requests += 1;
@@ -175,7 +215,11 @@ pub struct SeriesTable {
     settings: Arc<SeriesSettings>,
     table: HashTable<Series>,
     overflow: Option<Series>,
+    /// The overflow series' key; a client series with exactly these labels is folded into it
+    /// too, so two series never share labels.
+    overflow_key: Box<[u8]>,
     overflow_spans: u64,
+    expired: u64,
     scratch: crate::sli::window::Slot,
 }
 
@@ -191,11 +235,16 @@ impl std::fmt::Debug for SeriesTable {
 impl SeriesTable {
     /// An empty table using the shared settings.
     pub fn new(settings: Arc<SeriesSettings>) -> Self {
+        let mut labels = vec![OVERFLOW, OVERFLOW];
+        labels.resize(settings.label_count.max(2), "");
+        let overflow_key = key::encode(labels, usize::MAX).into_boxed_slice();
         Self {
             settings,
             table: HashTable::new(),
             overflow: None,
+            overflow_key,
             overflow_spans: 0,
+            expired: 0,
             scratch: Default::default(),
         }
     }
@@ -208,35 +257,52 @@ impl SeriesTable {
             s.record(obs, settings, slot);
             return;
         }
-        let admitted = settings
-            .active
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < settings.max_series).then_some(n + 1)
-            })
-            .is_ok();
+        let admitted = *key != *self.overflow_key
+            && settings
+                .active
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    (n < settings.max_series).then_some(n + 1)
+                })
+                .is_ok();
         if admitted {
             let mut s = Series::new(key, hash, settings, slot);
             s.record(obs, settings, slot);
             self.table.insert_unique(hash, s, |s| s.hash);
         } else {
             self.overflow_spans += 1;
+            let overflow_key = &self.overflow_key;
             let overflow = self.overflow.get_or_insert_with(|| {
-                let mut labels = vec![OVERFLOW, OVERFLOW];
-                labels.resize(settings.label_count.max(2), "");
-                let k = key::encode(labels, usize::MAX);
-                Series::new(&k, key::hash_key(&k), settings, slot)
+                Series::new(overflow_key, key::hash_key(overflow_key), settings, slot)
             });
             overflow.record(obs, settings, slot);
         }
     }
 
-    /// Moves every series' windows to `slot`.
+    /// Moves every series' windows to `slot` and drops series idle past the expiry.
     pub fn advance(&mut self, slot: u64) {
         for s in self.table.iter_mut().chain(self.overflow.as_mut()) {
             if s.windows.advance(slot) {
                 s.dirty = true;
             }
         }
+        if let Some(expiry) = self.settings.expiry_slots {
+            let idle = |s: &Series| slot.saturating_sub(s.last_slot) > expiry;
+            let before = self.table.len();
+            self.table.retain(|s| !idle(s));
+            let removed = before - self.table.len();
+            if removed > 0 {
+                self.settings.active.fetch_sub(removed, Ordering::Relaxed);
+                self.expired += removed as u64;
+            }
+            if self.overflow.as_ref().is_some_and(idle) {
+                self.overflow = None;
+            }
+        }
+    }
+
+    /// Series dropped by expiry so far.
+    pub fn expired(&self) -> u64 {
+        self.expired
     }
 
     /// Snapshots of all series, reusing the previous snapshot of unchanged ones.
@@ -293,13 +359,12 @@ mod tests {
     use super::*;
 
     fn settings(max: usize) -> Arc<SeriesSettings> {
-        Arc::new(SeriesSettings {
-            layout: Layout::new(2).expect("layout"),
-            bounds_ns: vec![10_000_000, 100_000_000, 1_000_000_000],
-            max_series: max,
-            label_count: 2,
-            active: AtomicUsize::new(0),
-        })
+        Arc::new(SeriesSettings::new(
+            Layout::new(2).expect("layout"),
+            &[0.01, 0.1, 1.0],
+            max,
+            2,
+        ))
     }
 
     fn obs(bad: bool, ms: u64) -> Observation {
@@ -346,6 +411,40 @@ mod tests {
         let third = t.snapshot();
         assert!(!Arc::ptr_eq(&first[0], &third[0]));
         assert_eq!(third[0].requests_total, 2);
+    }
+
+    #[test]
+    fn idle_series_expire_and_free_their_place() {
+        let s = Arc::new(
+            SeriesSettings::new(Layout::new(2).expect("layout"), &[0.1], 2, 2)
+                .with_expiry(Some(std::time::Duration::from_secs(60))),
+        );
+        let mut t = SeriesTable::new(Arc::clone(&s));
+        let at = |t: &mut SeriesTable, f: &str, slot: u64| {
+            let k = key::encode(["svc", f], 256);
+            t.record(key::hash_key(&k), &k, &obs(false, 1), slot);
+        };
+        at(&mut t, "old", 100);
+        at(&mut t, "busy", 100);
+        at(&mut t, "busy", 105);
+        t.advance(106);
+        assert_eq!(t.len(), 2, "60 s idle is not past the expiry");
+        t.advance(107);
+        assert_eq!(t.len(), 1, "old expired after 70 s idle");
+        assert_eq!((t.expired(), s.active.load(Ordering::Relaxed)), (1, 1));
+        at(&mut t, "new", 107);
+        assert_eq!(t.len(), 2, "the freed place is available");
+        assert_eq!(t.overflow_spans(), 0);
+    }
+
+    #[test]
+    fn client_series_named_like_overflow_joins_it() {
+        let mut t = SeriesTable::new(settings(10));
+        rec(&mut t, [OVERFLOW, OVERFLOW], obs(false, 1));
+        rec(&mut t, ["a", "b"], obs(false, 1));
+        let snaps = t.snapshot();
+        assert_eq!(snaps.len(), 2);
+        assert_eq!(snaps.iter().filter(|s| s.is_overflow()).count(), 1);
     }
 
     #[test]
