@@ -260,9 +260,16 @@ async fn http_bad_input_gets_spec_errors_and_counts_stay_exact() {
             .status(),
         200
     );
+    // A body large enough to be processed off the I/O threads.
+    let (c, c_entries, c_errors) = good_request(4, 4000);
+    assert!(c.len() > 512 << 10, "{} bytes", c.len());
+    assert_eq!(
+        http_post(addr, "/v1/traces", proto, None, c).await.status(),
+        200
+    );
     assert_eq!(
         total_requests(&server).await,
-        valid_entries + a_entries + b_entries
+        valid_entries + a_entries + b_entries + c_entries
     );
     let errors: u64 = server.slis("all").await["slis"]
         .as_array()
@@ -270,7 +277,7 @@ async fn http_bad_input_gets_spec_errors_and_counts_stay_exact() {
         .iter()
         .map(|s| s["errors"].as_u64().expect("errors"))
         .sum();
-    assert_eq!(errors, a_errors + b_errors);
+    assert_eq!(errors, a_errors + b_errors + c_errors);
 
     // Metrics and logs are accepted and counted.
     assert_eq!(

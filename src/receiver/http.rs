@@ -130,24 +130,45 @@ async fn handle(s: HttpState, signal: Signal, headers: HeaderMap, body: Body) ->
             return refuse(ingest, signal, enc, Outcome::Unsupported, msg);
         }
     };
-    let too_large = |ingest: &Ingest| {
-        let msg = format!("request body exceeds {} bytes", s.max_body);
-        refuse(ingest, signal, enc, Outcome::TooLarge, msg)
-    };
     let raw = match Limited::new(body, s.max_body).collect().await {
         Ok(c) => c.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large(ingest),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return too_large(&s, signal, enc);
+        }
         Err(e) => {
             let msg = format!("reading request body: {e}");
             return refuse(ingest, signal, enc, Outcome::Malformed, msg);
         }
     };
+    // Decompressing, converting JSON and scanning are CPU work proportional to the body;
+    // large bodies go to the blocking pool so they never stall the I/O threads.
+    if raw.len() > INLINE_BODY_BYTES {
+        let task = tokio::task::spawn_blocking(move || process(&s, signal, enc, gzip, &raw));
+        return task.await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "request processing task failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        });
+    }
+    process(&s, signal, enc, gzip, &raw)
+}
+
+/// Bodies up to this size are processed on the I/O thread that read them.
+const INLINE_BODY_BYTES: usize = 256 << 10;
+
+fn too_large(s: &HttpState, signal: Signal, enc: Encoding) -> Response {
+    let msg = format!("request body exceeds {} bytes", s.max_body);
+    refuse(&s.ingest, signal, enc, Outcome::TooLarge, msg)
+}
+
+/// Decompresses, converts and ingests a body that was read completely.
+fn process(s: &HttpState, signal: Signal, enc: Encoding, gzip: bool, raw: &[u8]) -> Response {
+    let ingest = &s.ingest;
     let decompressed;
-    let mut bytes: &[u8] = &raw;
+    let mut bytes: &[u8] = raw;
     if gzip {
-        decompressed = match gunzip_limited(&raw, s.max_body) {
+        decompressed = match gunzip_limited(raw, s.max_body) {
             Ok(d) => d,
-            Err(DecompressError::TooLarge { .. }) => return too_large(ingest),
+            Err(DecompressError::TooLarge { .. }) => return too_large(s, signal, enc),
             Err(e @ DecompressError::Corrupt(_)) => {
                 return refuse(ingest, signal, enc, Outcome::Malformed, e.to_string());
             }
