@@ -114,7 +114,7 @@ impl<'a, 'c> Collector<'a, 'c> {
             classifier,
             resource: None,
             scratch: Vec::with_capacity(128),
-            seen: HashTable::new(),
+            seen: HashTable::with_capacity(64),
             key_bytes: 0,
             key_limit: MAX_KEY_BYTES_PER_REQUEST,
             too_large: false,
