@@ -6,3 +6,4 @@ pub mod rpc;
 pub mod scan;
 pub mod signals;
 pub mod synth;
+pub mod tracestate;
