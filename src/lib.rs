@@ -7,6 +7,7 @@
 pub mod api;
 pub mod app;
 pub mod clock;
+pub mod completeness;
 pub mod config;
 pub mod otlp;
 pub mod pipeline;

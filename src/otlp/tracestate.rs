@@ -51,7 +51,9 @@ pub fn sampling(tracestate: &[u8]) -> Sampling {
         });
     }
     if let Some(p) = p {
-        let parsed = std::str::from_utf8(p).ok().and_then(|s| s.parse::<u32>().ok());
+        let parsed = std::str::from_utf8(p)
+            .ok()
+            .and_then(|s| s.parse::<u32>().ok());
         return match parsed {
             Some(63) => Sampling::AdjustedCount(0.0),
             Some(p) if p < 63 => Sampling::AdjustedCount((p as f64).exp2()),
@@ -138,7 +140,13 @@ mod tests {
 
     #[test]
     fn invalid_values_are_flagged_and_count_once() {
-        for bad in ["ot=th:", "ot=th:xyz", "ot=th:123456789012345", "ot=p:-1", "ot=p:x"] {
+        for bad in [
+            "ot=th:",
+            "ot=th:xyz",
+            "ot=th:123456789012345",
+            "ot=p:-1",
+            "ot=p:x",
+        ] {
             assert_eq!(count(bad), Sampling::Invalid, "{bad}");
             assert_eq!(count(bad).weight(), 1.0);
         }

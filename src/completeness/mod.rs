@@ -1,0 +1,3 @@
+//! Telemetry completeness: finding where the telemetry under an SLI is missing.
+
+pub mod traces;

@@ -1,0 +1,331 @@
+//! Trace-structure gaps within one instance: **orphan spans** (a span whose parent should
+//! have arrived here but did not within the trace timeout) and **missing roots** (a trace
+//! with spans here, no root, and no remote parent that explains it).
+//!
+//! Plain synchronous state driven by the caller's clock: [`TraceTracker::observe`] for each
+//! span, [`TraceTracker::expire`] on a tick. Memory is bounded by `max_traces` and
+//! `max_spans_per_trace`; whatever is dropped early is counted, never silently lost.
+//!
+//! Rule for "the parent should be here": the span has a parent and that parent is not
+//! remote. The OTLP span flags say so when the SDK set them (`HAS_IS_REMOTE` and
+//! `IS_REMOTE`); otherwise a SERVER or CONSUMER span's parent is taken as remote (it called
+//! in from elsewhere) and any other span's parent as local. Parents often end, and so
+//! arrive, after their children; nothing is reported before the timeout.
+
+use hashbrown::HashMap;
+use std::collections::VecDeque;
+
+/// `SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK`.
+pub const FLAG_HAS_IS_REMOTE: u32 = 0x100;
+/// `SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK`.
+pub const FLAG_IS_REMOTE: u32 = 0x200;
+
+/// What the tracker needs of one span.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpanFacts {
+    /// Trace id (16 bytes, big-endian).
+    pub trace_id: u128,
+    /// Span id.
+    pub span_id: u64,
+    /// Parent span id; `None` for a root span.
+    pub parent: Option<u64>,
+    /// The parent runs elsewhere (see the module rule).
+    pub parent_remote: bool,
+    /// Caller's id for the span's service (reported back in gaps).
+    pub service: u32,
+}
+
+/// Decides whether a span's parent is remote, from its flags and kind.
+pub fn parent_is_remote(flags: u32, kind: i32) -> bool {
+    if flags & FLAG_HAS_IS_REMOTE != 0 {
+        flags & FLAG_IS_REMOTE != 0
+    } else {
+        // SERVER (2) and CONSUMER (5) spans are entered from another process.
+        kind == 2 || kind == 5
+    }
+}
+
+/// A gap found when a trace timed out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TraceGap {
+    /// A span of `service` whose local parent never arrived.
+    Orphan {
+        /// The child's service.
+        service: u32,
+    },
+    /// A trace with no root and no remote parent, attributed to the service of its first
+    /// span seen here.
+    MissingRoot {
+        /// That service.
+        service: u32,
+    },
+}
+
+/// Limits and timing.
+#[derive(Clone, Copy, Debug)]
+pub struct TrackerConfig {
+    /// A trace is judged this long after its last span arrived, in nanoseconds.
+    pub timeout_nanos: u64,
+    /// Most traces tracked at once; when a new trace needs room, the oldest is dropped
+    /// unjudged and counted in [`TrackerStats::evicted_traces`].
+    pub max_traces: usize,
+    /// Most spans tracked per trace; later spans of the trace are counted, not tracked.
+    pub max_spans_per_trace: usize,
+}
+
+#[derive(Debug)]
+struct TraceState {
+    last_seen: u64,
+    first_service: u32,
+    has_root: bool,
+    remote_parent: bool,
+    /// Span ids seen here.
+    spans: Vec<u64>,
+    /// (parent id, child service) of spans whose local parent has not arrived yet.
+    waiting: Vec<(u64, u32)>,
+}
+
+/// Counters of what the tracker did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrackerStats {
+    /// Traces dropped before their timeout to make room (their spans were not judged).
+    pub evicted_traces: u64,
+    /// Spans not tracked because their trace reached `max_spans_per_trace`.
+    pub untracked_spans: u64,
+    /// Traces judged at their timeout.
+    pub judged_traces: u64,
+}
+
+/// In-flight traces of one shard.
+#[derive(Debug)]
+pub struct TraceTracker {
+    cfg: TrackerConfig,
+    traces: HashMap<u128, TraceState>,
+    /// (deadline, trace) in the order traces were created; stale entries are re-queued.
+    deadlines: VecDeque<(u64, u128)>,
+    stats: TrackerStats,
+}
+
+impl TraceTracker {
+    /// An empty tracker.
+    pub fn new(cfg: TrackerConfig) -> Self {
+        Self {
+            cfg,
+            traces: HashMap::new(),
+            deadlines: VecDeque::new(),
+            stats: TrackerStats::default(),
+        }
+    }
+
+    /// Records one span seen at `now` (Unix nanoseconds).
+    pub fn observe(&mut self, now: u64, span: SpanFacts) {
+        if !self.traces.contains_key(&span.trace_id) {
+            if self.traces.len() >= self.cfg.max_traces {
+                self.evict_oldest();
+            }
+            self.traces.insert(
+                span.trace_id,
+                TraceState {
+                    last_seen: now,
+                    first_service: span.service,
+                    has_root: false,
+                    remote_parent: false,
+                    spans: Vec::new(),
+                    waiting: Vec::new(),
+                },
+            );
+            self.deadlines
+                .push_back((now.saturating_add(self.cfg.timeout_nanos), span.trace_id));
+        }
+        let Some(t) = self.traces.get_mut(&span.trace_id) else {
+            return;
+        };
+        t.last_seen = t.last_seen.max(now);
+        if t.spans.len() >= self.cfg.max_spans_per_trace {
+            self.stats.untracked_spans += 1;
+            return;
+        }
+        // This span may be the parent others are waiting for.
+        t.waiting.retain(|&(parent, _)| parent != span.span_id);
+        t.spans.push(span.span_id);
+        match span.parent {
+            None => t.has_root = true,
+            Some(_) if span.parent_remote => t.remote_parent = true,
+            Some(parent) => {
+                if !t.spans.contains(&parent) {
+                    t.waiting.push((parent, span.service));
+                }
+            }
+        }
+    }
+
+    /// Judges every trace whose last span is older than the timeout at `now`, reporting its
+    /// gaps to `report`.
+    pub fn expire(&mut self, now: u64, mut report: impl FnMut(TraceGap)) {
+        while let Some(&(deadline, id)) = self.deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_front();
+            let Some(t) = self.traces.get(&id) else {
+                continue; // evicted earlier
+            };
+            let due = t.last_seen.saturating_add(self.cfg.timeout_nanos);
+            if due > now {
+                // Active since it was queued: judge it later.
+                self.deadlines.push_back((due, id));
+                continue;
+            }
+            if let Some(t) = self.traces.remove(&id) {
+                self.stats.judged_traces += 1;
+                for &(_, service) in &t.waiting {
+                    report(TraceGap::Orphan { service });
+                }
+                if !t.has_root && !t.remote_parent {
+                    report(TraceGap::MissingRoot {
+                        service: t.first_service,
+                    });
+                }
+            }
+        }
+    }
+
+    fn evict_oldest(&mut self) {
+        while let Some((_, id)) = self.deadlines.pop_front() {
+            if self.traces.remove(&id).is_some() {
+                self.stats.evicted_traces += 1;
+                return;
+            }
+        }
+    }
+
+    /// Traces being tracked.
+    pub fn len(&self) -> usize {
+        self.traces.len()
+    }
+
+    /// True when no trace is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.traces.is_empty()
+    }
+
+    /// What the tracker did so far.
+    pub fn stats(&self) -> TrackerStats {
+        self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: u64 = 1_000_000_000;
+
+    fn tracker() -> TraceTracker {
+        TraceTracker::new(TrackerConfig {
+            timeout_nanos: 30 * SEC,
+            max_traces: 100,
+            max_spans_per_trace: 50,
+        })
+    }
+
+    fn span(trace: u128, id: u64, parent: Option<u64>, remote: bool, service: u32) -> SpanFacts {
+        SpanFacts {
+            trace_id: trace,
+            span_id: id,
+            parent,
+            parent_remote: remote,
+            service,
+        }
+    }
+
+    fn gaps(t: &mut TraceTracker, now: u64) -> Vec<TraceGap> {
+        let mut out = Vec::new();
+        t.expire(now, |g| out.push(g));
+        out
+    }
+
+    #[test]
+    fn complete_trace_has_no_gap_even_when_the_parent_arrives_last() {
+        let mut t = tracker();
+        // Children first (they end first), the root last, in separate "requests".
+        t.observe(0, span(1, 11, Some(10), false, 7));
+        t.observe(SEC, span(1, 12, Some(11), false, 7));
+        t.observe(20 * SEC, span(1, 10, None, false, 7));
+        assert_eq!(
+            gaps(&mut t, 45 * SEC),
+            [],
+            "nothing before the timeout after the last span"
+        );
+        assert_eq!(gaps(&mut t, 51 * SEC), []);
+        assert!(t.is_empty());
+        assert_eq!(t.stats().judged_traces, 1);
+    }
+
+    #[test]
+    fn never_arriving_parent_makes_an_orphan_and_a_missing_root() {
+        let mut t = tracker();
+        t.observe(0, span(2, 21, Some(20), false, 3));
+        t.observe(0, span(2, 22, Some(21), false, 3));
+        assert_eq!(gaps(&mut t, 29 * SEC), []);
+        assert_eq!(
+            gaps(&mut t, 30 * SEC),
+            [
+                TraceGap::Orphan { service: 3 },
+                TraceGap::MissingRoot { service: 3 }
+            ]
+        );
+    }
+
+    #[test]
+    fn remote_parents_explain_a_missing_root() {
+        let mut t = tracker();
+        // An entry span whose caller lives on another node, and its local child.
+        t.observe(0, span(3, 31, Some(30), true, 1));
+        t.observe(0, span(3, 32, Some(31), false, 1));
+        assert_eq!(gaps(&mut t, 31 * SEC), []);
+    }
+
+    #[test]
+    fn remote_decision_uses_flags_then_kind() {
+        assert!(parent_is_remote(FLAG_HAS_IS_REMOTE | FLAG_IS_REMOTE, 1));
+        assert!(
+            !parent_is_remote(FLAG_HAS_IS_REMOTE, 2),
+            "flags say local, even for SERVER"
+        );
+        assert!(parent_is_remote(0, 2));
+        assert!(parent_is_remote(0, 5));
+        assert!(!parent_is_remote(0, 3));
+        assert!(!parent_is_remote(0, 1));
+    }
+
+    #[test]
+    fn activity_postpones_judgement() {
+        let mut t = tracker();
+        t.observe(0, span(4, 41, Some(40), false, 2));
+        t.observe(25 * SEC, span(4, 40, None, false, 2));
+        assert_eq!(gaps(&mut t, 30 * SEC), []);
+        assert_eq!(t.len(), 1, "re-queued, not judged");
+        assert_eq!(gaps(&mut t, 55 * SEC), []);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn limits_are_counted() {
+        let mut t = TraceTracker::new(TrackerConfig {
+            timeout_nanos: 30 * SEC,
+            max_traces: 2,
+            max_spans_per_trace: 2,
+        });
+        t.observe(0, span(5, 1, None, false, 0));
+        t.observe(0, span(5, 2, Some(1), false, 0));
+        t.observe(0, span(5, 3, Some(2), false, 0));
+        t.observe(1, span(6, 1, Some(9), false, 0));
+        t.observe(2, span(7, 1, Some(9), false, 0));
+        assert_eq!(t.len(), 2);
+        let s = t.stats();
+        assert_eq!((s.untracked_spans, s.evicted_traces), (1, 1));
+        // Trace 5 was evicted unjudged; 6 and 7 are judged.
+        assert_eq!(gaps(&mut t, 40 * SEC).len(), 4);
+    }
+}
