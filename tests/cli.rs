@@ -123,6 +123,23 @@ fn runs_on_defaults_and_stops_on_sigterm() {
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
     let metrics = http_get(&admin, "/metrics").expect("metrics");
     assert!(metrics.contains("otel_sli_build_info{version="));
+    // Every metric the README documents is exposed (with its # TYPE line).
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    let documented: Vec<&str> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `")?.split('`').next())
+        .filter(|n| {
+            n.starts_with("sli_") || n.starts_with("otel_sli_") || n.starts_with("telemetry_")
+        })
+        .collect();
+    assert!(documented.len() >= 15, "{documented:?}");
+    for name in documented {
+        assert!(
+            metrics.contains(&format!("# TYPE {name} ")),
+            "README documents {name}, /metrics does not expose it"
+        );
+    }
     let pid = child.id().to_string();
     let killed = Command::new("kill")
         .args(["-TERM", &pid])

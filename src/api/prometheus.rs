@@ -143,8 +143,41 @@ pub fn render(view: &View, pipeline: &Pipeline, t: &Telemetry) -> String {
             }
         }
     }
+    completeness(&mut out, view);
     self_metrics(&mut out, view, pipeline, t);
     out
+}
+
+fn completeness(out: &mut String, view: &View) {
+    header(out, "telemetry_gap_spans_total", "counter", "Spans affected by telemetry gaps: orphan_spans (local parent never arrived), missing_root (in traces with no root and no remote parent).");
+    for g in &view.gaps {
+        let mut service = String::new();
+        esc(&g.service, &mut service);
+        for (kind, n) in [
+            ("orphan_spans", g.counts.orphan_spans),
+            ("missing_root", g.counts.missing_root_spans),
+        ] {
+            let _ = writeln!(
+                out,
+                "telemetry_gap_spans_total{{service=\"{service}\",kind=\"{kind}\"}} {n}"
+            );
+        }
+    }
+    header(
+        out,
+        "telemetry_gap_traces_total",
+        "counter",
+        "Traces with no root and no remote parent, by the service of their first span.",
+    );
+    for g in &view.gaps {
+        let mut service = String::new();
+        esc(&g.service, &mut service);
+        let _ = writeln!(
+            out,
+            "telemetry_gap_traces_total{{service=\"{service}\",kind=\"missing_root\"}} {}",
+            g.counts.missing_root_traces
+        );
+    }
 }
 
 fn self_metrics(out: &mut String, view: &View, pipeline: &Pipeline, t: &Telemetry) {
@@ -270,6 +303,42 @@ fn self_metrics(out: &mut String, view: &View, pipeline: &Pipeline, t: &Telemetr
         "Entry spans folded into the overflow series because of the series limit.",
     );
     let _ = writeln!(out, "otel_sli_overflow_spans_total {}", view.overflow_spans);
+    header(
+        out,
+        "otel_sli_expired_series_total",
+        "counter",
+        "Series dropped after being idle past limits.series_expiry.",
+    );
+    let _ = writeln!(out, "otel_sli_expired_series_total {}", view.expired_series);
+    header(
+        out,
+        "otel_sli_tracked_traces",
+        "gauge",
+        "Traces being tracked for completeness checks.",
+    );
+    let _ = writeln!(out, "otel_sli_tracked_traces {}", view.tracked_traces);
+    header(
+        out,
+        "otel_sli_completeness_evicted_total",
+        "counter",
+        "Traces dropped unjudged because completeness.max_traces was reached.",
+    );
+    let _ = writeln!(
+        out,
+        "otel_sli_completeness_evicted_total {}",
+        view.trace_stats.evicted_traces
+    );
+    header(
+        out,
+        "otel_sli_completeness_untracked_spans_total",
+        "counter",
+        "Spans not tracked because their trace reached completeness.max_spans_per_trace.",
+    );
+    let _ = writeln!(
+        out,
+        "otel_sli_completeness_untracked_spans_total {}",
+        view.trace_stats.untracked_spans
+    );
     header(
         out,
         "otel_sli_series_memory_bytes",

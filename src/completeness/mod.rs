@@ -1,3 +1,156 @@
 //! Telemetry completeness: finding where the telemetry under an SLI is missing.
+//!
+//! [`traces`] judges trace structure; [`GapState`] is what one shard keeps of it: the
+//! tracker, the services it has seen, and per-service gap counts it publishes.
 
 pub mod traces;
+
+use crate::pipeline::batch::Batch;
+use hashbrown::HashMap;
+use std::sync::Arc;
+use traces::{SpanFacts, TraceGap, TraceTracker, TrackerStats};
+
+/// Gap counts of one service since start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GapCounts {
+    /// Spans whose local parent never arrived.
+    pub orphan_spans: u64,
+    /// Traces with no root and no remote parent.
+    pub missing_root_traces: u64,
+    /// Spans in those traces.
+    pub missing_root_spans: u64,
+    /// When the first gap was found, Unix nanoseconds (0: never).
+    pub first_unix_nanos: u64,
+    /// When the last gap was found, Unix nanoseconds (0: never).
+    pub last_unix_nanos: u64,
+}
+
+impl GapCounts {
+    /// Adds another shard's counts for the same service.
+    pub fn merge(&mut self, o: &GapCounts) {
+        self.orphan_spans += o.orphan_spans;
+        self.missing_root_traces += o.missing_root_traces;
+        self.missing_root_spans += o.missing_root_spans;
+        self.first_unix_nanos = match (self.first_unix_nanos, o.first_unix_nanos) {
+            (0, b) => b,
+            (a, 0) => a,
+            (a, b) => a.min(b),
+        };
+        self.last_unix_nanos = self.last_unix_nanos.max(o.last_unix_nanos);
+    }
+
+    fn note(&mut self, now: u64) {
+        if self.first_unix_nanos == 0 {
+            self.first_unix_nanos = now;
+        }
+        self.last_unix_nanos = now;
+    }
+}
+
+/// A service's gap counts, as published.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceGaps {
+    /// `service.name`.
+    pub service: Arc<str>,
+    /// Its counts.
+    pub counts: GapCounts,
+}
+
+/// One shard's completeness state.
+#[derive(Debug, Default)]
+pub struct GapState {
+    tracker: Option<TraceTracker>,
+    ids: HashMap<Box<str>, u32>,
+    names: Vec<Arc<str>>,
+    counts: Vec<GapCounts>,
+    /// Batch service index → shard service id, reused between batches.
+    remap: Vec<u32>,
+}
+
+impl GapState {
+    /// State with `tracker`, or inert when tracking is off.
+    pub fn new(tracker: Option<TraceTracker>) -> Self {
+        Self {
+            tracker,
+            ..Self::default()
+        }
+    }
+
+    fn intern(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        self.ids.insert(name.into(), id);
+        self.names.push(name.into());
+        self.counts.push(GapCounts::default());
+        id
+    }
+
+    /// Tracks the spans of a batch seen at `now`.
+    pub fn observe(&mut self, now: u64, batch: &Batch) {
+        if self.tracker.is_none() || batch.spans.is_empty() {
+            return;
+        }
+        let mut remap = std::mem::take(&mut self.remap);
+        remap.clear();
+        for name in &batch.services {
+            let id = self.intern(name);
+            remap.push(id);
+        }
+        if let Some(tracker) = self.tracker.as_mut() {
+            for s in &batch.spans {
+                let service = remap.get(s.service as usize).copied().unwrap_or(0);
+                tracker.observe(now, SpanFacts { service, ..*s });
+            }
+        }
+        self.remap = remap;
+    }
+
+    /// Judges the traces that timed out by `now`.
+    pub fn expire(&mut self, now: u64) {
+        let Some(tracker) = self.tracker.as_mut() else {
+            return;
+        };
+        let counts = &mut self.counts;
+        tracker.expire(now, |gap| {
+            let (service, apply): (u32, &dyn Fn(&mut GapCounts)) = match gap {
+                TraceGap::Orphan { service } => (service, &|c| c.orphan_spans += 1),
+                TraceGap::MissingRoot { service, spans } => (service, &move |c| {
+                    c.missing_root_traces += 1;
+                    c.missing_root_spans += u64::from(spans);
+                }),
+            };
+            if let Some(c) = counts.get_mut(service as usize) {
+                apply(c);
+                c.note(now);
+            }
+        });
+    }
+
+    /// Services with at least one gap.
+    pub fn snapshot(&self) -> Vec<ServiceGaps> {
+        self.names
+            .iter()
+            .zip(&self.counts)
+            .filter(|(_, c)| c.last_unix_nanos != 0)
+            .map(|(n, c)| ServiceGaps {
+                service: Arc::clone(n),
+                counts: *c,
+            })
+            .collect()
+    }
+
+    /// Tracker counters (zero when tracking is off).
+    pub fn stats(&self) -> TrackerStats {
+        self.tracker
+            .as_ref()
+            .map(TraceTracker::stats)
+            .unwrap_or_default()
+    }
+
+    /// Traces being tracked.
+    pub fn tracked_traces(&self) -> usize {
+        self.tracker.as_ref().map_or(0, TraceTracker::len)
+    }
+}

@@ -58,6 +58,8 @@ pub enum TraceGap {
     MissingRoot {
         /// That service.
         service: u32,
+        /// Spans of the trace seen here.
+        spans: u32,
     },
 }
 
@@ -184,6 +186,7 @@ impl TraceTracker {
                 if !t.has_root && !t.remote_parent {
                     report(TraceGap::MissingRoot {
                         service: t.first_service,
+                        spans: u32::try_from(t.spans.len()).unwrap_or(u32::MAX),
                     });
                 }
             }
@@ -272,7 +275,10 @@ mod tests {
             gaps(&mut t, 30 * SEC),
             [
                 TraceGap::Orphan { service: 3 },
-                TraceGap::MissingRoot { service: 3 }
+                TraceGap::MissingRoot {
+                    service: 3,
+                    spans: 2
+                }
             ]
         );
     }

@@ -6,6 +6,7 @@ pub mod env;
 pub mod raw;
 pub mod units;
 
+use crate::completeness::traces::TrackerConfig;
 use crate::pipeline::PipelineOptions;
 use crate::sli::classify::{
     grpc_code_by_name, label_name, span_kind_by_name, ClassifyConfig, FeatureTemplate, GRPC_CODES,
@@ -77,6 +78,17 @@ pub struct Listen {
     pub max_bytes: usize,
 }
 
+/// Validated completeness settings.
+#[derive(Clone, Copy, Debug)]
+pub struct CompletenessConfig {
+    /// Time after a trace's last span before it is judged.
+    pub trace_timeout: Duration,
+    /// Most traces tracked at once, all shards together.
+    pub max_traces: usize,
+    /// Most spans tracked per trace.
+    pub max_spans_per_trace: usize,
+}
+
 /// Validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -98,6 +110,8 @@ pub struct Config {
     pub max_series: usize,
     /// Idle time after which a series is dropped; `None`: never.
     pub series_expiry: Option<Duration>,
+    /// Trace-structure tracking; `None` when disabled.
+    pub completeness: Option<CompletenessConfig>,
     /// Log filter.
     pub log_level: String,
 }
@@ -188,11 +202,12 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         ));
     }
     let retry_after = p.retry_after.map_or(Duration::from_secs(1), |d| d.0);
-    let pipeline = PipelineOptions {
+    let mut pipeline = PipelineOptions {
         shards,
         queue_capacity,
         flush_interval,
         retry_after,
+        traces: None,
     };
 
     let sli = raw.sli;
@@ -314,6 +329,41 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         ));
     }
 
+    let c = raw.completeness;
+    let completeness = if c.enabled.unwrap_or(true) {
+        let trace_timeout = c.trace_timeout.map_or(Duration::from_secs(30), |d| d.0);
+        if trace_timeout < Duration::from_secs(1) || trace_timeout > Duration::from_secs(3600) {
+            return Err(invalid(
+                "completeness.trace_timeout",
+                "must be between 1s and 1h",
+            ));
+        }
+        let max_traces = c.max_traces.unwrap_or(200_000);
+        if max_traces == 0 {
+            return Err(invalid("completeness.max_traces", "must be at least 1"));
+        }
+        let max_spans_per_trace = c.max_spans_per_trace.unwrap_or(1000);
+        if max_spans_per_trace == 0 {
+            return Err(invalid(
+                "completeness.max_spans_per_trace",
+                "must be at least 1",
+            ));
+        }
+        Some(CompletenessConfig {
+            trace_timeout,
+            max_traces,
+            max_spans_per_trace,
+        })
+    } else {
+        None
+    };
+
+    pipeline.traces = completeness.map(|c| TrackerConfig {
+        timeout_nanos: u64::try_from(c.trace_timeout.as_nanos()).unwrap_or(u64::MAX),
+        max_traces: c.max_traces.div_ceil(pipeline.shards).max(1),
+        max_spans_per_trace: c.max_spans_per_trace,
+    });
+
     let digits = sli.latency.significant_digits.unwrap_or(2);
     let layout = Layout::new(digits)
         .map_err(|e| invalid("sli.latency.significant_digits", e.to_string()))?;
@@ -360,6 +410,7 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         buckets,
         max_series,
         series_expiry,
+        completeness,
         log_level: raw.log.level.unwrap_or_else(|| "info".into()),
     })
 }

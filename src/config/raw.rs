@@ -17,6 +17,8 @@ pub struct RawConfig {
     pub pipeline: RawPipeline,
     /// How spans become SLIs.
     pub sli: RawSli,
+    /// Telemetry-completeness checks.
+    pub completeness: RawCompleteness,
     /// Resource limits.
     pub limits: RawLimits,
     /// Log output.
@@ -137,6 +139,23 @@ pub struct RawLatency {
     /// Upper bounds in seconds of the exported `sli_latency_seconds` histogram buckets.
     /// Default: `[0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10]`.
     pub buckets: Option<Vec<f64>>,
+}
+
+/// `completeness:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCompleteness {
+    /// Track trace structure (orphan spans, missing roots). Default `true`.
+    pub enabled: Option<bool>,
+    /// How long after a trace's last span it is judged (late parents are normal: parents
+    /// end, and are exported, after their children). Default `30s`.
+    pub trace_timeout: Option<HumanDuration>,
+    /// Most traces tracked at once across all shards; when full, the oldest is dropped
+    /// unjudged and counted in `otel_sli_completeness_evicted_total`. Default `200000`.
+    pub max_traces: Option<usize>,
+    /// Most spans tracked per trace; further spans of a huge trace are counted, not
+    /// tracked. Default `1000`.
+    pub max_spans_per_trace: Option<usize>,
 }
 
 /// `limits:`

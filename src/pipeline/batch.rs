@@ -5,6 +5,7 @@
 //! Nothing is sent from here; the caller sends the batches only after the whole request
 //! scanned cleanly, so a malformed request never counts partially.
 
+use crate::completeness::traces::{parent_is_remote, SpanFacts};
 use crate::otlp::scan::{ResourceView, SpanSink, SpanView};
 use crate::sli::classify::{Classifier, Observation, Reject, ResourceValues, Verdict};
 use crate::sli::key;
@@ -28,6 +29,9 @@ pub struct Item {
     pub obs: Observation,
 }
 
+/// One span for the trace tracker; `facts.service` indexes [`Batch::services`].
+pub type TraceItem = SpanFacts;
+
 /// Observations for one shard from one request.
 #[derive(Debug, Default)]
 pub struct Batch {
@@ -35,6 +39,17 @@ pub struct Batch {
     pub keys: Vec<u8>,
     /// The observations.
     pub items: Vec<Item>,
+    /// Spans of the traces this shard tracks (routed by trace id, not series key).
+    pub spans: Vec<TraceItem>,
+    /// Service names the spans refer to.
+    pub services: Vec<Box<str>>,
+}
+
+impl Batch {
+    /// True when the batch carries nothing.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty() && self.spans.is_empty()
+    }
 }
 
 impl Batch {
@@ -101,6 +116,10 @@ pub struct Collector<'a, 'c> {
     key_limit: usize,
     /// The request produced more than [`MAX_KEY_BYTES_PER_REQUEST`] of keys.
     pub too_large: bool,
+    /// Collect spans for the trace tracker.
+    track_traces: bool,
+    /// Per shard: index of the current resource's service in that batch's `services`.
+    service_index: Vec<Option<u32>>,
     /// One batch per shard.
     pub batches: Vec<Batch>,
     /// Counts for the response.
@@ -118,6 +137,8 @@ impl<'a, 'c> Collector<'a, 'c> {
             key_bytes: 0,
             key_limit: MAX_KEY_BYTES_PER_REQUEST,
             too_large: false,
+            track_traces: false,
+            service_index: vec![None; shards.max(1)],
             batches: (0..shards.max(1)).map(|_| Batch::default()).collect(),
             tally: Tally::default(),
         }
@@ -125,6 +146,12 @@ impl<'a, 'c> Collector<'a, 'c> {
 }
 
 impl Collector<'_, '_> {
+    /// Also collects every valid span for trace-structure tracking.
+    pub fn with_traces(mut self, on: bool) -> Self {
+        self.track_traces = on;
+        self
+    }
+
     /// Lowers the key-bytes limit (at most [`MAX_KEY_BYTES_PER_REQUEST`]).
     pub fn with_key_limit(mut self, bytes: usize) -> Self {
         self.key_limit = bytes.min(MAX_KEY_BYTES_PER_REQUEST);
@@ -142,9 +169,44 @@ pub fn shard_of(hash: u64, shards: usize) -> usize {
     ((u64::from((hash >> 24) as u32) * shards as u64) >> 32) as usize
 }
 
+impl Collector<'_, '_> {
+    /// Queues a valid span for the tracker of the shard that owns its trace.
+    fn track(&mut self, span: &SpanView<'_>, service: &str) {
+        let (Ok(trace), Ok(id)) = (
+            <[u8; 16]>::try_from(span.trace_id),
+            <[u8; 8]>::try_from(span.span_id),
+        ) else {
+            return;
+        };
+        let parent = <[u8; 8]>::try_from(span.parent_span_id)
+            .ok()
+            .map(u64::from_be_bytes)
+            .filter(|p| *p != 0);
+        let shard = shard_of(key::hash_key(&trace), self.batches.len());
+        let (Some(batch), Some(index)) = (
+            self.batches.get_mut(shard),
+            self.service_index.get_mut(shard),
+        ) else {
+            return;
+        };
+        let service = *index.get_or_insert_with(|| {
+            batch.services.push(service.into());
+            (batch.services.len() - 1) as u32
+        });
+        batch.spans.push(SpanFacts {
+            trace_id: u128::from_be_bytes(trace),
+            span_id: u64::from_be_bytes(id),
+            parent,
+            parent_remote: parent_is_remote(span.flags, span.kind),
+            service,
+        });
+    }
+}
+
 impl<'a> SpanSink<'a> for Collector<'a, '_> {
     fn resource(&mut self, resource: ResourceView<'a>) {
         self.resource = Some(self.classifier.resource(resource.attributes));
+        self.service_index.iter_mut().for_each(|i| *i = None);
     }
 
     fn span(&mut self, span: SpanView<'a>) {
@@ -159,7 +221,12 @@ impl<'a> SpanSink<'a> for Collector<'a, '_> {
             }
         };
         self.scratch.clear();
-        match self.classifier.classify(&span, resource, &mut self.scratch) {
+        let verdict = self.classifier.classify(&span, resource, &mut self.scratch);
+        if self.track_traces && !matches!(verdict, Verdict::Rejected(_)) {
+            let service = resource.service();
+            self.track(&span, service);
+        }
+        match verdict {
             Verdict::NotEntry => {}
             Verdict::Rejected(Reject::TraceId) => self.tally.bad_trace_id += 1,
             Verdict::Rejected(Reject::SpanId) => self.tally.bad_span_id += 1,

@@ -12,6 +12,7 @@ pub mod shard;
 pub mod snapshot;
 
 use crate::clock::SharedClock;
+use crate::completeness::traces::{TraceTracker, TrackerConfig};
 use crate::otlp::scan::{scan_traces, ScanError};
 use crate::sli::classify::Classifier;
 use crate::sli::series::{SeriesSettings, SeriesTable};
@@ -39,6 +40,9 @@ pub struct PipelineOptions {
     pub flush_interval: Duration,
     /// Retry delay suggested to clients when queues are full.
     pub retry_after: Duration,
+    /// Trace-structure tracking per shard (limits already divided by the shard count);
+    /// `None` when completeness tracking is off.
+    pub traces: Option<TrackerConfig>,
 }
 
 /// Why a request was not ingested.
@@ -75,6 +79,7 @@ struct Inner {
     shards: Vec<ShardHandle>,
     capacity: usize,
     retry_after: Duration,
+    track_traces: bool,
     closed: AtomicBool,
     /// Ingest calls in progress; shutdown waits for them before stopping the shards, so no
     /// accepted request is answered OK and then dropped.
@@ -161,6 +166,7 @@ impl Pipeline {
                 rx,
                 queued: Arc::clone(&queued),
                 table: SeriesTable::new(Arc::clone(&settings)),
+                gaps: crate::completeness::GapState::new(opts.traces.map(TraceTracker::new)),
                 clock: Arc::clone(&clock),
                 publish: Arc::clone(&publish),
                 flush_interval: opts.flush_interval,
@@ -178,6 +184,7 @@ impl Pipeline {
                 shards,
                 capacity: opts.queue_capacity.max(1),
                 retry_after: opts.retry_after,
+                track_traces: opts.traces.is_some(),
                 closed: AtomicBool::new(false),
                 in_flight: CachePadded::new(AtomicUsize::new(0)),
                 threads: Mutex::new(Vec::new()),
@@ -195,7 +202,8 @@ impl Pipeline {
         let Some(_in_flight) = InFlight::enter(inner) else {
             return Err(IngestError::ShuttingDown);
         };
-        let mut collector = Collector::new(&inner.classifier, inner.shards.len());
+        let mut collector =
+            Collector::new(&inner.classifier, inner.shards.len()).with_traces(inner.track_traces);
         scan_traces(body, &mut collector)?;
         if collector.too_large {
             return Err(IngestError::TooLarge);
@@ -205,12 +213,12 @@ impl Pipeline {
 
         // Reserve room in every shard this request touches before sending anything.
         for (i, b) in batches.iter().enumerate() {
-            if b.items.is_empty() {
+            if b.is_empty() {
                 continue;
             }
             if !self.reserve(i) {
                 for (j, bj) in batches.iter().enumerate().take(i) {
-                    if !bj.items.is_empty() {
+                    if !bj.is_empty() {
                         if let Some(s) = inner.shards.get(j) {
                             s.queued.fetch_sub(1, Ordering::Release);
                         }
@@ -223,7 +231,7 @@ impl Pipeline {
             }
         }
         for (shard, batch) in inner.shards.iter().zip(batches) {
-            if batch.items.is_empty() {
+            if batch.is_empty() {
                 continue;
             }
             if shard.tx.send(Msg::Batch(batch)).is_err() {
@@ -348,6 +356,11 @@ mod tests {
             queue_capacity: capacity,
             flush_interval: Duration::from_secs(60),
             retry_after: Duration::from_millis(1500),
+            traces: Some(TrackerConfig {
+                timeout_nanos: 30_000_000_000,
+                max_traces: 10_000,
+                max_spans_per_trace: 100,
+            }),
         };
         let classifier = Classifier::new(ClassifyConfig::default()).expect("rules");
         Pipeline::build(&opts, classifier, settings, clock)
@@ -542,5 +555,69 @@ mod tests {
         }
         assert!(accepted > 0);
         assert_eq!(total_requests(&p), accepted * entries);
+    }
+
+    /// Orphans and missing roots appear once the trace timeout passes on the injected
+    /// clock; complete traces (parents arriving after children, in a later request) never
+    /// produce a gap.
+    #[test]
+    fn trace_gaps_follow_the_injected_clock() {
+        use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+        let clock = Arc::new(ManualClock::new(T0));
+        let (p, workers) = build_with(2, 64, clock.clone());
+        let threads = run(workers);
+        let w = Workload::default();
+        let (full, _, _) = traces_request(&w, &mut Rng::new(21), 400, T0);
+        // Send each trace's children first and its root in a second request.
+        let split = |roots: bool| {
+            let mut r = full.clone();
+            for rs in &mut r.resource_spans {
+                for ss in &mut rs.scope_spans {
+                    ss.spans.retain(|s| s.parent_span_id.is_empty() == roots);
+                }
+            }
+            r
+        };
+        p.ingest_traces(&split(false).encode_to_vec())
+            .expect("children");
+        p.ingest_traces(&split(true).encode_to_vec())
+            .expect("roots");
+        // A second workload whose roots never come: every child is an orphan.
+        let (broken, _, _) = traces_request(&w, &mut Rng::new(22), 40, T0);
+        let mut broken = broken;
+        let mut orphans = 0u64;
+        let mut rootless = 0u64;
+        for rs in &mut broken.resource_spans {
+            for ss in &mut rs.scope_spans {
+                ss.spans.retain(|s| !s.parent_span_id.is_empty());
+                orphans += ss.spans.len() as u64;
+            }
+        }
+        let traces: std::collections::HashSet<Vec<u8>> = broken
+            .resource_spans
+            .iter()
+            .flat_map(|r: &ResourceSpans| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+            .map(|s| s.trace_id.clone())
+            .collect();
+        rootless += traces.len() as u64;
+        p.ingest_traces(&broken.encode_to_vec()).expect("orphans");
+        p.flush_now();
+        assert!(p.view().gaps.is_empty(), "nothing before the timeout");
+        assert!(p.view().tracked_traces > 0);
+        clock.advance(31_000_000_000);
+        p.flush_now();
+        let v = p.view();
+        let total = |f: fn(&crate::completeness::GapCounts) -> u64| {
+            v.gaps.iter().map(|g| f(&g.counts)).sum::<u64>()
+        };
+        assert_eq!(total(|c| c.orphan_spans), orphans);
+        assert_eq!(total(|c| c.missing_root_traces), rootless);
+        assert_eq!(total(|c| c.missing_root_spans), orphans);
+        assert_eq!(v.tracked_traces, 0);
+        p.shutdown();
+        for t in threads {
+            t.join().expect("worker exits");
+        }
     }
 }

@@ -5,6 +5,7 @@
 use super::batch::Batch;
 use super::snapshot::ShardSnapshot;
 use crate::clock::SharedClock;
+use crate::completeness::GapState;
 use crate::sli::series::SeriesTable;
 use crate::sli::window::slot_of;
 use arc_swap::ArcSwap;
@@ -33,6 +34,8 @@ pub struct Worker {
     pub queued: Arc<CachePadded<AtomicUsize>>,
     /// The shard's state.
     pub table: SeriesTable,
+    /// Trace-structure tracking for the traces routed to this shard.
+    pub gaps: GapState,
     /// Time source for window slots.
     pub clock: SharedClock,
     /// Where snapshots are published.
@@ -87,7 +90,9 @@ impl Worker {
     }
 
     fn apply(&mut self, batch: &Batch) {
-        let slot = slot_of(self.clock.now_unix_nanos());
+        let now = self.clock.now_unix_nanos();
+        self.gaps.observe(now, batch);
+        let slot = slot_of(now);
         for item in &batch.items {
             self.table
                 .record(item.hash, batch.key(item), &item.obs, slot);
@@ -97,11 +102,15 @@ impl Worker {
     fn flush(&mut self) {
         let now = self.clock.now_unix_nanos();
         self.table.advance(slot_of(now));
+        self.gaps.expire(now);
         let series = self.table.snapshot();
         self.publish.store(Arc::new(ShardSnapshot {
             series,
             overflow_spans: self.table.overflow_spans(),
             expired_series: self.table.expired(),
+            gaps: self.gaps.snapshot(),
+            trace_stats: self.gaps.stats(),
+            tracked_traces: self.gaps.tracked_traces(),
             memory_bytes: self.table.memory_bytes(),
             flushed_at_unix_nanos: now,
         }));

@@ -4,6 +4,8 @@
 //! block the shard). A [`View`] combines the shards for one read: series are disjoint across
 //! shards except the overflow series, which is merged here from its histograms.
 
+use crate::completeness::traces::TrackerStats;
+use crate::completeness::ServiceGaps;
 use crate::sli::hist::{merge_into, Layout, SparseHist};
 use crate::sli::series::{SeriesSnapshot, WindowSnapshot, QUANTILES};
 use std::sync::Arc;
@@ -17,6 +19,12 @@ pub struct ShardSnapshot {
     pub overflow_spans: u64,
     /// Series dropped after being idle past `limits.series_expiry`, since start.
     pub expired_series: u64,
+    /// Per-service completeness gaps found by this shard.
+    pub gaps: Vec<ServiceGaps>,
+    /// Trace tracker counters.
+    pub trace_stats: TrackerStats,
+    /// Traces being tracked.
+    pub tracked_traces: usize,
     /// Approximate bytes held by the shard's series.
     pub memory_bytes: usize,
     /// Clock time of the flush, Unix nanoseconds.
@@ -34,6 +42,12 @@ pub struct View {
     pub active_series: usize,
     /// Series dropped after being idle past `limits.series_expiry`, since start.
     pub expired_series: u64,
+    /// Completeness gaps per service (all shards), sorted by service.
+    pub gaps: Vec<ServiceGaps>,
+    /// Trace tracker counters, all shards.
+    pub trace_stats: TrackerStats,
+    /// Traces being tracked, all shards.
+    pub tracked_traces: usize,
     /// Approximate bytes held by all series.
     pub memory_bytes: usize,
     /// Oldest flush time among the shards, Unix nanoseconds.
@@ -56,6 +70,16 @@ impl View {
         for shard in shards {
             view.overflow_spans += shard.overflow_spans;
             view.expired_series += shard.expired_series;
+            view.tracked_traces += shard.tracked_traces;
+            view.trace_stats.evicted_traces += shard.trace_stats.evicted_traces;
+            view.trace_stats.untracked_spans += shard.trace_stats.untracked_spans;
+            view.trace_stats.judged_traces += shard.trace_stats.judged_traces;
+            for g in &shard.gaps {
+                match view.gaps.iter_mut().find(|v| v.service == g.service) {
+                    Some(v) => v.counts.merge(&g.counts),
+                    None => view.gaps.push(g.clone()),
+                }
+            }
             view.memory_bytes += shard.memory_bytes;
             for s in &shard.series {
                 if s.is_overflow() {
@@ -72,6 +96,7 @@ impl View {
             _ => series.push(Arc::new(merge_overflow(&overflow, layout))),
         }
         series.sort_by(|a, b| a.labels.cmp(&b.labels));
+        view.gaps.sort_by(|a, b| a.service.cmp(&b.service));
         view.series = series;
         view
     }

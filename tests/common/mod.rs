@@ -33,9 +33,11 @@ impl TestServer {
     }
 
     pub async fn start_with(c: Config) -> Self {
-        let running = app::start(&c, otel_sli::clock::system())
-            .await
-            .expect("server starts");
+        Self::start_with_clock(c, otel_sli::clock::system()).await
+    }
+
+    pub async fn start_with_clock(c: Config, clock: otel_sli::clock::SharedClock) -> Self {
+        let running = app::start(&c, clock).await.expect("server starts");
         Self {
             grpc: running.grpc_addr,
             http: running.http_addr,
