@@ -22,7 +22,9 @@
 //! measured seconds per max phase, `E2E_PACED_SECS` [5], `E2E_WARMUP_SECS` [2],
 //! `E2E_INFLIGHT` [16] concurrent requests, `E2E_CONNS` [4] HTTP/2 connections,
 //! `E2E_SPANS` [500] spans per request, `E2E_REQUESTS` [50] distinct requests,
-//! `E2E_CLIENT_THREADS` [2] client runtime threads, `E2E_MODES` [plain,gzip].
+//! `E2E_CLIENT_THREADS` [2] client runtime threads, `E2E_MODES` [plain,gzip],
+//! `E2E_CONFIG` [none] a configuration file for the server (e.g. one with
+//! `completeness: {enabled: false}` to measure the cost of completeness tracking).
 //! Without `--bench` (as under `cargo test`) it runs a short smoke version.
 
 mod common;
@@ -73,7 +75,11 @@ fn free_ports() -> [u16; 3] {
 fn start_server() -> Server {
     let [grpc, http, admin] = free_ports();
     let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
-    let child = Command::new(env!("CARGO_BIN_EXE_otel-sli"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_otel-sli"));
+    if let Ok(config) = std::env::var("E2E_CONFIG") {
+        cmd.args(["--config", &config]);
+    }
+    let child = cmd
         .args(["--otlp-grpc", &addr(grpc).to_string()])
         .args(["--otlp-http", &addr(http).to_string()])
         .args(["--admin", &addr(admin).to_string()])
