@@ -85,10 +85,25 @@ async fn unfinished_parent_is_an_orphan_and_a_missing_root_healthy_service_is_cl
     .expect("sdk thread");
 
     let m = server.metrics().await;
-    assert!(
-        !m.contains("telemetry_gap_spans_total{"),
-        "no gap before the timeout:\n{m}"
+    let s = |k: &str| common::sample(&m, k);
+    assert_eq!(
+        s("telemetry_gap_spans_total{service=\"broken\",kind=\"orphan_spans\"}"),
+        Some(0.0),
+        "no gap before the timeout"
     );
+    let gaps = |server: &TestServer| {
+        let url = format!("http://{}/api/v1/gaps", server.admin);
+        async move {
+            reqwest::get(url)
+                .await
+                .expect("admin")
+                .json::<serde_json::Value>()
+                .await
+                .expect("json")
+        }
+    };
+    assert_eq!(gaps(&server).await["gaps"], serde_json::json!([]));
+
     clock.advance(31_000_000_000);
     let m = server.metrics().await;
     let s = |k: &str| common::sample(&m, k);
@@ -104,11 +119,47 @@ async fn unfinished_parent_is_an_orphan_and_a_missing_root_healthy_service_is_cl
         s("telemetry_gap_traces_total{service=\"broken\",kind=\"missing_root\"}"),
         Some(1.0)
     );
-    assert!(
-        !m.contains("service=\"healthy\",kind="),
-        "a healthy service has no gap:\n{m}"
+    assert_eq!(
+        s("telemetry_gap_active{service=\"broken\",kind=\"orphan_spans\"}"),
+        Some(1.0)
     );
+    for kind in ["orphan_spans", "missing_root"] {
+        assert_eq!(
+            s(&format!(
+                "telemetry_gap_spans_total{{service=\"healthy\",kind=\"{kind}\"}}"
+            )),
+            Some(0.0),
+            "a healthy service has no gap"
+        );
+        assert_eq!(
+            s(&format!(
+                "telemetry_gap_active{{service=\"healthy\",kind=\"{kind}\"}}"
+            )),
+            Some(0.0)
+        );
+    }
     assert_eq!(s("otel_sli_tracked_traces"), Some(0.0));
     assert_eq!(s("otel_sli_completeness_evicted_total"), Some(0.0));
+
+    let v = gaps(&server).await;
+    let list = v["gaps"].as_array().expect("gaps array");
+    assert_eq!(list.len(), 2, "{v}");
+    for g in list {
+        assert_eq!(g["service"], "broken");
+        assert_eq!(g["count"], 1);
+        assert_eq!(
+            g["ratio"], 1.0,
+            "the only span seen from broken is affected"
+        );
+        assert!(g["since"].as_str().is_some_and(|t| t.ends_with('Z')));
+        assert!(g["detail"].as_str().is_some_and(|d| d.contains("broken")));
+    }
+    let kinds: Vec<&str> = list.iter().filter_map(|g| g["kind"].as_str()).collect();
+    assert!(kinds.contains(&"orphan_spans") && kinds.contains(&"missing_root"));
+
+    // Gaps stop being active five minutes after they were last seen.
+    clock.advance(301_000_000_000);
+    server.flush().await;
+    assert_eq!(gaps(&server).await["gaps"], serde_json::json!([]));
     server.stop().await;
 }

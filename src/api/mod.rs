@@ -1,6 +1,8 @@
-//! Admin HTTP server: `/metrics` (Prometheus text), `/api/v1/slis` (JSON), `/healthz`,
+//! Admin HTTP server: `/metrics` (Prometheus text), `/api/v1/slis` and `/api/v1/gaps`
+//! (JSON), `/healthz`,
 //! `/readyz`. Reads pipeline snapshots and self-telemetry; writes nothing.
 
+pub mod gaps;
 pub mod prometheus;
 pub mod slis;
 
@@ -31,6 +33,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/api/v1/slis", get(slis_handler))
+        .route("/api/v1/gaps", get(gaps_handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(state)
@@ -63,6 +66,15 @@ async fn slis_handler(
         )
             .into_response(),
     }
+}
+
+async fn gaps_handler(State(s): State<ApiState>) -> Response {
+    let view = s.pipeline.view();
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        gaps::render(&view),
+    )
+        .into_response()
 }
 
 async fn readyz(State(s): State<ApiState>) -> Response {

@@ -1,5 +1,6 @@
 //! Prometheus text exposition (format 0.0.4) of the derived SLIs and self-telemetry.
 
+use crate::api::gaps;
 use crate::pipeline::snapshot::View;
 use crate::pipeline::Pipeline;
 use crate::sli::series::QUANTILES;
@@ -149,17 +150,21 @@ pub fn render(view: &View, pipeline: &Pipeline, t: &Telemetry) -> String {
 }
 
 fn completeness(out: &mut String, view: &View) {
+    let service = |g: &crate::completeness::ServiceGaps| {
+        let mut s = String::new();
+        esc(&g.service, &mut s);
+        s
+    };
     header(out, "telemetry_gap_spans_total", "counter", "Spans affected by telemetry gaps: orphan_spans (local parent never arrived), missing_root (in traces with no root and no remote parent).");
     for g in &view.gaps {
-        let mut service = String::new();
-        esc(&g.service, &mut service);
+        let svc = service(g);
         for (kind, n) in [
-            ("orphan_spans", g.counts.orphan_spans),
-            ("missing_root", g.counts.missing_root_spans),
+            ("orphan_spans", g.counts.orphans.spans),
+            ("missing_root", g.counts.missing_roots.spans),
         ] {
             let _ = writeln!(
                 out,
-                "telemetry_gap_spans_total{{service=\"{service}\",kind=\"{kind}\"}} {n}"
+                "telemetry_gap_spans_total{{service=\"{svc}\",kind=\"{kind}\"}} {n}"
             );
         }
     }
@@ -170,13 +175,33 @@ fn completeness(out: &mut String, view: &View) {
         "Traces with no root and no remote parent, by the service of their first span.",
     );
     for g in &view.gaps {
-        let mut service = String::new();
-        esc(&g.service, &mut service);
         let _ = writeln!(
             out,
-            "telemetry_gap_traces_total{{service=\"{service}\",kind=\"missing_root\"}} {}",
-            g.counts.missing_root_traces
+            "telemetry_gap_traces_total{{service=\"{}\",kind=\"missing_root\"}} {}",
+            service(g),
+            g.counts.missing_roots.count
         );
+    }
+    header(
+        out,
+        "telemetry_gap_active",
+        "gauge",
+        "1 while a gap of this kind was seen in the last 5 minutes (see /api/v1/gaps).",
+    );
+    let now = view.flushed_at_unix_nanos;
+    for g in &view.gaps {
+        let svc = service(g);
+        for (kind, k) in [
+            ("orphan_spans", &g.counts.orphans),
+            ("missing_root", &g.counts.missing_roots),
+        ] {
+            let active = gaps::is_active(k, now);
+            let _ = writeln!(
+                out,
+                "telemetry_gap_active{{service=\"{svc}\",kind=\"{kind}\"}} {}",
+                u8::from(active)
+            );
+        }
     }
 }
 

@@ -10,27 +10,32 @@ use hashbrown::HashMap;
 use std::sync::Arc;
 use traces::{SpanFacts, TraceGap, TraceTracker, TrackerStats};
 
-/// Gap counts of one service since start.
+/// One kind of gap of one service, since start.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct GapCounts {
-    /// Spans whose local parent never arrived.
-    pub orphan_spans: u64,
-    /// Traces with no root and no remote parent.
-    pub missing_root_traces: u64,
-    /// Spans in those traces.
-    pub missing_root_spans: u64,
-    /// When the first gap was found, Unix nanoseconds (0: never).
+pub struct KindCounts {
+    /// Occurrences: orphan spans, or rootless traces.
+    pub count: u64,
+    /// Spans affected.
+    pub spans: u64,
+    /// When first found, Unix nanoseconds (0: never).
     pub first_unix_nanos: u64,
-    /// When the last gap was found, Unix nanoseconds (0: never).
+    /// When last found, Unix nanoseconds (0: never).
     pub last_unix_nanos: u64,
 }
 
-impl GapCounts {
-    /// Adds another shard's counts for the same service.
-    pub fn merge(&mut self, o: &GapCounts) {
-        self.orphan_spans += o.orphan_spans;
-        self.missing_root_traces += o.missing_root_traces;
-        self.missing_root_spans += o.missing_root_spans;
+impl KindCounts {
+    fn add(&mut self, count: u64, spans: u64, now: u64) {
+        self.count += count;
+        self.spans += spans;
+        if self.first_unix_nanos == 0 {
+            self.first_unix_nanos = now;
+        }
+        self.last_unix_nanos = self.last_unix_nanos.max(now);
+    }
+
+    fn merge(&mut self, o: &KindCounts) {
+        self.count += o.count;
+        self.spans += o.spans;
         self.first_unix_nanos = match (self.first_unix_nanos, o.first_unix_nanos) {
             (0, b) => b,
             (a, 0) => a,
@@ -38,12 +43,25 @@ impl GapCounts {
         };
         self.last_unix_nanos = self.last_unix_nanos.max(o.last_unix_nanos);
     }
+}
 
-    fn note(&mut self, now: u64) {
-        if self.first_unix_nanos == 0 {
-            self.first_unix_nanos = now;
-        }
-        self.last_unix_nanos = now;
+/// Gap counts of one service since start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GapCounts {
+    /// Spans of the service tracked (the base of the gap ratios).
+    pub spans: u64,
+    /// Spans whose local parent never arrived.
+    pub orphans: KindCounts,
+    /// Traces with no root and no remote parent (count: traces; spans: their spans).
+    pub missing_roots: KindCounts,
+}
+
+impl GapCounts {
+    /// Adds another shard's counts for the same service.
+    pub fn merge(&mut self, o: &GapCounts) {
+        self.spans += o.spans;
+        self.orphans.merge(&o.orphans);
+        self.missing_roots.merge(&o.missing_roots);
     }
 }
 
@@ -54,6 +72,11 @@ pub struct ServiceGaps {
     pub service: Arc<str>,
     /// Its counts.
     pub counts: GapCounts,
+}
+
+enum Kind {
+    Orphan,
+    MissingRoot,
 }
 
 /// One shard's completeness state.
@@ -101,6 +124,9 @@ impl GapState {
         if let Some(tracker) = self.tracker.as_mut() {
             for s in &batch.spans {
                 let service = remap.get(s.service as usize).copied().unwrap_or(0);
+                if let Some(c) = self.counts.get_mut(service as usize) {
+                    c.spans += 1;
+                }
                 tracker.observe(now, SpanFacts { service, ..*s });
             }
         }
@@ -114,26 +140,26 @@ impl GapState {
         };
         let counts = &mut self.counts;
         tracker.expire(now, |gap| {
-            let (service, apply): (u32, &dyn Fn(&mut GapCounts)) = match gap {
-                TraceGap::Orphan { service } => (service, &|c| c.orphan_spans += 1),
-                TraceGap::MissingRoot { service, spans } => (service, &move |c| {
-                    c.missing_root_traces += 1;
-                    c.missing_root_spans += u64::from(spans);
-                }),
+            let (service, kind, spans) = match gap {
+                TraceGap::Orphan { service } => (service, Kind::Orphan, 1),
+                TraceGap::MissingRoot { service, spans } => {
+                    (service, Kind::MissingRoot, u64::from(spans))
+                }
             };
             if let Some(c) = counts.get_mut(service as usize) {
-                apply(c);
-                c.note(now);
+                match kind {
+                    Kind::Orphan => c.orphans.add(1, spans, now),
+                    Kind::MissingRoot => c.missing_roots.add(1, spans, now),
+                }
             }
         });
     }
 
-    /// Services with at least one gap.
+    /// Every service seen, with its counts.
     pub fn snapshot(&self) -> Vec<ServiceGaps> {
         self.names
             .iter()
             .zip(&self.counts)
-            .filter(|(_, c)| c.last_unix_nanos != 0)
             .map(|(n, c)| ServiceGaps {
                 service: Arc::clone(n),
                 counts: *c,

@@ -1,0 +1,197 @@
+//! `GET /api/v1/gaps`: the telemetry-completeness gaps active now, most severe first.
+//!
+//! A gap is *active* when it was last seen within [`ACTIVE_FOR`] of the latest flush (on
+//! the injected clock). Its ratio is the share of the service's tracked spans it affects.
+
+use crate::completeness::{GapCounts, KindCounts};
+use crate::pipeline::snapshot::View;
+use serde::Serialize;
+
+/// How long a gap stays active after it was last seen, nanoseconds (5 minutes).
+pub const ACTIVE_FOR: u64 = 300 * 1_000_000_000;
+
+#[derive(Serialize)]
+struct Response<'a> {
+    gaps: Vec<Gap<'a>>,
+}
+
+#[derive(Serialize)]
+struct Gap<'a> {
+    kind: &'static str,
+    service: &'a str,
+    feature: Option<&'a str>,
+    count: u64,
+    ratio: f64,
+    since: String,
+    last_seen: String,
+    detail: String,
+}
+
+/// One kind of gap.
+struct Kind {
+    name: &'static str,
+    of: fn(&GapCounts) -> &KindCounts,
+    detail: fn(&str, &KindCounts) -> String,
+}
+
+const KINDS: [Kind; 2] = [
+    Kind {
+        name: "orphan_spans",
+        of: |c| &c.orphans,
+        detail: |service, k| {
+            format!(
+                "{} spans of {service} have a parent that should have been reported by this node but never arrived: \
+                 the parent span was probably never ended or exported (a crash, a leaked span, an exporter dropping data), \
+                 or its service sends to another collector",
+                k.count
+            )
+        },
+    },
+    Kind {
+        name: "missing_root",
+        of: |c| &c.missing_roots,
+        detail: |service, k| {
+            format!(
+                "{} traces starting at {service} have no root span and no remote parent: the request's entry span \
+                 was not exported, or the service that started the trace does not send to this node",
+                k.count
+            )
+        },
+    },
+];
+
+/// Whether a gap last seen as `k` is active at `now`.
+pub fn is_active(k: &KindCounts, now: u64) -> bool {
+    k.count > 0 && now.saturating_sub(k.last_unix_nanos) <= ACTIVE_FOR
+}
+
+/// Renders the active gaps.
+pub fn render(view: &View) -> Vec<u8> {
+    let now = view.flushed_at_unix_nanos;
+    let mut gaps: Vec<Gap> = view
+        .gaps
+        .iter()
+        .flat_map(|g| KINDS.iter().map(move |kind| (kind, g)))
+        .filter(|(kind, g)| is_active((kind.of)(&g.counts), now))
+        .map(|(kind, g)| {
+            let k = (kind.of)(&g.counts);
+            Gap {
+                kind: kind.name,
+                service: &g.service,
+                feature: None,
+                count: k.count,
+                ratio: if g.counts.spans == 0 {
+                    1.0
+                } else {
+                    (k.spans as f64 / g.counts.spans as f64).min(1.0)
+                },
+                since: rfc3339(k.first_unix_nanos),
+                last_seen: rfc3339(k.last_unix_nanos),
+                detail: (kind.detail)(&g.service, k),
+            }
+        })
+        .collect();
+    gaps.sort_by(|a, b| b.ratio.total_cmp(&a.ratio).then(b.count.cmp(&a.count)));
+    serde_json::to_vec(&Response { gaps }).unwrap_or_default()
+}
+
+/// Unix nanoseconds as RFC 3339 UTC with millisecond precision.
+pub fn rfc3339(unix_nanos: u64) -> String {
+    let secs = unix_nanos / 1_000_000_000;
+    let millis = (unix_nanos / 1_000_000) % 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::completeness::ServiceGaps;
+    use std::sync::Arc;
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_000_000_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            rfc3339(1_795_317_199_565_551_962),
+            "2026-11-22T03:13:19.565Z"
+        );
+        assert_eq!(
+            rfc3339(4_107_542_399_999_000_000),
+            "2100-02-28T23:59:59.999Z"
+        );
+    }
+
+    #[test]
+    fn only_active_gaps_most_severe_first() {
+        let min = 60 * 1_000_000_000;
+        let counts = |spans, orphans, last| GapCounts {
+            spans,
+            orphans: KindCounts {
+                count: orphans,
+                spans: orphans,
+                first_unix_nanos: last,
+                last_unix_nanos: last,
+            },
+            missing_roots: KindCounts::default(),
+        };
+        let view = View {
+            flushed_at_unix_nanos: 100 * min,
+            gaps: vec![
+                ServiceGaps {
+                    service: Arc::from("a"),
+                    counts: counts(100, 10, 99 * min),
+                },
+                ServiceGaps {
+                    service: Arc::from("b"),
+                    counts: counts(100, 50, 98 * min),
+                },
+                ServiceGaps {
+                    service: Arc::from("stale"),
+                    counts: counts(100, 90, 90 * min),
+                },
+                ServiceGaps {
+                    service: Arc::from("clean"),
+                    counts: counts(100, 0, 0),
+                },
+            ],
+            ..View::default()
+        };
+        let v: serde_json::Value = serde_json::from_slice(&render(&view)).expect("json");
+        let gaps = v["gaps"].as_array().expect("array");
+        let services: Vec<&str> = gaps
+            .iter()
+            .map(|g| g["service"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            services,
+            ["b", "a"],
+            "stale and clean services are not listed"
+        );
+        assert_eq!(gaps[0]["kind"], "orphan_spans");
+        assert_eq!(gaps[0]["ratio"], 0.5);
+        assert_eq!(gaps[0]["count"], 50);
+        assert!(gaps[0]["feature"].is_null());
+        assert!(gaps[0]["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("never arrived"));
+    }
+}
