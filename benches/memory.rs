@@ -169,6 +169,7 @@ fn observations(rng: &mut Rng, spread: Spread) -> Vec<Observation> {
                 bad: (unit() * 20.0) < 1.0,
                 duration_ns,
                 invalid_duration: false,
+                unattributed: false,
             }
         })
         .collect()

@@ -1,6 +1,7 @@
-//! Trace-structure gaps with the OpenTelemetry SDK as the client: a parent that is never
-//! ended (so never exported) leaves an orphan and a rootless trace; a healthy service shows
-//! no gap at all. Time is an injected clock, moved past the trace timeout by hand.
+//! Completeness gaps with the OpenTelemetry SDK as the client: a parent that is never ended
+//! (so never exported) leaves an orphan and a rootless trace; server spans without a route
+//! are unattributed; a healthy service shows no gap at all. Time is an injected clock,
+//! moved past the trace timeout by hand.
 
 mod common;
 
@@ -8,7 +9,7 @@ use common::TestServer;
 use opentelemetry::trace::{
     Span as _, SpanKind, TraceContextExt, Tracer as _, TracerProvider as _,
 };
-use opentelemetry::Context;
+use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{SpanExporter, WithExportConfig};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
@@ -69,6 +70,10 @@ async fn unfinished_parent_is_an_orphan_and_a_missing_root_healthy_service_is_cl
             let parent = tracer
                 .span_builder("GET /ok")
                 .with_kind(SpanKind::Server)
+                .with_attributes(vec![
+                    KeyValue::new("http.request.method", "GET"),
+                    KeyValue::new("http.route", "/ok"),
+                ])
                 .start(&tracer);
             let cx = Context::current_with_span(parent);
             let mut child = tracer.start_with_context("work", &cx);
@@ -77,6 +82,19 @@ async fn unfinished_parent_is_an_orphan_and_a_missing_root_healthy_service_is_cl
         }
         healthy.force_flush().expect("flush");
         healthy.shutdown().expect("shutdown");
+        // Instrumentation that records no route: features fall back to the span name.
+        let vague = provider(&endpoint, "vague");
+        let tracer = vague.tracer("t");
+        for _ in 0..4 {
+            tracer
+                .span_builder("GET")
+                .with_kind(SpanKind::Server)
+                .with_attributes(vec![KeyValue::new("http.request.method", "GET")])
+                .start(&tracer)
+                .end();
+        }
+        vague.force_flush().expect("flush");
+        vague.shutdown().expect("shutdown");
         // `broken` is dropped without ending the parent: it is never exported.
         std::mem::forget(cx);
         broken.shutdown().expect("shutdown");
@@ -102,7 +120,13 @@ async fn unfinished_parent_is_an_orphan_and_a_missing_root_healthy_service_is_cl
                 .expect("json")
         }
     };
-    assert_eq!(gaps(&server).await["gaps"], serde_json::json!([]));
+    let early = gaps(&server).await;
+    assert!(
+        early["gaps"]
+            .as_array()
+            .is_some_and(|g| g.iter().all(|g| g["service"] == "vague")),
+        "no trace-structure gap before the timeout: {early}"
+    );
 
     clock.advance(31_000_000_000);
     let m = server.metrics().await;
@@ -141,10 +165,30 @@ async fn unfinished_parent_is_an_orphan_and_a_missing_root_healthy_service_is_cl
     assert_eq!(s("otel_sli_tracked_traces"), Some(0.0));
     assert_eq!(s("otel_sli_completeness_evicted_total"), Some(0.0));
 
+    assert_eq!(
+        s("telemetry_gap_spans_total{service=\"vague\",kind=\"unattributed_spans\"}"),
+        Some(4.0)
+    );
+    assert_eq!(
+        s("telemetry_gap_spans_total{service=\"healthy\",kind=\"unattributed_spans\"}"),
+        Some(0.0)
+    );
+
     let v = gaps(&server).await;
-    let list = v["gaps"].as_array().expect("gaps array");
+    let all = v["gaps"].as_array().expect("gaps array");
+    let vague: Vec<_> = all.iter().filter(|g| g["service"] == "vague").collect();
+    assert_eq!(vague.len(), 1, "{v}");
+    assert_eq!(vague[0]["kind"], "unattributed_spans");
+    assert_eq!(vague[0]["feature"], "GET");
+    assert_eq!(vague[0]["count"], 4);
+    assert_eq!(vague[0]["ratio"], 1.0);
+    assert!(vague[0]["detail"]
+        .as_str()
+        .is_some_and(|d| d.contains("http.route")));
+    assert!(all.iter().all(|g| g["service"] != "healthy"), "{v}");
+    let list: Vec<_> = all.iter().filter(|g| g["service"] == "broken").collect();
     assert_eq!(list.len(), 2, "{v}");
-    for g in list {
+    for g in &list {
         assert_eq!(g["service"], "broken");
         assert_eq!(g["count"], 1);
         assert_eq!(
@@ -158,7 +202,7 @@ async fn unfinished_parent_is_an_orphan_and_a_missing_root_healthy_service_is_cl
     assert!(kinds.contains(&"orphan_spans") && kinds.contains(&"missing_root"));
 
     // Gaps stop being active five minutes after they were last seen.
-    clock.advance(301_000_000_000);
+    clock.advance(311_000_000_000);
     server.flush().await;
     assert_eq!(gaps(&server).await["gaps"], serde_json::json!([]));
     server.stop().await;

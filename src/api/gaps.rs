@@ -1,7 +1,8 @@
 //! `GET /api/v1/gaps`: the telemetry-completeness gaps active now, most severe first.
 //!
 //! A gap is *active* when it was last seen within [`ACTIVE_FOR`] of the latest flush (on
-//! the injected clock). Its ratio is the share of the service's tracked spans it affects.
+//! the injected clock). Its ratio is the share it affects: of the service's tracked spans
+//! for trace-structure gaps, of the series' requests for unattributed spans.
 
 use crate::completeness::{GapCounts, KindCounts};
 use crate::pipeline::snapshot::View;
@@ -68,7 +69,7 @@ pub fn is_active(k: &KindCounts, now: u64) -> bool {
 /// Renders the active gaps.
 pub fn render(view: &View) -> Vec<u8> {
     let now = view.flushed_at_unix_nanos;
-    let mut gaps: Vec<Gap> = view
+    let mut gaps: Vec<Gap<'_>> = view
         .gaps
         .iter()
         .flat_map(|g| KINDS.iter().map(move |kind| (kind, g)))
@@ -91,6 +92,42 @@ pub fn render(view: &View) -> Vec<u8> {
             }
         })
         .collect();
+    for series in &view.series {
+        let u = &series.unattributed;
+        if u.count == 0 || now.saturating_sub(u.last_unix_nanos) > ACTIVE_FOR {
+            continue;
+        }
+        let service = series.service();
+        let detail = if service.starts_with("unknown_service") {
+            format!(
+                "{} requests come from spans with no service.name: set OTEL_SERVICE_NAME (or the \
+                 service.name resource attribute) in the application",
+                u.count
+            )
+        } else {
+            format!(
+                "{} requests of {service} were named after their span name \"{}\" because the \
+                 attributes the feature rules need (for example http.route) are missing: the \
+                 instrumentation does not record the route, or the rules do not fit this service",
+                u.count,
+                series.feature()
+            )
+        };
+        gaps.push(Gap {
+            kind: "unattributed_spans",
+            service,
+            feature: Some(series.feature()),
+            count: u.count,
+            ratio: if series.requests_total == 0 {
+                1.0
+            } else {
+                (u.count as f64 / series.requests_total as f64).min(1.0)
+            },
+            since: rfc3339(u.first_unix_nanos),
+            last_seen: rfc3339(u.last_unix_nanos),
+            detail,
+        });
+    }
     gaps.sort_by(|a, b| b.ratio.total_cmp(&a.ratio).then(b.count.cmp(&a.count)));
     serde_json::to_vec(&Response { gaps }).unwrap_or_default()
 }

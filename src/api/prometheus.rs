@@ -155,7 +155,7 @@ fn completeness(out: &mut String, view: &View) {
         esc(&g.service, &mut s);
         s
     };
-    header(out, "telemetry_gap_spans_total", "counter", "Spans affected by telemetry gaps: orphan_spans (local parent never arrived), missing_root (in traces with no root and no remote parent).");
+    header(out, "telemetry_gap_spans_total", "counter", "Spans affected by telemetry gaps: orphan_spans (local parent never arrived), missing_root (in traces with no root and no remote parent), unattributed_spans (entry spans named after the span name for lack of attributes, or without service.name).");
     for g in &view.gaps {
         let svc = service(g);
         for (kind, n) in [
@@ -167,6 +167,24 @@ fn completeness(out: &mut String, view: &View) {
                 "telemetry_gap_spans_total{{service=\"{svc}\",kind=\"{kind}\"}} {n}"
             );
         }
+    }
+    let mut unattributed: std::collections::BTreeMap<&str, (u64, bool)> = Default::default();
+    for s in &view.series {
+        let e = unattributed.entry(s.service()).or_default();
+        e.0 += s.unattributed.count;
+        e.1 |= s.unattributed.count > 0
+            && view
+                .flushed_at_unix_nanos
+                .saturating_sub(s.unattributed.last_unix_nanos)
+                <= gaps::ACTIVE_FOR;
+    }
+    for (svc, (n, _)) in &unattributed {
+        let mut escaped = String::new();
+        esc(svc, &mut escaped);
+        let _ = writeln!(
+            out,
+            "telemetry_gap_spans_total{{service=\"{escaped}\",kind=\"unattributed_spans\"}} {n}"
+        );
     }
     header(
         out,
@@ -202,6 +220,15 @@ fn completeness(out: &mut String, view: &View) {
                 u8::from(active)
             );
         }
+    }
+    for (svc, (_, active)) in &unattributed {
+        let mut escaped = String::new();
+        esc(svc, &mut escaped);
+        let _ = writeln!(
+            out,
+            "telemetry_gap_active{{service=\"{escaped}\",kind=\"unattributed_spans\"}} {}",
+            u8::from(*active)
+        );
     }
 }
 

@@ -108,6 +108,7 @@ fn merge_overflow(parts: &[&SeriesSnapshot], layout: &Layout) -> SeriesSnapshot 
         out.requests_total += p.requests_total;
         out.errors_total += p.errors_total;
         out.duration_sum_ns += p.duration_sum_ns;
+        out.unattributed.merge(&p.unattributed);
         for (a, b) in out.buckets.iter_mut().zip(p.buckets.iter()) {
             *a += b;
         }

@@ -265,6 +265,9 @@ pub struct Observation {
     pub duration_ns: u64,
     /// End was before start, or a timestamp was missing; the duration was taken as 0.
     pub invalid_duration: bool,
+    /// The feature fell back to the span name because the attributes the feature rules
+    /// need were missing, or the span has no `service.name`.
+    pub unattributed: bool,
 }
 
 /// Compiled classifier. Build once, share read-only across receiver tasks.
@@ -430,7 +433,8 @@ impl Classifier {
 
         let max = self.cfg.max_label_bytes;
         key::push_label(key_buf, resource.service(), max);
-        self.write_feature(span, &lookup, key_buf);
+        let attributed = self.write_feature(span, &lookup, key_buf)
+            && !resource.service().starts_with("unknown_service");
         for &d in &self.dims {
             let start = key::begin_label(key_buf);
             if let Some(v) = lookup(d) {
@@ -451,15 +455,18 @@ impl Classifier {
             bad,
             duration_ns,
             invalid_duration,
+            unattributed: !attributed,
         })
     }
 
+    /// Writes the feature label; returns false when it fell back to the span name (the
+    /// matching rule reads no attribute) or no rule matched.
     fn write_feature<'a>(
         &self,
         span: &SpanView<'a>,
         lookup: &impl Fn(usize) -> Option<AnyValueRef<'a>>,
         buf: &mut Vec<u8>,
-    ) {
+    ) -> bool {
         let max = self.cfg.max_label_bytes;
         'rules: for rule in &self.rules {
             for p in rule {
@@ -490,10 +497,11 @@ impl Classifier {
                 }
             }
             key::finish_label(buf, start, max);
-            return;
+            return rule.iter().any(|p| matches!(p, Part::Slot(_)));
         }
         // No rule matched (e.g. an unnamed span and no span-name rule).
         key::push_label(buf, "unknown_feature", max);
+        false
     }
 
     fn is_bad<'a>(
@@ -697,6 +705,15 @@ mod tests {
         );
         let features: Vec<&str> = out.iter().map(|(_, l)| l[1].as_str()).collect();
         assert_eq!(features, ["GET /u/{id}", "GET", "process 7", "fallback"]);
+        let unattributed: Vec<bool> = out
+            .iter()
+            .map(|(v, _)| matches!(v, Verdict::Entry(o) if o.unattributed))
+            .collect();
+        assert_eq!(
+            unattributed,
+            [false, true, false, true],
+            "span-name fallbacks"
+        );
         assert!(out.iter().all(|(_, l)| l[0] == "shop"));
         assert!(matches!(out[0].0, Verdict::Entry(o) if o.duration_ns == 4_000 && !o.bad));
     }
@@ -747,6 +764,7 @@ mod tests {
             bad: false,
             duration_ns: 0,
             invalid_duration: true,
+            unattributed: true,
         });
         assert_eq!(out[4].0, invalid, "end before start");
         assert_eq!(out[5].0, invalid, "missing start time");

@@ -78,6 +78,39 @@ pub struct WindowSnapshot {
     pub quantiles_ns: [Option<u64>; 4],
 }
 
+/// Requests flagged for a data-quality reason, with when that was first and last seen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flagged {
+    /// Flagged requests since the series was created.
+    pub count: u64,
+    /// Start of the 10-second slot of the first one, Unix nanoseconds (0: none).
+    pub first_unix_nanos: u64,
+    /// Start of the 10-second slot of the last one, Unix nanoseconds (0: none).
+    pub last_unix_nanos: u64,
+}
+
+impl Flagged {
+    fn note(&mut self, slot: u64) {
+        let t = slot.saturating_mul(crate::sli::window::SLOT_SECONDS * 1_000_000_000);
+        if self.count == 0 {
+            self.first_unix_nanos = t;
+        }
+        self.count += 1;
+        self.last_unix_nanos = self.last_unix_nanos.max(t);
+    }
+
+    /// Adds another series' flagged requests (same labels, other shard).
+    pub fn merge(&mut self, o: &Flagged) {
+        if self.count == 0 {
+            self.first_unix_nanos = o.first_unix_nanos;
+        } else if o.count > 0 {
+            self.first_unix_nanos = self.first_unix_nanos.min(o.first_unix_nanos);
+        }
+        self.count += o.count;
+        self.last_unix_nanos = self.last_unix_nanos.max(o.last_unix_nanos);
+    }
+}
+
 /// What readers see of one series at the last flush.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SeriesSnapshot {
@@ -93,6 +126,8 @@ pub struct SeriesSnapshot {
     pub buckets: Box<[u64]>,
     /// Windows in [`Window::ALL`] order.
     pub windows: [WindowSnapshot; 4],
+    /// Requests whose feature fell back to the span name or whose service is unknown.
+    pub unattributed: Flagged,
     /// The overflow series keeps its window histograms so shards' overflow series can be
     /// merged by readers; other series are never merged and leave this `None`.
     pub overflow_hists: Option<Box<[SparseHist; 4]>>,
@@ -124,6 +159,7 @@ struct Series {
     windows: Windows,
     /// Slot of the last recorded request, for expiry.
     last_slot: u64,
+    unattributed: Flagged,
     dirty: bool,
     published: Option<Arc<SeriesSnapshot>>,
 }
@@ -141,6 +177,7 @@ impl Series {
             buckets: vec![0; settings.bounds_ns.len() + 1].into_boxed_slice(),
             windows: Windows::new(slot),
             last_slot: slot,
+            unattributed: Flagged::default(),
             dirty: true,
             published: None,
         }
@@ -150,6 +187,9 @@ impl Series {
     fn record(&mut self, obs: &Observation, settings: &SeriesSettings, slot: u64) {
         self.windows.advance(slot);
         self.last_slot = self.last_slot.max(slot);
+        if obs.unattributed {
+            self.unattributed.note(slot);
+        }
         let d = obs.duration_ns;
         self.windows.record(obs.bad, settings.layout.index_of(d));
         self.requests += 1;
@@ -195,6 +235,7 @@ impl Series {
             duration_sum_ns: self.sum_ns,
             buckets: self.buckets.clone(),
             windows,
+            unattributed: self.unattributed,
             overflow_hists: overflow.then(|| Box::new(hists)),
         });
         self.published = Some(Arc::clone(&snap));
@@ -372,6 +413,7 @@ mod tests {
             bad,
             duration_ns: ms * 1_000_000,
             invalid_duration: false,
+            unattributed: false,
         }
     }
 
