@@ -201,9 +201,115 @@ async fn unfinished_parent_is_an_orphan_and_a_missing_root_healthy_service_is_cl
     let kinds: Vec<&str> = list.iter().filter_map(|g| g["kind"].as_str()).collect();
     assert!(kinds.contains(&"orphan_spans") && kinds.contains(&"missing_root"));
 
-    // Gaps stop being active five minutes after they were last seen.
+    assert_eq!(
+        s("telemetry_service_silent{service=\"healthy\"}"),
+        Some(0.0)
+    );
+
+    // Five minutes later: the old gaps are no longer active, and every service, having sent
+    // nothing since, is reported silent.
     clock.advance(311_000_000_000);
+    let m = server.metrics().await;
+    assert_eq!(
+        common::sample(&m, "telemetry_service_silent{service=\"healthy\"}"),
+        Some(1.0)
+    );
+    let v = gaps(&server).await;
+    let list = v["gaps"].as_array().expect("gaps array");
+    assert!(list.iter().all(|g| g["kind"] == "silent_service"), "{v}");
+    let mut silent: Vec<&str> = list.iter().filter_map(|g| g["service"].as_str()).collect();
+    silent.sort_unstable();
+    assert_eq!(silent, ["broken", "healthy", "vague"]);
+    server.stop().await;
+}
+
+/// A service whose metrics arrive but whose spans never do has no SLIs here: reported as
+/// `metrics_without_traces`; its metrics also keep it from being called silent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_without_traces_and_metrics_keep_a_service_alive() {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::metrics::v1::{
+        metric, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+    };
+    use opentelemetry_proto::tonic::resource::v1::Resource as ProtoResource;
+    use prost::Message;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as u64;
+    let clock = Arc::new(ManualClock::new(now));
+    let server = TestServer::start_with_clock(common::config(""), clock.clone()).await;
+    let metrics = |service: &str| {
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(ProtoResource {
+                    attributes: vec![otel_sli::otlp::synth::kv_str("service.name", service)],
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: "queue.depth".into(),
+                        data: Some(metric::Data::Gauge(Gauge {
+                            data_points: vec![NumberDataPoint::default(); 3],
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
+    };
+    for _ in 0..2 {
+        let r = common::http_post(
+            server.http,
+            "/v1/metrics",
+            "application/x-protobuf",
+            None,
+            metrics("metrics-only"),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+    }
     server.flush().await;
-    assert_eq!(gaps(&server).await["gaps"], serde_json::json!([]));
+    let url = format!("http://{}/api/v1/gaps", server.admin);
+    let v: serde_json::Value = reqwest::get(&url)
+        .await
+        .expect("admin")
+        .json()
+        .await
+        .expect("json");
+    let list = v["gaps"].as_array().expect("array");
+    assert_eq!(list.len(), 1, "{v}");
+    assert_eq!(list[0]["kind"], "metrics_without_traces");
+    assert_eq!(list[0]["service"], "metrics-only");
+    assert_eq!(list[0]["count"], 6);
+
+    // Four minutes on, fresh metrics: not silent. Another four: still not (last metrics
+    // were four minutes ago). Six more without anything: silent.
+    clock.advance(240_000_000_000);
+    common::http_post(
+        server.http,
+        "/v1/metrics",
+        "application/x-protobuf",
+        None,
+        metrics("metrics-only"),
+    )
+    .await;
+    // Let the shard apply it at this clock time before moving the clock on.
+    server.flush().await;
+    clock.advance(240_000_000_000);
+    let m = server.metrics().await;
+    assert_eq!(
+        common::sample(&m, "telemetry_service_silent{service=\"metrics-only\"}"),
+        Some(0.0)
+    );
+    clock.advance(120_000_000_000);
+    let m = server.metrics().await;
+    assert_eq!(
+        common::sample(&m, "telemetry_service_silent{service=\"metrics-only\"}"),
+        Some(1.0)
+    );
     server.stop().await;
 }

@@ -66,8 +66,19 @@ pub fn is_active(k: &KindCounts, now: u64) -> bool {
     k.count > 0 && now.saturating_sub(k.last_unix_nanos) <= ACTIVE_FOR
 }
 
-/// Renders the active gaps.
-pub fn render(view: &View) -> Vec<u8> {
+/// Whether a service that reported at some point has been silent for `silence_after`.
+pub fn is_silent(c: &GapCounts, now: u64, silence_after: u64) -> bool {
+    let last = c.last_seen_unix_nanos();
+    last != 0 && now.saturating_sub(last) > silence_after
+}
+
+/// Whether a service sends metrics but none of its spans ever arrived.
+pub fn metrics_without_traces(c: &GapCounts) -> bool {
+    c.metric_points > 0 && c.spans == 0
+}
+
+/// Renders the active gaps; a service is silent after `silence_after` nanoseconds.
+pub fn render(view: &View, silence_after: u64) -> Vec<u8> {
     let now = view.flushed_at_unix_nanos;
     let mut gaps: Vec<Gap<'_>> = view
         .gaps
@@ -92,6 +103,43 @@ pub fn render(view: &View) -> Vec<u8> {
             }
         })
         .collect();
+    for g in &view.gaps {
+        let c = &g.counts;
+        if is_silent(c, now, silence_after) {
+            let last = c.last_seen_unix_nanos();
+            gaps.push(Gap {
+                kind: "silent_service",
+                service: &g.service,
+                feature: None,
+                count: 1,
+                ratio: 1.0,
+                since: rfc3339(last),
+                last_seen: rfc3339(last),
+                detail: format!(
+                    "{} sent spans, metrics or logs until {} and nothing since: the service or its \
+                     exporter stopped, or its telemetry now goes elsewhere; its SLIs are not current",
+                    g.service,
+                    rfc3339(last)
+                ),
+            });
+        }
+        if metrics_without_traces(c) {
+            gaps.push(Gap {
+                kind: "metrics_without_traces",
+                service: &g.service,
+                feature: None,
+                count: c.metric_points,
+                ratio: 1.0,
+                since: rfc3339(c.last_signal_unix_nanos),
+                last_seen: rfc3339(c.last_signal_unix_nanos),
+                detail: format!(
+                    "{} sends metrics ({} data points) but none of its spans arrive: tracing is off, \
+                     sampled to nothing, or exported elsewhere, so it has no SLIs here",
+                    g.service, c.metric_points
+                ),
+            });
+        }
+    }
     for series in &view.series {
         let u = &series.unattributed;
         if u.count == 0 || now.saturating_sub(u.last_unix_nanos) > ACTIVE_FOR {
@@ -188,6 +236,7 @@ mod tests {
                 last_unix_nanos: last,
             },
             missing_roots: KindCounts::default(),
+            ..GapCounts::default()
         };
         let view = View {
             flushed_at_unix_nanos: 100 * min,
@@ -211,7 +260,8 @@ mod tests {
             ],
             ..View::default()
         };
-        let v: serde_json::Value = serde_json::from_slice(&render(&view)).expect("json");
+        let v: serde_json::Value =
+            serde_json::from_slice(&render(&view, 3_600_000_000_000)).expect("json");
         let gaps = v["gaps"].as_array().expect("array");
         let services: Vec<&str> = gaps
             .iter()

@@ -70,11 +70,9 @@ async fn slis_handler(
 
 async fn gaps_handler(State(s): State<ApiState>) -> Response {
     let view = s.pipeline.view();
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        gaps::render(&view),
-    )
-        .into_response()
+    let silence = u64::try_from(s.pipeline.silence_after().as_nanos()).unwrap_or(u64::MAX);
+    let body = gaps::render(&view, silence);
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 async fn readyz(State(s): State<ApiState>) -> Response {

@@ -144,12 +144,12 @@ pub fn render(view: &View, pipeline: &Pipeline, t: &Telemetry) -> String {
             }
         }
     }
-    completeness(&mut out, view);
+    completeness(&mut out, view, pipeline);
     self_metrics(&mut out, view, pipeline, t);
     out
 }
 
-fn completeness(out: &mut String, view: &View) {
+fn completeness(out: &mut String, view: &View, pipeline: &Pipeline) {
     let service = |g: &crate::completeness::ServiceGaps| {
         let mut s = String::new();
         esc(&g.service, &mut s);
@@ -184,6 +184,22 @@ fn completeness(out: &mut String, view: &View) {
         let _ = writeln!(
             out,
             "telemetry_gap_spans_total{{service=\"{escaped}\",kind=\"unattributed_spans\"}} {n}"
+        );
+    }
+    header(
+        out,
+        "telemetry_service_silent",
+        "gauge",
+        "1 when the service sent telemetry and then nothing for completeness.silence_after.",
+    );
+    let silence = u64::try_from(pipeline.silence_after().as_nanos()).unwrap_or(u64::MAX);
+    for g in &view.gaps {
+        let silent = gaps::is_silent(&g.counts, view.flushed_at_unix_nanos, silence);
+        let _ = writeln!(
+            out,
+            "telemetry_service_silent{{service=\"{}\"}} {}",
+            service(g),
+            u8::from(silent)
         );
     }
     header(

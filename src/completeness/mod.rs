@@ -6,6 +6,7 @@
 pub mod traces;
 
 use crate::pipeline::batch::Batch;
+use crate::telemetry::Signal;
 use hashbrown::HashMap;
 use std::sync::Arc;
 use traces::{SpanFacts, TraceGap, TraceTracker, TrackerStats};
@@ -50,6 +51,14 @@ impl KindCounts {
 pub struct GapCounts {
     /// Spans of the service tracked (the base of the gap ratios).
     pub spans: u64,
+    /// Metric data points received from the service.
+    pub metric_points: u64,
+    /// Log records received from the service.
+    pub log_records: u64,
+    /// When the service's last span arrived, Unix nanoseconds (0: never).
+    pub last_span_unix_nanos: u64,
+    /// When the service's last metrics or logs arrived, Unix nanoseconds (0: never).
+    pub last_signal_unix_nanos: u64,
     /// Spans whose local parent never arrived.
     pub orphans: KindCounts,
     /// Traces with no root and no remote parent (count: traces; spans: their spans).
@@ -57,9 +66,18 @@ pub struct GapCounts {
 }
 
 impl GapCounts {
+    /// When anything last arrived from the service (0: never).
+    pub fn last_seen_unix_nanos(&self) -> u64 {
+        self.last_span_unix_nanos.max(self.last_signal_unix_nanos)
+    }
+
     /// Adds another shard's counts for the same service.
     pub fn merge(&mut self, o: &GapCounts) {
         self.spans += o.spans;
+        self.metric_points += o.metric_points;
+        self.log_records += o.log_records;
+        self.last_span_unix_nanos = self.last_span_unix_nanos.max(o.last_span_unix_nanos);
+        self.last_signal_unix_nanos = self.last_signal_unix_nanos.max(o.last_signal_unix_nanos);
         self.orphans.merge(&o.orphans);
         self.missing_roots.merge(&o.missing_roots);
     }
@@ -87,8 +105,12 @@ pub struct GapState {
     names: Vec<Arc<str>>,
     counts: Vec<GapCounts>,
     /// Batch service index → shard service id, reused between batches.
-    remap: Vec<u32>,
+    remap: Vec<Option<u32>>,
+    untracked_services: u64,
 }
+
+/// Most services one shard keeps completeness state for.
+pub const MAX_SERVICES: usize = 10_000;
 
 impl GapState {
     /// State with `tracker`, or inert when tracking is off.
@@ -99,20 +121,25 @@ impl GapState {
         }
     }
 
-    fn intern(&mut self, name: &str) -> u32 {
+    /// The id of service `name`, or `None` when [`MAX_SERVICES`] are known already (the
+    /// service's telemetry is then counted in `untracked_services`, not tracked).
+    fn intern(&mut self, name: &str) -> Option<u32> {
         if let Some(&id) = self.ids.get(name) {
-            return id;
+            return Some(id);
+        }
+        if self.names.len() >= MAX_SERVICES {
+            return None;
         }
         let id = self.names.len() as u32;
         self.ids.insert(name.into(), id);
         self.names.push(name.into());
         self.counts.push(GapCounts::default());
-        id
+        Some(id)
     }
 
-    /// Tracks the spans of a batch seen at `now`.
+    /// Tracks the spans and signals of a batch seen at `now`.
     pub fn observe(&mut self, now: u64, batch: &Batch) {
-        if self.tracker.is_none() || batch.spans.is_empty() {
+        if self.tracker.is_none() || (batch.spans.is_empty() && batch.signals.is_empty()) {
             return;
         }
         let mut remap = std::mem::take(&mut self.remap);
@@ -121,16 +148,38 @@ impl GapState {
             let id = self.intern(name);
             remap.push(id);
         }
+        let id_of = |i: u32| remap.get(i as usize).copied().flatten();
+        for sig in &batch.signals {
+            let Some(c) = id_of(sig.service).and_then(|id| self.counts.get_mut(id as usize)) else {
+                self.untracked_services += 1;
+                continue;
+            };
+            match sig.signal {
+                Signal::Metrics => c.metric_points += sig.items,
+                Signal::Logs => c.log_records += sig.items,
+                Signal::Traces => {}
+            }
+            c.last_signal_unix_nanos = c.last_signal_unix_nanos.max(now);
+        }
         if let Some(tracker) = self.tracker.as_mut() {
             for s in &batch.spans {
-                let service = remap.get(s.service as usize).copied().unwrap_or(0);
+                let Some(service) = id_of(s.service) else {
+                    self.untracked_services += 1;
+                    continue;
+                };
                 if let Some(c) = self.counts.get_mut(service as usize) {
                     c.spans += 1;
+                    c.last_span_unix_nanos = c.last_span_unix_nanos.max(now);
                 }
                 tracker.observe(now, SpanFacts { service, ..*s });
             }
         }
         self.remap = remap;
+    }
+
+    /// Spans and signals not tracked because [`MAX_SERVICES`] services were known.
+    pub fn untracked_services(&self) -> u64 {
+        self.untracked_services
     }
 
     /// Judges the traces that timed out by `now`.

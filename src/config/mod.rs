@@ -208,6 +208,7 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         flush_interval,
         retry_after,
         traces: None,
+        silence_after: Duration::from_secs(300),
     };
 
     let sli = raw.sli;
@@ -358,6 +359,15 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         None
     };
 
+    if let Some(d) = c.silence_after {
+        if d.0 < Duration::from_secs(10) {
+            return Err(invalid(
+                "completeness.silence_after",
+                "must be at least 10s",
+            ));
+        }
+        pipeline.silence_after = d.0;
+    }
     pipeline.traces = completeness.map(|c| TrackerConfig {
         timeout_nanos: u64::try_from(c.trace_timeout.as_nanos()).unwrap_or(u64::MAX),
         max_traces: c.max_traces.div_ceil(pipeline.shards).max(1),

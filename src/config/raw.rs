@@ -156,6 +156,9 @@ pub struct RawCompleteness {
     /// Most spans tracked per trace; further spans of a huge trace are counted, not
     /// tracked. Default `1000`.
     pub max_spans_per_trace: Option<usize>,
+    /// A service that sent spans, metrics or logs and then nothing for this long is
+    /// reported silent. Default `5m`.
+    pub silence_after: Option<HumanDuration>,
 }
 
 /// `limits:`

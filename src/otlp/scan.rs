@@ -989,6 +989,69 @@ fn metric_points(mut c: Cursor<'_>) -> Result<u64, ScanError> {
     Ok(n)
 }
 
+/// Walks a metrics or logs request per resource: for each `ResourceMetrics` /
+/// `ResourceLogs`, reports its resource attributes and its item count (data points or log
+/// records) to `sink`. Returns the total. Validation as [`count_metric_points`].
+fn items_by_resource<'a>(
+    buf: &'a [u8],
+    leaf: &dyn Fn(Cursor<'_>) -> Result<u64, ScanError>,
+    sink: &mut dyn FnMut(AttrsRef<'a>, u64),
+) -> Result<u64, ScanError> {
+    let mut c = Cursor::new(buf, 0);
+    let mut total = 0u64;
+    while c.has_more() {
+        let at = c.pos;
+        let (field, wt) = c.key()?;
+        if field != 1 {
+            c.skip(field, wt, DEPTH_REQUEST, at)?;
+            continue;
+        }
+        c.want(field, wt, WT_LEN, at)?;
+        let mut r = c.sub()?;
+        let mut attrs = AttrsRef::empty();
+        let mut items = 0u64;
+        while r.has_more() {
+            let at = r.pos;
+            let (field, wt) = r.key()?;
+            match field {
+                1 => {
+                    r.want(field, wt, WT_LEN, at)?;
+                    let (n, range) = scan_resource(r.sub()?)?;
+                    if attrs.is_empty() {
+                        attrs = AttrsRef::flat(range, 1, n);
+                    }
+                }
+                2 => {
+                    r.want(field, wt, WT_LEN, at)?;
+                    let scope = r.sub()?;
+                    items =
+                        items.saturating_add(count_items(scope, &[2], leaf, DEPTH_RESOURCE_SPANS)?);
+                }
+                _ => r.skip(field, wt, DEPTH_RESOURCE_SPANS, at)?,
+            }
+        }
+        sink(attrs, items);
+        total = total.saturating_add(items);
+    }
+    Ok(total)
+}
+
+/// Data points per resource of an `ExportMetricsServiceRequest`; see [`items_by_resource`].
+pub fn metric_points_by_resource<'a>(
+    buf: &'a [u8],
+    sink: &mut dyn FnMut(AttrsRef<'a>, u64),
+) -> Result<u64, ScanError> {
+    items_by_resource(buf, &metric_points, sink)
+}
+
+/// Log records per resource of an `ExportLogsServiceRequest`; see [`items_by_resource`].
+pub fn log_records_by_resource<'a>(
+    buf: &'a [u8],
+    sink: &mut dyn FnMut(AttrsRef<'a>, u64),
+) -> Result<u64, ScanError> {
+    items_by_resource(buf, &|_| Ok(1), sink)
+}
+
 /// Number of data points in an `ExportMetricsServiceRequest`
 /// (`resource_metrics` → `scope_metrics` → `metrics` → data → `data_points`).
 pub fn count_metric_points(buf: &[u8]) -> Result<u64, ScanError> {

@@ -41,14 +41,27 @@ pub struct Batch {
     pub items: Vec<Item>,
     /// Spans of the traces this shard tracks (routed by trace id, not series key).
     pub spans: Vec<TraceItem>,
-    /// Service names the spans refer to.
+    /// Service names the spans and signals refer to.
     pub services: Vec<Box<str>>,
+    /// Metrics and logs reported, per service (for silence detection).
+    pub signals: Vec<SignalItem>,
+}
+
+/// Items of a metrics or logs request from one service.
+#[derive(Clone, Copy, Debug)]
+pub struct SignalItem {
+    /// Index into [`Batch::services`].
+    pub service: u32,
+    /// Metrics or logs.
+    pub signal: crate::telemetry::Signal,
+    /// Data points or log records.
+    pub items: u64,
 }
 
 impl Batch {
     /// True when the batch carries nothing.
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty() && self.spans.is_empty()
+        self.items.is_empty() && self.spans.is_empty() && self.signals.is_empty()
     }
 }
 

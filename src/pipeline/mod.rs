@@ -13,11 +13,14 @@ pub mod snapshot;
 
 use crate::clock::SharedClock;
 use crate::completeness::traces::{TraceTracker, TrackerConfig};
-use crate::otlp::scan::{scan_traces, ScanError};
+use crate::otlp::scan::{
+    log_records_by_resource, metric_points_by_resource, scan_traces, AttrsRef, ScanError,
+};
 use crate::sli::classify::Classifier;
 use crate::sli::series::{SeriesSettings, SeriesTable};
+use crate::telemetry::Signal;
 use arc_swap::ArcSwap;
-use batch::{Collector, Tally};
+use batch::{Batch, Collector, Tally};
 use crossbeam::channel::{self, Sender};
 use crossbeam::utils::CachePadded;
 use shard::Msg;
@@ -43,6 +46,8 @@ pub struct PipelineOptions {
     /// Trace-structure tracking per shard (limits already divided by the shard count);
     /// `None` when completeness tracking is off.
     pub traces: Option<TrackerConfig>,
+    /// A service that reported and then sent nothing for this long is silent.
+    pub silence_after: Duration,
 }
 
 /// Why a request was not ingested.
@@ -80,6 +85,7 @@ struct Inner {
     capacity: usize,
     retry_after: Duration,
     track_traces: bool,
+    silence_after: Duration,
     closed: AtomicBool,
     /// Ingest calls in progress; shutdown waits for them before stopping the shards, so no
     /// accepted request is answered OK and then dropped.
@@ -185,6 +191,7 @@ impl Pipeline {
                 capacity: opts.queue_capacity.max(1),
                 retry_after: opts.retry_after,
                 track_traces: opts.traces.is_some(),
+                silence_after: opts.silence_after,
                 closed: AtomicBool::new(false),
                 in_flight: CachePadded::new(AtomicUsize::new(0)),
                 threads: Mutex::new(Vec::new()),
@@ -209,9 +216,70 @@ impl Pipeline {
             return Err(IngestError::TooLarge);
         }
         let tally = collector.tally;
-        let batches = collector.batches;
+        self.dispatch(collector.batches)
+            .map_err(|retry_after| IngestError::Busy {
+                retry_after,
+                spans: tally.spans,
+            })?;
+        Ok(tally)
+    }
 
-        // Reserve room in every shard this request touches before sending anything.
+    /// Counts the items of a metrics or logs request per service and, when completeness
+    /// tracking is on, tells the shard owning each service that it reported (for silence
+    /// and metrics-without-traces detection). Returns the item count.
+    pub fn ingest_signal(&self, signal: Signal, body: &[u8]) -> Result<u64, IngestError> {
+        let inner = &*self.inner;
+        let Some(_in_flight) = InFlight::enter(inner) else {
+            return Err(IngestError::ShuttingDown);
+        };
+        let mut per_service: Vec<(Box<str>, u64)> = Vec::new();
+        let mut sink = |attrs: AttrsRef<'_>, items: u64| {
+            if !inner.track_traces {
+                return;
+            }
+            let service = attrs
+                .get(b"service.name")
+                .and_then(|v| v.as_str())
+                .filter(|s| !s.is_empty())
+                .unwrap_or("unknown_service");
+            match per_service.iter_mut().find(|(s, _)| &**s == service) {
+                Some((_, n)) => *n += items,
+                None => per_service.push((service.into(), items)),
+            }
+        };
+        let items = match signal {
+            Signal::Metrics => metric_points_by_resource(body, &mut sink)?,
+            Signal::Logs => log_records_by_resource(body, &mut sink)?,
+            Signal::Traces => return self.ingest_traces(body).map(|t| t.spans),
+        };
+        if per_service.is_empty() {
+            return Ok(items);
+        }
+        let mut batches: Vec<Batch> = (0..inner.shards.len()).map(|_| Batch::default()).collect();
+        for (service, n) in per_service {
+            let shard =
+                batch::shard_of(crate::sli::key::hash_key(service.as_bytes()), batches.len());
+            if let Some(b) = batches.get_mut(shard) {
+                b.signals.push(batch::SignalItem {
+                    service: b.services.len() as u32,
+                    signal,
+                    items: n,
+                });
+                b.services.push(service);
+            }
+        }
+        self.dispatch(batches)
+            .map_err(|retry_after| IngestError::Busy {
+                retry_after,
+                spans: 0,
+            })?;
+        Ok(items)
+    }
+
+    /// Sends each non-empty batch to its shard, after reserving room in all of them; on a
+    /// full shard returns the retry delay and sends nothing.
+    fn dispatch(&self, batches: Vec<Batch>) -> Result<(), Duration> {
+        let inner = &*self.inner;
         for (i, b) in batches.iter().enumerate() {
             if b.is_empty() {
                 continue;
@@ -224,10 +292,7 @@ impl Pipeline {
                         }
                     }
                 }
-                return Err(IngestError::Busy {
-                    retry_after: inner.retry_after,
-                    spans: tally.spans,
-                });
+                return Err(inner.retry_after);
             }
         }
         for (shard, batch) in inner.shards.iter().zip(batches) {
@@ -239,7 +304,7 @@ impl Pipeline {
                 shard.queued.fetch_sub(1, Ordering::Release);
             }
         }
-        Ok(tally)
+        Ok(())
     }
 
     fn reserve(&self, shard: usize) -> bool {
@@ -298,6 +363,16 @@ impl Pipeline {
     /// The shared series settings (layout, buckets, limits).
     pub fn settings(&self) -> &SeriesSettings {
         &self.inner.settings
+    }
+
+    /// After how long without telemetry a service counts as silent.
+    pub fn silence_after(&self) -> Duration {
+        self.inner.silence_after
+    }
+
+    /// True when completeness tracking is on.
+    pub fn tracks_completeness(&self) -> bool {
+        self.inner.track_traces
     }
 
     /// The classifier in use.
@@ -361,6 +436,7 @@ mod tests {
                 max_traces: 10_000,
                 max_spans_per_trace: 100,
             }),
+            silence_after: Duration::from_secs(300),
         };
         let classifier = Classifier::new(ClassifyConfig::default()).expect("rules");
         Pipeline::build(&opts, classifier, settings, clock)

@@ -5,7 +5,6 @@ pub mod decode;
 pub mod grpc;
 pub mod http;
 
-use crate::otlp::signals;
 use crate::pipeline::{IngestError, Pipeline};
 use crate::telemetry::{Outcome, RefuseReason, Signal, Telemetry, Transport};
 use std::sync::Arc;
@@ -53,26 +52,7 @@ impl Ingest {
         let t = &self.telemetry;
         let result = match signal {
             Signal::Traces => self.traces(transport, body),
-            Signal::Metrics => signals::count_metric_points(body)
-                .map(|n| {
-                    t.items(transport, signal, n);
-                    Accepted::default()
-                })
-                .map_err(|e| {
-                    Refusal::Malformed(format!(
-                        "request is not a valid ExportMetricsServiceRequest: {e}"
-                    ))
-                }),
-            Signal::Logs => signals::count_log_records(body)
-                .map(|n| {
-                    t.items(transport, signal, n);
-                    Accepted::default()
-                })
-                .map_err(|e| {
-                    Refusal::Malformed(format!(
-                        "request is not a valid ExportLogsServiceRequest: {e}"
-                    ))
-                }),
+            Signal::Metrics | Signal::Logs => self.signal(transport, signal, body),
         };
         let outcome = match &result {
             Ok(a) if a.rejected > 0 => Outcome::Partial,
@@ -83,6 +63,30 @@ impl Ingest {
         };
         t.request(transport, signal, outcome);
         result
+    }
+
+    fn signal(
+        &self,
+        transport: Transport,
+        signal: Signal,
+        body: &[u8],
+    ) -> Result<Accepted, Refusal> {
+        match self.pipeline.ingest_signal(signal, body) {
+            Ok(n) => {
+                self.telemetry.items(transport, signal, n);
+                Ok(Accepted::default())
+            }
+            Err(IngestError::Malformed(e)) => Err(Refusal::Malformed(format!(
+                "request is not a valid {}: {e}",
+                match signal {
+                    Signal::Metrics => "ExportMetricsServiceRequest",
+                    _ => "ExportLogsServiceRequest",
+                }
+            ))),
+            Err(IngestError::Busy { retry_after, .. }) => Err(Refusal::Busy(retry_after)),
+            Err(e @ IngestError::TooLarge) => Err(Refusal::TooLarge(e.to_string())),
+            Err(IngestError::ShuttingDown) => Err(Refusal::ShuttingDown),
+        }
     }
 
     fn traces(&self, transport: Transport, body: &[u8]) -> Result<Accepted, Refusal> {
