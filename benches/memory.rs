@@ -170,6 +170,7 @@ fn observations(rng: &mut Rng, spread: Spread) -> Vec<Observation> {
                 duration_ns,
                 invalid_duration: false,
                 unattributed: false,
+                weight: 1.0,
             }
         })
         .collect()

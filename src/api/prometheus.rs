@@ -60,23 +60,23 @@ pub fn render(view: &View, pipeline: &Pipeline, t: &Telemetry) -> String {
         &mut out,
         "sli_requests_total",
         "counter",
-        "Requests (entry spans) per feature.",
+        "Requests per feature: entry spans, each weighted by its sampling adjusted count (exact when nothing is sampled).",
     );
     for s in &view.series {
         out.push_str("sli_requests_total");
         labels(&mut out, &names, &s.labels);
-        let _ = writeln!(out, "}} {}", s.requests_total);
+        let _ = writeln!(out, "}} {}", float(s.est_requests_total));
     }
     header(
         &mut out,
         "sli_errors_total",
         "counter",
-        "Bad requests per feature, by the outcome rules.",
+        "Bad requests per feature, by the outcome rules, weighted like sli_requests_total.",
     );
     for s in &view.series {
         out.push_str("sli_errors_total");
         labels(&mut out, &names, &s.labels);
-        let _ = writeln!(out, "}} {}", s.errors_total);
+        let _ = writeln!(out, "}} {}", float(s.est_errors_total));
     }
     header(
         &mut out,
@@ -117,7 +117,11 @@ pub fn render(view: &View, pipeline: &Pipeline, t: &Telemetry) -> String {
             }
             out.push_str("sli_success_ratio");
             labels(&mut out, &names, &s.labels);
-            let ratio = (ws.requests - ws.errors) as f64 / ws.requests as f64;
+            let ratio = if ws.est_requests > 0.0 {
+                ((ws.est_requests - ws.est_errors) / ws.est_requests).clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
             let _ = writeln!(out, ",window=\"{}\"}} {}", w.name(), float(ratio));
         }
     }
@@ -185,6 +189,24 @@ fn completeness(out: &mut String, view: &View, pipeline: &Pipeline) {
             out,
             "telemetry_gap_spans_total{{service=\"{escaped}\",kind=\"unattributed_spans\"}} {n}"
         );
+    }
+    let mut sampling: std::collections::BTreeMap<&str, (u64, f64)> = Default::default();
+    for s in &view.series {
+        let e = sampling.entry(s.service()).or_default();
+        e.0 += s.requests_total;
+        e.1 += s.est_requests_total;
+    }
+    header(out, "telemetry_sampling_ratio", "gauge", "Entry spans received / requests they stand for (by their tracestate adjusted counts), per service since start; 1 when nothing is sampled.");
+    for (svc, (spans, est)) in &sampling {
+        if *est > 0.0 {
+            let mut escaped = String::new();
+            esc(svc, &mut escaped);
+            let _ = writeln!(
+                out,
+                "telemetry_sampling_ratio{{service=\"{escaped}\"}} {}",
+                float((*spans as f64 / est).min(1.0))
+            );
+        }
     }
     header(
         out,

@@ -18,8 +18,13 @@ struct Sli<'a> {
     feature: &'a str,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     dimensions: BTreeMap<&'a str, &'a str>,
-    requests: u64,
-    errors: u64,
+    /// Requests, estimated from sampled spans (exact when nothing is sampled).
+    requests: serde_json::Value,
+    errors: serde_json::Value,
+    /// Entry spans received.
+    sampled_requests: u64,
+    /// Received / estimated requests: 1 when nothing is sampled.
+    sampling_ratio: Option<f64>,
     success_ratio: Option<f64>,
     latency_seconds: Latency,
 }
@@ -30,6 +35,15 @@ struct Latency {
     p90: Option<f64>,
     p95: Option<f64>,
     p99: Option<f64>,
+}
+
+/// A count as a JSON number: an integer when it is whole (always, when nothing is sampled).
+pub fn count(x: f64) -> serde_json::Value {
+    if x.fract() == 0.0 && (0.0..9.0e15).contains(&x) {
+        serde_json::Value::from(x as u64)
+    } else {
+        serde_json::Number::from_f64(x).map_or(serde_json::Value::Null, serde_json::Value::Number)
+    }
 }
 
 /// Renders the SLIs of `window`, or explains why the window name is wrong.
@@ -53,10 +67,13 @@ pub fn render(pipeline: &Pipeline, window: &str) -> Result<Vec<u8>, String> {
                     .zip(s.labels.iter().skip(2))
                     .map(|(n, v)| (n.as_str(), &**v))
                     .collect(),
-                requests: ws.requests,
-                errors: ws.errors,
-                success_ratio: (ws.requests > 0)
-                    .then(|| (ws.requests - ws.errors) as f64 / ws.requests as f64),
+                requests: count(ws.est_requests),
+                errors: count(ws.est_errors),
+                sampled_requests: ws.requests,
+                sampling_ratio: (ws.est_requests > 0.0)
+                    .then(|| (ws.requests as f64 / ws.est_requests).min(1.0)),
+                success_ratio: (ws.est_requests > 0.0)
+                    .then(|| ((ws.est_requests - ws.est_errors) / ws.est_requests).clamp(0.0, 1.0)),
                 latency_seconds: Latency {
                     p50: q(0),
                     p90: q(1),

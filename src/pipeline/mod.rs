@@ -699,4 +699,66 @@ mod tests {
             t.join().expect("worker exits");
         }
     }
+
+    /// Sampled traffic (tracestate thresholds for 50% and 10%, and the older p-value)
+    /// is counted by adjusted count: the estimated total lands within 4 standard
+    /// deviations of the true traffic, and unsampled traffic stays exact.
+    #[test]
+    fn sampled_traffic_estimates_true_totals() {
+        let n = 20_000usize;
+        for (tracestate, p_keep) in [
+            ("ot=th:8", 0.5),
+            ("ot=th:e666666666666", 0.1),
+            ("ot=p:1", 0.5),
+            ("", 1.0),
+        ] {
+            let (p, workers) = build(2, 64);
+            let threads = run(workers);
+            let w = Workload {
+                services: 1,
+                features: 1,
+                children_per_trace: 0,
+                error_every: 0,
+                seed: 1,
+            };
+            let mut rng = Rng::new(99);
+            let (mut req, entries, _) = traces_request(&w, &mut rng, n, T0);
+            assert_eq!(entries as usize, n);
+            let mut kept = 0u64;
+            for rs in &mut req.resource_spans {
+                for ss in &mut rs.scope_spans {
+                    ss.spans
+                        .retain(|_| (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p_keep);
+                    for span in &mut ss.spans {
+                        span.trace_state = tracestate.into();
+                    }
+                    kept += ss.spans.len() as u64;
+                }
+            }
+            p.ingest_traces(&req.encode_to_vec()).expect("accepted");
+            p.flush_now();
+            let v = p.view();
+            let est: f64 = v.series.iter().map(|s| s.est_requests_total).sum();
+            let spans: u64 = v.series.iter().map(|s| s.requests_total).sum();
+            assert_eq!(spans, kept);
+            let sigma = (n as f64 * (1.0 - p_keep) / p_keep).sqrt();
+            assert!(
+                (est - n as f64).abs() <= 4.0 * sigma + 1e-6,
+                "{tracestate:?}: estimated {est}, true {n}, sigma {sigma}"
+            );
+            if p_keep == 1.0 {
+                assert_eq!(est, n as f64, "exact when nothing is sampled");
+            } else {
+                let ratio = spans as f64 / est;
+                assert!(
+                    (ratio - p_keep).abs() < 1e-9,
+                    "ratio {ratio} for {tracestate}"
+                );
+            }
+            p.shutdown();
+            for t in threads {
+                t.join().expect("worker exits");
+            }
+        }
+    }
 }

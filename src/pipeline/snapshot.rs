@@ -107,6 +107,8 @@ fn merge_overflow(parts: &[&SeriesSnapshot], layout: &Layout) -> SeriesSnapshot 
     for p in &parts[1..] {
         out.requests_total += p.requests_total;
         out.errors_total += p.errors_total;
+        out.est_requests_total += p.est_requests_total;
+        out.est_errors_total += p.est_errors_total;
         out.duration_sum_ns += p.duration_sum_ns;
         out.unattributed.merge(&p.unattributed);
         for (a, b) in out.buckets.iter_mut().zip(p.buckets.iter()) {
@@ -125,6 +127,8 @@ fn merge_overflow(parts: &[&SeriesSnapshot], layout: &Layout) -> SeriesSnapshot 
         out.windows[w] = WindowSnapshot {
             requests: parts.iter().map(|p| p.windows[w].requests).sum(),
             errors: parts.iter().map(|p| p.windows[w].errors).sum(),
+            est_requests: parts.iter().map(|p| p.windows[w].est_requests).sum(),
+            est_errors: parts.iter().map(|p| p.windows[w].est_errors).sum(),
             quantiles_ns: q,
         };
     }

@@ -246,7 +246,7 @@ impl Reject {
 }
 
 /// What one span contributes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Verdict {
     /// A valid span that is not an entry span: no SLI observation.
     NotEntry,
@@ -257,7 +257,7 @@ pub enum Verdict {
 }
 
 /// One request observation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Observation {
     /// The request failed by the outcome rules.
     pub bad: bool,
@@ -268,6 +268,9 @@ pub struct Observation {
     /// The feature fell back to the span name because the attributes the feature rules
     /// need were missing, or the span has no `service.name`.
     pub unattributed: bool,
+    /// How many requests this span stands for: its adjusted count from the sampling
+    /// information in its `tracestate`, 1 when there is none.
+    pub weight: f64,
 }
 
 /// Compiled classifier. Build once, share read-only across receiver tasks.
@@ -456,6 +459,7 @@ impl Classifier {
             duration_ns,
             invalid_duration,
             unattributed: !attributed,
+            weight: crate::otlp::tracestate::sampling(span.trace_state).weight(),
         })
     }
 
@@ -765,6 +769,7 @@ mod tests {
             duration_ns: 0,
             invalid_duration: true,
             unattributed: true,
+            weight: 1.0,
         });
         assert_eq!(out[4].0, invalid, "end before start");
         assert_eq!(out[5].0, invalid, "missing start time");

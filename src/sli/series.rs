@@ -74,6 +74,10 @@ pub struct WindowSnapshot {
     pub requests: u64,
     /// Bad requests in the window.
     pub errors: u64,
+    /// Requests in the window estimated from sampled spans (= `requests` when unsampled).
+    pub est_requests: f64,
+    /// Bad requests in the window, estimated likewise.
+    pub est_errors: f64,
     /// Latency quantiles in nanoseconds ([`QUANTILES`]); `None` when the window is empty.
     pub quantiles_ns: [Option<u64>; 4],
 }
@@ -120,6 +124,10 @@ pub struct SeriesSnapshot {
     pub requests_total: u64,
     /// Bad requests since the series was created.
     pub errors_total: u64,
+    /// Requests since the series was created, estimated from sampled spans.
+    pub est_requests_total: f64,
+    /// Bad requests since the series was created, estimated from sampled spans.
+    pub est_errors_total: f64,
     /// Sum of request durations, nanoseconds.
     pub duration_sum_ns: u128,
     /// Per exported bucket (non-cumulative), the last entry is `+Inf`.
@@ -154,6 +162,8 @@ struct Series {
     labels: Arc<[Box<str>]>,
     requests: u64,
     errors: u64,
+    est_requests: f64,
+    est_errors: f64,
     sum_ns: u128,
     buckets: Box<[u64]>,
     windows: Windows,
@@ -173,6 +183,8 @@ impl Series {
             labels,
             requests: 0,
             errors: 0,
+            est_requests: 0.0,
+            est_errors: 0.0,
             sum_ns: 0,
             buckets: vec![0; settings.bounds_ns.len() + 1].into_boxed_slice(),
             windows: Windows::new(slot),
@@ -191,9 +203,14 @@ impl Series {
             self.unattributed.note(slot);
         }
         let d = obs.duration_ns;
-        self.windows.record(obs.bad, settings.layout.index_of(d));
+        self.windows
+            .record(obs.bad, settings.layout.index_of(d), obs.weight);
         self.requests += 1;
         self.errors += u64::from(obs.bad);
+        self.est_requests += obs.weight;
+        if obs.bad {
+            self.est_errors += obs.weight;
+        }
         self.sum_ns += u128::from(d);
         let b = settings.bounds_ns.partition_point(|&bound| bound < d);
         if let Some(c) = self.buckets.get_mut(b) {
@@ -222,6 +239,8 @@ impl Series {
             windows[w.index()] = WindowSnapshot {
                 requests: scratch.requests,
                 errors: scratch.errors,
+                est_requests: scratch.est_requests,
+                est_errors: scratch.est_errors,
                 quantiles_ns: q,
             };
             if overflow {
@@ -232,6 +251,8 @@ impl Series {
             labels: Arc::clone(&self.labels),
             requests_total: self.requests,
             errors_total: self.errors,
+            est_requests_total: self.est_requests,
+            est_errors_total: self.est_errors,
             duration_sum_ns: self.sum_ns,
             buckets: self.buckets.clone(),
             windows,
@@ -414,6 +435,7 @@ mod tests {
             duration_ns: ms * 1_000_000,
             invalid_duration: false,
             unattributed: false,
+            weight: 1.0,
         }
     }
 

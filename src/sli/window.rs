@@ -73,10 +73,15 @@ pub fn slot_of(unix_nanos: u64) -> u64 {
 /// Counts and latencies of one slot.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Slot {
-    /// Requests seen.
+    /// Requests seen (entry spans received).
     pub requests: u64,
     /// Bad requests seen.
     pub errors: u64,
+    /// Requests estimated from the sampled spans (each weighted by its adjusted count);
+    /// equal to `requests` when nothing is sampled.
+    pub est_requests: f64,
+    /// Bad requests estimated likewise.
+    pub est_errors: f64,
     /// Latency histogram (bucket indices of the shared layout).
     pub hist: SparseHist,
 }
@@ -89,12 +94,16 @@ impl Slot {
     fn clear(&mut self) {
         self.requests = 0;
         self.errors = 0;
+        self.est_requests = 0.0;
+        self.est_errors = 0.0;
         self.hist.clear();
     }
 
     fn add(&mut self, other: &Slot) {
         self.requests = self.requests.saturating_add(other.requests);
         self.errors = self.errors.saturating_add(other.errors);
+        self.est_requests += other.est_requests;
+        self.est_errors += other.est_errors;
         self.hist.merge(&other.hist);
     }
 
@@ -151,11 +160,16 @@ impl Windows {
         }
     }
 
-    /// Records one request in the current slot. The caller has advanced to the current slot.
+    /// Records one request standing for `weight` requests (its adjusted count) in the
+    /// current slot. The caller has advanced to the current slot.
     #[inline]
-    pub fn record(&mut self, bad: bool, hist_index: u16) {
+    pub fn record(&mut self, bad: bool, hist_index: u16, weight: f64) {
         self.cur.requests += 1;
         self.cur.errors += u64::from(bad);
+        self.cur.est_requests += weight;
+        if bad {
+            self.cur.est_errors += weight;
+        }
         self.cur.hist.record(hist_index, 1);
         self.last_data_slot = Some(self.cur_slot);
     }
@@ -215,10 +229,14 @@ impl Windows {
     pub fn read(&self, window: Window, out: &mut Slot) {
         out.requests = 0;
         out.errors = 0;
+        out.est_requests = 0.0;
+        out.est_errors = 0.0;
         let mut hists: Vec<&SparseHist> = Vec::with_capacity(24);
         for s in self.parts(window).filter(|s| !s.is_empty()) {
             out.requests = out.requests.saturating_add(s.requests);
             out.errors = out.errors.saturating_add(s.errors);
+            out.est_requests += s.est_requests;
+            out.est_errors += s.est_errors;
             hists.push(&s.hist);
         }
         merge_into(&mut out.hist, &hists);
@@ -260,7 +278,7 @@ mod tests {
     fn one_per_slot(w: &mut Windows, start: u64, n: u64) -> u64 {
         for s in start..start + n {
             w.advance(s);
-            w.record(false, 10);
+            w.record(false, 10, 1.0);
         }
         start + n - 1
     }
@@ -285,7 +303,7 @@ mod tests {
     #[test]
     fn idle_series_drains_except_all() {
         let mut w = Windows::new(100);
-        w.record(true, 3);
+        w.record(true, 3, 1.0);
         assert_eq!(count(&w, Window::M1), 1);
         assert!(w.advance(106));
         assert_eq!(count(&w, Window::M1), 0, "gone from 1m after 60 s");
@@ -302,11 +320,11 @@ mod tests {
     #[test]
     fn long_gap_is_bounded_work() {
         let mut w = Windows::new(0);
-        w.record(false, 1);
+        w.record(false, 1, 1.0);
         w.advance(u64::MAX / 2);
         assert_eq!(count(&w, Window::H1), 0);
         assert_eq!(count(&w, Window::All), 1);
-        w.record(false, 1);
+        w.record(false, 1, 1.0);
         assert_eq!(count(&w, Window::M1), 1);
     }
 
@@ -314,7 +332,7 @@ mod tests {
     fn time_going_backwards_is_ignored() {
         let mut w = Windows::new(50);
         assert!(!w.advance(40));
-        w.record(false, 1);
+        w.record(false, 1, 1.0);
         assert_eq!(count(&w, Window::M1), 1);
     }
 
