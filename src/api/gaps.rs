@@ -32,30 +32,43 @@ struct Gap<'a> {
 struct Kind {
     name: &'static str,
     of: fn(&GapCounts) -> &KindCounts,
-    detail: fn(&str, &KindCounts) -> String,
+    detail: fn(&str, &GapCounts) -> String,
 }
 
-const KINDS: [Kind; 2] = [
+const KINDS: [Kind; 3] = [
     Kind {
         name: "orphan_spans",
         of: |c| &c.orphans,
-        detail: |service, k| {
+        detail: |service, c| {
             format!(
                 "{} spans of {service} have a parent that should have been reported by this node but never arrived: \
                  the parent span was probably never ended or exported (a crash, a leaked span, an exporter dropping data), \
                  or its service sends to another collector",
-                k.count
+                c.orphans.count
             )
         },
     },
     Kind {
         name: "missing_root",
         of: |c| &c.missing_roots,
-        detail: |service, k| {
+        detail: |service, c| {
             format!(
                 "{} traces starting at {service} have no root span and no remote parent: the request's entry span \
                  was not exported, or the service that started the trace does not send to this node",
-                k.count
+                c.missing_roots.count
+            )
+        },
+    },
+    Kind {
+        name: "invalid_spans",
+        of: |c| &c.invalid,
+        detail: |service, c| {
+            format!(
+                "{} spans of {service} are invalid: {} with a trace or span id that is empty, all zero \
+                 or of the wrong length (rejected), {} request spans ending before they start or \
+                 missing a timestamp (their latency counts as 0), {} with an end time beyond the \
+                 allowed clock skew (the host clock is wrong, or timestamps are not in nanoseconds)",
+                c.invalid.count, c.invalid_ids, c.invalid_durations, c.clock_skew
             )
         },
     },
@@ -99,7 +112,7 @@ pub fn render(view: &View, silence_after: u64) -> Vec<u8> {
                 },
                 since: rfc3339(k.first_unix_nanos),
                 last_seen: rfc3339(k.last_unix_nanos),
-                detail: (kind.detail)(&g.service, k),
+                detail: (kind.detail)(&g.service, &g.counts),
             }
         })
         .collect();

@@ -165,6 +165,7 @@ fn completeness(out: &mut String, view: &View, pipeline: &Pipeline) {
         for (kind, n) in [
             ("orphan_spans", g.counts.orphans.spans),
             ("missing_root", g.counts.missing_roots.spans),
+            ("invalid_spans", g.counts.invalid.spans),
         ] {
             let _ = writeln!(
                 out,
@@ -250,6 +251,7 @@ fn completeness(out: &mut String, view: &View, pipeline: &Pipeline) {
         for (kind, k) in [
             ("orphan_spans", &g.counts.orphans),
             ("missing_root", &g.counts.missing_roots),
+            ("invalid_spans", &g.counts.invalid),
         ] {
             let active = gaps::is_active(k, now);
             let _ = writeln!(

@@ -5,8 +5,7 @@
 
 pub mod traces;
 
-use crate::pipeline::batch::Batch;
-use crate::telemetry::Signal;
+use crate::pipeline::batch::{Batch, EventKind};
 use hashbrown::HashMap;
 use std::sync::Arc;
 use traces::{SpanFacts, TraceGap, TraceTracker, TrackerStats};
@@ -63,6 +62,14 @@ pub struct GapCounts {
     pub orphans: KindCounts,
     /// Traces with no root and no remote parent (count: traces; spans: their spans).
     pub missing_roots: KindCounts,
+    /// Invalid spans of all reasons (count = spans).
+    pub invalid: KindCounts,
+    /// Of those: invalid trace or span ids (the spans were rejected).
+    pub invalid_ids: u64,
+    /// Of those: entry spans with end before start or a missing timestamp.
+    pub invalid_durations: u64,
+    /// Of those: spans whose end time is beyond the allowed clock skew.
+    pub clock_skew: u64,
 }
 
 impl GapCounts {
@@ -80,6 +87,10 @@ impl GapCounts {
         self.last_signal_unix_nanos = self.last_signal_unix_nanos.max(o.last_signal_unix_nanos);
         self.orphans.merge(&o.orphans);
         self.missing_roots.merge(&o.missing_roots);
+        self.invalid.merge(&o.invalid);
+        self.invalid_ids += o.invalid_ids;
+        self.invalid_durations += o.invalid_durations;
+        self.clock_skew += o.clock_skew;
     }
 }
 
@@ -154,12 +165,28 @@ impl GapState {
                 self.untracked_services += 1;
                 continue;
             };
-            match sig.signal {
-                Signal::Metrics => c.metric_points += sig.items,
-                Signal::Logs => c.log_records += sig.items,
-                Signal::Traces => {}
+            match sig.kind {
+                EventKind::MetricPoints => {
+                    c.metric_points += sig.items;
+                    c.last_signal_unix_nanos = c.last_signal_unix_nanos.max(now);
+                }
+                EventKind::LogRecords => {
+                    c.log_records += sig.items;
+                    c.last_signal_unix_nanos = c.last_signal_unix_nanos.max(now);
+                }
+                EventKind::InvalidIds => {
+                    c.invalid_ids += sig.items;
+                    c.invalid.add(sig.items, sig.items, now);
+                }
+                EventKind::InvalidDurations => {
+                    c.invalid_durations += sig.items;
+                    c.invalid.add(sig.items, sig.items, now);
+                }
+                EventKind::ClockSkew => {
+                    c.clock_skew += sig.items;
+                    c.invalid.add(sig.items, sig.items, now);
+                }
             }
-            c.last_signal_unix_nanos = c.last_signal_unix_nanos.max(now);
         }
         if let Some(tracker) = self.tracker.as_mut() {
             for s in &batch.spans {

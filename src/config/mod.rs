@@ -209,6 +209,7 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         retry_after,
         traces: None,
         silence_after: Duration::from_secs(300),
+        max_clock_skew: Duration::from_secs(3600),
     };
 
     let sli = raw.sli;
@@ -367,6 +368,15 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
             ));
         }
         pipeline.silence_after = d.0;
+    }
+    if let Some(d) = c.max_clock_skew {
+        if d.0 < Duration::from_secs(1) {
+            return Err(invalid(
+                "completeness.max_clock_skew",
+                "must be at least 1s",
+            ));
+        }
+        pipeline.max_clock_skew = d.0;
     }
     pipeline.traces = completeness.map(|c| TrackerConfig {
         timeout_nanos: u64::try_from(c.trace_timeout.as_nanos()).unwrap_or(u64::MAX),

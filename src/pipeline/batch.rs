@@ -43,18 +43,33 @@ pub struct Batch {
     pub spans: Vec<TraceItem>,
     /// Service names the spans and signals refer to.
     pub services: Vec<Box<str>>,
-    /// Metrics and logs reported, per service (for silence detection).
-    pub signals: Vec<SignalItem>,
+    /// Per-service events: metrics and logs reported, invalid spans.
+    pub signals: Vec<ServiceEvent>,
 }
 
-/// Items of a metrics or logs request from one service.
+/// What a service's telemetry in one request amounted to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// Metric data points received.
+    MetricPoints,
+    /// Log records received.
+    LogRecords,
+    /// Spans rejected for an invalid trace or span id.
+    InvalidIds,
+    /// Entry spans whose end was before their start, or with a missing timestamp.
+    InvalidDurations,
+    /// Spans whose end time is further from the arrival time than the allowed clock skew.
+    ClockSkew,
+}
+
+/// A count of one [`EventKind`] from one service.
 #[derive(Clone, Copy, Debug)]
-pub struct SignalItem {
+pub struct ServiceEvent {
     /// Index into [`Batch::services`].
     pub service: u32,
-    /// Metrics or logs.
-    pub signal: crate::telemetry::Signal,
-    /// Data points or log records.
+    /// What was counted.
+    pub kind: EventKind,
+    /// How many.
     pub items: u64,
 }
 
@@ -133,6 +148,11 @@ pub struct Collector<'a, 'c> {
     track_traces: bool,
     /// Per shard: index of the current resource's service in that batch's `services`.
     service_index: Vec<Option<u32>>,
+    /// Invalid spans of the current resource so far: ids, durations, clock skew.
+    invalid: [u64; 3],
+    /// Arrival time and allowed skew for the clock-skew check, Unix nanoseconds.
+    now: u64,
+    max_skew: u64,
     /// One batch per shard.
     pub batches: Vec<Batch>,
     /// Counts for the response.
@@ -152,6 +172,9 @@ impl<'a, 'c> Collector<'a, 'c> {
             too_large: false,
             track_traces: false,
             service_index: vec![None; shards.max(1)],
+            invalid: [0; 3],
+            now: 0,
+            max_skew: u64::MAX,
             batches: (0..shards.max(1)).map(|_| Batch::default()).collect(),
             tally: Tally::default(),
         }
@@ -159,10 +182,59 @@ impl<'a, 'c> Collector<'a, 'c> {
 }
 
 impl Collector<'_, '_> {
-    /// Also collects every valid span for trace-structure tracking.
-    pub fn with_traces(mut self, on: bool) -> Self {
+    /// Also collects every valid span for trace-structure tracking, and per-service
+    /// counts of invalid spans; spans whose end time is more than `max_skew` nanoseconds
+    /// from `now` count as clock-skewed.
+    pub fn with_traces(mut self, on: bool, now: u64, max_skew: u64) -> Self {
         self.track_traces = on;
+        self.now = now;
+        self.max_skew = max_skew;
         self
+    }
+
+    /// Queues the current resource's invalid-span counts for the shard owning its service.
+    /// Call after the last span of each resource; [`SpanSink::resource`] and
+    /// [`Collector::finish`] do.
+    fn flush_invalid(&mut self) {
+        if self.invalid == [0; 3] {
+            return;
+        }
+        let counts = std::mem::take(&mut self.invalid);
+        let service = self
+            .resource
+            .as_ref()
+            .map_or("unknown_service", |r| r.service());
+        let shard = shard_of(key::hash_key(service.as_bytes()), self.batches.len());
+        let Some(batch) = self.batches.get_mut(shard) else {
+            return;
+        };
+        let index = batch.services.len() as u32;
+        batch.services.push(service.into());
+        let kinds = [
+            EventKind::InvalidIds,
+            EventKind::InvalidDurations,
+            EventKind::ClockSkew,
+        ];
+        for (kind, items) in kinds.into_iter().zip(counts) {
+            if items > 0 {
+                batch.signals.push(ServiceEvent {
+                    service: index,
+                    kind,
+                    items,
+                });
+            }
+        }
+        // The service list changed under the cached indices of this shard.
+        if let Some(i) = self.service_index.get_mut(shard) {
+            *i = None;
+        }
+    }
+
+    /// Completes the request: flushes what the last resource left.
+    pub fn finish(&mut self) {
+        if self.track_traces {
+            self.flush_invalid();
+        }
     }
 
     /// Lowers the key-bytes limit (at most [`MAX_KEY_BYTES_PER_REQUEST`]).
@@ -218,6 +290,9 @@ impl Collector<'_, '_> {
 
 impl<'a> SpanSink<'a> for Collector<'a, '_> {
     fn resource(&mut self, resource: ResourceView<'a>) {
+        if self.track_traces {
+            self.flush_invalid();
+        }
         self.resource = Some(self.classifier.resource(resource.attributes));
         self.service_index.iter_mut().for_each(|i| *i = None);
     }
@@ -235,9 +310,21 @@ impl<'a> SpanSink<'a> for Collector<'a, '_> {
         };
         self.scratch.clear();
         let verdict = self.classifier.classify(&span, resource, &mut self.scratch);
-        if self.track_traces && !matches!(verdict, Verdict::Rejected(_)) {
-            let service = resource.service();
-            self.track(&span, service);
+        if self.track_traces {
+            match verdict {
+                Verdict::Rejected(_) => self.invalid[0] += 1,
+                _ => {
+                    if let Verdict::Entry(o) = verdict {
+                        self.invalid[1] += u64::from(o.invalid_duration);
+                    }
+                    let end = span.end_time_unix_nano;
+                    if end != 0 && end.abs_diff(self.now) > self.max_skew {
+                        self.invalid[2] += 1;
+                    }
+                    let service = resource.service();
+                    self.track(&span, service);
+                }
+            }
         }
         match verdict {
             Verdict::NotEntry => {}

@@ -48,6 +48,8 @@ pub struct PipelineOptions {
     pub traces: Option<TrackerConfig>,
     /// A service that reported and then sent nothing for this long is silent.
     pub silence_after: Duration,
+    /// Spans whose end time is further than this from their arrival are clock-skewed.
+    pub max_clock_skew: Duration,
 }
 
 /// Why a request was not ingested.
@@ -86,6 +88,8 @@ struct Inner {
     retry_after: Duration,
     track_traces: bool,
     silence_after: Duration,
+    max_clock_skew: u64,
+    clock: SharedClock,
     closed: AtomicBool,
     /// Ingest calls in progress; shutdown waits for them before stopping the shards, so no
     /// accepted request is answered OK and then dropped.
@@ -192,6 +196,8 @@ impl Pipeline {
                 retry_after: opts.retry_after,
                 track_traces: opts.traces.is_some(),
                 silence_after: opts.silence_after,
+                max_clock_skew: u64::try_from(opts.max_clock_skew.as_nanos()).unwrap_or(u64::MAX),
+                clock: Arc::clone(&clock),
                 closed: AtomicBool::new(false),
                 in_flight: CachePadded::new(AtomicUsize::new(0)),
                 threads: Mutex::new(Vec::new()),
@@ -209,9 +215,14 @@ impl Pipeline {
         let Some(_in_flight) = InFlight::enter(inner) else {
             return Err(IngestError::ShuttingDown);
         };
-        let mut collector =
-            Collector::new(&inner.classifier, inner.shards.len()).with_traces(inner.track_traces);
+        let now = inner.clock.now_unix_nanos();
+        let mut collector = Collector::new(&inner.classifier, inner.shards.len()).with_traces(
+            inner.track_traces,
+            now,
+            inner.max_clock_skew,
+        );
         scan_traces(body, &mut collector)?;
+        collector.finish();
         if collector.too_large {
             return Err(IngestError::TooLarge);
         }
@@ -260,9 +271,13 @@ impl Pipeline {
             let shard =
                 batch::shard_of(crate::sli::key::hash_key(service.as_bytes()), batches.len());
             if let Some(b) = batches.get_mut(shard) {
-                b.signals.push(batch::SignalItem {
+                b.signals.push(batch::ServiceEvent {
                     service: b.services.len() as u32,
-                    signal,
+                    kind: if signal == Signal::Logs {
+                        batch::EventKind::LogRecords
+                    } else {
+                        batch::EventKind::MetricPoints
+                    },
                     items: n,
                 });
                 b.services.push(service);
@@ -437,6 +452,7 @@ mod tests {
                 max_spans_per_trace: 100,
             }),
             silence_after: Duration::from_secs(300),
+            max_clock_skew: Duration::from_secs(3600),
         };
         let classifier = Classifier::new(ClassifyConfig::default()).expect("rules");
         Pipeline::build(&opts, classifier, settings, clock)
@@ -759,6 +775,57 @@ mod tests {
             for t in threads {
                 t.join().expect("worker exits");
             }
+        }
+    }
+
+    /// Invalid spans are counted per service: bad ids (rejected), entry spans ending before
+    /// they start, and end times beyond the allowed clock skew.
+    #[test]
+    fn invalid_spans_are_counted_per_service() {
+        let (p, workers) = build(2, 64);
+        let threads = run(workers);
+        let w = Workload {
+            services: 1,
+            features: 1,
+            children_per_trace: 1,
+            error_every: 0,
+            seed: 1,
+        };
+        let (mut req, _, _) = traces_request(&w, &mut Rng::new(5), 40, T0);
+        let spans = &mut req.resource_spans[0].scope_spans[0].spans;
+        spans[0].span_id = vec![0; 8];
+        spans[1].trace_id.clear();
+        // An entry span that ends before it starts.
+        let entry = spans
+            .iter_mut()
+            .skip(2)
+            .find(|s| s.kind == 2)
+            .expect("an entry span");
+        entry.end_time_unix_nano = entry.start_time_unix_nano - 1;
+        // Two spans from two hours in the future.
+        let mut future = 0;
+        for s in spans.iter_mut().rev().take(2) {
+            s.start_time_unix_nano = T0 + 7_200_000_000_000;
+            s.end_time_unix_nano = T0 + 7_200_000_000_001;
+            future += 1;
+        }
+        let tally = p.ingest_traces(&req.encode_to_vec()).expect("accepted");
+        assert_eq!(tally.rejected(), 2);
+        p.flush_now();
+        let v = p.view();
+        let g = v
+            .gaps
+            .iter()
+            .find(|g| &*g.service == "service-0")
+            .expect("service-0 tracked");
+        assert_eq!(g.counts.invalid_ids, 2);
+        assert_eq!(g.counts.invalid_durations, 1);
+        assert_eq!(g.counts.clock_skew, future);
+        assert_eq!(g.counts.invalid.count, 2 + 1 + future);
+        assert!(g.counts.invalid.last_unix_nanos >= T0);
+        p.shutdown();
+        for t in threads {
+            t.join().expect("worker exits");
         }
     }
 }
