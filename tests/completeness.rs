@@ -220,6 +220,21 @@ async fn unfinished_parent_is_an_orphan_and_a_missing_root_healthy_service_is_cl
     let mut silent: Vec<&str> = list.iter().filter_map(|g| g["service"].as_str()).collect();
     silent.sort_unstable();
     assert_eq!(silent, ["broken", "healthy", "vague"]);
+    // A silent service's SLIs are not presented as healthy.
+    let slis: serde_json::Value = reqwest::get(format!("http://{}/api/v1/slis", server.admin))
+        .await
+        .expect("admin")
+        .json()
+        .await
+        .expect("json");
+    let healthy = slis["slis"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["service"] == "healthy"))
+        .expect("healthy SLI");
+    assert_eq!(healthy["data_quality"], "insufficient", "{healthy}");
+    assert!(healthy["data_quality_reasons"]
+        .to_string()
+        .contains("no telemetry"));
     server.stop().await;
 }
 

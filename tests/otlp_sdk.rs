@@ -249,6 +249,15 @@ async fn check(server: &TestServer, expected: &[(&'static str, Expect)]) {
                 &format!("{feature} {key}"),
             );
         }
+        // Fewer than completeness.min_events (10) requests: not to be trusted yet.
+        let want = if e.requests >= 10 {
+            "ok"
+        } else {
+            "insufficient"
+        };
+        assert_eq!(s["data_quality"], want, "{feature}: {s}");
+        assert_eq!(s["sampled_requests"], e.requests);
+        assert_eq!(s["sampling_ratio"], 1.0);
         // The short windows hold the same data (it all arrived just now).
         let m1 = server.sli("1m", "checkout", feature).await;
         assert_eq!(m1["requests"], e.requests);

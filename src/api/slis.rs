@@ -27,6 +27,11 @@ struct Sli<'a> {
     sampling_ratio: Option<f64>,
     success_ratio: Option<f64>,
     latency_seconds: Latency,
+    /// `ok`, or `insufficient` when the SLI rests on too little data to be trusted.
+    data_quality: &'static str,
+    /// Why the data is insufficient (empty when `ok`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    data_quality_reasons: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -52,12 +57,33 @@ pub fn render(pipeline: &Pipeline, window: &str) -> Result<Vec<u8>, String> {
         .ok_or_else(|| format!("unknown window {window:?}; use 1m, 5m, 1h or all"))?;
     let view = pipeline.view();
     let names = pipeline.classifier().label_names();
+    let min_events = pipeline.min_events();
+    let silence = u64::try_from(pipeline.silence_after().as_nanos()).unwrap_or(u64::MAX);
+    let silent: std::collections::HashSet<&str> = view
+        .gaps
+        .iter()
+        .filter(|g| crate::api::gaps::is_silent(&g.counts, view.flushed_at_unix_nanos, silence))
+        .map(|g| &*g.service)
+        .collect();
     let slis = view
         .series
         .iter()
         .map(|s| {
             let ws = &s.windows[w.index()];
             let q = |i: usize| ws.quantiles_ns[i].map(|ns| ns as f64 / 1e9);
+            let mut reasons = Vec::new();
+            if ws.requests < min_events {
+                reasons.push(format!(
+                    "{} requests in the window, fewer than completeness.min_events ({min_events})",
+                    ws.requests
+                ));
+            }
+            if silent.contains(s.service()) {
+                reasons.push(format!(
+                    "{} has sent no telemetry for completeness.silence_after",
+                    s.service()
+                ));
+            }
             Sli {
                 service: s.service(),
                 feature: s.feature(),
@@ -80,6 +106,12 @@ pub fn render(pipeline: &Pipeline, window: &str) -> Result<Vec<u8>, String> {
                     p95: q(2),
                     p99: q(3),
                 },
+                data_quality: if reasons.is_empty() {
+                    "ok"
+                } else {
+                    "insufficient"
+                },
+                data_quality_reasons: reasons,
             }
         })
         .collect();

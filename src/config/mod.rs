@@ -210,6 +210,7 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         traces: None,
         silence_after: Duration::from_secs(300),
         max_clock_skew: Duration::from_secs(3600),
+        min_events: 10,
     };
 
     let sli = raw.sli;
@@ -368,6 +369,9 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
             ));
         }
         pipeline.silence_after = d.0;
+    }
+    if let Some(n) = c.min_events {
+        pipeline.min_events = n;
     }
     if let Some(d) = c.max_clock_skew {
         if d.0 < Duration::from_secs(1) {

@@ -159,6 +159,9 @@ pub struct RawCompleteness {
     /// A service that sent spans, metrics or logs and then nothing for this long is
     /// reported silent. Default `5m`.
     pub silence_after: Option<HumanDuration>,
+    /// An SLI whose window holds fewer requests than this reports `data_quality:
+    /// "insufficient"` instead of `"ok"`. Default `10`.
+    pub min_events: Option<u64>,
     /// A span whose end time is further than this from the time it arrives (in the future
     /// or the past) counts as an invalid span (clock skew). Default `1h`.
     pub max_clock_skew: Option<HumanDuration>,

@@ -50,6 +50,8 @@ pub struct PipelineOptions {
     pub silence_after: Duration,
     /// Spans whose end time is further than this from their arrival are clock-skewed.
     pub max_clock_skew: Duration,
+    /// An SLI window with fewer requests than this has insufficient data.
+    pub min_events: u64,
 }
 
 /// Why a request was not ingested.
@@ -89,6 +91,7 @@ struct Inner {
     track_traces: bool,
     silence_after: Duration,
     max_clock_skew: u64,
+    min_events: u64,
     clock: SharedClock,
     closed: AtomicBool,
     /// Ingest calls in progress; shutdown waits for them before stopping the shards, so no
@@ -198,6 +201,7 @@ impl Pipeline {
                 silence_after: opts.silence_after,
                 max_clock_skew: u64::try_from(opts.max_clock_skew.as_nanos()).unwrap_or(u64::MAX),
                 clock: Arc::clone(&clock),
+                min_events: opts.min_events,
                 closed: AtomicBool::new(false),
                 in_flight: CachePadded::new(AtomicUsize::new(0)),
                 threads: Mutex::new(Vec::new()),
@@ -385,6 +389,11 @@ impl Pipeline {
         self.inner.silence_after
     }
 
+    /// Fewest requests in a window for its SLI to have sufficient data.
+    pub fn min_events(&self) -> u64 {
+        self.inner.min_events
+    }
+
     /// True when completeness tracking is on.
     pub fn tracks_completeness(&self) -> bool {
         self.inner.track_traces
@@ -453,6 +462,7 @@ mod tests {
             }),
             silence_after: Duration::from_secs(300),
             max_clock_skew: Duration::from_secs(3600),
+            min_events: 10,
         };
         let classifier = Classifier::new(ClassifyConfig::default()).expect("rules");
         Pipeline::build(&opts, classifier, settings, clock)
