@@ -1052,6 +1052,189 @@ pub fn log_records_by_resource<'a>(
     items_by_resource(buf, &|_| Ok(1), sink)
 }
 
+/// Metrics whose data points count server requests, by semantic convention.
+pub const REQUEST_METRICS: [&[u8]; 3] = [
+    b"http.server.request.duration",
+    b"http.server.duration",
+    b"rpc.server.duration",
+];
+
+/// One data point of a request-duration histogram.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestPoint<'a> {
+    /// The metric's name (one of [`REQUEST_METRICS`]).
+    pub metric: &'a [u8],
+    /// The data point's attributes.
+    pub attributes: AttrsRef<'a>,
+    /// `AggregationTemporality`: 1 delta, 2 cumulative.
+    pub temporality: i32,
+    /// Start of the point's aggregation period, Unix nanoseconds.
+    pub start_time_unix_nano: u64,
+    /// Number of requests the point counts.
+    pub count: u64,
+}
+
+/// Walks an `ExportMetricsServiceRequest` and reports every data point of the request
+/// metrics ([`REQUEST_METRICS`], histogram or exponential histogram) with its resource's
+/// attributes. Everything on the way is validated; other metrics are skipped.
+pub fn scan_request_points<'a>(
+    buf: &'a [u8],
+    sink: &mut dyn FnMut(AttrsRef<'a>, RequestPoint<'a>),
+) -> Result<(), ScanError> {
+    let mut c = Cursor::new(buf, 0);
+    while c.has_more() {
+        let at = c.pos;
+        let (field, wt) = c.key()?;
+        if field != 1 {
+            c.skip(field, wt, DEPTH_REQUEST, at)?;
+            continue;
+        }
+        c.want(field, wt, WT_LEN, at)?;
+        let rm = c.sub()?;
+        // Pass 1: the resource.
+        let mut r = rm;
+        let mut resource = AttrsRef::empty();
+        while r.has_more() {
+            let at = r.pos;
+            let (field, wt) = r.key()?;
+            if field == 1 {
+                r.want(field, wt, WT_LEN, at)?;
+                let (n, range) = scan_resource(r.sub()?)?;
+                if resource.is_empty() {
+                    resource = AttrsRef::flat(range, 1, n);
+                }
+            } else {
+                r.skip(field, wt, DEPTH_RESOURCE_SPANS, at)?;
+            }
+        }
+        // Pass 2: scope metrics → metrics.
+        let mut r = rm;
+        while r.has_more() {
+            let at = r.pos;
+            let (field, wt) = r.key()?;
+            if field != 2 {
+                r.skip(field, wt, DEPTH_RESOURCE_SPANS, at)?;
+                continue;
+            }
+            r.want(field, wt, WT_LEN, at)?;
+            let mut scope = r.sub()?;
+            while scope.has_more() {
+                let at = scope.pos;
+                let (field, wt) = scope.key()?;
+                if field != 2 {
+                    scope.skip(field, wt, DEPTH_SCOPE_SPANS, at)?;
+                    continue;
+                }
+                scope.want(field, wt, WT_LEN, at)?;
+                request_metric(scope.sub()?, resource, sink)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One `Metric`: if it is a request metric, reports its histogram points.
+fn request_metric<'a>(
+    m: Cursor<'a>,
+    resource: AttrsRef<'a>,
+    sink: &mut dyn FnMut(AttrsRef<'a>, RequestPoint<'a>),
+) -> Result<(), ScanError> {
+    let mut c = m;
+    let mut name: &[u8] = &[];
+    while c.has_more() {
+        let at = c.pos;
+        let (field, wt) = c.key()?;
+        if field == 1 {
+            c.want(field, wt, WT_LEN, at)?;
+            name = c.bytes()?;
+        } else {
+            c.skip(field, wt, DEPTH_SPAN, at)?;
+        }
+    }
+    let Some(&metric) = REQUEST_METRICS.iter().find(|m| **m == name) else {
+        return Ok(());
+    };
+    let mut c = m;
+    while c.has_more() {
+        let at = c.pos;
+        let (field, wt) = c.key()?;
+        // Histogram (9): points' attributes are field 9; exponential histogram (10): 1.
+        let attr_field = match field {
+            9 => 9,
+            10 => 1,
+            _ => {
+                c.skip(field, wt, DEPTH_SPAN, at)?;
+                continue;
+            }
+        };
+        c.want(field, wt, WT_LEN, at)?;
+        let hist = c.sub()?;
+        let mut h = hist;
+        let mut temporality = 0i32;
+        while h.has_more() {
+            let at = h.pos;
+            let (field, wt) = h.key()?;
+            if field == 2 {
+                h.want(field, wt, WT_VARINT, at)?;
+                temporality = h.varint()? as i32;
+            } else {
+                h.skip(field, wt, DEPTH_STATUS, at)?;
+            }
+        }
+        let mut h = hist;
+        while h.has_more() {
+            let at = h.pos;
+            let (field, wt) = h.key()?;
+            if field != 1 {
+                h.skip(field, wt, DEPTH_STATUS, at)?;
+                continue;
+            }
+            h.want(field, wt, WT_LEN, at)?;
+            let mut p = h.sub()?;
+            let point_buf = p.buf;
+            let (mut start, mut count) = (0u64, 0u64);
+            let (mut first, mut last, mut n) = (0usize, 0usize, 0usize);
+            while p.has_more() {
+                let at = p.pos;
+                let (f, wt) = p.key()?;
+                if f == attr_field {
+                    p.want(f, wt, WT_LEN, at)?;
+                    parse_key_value(p.sub()?, DEPTH_STATUS - 1)?;
+                    if n == 0 {
+                        first = at;
+                    }
+                    last = p.pos;
+                    n += 1;
+                } else if f == 2 {
+                    p.want(f, wt, WT_I64, at)?;
+                    start = p.fixed64()?;
+                } else if f == 4 {
+                    p.want(f, wt, WT_I64, at)?;
+                    count = p.fixed64()?;
+                } else {
+                    p.skip(f, wt, DEPTH_STATUS - 1, at)?;
+                }
+            }
+            let attributes = AttrsRef::flat(
+                point_buf.get(first..last).unwrap_or_default(),
+                attr_field,
+                n,
+            );
+            sink(
+                resource,
+                RequestPoint {
+                    metric,
+                    attributes,
+                    temporality,
+                    start_time_unix_nano: start,
+                    count,
+                },
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Number of data points in an `ExportMetricsServiceRequest`
 /// (`resource_metrics` → `scope_metrics` → `metrics` → data → `data_points`).
 pub fn count_metric_points(buf: &[u8]) -> Result<u64, ScanError> {

@@ -149,4 +149,112 @@ mod tests {
         assert!(count_log_records(&[0x0a, 0x05, 0x12]).is_err());
         assert!(count_metric_points(&[0xff; 3]).is_err());
     }
+
+    #[test]
+    fn request_points_are_found_with_their_attributes() {
+        use crate::otlp::scan::scan_request_points;
+        use crate::otlp::synth::kv_str;
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        let hist = |name: &str, temporality: i32, points: Vec<(u64, u64, &str)>| Metric {
+            name: name.into(),
+            data: Some(Data::Histogram(Histogram {
+                aggregation_temporality: temporality,
+                data_points: points
+                    .into_iter()
+                    .map(|(start, count, route)| HistogramDataPoint {
+                        attributes: vec![
+                            kv_str("http.request.method", "GET"),
+                            kv_str("http.route", route),
+                        ],
+                        start_time_unix_nano: start,
+                        count,
+                        ..Default::default()
+                    })
+                    .collect(),
+            })),
+            ..Default::default()
+        };
+        let req = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![kv_str("service.name", "shop")],
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![
+                        hist(
+                            "http.server.request.duration",
+                            2,
+                            vec![(5, 200, "/a"), (5, 7, "/b")],
+                        ),
+                        hist("http.client.request.duration", 2, vec![(5, 99, "/x")]),
+                        metric(1, 3),
+                        Metric {
+                            name: "rpc.server.duration".into(),
+                            data: Some(Data::ExponentialHistogram(ExponentialHistogram {
+                                aggregation_temporality: 1,
+                                data_points: vec![ExponentialHistogramDataPoint {
+                                    attributes: vec![kv_str("rpc.service", "S")],
+                                    count: 3,
+                                    ..Default::default()
+                                }],
+                            })),
+                            ..Default::default()
+                        },
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let bytes = req.encode_to_vec();
+        let mut seen = Vec::new();
+        scan_request_points(&bytes, &mut |res, p| {
+            let service = res
+                .get(b"service.name")
+                .and_then(|v| v.as_str())
+                .map(String::from);
+            let route = p
+                .attributes
+                .get(b"http.route")
+                .and_then(|v| v.as_str())
+                .map(String::from);
+            seen.push((
+                String::from_utf8_lossy(p.metric).into_owned(),
+                service,
+                route,
+                p.temporality,
+                p.start_time_unix_nano,
+                p.count,
+                p.attributes.len(),
+            ));
+        })
+        .expect("valid");
+        let shop = Some("shop".to_string());
+        assert_eq!(
+            seen,
+            vec![
+                (
+                    "http.server.request.duration".into(),
+                    shop.clone(),
+                    Some("/a".into()),
+                    2,
+                    5,
+                    200,
+                    2
+                ),
+                (
+                    "http.server.request.duration".into(),
+                    shop.clone(),
+                    Some("/b".into()),
+                    2,
+                    5,
+                    7,
+                    2
+                ),
+                ("rpc.server.duration".into(), shop, None, 1, 0, 3, 1),
+            ]
+        );
+        assert!(scan_request_points(&bytes[..bytes.len() - 2], &mut |_, _| {}).is_err());
+    }
 }
