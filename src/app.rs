@@ -98,7 +98,8 @@ pub fn build_pipeline(config: &Config, clock: SharedClock) -> Result<Pipeline, A
             config.max_series,
             2 + config.classify.dimensions.len(),
         )
-        .with_expiry(config.series_expiry),
+        .with_expiry(config.series_expiry)
+        .with_start(clock.now_unix_nanos()),
     );
     Pipeline::start(&config.pipeline, classifier, settings, clock).map_err(AppError::Pipeline)
 }

@@ -328,3 +328,89 @@ async fn metrics_without_traces_and_metrics_keep_a_service_alive() {
     );
     server.stop().await;
 }
+
+/// A service whose request metrics (from the SDK's own metrics exporter) count 200 requests
+/// while only 100 of them arrive as spans has trace coverage 0.5 and an
+/// `untraced_requests` gap; its SLI is marked insufficient.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_metrics_reveal_untraced_requests() {
+    use opentelemetry::metrics::MeterProvider as _;
+    use opentelemetry_otlp::MetricExporter;
+    use opentelemetry_sdk::metrics::SdkMeterProvider;
+    let server = TestServer::start("").await;
+    let endpoint = format!("http://{}", server.grpc);
+    let handle = tokio::runtime::Handle::current();
+    std::thread::spawn(move || {
+        let _g = handle.enter();
+        let resource = || Resource::builder().with_service_name("shop").build();
+        let meters = SdkMeterProvider::builder()
+            .with_periodic_exporter(
+                MetricExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(&endpoint)
+                    .build()
+                    .expect("metric exporter"),
+            )
+            .with_resource(resource())
+            .build();
+        let duration = meters
+            .meter("http")
+            .f64_histogram("http.server.request.duration")
+            .with_unit("s")
+            .build();
+        let attrs = [
+            KeyValue::new("http.request.method", "GET"),
+            KeyValue::new("http.route", "/items"),
+            KeyValue::new("http.response.status_code", 200),
+        ];
+        for _ in 0..200 {
+            duration.record(0.02, &attrs);
+        }
+        let traces = provider(&endpoint, "shop");
+        let tracer = traces.tracer("t");
+        for _ in 0..100 {
+            tracer
+                .span_builder("GET /items")
+                .with_kind(SpanKind::Server)
+                .with_attributes(attrs.to_vec())
+                .start(&tracer)
+                .end();
+        }
+        traces.force_flush().expect("flush spans");
+        meters.force_flush().expect("flush metrics");
+        traces.shutdown().expect("shutdown");
+        meters.shutdown().expect("shutdown");
+    })
+    .join()
+    .expect("sdk thread");
+
+    let sli = server.sli("5m", "shop", "GET /items").await;
+    assert_eq!(sli["requests"], 100);
+    assert_eq!(sli["trace_coverage"], 0.5, "{sli}");
+    assert_eq!(sli["data_quality"], "insufficient");
+    assert!(sli["data_quality_reasons"].to_string().contains("coverage"));
+    let m = server.metrics().await;
+    assert_eq!(
+        common::sample(
+            &m,
+            "telemetry_trace_coverage_ratio{service=\"shop\",feature=\"GET /items\"}"
+        ),
+        Some(0.5)
+    );
+    let url = format!("http://{}/api/v1/gaps", server.admin);
+    let v: serde_json::Value = reqwest::get(&url)
+        .await
+        .expect("admin")
+        .json()
+        .await
+        .expect("json");
+    let gap = v["gaps"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["kind"] == "untraced_requests"))
+        .unwrap_or_else(|| panic!("no untraced_requests gap in {v}"));
+    assert_eq!(gap["service"], "shop");
+    assert_eq!(gap["feature"], "GET /items");
+    assert_eq!(gap["count"], 100);
+    assert_eq!(gap["ratio"], 0.5);
+    server.stop().await;
+}

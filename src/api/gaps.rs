@@ -90,8 +90,9 @@ pub fn metrics_without_traces(c: &GapCounts) -> bool {
     c.metric_points > 0 && c.spans == 0
 }
 
-/// Renders the active gaps; a service is silent after `silence_after` nanoseconds.
-pub fn render(view: &View, silence_after: u64) -> Vec<u8> {
+/// Renders the active gaps; a service is silent after `silence_after` nanoseconds; a
+/// series whose 5-minute trace coverage is below `coverage_target` has untraced requests.
+pub fn render(view: &View, silence_after: u64, coverage_target: f64) -> Vec<u8> {
     let now = view.flushed_at_unix_nanos;
     let mut gaps: Vec<Gap<'_>> = view
         .gaps
@@ -152,6 +153,37 @@ pub fn render(view: &View, silence_after: u64) -> Vec<u8> {
                 ),
             });
         }
+    }
+    let m5 = crate::sli::window::Window::M5.index();
+    for series in &view.series {
+        let w = &series.windows[m5];
+        let Some(coverage) = crate::api::slis::coverage(w.est_requests, w.metric_requests) else {
+            continue;
+        };
+        if coverage >= coverage_target {
+            continue;
+        }
+        let missing = (w.metric_requests as f64 - w.est_requests).max(0.0).round() as u64;
+        let t = rfc3339(now);
+        gaps.push(Gap {
+            kind: "untraced_requests",
+            service: series.service(),
+            feature: Some(series.feature()),
+            count: missing,
+            ratio: 1.0 - coverage,
+            since: t.clone(),
+            last_seen: t,
+            detail: format!(
+                "request metrics count {} requests of {} {} in the last 5 minutes but only {:.0} \
+                 arrived as spans (trace coverage {coverage:.2}): spans are dropped on the way \
+                 (exporter queues, a sampler that does not record its probability), or part of \
+                 the service's instances do not send traces here",
+                w.metric_requests,
+                series.service(),
+                series.feature(),
+                w.est_requests
+            ),
+        });
     }
     for series in &view.series {
         let u = &series.unattributed;
@@ -274,7 +306,7 @@ mod tests {
             ..View::default()
         };
         let v: serde_json::Value =
-            serde_json::from_slice(&render(&view, 3_600_000_000_000)).expect("json");
+            serde_json::from_slice(&render(&view, 3_600_000_000_000, 0.9)).expect("json");
         let gaps = v["gaps"].as_array().expect("array");
         let services: Vec<&str> = gaps
             .iter()

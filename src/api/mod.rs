@@ -71,7 +71,7 @@ async fn slis_handler(
 async fn gaps_handler(State(s): State<ApiState>) -> Response {
     let view = s.pipeline.view();
     let silence = u64::try_from(s.pipeline.silence_after().as_nanos()).unwrap_or(u64::MAX);
-    let body = gaps::render(&view, silence);
+    let body = gaps::render(&view, silence, s.pipeline.coverage_target());
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 

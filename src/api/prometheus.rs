@@ -191,6 +191,17 @@ fn completeness(out: &mut String, view: &View, pipeline: &Pipeline) {
             "telemetry_gap_spans_total{{service=\"{escaped}\",kind=\"unattributed_spans\"}} {n}"
         );
     }
+    header(out, "telemetry_trace_coverage_ratio", "gauge", "Requests seen as spans / requests counted by request metrics over the last 5 minutes (absent without request metrics).");
+    let names = pipeline.classifier().label_names();
+    let m5 = crate::sli::window::Window::M5.index();
+    for s in &view.series {
+        let w = &s.windows[m5];
+        if let Some(c) = crate::api::slis::coverage(w.est_requests, w.metric_requests) {
+            out.push_str("telemetry_trace_coverage_ratio");
+            labels(out, &names, &s.labels);
+            let _ = writeln!(out, "}} {}", float(c));
+        }
+    }
     let mut sampling: std::collections::BTreeMap<&str, (u64, f64)> = Default::default();
     for s in &view.series {
         let e = sampling.entry(s.service()).or_default();

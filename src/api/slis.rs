@@ -25,6 +25,9 @@ struct Sli<'a> {
     sampled_requests: u64,
     /// Received / estimated requests: 1 when nothing is sampled.
     sampling_ratio: Option<f64>,
+    /// Requests seen as spans ÷ requests counted by request metrics in the window; null
+    /// when no request metrics arrived for this series.
+    trace_coverage: Option<f64>,
     success_ratio: Option<f64>,
     latency_seconds: Latency,
     /// `ok`, or `insufficient` when the SLI rests on too little data to be trusted.
@@ -40,6 +43,12 @@ struct Latency {
     p90: Option<f64>,
     p95: Option<f64>,
     p99: Option<f64>,
+}
+
+/// Trace coverage: requests seen as spans (estimated) ÷ requests counted by request
+/// metrics, capped at 1; `None` without request metrics.
+pub fn coverage(span_requests: f64, metric_requests: u64) -> Option<f64> {
+    (metric_requests > 0).then(|| (span_requests / metric_requests as f64).min(1.0))
 }
 
 /// A count as a JSON number: an integer when it is whole (always, when nothing is sampled).
@@ -58,6 +67,7 @@ pub fn render(pipeline: &Pipeline, window: &str) -> Result<Vec<u8>, String> {
     let view = pipeline.view();
     let names = pipeline.classifier().label_names();
     let min_events = pipeline.min_events();
+    let target = pipeline.coverage_target();
     let silence = u64::try_from(pipeline.silence_after().as_nanos()).unwrap_or(u64::MAX);
     let silent: std::collections::HashSet<&str> = view
         .gaps
@@ -71,7 +81,13 @@ pub fn render(pipeline: &Pipeline, window: &str) -> Result<Vec<u8>, String> {
         .map(|s| {
             let ws = &s.windows[w.index()];
             let q = |i: usize| ws.quantiles_ns[i].map(|ns| ns as f64 / 1e9);
+            let coverage = coverage(ws.est_requests, ws.metric_requests);
             let mut reasons = Vec::new();
+            if let Some(c) = coverage.filter(|c| *c < target) {
+                reasons.push(format!(
+                    "trace coverage {c:.2} is below completeness.coverage_target ({target})"
+                ));
+            }
             if ws.requests < min_events {
                 reasons.push(format!(
                     "{} requests in the window, fewer than completeness.min_events ({min_events})",
@@ -98,6 +114,7 @@ pub fn render(pipeline: &Pipeline, window: &str) -> Result<Vec<u8>, String> {
                 sampled_requests: ws.requests,
                 sampling_ratio: (ws.est_requests > 0.0)
                     .then(|| (ws.requests as f64 / ws.est_requests).min(1.0)),
+                trace_coverage: coverage,
                 success_ratio: (ws.est_requests > 0.0)
                     .then(|| ((ws.est_requests - ws.est_errors) / ws.est_requests).clamp(0.0, 1.0)),
                 latency_seconds: Latency {

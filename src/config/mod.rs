@@ -211,6 +211,7 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         silence_after: Duration::from_secs(300),
         max_clock_skew: Duration::from_secs(3600),
         min_events: 10,
+        coverage_target: 0.9,
     };
 
     let sli = raw.sli;
@@ -369,6 +370,15 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
             ));
         }
         pipeline.silence_after = d.0;
+    }
+    if let Some(t) = c.coverage_target {
+        if !(0.0..=1.0).contains(&t) {
+            return Err(invalid(
+                "completeness.coverage_target",
+                "must be between 0 and 1",
+            ));
+        }
+        pipeline.coverage_target = t;
     }
     if let Some(n) = c.min_events {
         pipeline.min_events = n;

@@ -159,6 +159,9 @@ pub struct RawCompleteness {
     /// A service that sent spans, metrics or logs and then nothing for this long is
     /// reported silent. Default `5m`.
     pub silence_after: Option<HumanDuration>,
+    /// Trace coverage (requests seen as spans ÷ requests counted by request metrics) below
+    /// which a series has an `untraced_requests` gap and insufficient data. Default `0.9`.
+    pub coverage_target: Option<f64>,
     /// An SLI whose window holds fewer requests than this reports `data_quality:
     /// "insufficient"` instead of `"ok"`. Default `10`.
     pub min_events: Option<u64>,

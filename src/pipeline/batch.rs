@@ -45,6 +45,21 @@ pub struct Batch {
     pub services: Vec<Box<str>>,
     /// Per-service events: metrics and logs reported, invalid spans.
     pub signals: Vec<ServiceEvent>,
+    /// Request-metric data points, keyed like `items` (their keys are in `keys`).
+    pub metric_points: Vec<MetricItem>,
+}
+
+/// A request-metric data point for the series that owns its key.
+#[derive(Clone, Copy, Debug)]
+pub struct MetricItem {
+    /// Hash of the series key.
+    pub hash: u64,
+    /// Start of the key in [`Batch::keys`].
+    pub key_start: u32,
+    /// Length of the key.
+    pub key_len: u32,
+    /// The point.
+    pub point: crate::sli::series::MetricPoint,
 }
 
 /// What a service's telemetry in one request amounted to.
@@ -76,7 +91,10 @@ pub struct ServiceEvent {
 impl Batch {
     /// True when the batch carries nothing.
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty() && self.spans.is_empty() && self.signals.is_empty()
+        self.items.is_empty()
+            && self.spans.is_empty()
+            && self.signals.is_empty()
+            && self.metric_points.is_empty()
     }
 }
 
@@ -84,10 +102,14 @@ impl Batch {
     /// The key of `item`.
     #[inline]
     pub fn key(&self, item: &Item) -> &[u8] {
-        let start = item.key_start as usize;
-        self.keys
-            .get(start..start + item.key_len as usize)
-            .unwrap_or(&[])
+        self.key_at(item.key_start, item.key_len)
+    }
+
+    /// The key stored at `start..start + len`.
+    #[inline]
+    pub fn key_at(&self, start: u32, len: u32) -> &[u8] {
+        let start = start as usize;
+        self.keys.get(start..start + len as usize).unwrap_or(&[])
     }
 }
 

@@ -14,9 +14,11 @@ pub mod snapshot;
 use crate::clock::SharedClock;
 use crate::completeness::traces::{TraceTracker, TrackerConfig};
 use crate::otlp::scan::{
-    log_records_by_resource, metric_points_by_resource, scan_traces, AttrsRef, ScanError,
+    log_records_by_resource, metric_points_by_resource, scan_request_points, scan_traces, AttrsRef,
+    ScanError,
 };
 use crate::sli::classify::Classifier;
+use crate::sli::series::MetricPoint;
 use crate::sli::series::{SeriesSettings, SeriesTable};
 use crate::telemetry::Signal;
 use arc_swap::ArcSwap;
@@ -52,6 +54,8 @@ pub struct PipelineOptions {
     pub max_clock_skew: Duration,
     /// An SLI window with fewer requests than this has insufficient data.
     pub min_events: u64,
+    /// Trace coverage below this is a gap (`untraced_requests`) and insufficient data.
+    pub coverage_target: f64,
 }
 
 /// Why a request was not ingested.
@@ -92,6 +96,7 @@ struct Inner {
     silence_after: Duration,
     max_clock_skew: u64,
     min_events: u64,
+    coverage_target: f64,
     clock: SharedClock,
     closed: AtomicBool,
     /// Ingest calls in progress; shutdown waits for them before stopping the shards, so no
@@ -202,6 +207,7 @@ impl Pipeline {
                 max_clock_skew: u64::try_from(opts.max_clock_skew.as_nanos()).unwrap_or(u64::MAX),
                 clock: Arc::clone(&clock),
                 min_events: opts.min_events,
+                coverage_target: opts.coverage_target,
                 closed: AtomicBool::new(false),
                 in_flight: CachePadded::new(AtomicUsize::new(0)),
                 threads: Mutex::new(Vec::new()),
@@ -267,7 +273,7 @@ impl Pipeline {
             Signal::Logs => log_records_by_resource(body, &mut sink)?,
             Signal::Traces => return self.ingest_traces(body).map(|t| t.spans),
         };
-        if per_service.is_empty() {
+        if !inner.track_traces {
             return Ok(items);
         }
         let mut batches: Vec<Batch> = (0..inner.shards.len()).map(|_| Batch::default()).collect();
@@ -287,12 +293,56 @@ impl Pipeline {
                 b.services.push(service);
             }
         }
+        if signal == Signal::Metrics {
+            self.collect_request_points(body, &mut batches)?;
+        }
         self.dispatch(batches)
             .map_err(|retry_after| IngestError::Busy {
                 retry_after,
                 spans: 0,
             })?;
         Ok(items)
+    }
+
+    /// Adds the request-metric data points of a metrics request to the batches of the
+    /// shards owning their series, for trace coverage.
+    fn collect_request_points(&self, body: &[u8], batches: &mut [Batch]) -> Result<(), ScanError> {
+        let classifier = &self.inner.classifier;
+        let mut key = Vec::with_capacity(128);
+        let mut stream = Vec::with_capacity(256);
+        let n = batches.len();
+        scan_request_points(body, &mut |resource, point| {
+            let resource = classifier.resource(resource);
+            key.clear();
+            if !classifier.metric_key(&resource, point.attributes, &mut key) {
+                return;
+            }
+            // The stream: series key, metric, and every attribute of the point.
+            stream.clear();
+            stream.extend_from_slice(&key);
+            stream.extend_from_slice(point.metric);
+            for (k, v) in point.attributes.iter() {
+                stream.extend_from_slice(k);
+                stream.extend_from_slice(format!("={v:?};").as_bytes());
+            }
+            let hash = crate::sli::key::hash_key(&key);
+            let Some(b) = batches.get_mut(batch::shard_of(hash, n)) else {
+                return;
+            };
+            let key_start = b.keys.len() as u32;
+            b.keys.extend_from_slice(&key);
+            b.metric_points.push(batch::MetricItem {
+                hash,
+                key_start,
+                key_len: key.len() as u32,
+                point: MetricPoint {
+                    stream: crate::sli::key::hash_key(&stream),
+                    cumulative: point.temporality == 2,
+                    start_unix_nanos: point.start_time_unix_nano,
+                    count: point.count,
+                },
+            });
+        })
     }
 
     /// Sends each non-empty batch to its shard, after reserving room in all of them; on a
@@ -394,6 +444,11 @@ impl Pipeline {
         self.inner.min_events
     }
 
+    /// Trace coverage below which a series has a gap.
+    pub fn coverage_target(&self) -> f64 {
+        self.inner.coverage_target
+    }
+
     /// True when completeness tracking is on.
     pub fn tracks_completeness(&self) -> bool {
         self.inner.track_traces
@@ -463,6 +518,7 @@ mod tests {
             silence_after: Duration::from_secs(300),
             max_clock_skew: Duration::from_secs(3600),
             min_events: 10,
+            coverage_target: 0.9,
         };
         let classifier = Classifier::new(ClassifyConfig::default()).expect("rules");
         Pipeline::build(&opts, classifier, settings, clock)

@@ -97,6 +97,10 @@ impl Worker {
             self.table
                 .record(item.hash, batch.key(item), &item.obs, slot);
         }
+        for m in &batch.metric_points {
+            self.table
+                .record_metric(m.hash, batch.key_at(m.key_start, m.key_len), &m.point, slot);
+        }
     }
 
     fn flush(&mut self) {

@@ -109,6 +109,7 @@ fn merge_overflow(parts: &[&SeriesSnapshot], layout: &Layout) -> SeriesSnapshot 
         out.errors_total += p.errors_total;
         out.est_requests_total += p.est_requests_total;
         out.est_errors_total += p.est_errors_total;
+        out.metric_requests_total += p.metric_requests_total;
         out.duration_sum_ns += p.duration_sum_ns;
         out.unattributed.merge(&p.unattributed);
         for (a, b) in out.buckets.iter_mut().zip(p.buckets.iter()) {
@@ -129,6 +130,7 @@ fn merge_overflow(parts: &[&SeriesSnapshot], layout: &Layout) -> SeriesSnapshot 
             errors: parts.iter().map(|p| p.windows[w].errors).sum(),
             est_requests: parts.iter().map(|p| p.windows[w].est_requests).sum(),
             est_errors: parts.iter().map(|p| p.windows[w].est_errors).sum(),
+            metric_requests: parts.iter().map(|p| p.windows[w].metric_requests).sum(),
             quantiles_ns: q,
         };
     }

@@ -436,7 +436,7 @@ impl Classifier {
 
         let max = self.cfg.max_label_bytes;
         key::push_label(key_buf, resource.service(), max);
-        let attributed = self.write_feature(span, &lookup, key_buf)
+        let attributed = self.write_feature(span.name, &lookup, key_buf)
             && !resource.service().starts_with("unknown_service");
         for &d in &self.dims {
             let start = key::begin_label(key_buf);
@@ -467,7 +467,7 @@ impl Classifier {
     /// matching rule reads no attribute) or no rule matched.
     fn write_feature<'a>(
         &self,
-        span: &SpanView<'a>,
+        span_name: &[u8],
         lookup: &impl Fn(usize) -> Option<AnyValueRef<'a>>,
         buf: &mut Vec<u8>,
     ) -> bool {
@@ -481,7 +481,7 @@ impl Classifier {
                         }
                     }
                     Part::SpanName => {
-                        if span.name.is_empty() {
+                        if span_name.is_empty() {
                             continue 'rules;
                         }
                     }
@@ -497,7 +497,7 @@ impl Classifier {
                             render(v, buf);
                         }
                     }
-                    Part::SpanName => push_utf8(span.name, buf),
+                    Part::SpanName => push_utf8(span_name, buf),
                 }
             }
             key::finish_label(buf, start, max);
@@ -506,6 +506,48 @@ impl Classifier {
         // No rule matched (e.g. an unnamed span and no span-name rule).
         key::push_label(buf, "unknown_feature", max);
         false
+    }
+
+    /// Writes the series key of a request-metric data point (service and feature from the
+    /// same rules as spans, with the point's attributes in place of span attributes; rules
+    /// that need the span name cannot match). Returns false, with nothing usable in `buf`,
+    /// when no attribute rule matches: such points cannot be matched to a feature.
+    pub fn metric_key<'a>(
+        &self,
+        resource: &ResourceValues<'a>,
+        attributes: AttrsRef<'a>,
+        key_buf: &mut Vec<u8>,
+    ) -> bool {
+        let mut slots: [Option<AnyValueRef<'a>>; MAX_ATTRIBUTES] = [None; MAX_ATTRIBUTES];
+        for (k, v) in attributes.iter() {
+            if let Some(i) = self.keys.iter().position(|key| **key == *k) {
+                if let Some(s) = slots.get_mut(i) {
+                    if s.is_none() {
+                        *s = Some(v);
+                    }
+                }
+            }
+        }
+        let lookup = |i: usize| -> Option<AnyValueRef<'a>> {
+            slots
+                .get(i)
+                .copied()
+                .flatten()
+                .or_else(|| resource.slots.get(i).copied().flatten())
+        };
+        let max = self.cfg.max_label_bytes;
+        key::push_label(key_buf, resource.service(), max);
+        if !self.write_feature(b"", &lookup, key_buf) {
+            return false;
+        }
+        for &d in &self.dims {
+            let start = key::begin_label(key_buf);
+            if let Some(v) = lookup(d) {
+                render(v, key_buf);
+            }
+            key::finish_label(key_buf, start, max);
+        }
+        true
     }
 
     fn is_bad<'a>(

@@ -31,6 +31,8 @@ pub struct SeriesSettings {
     pub active: AtomicUsize,
     /// A series with no data for this many 10-second slots is dropped; `None`: never.
     pub expiry_slots: Option<u64>,
+    /// When the process started, Unix nanoseconds (see [`SeriesTable::record_metric`]).
+    pub started_unix_nanos: u64,
 }
 
 impl SeriesSettings {
@@ -52,7 +54,14 @@ impl SeriesSettings {
             label_count,
             active: AtomicUsize::new(0),
             expiry_slots: None,
+            started_unix_nanos: 0,
         }
+    }
+
+    /// Records when the process started.
+    pub fn with_start(mut self, unix_nanos: u64) -> Self {
+        self.started_unix_nanos = unix_nanos;
+        self
     }
 
     /// Drops series idle for `idle` (rounded up to whole 10-second slots); `None` or zero:
@@ -76,11 +85,30 @@ pub struct WindowSnapshot {
     pub errors: u64,
     /// Requests in the window estimated from sampled spans (= `requests` when unsampled).
     pub est_requests: f64,
+    /// Requests in the window counted by request metrics.
+    pub metric_requests: u64,
     /// Bad requests in the window, estimated likewise.
     pub est_errors: f64,
     /// Latency quantiles in nanoseconds ([`QUANTILES`]); `None` when the window is empty.
     pub quantiles_ns: [Option<u64>; 4],
 }
+
+/// A request-metric data point, reduced to what coverage needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricPoint {
+    /// Identity of the point's stream (service, metric, attributes).
+    pub stream: u64,
+    /// Cumulative (else delta) temporality.
+    pub cumulative: bool,
+    /// Start of the aggregation period, Unix nanoseconds.
+    pub start_unix_nanos: u64,
+    /// Requests counted.
+    pub count: u64,
+}
+
+/// Most metric streams followed per series (e.g. one per status code); points of further
+/// streams count only if they are deltas.
+const MAX_STREAMS: usize = 64;
 
 /// Requests flagged for a data-quality reason, with when that was first and last seen.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -136,6 +164,8 @@ pub struct SeriesSnapshot {
     pub windows: [WindowSnapshot; 4],
     /// Requests whose feature fell back to the span name or whose service is unknown.
     pub unattributed: Flagged,
+    /// Requests counted by request metrics since the series was created.
+    pub metric_requests_total: u64,
     /// The overflow series keeps its window histograms so shards' overflow series can be
     /// merged by readers; other series are never merged and leave this `None`.
     pub overflow_hists: Option<Box<[SparseHist; 4]>>,
@@ -170,6 +200,10 @@ struct Series {
     /// Slot of the last recorded request, for expiry.
     last_slot: u64,
     unattributed: Flagged,
+    /// Requests counted by request metrics since the series was created.
+    metric_requests: u64,
+    /// Cumulative metric streams: (stream, start, last count).
+    streams: Vec<(u64, u64, u64)>,
     dirty: bool,
     published: Option<Arc<SeriesSnapshot>>,
 }
@@ -190,6 +224,8 @@ impl Series {
             windows: Windows::new(slot),
             last_slot: slot,
             unattributed: Flagged::default(),
+            metric_requests: 0,
+            streams: Vec::new(),
             dirty: true,
             published: None,
         }
@@ -241,6 +277,7 @@ impl Series {
                 errors: scratch.errors,
                 est_requests: scratch.est_requests,
                 est_errors: scratch.est_errors,
+                metric_requests: scratch.metric_requests,
                 quantiles_ns: q,
             };
             if overflow {
@@ -257,6 +294,7 @@ impl Series {
             buckets: self.buckets.clone(),
             windows,
             unattributed: self.unattributed,
+            metric_requests_total: self.metric_requests,
             overflow_hists: overflow.then(|| Box::new(hists)),
         });
         self.published = Some(Arc::clone(&snap));
@@ -264,11 +302,76 @@ impl Series {
         snap
     }
 
+    /// The requests a metric point adds: deltas as they are; cumulative points as the
+    /// increase since the stream's previous point, the whole count after a reset (a new
+    /// start time or a smaller count).
+    fn metric_delta(&mut self, p: &MetricPoint, started_unix_nanos: u64) -> u64 {
+        if !p.cumulative {
+            return p.count;
+        }
+        match self.streams.iter_mut().find(|(id, _, _)| *id == p.stream) {
+            Some((_, start, last)) => {
+                let delta = if *start == p.start_unix_nanos && p.count >= *last {
+                    p.count - *last
+                } else {
+                    p.count
+                };
+                (*start, *last) = (p.start_unix_nanos, p.count);
+                delta
+            }
+            None => {
+                if self.streams.len() < MAX_STREAMS {
+                    self.streams.push((p.stream, p.start_unix_nanos, p.count));
+                }
+                if p.start_unix_nanos >= started_unix_nanos {
+                    p.count
+                } else {
+                    0
+                }
+            }
+        }
+    }
+
     fn heap_bytes(&self) -> usize {
-        self.key.len()
+        self.streams.capacity() * 24
+            + self.key.len()
             + self.labels.iter().map(|l| l.len() + 16).sum::<usize>()
             + self.buckets.len() * 8
             + self.windows.heap_bytes()
+    }
+}
+
+/// The series of `key`, created if the cardinality guard admits it, else the overflow
+/// series (then `true`).
+fn series_for<'t>(
+    settings: &SeriesSettings,
+    table: &'t mut HashTable<Series>,
+    overflow: &'t mut Option<Series>,
+    overflow_key: &[u8],
+    (hash, key, slot): (u64, &[u8], u64),
+) -> (&'t mut Series, bool) {
+    match table.entry(hash, |s| *s.key == *key, |s| s.hash) {
+        hashbrown::hash_table::Entry::Occupied(e) => (e.into_mut(), false),
+        hashbrown::hash_table::Entry::Vacant(v) => {
+            let admitted = *key != *overflow_key
+                && settings
+                    .active
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                        (n < settings.max_series).then_some(n + 1)
+                    })
+                    .is_ok();
+            if admitted {
+                (
+                    v.insert(Series::new(key, hash, settings, slot)).into_mut(),
+                    false,
+                )
+            } else {
+                let series = overflow.get_or_insert_with(|| {
+                    Series::new(overflow_key, key::hash_key(overflow_key), settings, slot)
+                });
+                (series, true)
+            }
+        }
     }
 }
 
@@ -315,28 +418,36 @@ impl SeriesTable {
     #[inline]
     pub fn record(&mut self, hash: u64, key: &[u8], obs: &Observation, slot: u64) {
         let settings = &*self.settings;
-        if let Some(s) = self.table.find_mut(hash, |s| *s.key == *key) {
-            s.record(obs, settings, slot);
-            return;
-        }
-        let admitted = *key != *self.overflow_key
-            && settings
-                .active
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                    (n < settings.max_series).then_some(n + 1)
-                })
-                .is_ok();
-        if admitted {
-            let mut s = Series::new(key, hash, settings, slot);
-            s.record(obs, settings, slot);
-            self.table.insert_unique(hash, s, |s| s.hash);
-        } else {
-            self.overflow_spans += 1;
-            let overflow_key = &self.overflow_key;
-            let overflow = self.overflow.get_or_insert_with(|| {
-                Series::new(overflow_key, key::hash_key(overflow_key), settings, slot)
-            });
-            overflow.record(obs, settings, slot);
+        let (series, overflowed) = series_for(
+            settings,
+            &mut self.table,
+            &mut self.overflow,
+            &self.overflow_key,
+            (hash, key, slot),
+        );
+        series.record(obs, settings, slot);
+        self.overflow_spans += u64::from(overflowed);
+    }
+
+    /// Adds the requests a request-metric data point counts to the series `key`.
+    /// A cumulative stream first seen here counts whole only if it started after this
+    /// process did ([`SeriesSettings::started_unix_nanos`]): its earlier history is unknown.
+    pub fn record_metric(&mut self, hash: u64, key: &[u8], point: &MetricPoint, slot: u64) {
+        let settings = &*self.settings;
+        let (series, _) = series_for(
+            settings,
+            &mut self.table,
+            &mut self.overflow,
+            &self.overflow_key,
+            (hash, key, slot),
+        );
+        let delta = series.metric_delta(point, settings.started_unix_nanos);
+        series.last_slot = series.last_slot.max(slot);
+        if delta > 0 {
+            series.windows.advance(slot);
+            series.windows.record_metric(delta);
+            series.metric_requests += delta;
+            series.dirty = true;
         }
     }
 
@@ -499,6 +610,46 @@ mod tests {
         at(&mut t, "new", 107);
         assert_eq!(t.len(), 2, "the freed place is available");
         assert_eq!(t.overflow_spans(), 0);
+    }
+
+    #[test]
+    fn metric_points_count_deltas_cumulative_increases_and_resets() {
+        let settings = Arc::new(
+            SeriesSettings::new(Layout::new(2).expect("layout"), &[0.1], 10, 2).with_start(1_000),
+        );
+        let mut t = SeriesTable::new(settings);
+        let k = key::encode(["svc", "GET /x"], 256);
+        let h = key::hash_key(&k);
+        let point = |stream, cumulative, start, count| MetricPoint {
+            stream,
+            cumulative,
+            start_unix_nanos: start,
+            count,
+        };
+        let total = |t: &mut SeriesTable| t.snapshot()[0].metric_requests_total;
+        // A cumulative stream that started after this process: counted whole, then by increase.
+        t.record_metric(h, &k, &point(1, true, 2_000, 50), 100);
+        assert_eq!(total(&mut t), 50);
+        t.record_metric(h, &k, &point(1, true, 2_000, 80), 100);
+        assert_eq!(total(&mut t), 80);
+        // A reset (new start time, smaller count): the new count is all new requests.
+        t.record_metric(h, &k, &point(1, true, 9_000, 5), 100);
+        assert_eq!(total(&mut t), 85);
+        // A counter that went down without a new start is a reset too.
+        t.record_metric(h, &k, &point(1, true, 9_000, 3), 100);
+        assert_eq!(total(&mut t), 88);
+        // A stream that started before this process: its history is unknown, baseline only.
+        t.record_metric(h, &k, &point(2, true, 500, 1_000), 100);
+        assert_eq!(total(&mut t), 88);
+        t.record_metric(h, &k, &point(2, true, 500, 1_010), 100);
+        assert_eq!(total(&mut t), 98);
+        // Deltas count as they are.
+        t.record_metric(h, &k, &point(3, false, 0, 7), 100);
+        t.record_metric(h, &k, &point(3, false, 0, 7), 100);
+        assert_eq!(total(&mut t), 112);
+        let snap = t.snapshot();
+        assert_eq!(snap[0].windows[Window::M1.index()].metric_requests, 112);
+        assert_eq!(snap[0].requests_total, 0, "metrics are not spans");
     }
 
     #[test]

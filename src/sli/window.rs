@@ -82,13 +82,15 @@ pub struct Slot {
     pub est_requests: f64,
     /// Bad requests estimated likewise.
     pub est_errors: f64,
+    /// Requests counted by request metrics (for trace coverage).
+    pub metric_requests: u64,
     /// Latency histogram (bucket indices of the shared layout).
     pub hist: SparseHist,
 }
 
 impl Slot {
     fn is_empty(&self) -> bool {
-        self.requests == 0
+        self.requests == 0 && self.metric_requests == 0
     }
 
     fn clear(&mut self) {
@@ -96,6 +98,7 @@ impl Slot {
         self.errors = 0;
         self.est_requests = 0.0;
         self.est_errors = 0.0;
+        self.metric_requests = 0;
         self.hist.clear();
     }
 
@@ -104,6 +107,7 @@ impl Slot {
         self.errors = self.errors.saturating_add(other.errors);
         self.est_requests += other.est_requests;
         self.est_errors += other.est_errors;
+        self.metric_requests += other.metric_requests;
         self.hist.merge(&other.hist);
     }
 
@@ -174,6 +178,12 @@ impl Windows {
         self.last_data_slot = Some(self.cur_slot);
     }
 
+    /// Adds requests counted by request metrics to the current slot.
+    pub fn record_metric(&mut self, requests: u64) {
+        self.cur.metric_requests += requests;
+        self.last_data_slot = Some(self.cur_slot);
+    }
+
     /// Rotates up to `slot`. Returns whether any window's contents changed.
     pub fn advance(&mut self, slot: u64) -> bool {
         if slot <= self.cur_slot {
@@ -231,12 +241,14 @@ impl Windows {
         out.errors = 0;
         out.est_requests = 0.0;
         out.est_errors = 0.0;
+        out.metric_requests = 0;
         let mut hists: Vec<&SparseHist> = Vec::with_capacity(24);
         for s in self.parts(window).filter(|s| !s.is_empty()) {
             out.requests = out.requests.saturating_add(s.requests);
             out.errors = out.errors.saturating_add(s.errors);
             out.est_requests += s.est_requests;
             out.est_errors += s.est_errors;
+            out.metric_requests += s.metric_requests;
             hists.push(&s.hist);
         }
         merge_into(&mut out.hist, &hists);
