@@ -397,6 +397,20 @@ async fn request_metrics_reveal_untraced_requests() {
         ),
         Some(0.5)
     );
+    assert_eq!(
+        common::sample(
+            &m,
+            "telemetry_gap_active{service=\"shop\",kind=\"untraced_requests\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        common::sample(
+            &m,
+            "telemetry_gap_active{service=\"shop\",kind=\"silent_service\"}"
+        ),
+        Some(0.0)
+    );
     let url = format!("http://{}/api/v1/gaps", server.admin);
     let v: serde_json::Value = reqwest::get(&url)
         .await

@@ -281,6 +281,38 @@ fn completeness(out: &mut String, view: &View, pipeline: &Pipeline) {
             u8::from(*active)
         );
     }
+    // Untraced requests: any series of the service below the coverage target (5 minutes).
+    let target = pipeline.coverage_target();
+    let m5 = crate::sli::window::Window::M5.index();
+    let mut untraced: std::collections::BTreeMap<&str, bool> = Default::default();
+    for s in &view.series {
+        let w = &s.windows[m5];
+        let low = crate::api::slis::coverage(w.est_requests, w.metric_requests)
+            .is_some_and(|c| c < target);
+        *untraced.entry(s.service()).or_default() |= low;
+    }
+    for (svc, low) in &untraced {
+        let mut escaped = String::new();
+        esc(svc, &mut escaped);
+        let _ = writeln!(
+            out,
+            "telemetry_gap_active{{service=\"{escaped}\",kind=\"untraced_requests\"}} {}",
+            u8::from(*low)
+        );
+    }
+    let silence = u64::try_from(pipeline.silence_after().as_nanos()).unwrap_or(u64::MAX);
+    for g in &view.gaps {
+        let svc = service(g);
+        let silent = gaps::is_silent(&g.counts, view.flushed_at_unix_nanos, silence);
+        let no_traces = gaps::metrics_without_traces(&g.counts);
+        let _ = writeln!(
+            out,
+            "telemetry_gap_active{{service=\"{svc}\",kind=\"silent_service\"}} {}\n\
+             telemetry_gap_active{{service=\"{svc}\",kind=\"metrics_without_traces\"}} {}",
+            u8::from(silent),
+            u8::from(no_traces)
+        );
+    }
 }
 
 fn self_metrics(out: &mut String, view: &View, pipeline: &Pipeline, t: &Telemetry) {
