@@ -220,6 +220,12 @@ fn completeness(out: &mut String, view: &View, pipeline: &Pipeline) {
             );
         }
     }
+    header(out, "otel_sli_completeness_untracked_services_total", "counter", "Spans, metrics and logs whose service was not tracked for completeness because a shard already tracked 10000 services.");
+    let _ = writeln!(
+        out,
+        "otel_sli_completeness_untracked_services_total {}",
+        view.untracked_service_items
+    );
     header(
         out,
         "telemetry_service_silent",

@@ -25,6 +25,8 @@ pub struct ShardSnapshot {
     pub trace_stats: TrackerStats,
     /// Traces being tracked.
     pub tracked_traces: usize,
+    /// Spans and signals not tracked because the shard knew too many services.
+    pub untracked_service_items: u64,
     /// Approximate bytes held by the shard's series.
     pub memory_bytes: usize,
     /// Clock time of the flush, Unix nanoseconds.
@@ -48,6 +50,8 @@ pub struct View {
     pub trace_stats: TrackerStats,
     /// Traces being tracked, all shards.
     pub tracked_traces: usize,
+    /// Spans and signals not tracked because a shard knew too many services.
+    pub untracked_service_items: u64,
     /// Approximate bytes held by all series.
     pub memory_bytes: usize,
     /// Oldest flush time among the shards, Unix nanoseconds.
@@ -71,6 +75,7 @@ impl View {
             view.overflow_spans += shard.overflow_spans;
             view.expired_series += shard.expired_series;
             view.tracked_traces += shard.tracked_traces;
+            view.untracked_service_items += shard.untracked_service_items;
             view.trace_stats.evicted_traces += shard.trace_stats.evicted_traces;
             view.trace_stats.untracked_spans += shard.trace_stats.untracked_spans;
             view.trace_stats.judged_traces += shard.trace_stats.judged_traces;

@@ -106,8 +106,8 @@ pub struct MetricPoint {
     pub count: u64,
 }
 
-/// Most metric streams followed per series (e.g. one per status code); points of further
-/// streams count only if they are deltas.
+/// Most cumulative metric streams followed per series (e.g. one per status code); points
+/// of further cumulative streams are not counted (delta points always are).
 const MAX_STREAMS: usize = 64;
 
 /// Requests flagged for a data-quality reason, with when that was first and last seen.
@@ -309,6 +309,7 @@ impl Series {
         if !p.cumulative {
             return p.count;
         }
+        let full = self.streams.len() >= MAX_STREAMS;
         match self.streams.iter_mut().find(|(id, _, _)| *id == p.stream) {
             Some((_, start, last)) => {
                 let delta = if *start == p.start_unix_nanos && p.count >= *last {
@@ -319,10 +320,11 @@ impl Series {
                 (*start, *last) = (p.start_unix_nanos, p.count);
                 delta
             }
+            // Without room to follow the stream, its increases cannot be told apart from
+            // its totals: it is not counted at all rather than counted many times over.
+            None if full => 0,
             None => {
-                if self.streams.len() < MAX_STREAMS {
-                    self.streams.push((p.stream, p.start_unix_nanos, p.count));
-                }
+                self.streams.push((p.stream, p.start_unix_nanos, p.count));
                 if p.start_unix_nanos >= started_unix_nanos {
                     p.count
                 } else {
@@ -650,6 +652,14 @@ mod tests {
         let snap = t.snapshot();
         assert_eq!(snap[0].windows[Window::M1.index()].metric_requests, 112);
         assert_eq!(snap[0].requests_total, 0, "metrics are not spans");
+        // Past MAX_STREAMS cumulative streams, new ones are not counted (not over-counted).
+        for id in 10..10 + MAX_STREAMS as u64 {
+            t.record_metric(h, &k, &point(id, true, 2_000, 1), 100);
+        }
+        let before = total(&mut t);
+        t.record_metric(h, &k, &point(999, true, 2_000, 40), 100);
+        t.record_metric(h, &k, &point(999, true, 2_000, 40), 100);
+        assert_eq!(total(&mut t), before);
     }
 
     #[test]
