@@ -378,6 +378,32 @@ impl Classifier {
         names
     }
 
+    /// The values of the attributes of interest in `attrs` (first occurrence wins).
+    #[inline]
+    fn slots<'a>(&self, attrs: &AttrsRef<'a>) -> [Option<AnyValueRef<'a>>; MAX_ATTRIBUTES] {
+        let mut slots = [None; MAX_ATTRIBUTES];
+        for (k, v) in attrs.iter() {
+            self.put(&mut slots, k, v);
+        }
+        slots
+    }
+
+    #[inline]
+    fn put<'a>(
+        &self,
+        slots: &mut [Option<AnyValueRef<'a>>; MAX_ATTRIBUTES],
+        k: &[u8],
+        v: AnyValueRef<'a>,
+    ) {
+        if let Some(i) = self.keys.iter().position(|key| **key == *k) {
+            if let Some(s) = slots.get_mut(i) {
+                if s.is_none() {
+                    *s = Some(v);
+                }
+            }
+        }
+    }
+
     /// Extracts `service.name` and the attributes of interest from a resource.
     pub fn resource<'a>(&self, attrs: AttrsRef<'a>) -> ResourceValues<'a> {
         let mut slots = [None; MAX_ATTRIBUTES];
@@ -388,13 +414,7 @@ impl Classifier {
                     service = s;
                 }
             }
-            if let Some(i) = self.keys.iter().position(|key| **key == *k) {
-                if let Some(s) = slots.get_mut(i) {
-                    if s.is_none() {
-                        *s = Some(v);
-                    }
-                }
-            }
+            self.put(&mut slots, k, v);
         }
         ResourceValues { service, slots }
     }
@@ -416,23 +436,8 @@ impl Classifier {
         if !(0..8).contains(&kind) || self.cfg.entry_kinds & (1 << kind) == 0 {
             return Verdict::NotEntry;
         }
-        let mut slots: [Option<AnyValueRef<'a>>; MAX_ATTRIBUTES] = [None; MAX_ATTRIBUTES];
-        for (k, v) in span.attributes.iter() {
-            if let Some(i) = self.keys.iter().position(|key| **key == *k) {
-                if let Some(s) = slots.get_mut(i) {
-                    if s.is_none() {
-                        *s = Some(v);
-                    }
-                }
-            }
-        }
-        let lookup = |i: usize| -> Option<AnyValueRef<'a>> {
-            slots
-                .get(i)
-                .copied()
-                .flatten()
-                .or_else(|| resource.slots.get(i).copied().flatten())
-        };
+        let slots = self.slots(&span.attributes);
+        let lookup = |i: usize| value(&slots, resource, i);
 
         let max = self.cfg.max_label_bytes;
         key::push_label(key_buf, resource.service(), max);
@@ -518,23 +523,8 @@ impl Classifier {
         attributes: AttrsRef<'a>,
         key_buf: &mut Vec<u8>,
     ) -> bool {
-        let mut slots: [Option<AnyValueRef<'a>>; MAX_ATTRIBUTES] = [None; MAX_ATTRIBUTES];
-        for (k, v) in attributes.iter() {
-            if let Some(i) = self.keys.iter().position(|key| **key == *k) {
-                if let Some(s) = slots.get_mut(i) {
-                    if s.is_none() {
-                        *s = Some(v);
-                    }
-                }
-            }
-        }
-        let lookup = |i: usize| -> Option<AnyValueRef<'a>> {
-            slots
-                .get(i)
-                .copied()
-                .flatten()
-                .or_else(|| resource.slots.get(i).copied().flatten())
-        };
+        let slots = self.slots(&attributes);
+        let lookup = |i: usize| value(&slots, resource, i);
         let max = self.cfg.max_label_bytes;
         key::push_label(key_buf, resource.service(), max);
         if !self.write_feature(b"", &lookup, key_buf) {
@@ -589,6 +579,20 @@ impl Classifier {
         }
         false
     }
+}
+
+/// Attribute `i`: the span's (or data point's) value, else the resource's.
+#[inline]
+fn value<'a>(
+    slots: &[Option<AnyValueRef<'a>>; MAX_ATTRIBUTES],
+    resource: &ResourceValues<'a>,
+    i: usize,
+) -> Option<AnyValueRef<'a>> {
+    slots
+        .get(i)
+        .copied()
+        .flatten()
+        .or_else(|| resource.slots.get(i).copied().flatten())
 }
 
 fn renderable(v: AnyValueRef<'_>) -> bool {
