@@ -253,7 +253,8 @@ impl Pipeline {
         let Some(_in_flight) = InFlight::enter(inner) else {
             return Err(IngestError::ShuttingDown);
         };
-        let mut per_service: Vec<(Box<str>, u64)> = Vec::new();
+        // A hash map: a hostile request may carry hundreds of thousands of resources.
+        let mut per_service: hashbrown::HashMap<Box<str>, u64> = hashbrown::HashMap::new();
         let mut sink = |attrs: AttrsRef<'_>, items: u64| {
             if !inner.track_traces {
                 return;
@@ -263,9 +264,11 @@ impl Pipeline {
                 .and_then(|v| v.as_str())
                 .filter(|s| !s.is_empty())
                 .unwrap_or("unknown_service");
-            match per_service.iter_mut().find(|(s, _)| &**s == service) {
-                Some((_, n)) => *n += items,
-                None => per_service.push((service.into(), items)),
+            match per_service.get_mut(service) {
+                Some(n) => *n += items,
+                None => {
+                    per_service.insert(service.into(), items);
+                }
             }
         };
         let items = match signal {

@@ -71,6 +71,7 @@ impl View {
                 .unwrap_or(0),
             ..View::default()
         };
+        let mut gap_index: hashbrown::HashMap<Arc<str>, usize> = hashbrown::HashMap::new();
         for shard in shards {
             view.overflow_spans += shard.overflow_spans;
             view.expired_series += shard.expired_series;
@@ -80,9 +81,16 @@ impl View {
             view.trace_stats.untracked_spans += shard.trace_stats.untracked_spans;
             view.trace_stats.judged_traces += shard.trace_stats.judged_traces;
             for g in &shard.gaps {
-                match view.gaps.iter_mut().find(|v| v.service == g.service) {
-                    Some(v) => v.counts.merge(&g.counts),
-                    None => view.gaps.push(g.clone()),
+                match gap_index.get(&g.service) {
+                    Some(&i) => {
+                        if let Some(v) = view.gaps.get_mut(i) {
+                            v.counts.merge(&g.counts);
+                        }
+                    }
+                    None => {
+                        gap_index.insert(Arc::clone(&g.service), view.gaps.len());
+                        view.gaps.push(g.clone());
+                    }
                 }
             }
             view.memory_bytes += shard.memory_bytes;
