@@ -137,7 +137,7 @@ pub fn render(view: &View, silence_after: u64, coverage_target: f64) -> Vec<u8> 
                 ),
             });
         }
-        if metrics_without_traces(c) {
+        if metrics_without_traces(c) && now.saturating_sub(c.last_signal_unix_nanos) <= ACTIVE_FOR {
             gaps.push(Gap {
                 kind: "metrics_without_traces",
                 service: &g.service,

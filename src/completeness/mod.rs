@@ -123,6 +123,9 @@ pub struct GapState {
 /// Most services one shard keeps completeness state for.
 pub const MAX_SERVICES: usize = 10_000;
 
+/// Longest service name kept, in bytes (as `limits.max_label_bytes` at its maximum).
+pub const MAX_SERVICE_NAME_BYTES: usize = 4096;
+
 impl GapState {
     /// State with `tracker`, or inert when tracking is off.
     pub fn new(tracker: Option<TraceTracker>) -> Self {
@@ -135,6 +138,8 @@ impl GapState {
     /// The id of service `name`, or `None` when [`MAX_SERVICES`] are known already (the
     /// service's telemetry is then counted in `untracked_services`, not tracked).
     fn intern(&mut self, name: &str) -> Option<u32> {
+        // Names are labels: cut like every label value, so one huge name cannot take memory.
+        let name = crate::sli::key::truncated(name, MAX_SERVICE_NAME_BYTES);
         if let Some(&id) = self.ids.get(name) {
             return Some(id);
         }

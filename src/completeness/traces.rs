@@ -143,21 +143,23 @@ impl TraceTracker {
             return;
         };
         t.last_seen = t.last_seen.max(now);
-        if t.spans.len() >= self.cfg.max_spans_per_trace {
-            self.stats.untracked_spans += 1;
-            return;
-        }
-        // This span may be the parent others are waiting for.
+        // This span may be the parent others are waiting for, or the root: that is always
+        // recorded, even past the span cap, so a big trace is not misjudged.
         t.waiting.retain(|&(parent, _)| parent != span.span_id);
-        t.spans.push(span.span_id);
+        let full = t.spans.len() >= self.cfg.max_spans_per_trace;
         match span.parent {
             None => t.has_root = true,
             Some(_) if span.parent_remote => t.remote_parent = true,
             Some(parent) => {
-                if !t.spans.contains(&parent) {
+                if !full && !t.spans.contains(&parent) {
                     t.waiting.push((parent, span.service));
                 }
             }
+        }
+        if full {
+            self.stats.untracked_spans += 1;
+        } else {
+            t.spans.push(span.span_id);
         }
     }
 

@@ -378,6 +378,15 @@ pub struct AttrsRef<'a> {
 }
 
 impl<'a> AttrsRef<'a> {
+    /// True when both refer to the very same attribute bytes (the same resource of one
+    /// request), whatever their contents.
+    pub fn same_as(&self, other: &AttrsRef<'_>) -> bool {
+        std::ptr::eq(self.buf.as_ptr(), other.buf.as_ptr())
+            && self.buf.len() == other.buf.len()
+            && self.field == other.field
+            && self.len == other.len
+    }
+
     /// No attributes.
     pub fn empty() -> Self {
         AttrsRef {
@@ -1192,7 +1201,7 @@ fn request_metric<'a>(
             h.want(field, wt, WT_LEN, at)?;
             let mut p = h.sub()?;
             let point_buf = p.buf;
-            let (mut start, mut count) = (0u64, 0u64);
+            let (mut start, mut count, mut flags) = (0u64, 0u64, 0u64);
             let (mut first, mut last, mut n) = (0usize, 0usize, 0usize);
             while p.has_more() {
                 let at = p.pos;
@@ -1211,9 +1220,16 @@ fn request_metric<'a>(
                 } else if f == 4 {
                     p.want(f, wt, WT_I64, at)?;
                     count = p.fixed64()?;
+                } else if f == 10 {
+                    p.want(f, wt, WT_VARINT, at)?;
+                    flags = p.varint()?;
                 } else {
                     p.skip(f, wt, DEPTH_STATUS - 1, at)?;
                 }
+            }
+            // DATA_POINT_FLAGS_NO_RECORDED_VALUE: a staleness marker, not a count.
+            if flags & 1 != 0 {
+                continue;
             }
             let attributes = AttrsRef::flat(
                 point_buf.get(first..last).unwrap_or_default(),

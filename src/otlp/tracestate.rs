@@ -6,6 +6,9 @@
 /// 2^56: thresholds are 56-bit.
 const MAX_ADJUSTED_COUNT: f64 = 72_057_594_037_927_936.0;
 
+/// Largest weight one span counts with (a sampling probability of 1 in 2^32).
+pub const MAX_WEIGHT: f64 = 4_294_967_296.0;
+
 /// What a tracestate says about sampling.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Sampling {
@@ -19,10 +22,11 @@ pub enum Sampling {
 }
 
 impl Sampling {
-    /// The weight to count the span with: the adjusted count, or 1 when unknown or invalid.
+    /// The weight to count the span with: the adjusted count (at most [`MAX_WEIGHT`], so
+    /// one span cannot swamp a series' totals), or 1 when unknown or invalid.
     pub fn weight(self) -> f64 {
         match self {
-            Sampling::AdjustedCount(c) => c,
+            Sampling::AdjustedCount(c) => c.min(MAX_WEIGHT),
             Sampling::Unknown | Sampling::Invalid => 1.0,
         }
     }

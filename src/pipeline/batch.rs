@@ -231,7 +231,8 @@ impl Collector<'_, '_> {
             return;
         };
         let index = batch.services.len() as u32;
-        batch.services.push(service.into());
+        let name = key::truncated(service, crate::completeness::MAX_SERVICE_NAME_BYTES);
+        batch.services.push(name.into());
         let kinds = [
             EventKind::InvalidIds,
             EventKind::InvalidDurations,
@@ -297,7 +298,8 @@ impl Collector<'_, '_> {
             return;
         };
         let service = *index.get_or_insert_with(|| {
-            batch.services.push(service.into());
+            let name = key::truncated(service, crate::completeness::MAX_SERVICE_NAME_BYTES);
+            batch.services.push(name.into());
             (batch.services.len() - 1) as u32
         });
         batch.spans.push(SpanFacts {

@@ -264,6 +264,8 @@ impl Pipeline {
                 .and_then(|v| v.as_str())
                 .filter(|s| !s.is_empty())
                 .unwrap_or("unknown_service");
+            let service =
+                crate::sli::key::truncated(service, crate::completeness::MAX_SERVICE_NAME_BYTES);
             match per_service.get_mut(service) {
                 Some(n) => *n += items,
                 None => {
@@ -309,22 +311,44 @@ impl Pipeline {
 
     /// Adds the request-metric data points of a metrics request to the batches of the
     /// shards owning their series, for trace coverage.
-    fn collect_request_points(&self, body: &[u8], batches: &mut [Batch]) -> Result<(), ScanError> {
+    fn collect_request_points(
+        &self,
+        body: &[u8],
+        batches: &mut [Batch],
+    ) -> Result<(), IngestError> {
         let classifier = &self.inner.classifier;
         let mut key = Vec::with_capacity(128);
         let mut stream = Vec::with_capacity(256);
         let n = batches.len();
+        let mut current: Option<(AttrsRef<'_>, crate::sli::classify::ResourceValues<'_>)> = None;
+        let mut key_bytes = 0usize;
+        let mut too_large = false;
         scan_request_points(body, &mut |resource, point| {
-            let resource = classifier.resource(resource);
+            // Resource values once per resource, not once per point.
+            let values = match &current {
+                Some((attrs, values)) if attrs.same_as(&resource) => *values,
+                _ => {
+                    let values = classifier.resource(resource);
+                    current = Some((resource, values));
+                    values
+                }
+            };
             key.clear();
-            if !classifier.metric_key(&resource, point.attributes, &mut key) {
+            if !classifier.metric_key(&values, point.attributes, &mut key) {
                 return;
             }
-            // The stream: series key, metric, and every attribute of the point.
+            key_bytes += key.len();
+            if key_bytes > batch::MAX_KEY_BYTES_PER_REQUEST {
+                too_large = true;
+                return;
+            }
+            // The stream: series key, metric, the point's attributes and the resource's
+            // (replicas of a service differ in resource attributes such as
+            // service.instance.id, and each has its own cumulative stream).
             stream.clear();
             stream.extend_from_slice(&key);
             stream.extend_from_slice(point.metric);
-            for (k, v) in point.attributes.iter() {
+            for (k, v) in point.attributes.iter().chain(resource.iter()) {
                 stream.extend_from_slice(k);
                 stream.extend_from_slice(format!("={v:?};").as_bytes());
             }
@@ -343,9 +367,17 @@ impl Pipeline {
                     cumulative: point.temporality == 2,
                     start_unix_nanos: point.start_time_unix_nano,
                     count: point.count,
+                    metric: crate::otlp::scan::REQUEST_METRICS
+                        .iter()
+                        .position(|m| *m == point.metric)
+                        .unwrap_or(0) as u8,
                 },
             });
-        })
+        })?;
+        if too_large {
+            return Err(IngestError::TooLarge);
+        }
+        Ok(())
     }
 
     /// Sends each non-empty batch to its shard, after reserving room in all of them; on a

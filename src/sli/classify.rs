@@ -369,12 +369,7 @@ impl Classifier {
     /// Label names of the series key, in key order: `service`, `feature`, then dimensions.
     pub fn label_names(&self) -> Vec<String> {
         let mut names = vec!["service".to_string(), "feature".to_string()];
-        names.extend(
-            self.cfg
-                .dimensions
-                .iter()
-                .map(|d| d.replace(['.', '-'], "_")),
-        );
+        names.extend(self.cfg.dimensions.iter().map(|d| label_name(d)));
         names
     }
 
@@ -910,6 +905,12 @@ mod tests {
 
     #[test]
     fn label_names_are_valid_prometheus_names() {
+        let c = Classifier::new(ClassifyConfig {
+            dimensions: vec!["app.kubernetes.io/name".into()],
+            ..ClassifyConfig::default()
+        })
+        .expect("rules");
+        assert_eq!(c.label_names()[2], "app_kubernetes_io_name");
         assert_eq!(label_name("service.version"), "service_version");
         assert_eq!(label_name("k8s/pod-name"), "k8s_pod_name");
         assert_eq!(label_name("1x"), "_1x");

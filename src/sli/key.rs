@@ -59,6 +59,11 @@ pub fn finish_label(buf: &mut Vec<u8>, start: usize, max_bytes: usize) {
     }
 }
 
+/// `value` cut to at most `max_bytes` at a character boundary.
+pub fn truncated(value: &str, max_bytes: usize) -> &str {
+    &value[..floor_char_boundary(value, max_bytes)]
+}
+
 fn floor_char_boundary(s: &str, max: usize) -> usize {
     if s.len() <= max {
         return s.len();

@@ -104,6 +104,8 @@ pub struct MetricPoint {
     pub start_unix_nanos: u64,
     /// Requests counted.
     pub count: u64,
+    /// Which request metric ([`crate::otlp::scan::REQUEST_METRICS`] index; lower is preferred).
+    pub metric: u8,
 }
 
 /// Most cumulative metric streams followed per series (e.g. one per status code); points
@@ -204,6 +206,8 @@ struct Series {
     metric_requests: u64,
     /// Cumulative metric streams: (stream, start, last count).
     streams: Vec<(u64, u64, u64)>,
+    /// The most preferred request metric seen (index; `u8::MAX`: none yet).
+    best_metric: u8,
     dirty: bool,
     published: Option<Arc<SeriesSnapshot>>,
 }
@@ -226,6 +230,7 @@ impl Series {
             unattributed: Flagged::default(),
             metric_requests: 0,
             streams: Vec::new(),
+            best_metric: u8::MAX,
             dirty: true,
             published: None,
         }
@@ -436,19 +441,23 @@ impl SeriesTable {
     /// process did ([`SeriesSettings::started_unix_nanos`]): its earlier history is unknown.
     pub fn record_metric(&mut self, hash: u64, key: &[u8], point: &MetricPoint, slot: u64) {
         let settings = &*self.settings;
-        let (series, _) = series_for(
-            settings,
-            &mut self.table,
-            &mut self.overflow,
-            &self.overflow_key,
-            (hash, key, slot),
-        );
+        // Only series that spans created: metrics alone never take a place under the
+        // series limit (a service with metrics and no spans is a service-level gap).
+        let Some(series) = self.table.find_mut(hash, |s| *s.key == *key) else {
+            return;
+        };
+        // An SDK may export the stable and the older HTTP metric side by side: count one,
+        // the most preferred seen.
+        if point.metric > series.best_metric {
+            return;
+        }
+        series.best_metric = point.metric;
         let delta = series.metric_delta(point, settings.started_unix_nanos);
         series.last_slot = series.last_slot.max(slot);
         if delta > 0 {
             series.windows.advance(slot);
             series.windows.record_metric(delta);
-            series.metric_requests += delta;
+            series.metric_requests = series.metric_requests.saturating_add(delta);
             series.dirty = true;
         }
     }
@@ -627,7 +636,12 @@ mod tests {
             cumulative,
             start_unix_nanos: start,
             count,
+            metric: 0,
         };
+        // Metric points only add to series that spans created.
+        t.record_metric(h, &k, &point(1, true, 2_000, 50), 100);
+        assert!(t.is_empty(), "no series from metrics alone");
+        t.record(h, &k, &obs(false, 1), 100);
         let total = |t: &mut SeriesTable| t.snapshot()[0].metric_requests_total;
         // A cumulative stream that started after this process: counted whole, then by increase.
         t.record_metric(h, &k, &point(1, true, 2_000, 50), 100);
@@ -651,7 +665,7 @@ mod tests {
         assert_eq!(total(&mut t), 112);
         let snap = t.snapshot();
         assert_eq!(snap[0].windows[Window::M1.index()].metric_requests, 112);
-        assert_eq!(snap[0].requests_total, 0, "metrics are not spans");
+        assert_eq!(snap[0].requests_total, 1, "metrics are not spans");
         // Past MAX_STREAMS cumulative streams, new ones are not counted (not over-counted).
         for id in 10..10 + MAX_STREAMS as u64 {
             t.record_metric(h, &k, &point(id, true, 2_000, 1), 100);
@@ -659,6 +673,13 @@ mod tests {
         let before = total(&mut t);
         t.record_metric(h, &k, &point(999, true, 2_000, 40), 100);
         t.record_metric(h, &k, &point(999, true, 2_000, 40), 100);
+        assert_eq!(total(&mut t), before);
+        // A less preferred metric (the older HTTP one) is ignored once the stable one is seen.
+        let old = MetricPoint {
+            metric: 1,
+            ..point(5000, false, 0, 9)
+        };
+        t.record_metric(h, &k, &old, 100);
         assert_eq!(total(&mut t), before);
     }
 

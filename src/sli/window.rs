@@ -107,7 +107,7 @@ impl Slot {
         self.errors = self.errors.saturating_add(other.errors);
         self.est_requests += other.est_requests;
         self.est_errors += other.est_errors;
-        self.metric_requests += other.metric_requests;
+        self.metric_requests = self.metric_requests.saturating_add(other.metric_requests);
         self.hist.merge(&other.hist);
     }
 
@@ -180,7 +180,7 @@ impl Windows {
 
     /// Adds requests counted by request metrics to the current slot.
     pub fn record_metric(&mut self, requests: u64) {
-        self.cur.metric_requests += requests;
+        self.cur.metric_requests = self.cur.metric_requests.saturating_add(requests);
         self.last_data_slot = Some(self.cur_slot);
     }
 
