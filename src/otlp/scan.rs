@@ -1061,6 +1061,40 @@ pub fn log_records_by_resource<'a>(
     items_by_resource(buf, &|_| Ok(1), sink)
 }
 
+/// Calls `f` with each occurrence of length-delimited field `field` of the message under
+/// `c`, validating it and skipping every other field.
+fn each_sub<'a>(
+    mut c: Cursor<'a>,
+    field: u32,
+    depth: u32,
+    f: &mut dyn FnMut(Cursor<'a>) -> Result<(), ScanError>,
+) -> Result<(), ScanError> {
+    while c.has_more() {
+        let at = c.pos;
+        let (got, wt) = c.key()?;
+        if got == field {
+            c.want(got, wt, WT_LEN, at)?;
+            f(c.sub()?)?;
+        } else {
+            c.skip(got, wt, depth, at)?;
+        }
+    }
+    Ok(())
+}
+
+/// The attributes of the first `resource` (field 1) of a `ResourceMetrics`/`ResourceLogs`.
+fn first_resource(rm: Cursor<'_>) -> Result<AttrsRef<'_>, ScanError> {
+    let mut resource = AttrsRef::empty();
+    each_sub(rm, 1, DEPTH_RESOURCE_SPANS, &mut |r| {
+        let (n, range) = scan_resource(r)?;
+        if resource.is_empty() {
+            resource = AttrsRef::flat(range, 1, n);
+        }
+        Ok(())
+    })?;
+    Ok(resource)
+}
+
 /// Metrics whose data points count server requests, by semantic convention.
 pub const REQUEST_METRICS: [&[u8]; 3] = [
     b"http.server.request.duration",
@@ -1090,56 +1124,14 @@ pub fn scan_request_points<'a>(
     buf: &'a [u8],
     sink: &mut dyn FnMut(AttrsRef<'a>, RequestPoint<'a>),
 ) -> Result<(), ScanError> {
-    let mut c = Cursor::new(buf, 0);
-    while c.has_more() {
-        let at = c.pos;
-        let (field, wt) = c.key()?;
-        if field != 1 {
-            c.skip(field, wt, DEPTH_REQUEST, at)?;
-            continue;
-        }
-        c.want(field, wt, WT_LEN, at)?;
-        let rm = c.sub()?;
-        // Pass 1: the resource.
-        let mut r = rm;
-        let mut resource = AttrsRef::empty();
-        while r.has_more() {
-            let at = r.pos;
-            let (field, wt) = r.key()?;
-            if field == 1 {
-                r.want(field, wt, WT_LEN, at)?;
-                let (n, range) = scan_resource(r.sub()?)?;
-                if resource.is_empty() {
-                    resource = AttrsRef::flat(range, 1, n);
-                }
-            } else {
-                r.skip(field, wt, DEPTH_RESOURCE_SPANS, at)?;
-            }
-        }
-        // Pass 2: scope metrics → metrics.
-        let mut r = rm;
-        while r.has_more() {
-            let at = r.pos;
-            let (field, wt) = r.key()?;
-            if field != 2 {
-                r.skip(field, wt, DEPTH_RESOURCE_SPANS, at)?;
-                continue;
-            }
-            r.want(field, wt, WT_LEN, at)?;
-            let mut scope = r.sub()?;
-            while scope.has_more() {
-                let at = scope.pos;
-                let (field, wt) = scope.key()?;
-                if field != 2 {
-                    scope.skip(field, wt, DEPTH_SCOPE_SPANS, at)?;
-                    continue;
-                }
-                scope.want(field, wt, WT_LEN, at)?;
-                request_metric(scope.sub()?, resource, sink)?;
-            }
-        }
-    }
-    Ok(())
+    each_sub(Cursor::new(buf, 0), 1, DEPTH_REQUEST, &mut |rm| {
+        let resource = first_resource(rm)?;
+        each_sub(rm, 2, DEPTH_RESOURCE_SPANS, &mut |scope| {
+            each_sub(scope, 2, DEPTH_SCOPE_SPANS, &mut |metric| {
+                request_metric(metric, resource, sink)
+            })
+        })
+    })
 }
 
 /// One `Metric`: if it is a request metric, reports its histogram points.
