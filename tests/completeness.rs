@@ -109,18 +109,7 @@ async fn unfinished_parent_is_an_orphan_and_a_missing_root_healthy_service_is_cl
         Some(0.0),
         "no gap before the timeout"
     );
-    let gaps = |server: &TestServer| {
-        let url = format!("http://{}/api/v1/gaps", server.admin);
-        async move {
-            reqwest::get(url)
-                .await
-                .expect("admin")
-                .json::<serde_json::Value>()
-                .await
-                .expect("json")
-        }
-    };
-    let early = gaps(&server).await;
+    let early = server.gaps().await;
     assert!(
         early["gaps"]
             .as_array()
@@ -174,7 +163,7 @@ async fn unfinished_parent_is_an_orphan_and_a_missing_root_healthy_service_is_cl
         Some(0.0)
     );
 
-    let v = gaps(&server).await;
+    let v = server.gaps().await;
     let all = v["gaps"].as_array().expect("gaps array");
     let vague: Vec<_> = all.iter().filter(|g| g["service"] == "vague").collect();
     assert_eq!(vague.len(), 1, "{v}");
@@ -214,7 +203,7 @@ async fn unfinished_parent_is_an_orphan_and_a_missing_root_healthy_service_is_cl
         common::sample(&m, "telemetry_service_silent{service=\"healthy\"}"),
         Some(1.0)
     );
-    let v = gaps(&server).await;
+    let v = server.gaps().await;
     let list = v["gaps"].as_array().expect("gaps array");
     assert!(list.iter().all(|g| g["kind"] == "silent_service"), "{v}");
     let mut silent: Vec<&str> = list.iter().filter_map(|g| g["service"].as_str()).collect();
@@ -288,13 +277,7 @@ async fn metrics_without_traces_and_metrics_keep_a_service_alive() {
         assert_eq!(r.status(), 200);
     }
     server.flush().await;
-    let url = format!("http://{}/api/v1/gaps", server.admin);
-    let v: serde_json::Value = reqwest::get(&url)
-        .await
-        .expect("admin")
-        .json()
-        .await
-        .expect("json");
+    let v = server.gaps().await;
     let list = v["gaps"].as_array().expect("array");
     assert_eq!(list.len(), 1, "{v}");
     assert_eq!(list[0]["kind"], "metrics_without_traces");
@@ -411,13 +394,7 @@ async fn request_metrics_reveal_untraced_requests() {
         ),
         Some(0.0)
     );
-    let url = format!("http://{}/api/v1/gaps", server.admin);
-    let v: serde_json::Value = reqwest::get(&url)
-        .await
-        .expect("admin")
-        .json()
-        .await
-        .expect("json");
+    let v = server.gaps().await;
     let gap = v["gaps"]
         .as_array()
         .and_then(|g| g.iter().find(|g| g["kind"] == "untraced_requests"))

@@ -70,7 +70,7 @@ async fn slis_handler(
 
 async fn gaps_handler(State(s): State<ApiState>) -> Response {
     let view = s.pipeline.view();
-    let silence = u64::try_from(s.pipeline.silence_after().as_nanos()).unwrap_or(u64::MAX);
+    let silence = s.pipeline.silence_after_nanos();
     let body = gaps::render(&view, silence, s.pipeline.coverage_target());
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }

@@ -20,6 +20,13 @@ fn esc(v: &str, out: &mut String) {
     }
 }
 
+/// An escaped copy of a label value.
+fn escaped(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    esc(v, &mut s);
+    s
+}
+
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
@@ -154,11 +161,7 @@ pub fn render(view: &View, pipeline: &Pipeline, t: &Telemetry) -> String {
 }
 
 fn completeness(out: &mut String, view: &View, pipeline: &Pipeline) {
-    let service = |g: &crate::completeness::ServiceGaps| {
-        let mut s = String::new();
-        esc(&g.service, &mut s);
-        s
-    };
+    let service = |g: &crate::completeness::ServiceGaps| escaped(&g.service);
     header(out, "telemetry_gap_spans_total", "counter", "Spans affected by telemetry gaps: orphan_spans (local parent never arrived), missing_root (in traces with no root and no remote parent), unattributed_spans (entry spans named after the span name for lack of attributes, or without service.name).");
     for g in &view.gaps {
         let svc = service(g);
@@ -184,8 +187,7 @@ fn completeness(out: &mut String, view: &View, pipeline: &Pipeline) {
                 <= gaps::ACTIVE_FOR;
     }
     for (svc, (n, _)) in &unattributed {
-        let mut escaped = String::new();
-        esc(svc, &mut escaped);
+        let escaped = escaped(svc);
         let _ = writeln!(
             out,
             "telemetry_gap_spans_total{{service=\"{escaped}\",kind=\"unattributed_spans\"}} {n}"
@@ -211,8 +213,7 @@ fn completeness(out: &mut String, view: &View, pipeline: &Pipeline) {
     header(out, "telemetry_sampling_ratio", "gauge", "Entry spans received / requests they stand for (by their tracestate adjusted counts), per service since start; 1 when nothing is sampled.");
     for (svc, (spans, est)) in &sampling {
         if *est > 0.0 {
-            let mut escaped = String::new();
-            esc(svc, &mut escaped);
+            let escaped = escaped(svc);
             let _ = writeln!(
                 out,
                 "telemetry_sampling_ratio{{service=\"{escaped}\"}} {}",
@@ -232,7 +233,7 @@ fn completeness(out: &mut String, view: &View, pipeline: &Pipeline) {
         "gauge",
         "1 when the service sent telemetry and then nothing for completeness.silence_after.",
     );
-    let silence = u64::try_from(pipeline.silence_after().as_nanos()).unwrap_or(u64::MAX);
+    let silence = pipeline.silence_after_nanos();
     for g in &view.gaps {
         let silent = gaps::is_silent(&g.counts, view.flushed_at_unix_nanos, silence);
         let _ = writeln!(
@@ -279,8 +280,7 @@ fn completeness(out: &mut String, view: &View, pipeline: &Pipeline) {
         }
     }
     for (svc, (_, active)) in &unattributed {
-        let mut escaped = String::new();
-        esc(svc, &mut escaped);
+        let escaped = escaped(svc);
         let _ = writeln!(
             out,
             "telemetry_gap_active{{service=\"{escaped}\",kind=\"unattributed_spans\"}} {}",
@@ -298,15 +298,14 @@ fn completeness(out: &mut String, view: &View, pipeline: &Pipeline) {
         *untraced.entry(s.service()).or_default() |= low;
     }
     for (svc, low) in &untraced {
-        let mut escaped = String::new();
-        esc(svc, &mut escaped);
+        let escaped = escaped(svc);
         let _ = writeln!(
             out,
             "telemetry_gap_active{{service=\"{escaped}\",kind=\"untraced_requests\"}} {}",
             u8::from(*low)
         );
     }
-    let silence = u64::try_from(pipeline.silence_after().as_nanos()).unwrap_or(u64::MAX);
+    let silence = pipeline.silence_after_nanos();
     for g in &view.gaps {
         let svc = service(g);
         let silent = gaps::is_silent(&g.counts, view.flushed_at_unix_nanos, silence);

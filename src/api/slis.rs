@@ -68,7 +68,7 @@ pub fn render(pipeline: &Pipeline, window: &str) -> Result<Vec<u8>, String> {
     let names = pipeline.classifier().label_names();
     let min_events = pipeline.min_events();
     let target = pipeline.coverage_target();
-    let silence = u64::try_from(pipeline.silence_after().as_nanos()).unwrap_or(u64::MAX);
+    let silence = pipeline.silence_after_nanos();
     let silent: std::collections::HashSet<&str> = view
         .gaps
         .iter()

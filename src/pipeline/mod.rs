@@ -469,9 +469,9 @@ impl Pipeline {
         &self.inner.settings
     }
 
-    /// After how long without telemetry a service counts as silent.
-    pub fn silence_after(&self) -> Duration {
-        self.inner.silence_after
+    /// After how many nanoseconds without telemetry a service counts as silent.
+    pub fn silence_after_nanos(&self) -> u64 {
+        u64::try_from(self.inner.silence_after.as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// Fewest requests in a window for its SLI to have sufficient data.

@@ -66,6 +66,17 @@ impl TestServer {
             .expect("json")
     }
 
+    /// `GET /api/v1/gaps` after a flush.
+    pub async fn gaps(&self) -> Value {
+        self.flush().await;
+        reqwest::get(format!("http://{}/api/v1/gaps", self.admin))
+            .await
+            .expect("admin reachable")
+            .json()
+            .await
+            .expect("json")
+    }
+
     /// The SLI entry of one feature.
     pub async fn sli(&self, window: &str, service: &str, feature: &str) -> Value {
         let all = self.slis(window).await;
