@@ -13,4 +13,5 @@ pub mod otlp;
 pub mod pipeline;
 pub mod receiver;
 pub mod sli;
+pub mod slo;
 pub mod telemetry;

@@ -22,6 +22,9 @@ struct RunArgs {
     /// YAML configuration file. Without it, embedded defaults are used.
     #[arg(long, short = 'c', env = "OTEL_SLI_CONFIG")]
     config: Option<PathBuf>,
+    /// OpenSLO v1 file whose SLO documents are added to the configuration's `slos:`.
+    #[arg(long, value_name = "FILE")]
+    openslo: Option<PathBuf>,
     /// OTLP/gRPC listen address (overrides receivers.otlp_grpc.endpoint).
     #[arg(long, value_name = "ADDR")]
     otlp_grpc: Option<String>,
@@ -46,29 +49,75 @@ enum Command {
         /// The configuration file.
         #[arg(long, short = 'c')]
         config: PathBuf,
+        /// OpenSLO v1 file to validate with it.
+        #[arg(long, value_name = "FILE")]
+        openslo: Option<PathBuf>,
+    },
+    /// Print Prometheus recording and alerting rules that compute the configured SLOs from
+    /// the exported `sli_*` series, summed across every agent.
+    Rules {
+        /// The configuration file.
+        #[arg(long, short = 'c')]
+        config: PathBuf,
+        /// OpenSLO v1 file whose SLOs are included.
+        #[arg(long, value_name = "FILE")]
+        openslo: Option<PathBuf>,
+        /// `prometheus` (a rule file) or `prometheusrule` (a Kubernetes PrometheusRule).
+        #[arg(long, value_enum, default_value = "prometheus")]
+        format: Format,
     },
 }
 
-fn load(path: Option<&PathBuf>) -> anyhow::Result<otel_sli::config::Config> {
-    match path {
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Format {
+    Prometheus,
+    Prometheusrule,
+}
+
+fn load(
+    path: Option<&PathBuf>,
+    openslo: Option<&PathBuf>,
+) -> anyhow::Result<otel_sli::config::Config> {
+    let mut config = match path {
         Some(p) => otel_sli::config::load(p)
-            .with_context(|| format!("invalid configuration {}", p.display())),
-        None => Ok(otel_sli::config::Config::default()),
+            .with_context(|| format!("invalid configuration {}", p.display()))?,
+        None => otel_sli::config::Config::default(),
+    };
+    if let Some(f) = openslo {
+        let slos = otel_sli::slo::openslo::load(f)
+            .with_context(|| format!("invalid OpenSLO file {}", f.display()))?;
+        config
+            .add_slos(slos, &f.display().to_string())
+            .with_context(|| format!("invalid OpenSLO file {}", f.display()))?;
     }
+    Ok(config)
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let args = match cli.command {
-        Some(Command::Validate { config }) => {
-            load(Some(&config))?;
-            println!("{}: ok", config.display());
+        Some(Command::Validate { config, openslo }) => {
+            let c = load(Some(&config), openslo.as_ref())?;
+            println!("{}: ok ({} SLOs)", config.display(), c.slos.len());
+            return Ok(());
+        }
+        Some(Command::Rules {
+            config,
+            openslo,
+            format,
+        }) => {
+            let c = load(Some(&config), openslo.as_ref())?;
+            let format = match format {
+                Format::Prometheus => otel_sli::slo::rules::RulesFormat::Prometheus,
+                Format::Prometheusrule => otel_sli::slo::rules::RulesFormat::PrometheusRule,
+            };
+            print!("{}", otel_sli::slo::rules::render(&c.slos, &c.slo, format)?);
             return Ok(());
         }
         Some(Command::Run(args)) => args,
         None => cli.run,
     };
-    let mut config = load(args.config.as_ref())?;
+    let mut config = load(args.config.as_ref(), args.openslo.as_ref())?;
     if let Some(a) = args.otlp_grpc {
         config.grpc.endpoint = a;
     }

@@ -31,10 +31,14 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-/// Writes `{a="x",b="y"` (no closing brace) for a series' labels.
+/// Writes `{a="x",b="y"` (no closing brace) for a series' labels. A dimension with an
+/// empty value is left out, as Prometheus treats an empty label as an absent one.
 fn labels(out: &mut String, names: &[String], values: &[Box<str>]) {
     out.push('{');
     for (i, (n, v)) in names.iter().zip(values.iter()).enumerate() {
+        if i >= 2 && v.is_empty() {
+            continue;
+        }
         if i > 0 {
             out.push(',');
         }

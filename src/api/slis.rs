@@ -107,6 +107,7 @@ pub fn render(pipeline: &Pipeline, window: &str) -> Result<Vec<u8>, String> {
                     .iter()
                     .skip(2)
                     .zip(s.labels.iter().skip(2))
+                    .filter(|(_, v)| !v.is_empty())
                     .map(|(n, v)| (n.as_str(), &**v))
                     .collect(),
                 requests: count(ws.est_requests),

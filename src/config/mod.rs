@@ -4,6 +4,7 @@
 
 pub mod env;
 pub mod raw;
+pub mod slos;
 pub mod units;
 
 use crate::completeness::traces::TrackerConfig;
@@ -13,6 +14,7 @@ use crate::sli::classify::{
     RESERVED_LABELS,
 };
 use crate::sli::hist::Layout;
+use crate::slo::def::{CanaryConfig, SliKind, SloDef, SloSettings};
 use raw::{RawConfig, StatusSpec};
 use std::path::Path;
 use std::time::Duration;
@@ -114,6 +116,45 @@ pub struct Config {
     pub completeness: Option<CompletenessConfig>,
     /// Log filter.
     pub log_level: String,
+    /// Service level objectives.
+    pub slos: Vec<SloDef>,
+    /// Settings shared by every SLO.
+    pub slo: SloSettings,
+    /// Canary analysis; `None` when off.
+    pub canary: Option<CanaryConfig>,
+    /// Persistent state.
+    pub storage: slos::StorageConfig,
+}
+
+impl Config {
+    /// Adds SLOs defined elsewhere (OpenSLO documents): names must stay unique, and latency
+    /// thresholds become exported bucket bounds like those of the file's own SLOs.
+    pub fn add_slos(&mut self, extra: Vec<SloDef>, source: &str) -> Result<(), ConfigError> {
+        for s in extra {
+            if self.slos.iter().any(|o| o.name == s.name) {
+                return Err(invalid(
+                    source,
+                    format!("SLO name {:?} is already defined", s.name),
+                ));
+            }
+            self.slos.push(s);
+        }
+        add_thresholds(&mut self.buckets, &self.slos);
+        Ok(())
+    }
+}
+
+/// Makes every latency SLO threshold an exact bucket bound.
+fn add_thresholds(buckets: &mut Vec<f64>, slos: &[SloDef]) {
+    for t in slos.iter().filter_map(|s| match s.sli {
+        SliKind::Latency { threshold } => Some(threshold.as_secs_f64()),
+        SliKind::Availability => None,
+    }) {
+        if !buckets.contains(&t) {
+            buckets.push(t);
+        }
+    }
+    buckets.sort_by(f64::total_cmp);
 }
 
 impl Default for Config {
@@ -430,6 +471,29 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         ));
     }
 
+    let slos = slos::slos(&raw.slos, "slos")?;
+    let mut buckets = buckets;
+    add_thresholds(&mut buckets, &slos);
+    let slo = slos::settings(raw.slo)?;
+    let canary = slos::canary(raw.canary)?;
+    if let Some(c) = &canary {
+        // Cohorts are told apart by a series dimension.
+        if !classify.dimensions.contains(&c.attribute) {
+            let label = label_name(&c.attribute);
+            if RESERVED_LABELS.contains(&label.as_str())
+                || label.starts_with("__")
+                || classify.dimensions.iter().any(|d| label_name(d) == label)
+            {
+                return Err(invalid(
+                    "canary.attribute",
+                    format!("{:?} would be exported as label {label:?}, which is reserved or taken by a dimension", c.attribute),
+                ));
+            }
+            classify.dimensions.push(c.attribute.clone());
+        }
+    }
+    let storage = slos::storage(raw.storage)?;
+
     // Check the rules compile (attribute count) now rather than at start-up.
     crate::sli::classify::Classifier::new(classify.clone())
         .map_err(|e| invalid("sli.feature_rules", e))?;
@@ -446,6 +510,10 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         series_expiry,
         completeness,
         log_level: raw.log.level.unwrap_or_else(|| "info".into()),
+        slos,
+        slo,
+        canary,
+        storage,
     })
 }
 

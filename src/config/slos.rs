@@ -1,0 +1,281 @@
+//! Validation of the `slos:`, `slo:`, `canary:` and `storage:` sections. Every error names
+//! the SLO (by position and name) and the key.
+
+use super::raw::{RawAlertRule, RawCanary, RawSlo, RawSloSettings, RawStorage};
+use super::{invalid, ConfigError};
+use crate::sli::classify::{label_name, RESERVED_LABELS};
+use crate::slo::def::{
+    AlertRule, BurnThreshold, CanaryConfig, FeatureMatch, Severity, SliKind, SloDef, SloSettings,
+};
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Labels the SLO metrics and rules use themselves.
+const SLO_RESERVED: [&str; 6] = ["slo", "severity", "window", "service", "feature", "sli"];
+const MIN_WINDOW: Duration = Duration::from_secs(3600);
+const MAX_WINDOW: Duration = Duration::from_secs(90 * 86_400);
+
+/// Validated `storage:`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StorageConfig {
+    /// Directory of the state file; `None`: state is not persisted.
+    pub directory: Option<PathBuf>,
+    /// Time between state-file writes.
+    pub interval: Duration,
+}
+
+/// Validates the SLO list. `what` prefixes the path (`slos`, or the OpenSLO file name).
+pub fn slos(raw: &[RawSlo], what: &str) -> Result<Vec<SloDef>, ConfigError> {
+    let mut names = HashSet::new();
+    raw.iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let slo = one(r, &format!("{what}[{i}]"))?;
+            if !names.insert(slo.name.clone()) {
+                return Err(invalid(
+                    &format!("{what}[{i}].name"),
+                    format!("SLO name {:?} is used twice", slo.name),
+                ));
+            }
+            Ok(slo)
+        })
+        .collect()
+}
+
+fn one(r: &RawSlo, at: &str) -> Result<SloDef, ConfigError> {
+    let name = r
+        .name
+        .clone()
+        .ok_or_else(|| invalid(&format!("{at}.name"), "required"))?;
+    if name.is_empty()
+        || name.len() > 128
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))
+    {
+        return Err(invalid(
+            &format!("{at}.name"),
+            format!("{name:?}: use 1 to 128 letters, digits, '.', '_', ':' or '-'"),
+        ));
+    }
+    let at = format!("{at}({name})");
+    let key = |k: &str| format!("{at}.{k}");
+    let service = r
+        .service
+        .clone()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| invalid(&key("service"), "required"))?;
+    let feature = r
+        .feature
+        .clone()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| invalid(&key("feature"), "required (an exact feature or a glob)"))?;
+    let sli = match (r.sli.as_deref().unwrap_or("availability"), r.threshold) {
+        ("availability", None) => SliKind::Availability,
+        ("availability", Some(_)) => {
+            return Err(invalid(
+                &key("threshold"),
+                "only latency SLOs have a threshold",
+            ))
+        }
+        ("latency", Some(t)) if !t.0.is_zero() && t.0 <= Duration::from_secs(3600) => {
+            SliKind::Latency { threshold: t.0 }
+        }
+        ("latency", Some(_)) => {
+            return Err(invalid(&key("threshold"), "must be above 0 and at most 1h"))
+        }
+        ("latency", None) => {
+            return Err(invalid(
+                &key("threshold"),
+                "required for a latency SLO (e.g. 300ms)",
+            ))
+        }
+        (other, _) => {
+            return Err(invalid(
+                &key("sli"),
+                format!("unknown SLI {other:?} (use availability or latency)"),
+            ))
+        }
+    };
+    let objective = r
+        .objective
+        .ok_or_else(|| invalid(&key("objective"), "required (a percentage such as 99.9)"))?;
+    if !(objective > 0.0 && objective < 100.0) {
+        return Err(invalid(
+            &key("objective"),
+            format!("{objective} is not a percentage above 0 and below 100 (e.g. 99.9)"),
+        ));
+    }
+    let window = r.window.map_or(Duration::from_secs(30 * 86_400), |d| d.0);
+    if !(MIN_WINDOW..=MAX_WINDOW).contains(&window) {
+        return Err(invalid(&key("window"), "must be between 1h and 90d"));
+    }
+    let labels = r.labels.clone().unwrap_or_default();
+    for k in labels.keys() {
+        if label_name(k) != *k || k.starts_with("__") {
+            return Err(invalid(
+                &format!("{}.{k}", key("labels")),
+                "not a valid Prometheus label name",
+            ));
+        }
+        if SLO_RESERVED.contains(&k.as_str()) || RESERVED_LABELS.contains(&k.as_str()) {
+            return Err(invalid(
+                &format!("{}.{k}", key("labels")),
+                "reserved label name",
+            ));
+        }
+    }
+    Ok(SloDef {
+        name,
+        service,
+        feature: FeatureMatch::new(&feature),
+        sli,
+        objective: objective / 100.0,
+        window,
+        description: r.description.clone(),
+        labels: labels.into_iter().collect::<BTreeMap<_, _>>(),
+    })
+}
+
+/// Validates `slo:`.
+pub fn settings(raw: RawSloSettings) -> Result<SloSettings, ConfigError> {
+    let mut s = SloSettings::default();
+    if let Some(d) = raw.max_lateness {
+        if d.0 < Duration::from_secs(60) || d.0 > Duration::from_secs(6 * 3600) {
+            return Err(invalid("slo.max_lateness", "must be between 1m and 6h"));
+        }
+        s.max_lateness = d.0;
+    }
+    if let Some(rules) = raw.alerts {
+        s.alerts = rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| alert_rule(r, &format!("slo.alerts[{i}]")))
+            .collect::<Result<_, _>>()?;
+    }
+    Ok(s)
+}
+
+fn alert_rule(r: &RawAlertRule, at: &str) -> Result<AlertRule, ConfigError> {
+    let key = |k: &str| format!("{at}.{k}");
+    let severity = r
+        .severity
+        .as_deref()
+        .ok_or_else(|| invalid(&key("severity"), "required (page or ticket)"))?;
+    let severity = Severity::parse(severity).ok_or_else(|| {
+        invalid(
+            &key("severity"),
+            format!("unknown severity {severity:?} (use page or ticket)"),
+        )
+    })?;
+    let long = r
+        .long_window
+        .ok_or_else(|| invalid(&key("long_window"), "required"))?
+        .0;
+    let short = r
+        .short_window
+        .ok_or_else(|| invalid(&key("short_window"), "required"))?
+        .0;
+    if long < Duration::from_secs(60) || long > MAX_WINDOW {
+        return Err(invalid(&key("long_window"), "must be between 1m and 90d"));
+    }
+    if short < Duration::from_secs(60) || short >= long {
+        return Err(invalid(
+            &key("short_window"),
+            "must be at least 1m and shorter than long_window",
+        ));
+    }
+    let threshold = match (r.budget_consumed, r.burn_rate) {
+        (Some(f), None) if f > 0.0 && f <= 1.0 => BurnThreshold::BudgetConsumed(f),
+        (Some(_), None) => {
+            return Err(invalid(
+                &key("budget_consumed"),
+                "must be a fraction above 0 and at most 1 (e.g. 0.02)",
+            ))
+        }
+        (None, Some(b)) if b > 0.0 && b.is_finite() => BurnThreshold::BurnRate(b),
+        (None, Some(_)) => return Err(invalid(&key("burn_rate"), "must be above 0")),
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                at,
+                "give budget_consumed or burn_rate, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(invalid(
+                at,
+                "give budget_consumed (e.g. 0.02) or burn_rate (e.g. 14.4)",
+            ))
+        }
+    };
+    Ok(AlertRule {
+        severity,
+        long,
+        short,
+        threshold,
+    })
+}
+
+/// Validates `canary:`; `None` when canary analysis is off.
+pub fn canary(raw: RawCanary) -> Result<Option<CanaryConfig>, ConfigError> {
+    let mut c = CanaryConfig::default();
+    if let Some(a) = raw.attribute {
+        if a.is_empty() {
+            return Ok(None);
+        }
+        if a == "service.name" {
+            return Err(invalid(
+                "canary.attribute",
+                "service.name names the service; cohorts need another attribute",
+            ));
+        }
+        c.attribute = a;
+    }
+    if let Some(n) = raw.min_requests {
+        if n == 0 {
+            return Err(invalid("canary.min_requests", "must be at least 1"));
+        }
+        c.min_requests = n;
+    }
+    if let Some(s) = raw.significance {
+        if !(s > 0.0 && s <= 0.5) {
+            return Err(invalid(
+                "canary.significance",
+                "must be above 0 and at most 0.5 (e.g. 0.05)",
+            ));
+        }
+        c.significance = s;
+    }
+    if let Some(t) = raw.latency_tolerance {
+        if !(t >= 0.0 && t.is_finite()) {
+            return Err(invalid(
+                "canary.latency_tolerance",
+                "must be 0 or more (0.2 tolerates 20% slower)",
+            ));
+        }
+        c.latency_tolerance = t;
+    }
+    Ok(Some(c))
+}
+
+/// Validates `storage:`.
+pub fn storage(raw: RawStorage) -> Result<StorageConfig, ConfigError> {
+    let interval = raw.interval.map_or(Duration::from_secs(60), |d| d.0);
+    if interval < Duration::from_secs(1) || interval > Duration::from_secs(3600) {
+        return Err(invalid("storage.interval", "must be between 1s and 1h"));
+    }
+    let directory = match raw.directory {
+        Some(d) if d.is_empty() => {
+            return Err(invalid(
+                "storage.directory",
+                "empty; remove the key to keep state in memory only",
+            ))
+        }
+        d => d.map(PathBuf::from),
+    };
+    Ok(StorageConfig {
+        directory,
+        interval,
+    })
+}
