@@ -197,10 +197,7 @@ fn alert_rule(r: &RawAlertRule, at: &str) -> Result<AlertRule, ConfigError> {
         (None, Some(b)) if b > 0.0 && b.is_finite() => BurnThreshold::BurnRate(b),
         (None, Some(_)) => return Err(invalid(&key("burn_rate"), "must be above 0")),
         (Some(_), Some(_)) => {
-            return Err(invalid(
-                at,
-                "give budget_consumed or burn_rate, not both",
-            ))
+            return Err(invalid(at, "give budget_consumed or burn_rate, not both"))
         }
         (None, None) => {
             return Err(invalid(

@@ -4,6 +4,8 @@
 //! keeps it across restarts ([`state`]), Prometheus rule generation ([`rules`]), OpenSLO
 //! import ([`openslo`]) and canary-versus-baseline verdicts ([`canary`]).
 
+pub mod buckets;
 pub mod def;
 pub mod openslo;
 pub mod rules;
+pub mod status;
