@@ -271,6 +271,9 @@ pub struct Observation {
     /// How many requests this span stands for: its adjusted count from the sampling
     /// information in its `tracestate`, 1 when there is none.
     pub weight: f64,
+    /// End time of the span, Unix nanoseconds (0 when missing): SLO windows are kept in
+    /// event time.
+    pub end_unix_nanos: u64,
 }
 
 /// Compiled classifier. Build once, share read-only across receiver tasks.
@@ -460,6 +463,7 @@ impl Classifier {
             invalid_duration,
             unattributed: !attributed,
             weight: crate::otlp::tracestate::sampling(span.trace_state).weight(),
+            end_unix_nanos: end,
         })
     }
 
@@ -811,9 +815,18 @@ mod tests {
             invalid_duration: true,
             unattributed: true,
             weight: 1.0,
+            end_unix_nanos: 0,
         });
-        assert_eq!(out[4].0, invalid, "end before start");
-        assert_eq!(out[5].0, invalid, "missing start time");
+        // The end time is kept as sent, whatever the duration.
+        let no_end = |v: Verdict| match v {
+            Verdict::Entry(o) => Verdict::Entry(Observation {
+                end_unix_nanos: 0,
+                ..o
+            }),
+            other => other,
+        };
+        assert_eq!(no_end(out[4].0), invalid, "end before start");
+        assert_eq!(no_end(out[5].0), invalid, "missing start time");
     }
 
     #[test]

@@ -558,6 +558,7 @@ mod tests {
             invalid_duration: false,
             unattributed: false,
             weight: 1.0,
+            end_unix_nanos: 0,
         }
     }
 

@@ -9,3 +9,6 @@ pub mod def;
 pub mod openslo;
 pub mod rules;
 pub mod status;
+pub mod engine;
+pub mod tally;
+pub mod state;
