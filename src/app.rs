@@ -3,7 +3,8 @@
 //! Start: pipeline (shard threads) → bind every listener (so a port conflict fails fast,
 //! before anything is served) → serve. Shutdown, in this order: stop the OTLP receivers
 //! (in-flight requests finish) → drain the shards and publish their final snapshots →
-//! stop the admin server last, so the final state stays readable until the end.
+//! write the SLO state file → stop the admin server last, so the final state stays
+//! readable until the end.
 
 use crate::api::{self, ApiState};
 use crate::clock::SharedClock;
@@ -13,6 +14,8 @@ use crate::receiver::grpc::{Logs, Metrics, OtlpGrpc, Traces};
 use crate::receiver::{http, Ingest};
 use crate::sli::classify::Classifier;
 use crate::sli::series::SeriesSettings;
+use crate::slo::persist;
+use crate::slo::state::StateFile;
 use crate::telemetry::Telemetry;
 use axum::serve::ListenerExt;
 use std::net::SocketAddr;
@@ -64,6 +67,8 @@ pub struct Running {
     stop_admin: watch::Sender<bool>,
     receivers: Vec<JoinHandle<()>>,
     admin: JoinHandle<()>,
+    state: Option<StateFile>,
+    saver: Option<JoinHandle<()>>,
 }
 
 async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, AppError> {
@@ -99,7 +104,8 @@ pub fn build_pipeline(config: &Config, clock: SharedClock) -> Result<Pipeline, A
             2 + config.classify.dimensions.len(),
         )
         .with_expiry(config.series_expiry)
-        .with_start(clock.now_unix_nanos()),
+        .with_start(clock.now_unix_nanos())
+        .with_slos(config.slos.clone().into()),
     );
     Pipeline::start(&config.pipeline, classifier, settings, clock).map_err(AppError::Pipeline)
 }
@@ -107,6 +113,19 @@ pub fn build_pipeline(config: &Config, clock: SharedClock) -> Result<Pipeline, A
 /// Starts everything and returns once all listeners are bound.
 pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppError> {
     let pipeline = build_pipeline(config, clock)?;
+    let state = match (&config.storage.directory, pipeline.slo_engine()) {
+        (Some(dir), Some(engine)) => {
+            let file = StateFile::new(dir);
+            let (engine, f) = (Arc::clone(engine), file.clone());
+            let _ = tokio::task::spawn_blocking(move || persist::restore(&engine, &f)).await;
+            Some(file)
+        }
+        (None, Some(_)) => {
+            tracing::info!("storage.directory is not set: SLO windows are kept in memory only and start empty after a restart");
+            None
+        }
+        (_, None) => None,
+    };
     let telemetry = Arc::new(Telemetry::default());
     let ingest = Ingest {
         pipeline: pipeline.clone(),
@@ -171,6 +190,16 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
         }
     });
 
+    let saver = match (&state, pipeline.slo_engine()) {
+        (Some(file), Some(engine)) => Some(tokio::spawn(save_every(
+            config.storage.interval,
+            Arc::clone(engine),
+            file.clone(),
+            stop_rx.clone(),
+        ))),
+        _ => None,
+    };
+
     ready.store(true, Ordering::Release);
     tracing::info!(%grpc_addr, %http_addr, %admin_addr, shards = config.pipeline.shards, "otel-sli listening");
     Ok(Running {
@@ -184,7 +213,34 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
         stop_admin,
         receivers: vec![grpc_task, http_task],
         admin,
+        state,
+        saver,
     })
+}
+
+/// Saves the SLO state every `interval` until the receivers stop (the final save follows
+/// the last shard flush in [`Running::shutdown`]).
+async fn save_every(
+    interval: std::time::Duration,
+    engine: Arc<std::sync::Mutex<crate::slo::engine::SloEngine>>,
+    file: StateFile,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|v| *v) => return,
+        }
+        let (e, f) = (Arc::clone(&engine), file.clone());
+        match tokio::task::spawn_blocking(move || persist::save(&e, &f)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot write the SLO state file"),
+            Err(e) => tracing::error!(error = %e, "SLO state writer failed"),
+        }
+    }
 }
 
 impl Running {
@@ -202,8 +258,21 @@ impl Running {
                 abort.abort();
             }
         }
+        if let Some(s) = self.saver {
+            let _ = s.await;
+        }
         let pipeline = self.pipeline.clone();
         let _ = tokio::task::spawn_blocking(move || pipeline.shutdown()).await;
+        if let (Some(file), Some(engine)) = (self.state, self.pipeline.slo_engine()) {
+            let engine = Arc::clone(engine);
+            match tokio::task::spawn_blocking(move || persist::save(&engine, &file)).await {
+                Ok(Ok(())) => tracing::info!("SLO state saved"),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot write the SLO state file; SLO windows since the last save are lost")
+                }
+                Err(e) => tracing::error!(error = %e, "SLO state writer failed"),
+            }
+        }
         let _ = self.stop_admin.send(true);
         let abort = self.admin.abort_handle();
         if tokio::time::timeout(RECEIVER_GRACE, self.admin)

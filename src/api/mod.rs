@@ -5,6 +5,7 @@
 pub mod gaps;
 pub mod prometheus;
 pub mod slis;
+pub mod slos;
 
 use crate::pipeline::Pipeline;
 use crate::telemetry::Telemetry;
@@ -34,6 +35,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/slis", get(slis_handler))
         .route("/api/v1/gaps", get(gaps_handler))
+        .route("/api/v1/slos", get(slos_handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(state)
@@ -66,6 +68,11 @@ async fn slis_handler(
         )
             .into_response(),
     }
+}
+
+async fn slos_handler(State(s): State<ApiState>) -> Response {
+    let body = slos::render(&s.pipeline);
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 async fn gaps_handler(State(s): State<ApiState>) -> Response {

@@ -21,13 +21,13 @@ fn esc(v: &str, out: &mut String) {
 }
 
 /// An escaped copy of a label value.
-fn escaped(v: &str) -> String {
+pub(crate) fn escaped(v: &str) -> String {
     let mut s = String::with_capacity(v.len());
     esc(v, &mut s);
     s
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+pub(crate) fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
@@ -49,7 +49,7 @@ fn labels(out: &mut String, names: &[String], values: &[Box<str>]) {
     }
 }
 
-fn float(v: f64) -> String {
+pub(crate) fn float(v: f64) -> String {
     if v.is_infinite() {
         if v > 0.0 {
             "+Inf".into()
@@ -160,6 +160,7 @@ pub fn render(view: &View, pipeline: &Pipeline, t: &Telemetry) -> String {
         }
     }
     completeness(&mut out, view, pipeline);
+    super::slos::prometheus(&mut out, pipeline, view);
     self_metrics(&mut out, view, pipeline, t);
     out
 }

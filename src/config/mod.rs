@@ -253,6 +253,7 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         max_clock_skew: Duration::from_secs(3600),
         min_events: 10,
         coverage_target: 0.9,
+        slo: SloSettings::default(),
     };
 
     let sli = raw.sli;
@@ -475,6 +476,7 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
     let mut buckets = buckets;
     add_thresholds(&mut buckets, &slos);
     let slo = slos::settings(raw.slo)?;
+    pipeline.slo = slo.clone();
     let canary = slos::canary(raw.canary)?;
     if let Some(c) = &canary {
         // Cohorts are told apart by a series dimension.

@@ -131,7 +131,10 @@ fn one(r: &RawSlo, at: &str) -> Result<SloDef, ConfigError> {
         service,
         feature: FeatureMatch::new(&feature),
         sli,
-        objective: objective / 100.0,
+        // `99.9e-2` parses to the double nearest 0.999; `99.9 / 100` would be 0.9990000000000001.
+        objective: format!("{objective}e-2")
+            .parse()
+            .unwrap_or(objective / 100.0),
         window,
         description: r.description.clone(),
         labels: labels.into_iter().collect::<BTreeMap<_, _>>(),

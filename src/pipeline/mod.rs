@@ -20,6 +20,9 @@ use crate::otlp::scan::{
 use crate::sli::classify::Classifier;
 use crate::sli::series::MetricPoint;
 use crate::sli::series::{SeriesSettings, SeriesTable};
+use crate::slo::def::SloSettings;
+use crate::slo::engine::SloEngine;
+use crate::slo::tally::SloTally;
 use crate::telemetry::Signal;
 use arc_swap::ArcSwap;
 use batch::{Batch, Collector, Tally};
@@ -56,6 +59,8 @@ pub struct PipelineOptions {
     pub min_events: u64,
     /// Trace coverage below this is a gap (`untraced_requests`) and insufficient data.
     pub coverage_target: f64,
+    /// Settings shared by the SLOs (the SLOs themselves are in the series settings).
+    pub slo: SloSettings,
 }
 
 /// Why a request was not ingested.
@@ -98,6 +103,8 @@ struct Inner {
     min_events: u64,
     coverage_target: f64,
     clock: SharedClock,
+    /// The SLO engine; `None` without SLOs.
+    slo: Option<Arc<Mutex<SloEngine>>>,
     closed: AtomicBool,
     /// Ingest calls in progress; shutdown waits for them before stopping the shards, so no
     /// accepted request is answered OK and then dropped.
@@ -174,6 +181,12 @@ impl Pipeline {
         clock: SharedClock,
     ) -> (Self, Vec<Worker>) {
         let n = opts.shards.max(1);
+        let engine = (!settings.slos.is_empty()).then(|| {
+            Arc::new(Mutex::new(SloEngine::new(
+                Arc::clone(&settings.slos),
+                opts.slo.clone(),
+            )))
+        });
         let mut shards = Vec::with_capacity(n);
         let mut workers = Vec::with_capacity(n);
         for _ in 0..n {
@@ -188,6 +201,12 @@ impl Pipeline {
                 clock: Arc::clone(&clock),
                 publish: Arc::clone(&publish),
                 flush_interval: opts.flush_interval,
+                slo: engine.as_ref().map(|e| {
+                    (
+                        SloTally::new(&settings.slos, opts.slo.max_lateness),
+                        Arc::clone(e),
+                    )
+                }),
             });
             shards.push(ShardHandle {
                 tx,
@@ -208,6 +227,7 @@ impl Pipeline {
                 clock: Arc::clone(&clock),
                 min_events: opts.min_events,
                 coverage_target: opts.coverage_target,
+                slo: engine,
                 closed: AtomicBool::new(false),
                 in_flight: CachePadded::new(AtomicUsize::new(0)),
                 threads: Mutex::new(Vec::new()),
@@ -484,6 +504,16 @@ impl Pipeline {
         self.inner.coverage_target
     }
 
+    /// The SLO engine, holding what shards have flushed; `None` without SLOs.
+    pub fn slo_engine(&self) -> Option<&Arc<Mutex<SloEngine>>> {
+        self.inner.slo.as_ref()
+    }
+
+    /// The current time of the pipeline's clock, Unix nanoseconds.
+    pub fn now_unix_nanos(&self) -> u64 {
+        self.inner.clock.now_unix_nanos()
+    }
+
     /// True when completeness tracking is on.
     pub fn tracks_completeness(&self) -> bool {
         self.inner.track_traces
@@ -554,6 +584,7 @@ mod tests {
             max_clock_skew: Duration::from_secs(3600),
             min_events: 10,
             coverage_target: 0.9,
+            slo: SloSettings::default(),
         };
         let classifier = Classifier::new(ClassifyConfig::default()).expect("rules");
         Pipeline::build(&opts, classifier, settings, clock)

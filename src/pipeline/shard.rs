@@ -8,11 +8,13 @@ use crate::clock::SharedClock;
 use crate::completeness::GapState;
 use crate::sli::series::SeriesTable;
 use crate::sli::window::slot_of;
+use crate::slo::engine::SloEngine;
+use crate::slo::tally::SloTally;
 use arc_swap::ArcSwap;
 use crossbeam::channel::{Receiver, RecvTimeoutError, Sender};
 use crossbeam::utils::CachePadded;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A message to a shard.
@@ -42,6 +44,9 @@ pub struct Worker {
     pub publish: Arc<ArcSwap<ShardSnapshot>>,
     /// Time between snapshots.
     pub flush_interval: Duration,
+    /// SLO counts since the last flush, and the engine they go to on each flush; `None`
+    /// without SLOs.
+    pub slo: Option<(SloTally, Arc<Mutex<SloEngine>>)>,
 }
 
 impl Worker {
@@ -93,9 +98,21 @@ impl Worker {
         let now = self.clock.now_unix_nanos();
         self.gaps.observe(now, batch);
         let slot = slot_of(now);
-        for item in &batch.items {
-            self.table
-                .record(item.hash, batch.key(item), &item.obs, slot);
+        match &mut self.slo {
+            None => {
+                for item in &batch.items {
+                    self.table
+                        .record(item.hash, batch.key(item), &item.obs, slot);
+                }
+            }
+            Some((tally, _)) => {
+                for item in &batch.items {
+                    let slos = self
+                        .table
+                        .record(item.hash, batch.key(item), &item.obs, slot);
+                    tally.record(slos, &item.obs, now);
+                }
+            }
         }
         for m in &batch.metric_points {
             self.table
@@ -104,6 +121,13 @@ impl Worker {
     }
 
     fn flush(&mut self) {
+        if let Some((tally, engine)) = &mut self.slo {
+            // A panic elsewhere while holding the lock leaves counts that are still valid.
+            engine
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .absorb(tally);
+        }
         let now = self.clock.now_unix_nanos();
         self.table.advance(slot_of(now));
         self.gaps.expire(now);

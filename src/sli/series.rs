@@ -6,6 +6,7 @@ use crate::sli::classify::Observation;
 use crate::sli::hist::{Layout, SparseHist};
 use crate::sli::key;
 use crate::sli::window::{Window, Windows};
+use crate::slo::def::SloDef;
 use hashbrown::HashTable;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -33,6 +34,8 @@ pub struct SeriesSettings {
     pub expiry_slots: Option<u64>,
     /// When the process started, Unix nanoseconds (see [`SeriesTable::record_metric`]).
     pub started_unix_nanos: u64,
+    /// The SLOs; each series knows which of them it counts toward.
+    pub slos: Arc<[SloDef]>,
 }
 
 impl SeriesSettings {
@@ -55,7 +58,24 @@ impl SeriesSettings {
             active: AtomicUsize::new(0),
             expiry_slots: None,
             started_unix_nanos: 0,
+            slos: Arc::from(Vec::new()),
         }
+    }
+
+    /// Sets the SLOs series are matched against.
+    pub fn with_slos(mut self, slos: Arc<[SloDef]>) -> Self {
+        self.slos = slos;
+        self
+    }
+
+    /// Indices of the SLOs covering `service`/`feature`.
+    pub fn slo_matches(&self, service: &str, feature: &str) -> Box<[u16]> {
+        self.slos
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.matches(service, feature))
+            .filter_map(|(i, _)| u16::try_from(i).ok())
+            .collect()
     }
 
     /// Records when the process started.
@@ -210,12 +230,21 @@ struct Series {
     best_metric: u8,
     dirty: bool,
     published: Option<Arc<SeriesSnapshot>>,
+    /// Indices of the SLOs this series counts toward.
+    slos: Box<[u16]>,
 }
 
 impl Series {
     fn new(key: &[u8], hash: u64, settings: &SeriesSettings, slot: u64) -> Self {
         let labels: Arc<[Box<str>]> = key::labels(key).map(Box::from).collect();
+        let slos = match (labels.first(), labels.get(1)) {
+            (Some(service), Some(feature)) if !settings.slos.is_empty() => {
+                settings.slo_matches(service, feature)
+            }
+            _ => Box::default(),
+        };
         Self {
+            slos,
             key: key.into(),
             hash,
             labels,
@@ -393,6 +422,8 @@ pub struct SeriesTable {
     overflow_spans: u64,
     expired: u64,
     scratch: crate::sli::window::Slot,
+    /// SLO matches of the last request folded into the overflow series.
+    overflow_slos: Box<[u16]>,
 }
 
 impl std::fmt::Debug for SeriesTable {
@@ -418,12 +449,15 @@ impl SeriesTable {
             overflow_spans: 0,
             expired: 0,
             scratch: Default::default(),
+            overflow_slos: Box::default(),
         }
     }
 
     /// Records one observation for the series `key` (hash `hash`) at time slot `slot`.
+    /// Returns the indices of the SLOs the request counts toward: those of its own labels
+    /// even when the cardinality guard folded it into the overflow series.
     #[inline]
-    pub fn record(&mut self, hash: u64, key: &[u8], obs: &Observation, slot: u64) {
+    pub fn record(&mut self, hash: u64, key: &[u8], obs: &Observation, slot: u64) -> &[u16] {
         let settings = &*self.settings;
         let (series, overflowed) = series_for(
             settings,
@@ -434,6 +468,17 @@ impl SeriesTable {
         );
         series.record(obs, settings, slot);
         self.overflow_spans += u64::from(overflowed);
+        if !overflowed {
+            return &series.slos;
+        }
+        let mut labels = key::labels(key);
+        self.overflow_slos = match (labels.next(), labels.next()) {
+            (Some(service), Some(feature)) if !settings.slos.is_empty() => {
+                settings.slo_matches(service, feature)
+            }
+            _ => Box::default(),
+        };
+        &self.overflow_slos
     }
 
     /// Adds the requests a request-metric data point counts to the series `key`.

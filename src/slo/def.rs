@@ -317,11 +317,11 @@ pub fn duration_name(d: Duration) -> String {
     if d.subsec_nanos() != 0 || s == 0 {
         return format!("{}ms", d.as_millis());
     }
-    if s % 86_400 == 0 {
+    if s.is_multiple_of(86_400) {
         format!("{}d", s / 86_400)
-    } else if s % 3600 == 0 {
+    } else if s.is_multiple_of(3600) {
         format!("{}h", s / 3600)
-    } else if s % 60 == 0 {
+    } else if s.is_multiple_of(60) {
         format!("{}m", s / 60)
     } else {
         format!("{s}s")

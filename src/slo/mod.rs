@@ -6,9 +6,10 @@
 
 pub mod buckets;
 pub mod def;
-pub mod openslo;
-pub mod rules;
-pub mod status;
 pub mod engine;
-pub mod tally;
+pub mod openslo;
+pub mod persist;
+pub mod rules;
 pub mod state;
+pub mod status;
+pub mod tally;

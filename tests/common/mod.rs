@@ -89,6 +89,28 @@ impl TestServer {
             .unwrap_or_else(|| panic!("no SLI for {service}/{feature} in {all}"))
     }
 
+    /// `GET path` (JSON) on the admin server after a flush, with the status code.
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        self.flush().await;
+        let r = reqwest::get(format!("http://{}{path}", self.admin))
+            .await
+            .expect("admin reachable");
+        let status = r.status().as_u16();
+        (status, r.json().await.expect("json"))
+    }
+
+    /// `GET /api/v1/slos` after a flush: the SLO named `name`.
+    pub async fn slo(&self, name: &str) -> Value {
+        let (_, all) = self.get_json("/api/v1/slos").await;
+        all["slos"]
+            .as_array()
+            .expect("slos array")
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no SLO {name} in {all}"))
+    }
+
     /// `GET /metrics` after a flush.
     pub async fn metrics(&self) -> String {
         self.flush().await;

@@ -1,0 +1,255 @@
+//! SLOs end to end with the OpenTelemetry SDK as the client: error ratios that page or
+//! stay ok, latency SLOs counting slow requests as bad, late spans left out, the Prometheus
+//! series, and SLO windows surviving a restart through the state file.
+
+mod common;
+
+use common::TestServer;
+use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
+use opentelemetry::KeyValue;
+use opentelemetry_otlp::{SpanExporter, WithExportConfig};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::Resource;
+use std::time::{Duration, SystemTime};
+
+fn provider(endpoint: &str, service: &str) -> SdkTracerProvider {
+    let exporter = SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()
+        .expect("exporter");
+    SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            Resource::builder()
+                .with_service_name(service.to_string())
+                .build(),
+        )
+        .build()
+}
+
+/// One request span: `POST /pay`-style feature from method and route, ending `ago` before
+/// now after taking `took`.
+struct Req<'a> {
+    method: &'a str,
+    route: &'a str,
+    failed: bool,
+    took: Duration,
+    ago: Duration,
+}
+
+/// Sends `reqs` for `service` through the SDK's gRPC exporter and waits for the export.
+async fn send(server: &TestServer, service: &str, reqs: Vec<Req<'static>>) {
+    let endpoint = format!("http://{}", server.grpc);
+    let service = service.to_string();
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let _g = handle.enter();
+        let p = provider(&endpoint, &service);
+        let tracer = p.tracer("slo-test");
+        for r in reqs {
+            let end = SystemTime::now() - r.ago;
+            let mut span = tracer
+                .span_builder(format!("{} {}", r.method, r.route))
+                .with_kind(SpanKind::Server)
+                .with_start_time(end - r.took)
+                .with_attributes(vec![
+                    KeyValue::new("http.request.method", r.method),
+                    KeyValue::new("http.route", r.route),
+                ])
+                .start(&tracer);
+            if r.failed {
+                span.set_status(Status::error("boom"));
+            }
+            span.end_with_timestamp(end);
+        }
+        p.force_flush().expect("flush");
+        p.shutdown().expect("shutdown");
+    })
+    .await
+    .expect("sdk thread");
+}
+
+fn reqs(
+    n: usize,
+    failed_every: usize,
+    method: &'static str,
+    route: &'static str,
+) -> Vec<Req<'static>> {
+    (0..n)
+        .map(|i| Req {
+            method,
+            route,
+            failed: failed_every > 0 && i % failed_every == 0,
+            took: Duration::from_millis(20),
+            ago: Duration::ZERO,
+        })
+        .collect()
+}
+
+const SLOS: &str = r#"
+slos:
+  - name: pay-availability
+    service: pay
+    feature: "POST /pay"
+    objective: 99.9
+  - name: search-availability
+    service: search
+    feature: "GET /search*"
+    objective: 99
+    window: 7d
+    labels: { team: discovery }
+  - name: pay-latency
+    service: pay
+    feature: "POST /pay"
+    sli: latency
+    threshold: 300ms
+    objective: 95
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_percent_errors_page_a_tenth_of_a_percent_against_99_stays_ok() {
+    let server = TestServer::start(SLOS).await;
+    // pay: 500 requests, every 5th failed (20%).
+    send(&server, "pay", reqs(500, 5, "POST", "/pay")).await;
+    // search: 2000 requests over two features matched by the glob, 2 failed (0.1%).
+    let mut search = reqs(1000, 0, "GET", "/search");
+    search.extend(reqs(1000, 0, "GET", "/search/suggest"));
+    search[10].failed = true;
+    search[1500].failed = true;
+    send(&server, "search", search).await;
+
+    let pay = server.slo("pay-availability").await;
+    assert_eq!(pay["total"], 500, "{pay}");
+    assert_eq!(pay["bad"], 100);
+    assert_eq!(pay["alert"], "page", "{pay}");
+    assert_eq!(pay["firing"], serde_json::json!(["ticket", "page"]));
+    // Burn: (100/500) / 0.001 = 200 in every window holding the requests.
+    let burn = pay["burn_rates"]["5m"].as_f64().expect("5m burn");
+    assert!((burn - 200.0).abs() < 1e-6, "{burn}");
+    assert!((pay["burn_rates"]["3d"].as_f64().expect("3d") - 200.0).abs() < 1e-6);
+    // Budget: 1 − 100 / (0.001 × 500) = −199, reported unclamped.
+    let remaining = pay["error_budget_remaining"].as_f64().expect("budget");
+    assert!((remaining + 199.0).abs() < 1e-6, "{remaining}");
+    assert_eq!(pay["exhaustion_eta_seconds"], 0.0, "already exhausted");
+    assert!((pay["sli_value"].as_f64().expect("sli") - 0.8).abs() < 1e-12);
+
+    let search = server.slo("search-availability").await;
+    assert_eq!(
+        (search["total"].clone(), search["bad"].clone()),
+        (2000.into(), 2.into())
+    );
+    assert_eq!(search["alert"], "ok", "{search}");
+    // (2/2000)/0.01 = 0.1: burning a tenth of the sustainable rate.
+    assert!((search["burn_rates"]["1h"].as_f64().expect("1h") - 0.1).abs() < 1e-9);
+    // 7-day window: no 3d... it is shorter than 7d, so 3d is there; no 30d-only windows.
+    assert!(search["burn_rates"].get("3d").is_some());
+    let eta = search["exhaustion_eta_seconds"].as_f64().expect("eta");
+    // remaining 0.9 × 7 d / 0.1 = 5,443,200 s.
+    assert!((eta - 0.9 * 7.0 * 86_400.0 / 0.1).abs() < 1e-3, "{eta}");
+
+    let m = server.metrics().await;
+    let v = |s: &str| common::sample(&m, s).unwrap_or_else(|| panic!("no {s} in\n{m}"));
+    assert_eq!(
+        v("slo_alert_active{slo=\"pay-availability\",severity=\"page\"}"),
+        1.0
+    );
+    assert_eq!(
+        v("slo_alert_active{slo=\"search-availability\",team=\"discovery\",severity=\"page\"}"),
+        0.0
+    );
+    assert_eq!(v("slo_objective_ratio{slo=\"pay-availability\"}"), 0.999);
+    assert_eq!(v("slo_sli_ratio{slo=\"pay-availability\"}"), 0.8);
+    assert!((v("slo_burn_rate{slo=\"pay-availability\",window=\"1h\"}") - 200.0).abs() < 1e-6);
+    assert!((v("slo_error_budget_remaining_ratio{slo=\"pay-availability\"}") + 199.0).abs() < 1e-6);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_slo_counts_slow_and_failed_requests_and_late_spans_stay_out() {
+    let server = TestServer::start(SLOS).await;
+    let mut r = Vec::new();
+    for i in 0..100 {
+        r.push(Req {
+            method: "POST",
+            route: "/pay",
+            failed: i == 0,
+            // 10 slow ones (i = 90..99), one exactly at the threshold (good).
+            took: match i {
+                90.. => Duration::from_millis(500),
+                50 => Duration::from_millis(300),
+                _ => Duration::from_millis(100),
+            },
+            ago: Duration::ZERO,
+        });
+    }
+    // Two hours late (beyond slo.max_lateness = 1h): counted as late, not in the window.
+    for _ in 0..3 {
+        r.push(Req {
+            method: "POST",
+            route: "/pay",
+            failed: true,
+            took: Duration::from_millis(10),
+            ago: Duration::from_secs(7200),
+        });
+    }
+    send(&server, "pay", r).await;
+    let lat = server.slo("pay-latency").await;
+    assert_eq!(
+        (lat["total"].clone(), lat["bad"].clone()),
+        (100.into(), 11.into()),
+        "{lat}"
+    );
+    assert_eq!(lat["threshold_seconds"], 0.3);
+    let avail = server.slo("pay-availability").await;
+    assert_eq!(
+        (avail["total"].clone(), avail["bad"].clone()),
+        (100.into(), 1.into())
+    );
+    let m = server.metrics().await;
+    assert_eq!(common::sample(&m, "otel_sli_late_spans_total"), Some(3.0));
+    // The threshold is an exact bucket bound of the exported histogram.
+    assert!(m.contains("feature=\"POST /pay\",le=\"0.3\"}"), "{m}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slo_windows_survive_a_restart_and_a_corrupt_state_file_is_set_aside() {
+    let dir = std::env::temp_dir().join(format!("otel-sli-slo-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let yaml = format!(
+        "{SLOS}\nstorage:\n  directory: {}\n  interval: 1s\n",
+        dir.display()
+    );
+    let server = TestServer::start(&yaml).await;
+    send(&server, "pay", reqs(40, 4, "POST", "/pay")).await;
+    assert_eq!(server.slo("pay-availability").await["total"], 40);
+    server.stop().await;
+    assert!(dir.join("slo-state.json").exists(), "written on shutdown");
+
+    // Restart: the counts are back without any new traffic.
+    let server = TestServer::start(&yaml).await;
+    let pay = server.slo("pay-availability").await;
+    assert_eq!(
+        (pay["total"].clone(), pay["bad"].clone()),
+        (40.into(), 10.into()),
+        "{pay}"
+    );
+    server.stop().await;
+
+    // Corrupt the file: the next start reports it, sets it aside and starts empty.
+    let path = dir.join("slo-state.json");
+    let mut bytes = std::fs::read(&path).expect("state file");
+    let n = bytes.len();
+    bytes[n - 5] ^= 0x55;
+    std::fs::write(&path, bytes).expect("write");
+    let server = TestServer::start(&yaml).await;
+    assert_eq!(server.slo("pay-availability").await["alert"], "no_data");
+    let aside = std::fs::read_dir(&dir)
+        .expect("dir")
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().contains(".corrupt-"));
+    assert!(aside, "corrupt file kept for inspection");
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
