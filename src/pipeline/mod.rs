@@ -8,6 +8,7 @@
 //! Shards publish snapshots that [`Pipeline::view`] combines for readers.
 
 pub mod batch;
+pub mod query;
 pub mod shard;
 pub mod snapshot;
 
@@ -502,6 +503,32 @@ impl Pipeline {
     /// Trace coverage below which a series has a gap.
     pub fn coverage_target(&self) -> f64 {
         self.inner.coverage_target
+    }
+
+    /// Runs `q` on every shard's live state and merges the answers. Blocks up to `timeout`
+    /// for the shards (queued batches are applied first); `None` when a shard did not
+    /// answer in time or the pipeline is stopped.
+    pub fn query_cohorts(
+        &self,
+        q: query::CohortQuery,
+        timeout: Duration,
+    ) -> Option<query::CohortSlots> {
+        let q = Arc::new(q);
+        let deadline = std::time::Instant::now() + timeout;
+        let replies: Vec<_> = self
+            .inner
+            .shards
+            .iter()
+            .map(|s| {
+                let (tx, rx) = channel::bounded(1);
+                s.tx.send(Msg::Query(Arc::clone(&q), tx)).ok().map(|()| rx)
+            })
+            .collect::<Option<_>>()?;
+        let mut parts = Vec::with_capacity(replies.len());
+        for rx in replies {
+            parts.push(rx.recv_deadline(deadline).ok()?);
+        }
+        Some(query::merge(parts))
     }
 
     /// The SLO engine, holding what shards have flushed; `None` without SLOs.

@@ -3,6 +3,7 @@
 //! so the per-span path takes no lock.
 
 use super::batch::Batch;
+use super::query::{CohortQuery, CohortSlots};
 use super::snapshot::ShardSnapshot;
 use crate::clock::SharedClock;
 use crate::completeness::GapState;
@@ -26,6 +27,8 @@ pub enum Msg {
     Flush(Sender<()>),
     /// Publish a final snapshot and exit.
     Stop,
+    /// Answer a cohort query from live state.
+    Query(Arc<CohortQuery>, Sender<CohortSlots>),
 }
 
 /// Everything a shard worker needs.
@@ -64,6 +67,10 @@ impl Worker {
                     self.flush();
                     let _ = ack.send(());
                 }
+                Ok(Msg::Query(q, tx)) => {
+                    self.table.advance(slot_of(self.clock.now_unix_nanos()));
+                    let _ = tx.send(q.run(&self.table));
+                }
                 Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => {
                     self.drain();
                     self.flush();
@@ -88,6 +95,9 @@ impl Worker {
                 }
                 Msg::Flush(ack) => {
                     let _ = ack.send(());
+                }
+                Msg::Query(q, tx) => {
+                    let _ = tx.send(q.run(&self.table));
                 }
                 Msg::Stop => {}
             }

@@ -507,6 +507,11 @@ impl SeriesTable {
         }
     }
 
+    /// Every series (not the overflow series) with its labels and windows.
+    pub fn each(&self) -> impl Iterator<Item = (&[Box<str>], &Windows)> {
+        self.table.iter().map(|s| (&*s.labels, &s.windows))
+    }
+
     /// Moves every series' windows to `slot` and drops series idle past the expiry.
     pub fn advance(&mut self, slot: u64) {
         for s in self.table.iter_mut().chain(self.overflow.as_mut()) {

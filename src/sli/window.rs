@@ -65,6 +65,38 @@ impl Window {
     }
 }
 
+/// A window read on demand (not published in snapshots): one of the standard windows, or
+/// `Periods(k)` = the current 5-minute period so far plus the `k − 1` completed ones before
+/// it, covering `5(k−1)` to `5k` minutes (`Periods(12)` is [`Window::H1`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Span {
+    /// A standard window.
+    Std(Window),
+    /// `2..=12` five-minute periods.
+    Periods(u8),
+}
+
+impl Span {
+    /// The smallest span covering `d` (1 s to 1 h), with the longest time it may cover.
+    pub fn covering(d: std::time::Duration) -> Option<(Span, std::time::Duration)> {
+        let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+        let min = std::time::Duration::from_secs(60);
+        match secs {
+            0 => None,
+            1..=60 => Some((Span::Std(Window::M1), min)),
+            61..=300 => Some((Span::Std(Window::M5), 5 * min)),
+            301..=3600 => {
+                let k = secs.div_ceil(300);
+                Some((
+                    Span::Periods(k as u8),
+                    std::time::Duration::from_secs(k * 300),
+                ))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// The slot number of a Unix time in nanoseconds.
 pub fn slot_of(unix_nanos: u64) -> u64 {
     unix_nanos / 1_000_000_000 / SLOT_SECONDS
@@ -102,7 +134,8 @@ impl Slot {
         self.hist.clear();
     }
 
-    fn add(&mut self, other: &Slot) {
+    /// Adds `other`'s counts and histogram.
+    pub fn add(&mut self, other: &Slot) {
         self.requests = self.requests.saturating_add(other.requests);
         self.errors = self.errors.saturating_add(other.errors);
         self.est_requests += other.est_requests;
@@ -218,13 +251,14 @@ impl Windows {
         }
     }
 
-    /// The slots that make up `window`.
-    fn parts(&self, window: Window) -> impl Iterator<Item = &Slot> {
-        let (r0, a1, r1, a2, r2, all) = match window {
-            Window::M1 => (RING0, false, 0, false, 0, false),
-            Window::M5 => (0, true, RING1, false, 0, false),
-            Window::H1 => (0, true, 0, true, RING2, false),
-            Window::All => (0, false, 0, false, 0, true),
+    /// The slots that make up `span`.
+    fn parts(&self, span: Span) -> impl Iterator<Item = &Slot> {
+        let (r0, a1, r1, a2, r2, all) = match span {
+            Span::Std(Window::M1) => (RING0, false, 0, false, 0, false),
+            Span::Std(Window::M5) => (0, true, RING1, false, 0, false),
+            Span::Std(Window::H1) => (0, true, 0, true, RING2, false),
+            Span::Std(Window::All) => (0, false, 0, false, 0, true),
+            Span::Periods(k) => (0, true, 0, true, usize::from(k.max(1)) - 1, false),
         };
         std::iter::once(&self.cur)
             .chain(self.ring0.iter().take(r0))
@@ -237,13 +271,18 @@ impl Windows {
 
     /// Sums `window` into `out` (cleared first).
     pub fn read(&self, window: Window, out: &mut Slot) {
+        self.read_span(Span::Std(window), out);
+    }
+
+    /// Sums `span` into `out` (cleared first).
+    pub fn read_span(&self, span: Span, out: &mut Slot) {
         out.requests = 0;
         out.errors = 0;
         out.est_requests = 0.0;
         out.est_errors = 0.0;
         out.metric_requests = 0;
         let mut hists: Vec<&SparseHist> = Vec::with_capacity(24);
-        for s in self.parts(window).filter(|s| !s.is_empty()) {
+        for s in self.parts(span).filter(|s| !s.is_empty()) {
             out.requests = out.requests.saturating_add(s.requests);
             out.errors = out.errors.saturating_add(s.errors);
             out.est_requests += s.est_requests;
@@ -346,6 +385,30 @@ mod tests {
         assert!(!w.advance(40));
         w.record(false, 1, 1.0);
         assert_eq!(count(&w, Window::M1), 1);
+    }
+
+    #[test]
+    fn periods_compose_like_the_hour() {
+        let start = 30 * 1000;
+        let mut w = Windows::new(start);
+        let last = one_per_slot(&mut w, start, 400);
+        let span = |k| {
+            let mut s = Slot::default();
+            w.read_span(Span::Periods(k), &mut s);
+            s.requests
+        };
+        let in_period = (last % SLOTS_PER_PERIOD) + 1;
+        assert_eq!(span(2), in_period + 30, "this period + one completed");
+        assert_eq!(span(12), count(&w, Window::H1));
+        let d = |s| std::time::Duration::from_secs(s);
+        assert_eq!(Span::covering(d(600)), Some((Span::Periods(2), d(600))));
+        assert_eq!(Span::covering(d(601)), Some((Span::Periods(3), d(900))));
+        assert_eq!(
+            Span::covering(d(300)),
+            Some((Span::Std(Window::M5), d(300)))
+        );
+        assert_eq!(Span::covering(d(3600)), Some((Span::Periods(12), d(3600))));
+        assert_eq!(Span::covering(d(3601)), None);
     }
 
     #[test]
