@@ -162,6 +162,20 @@ async fn twenty_percent_errors_page_a_tenth_of_a_percent_against_99_stays_ok() {
     assert_eq!(v("slo_sli_ratio{slo=\"pay-availability\"}"), 0.8);
     assert!((v("slo_burn_rate{slo=\"pay-availability\",window=\"1h\"}") - 200.0).abs() < 1e-6);
     assert!((v("slo_error_budget_remaining_ratio{slo=\"pay-availability\"}") + 199.0).abs() < 1e-6);
+    // Every SLO metric the README documents is exposed.
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    let documented: Vec<&str> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `slo_")?.split('`').next())
+        .collect();
+    assert!(documented.len() >= 7, "{documented:?}");
+    for name in documented {
+        assert!(
+            m.contains(&format!("# TYPE slo_{name} ")),
+            "README documents slo_{name}"
+        );
+    }
     server.stop().await;
 }
 
