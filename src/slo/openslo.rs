@@ -112,6 +112,7 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<SloDef>, OpenSloError> {
 }
 
 /// The YAML documents of `text` with their positions (from 1); empty documents are skipped.
+/// Stops at the first error: after a failure the iterator keeps yielding it.
 fn documents(text: &str, file: &str) -> Result<Vec<(usize, Value)>, OpenSloError> {
     let mut out = Vec::new();
     for (i, de) in serde_norway::Deserializer::from_str(text).enumerate() {
