@@ -4,6 +4,7 @@
 //! keeps it across restarts ([`state`]), Prometheus rule generation ([`rules`]), OpenSLO
 //! import ([`openslo`]) and canary-versus-baseline verdicts ([`canary`]).
 
+pub mod canary;
 pub mod def;
 pub mod openslo;
 pub mod rules;
