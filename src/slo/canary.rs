@@ -45,10 +45,9 @@
 //!
 //! Counts are of **received** entry spans (the windows' `requests` and `errors`), not the
 //! sampling-weighted estimates: the variance of a test comes from the observations actually
-//! made, and counting each of 1-in-10 sampled spans ten times would make the test ten times
-//! too confident. With large cohorts the error test detects small differences (1.0% against
-//! 1.1% over a million requests each is significant); that is the test doing its job, not
-//! noise.
+//! made, and counting each of 1-in-10 sampled spans ten times would understate it tenfold.
+//! With large cohorts the error test detects small differences (1.0% against 1.1% over a
+//! million requests each is significant); that is the test doing its job, not noise.
 
 use crate::slo::def::CanaryConfig;
 use serde::Serialize;
