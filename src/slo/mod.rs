@@ -1,10 +1,12 @@
 //! Service level objectives computed from the spans the pipeline sees: definitions
-//! ([`def`]), event-time count buckets ([`buckets`]), budget, burn-rate and alert
-//! evaluation ([`status`]), the engine that merges what shards counted ([`engine`]) and
-//! keeps it across restarts ([`state`]), Prometheus rule generation ([`rules`]), OpenSLO
-//! import ([`openslo`]) and canary-versus-baseline verdicts ([`canary`]).
+//! ([`def`]), event-time count buckets ([`buckets`]) filled by each shard's [`tally`],
+//! budget, burn-rate and alert evaluation ([`status`]), the [`engine`] that merges what
+//! shards counted and keeps it across restarts ([`state`], [`persist`]), Prometheus rule
+//! generation ([`rules`]), OpenSLO import ([`openslo`]) and canary-versus-baseline verdicts
+//! ([`canary`]).
 
 pub mod buckets;
+pub mod canary;
 pub mod def;
 pub mod engine;
 pub mod openslo;
