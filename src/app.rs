@@ -180,6 +180,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
         pipeline: pipeline.clone(),
         telemetry: Arc::clone(&telemetry),
         ready: Arc::clone(&ready),
+        canary: config.canary.clone(),
     });
     let admin = tokio::spawn(async move {
         if let Err(e) = axum::serve(admin_l, admin_app)

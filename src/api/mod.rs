@@ -2,6 +2,7 @@
 //! (JSON), `/healthz`,
 //! `/readyz`. Reads pipeline snapshots and self-telemetry; writes nothing.
 
+pub mod canary;
 pub mod gaps;
 pub mod prometheus;
 pub mod slis;
@@ -27,6 +28,8 @@ pub struct ApiState {
     pub telemetry: Arc<Telemetry>,
     /// Set once every listener is bound.
     pub ready: Arc<AtomicBool>,
+    /// Canary analysis settings; `None` when off.
+    pub canary: Option<crate::slo::def::CanaryConfig>,
 }
 
 /// The admin routes.
@@ -36,6 +39,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/slis", get(slis_handler))
         .route("/api/v1/gaps", get(gaps_handler))
         .route("/api/v1/slos", get(slos_handler))
+        .route("/api/v1/canary", get(canary_handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(state)
@@ -73,6 +77,32 @@ async fn slis_handler(
 async fn slos_handler(State(s): State<ApiState>) -> Response {
     let body = slos::render(&s.pipeline);
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn canary_handler(
+    State(s): State<ApiState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let answer =
+        tokio::task::spawn_blocking(move || canary::render(&s.pipeline, s.canary.as_ref(), &q))
+            .await;
+    let json = || [(header::CONTENT_TYPE, "application/json")];
+    let error = |code: StatusCode, msg: &str| {
+        let body = serde_json::to_vec(&serde_json::json!({ "error": msg })).unwrap_or_default();
+        (code, json(), body).into_response()
+    };
+    match answer {
+        Ok(Ok(body)) => (json(), body).into_response(),
+        Ok(Err(canary::CanaryError::BadRequest(msg))) => error(StatusCode::BAD_REQUEST, &msg),
+        Ok(Err(canary::CanaryError::Disabled)) => error(
+            StatusCode::NOT_FOUND,
+            "canary analysis is off (canary.attribute is empty)",
+        ),
+        Ok(Err(canary::CanaryError::Unavailable)) | Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the pipeline did not answer in time; retry",
+        ),
+    }
 }
 
 async fn gaps_handler(State(s): State<ApiState>) -> Response {

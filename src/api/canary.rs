@@ -1,0 +1,157 @@
+//! `GET /api/v1/canary?service=S&baseline=A&canary=B[&window=10m][&feature=F]`: compares the
+//! canary cohort with its baseline (cohorts are values of `canary.attribute`, recorded as a
+//! series label) over a window read live from the shards, and returns a verdict a
+//! progressive-delivery controller can act on.
+
+use crate::pipeline::query::{CohortQuery, CohortSlots};
+use crate::pipeline::Pipeline;
+use crate::sli::classify::label_name;
+use crate::sli::series::QUANTILES;
+use crate::sli::window::{Slot, Span};
+use crate::slo::canary::{combine, compare, Analysis, Cohort};
+use crate::slo::def::{duration_name, CanaryConfig};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+/// How long the shards get to answer.
+const SHARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a canary query cannot be answered.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CanaryError {
+    /// The request is wrong (HTTP 400).
+    BadRequest(String),
+    /// Canary analysis is turned off (HTTP 404).
+    Disabled,
+    /// The shards did not answer in time (HTTP 503).
+    Unavailable,
+}
+
+#[derive(Serialize)]
+struct Query<'a> {
+    service: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    feature: Option<&'a str>,
+    attribute: &'a str,
+    baseline: &'a str,
+    canary: &'a str,
+    window: String,
+    /// The longest time the window may cover (it slides in 10 s steps up to 5 m and in
+    /// 5-minute steps beyond).
+    window_covers_up_to: String,
+}
+
+#[derive(Serialize)]
+struct Response<'a> {
+    #[serde(flatten)]
+    analysis: Analysis,
+    query: Query<'a>,
+}
+
+fn param<'a>(q: &'a HashMap<String, String>, name: &str) -> Result<&'a str, CanaryError> {
+    q.get(name)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| CanaryError::BadRequest(format!("query parameter {name:?} is required")))
+}
+
+/// Cohort figures of a summed window: raw counts (the test needs observed events, not
+/// sampling estimates) and p95/p99 from the merged histogram.
+fn cohort(slot: &Slot, pipeline: &Pipeline) -> Cohort {
+    let mut q = [None; 4];
+    slot.hist
+        .values_at_quantiles(&pipeline.settings().layout, &QUANTILES, &mut q);
+    Cohort {
+        requests: slot.requests,
+        errors: slot.errors,
+        p95_ns: q[2],
+        p99_ns: q[3],
+    }
+}
+
+/// Answers one canary query (blocking: it waits for the shards).
+pub fn render(
+    pipeline: &Pipeline,
+    cfg: Option<&CanaryConfig>,
+    q: &HashMap<String, String>,
+) -> Result<Vec<u8>, CanaryError> {
+    let cfg = cfg.ok_or(CanaryError::Disabled)?;
+    let service = param(q, "service")?;
+    let baseline = param(q, "baseline")?;
+    let canary = param(q, "canary")?;
+    if baseline == canary {
+        return Err(CanaryError::BadRequest(
+            "baseline and canary name the same cohort".into(),
+        ));
+    }
+    let feature = q
+        .get("feature")
+        .map(String::as_str)
+        .filter(|f| !f.is_empty());
+    let window_text = q.get("window").map_or("10m", String::as_str);
+    let window =
+        crate::config::units::parse_duration(window_text).map_err(CanaryError::BadRequest)?;
+    let (span, covers) = Span::covering(window).ok_or_else(|| {
+        CanaryError::BadRequest(format!(
+            "window {window_text:?} is out of range; use 1m to 1h"
+        ))
+    })?;
+    let label = label_name(&cfg.attribute);
+    let position = pipeline
+        .classifier()
+        .label_names()
+        .iter()
+        .position(|n| *n == label)
+        .ok_or(CanaryError::Disabled)?;
+    let slots = pipeline
+        .query_cohorts(
+            CohortQuery {
+                service: service.to_string(),
+                feature: feature.map(str::to_string),
+                label: position,
+                cohorts: [baseline.to_string(), canary.to_string()],
+                span,
+            },
+            SHARD_TIMEOUT,
+        )
+        .ok_or(CanaryError::Unavailable)?;
+    let analysis = analyse(&slots, pipeline, cfg);
+    serde_json::to_vec(&Response {
+        analysis,
+        query: Query {
+            service,
+            feature,
+            attribute: &cfg.attribute,
+            baseline,
+            canary,
+            window: duration_name(window),
+            window_covers_up_to: duration_name(covers),
+        },
+    })
+    .map_err(|e| CanaryError::BadRequest(e.to_string()))
+}
+
+/// Compares the cohorts per feature and over all features.
+fn analyse(slots: &CohortSlots, pipeline: &Pipeline, cfg: &CanaryConfig) -> Analysis {
+    let mut per_feature: BTreeMap<&str, [Slot; 2]> = BTreeMap::new();
+    let mut overall: [Slot; 2] = Default::default();
+    for ((cohort, feature), slot) in slots {
+        if let (Some(f), Some(o)) = (
+            per_feature.entry(feature).or_default().get_mut(*cohort),
+            overall.get_mut(*cohort),
+        ) {
+            f.add(slot);
+            o.add(slot);
+        }
+    }
+    let features = per_feature
+        .iter()
+        .map(|(name, [b, c])| compare(name, &cohort(b, pipeline), &cohort(c, pipeline), cfg))
+        .collect();
+    let [b, c] = &overall;
+    combine(
+        compare("overall", &cohort(b, pipeline), &cohort(c, pipeline), cfg),
+        features,
+    )
+}
