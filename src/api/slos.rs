@@ -86,12 +86,26 @@ struct Slo<'a> {
     bad: u64,
     error_budget_remaining: Option<f64>,
     error_budget_consumed: Option<f64>,
-    burn_rates: BTreeMap<String, Option<f64>>,
+    burn_rates: Ordered,
     alert: &'static str,
     firing: Vec<&'static str>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     alert_reasons: &'a [String],
     exhaustion_eta_seconds: Option<f64>,
+}
+
+/// Burn rates as a JSON object keyed by window, shortest window first.
+struct Ordered(Vec<(String, Option<f64>)>);
+
+impl Serialize for Ordered {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
 }
 
 /// Renders `/api/v1/slos`.
@@ -120,11 +134,12 @@ pub fn render(pipeline: &Pipeline) -> Vec<u8> {
             bad: s.window.bad,
             error_budget_remaining: s.budget_remaining,
             error_budget_consumed: s.budget_consumed(),
-            burn_rates: s
-                .burn_rates
-                .iter()
-                .map(|(w, b)| (duration_name(*w), *b))
-                .collect(),
+            burn_rates: Ordered(
+                s.burn_rates
+                    .iter()
+                    .map(|(w, b)| (duration_name(*w), *b))
+                    .collect(),
+            ),
             alert: s.alert.name(),
             firing: s.firing.iter().map(|f| f.name()).collect(),
             alert_reasons: &s.reasons,
