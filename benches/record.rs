@@ -8,6 +8,10 @@
 //!   time slot, the histograms already populated: the hot path under sustained load;
 //! * `record/new_slot_each_iter`: the same, but every iteration moves to the next 10 s slot,
 //!   so each series rotates its windows once per ~50 observations (lighter load per series);
+//! * `record/steady_slot_with_slos`: `steady_slot` with 20 SLOs configured (per service one
+//!   availability SLO on every feature and one latency SLO on its `GET` features, both
+//!   globs), each observation also counted into the shard's SLO tally, which is drained
+//!   once per iteration as a flush would;
 //! * `collector/request`: the whole `pipeline::batch::Collector` sink over a 500-span request
 //!   (scan + classify + key hashing + per-shard batching, 2 shards);
 //! * `collector/request_and_record`: the collector plus recording its batch into a table,
@@ -26,6 +30,8 @@ use otel_sli::sli::classify::{kind, Classifier, ClassifyConfig, ResourceValues, 
 use otel_sli::sli::hist::Layout;
 use otel_sli::sli::series::{SeriesSettings, SeriesTable};
 use otel_sli::sli::window::slot_of;
+use otel_sli::slo::def::{FeatureMatch, SliKind, SloDef};
+use otel_sli::slo::tally::SloTally;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
@@ -140,6 +146,52 @@ fn main() {
                 slot += 1;
                 record_all(&mut table, black_box(&batch), slot)
             })
+        });
+    }
+    {
+        let slos: Vec<SloDef> = (0..10)
+            .flat_map(|i| {
+                let slo = |name: String, feature: &str, sli| SloDef {
+                    name,
+                    service: otel_sli::otlp::synth::service_name(i),
+                    feature: FeatureMatch::new(feature),
+                    sli,
+                    objective: 0.999,
+                    window: Duration::from_secs(30 * 86_400),
+                    description: None,
+                    labels: Default::default(),
+                };
+                [
+                    slo(format!("s{i}-all"), "*", SliKind::Availability),
+                    slo(
+                        format!("s{i}-get"),
+                        "GET *",
+                        SliKind::Latency {
+                            threshold: Duration::from_millis(100),
+                        },
+                    ),
+                ]
+            })
+            .collect();
+        let settings = Arc::new(
+            SeriesSettings::new(Layout::new(2).expect("layout"), &DEFAULT_BUCKETS, 10_000, 2)
+                .with_slos(slos.clone().into()),
+        );
+        let mut table = SeriesTable::new(settings);
+        let mut tally = SloTally::new(&slos, Duration::from_secs(3600));
+        let now = common::START_UNIX_NANOS;
+        let record_with_slos = |table: &mut SeriesTable, tally: &mut SloTally| {
+            for item in &batch.items {
+                let m = table.record(item.hash, batch.key(item), &item.obs, slot0);
+                tally.record(m, &item.obs, now);
+            }
+            black_box(tally.drain());
+        };
+        for _ in 0..20 {
+            record_with_slos(&mut table, &mut tally);
+        }
+        group.bench_function(BenchmarkId::from_parameter("steady_slot_with_slos"), |b| {
+            b.iter(|| record_with_slos(&mut table, &mut tally))
         });
     }
     group.finish();
