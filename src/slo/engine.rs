@@ -51,14 +51,11 @@ pub struct Restored {
 impl SloEngine {
     /// An engine for `defs`.
     pub fn new(defs: Arc<[SloDef]>, settings: SloSettings) -> Self {
-        let longest = settings
-            .windows()
-            .into_iter()
-            .chain(defs.iter().map(|d| d.window))
-            .max()
-            .unwrap_or_default();
-        let minutes = longest.as_secs().div_ceil(60);
-        let buckets = defs.iter().map(|_| Buckets::new(minutes)).collect();
+        // Each SLO reads windows up to its own (longer burn and rule windows are skipped).
+        let buckets = defs
+            .iter()
+            .map(|d| Buckets::new(d.window.as_secs().div_ceil(60)))
+            .collect();
         Self {
             defs,
             settings,
