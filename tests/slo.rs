@@ -40,6 +40,11 @@ struct Req<'a> {
 
 /// Sends `reqs` for `service` through the SDK's gRPC exporter and waits for the export.
 async fn send(server: &TestServer, service: &str, reqs: Vec<Req<'static>>) {
+    send_at(server, service, reqs, SystemTime::now()).await
+}
+
+/// Like [`send`], with `now` as the present the requests' `ago` counts back from.
+async fn send_at(server: &TestServer, service: &str, reqs: Vec<Req<'static>>, now: SystemTime) {
     let endpoint = format!("http://{}", server.grpc);
     let service = service.to_string();
     let handle = tokio::runtime::Handle::current();
@@ -48,7 +53,7 @@ async fn send(server: &TestServer, service: &str, reqs: Vec<Req<'static>>) {
         let p = provider(&endpoint, &service);
         let tracer = p.tracer("slo-test");
         for r in reqs {
-            let end = SystemTime::now() - r.ago;
+            let end = now - r.ago;
             let mut span = tracer
                 .span_builder(format!("{} {}", r.method, r.route))
                 .with_kind(SpanKind::Server)
@@ -266,4 +271,80 @@ async fn slo_windows_survive_a_restart_and_a_corrupt_state_file_is_set_aside() {
     assert!(aside, "corrupt file kept for inspection");
     server.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_move_through_page_ticket_and_ok_as_the_injected_clock_runs_through_days() {
+    use otel_sli::clock::ManualClock;
+    use std::sync::Arc;
+    let t0 = SystemTime::now();
+    let nanos = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .expect("clock")
+            .as_nanos() as u64
+    };
+    let clock = Arc::new(ManualClock::new(nanos(t0)));
+    let server = TestServer::start_with_clock(common::config(SLOS), clock.clone()).await;
+    let at = |d: Duration| t0 + d;
+    let set = |d: Duration| clock.set(nanos(at(d)));
+    let alert = |v: &serde_json::Value| v["alert"].as_str().unwrap_or("").to_string();
+    let h = |n: u64| Duration::from_secs(n * 3600);
+    let m = |n: u64| Duration::from_secs(n * 60);
+
+    // A clean hour of 1000 requests, then at +1 h an incident: 50 of 1000 fail.
+    send_at(
+        &server,
+        "pay",
+        reqs(1000, 0, "POST", "/pay"),
+        at(Duration::ZERO),
+    )
+    .await;
+    set(h(1));
+    send_at(&server, "pay", reqs(1000, 20, "POST", "/pay"), at(h(1))).await;
+    let s = server.slo("pay-availability").await;
+    // burn(1h) = burn(5m) = (50/1000)/0.001 = 50 > 14.4: page.
+    assert_eq!(alert(&s), "page", "{s}");
+    assert!((s["burn_rates"]["5m"].as_f64().expect("5m") - 50.0).abs() < 1e-9);
+    // Budget: 1 − 50/(0.001 × 2000) = −24.
+    assert!((s["error_budget_remaining"].as_f64().expect("budget") + 24.0).abs() < 1e-9);
+
+    // 31 minutes of silence: 5m and 30m are empty, so both page rules stop; 1d/2h burn
+    // (50/2000/0.001 = 25 and 50) > 3: ticket.
+    set(h(1) + m(31));
+    let s = server.slo("pay-availability").await;
+    assert_eq!(alert(&s), "ticket", "{s}");
+    assert!(s["burn_rates"]["5m"].is_null(), "no requests in 5m: {s}");
+    assert!((s["burn_rates"]["1d"].as_f64().expect("1d") - 25.0).abs() < 1e-9);
+
+    // +3 h: 2h is empty, the 3d/6h rule (25 and 50 > 1) still tickets.
+    set(h(4));
+    let s = server.slo("pay-availability").await;
+    assert_eq!(alert(&s), "ticket", "{s}");
+    assert_eq!(s["firing"], serde_json::json!(["ticket"]));
+
+    // +7 h after the incident: the 6h window is empty, nothing fires. But the service has
+    // sent nothing for hours (completeness.silence_after), so "healthy" cannot be claimed.
+    set(h(8));
+    let s = server.slo("pay-availability").await;
+    assert_eq!(alert(&s), "insufficient", "{s}");
+    assert!(
+        s["alert_reasons"].to_string().contains("no telemetry"),
+        "{s}"
+    );
+    // Traffic resumes, all good: ok, with the budget still overspent from the incident
+    // (1 − 50 / (0.001 × 2100) = −22.8).
+    send_at(&server, "pay", reqs(100, 0, "POST", "/pay"), at(h(8))).await;
+    let s = server.slo("pay-availability").await;
+    assert_eq!(alert(&s), "ok", "{s}");
+    assert_eq!(s["total"], 2100);
+    let remaining = s["error_budget_remaining"].as_f64().expect("budget");
+    assert!((remaining - (1.0 - 50.0 / 2.1)).abs() < 1e-9, "{remaining}");
+    assert!(s["exhaustion_eta_seconds"].is_null(), "burn(1h) is 0: {s}");
+
+    // 31 days later everything has left the 30-day window: no data.
+    set(h(24 * 31));
+    let s = server.slo("pay-availability").await;
+    assert_eq!(alert(&s), "no_data", "{s}");
+    assert_eq!(s["total"], 0);
+    server.stop().await;
 }
