@@ -112,6 +112,9 @@ pub fn build_pipeline(config: &Config, clock: SharedClock) -> Result<Pipeline, A
 
 /// Starts everything and returns once all listeners are bound.
 pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppError> {
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
     let pipeline = build_pipeline(config, clock)?;
     let state = match (&config.storage.directory, pipeline.slo_engine()) {
         (Some(dir), Some(engine)) => {

@@ -98,6 +98,9 @@ fn main() -> anyhow::Result<()> {
     let args = match cli.command {
         Some(Command::Validate { config, openslo }) => {
             let c = load(Some(&config), openslo.as_ref())?;
+            for w in &c.warnings {
+                eprintln!("warning: {w}");
+            }
             println!("{}: ok ({} SLOs)", config.display(), c.slos.len());
             return Ok(());
         }

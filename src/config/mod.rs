@@ -124,6 +124,9 @@ pub struct Config {
     pub canary: Option<CanaryConfig>,
     /// Persistent state.
     pub storage: slos::StorageConfig,
+    /// Things that are valid but probably not what was meant (printed by `validate`,
+    /// logged at start).
+    pub warnings: Vec<String>,
 }
 
 impl Config {
@@ -140,6 +143,7 @@ impl Config {
             self.slos.push(s);
         }
         add_thresholds(&mut self.buckets, &self.slos);
+        self.warnings = slos::warnings(&self.slos, &self.slo);
         Ok(())
     }
 }
@@ -512,6 +516,7 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         series_expiry,
         completeness,
         log_level: raw.log.level.unwrap_or_else(|| "info".into()),
+        warnings: slos::warnings(&slos, &slo),
         slos,
         slo,
         canary,
@@ -675,6 +680,34 @@ mod tests {
         assert!(c.classify.http_bad[429] && c.classify.http_bad[503] && !c.classify.http_bad[404]);
         assert_eq!(c.classify.dimensions, ["service.version"]);
         assert!(p("admin:\n  endpoint: ${MISSING}\n").is_err());
+    }
+
+    #[test]
+    fn slo_errors_name_the_slo_and_key_and_unreachable_rules_warn() {
+        let err = |t: &str| p(t).unwrap_err().to_string();
+        let e =
+            err("slos:\n  - {name: lat, service: s, feature: f, sli: latency, objective: 99}\n");
+        assert!(e.starts_with("slos[0](lat).threshold: required"), "{e}");
+        let e = err("slos:\n  - {name: a, service: s, feature: f, objective: 100}\n");
+        assert!(e.starts_with("slos[0](a).objective"), "{e}");
+        let e = err("slos:\n  - {name: a, service: s, feature: f, objective: 99, window: 5m}\n");
+        assert!(e.starts_with("slos[0](a).window"), "{e}");
+        let e = err("slos:\n  - {name: a, service: s, feature: f, objective: 99}\n  - {name: a, service: s, feature: g, objective: 99}\n");
+        assert!(e.starts_with("slos[1].name") && e.contains("twice"), "{e}");
+        let e = err("slo:\n  alerts:\n    - {severity: page, long_window: 1h, short_window: 2h, burn_rate: 2}\n");
+        assert!(e.starts_with("slo.alerts[0].short_window"), "{e}");
+        let e =
+            err("slos:\n  - {name: a, service: s, feature: f, objective: 99, labels: {slo: x}}\n");
+        assert!(e.contains("labels.slo"), "{e}");
+
+        let c = p("slos:\n  - {name: lat, service: s, feature: f, sli: latency, threshold: 300ms, objective: 99.9}\n").unwrap();
+        assert!(c.buckets.contains(&0.3), "threshold is a bucket bound");
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert!((c.slos[0].objective - 0.999).abs() == 0.0);
+        // At 90% the highest burn rate is 10: the 14.4 page rule can never fire.
+        let c = p("slos:\n  - {name: a, service: s, feature: f, objective: 90}\n").unwrap();
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(c.warnings[0].contains("can never fire"));
     }
 
     #[test]

@@ -141,6 +141,27 @@ fn one(r: &RawSlo, at: &str) -> Result<SloDef, ConfigError> {
     })
 }
 
+/// SLOs whose alert rules can never fire: the rule's burn-rate factor is at or above the
+/// highest burn rate the objective allows (all requests bad).
+pub fn warnings(slos: &[SloDef], settings: &SloSettings) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in slos {
+        for r in s.unreachable_rules(settings) {
+            out.push(format!(
+                "SLO {:?}: the {} rule over {} and {} needs a burn rate above {:.3}, but at objective {}% the highest possible is {:.3} (every request bad), so it can never fire; raise the objective or adjust slo.alerts",
+                s.name,
+                r.severity.name(),
+                crate::slo::def::duration_name(r.long),
+                crate::slo::def::duration_name(r.short),
+                r.factor(s.window),
+                s.objective * 100.0,
+                1.0 / s.error_budget(),
+            ));
+        }
+    }
+    out
+}
+
 /// Validates `slo:`.
 pub fn settings(raw: RawSloSettings) -> Result<SloSettings, ConfigError> {
     let mut s = SloSettings::default();

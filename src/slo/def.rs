@@ -77,25 +77,27 @@ impl FeatureMatch {
     /// True when `feature` is covered.
     pub fn matches(&self, feature: &str) -> bool {
         if self.glob {
-            glob_match(self.pattern.as_bytes(), feature.as_bytes())
+            glob_match(&self.pattern, feature)
         } else {
             self.pattern == feature
         }
     }
 }
 
-/// Iterative glob matching with single-star backtracking: linear in practice, never
-/// exponential.
-fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+/// Iterative glob matching over characters with single-star backtracking: linear in
+/// practice, never exponential.
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let pattern: Vec<char> = pattern.chars().collect();
+    let text: Vec<char> = text.chars().collect();
     let (mut p, mut t) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while t < text.len() {
         match pattern.get(p) {
-            Some(b'*') => {
+            Some('*') => {
                 star = Some((p, t));
                 p += 1;
             }
-            Some(&c) if c == b'?' || c == text[t] => {
+            Some(&c) if c == '?' || Some(&c) == text.get(t) => {
                 p += 1;
                 t += 1;
             }
@@ -109,7 +111,9 @@ fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
             },
         }
     }
-    pattern[p..].iter().all(|c| *c == b'*')
+    pattern
+        .get(p..)
+        .is_none_or(|rest| rest.iter().all(|c| *c == '*'))
 }
 
 /// One service level objective.
@@ -134,6 +138,17 @@ pub struct SloDef {
 }
 
 impl SloDef {
+    /// Alert rules of `settings` that can never fire for this SLO: their factor is at or
+    /// above the highest possible burn rate, `1 ÷ (1 − objective)` (every request bad).
+    pub fn unreachable_rules<'a>(&self, settings: &'a SloSettings) -> Vec<&'a AlertRule> {
+        let max_burn = 1.0 / self.error_budget();
+        settings
+            .alerts
+            .iter()
+            .filter(|r| r.long <= self.window && r.factor(self.window) >= max_burn)
+            .collect()
+    }
+
     /// True when the series `service`/`feature` counts toward this SLO.
     pub fn matches(&self, service: &str, feature: &str) -> bool {
         self.service == service && self.feature.matches(feature)
@@ -190,7 +205,8 @@ impl Severity {
 pub enum BurnThreshold {
     /// Fire when this fraction of the whole budget would be spent within the long window:
     /// the burn-rate factor is `fraction × slo_window / long_window` (the SRE workbook's
-    /// 2% in 1 h of 30 d gives 14.4).
+    /// 2% in 1 h of 30 d gives 14.4), never below 1: burning at or under the sustainable
+    /// rate never alerts, however short the SLO window.
     BudgetConsumed(f64),
     /// A fixed burn-rate factor, whatever the SLO window.
     BurnRate(f64),
@@ -216,7 +232,7 @@ impl AlertRule {
         match self.threshold {
             BurnThreshold::BurnRate(f) => f,
             BurnThreshold::BudgetConsumed(fraction) => {
-                fraction * window.as_secs_f64() / self.long.as_secs_f64()
+                (fraction * window.as_secs_f64() / self.long.as_secs_f64()).max(1.0)
             }
         }
     }
@@ -351,6 +367,8 @@ mod tests {
         // Pathological pattern stays fast.
         let p = FeatureMatch::new(&"*a".repeat(50));
         assert!(!p.matches(&"a".repeat(49)));
+        // `?` is one character, as in the generated PromQL regex.
+        assert!(FeatureMatch::new("GET /caf?").matches("GET /café"));
     }
 
     #[test]
@@ -366,6 +384,9 @@ mod tests {
         // A 7-day window scales them down by 30/7 (workbook: 3.36 for the 1 h page).
         let p = AlertRule::workbook_defaults()[0].factor(Duration::from_secs(7 * 86_400));
         assert!((p - 3.36).abs() < 1e-9, "{p}");
+        // A 1-day window would give 0.48: clamped to the sustainable rate, 1.
+        let d = AlertRule::workbook_defaults()[0].factor(Duration::from_secs(86_400));
+        assert_eq!(d, 1.0);
     }
 
     #[test]
