@@ -120,8 +120,10 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
         (Some(dir), Some(engine)) => {
             let file = StateFile::new(dir);
             let (engine, f) = (Arc::clone(engine), file.clone());
-            let _ = tokio::task::spawn_blocking(move || persist::restore(&engine, &f)).await;
-            Some(file)
+            let now = pipeline.now_unix_nanos();
+            let usable =
+                tokio::task::spawn_blocking(move || persist::restore(&engine, &f, now)).await;
+            usable.unwrap_or(false).then_some(file)
         }
         (None, Some(_)) => {
             tracing::info!("storage.directory is not set: SLO windows are kept in memory only and start empty after a restart");

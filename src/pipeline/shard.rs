@@ -131,14 +131,14 @@ impl Worker {
     }
 
     fn flush(&mut self) {
+        let now = self.clock.now_unix_nanos();
         if let Some((tally, engine)) = &mut self.slo {
             // A panic elsewhere while holding the lock leaves counts that are still valid.
             engine
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .absorb(tally);
+                .absorb(tally, now);
         }
-        let now = self.clock.now_unix_nanos();
         self.table.advance(slot_of(now));
         self.gaps.expire(now);
         let series = self.table.snapshot();

@@ -53,15 +53,17 @@ impl Ring {
         self.0.len() as u64
     }
 
-    /// Adds to period `id` unless the ring already holds a newer period in its place.
-    fn add(&mut self, id: u64, c: Counts) -> bool {
+    /// Adds to period `id` unless the ring already holds a newer period in its place. A
+    /// period after `latest` (written while the clock was ahead, or restored from such a
+    /// state) is stale and gives way.
+    fn add(&mut self, id: u64, c: Counts, latest: u64) -> bool {
         let i = (id % self.len()) as usize;
         let Some(b) = self.0.get_mut(i) else {
             return false;
         };
         if b.id == id {
             b.counts.add(c);
-        } else if b.id == EMPTY || b.id < id {
+        } else if b.id == EMPTY || b.id < id || b.id > latest {
             *b = Bucket { id, counts: c };
         } else {
             return false;
@@ -113,12 +115,14 @@ impl Buckets {
         }
     }
 
-    /// Counts `c` at `minute` (Unix minutes). Returns false when the minute is too old to
-    /// be held at all.
-    pub fn add(&mut self, minute: u64, c: Counts) -> bool {
-        let fine = self.fine.add(minute, c);
-        let coarse = self.coarse.add(minute / 60, c);
-        fine || coarse
+    /// Counts `c` at `minute` (Unix minutes) when the current minute is `now`. Returns
+    /// false when the minute is too old for the minute buckets (it may still be counted in
+    /// its hour, but short windows will not see it).
+    pub fn add(&mut self, minute: u64, c: Counts, now: u64) -> bool {
+        let latest = now.max(minute);
+        let fine = self.fine.add(minute, c, latest);
+        self.coarse.add(minute / 60, c, latest / 60);
+        fine
     }
 
     /// Counts of the `window` minutes ending with minute `now` (inclusive). Windows up to six
@@ -151,13 +155,14 @@ impl Buckets {
         }
     }
 
-    /// Restores saved buckets (those that no longer fit are skipped).
-    pub fn restore(&mut self, s: &BucketsState) {
-        for &(id, total, bad) in &s.minutes {
-            self.fine.add(id, Counts { total, bad });
+    /// Restores saved buckets when the current minute is `now`. Buckets from after `now`
+    /// (saved while the clock was ahead) are skipped, as are those that no longer fit.
+    pub fn restore(&mut self, s: &BucketsState, now: u64) {
+        for &(id, total, bad) in s.minutes.iter().filter(|b| b.0 <= now) {
+            self.fine.add(id, Counts { total, bad }, now);
         }
-        for &(id, total, bad) in &s.hours {
-            self.coarse.add(id, Counts { total, bad });
+        for &(id, total, bad) in s.hours.iter().filter(|b| b.0 <= now / 60) {
+            self.coarse.add(id, Counts { total, bad }, now / 60);
         }
     }
 
@@ -180,7 +185,7 @@ mod tests {
         let mut b = Buckets::new(30 * 24 * 60);
         let now = 1_000_000;
         for m in now - 100..=now {
-            b.add(m, c(10, 1));
+            b.add(m, c(10, 1), now);
         }
         assert_eq!(b.sum(now, 5), c(50, 5));
         assert_eq!(b.sum(now, 60), c(600, 60));
@@ -198,7 +203,7 @@ mod tests {
         let start = 24 * 60 * 1000;
         let now = start + 2 * 24 * 60 - 1;
         for m in start..=now {
-            b.add(m, c(1, u64::from(m % 10 == 0)));
+            b.add(m, c(1, u64::from(m % 10 == 0)), m);
         }
         // A day: every minute of it is held (the oldest partial hour is left out; here the
         // day starts on an hour, so nothing is).
@@ -214,24 +219,49 @@ mod tests {
     #[test]
     fn old_and_stale_buckets_do_not_count() {
         let mut b = Buckets::new(120);
-        b.add(100, c(5, 5));
+        let later = 100 + FINE_MINUTES;
+        b.add(100, c(5, 5), 100);
         // 360 minutes later the slot is reused for the new minute.
-        b.add(100 + FINE_MINUTES, c(1, 0));
-        assert_eq!(b.sum(100 + FINE_MINUTES, 60), c(1, 0));
+        b.add(later, c(1, 0), later);
+        assert_eq!(b.sum(later, 60), c(1, 0));
         // A minute older than what the slot holds is refused by the minute ring.
-        b.add(100, c(7, 7));
-        assert_eq!(b.sum(100 + FINE_MINUTES, 5), c(1, 0));
+        assert!(!b.add(100, c(7, 7), later));
+        assert_eq!(b.sum(later, 5), c(1, 0));
+    }
+
+    #[test]
+    fn a_clock_that_was_ahead_does_not_blank_the_windows() {
+        // Counted while the clock was a day ahead, then the clock is corrected.
+        let mut b = Buckets::new(3 * 24 * 60);
+        let ahead = 2_000_000 + 24 * 60;
+        for m in ahead - 400..=ahead {
+            b.add(m, c(1, 1), m);
+        }
+        let now = 2_000_000;
+        for m in now - 59..=now {
+            b.add(m, c(10, 0), now);
+        }
+        assert_eq!(b.sum(now, 60), c(600, 0), "the future minutes gave way");
+        // Restoring a state saved while ahead skips the future buckets.
+        let mut r = Buckets::new(3 * 24 * 60);
+        r.restore(&b.state(), now);
+        assert_eq!(r.sum(now, 60), c(600, 0));
+        assert_eq!(
+            r.sum(now + 24 * 60, 24 * 60).bad,
+            0,
+            "nothing from the future"
+        );
     }
 
     #[test]
     fn state_round_trips() {
         let mut b = Buckets::new(30 * 24 * 60);
-        for m in [5_000_000, 5_000_001, 5_000_200, 4_990_000] {
-            b.add(m, c(3, 1));
+        for m in [4_990_000, 5_000_000, 5_000_001, 5_000_200] {
+            b.add(m, c(3, 1), m);
         }
         let s = b.state();
         let mut r = Buckets::new(30 * 24 * 60);
-        r.restore(&s);
+        r.restore(&s, 5_000_200);
         assert_eq!(r, b);
         assert!(b.heap_bytes() < 32 * 1024, "{} bytes", b.heap_bytes());
     }

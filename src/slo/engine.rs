@@ -74,16 +74,21 @@ impl SloEngine {
         &self.settings
     }
 
-    /// Moves what a shard counted into the buckets.
-    pub fn absorb(&mut self, tally: &mut SloTally) {
+    /// Moves what a shard counted into the buckets; `now_nanos` is the current time.
+    /// Counts too old for the minute buckets (possible only after the clock stepped back
+    /// by hours) are added to the late spans.
+    pub fn absorb(&mut self, tally: &mut SloTally, now_nanos: u64) {
         if tally.is_empty() {
             return;
         }
+        let now = now_nanos / MINUTE_NANOS;
         let (pending, late) = tally.drain();
         self.late = self.late.saturating_add(late);
         for (b, list) in self.buckets.iter_mut().zip(pending) {
             for (minute, c) in list {
-                b.add(minute, c);
+                if !b.add(minute, c, now) {
+                    self.late = self.late.saturating_add(c.total);
+                }
             }
         }
     }
@@ -138,14 +143,16 @@ impl SloEngine {
         }
     }
 
-    /// Adds saved counts to the SLOs of the same name and definition.
-    pub fn restore(&mut self, state: &EngineState) -> Restored {
+    /// Adds saved counts to the SLOs of the same name and definition; counts from after
+    /// `now_nanos` (saved while the clock was ahead) are skipped.
+    pub fn restore(&mut self, state: &EngineState, now_nanos: u64) -> Restored {
+        let now = now_nanos / MINUTE_NANOS;
         let mut r = Restored::default();
         for (name, saved) in &state.slos {
             match self.defs.iter().position(|d| d.name == *name) {
                 Some(i) if self.defs[i].identity() == saved.identity => {
                     if let Some(b) = self.buckets.get_mut(i) {
-                        b.restore(&saved.buckets);
+                        b.restore(&saved.buckets, now);
                     }
                     r.restored.push(name.clone());
                 }
@@ -211,8 +218,8 @@ mod tests {
         t1.record(&[0, 1], &o(true, 5), now);
         t2.record(&[0, 1], &o(false, 500), now);
         t2.record(&[0, 1], &o(false, 5), now);
-        e.absorb(&mut t1);
-        e.absorb(&mut t2);
+        e.absorb(&mut t1, now);
+        e.absorb(&mut t2, now);
         assert_eq!(e.counts(0, now, 60), Counts { total: 3, bad: 1 });
         assert_eq!(e.counts(1, now, 60), Counts { total: 3, bad: 2 });
 
@@ -227,7 +234,7 @@ mod tests {
         let mut e2 = SloEngine::new(changed.into(), SloSettings::default());
         let mut extra = back.clone();
         extra.slos.insert("old".into(), back.slos["avail"].clone());
-        let r = e2.restore(&extra);
+        let r = e2.restore(&extra, now);
         assert_eq!(r.restored, vec!["avail".to_string()]);
         assert_eq!(r.changed, vec!["fast".to_string()]);
         assert_eq!(r.unknown, vec!["old".to_string()]);

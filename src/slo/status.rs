@@ -188,6 +188,7 @@ mod tests {
                     total: per_minute,
                     bad,
                 },
+                now,
             );
         }
     }
