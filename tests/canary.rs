@@ -102,6 +102,7 @@ async fn ten_times_the_errors_fails_equal_passes_twenty_requests_is_inconclusive
         ("service=web&baseline=1.0.0&canary=1.0.0", 400),
         ("service=web&baseline=1.0.0&canary=2.0.0&window=2h", 400),
         ("service=web&baseline=1.0.0&canary=2.0.0&window=soon", 400),
+        ("service=web&baseline=1.0.0&canary=2.0.0&window=30s", 400),
     ] {
         let (status, v) = server.get_json(&format!("/api/v1/canary?{q}")).await;
         assert_eq!(status, code, "{q}: {v}");

@@ -3,7 +3,7 @@
 //! series label) over a window read live from the shards, and returns a verdict a
 //! progressive-delivery controller can act on.
 
-use crate::pipeline::query::{CohortQuery, CohortSlots};
+use crate::pipeline::query::{CohortQuery, CohortSlots, QueryError};
 use crate::pipeline::Pipeline;
 use crate::sli::classify::label_name;
 use crate::sli::series::QUANTILES;
@@ -26,6 +26,8 @@ pub enum CanaryError {
     Disabled,
     /// The shards did not answer in time (HTTP 503).
     Unavailable,
+    /// Too many queries at once (HTTP 429).
+    Busy,
 }
 
 #[derive(Serialize)]
@@ -92,11 +94,14 @@ pub fn render(
     let window_text = q.get("window").map_or("10m", String::as_str);
     let window =
         crate::config::units::parse_duration(window_text).map_err(CanaryError::BadRequest)?;
-    let (span, covers) = Span::covering(window).ok_or_else(|| {
-        CanaryError::BadRequest(format!(
-            "window {window_text:?} is out of range; use 1m to 1h"
-        ))
-    })?;
+    let (span, covers) = Some(window)
+        .filter(|w| *w >= Duration::from_secs(60))
+        .and_then(Span::covering)
+        .ok_or_else(|| {
+            CanaryError::BadRequest(format!(
+                "window {window_text:?} is out of range; use 1m to 1h"
+            ))
+        })?;
     let label = label_name(&cfg.attribute);
     let position = pipeline
         .classifier()
@@ -105,17 +110,18 @@ pub fn render(
         .position(|n| *n == label)
         .ok_or(CanaryError::Disabled)?;
     let slots = pipeline
-        .query_cohorts(
-            CohortQuery {
-                service: service.to_string(),
-                feature: feature.map(str::to_string),
-                label: position,
-                cohorts: [baseline.to_string(), canary.to_string()],
-                span,
-            },
-            SHARD_TIMEOUT,
-        )
-        .ok_or(CanaryError::Unavailable)?;
+        .query_cohorts(CohortQuery {
+            service: service.to_string(),
+            feature: feature.map(str::to_string),
+            label: position,
+            cohorts: [baseline.to_string(), canary.to_string()],
+            span,
+            deadline: std::time::Instant::now() + SHARD_TIMEOUT,
+        })
+        .map_err(|e| match e {
+            QueryError::Busy => CanaryError::Busy,
+            QueryError::Unavailable => CanaryError::Unavailable,
+        })?;
     let analysis = analyse(&slots, pipeline, cfg);
     serde_json::to_vec(&Response {
         analysis,

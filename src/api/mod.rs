@@ -98,6 +98,10 @@ async fn canary_handler(
             StatusCode::NOT_FOUND,
             "canary analysis is off (canary.attribute is empty)",
         ),
+        Ok(Err(canary::CanaryError::Busy)) => error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many canary queries at once; retry",
+        ),
         Ok(Err(canary::CanaryError::Unavailable)) | Err(_) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the pipeline did not answer in time; retry",

@@ -11,17 +11,28 @@ use crate::slo::status::Status;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// Every SLO with its status, in configuration order; empty without SLOs.
+/// Every SLO with its status, in configuration order; empty without SLOs. The completeness
+/// checks run before the engine lock is taken, so shards flushing are held up only for the
+/// bucket sums.
 pub fn statuses(pipeline: &Pipeline, view: &View) -> Vec<(SloDef, Status)> {
     let Some(engine) = pipeline.slo_engine() else {
         return Vec::new();
     };
+    let defs = std::sync::Arc::clone(
+        engine
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .defs(),
+    );
+    let reasons: Vec<Vec<String>> = defs.iter().map(|d| quality(d, pipeline, view)).collect();
     let now = pipeline.now_unix_nanos();
-    let engine = engine
+    let st = engine
         .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let st = engine.evaluate(now, pipeline.min_events(), |d| quality(d, pipeline, view));
-    engine.defs().iter().cloned().zip(st).collect()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .evaluate(now, pipeline.min_events(), |i| {
+            reasons.get(i).cloned().unwrap_or_default()
+        });
+    defs.iter().cloned().zip(st).collect()
 }
 
 /// Reasons an SLO's data cannot be trusted: its service went silent, or its series' trace

@@ -106,6 +106,8 @@ struct Inner {
     clock: SharedClock,
     /// The SLO engine; `None` without SLOs.
     slo: Option<Arc<Mutex<SloEngine>>>,
+    /// Cohort queries in progress.
+    queries: AtomicUsize,
     closed: AtomicBool,
     /// Ingest calls in progress; shutdown waits for them before stopping the shards, so no
     /// accepted request is answered OK and then dropped.
@@ -229,6 +231,7 @@ impl Pipeline {
                 min_events: opts.min_events,
                 coverage_target: opts.coverage_target,
                 slo: engine,
+                queries: AtomicUsize::new(0),
                 closed: AtomicBool::new(false),
                 in_flight: CachePadded::new(AtomicUsize::new(0)),
                 threads: Mutex::new(Vec::new()),
@@ -505,16 +508,31 @@ impl Pipeline {
         self.inner.coverage_target
     }
 
-    /// Runs `q` on every shard's live state and merges the answers. Blocks up to `timeout`
-    /// for the shards (queued batches are applied first); `None` when a shard did not
-    /// answer in time or the pipeline is stopped.
+    /// Runs `q` on every shard's live state and merges the answers. Blocks until
+    /// `q.deadline` at most (queued batches are applied first). At most
+    /// [`query::MAX_CONCURRENT_QUERIES`] run at once.
     pub fn query_cohorts(
         &self,
         q: query::CohortQuery,
-        timeout: Duration,
-    ) -> Option<query::CohortSlots> {
+    ) -> Result<query::CohortSlots, query::QueryError> {
+        let running = &self.inner.queries;
+        if running
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < query::MAX_CONCURRENT_QUERIES).then_some(n + 1)
+            })
+            .is_err()
+        {
+            return Err(query::QueryError::Busy);
+        }
+        struct Release<'a>(&'a AtomicUsize);
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let _release = Release(running);
+        let deadline = q.deadline;
         let q = Arc::new(q);
-        let deadline = std::time::Instant::now() + timeout;
         let replies: Vec<_> = self
             .inner
             .shards
@@ -523,12 +541,16 @@ impl Pipeline {
                 let (tx, rx) = channel::bounded(1);
                 s.tx.send(Msg::Query(Arc::clone(&q), tx)).ok().map(|()| rx)
             })
-            .collect::<Option<_>>()?;
+            .collect::<Option<_>>()
+            .ok_or(query::QueryError::Unavailable)?;
         let mut parts = Vec::with_capacity(replies.len());
         for rx in replies {
-            parts.push(rx.recv_deadline(deadline).ok()?);
+            parts.push(
+                rx.recv_deadline(deadline)
+                    .map_err(|_| query::QueryError::Unavailable)?,
+            );
         }
-        Some(query::merge(parts))
+        Ok(query::merge(parts))
     }
 
     /// The SLO engine, holding what shards have flushed; `None` without SLOs.

@@ -19,15 +19,35 @@ pub struct CohortQuery {
     pub cohorts: [String; 2],
     /// The window.
     pub span: Span,
+    /// After this the asker has given up: a shard that gets to the query later skips it.
+    pub deadline: std::time::Instant,
 }
+
+/// Why a query got no answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// As many queries as allowed are already running; retry later.
+    #[error("too many queries at once")]
+    Busy,
+    /// A shard did not answer before the deadline, or the pipeline is stopped.
+    #[error("the shards did not answer in time")]
+    Unavailable,
+}
+
+/// Most cohort queries in progress at once; more are refused ([`QueryError::Busy`]), so
+/// queries can never crowd out the batches in the shard queues.
+pub const MAX_CONCURRENT_QUERIES: usize = 4;
 
 /// Per `(cohort index, feature)`, the summed window.
 pub type CohortSlots = BTreeMap<(usize, Box<str>), Slot>;
 
 impl CohortQuery {
-    /// Reads the matching series of one shard.
+    /// Reads the matching series of one shard (nothing once the deadline has passed).
     pub fn run(&self, table: &SeriesTable) -> CohortSlots {
         let mut out = CohortSlots::new();
+        if std::time::Instant::now() > self.deadline {
+            return out;
+        }
         let mut scratch = Slot::default();
         for (labels, windows) in table.each() {
             let (Some(service), Some(feature), Some(value)) =

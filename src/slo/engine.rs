@@ -106,19 +106,20 @@ impl SloEngine {
             .unwrap_or_default()
     }
 
-    /// Evaluates every SLO at `now_nanos`; `quality` gives the completeness reasons that
-    /// make an SLO's data insufficient.
+    /// Evaluates every SLO at `now_nanos`; `quality(i)` gives the completeness reasons that
+    /// make SLO `i`'s data insufficient.
     pub fn evaluate(
         &self,
         now_nanos: u64,
         min_events: u64,
-        quality: impl Fn(&SloDef) -> Vec<String>,
+        quality: impl Fn(usize) -> Vec<String>,
     ) -> Vec<Status> {
         let now = now_nanos / MINUTE_NANOS;
         self.defs
             .iter()
             .zip(&self.buckets)
-            .map(|(d, b)| evaluate(d, &self.settings, b, now, min_events, quality(d)))
+            .enumerate()
+            .map(|(i, (d, b))| evaluate(d, &self.settings, b, now, min_events, quality(i)))
             .collect()
     }
 
