@@ -133,6 +133,12 @@ impl Config {
     /// Adds SLOs defined elsewhere (OpenSLO documents): names must stay unique, and latency
     /// thresholds become exported bucket bounds like those of the file's own SLOs.
     pub fn add_slos(&mut self, extra: Vec<SloDef>, source: &str) -> Result<(), ConfigError> {
+        if self.slos.len() + extra.len() > slos::MAX_SLOS {
+            return Err(invalid(
+                source,
+                format!("more than {} SLOs in all", slos::MAX_SLOS),
+            ));
+        }
         for s in extra {
             if self.slos.iter().any(|o| o.name == s.name) {
                 return Err(invalid(

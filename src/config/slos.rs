@@ -13,6 +13,8 @@ use std::time::Duration;
 
 /// Labels the SLO metrics and rules use themselves.
 const SLO_RESERVED: [&str; 6] = ["slo", "severity", "window", "service", "feature", "sli"];
+/// Most SLOs (configuration and OpenSLO files together).
+pub const MAX_SLOS: usize = 10_000;
 const MIN_WINDOW: Duration = Duration::from_secs(3600);
 const MAX_WINDOW: Duration = Duration::from_secs(90 * 86_400);
 
@@ -27,6 +29,12 @@ pub struct StorageConfig {
 
 /// Validates the SLO list. `what` prefixes the path (`slos`, or the OpenSLO file name).
 pub fn slos(raw: &[RawSlo], what: &str) -> Result<Vec<SloDef>, ConfigError> {
+    if raw.len() > MAX_SLOS {
+        return Err(invalid(
+            what,
+            format!("{} SLOs; at most {MAX_SLOS} are supported", raw.len()),
+        ));
+    }
     let mut names = HashSet::new();
     raw.iter()
         .enumerate()

@@ -36,6 +36,9 @@ pub struct SeriesSettings {
     pub started_unix_nanos: u64,
     /// The SLOs; each series knows which of them it counts toward.
     pub slos: Arc<[SloDef]>,
+    /// SLO indices by service, so matching a request folded into the overflow series (done
+    /// per request) only tries its own service's SLOs.
+    slos_by_service: std::collections::HashMap<String, Vec<u16>>,
 }
 
 impl SeriesSettings {
@@ -59,22 +62,38 @@ impl SeriesSettings {
             expiry_slots: None,
             started_unix_nanos: 0,
             slos: Arc::from(Vec::new()),
+            slos_by_service: Default::default(),
         }
     }
 
     /// Sets the SLOs series are matched against.
     pub fn with_slos(mut self, slos: Arc<[SloDef]>) -> Self {
+        self.slos_by_service.clear();
+        for (i, s) in slos.iter().enumerate() {
+            if let Ok(i) = u16::try_from(i) {
+                self.slos_by_service
+                    .entry(s.service.clone())
+                    .or_default()
+                    .push(i);
+            }
+        }
         self.slos = slos;
         self
     }
 
     /// Indices of the SLOs covering `service`/`feature`.
     pub fn slo_matches(&self, service: &str, feature: &str) -> Box<[u16]> {
-        self.slos
+        let Some(candidates) = self.slos_by_service.get(service) else {
+            return Box::default();
+        };
+        candidates
             .iter()
-            .enumerate()
-            .filter(|(_, s)| s.matches(service, feature))
-            .filter_map(|(i, _)| u16::try_from(i).ok())
+            .copied()
+            .filter(|&i| {
+                self.slos
+                    .get(usize::from(i))
+                    .is_some_and(|s| s.feature.matches(feature))
+            })
             .collect()
     }
 
@@ -615,6 +634,42 @@ mod tests {
     fn rec(t: &mut SeriesTable, labels: [&str; 2], o: Observation) {
         let k = key::encode(labels, 256);
         t.record(key::hash_key(&k), &k, &o, 1000);
+    }
+
+    #[test]
+    fn slo_matches_hold_for_overflowed_requests_too() {
+        use crate::slo::def::{FeatureMatch, SliKind};
+        let slo = |name: &str, service: &str, feature: &str| SloDef {
+            name: name.into(),
+            service: service.into(),
+            feature: FeatureMatch::new(feature),
+            sli: SliKind::Availability,
+            objective: 0.99,
+            window: std::time::Duration::from_secs(86_400),
+            description: None,
+            labels: Default::default(),
+        };
+        let slos: Arc<[SloDef]> = vec![
+            slo("all", "a", "*"),
+            slo("gets", "a", "GET *"),
+            slo("other", "b", "*"),
+        ]
+        .into();
+        let settings = Arc::new(
+            SeriesSettings::new(Layout::new(2).expect("layout"), &[0.1], 1, 2).with_slos(slos),
+        );
+        let mut t = SeriesTable::new(settings);
+        let mut matches = |labels: [&str; 2]| {
+            let k = key::encode(labels, 256);
+            t.record(key::hash_key(&k), &k, &obs(false, 1), 1000)
+                .to_vec()
+        };
+        assert_eq!(matches(["a", "GET /x"]), vec![0, 1]);
+        // The series limit (1) is reached: folded into the overflow series, still counted.
+        assert_eq!(matches(["a", "POST /y"]), vec![0]);
+        assert_eq!(matches(["b", "GET /x"]), vec![2]);
+        assert_eq!(matches(["c", "GET /x"]), Vec::<u16>::new());
+        assert_eq!(t.overflow_spans(), 3);
     }
 
     #[test]

@@ -11,7 +11,8 @@ use std::time::Duration;
 #[derive(Clone, Debug, Default)]
 pub struct SloTally {
     kinds: Vec<SliKind>,
-    /// Per SLO, `(minute, counts)`, newest last.
+    /// Per SLO, `(minute, counts)` sorted by minute: at most `max_lateness` in minutes + 1
+    /// entries between flushes.
     pending: Vec<Vec<(u64, Counts)>>,
     late: u64,
     max_lateness_nanos: u64,
@@ -51,12 +52,19 @@ impl SloTally {
                 continue;
             };
             let bad = u64::from(kind.is_bad(obs.bad, obs.duration_ns));
-            match list.iter_mut().rev().find(|(m, _)| *m == minute) {
-                Some((_, c)) => {
-                    c.total += 1;
-                    c.bad += bad;
+            // Nearly every span ends in the newest minute; others are found by bisection.
+            let at = match list.last() {
+                Some((m, _)) if *m == minute => Ok(list.len() - 1),
+                _ => list.binary_search_by_key(&minute, |(m, _)| *m),
+            };
+            match at {
+                Ok(i) => {
+                    if let Some((_, c)) = list.get_mut(i) {
+                        c.total += 1;
+                        c.bad += bad;
+                    }
                 }
-                None => list.push((minute, Counts { total: 1, bad })),
+                Err(i) => list.insert(i, (minute, Counts { total: 1, bad })),
             }
         }
     }
