@@ -9,6 +9,7 @@ pub mod app;
 pub mod clock;
 pub mod completeness;
 pub mod config;
+pub mod export;
 pub mod otlp;
 pub mod pipeline;
 pub mod receiver;

@@ -1,0 +1,4 @@
+//! Getting data out: reliable [`delivery`] to upstreams, used by the exporters of derived
+//! metrics and by the raw pass-through forwarders.
+
+pub mod delivery;
