@@ -64,6 +64,11 @@ pub enum ConfigError {
     },
 }
 
+/// An invalid value at `path` (for validators outside this module).
+pub fn invalid_key(path: &str, reason: impl Into<String>) -> ConfigError {
+    invalid(path, reason)
+}
+
 fn invalid(path: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         path: path.to_string(),
@@ -127,6 +132,12 @@ pub struct Config {
     /// Things that are valid but probably not what was meant (printed by `validate`,
     /// logged at start).
     pub warnings: Vec<String>,
+    /// Raw pass-through upstreams.
+    pub forward: Vec<crate::export::forward::ForwardConfig>,
+    /// Prometheus remote write of the derived metrics.
+    pub remote_write: Option<crate::export::remote_write::RemoteWriteConfig>,
+    /// OTLP metrics export of the derived metrics.
+    pub otlp_metrics: Option<crate::export::otlp_metrics::OtlpMetricsConfig>,
 }
 
 impl Config {
@@ -505,6 +516,24 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         }
     }
     let storage = slos::storage(raw.storage)?;
+    let forward = raw
+        .forward
+        .iter()
+        .enumerate()
+        .map(|(i, f)| crate::export::forward::validate(f, &format!("forward[{i}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let remote_write = raw
+        .exporters
+        .prometheus_remote_write
+        .as_ref()
+        .map(crate::export::remote_write::validate)
+        .transpose()?;
+    let otlp_metrics = raw
+        .exporters
+        .otlp_metrics
+        .as_ref()
+        .map(crate::export::otlp_metrics::validate)
+        .transpose()?;
 
     // Check the rules compile (attribute count) now rather than at start-up.
     crate::sli::classify::Classifier::new(classify.clone())
@@ -523,6 +552,9 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         completeness,
         log_level: raw.log.level.unwrap_or_else(|| "info".into()),
         warnings: slos::warnings(&slos, &slo),
+        forward,
+        remote_write,
+        otlp_metrics,
         slos,
         slo,
         canary,

@@ -31,6 +31,10 @@ pub struct RawConfig {
     pub canary: RawCanary,
     /// Where state that must survive a restart (SLO windows) is kept.
     pub storage: RawStorage,
+    /// Raw pass-through: every accepted request is forwarded unchanged to these upstreams.
+    pub forward: Vec<RawForward>,
+    /// Exporters of the derived SLI/SLO metrics.
+    pub exporters: RawExporters,
 }
 
 /// `receivers:`
@@ -293,4 +297,106 @@ pub struct RawStorage {
     /// How often the state file is written (it is also written on shutdown). `1s` to `1h`.
     /// Default `1m`.
     pub interval: Option<HumanDuration>,
+}
+
+/// TLS settings of a client connection (`forward[].tls`, `exporters.*.tls`).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawClientTls {
+    /// PEM file of CA certificates to trust instead of the system roots.
+    pub ca_file: Option<String>,
+    /// PEM client certificate for mutual TLS (with `key_file`).
+    pub cert_file: Option<String>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<String>,
+    /// Skip verifying the server certificate. Default `false`. For testing only.
+    pub insecure_skip_verify: Option<bool>,
+}
+
+/// One entry of `forward:`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawForward {
+    /// Upstream URL: `https://host:4317` (gRPC) or `https://host:4318` (HTTP; the
+    /// `/v1/{signal}` path is appended unless the URL already has a path). Required.
+    pub endpoint: Option<String>,
+    /// `grpc` or `http`. Default `grpc`.
+    pub protocol: Option<String>,
+    /// Headers sent with every request (API keys). Values may use `${ENV}`.
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+    /// Headers whose values are read from files (e.g. mounted secrets), trailing newline
+    /// removed: `{ x-api-key: /var/run/secrets/vendor/key }`.
+    pub headers_from_files: Option<std::collections::BTreeMap<String, String>>,
+    /// `none` or `gzip`. Default `gzip`.
+    pub compression: Option<String>,
+    /// TLS settings for `https` endpoints.
+    pub tls: Option<RawClientTls>,
+    /// Signals forwarded. Default `[traces, metrics, logs]`.
+    pub signals: Option<Vec<String>>,
+    /// Also send the derived SLI/SLO metrics to this upstream as OTLP metrics.
+    /// Default `false`.
+    pub include_derived: Option<bool>,
+    /// Per-request timeout. Default `10s`.
+    pub timeout: Option<HumanDuration>,
+    /// Requests waiting to be forwarded before new ones are dropped (and counted).
+    /// Default `1000`.
+    pub queue_size: Option<usize>,
+}
+
+/// `exporters:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawExporters {
+    /// Prometheus remote write 1.0.
+    pub prometheus_remote_write: Option<RawRemoteWrite>,
+    /// OTLP metrics.
+    pub otlp_metrics: Option<RawOtlpMetrics>,
+}
+
+/// `exporters.prometheus_remote_write:`
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRemoteWrite {
+    /// Remote-write URL, e.g. `http://prometheus:9090/api/v1/write`. Required.
+    pub endpoint: Option<String>,
+    /// Time between writes. Default `15s`.
+    pub interval: Option<HumanDuration>,
+    /// Labels added to every series (e.g. `node: ${K8S_NODE_NAME}`), so agents never
+    /// collide.
+    pub external_labels: Option<std::collections::BTreeMap<String, String>>,
+    /// Send Prometheus native histograms instead of classic `_bucket` series.
+    /// Default `false`.
+    pub native_histograms: Option<bool>,
+    /// Extra headers (e.g. `X-Scope-OrgID` for Mimir, `Authorization`).
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+    /// TLS settings for `https` endpoints.
+    pub tls: Option<RawClientTls>,
+    /// Per-request timeout. Default `10s`.
+    pub timeout: Option<HumanDuration>,
+}
+
+/// `exporters.otlp_metrics:`
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawOtlpMetrics {
+    /// Upstream URL. Required.
+    pub endpoint: Option<String>,
+    /// `grpc` or `http`. Default `grpc`.
+    pub protocol: Option<String>,
+    /// Time between exports. Default `15s`.
+    pub interval: Option<HumanDuration>,
+    /// `cumulative` or `delta`. Default `cumulative`.
+    pub temporality: Option<String>,
+    /// `explicit` (the exported bucket bounds) or `exponential`. Default `explicit`.
+    pub histogram: Option<String>,
+    /// Resource attributes added to the exported metrics (e.g. `k8s.node.name`).
+    pub resource_attributes: Option<std::collections::BTreeMap<String, String>>,
+    /// Extra headers.
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+    /// `none` or `gzip`. Default `gzip`.
+    pub compression: Option<String>,
+    /// TLS settings for `https` endpoints.
+    pub tls: Option<RawClientTls>,
+    /// Per-request timeout. Default `10s`.
+    pub timeout: Option<HumanDuration>,
 }

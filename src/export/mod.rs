@@ -2,3 +2,6 @@
 //! metrics and by the raw pass-through forwarders.
 
 pub mod delivery;
+pub mod forward;
+pub mod otlp_metrics;
+pub mod remote_write;
