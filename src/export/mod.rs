@@ -3,5 +3,6 @@
 
 pub mod delivery;
 pub mod forward;
+pub mod otlp_client;
 pub mod otlp_metrics;
 pub mod remote_write;
