@@ -9,6 +9,7 @@
 use crate::api::{self, ApiState};
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::export::forward::Forwarders;
 use crate::pipeline::Pipeline;
 use crate::receiver::grpc::{Logs, Metrics, OtlpGrpc, Traces};
 use crate::receiver::{http, Ingest};
@@ -48,6 +49,9 @@ pub enum AppError {
     /// Threads could not be started.
     #[error("cannot start pipeline: {0}")]
     Pipeline(std::io::Error),
+    /// An upstream client could not be set up.
+    #[error("cannot set up forwarding: {0}")]
+    Forward(#[from] crate::export::otlp_client::ClientError),
 }
 
 /// A running instance.
@@ -69,6 +73,7 @@ pub struct Running {
     admin: JoinHandle<()>,
     state: Option<StateFile>,
     saver: Option<JoinHandle<()>>,
+    forwarders: Vec<crate::export::delivery::Running>,
 }
 
 async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, AppError> {
@@ -112,6 +117,8 @@ pub fn build_pipeline(config: &Config, clock: SharedClock) -> Result<Pipeline, A
 
 /// Starts everything and returns once all listeners are bound.
 pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppError> {
+    // TLS clients (forwarders, exporters) use `ring`; make it the process default once.
+    crate::export::otlp_client::install_crypto_provider();
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
@@ -132,9 +139,12 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
         (_, None) => None,
     };
     let telemetry = Arc::new(Telemetry::default());
+    let (forward, forwarders) = Forwarders::start(&config.forward)?;
+    let exporters: Vec<crate::export::delivery::Queue> = forward.queues();
     let ingest = Ingest {
         pipeline: pipeline.clone(),
         telemetry: Arc::clone(&telemetry),
+        forward,
     };
 
     let grpc_l = bind("otlp grpc", &config.grpc.endpoint).await?;
@@ -186,6 +196,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
         telemetry: Arc::clone(&telemetry),
         ready: Arc::clone(&ready),
         canary: config.canary.clone(),
+        exporters: Arc::new(exporters),
     });
     let admin = tokio::spawn(async move {
         if let Err(e) = axum::serve(admin_l, admin_app)
@@ -221,6 +232,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
         admin,
         state,
         saver,
+        forwarders,
     })
 }
 
@@ -266,6 +278,12 @@ impl Running {
         }
         if let Some(s) = self.saver {
             let _ = s.await;
+        }
+        // Receivers are stopped: deliver what was accepted for the upstreams, within the
+        // grace period; anything left is counted as dropped.
+        let deadline = std::time::Instant::now() + RECEIVER_GRACE;
+        for f in self.forwarders {
+            f.shutdown(deadline).await;
         }
         let pipeline = self.pipeline.clone();
         let _ = tokio::task::spawn_blocking(move || pipeline.shutdown()).await;

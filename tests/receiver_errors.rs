@@ -454,6 +454,7 @@ async fn full_pipeline_asks_clients_to_retry() {
     let ingest = Ingest {
         pipeline: pipeline.clone(),
         telemetry: Arc::clone(&telemetry),
+        forward: Default::default(),
     };
     let http_l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -30,6 +30,8 @@ pub struct ApiState {
     pub ready: Arc<AtomicBool>,
     /// Canary analysis settings; `None` when off.
     pub canary: Option<crate::slo::def::CanaryConfig>,
+    /// Delivery queues of the forwarders and exporters, for self-telemetry.
+    pub exporters: Arc<Vec<crate::export::delivery::Queue>>,
 }
 
 /// The admin routes.
@@ -47,7 +49,8 @@ pub fn router(state: ApiState) -> Router {
 
 async fn metrics(State(s): State<ApiState>) -> Response {
     let view = s.pipeline.view();
-    let body = prometheus::render(&view, &s.pipeline, &s.telemetry);
+    let mut body = prometheus::render(&view, &s.pipeline, &s.telemetry);
+    prometheus::exporters(&mut body, &s.exporters);
     (
         [(
             header::CONTENT_TYPE,

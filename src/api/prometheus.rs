@@ -498,3 +498,89 @@ fn self_metrics(out: &mut String, view: &View, pipeline: &Pipeline, t: &Telemetr
         env!("CARGO_PKG_VERSION")
     );
 }
+
+/// Writes the `otel_sli_exporter_*` series of every delivery queue (forwarders and
+/// exporters); the headers are written even without any, so the names are always known.
+pub fn exporters(out: &mut String, queues: &[crate::export::delivery::Queue]) {
+    use crate::export::delivery::DropReason;
+    use std::sync::atomic::Ordering::Relaxed;
+    type Get = fn(&crate::export::delivery::Stats) -> u64;
+    let counters: [(&str, &str, Get); 4] = [
+        (
+            "otel_sli_exporter_sent_items_total",
+            "Items (spans, points, log records, samples) delivered upstream.",
+            |s| s.sent_items.load(Relaxed),
+        ),
+        (
+            "otel_sli_exporter_sent_requests_total",
+            "Requests delivered upstream.",
+            |s| s.sent_requests.load(Relaxed),
+        ),
+        (
+            "otel_sli_exporter_failed_attempts_total",
+            "Send attempts that failed (retried or not).",
+            |s| s.failed_attempts.load(Relaxed),
+        ),
+        (
+            "otel_sli_exporter_retries_total",
+            "Send attempts that were retries.",
+            |s| s.retries.load(Relaxed),
+        ),
+    ];
+    for (name, help, get) in counters {
+        header(out, name, "counter", help);
+        for q in queues {
+            let _ = writeln!(
+                out,
+                "{name}{{exporter=\"{}\"}} {}",
+                escaped(q.name()),
+                get(q.stats())
+            );
+        }
+    }
+    header(
+        out,
+        "otel_sli_exporter_dropped_items_total",
+        "counter",
+        "Items dropped: queue_full, rejected (the upstream refused them for good), retries_exhausted, shutdown (still queued when the shutdown grace period ended).",
+    );
+    for q in queues {
+        for r in DropReason::ALL {
+            let _ = writeln!(
+                out,
+                "otel_sli_exporter_dropped_items_total{{exporter=\"{}\",reason=\"{}\"}} {}",
+                escaped(q.name()),
+                r.name(),
+                q.stats().dropped(r)
+            );
+        }
+    }
+    header(
+        out,
+        "otel_sli_exporter_queue_size",
+        "gauge",
+        "Requests waiting or being sent.",
+    );
+    for q in queues {
+        let _ = writeln!(
+            out,
+            "otel_sli_exporter_queue_size{{exporter=\"{}\"}} {}",
+            escaped(q.name()),
+            q.stats().queued.load(Relaxed)
+        );
+    }
+    header(
+        out,
+        "otel_sli_exporter_last_success_timestamp_seconds",
+        "gauge",
+        "Unix time of the last delivery (0: none yet).",
+    );
+    for q in queues {
+        let _ = writeln!(
+            out,
+            "otel_sli_exporter_last_success_timestamp_seconds{{exporter=\"{}\"}} {}",
+            escaped(q.name()),
+            q.stats().last_success_unix.load(Relaxed)
+        );
+    }
+}

@@ -189,27 +189,22 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops taking payloads, lets the workers deliver what is queued until `deadline`,
-    /// then counts what is left as dropped (`shutdown`). Consumes the queue handle; other
-    /// clones must be dropped for the queue to close.
+    /// Lets the workers deliver what is queued until `deadline`, then counts what is left
+    /// as dropped (`shutdown`) and stops them. Submit nothing more once this is called.
     pub async fn shutdown(self, deadline: Instant) {
         let Running {
             queue,
             workers,
             stop,
         } = self;
-        drop(queue);
-        let mut pending = Vec::new();
-        for w in workers {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let mut w = w;
-            if tokio::time::timeout(left, &mut w).await.is_err() {
-                pending.push(w);
-            }
+        // Other handles may still hold senders, so wait for the queue to empty rather than
+        // for it to close.
+        while queue.stats.queued.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        // Past the deadline: workers give up their retries and count what is left.
+        // Workers give up their retries, count what is left, and stop.
         let _ = stop.send(true);
-        for w in pending {
+        for w in workers {
             let abort = w.abort_handle();
             if tokio::time::timeout(Duration::from_secs(1), w)
                 .await

@@ -10,18 +10,22 @@ use crate::telemetry::{Outcome, RefuseReason, Signal, Telemetry, Transport};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// What the receivers share: the pipeline and the self-telemetry counters.
+/// What the receivers share: the pipeline, the forwarders and the self-telemetry counters.
 #[derive(Clone, Debug)]
 pub struct Ingest {
     /// The pipeline spans go to.
     pub pipeline: Pipeline,
     /// Self-telemetry.
     pub telemetry: Arc<Telemetry>,
+    /// Upstreams accepted requests are passed on to (empty: none).
+    pub forward: crate::export::forward::Forwarders,
 }
 
 /// An accepted request.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Accepted {
+    /// Items (spans, data points, log records) in the request.
+    pub items: u64,
     /// Items rejected (for `partial_success`).
     pub rejected: u64,
     /// Why they were rejected.
@@ -42,8 +46,39 @@ pub enum Refusal {
 }
 
 impl Ingest {
-    /// Handles the decoded (protobuf) body of one export request.
+    /// Handles the decoded (protobuf) body of one export request and, once accepted,
+    /// passes it on to the forwarders (copied only when some upstream takes the signal).
     pub fn export(
+        &self,
+        transport: Transport,
+        signal: Signal,
+        body: &[u8],
+    ) -> Result<Accepted, Refusal> {
+        let r = self.ingest(transport, signal, body);
+        if let Ok(a) = &r {
+            if self.forward.wants(signal) {
+                self.forward
+                    .forward(signal, &bytes::Bytes::copy_from_slice(body), a.items);
+            }
+        }
+        r
+    }
+
+    /// Like [`Ingest::export`] for a body already owned as `Bytes`: forwarded without a copy.
+    pub fn export_bytes(
+        &self,
+        transport: Transport,
+        signal: Signal,
+        body: bytes::Bytes,
+    ) -> Result<Accepted, Refusal> {
+        let r = self.ingest(transport, signal, &body);
+        if let Ok(a) = &r {
+            self.forward.forward(signal, &body, a.items);
+        }
+        r
+    }
+
+    fn ingest(
         &self,
         transport: Transport,
         signal: Signal,
@@ -74,7 +109,10 @@ impl Ingest {
         match self.pipeline.ingest_signal(signal, body) {
             Ok(n) => {
                 self.telemetry.items(transport, signal, n);
-                Ok(Accepted::default())
+                Ok(Accepted {
+                    items: n,
+                    ..Accepted::default()
+                })
             }
             Err(IngestError::Malformed(e)) => Err(Refusal::Malformed(format!(
                 "request is not a valid {}: {e}",
@@ -100,6 +138,7 @@ impl Ingest {
                 t.entry_spans(tally.entries);
                 t.invalid_durations(tally.invalid_durations);
                 Ok(Accepted {
+                    items: tally.spans,
                     rejected: tally.rejected(),
                     error_message: tally.error_message(),
                 })

@@ -1,16 +1,321 @@
-//! Raw pass-through of accepted requests to upstream OTLP endpoints.
+//! Raw pass-through: every request the receivers accepted (partial successes included) is
+//! handed, as the protobuf bytes that were received, to each upstream listed under
+//! `forward:` that takes its signal. Each upstream has its own delivery queue, so a slow
+//! vendor never holds up ingestion or the other upstreams. Requests refused as malformed,
+//! too large or for backpressure are not forwarded: the client was told and will retry.
 
-use crate::config::raw::RawForward;
-use crate::config::ConfigError;
+use super::delivery::{self, DeliveryConfig, Payload, Queue};
+use super::otlp_client::{
+    ClientConfig, ClientError, Compression, OtlpClient, Protocol, TlsSettings,
+};
+use crate::config::raw::{RawClientTls, RawForward};
+use crate::config::{invalid_key, ConfigError};
+use crate::telemetry::Signal;
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Validated `forward[]` entry.
 #[derive(Clone, Debug, PartialEq)]
-pub struct ForwardConfig {}
+pub struct ForwardConfig {
+    /// Connection settings.
+    pub client: ClientConfig,
+    /// Forwarded signals, indexed by [`Signal`] as `usize`.
+    pub signals: [bool; 3],
+    /// Also send the derived metrics here.
+    pub include_derived: bool,
+    /// Requests waiting at most.
+    pub queue_size: usize,
+}
 
-/// Validates `forward[i]`.
-pub fn validate(_raw: &RawForward, at: &str) -> Result<ForwardConfig, ConfigError> {
-    Err(crate::config::invalid_key(
-        at,
-        "not available in this version",
-    ))
+fn read_file(path: &str, at: &str) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|e| invalid_key(at, format!("cannot read {path}: {e}")))
+}
+
+/// Validates `tls:` of a client.
+pub fn tls(raw: Option<&RawClientTls>, at: &str) -> Result<TlsSettings, ConfigError> {
+    let Some(t) = raw else {
+        return Ok(TlsSettings::default());
+    };
+    if t.insecure_skip_verify == Some(true) {
+        return Err(invalid_key(
+            &format!("{at}.insecure_skip_verify"),
+            "not supported: trust the upstream's CA with ca_file instead",
+        ));
+    }
+    let ca_pem = t
+        .ca_file
+        .as_deref()
+        .map(|f| read_file(f, &format!("{at}.ca_file")))
+        .transpose()?;
+    let identity_pem = match (&t.cert_file, &t.key_file) {
+        (Some(c), Some(k)) => Some((
+            read_file(c, &format!("{at}.cert_file"))?,
+            read_file(k, &format!("{at}.key_file"))?,
+        )),
+        (None, None) => None,
+        _ => {
+            return Err(invalid_key(
+                at,
+                "cert_file and key_file go together (mutual TLS)",
+            ))
+        }
+    };
+    Ok(TlsSettings {
+        ca_pem,
+        identity_pem,
+    })
+}
+
+/// Validates an upstream endpoint URL.
+pub fn endpoint(raw: Option<&String>, at: &str) -> Result<String, ConfigError> {
+    let e = raw
+        .filter(|e| !e.is_empty())
+        .ok_or_else(|| invalid_key(at, "required (e.g. https://otlp.vendor.example:4317)"))?;
+    let ok = (e.starts_with("http://") || e.starts_with("https://"))
+        && e.parse::<http::Uri>().is_ok_and(|u| u.host().is_some());
+    if !ok {
+        return Err(invalid_key(
+            at,
+            format!("{e:?} is not an http:// or https:// URL"),
+        ));
+    }
+    Ok(e.clone())
+}
+
+/// Validates `forward[i]` (`at` is its key path).
+pub fn validate(raw: &RawForward, at: &str) -> Result<ForwardConfig, ConfigError> {
+    let key = |k: &str| format!("{at}.{k}");
+    let endpoint = endpoint(raw.endpoint.as_ref(), &key("endpoint"))?;
+    let protocol = match raw.protocol.as_deref().unwrap_or("grpc") {
+        "grpc" => Protocol::Grpc,
+        "http" => Protocol::Http,
+        other => {
+            return Err(invalid_key(
+                &key("protocol"),
+                format!("unknown protocol {other:?} (use grpc or http)"),
+            ))
+        }
+    };
+    let compression = match raw.compression.as_deref().unwrap_or("gzip") {
+        "gzip" => Compression::Gzip,
+        "none" => Compression::None,
+        other => {
+            return Err(invalid_key(
+                &key("compression"),
+                format!("unknown compression {other:?} (use none or gzip)"),
+            ))
+        }
+    };
+    let mut headers = Vec::new();
+    for (k, v) in raw.headers.iter().flatten() {
+        headers.push((k.to_ascii_lowercase(), v.clone()));
+    }
+    for (k, path) in raw.headers_from_files.iter().flatten() {
+        let bytes = read_file(path, &format!("{}.{k}", key("headers_from_files")))?;
+        let value = String::from_utf8(bytes).map_err(|_| {
+            invalid_key(
+                &format!("{}.{k}", key("headers_from_files")),
+                format!("{path} is not text"),
+            )
+        })?;
+        headers.push((
+            k.to_ascii_lowercase(),
+            value.trim_end_matches(['\n', '\r']).to_string(),
+        ));
+    }
+    for (k, v) in &headers {
+        let valid_name = !k.is_empty()
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !valid_name || v.bytes().any(|b| b < 0x20 && b != b'\t') {
+            return Err(invalid_key(
+                &format!("{}.{k}", key("headers")),
+                "not a valid header name or value",
+            ));
+        }
+    }
+    let mut signals = [false; 3];
+    match &raw.signals {
+        None => signals = [true; 3],
+        Some(list) if list.is_empty() => {
+            return Err(invalid_key(
+                &key("signals"),
+                "must name at least one signal",
+            ))
+        }
+        Some(list) => {
+            for (i, s) in list.iter().enumerate() {
+                let sig = Signal::ALL
+                    .into_iter()
+                    .find(|x| x.name() == s)
+                    .ok_or_else(|| {
+                        invalid_key(
+                            &format!("{}[{i}]", key("signals")),
+                            format!("unknown signal {s:?} (use traces, metrics or logs)"),
+                        )
+                    })?;
+                signals[sig as usize] = true;
+            }
+        }
+    }
+    if raw.include_derived == Some(true) {
+        return Err(invalid_key(
+            &key("include_derived"),
+            "not available in this version; use exporters.otlp_metrics",
+        ));
+    }
+    let timeout = raw.timeout.map_or(Duration::from_secs(10), |d| d.0);
+    if timeout < Duration::from_millis(100) || timeout > Duration::from_secs(300) {
+        return Err(invalid_key(&key("timeout"), "must be between 100ms and 5m"));
+    }
+    let queue_size = raw.queue_size.unwrap_or(1000);
+    if queue_size == 0 {
+        return Err(invalid_key(&key("queue_size"), "must be at least 1"));
+    }
+    Ok(ForwardConfig {
+        client: ClientConfig {
+            endpoint,
+            protocol,
+            headers,
+            compression,
+            tls: tls(raw.tls.as_ref(), &key("tls"))?,
+            timeout,
+        },
+        signals,
+        include_derived: false,
+        queue_size,
+    })
+}
+
+struct Target {
+    signals: [bool; 3],
+    queue: Queue,
+}
+
+/// The forwarding side of the receivers: cheap to clone, empty when nothing is configured.
+#[derive(Clone, Default)]
+pub struct Forwarders {
+    targets: Arc<[Target]>,
+}
+
+impl std::fmt::Debug for Forwarders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarders")
+            .field("upstreams", &self.targets.len())
+            .finish()
+    }
+}
+
+impl Forwarders {
+    /// Starts one delivery queue per upstream (on the current runtime). The returned
+    /// handles are for shutdown; their queues are also in [`Forwarders::queues`].
+    pub fn start(cfgs: &[ForwardConfig]) -> Result<(Self, Vec<delivery::Running>), ClientError> {
+        let mut targets = Vec::with_capacity(cfgs.len());
+        let mut running = Vec::with_capacity(cfgs.len());
+        for (i, c) in cfgs.iter().enumerate() {
+            let client = Arc::new(OtlpClient::new(c.client.clone())?);
+            let r = delivery::spawn(
+                &format!("forward_{i}"),
+                client,
+                DeliveryConfig {
+                    queue_capacity: c.queue_size,
+                    workers: 4,
+                    ..DeliveryConfig::default()
+                },
+            );
+            targets.push(Target {
+                signals: c.signals,
+                queue: r.queue.clone(),
+            });
+            running.push(r);
+        }
+        Ok((
+            Self {
+                targets: targets.into(),
+            },
+            running,
+        ))
+    }
+
+    /// True when nothing is forwarded.
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
+    /// True when some upstream takes `signal`.
+    pub fn wants(&self, signal: Signal) -> bool {
+        self.targets.iter().any(|t| t.signals[signal as usize])
+    }
+
+    /// Queues the request `body` (protobuf, uncompressed) carrying `items` for every
+    /// upstream taking `signal`. Never waits; a full queue drops and counts.
+    pub fn forward(&self, signal: Signal, body: &Bytes, items: u64) {
+        for t in self.targets.iter().filter(|t| t.signals[signal as usize]) {
+            t.queue.submit(Payload {
+                body: body.clone(),
+                items,
+                signal: Some(signal),
+            });
+        }
+    }
+
+    /// The queues, for self-telemetry.
+    pub fn queues(&self) -> Vec<Queue> {
+        self.targets.iter().map(|t| t.queue.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(yaml: &str) -> Result<ForwardConfig, String> {
+        let raw: RawForward = serde_norway::from_str(yaml).map_err(|e| e.to_string())?;
+        validate(&raw, "forward[0]").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_and_errors() {
+        let c = v("endpoint: https://otlp.example:4317\nheaders: {X-Api-Key: k}\n").expect("valid");
+        assert_eq!(c.client.protocol, Protocol::Grpc);
+        assert_eq!(c.client.compression, Compression::Gzip);
+        assert_eq!(c.signals, [true; 3]);
+        assert_eq!(c.client.headers, vec![("x-api-key".into(), "k".into())]);
+        assert_eq!(c.client.timeout, Duration::from_secs(10));
+        let e = v("protocol: http\n").unwrap_err();
+        assert!(e.starts_with("forward[0].endpoint: required"), "{e}");
+        let e = v("endpoint: otlp.example:4317\n").unwrap_err();
+        assert!(e.contains("not an http:// or https:// URL"), "{e}");
+        let e = v("endpoint: http://a:1\nsignals: [traces, profiles]\n").unwrap_err();
+        assert!(e.starts_with("forward[0].signals[1]"), "{e}");
+        let e = v("endpoint: http://a:1\ncompression: zstd\n").unwrap_err();
+        assert!(e.starts_with("forward[0].compression"), "{e}");
+        let e =
+            v("endpoint: http://a:1\nheaders_from_files: {x-key: /nonexistent/key}\n").unwrap_err();
+        assert!(e.contains("cannot read /nonexistent/key"), "{e}");
+        let e = v("endpoint: http://a:1\ntls: {cert_file: /x}\n").unwrap_err();
+        assert!(e.contains("go together"), "{e}");
+        let c = v("endpoint: http://a:1\nsignals: [logs]\nprotocol: http\ncompression: none\n")
+            .expect("valid");
+        assert_eq!(c.signals, [false, false, true]);
+    }
+
+    #[test]
+    fn header_values_from_files() {
+        let dir = std::env::temp_dir().join(format!("otel-sli-fwd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let f = dir.join("key");
+        std::fs::write(&f, "s3cret\n").expect("write");
+        let c = v(&format!(
+            "endpoint: http://a:1\nheaders_from_files: {{x-api-key: {}}}\n",
+            f.display()
+        ))
+        .expect("valid");
+        assert_eq!(
+            c.client.headers,
+            vec![("x-api-key".into(), "s3cret".into())]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -1,0 +1,366 @@
+//! Raw pass-through: an agent forwards everything it accepted to a capturing OTLP/HTTP
+//! upstream (bytes compared, headers checked) and to a gateway `otel-sli` over gRPC (counts
+//! compared); an upstream that is down at first receives everything once it is up; an
+//! upstream answering 400 gets each request once and the drops are counted.
+
+mod common;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use common::TestServer;
+use opentelemetry::trace::{Span as _, SpanKind, Tracer as _, TracerProvider as _};
+use opentelemetry::KeyValue;
+use opentelemetry_otlp::{SpanExporter, WithExportConfig};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One request as the upstream saw it: path, headers, body after gzip.
+#[derive(Clone, Debug)]
+struct Seen {
+    signal: String,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+#[derive(Clone, Default)]
+struct Capture {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    /// Status to answer with (200 unless set).
+    status: Arc<Mutex<Option<StatusCode>>>,
+}
+
+async fn capture(
+    State(c): State<Capture>,
+    Path(signal): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let status = c.status.lock().expect("lock").unwrap_or(StatusCode::OK);
+    let body = if headers.get("content-encoding").is_some_and(|v| v == "gzip") {
+        use std::io::Read;
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_end(&mut out)
+            .expect("gzip body");
+        out
+    } else {
+        body.to_vec()
+    };
+    c.seen.lock().expect("lock").push(Seen {
+        signal,
+        headers,
+        body,
+    });
+    status
+}
+
+/// Serves the capture on `listener`.
+fn serve(listener: tokio::net::TcpListener, c: Capture) {
+    let app = axum::Router::new()
+        .route("/v1/{signal}", axum::routing::post(capture))
+        .with_state(c);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+}
+
+async fn capture_server() -> (SocketAddr, Capture) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let c = Capture::default();
+    serve(l, c.clone());
+    (addr, c)
+}
+
+use otel_sli::otlp::synth::kv_str as kv;
+
+fn metrics_request(points: usize) -> Vec<u8> {
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "shop")],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "queue.depth".into(),
+                    data: Some(metric::Data::Gauge(Gauge {
+                        data_points: (0..points)
+                            .map(|i| NumberDataPoint {
+                                time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
+                                value: Some(number_data_point::Value::AsInt(i as i64)),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+fn logs_request(records: usize) -> Vec<u8> {
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "shop")],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: (0..records)
+                    .map(|i| LogRecord {
+                        time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
+                        body: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue(format!("line {i}"))),
+                        }),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+/// Sends `n` server spans to the agent with the OpenTelemetry SDK over gRPC.
+async fn sdk_spans(agent: &TestServer, n: usize) {
+    let endpoint = format!("http://{}", agent.grpc);
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let _g = handle.enter();
+        let exporter = SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .build()
+            .expect("exporter");
+        let p = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(
+                opentelemetry_sdk::Resource::builder()
+                    .with_service_name("shop")
+                    .build(),
+            )
+            .build();
+        let tracer = p.tracer("fwd");
+        for _ in 0..n {
+            let mut s = tracer
+                .span_builder("GET /cart")
+                .with_kind(SpanKind::Server)
+                .with_attributes(vec![
+                    KeyValue::new("http.request.method", "GET"),
+                    KeyValue::new("http.route", "/cart"),
+                ])
+                .start(&tracer);
+            s.end();
+        }
+        p.force_flush().expect("flush");
+        p.shutdown().expect("shutdown");
+    })
+    .await
+    .expect("sdk thread");
+}
+
+/// Waits until `f` holds, up to `secs` seconds.
+async fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    f()
+}
+
+fn spans_in(seen: &[Seen]) -> usize {
+    seen.iter()
+        .filter(|s| s.signal == "traces")
+        .map(|s| {
+            ExportTraceServiceRequest::decode(&s.body[..])
+                .expect("forwarded traces decode")
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .map(|ss| ss.spans.len())
+                .sum::<usize>()
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_accepted_reaches_every_upstream_unchanged_with_the_vendor_headers() {
+    let (vendor, cap) = capture_server().await;
+    let gateway = TestServer::start("").await;
+    let agent = TestServer::start(&format!(
+        "forward:\n  - endpoint: http://{vendor}\n    protocol: http\n    headers: {{ x-api-key: \"${{FWD_TEST_KEY:-k3y}}\" }}\n    compression: gzip\n  - endpoint: http://{}\n    protocol: grpc\n    compression: none\n    signals: [traces, logs]\n",
+        gateway.grpc
+    ))
+    .await;
+
+    sdk_spans(&agent, 300).await;
+    let metrics = metrics_request(7);
+    let logs = logs_request(5);
+    for (path, body) in [("/v1/metrics", &metrics), ("/v1/logs", &logs)] {
+        let r = common::http_post(
+            agent.http,
+            path,
+            "application/x-protobuf",
+            None,
+            body.clone(),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+    }
+    // Undecodable: refused, never forwarded.
+    let r = common::http_post(
+        agent.http,
+        "/v1/traces",
+        "application/x-protobuf",
+        None,
+        vec![0xff; 9],
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+
+    assert!(
+        eventually(10, || {
+            let seen = cap.seen.lock().expect("lock");
+            spans_in(&seen) == 300 && seen.iter().any(|s| s.signal == "logs")
+        })
+        .await,
+        "everything arrives at the vendor"
+    );
+    let seen = cap.seen.lock().expect("lock").clone();
+    assert!(
+        seen.iter().all(|s| s.headers["x-api-key"] == "k3y"),
+        "vendor header on every request"
+    );
+    assert!(seen.iter().all(|s| s.headers["content-encoding"] == "gzip"));
+    let by = |sig: &str| -> Vec<&Seen> { seen.iter().filter(|s| s.signal == sig).collect() };
+    assert_eq!(by("metrics").len(), 1);
+    assert_eq!(
+        by("metrics")[0].body,
+        metrics,
+        "metrics forwarded byte for byte"
+    );
+    assert_eq!(by("logs")[0].body, logs, "logs forwarded byte for byte");
+
+    // The gRPC gateway takes traces and logs: it derives the same SLI from the forwarded spans.
+    let sli = gateway.sli("all", "shop", "GET /cart").await;
+    assert_eq!(sli["requests"], 300, "{sli}");
+    let m = agent.metrics().await;
+    assert_eq!(
+        common::sample(
+            &m,
+            "otel_sli_exporter_sent_items_total{exporter=\"forward_0\"}"
+        ),
+        Some(312.0)
+    );
+    assert_eq!(
+        common::sample(
+            &m,
+            "otel_sli_exporter_sent_items_total{exporter=\"forward_1\"}"
+        ),
+        Some(305.0),
+        "traces + logs, no metrics"
+    );
+    agent.stop().await;
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_down_at_first_gets_everything_once_up_and_a_400_is_dropped_and_counted() {
+    // Reserve a port, leave it closed for now.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let vendor = l.local_addr().expect("addr");
+    drop(l);
+    let agent = TestServer::start(&format!(
+        "forward:\n  - endpoint: http://{vendor}\n    protocol: http\n    compression: none\n    signals: [logs]\n"
+    ))
+    .await;
+    let body = logs_request(3);
+    for _ in 0..10 {
+        let r = common::http_post(
+            agent.http,
+            "/v1/logs",
+            "application/x-protobuf",
+            None,
+            body.clone(),
+        )
+        .await;
+        assert_eq!(r.status(), 200, "accepted while the upstream is down");
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let m = agent.metrics().await;
+    assert!(
+        common::sample(
+            &m,
+            "otel_sli_exporter_failed_attempts_total{exporter=\"forward_0\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{m}"
+    );
+    // The upstream comes up: everything queued arrives, exactly once.
+    let cap = Capture::default();
+    serve(
+        tokio::net::TcpListener::bind(vendor).await.expect("rebind"),
+        cap.clone(),
+    );
+    assert!(
+        eventually(20, || cap.seen.lock().expect("lock").len() >= 10).await,
+        "all delivered after recovery"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(cap.seen.lock().expect("lock").len(), 10, "no duplicates");
+
+    // Now it refuses with 400: one attempt each, dropped and counted.
+    *cap.status.lock().expect("lock") = Some(StatusCode::BAD_REQUEST);
+    for _ in 0..4 {
+        common::http_post(
+            agent.http,
+            "/v1/logs",
+            "application/x-protobuf",
+            None,
+            body.clone(),
+        )
+        .await;
+    }
+    let counted =
+        "otel_sli_exporter_dropped_items_total{exporter=\"forward_0\",reason=\"rejected\"}";
+    let mut dropped = 0.0;
+    for _ in 0..100 {
+        dropped = common::sample(&agent.metrics().await, counted).unwrap_or(0.0);
+        if dropped >= 12.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(dropped, 12.0, "4 requests × 3 records");
+    assert_eq!(
+        cap.seen.lock().expect("lock").len(),
+        14,
+        "each refused request tried once"
+    );
+    agent.stop().await;
+}
