@@ -24,7 +24,10 @@
 //! `E2E_SPANS` [500] spans per request, `E2E_REQUESTS` [50] distinct requests,
 //! `E2E_CLIENT_THREADS` [2] client runtime threads, `E2E_MODES` [plain,gzip],
 //! `E2E_CONFIG` [none] a configuration file for the server (e.g. one with
-//! `completeness: {enabled: false}` to measure the cost of completeness tracking).
+//! `completeness: {enabled: false}` to measure the cost of completeness tracking),
+//! `E2E_FORWARD` [off] `http`: the server forwards every request (OTLP/HTTP, uncompressed)
+//! to a discarding sink in this process, to measure the cost of the raw pass-through (the
+//! sink's CPU is not the server's).
 //! Without `--bench` (as under `cargo test`) it runs a short smoke version.
 
 mod common;
@@ -72,12 +75,82 @@ fn free_ports() -> [u16; 3] {
     [port(&ls[0]), port(&ls[1]), port(&ls[2])]
 }
 
+/// A discarding OTLP/HTTP sink: answers every request 200 after reading its body.
+fn http_sink() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind sink");
+    let addr = l.local_addr().expect("sink addr");
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            std::thread::spawn(move || sink_connection(conn));
+        }
+    });
+    addr
+}
+
+fn sink_connection(mut s: TcpStream) {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut have = 0usize;
+    loop {
+        // Read the head.
+        let head_end = loop {
+            if let Some(i) = buf[..have].windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match s.read(&mut buf[have..]) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => have += n,
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let in_buf = have - head_end;
+        let consumed = if in_buf >= len {
+            head_end + len
+        } else {
+            // Read exactly the rest of the body, so nothing of the next request is taken.
+            let mut left = len - in_buf;
+            let mut chunk = vec![0u8; left.min(1 << 20)];
+            while left > 0 {
+                let want = left.min(chunk.len());
+                match s.read(&mut chunk[..want]) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => left -= n,
+                }
+            }
+            have
+        };
+        buf.copy_within(consumed..have, 0);
+        have -= consumed;
+        if s
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n")
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
 fn start_server() -> Server {
     let [grpc, http, admin] = free_ports();
     let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_otel-sli"));
     if let Ok(config) = std::env::var("E2E_CONFIG") {
         cmd.args(["--config", &config]);
+    }
+    if let Ok(mode) = std::env::var("E2E_FORWARD") {
+        assert_eq!(mode, "http", "E2E_FORWARD supports http");
+        let sink = http_sink();
+        let path = std::env::temp_dir().join(format!("otel-sli-e2e-forward-{}.yaml", std::process::id()));
+        std::fs::write(
+            &path,
+            format!("forward:\n  - endpoint: http://{sink}\n    protocol: http\n    compression: none\n"),
+        )
+        .expect("write forward config");
+        cmd.args(["--config", &path.display().to_string()]);
     }
     let child = cmd
         .args(["--otlp-grpc", &addr(grpc).to_string()])
@@ -564,6 +637,10 @@ fn main() {
     )
     .unwrap_or(-1.0);
     let entry_spans = metric_sum(&metrics, "otel_sli_entry_spans_total", "").unwrap_or(-1.0);
+    let forwarded = metric_sum(&metrics, "otel_sli_exporter_sent_items_total", "").unwrap_or(0.0);
+    let forward_dropped =
+        metric_sum(&metrics, "otel_sli_exporter_dropped_items_total", "").unwrap_or(0.0);
+    let forward_queued = metric_sum(&metrics, "otel_sli_exporter_queue_size", "").unwrap_or(0.0);
     let rss_kib = std::fs::read_to_string(format!("/proc/{}/status", server.child.id()))
         .ok()
         .and_then(|s| {
@@ -617,6 +694,11 @@ fn main() {
     );
     println!("\ncheck: spans in answered requests  {sent_spans}");
     println!("       otel_sli_accepted_spans_total {accepted}");
+    if std::env::var("E2E_FORWARD").is_ok() {
+        println!(
+            "       forwarded: items sent {forwarded}, dropped {forward_dropped}, requests still queued {forward_queued}"
+        );
+    }
     println!(
         "       requests {sent_requests} / otel_sli_requests_total{{traces,ok}} {ok_requests}; \
          entry spans {sent_entries} / otel_sli_entry_spans_total {entry_spans}; rejected {}",
