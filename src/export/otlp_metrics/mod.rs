@@ -1,16 +1,7 @@
 //! OTLP metrics export of the derived metrics.
+//!
+//! - [`config`]: `exporters.otlp_metrics` validation and defaults.
 
-use crate::config::raw::RawOtlpMetrics;
-use crate::config::ConfigError;
+pub mod config;
 
-/// Validated `exporters.otlp_metrics`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct OtlpMetricsConfig {}
-
-/// Validates `exporters.otlp_metrics`.
-pub fn validate(_raw: &RawOtlpMetrics) -> Result<OtlpMetricsConfig, ConfigError> {
-    Err(crate::config::invalid_key(
-        "exporters.otlp_metrics",
-        "not available in this version",
-    ))
-}
+pub use config::{validate, OtlpMetricsConfig};
