@@ -472,11 +472,14 @@ fn slo_gauges(metrics: &mut Vec<Metric>, pipeline: &Pipeline, view: &View, now: 
         value: double(v),
         ..NumberDataPoint::default()
     };
-    let gauge = |name: &str, description: &str, points: Vec<NumberDataPoint>| {
+    // Unit `1` for ratios (Prometheus' OTLP translation adds `_ratio`, giving the same
+    // names as `/metrics`); none for the burn rate and the alert state, which are not
+    // ratios of a whole.
+    let gauge = |name: &str, unit: &str, description: &str, points: Vec<NumberDataPoint>| {
         metric(
             name,
             description,
-            "1",
+            unit,
             Data::Gauge(Gauge {
                 data_points: points,
             }),
@@ -489,16 +492,19 @@ fn slo_gauges(metrics: &mut Vec<Metric>, pipeline: &Pipeline, view: &View, now: 
     };
     metrics.push(gauge(
         "slo.objective",
+        "1",
         "Target fraction of good requests.",
         simple(&|i| Some(all[i].0.objective)),
     ));
     metrics.push(gauge(
         "slo.sli",
+        "1",
         "Good ÷ total requests over the SLO window (absent without requests).",
         simple(&|i| all[i].1.sli),
     ));
     metrics.push(gauge(
         "slo.error_budget.remaining",
+        "1",
         "1 − bad ÷ ((1 − objective) × total) over the SLO window; negative once overspent.",
         simple(&|i| all[i].1.budget_remaining),
     ));
@@ -524,11 +530,13 @@ fn slo_gauges(metrics: &mut Vec<Metric>, pipeline: &Pipeline, view: &View, now: 
     }
     metrics.push(gauge(
         "slo.burn_rate",
+        "",
         "Bad ratio over the window ÷ (1 − objective); 1 spends the budget exactly over the SLO window.",
         burn,
     ));
     metrics.push(gauge(
         "slo.alert.active",
+        "",
         "1 while a multi-window burn-rate rule of the severity fires.",
         alert,
     ));
@@ -863,6 +871,8 @@ slos:
             metrics(&req).iter().all(|m| m.name.starts_with("slo.")),
             "no series, no sli.* metrics"
         );
+        assert_eq!(find(&req, "slo.objective").unit, "1");
+        assert_eq!(find(&req, "slo.burn_rate").unit, "");
         let objective = &gauge_points(&req, "slo.objective")[0];
         assert_eq!(
             attrs(&objective.attributes),
