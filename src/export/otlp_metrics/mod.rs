@@ -1,16 +1,19 @@
-//! OTLP metrics export of the derived metrics.
+//! OTLP metrics export of the derived metrics: per-feature request and error counters, the
+//! latency histogram and the SLO gauges, sent every interval to an OTLP endpoint.
+//!
+//! - [`config`]: `exporters.otlp_metrics` validation and defaults.
+//! - [`encode`]: the [`Encoder`], plain sync code turning a view into an
+//!   `ExportMetricsServiceRequest` (start times, resets, deltas, histogram modes).
+//! - [`exporter`]: the interval task feeding a [`crate::export::delivery`] queue.
+//!
+//! It owns no connection: the [`crate::export::delivery::Upstream`] it is given does the
+//! sending. It reads the pipeline only through views and the SLO statuses. Metric names,
+//! attributes and temporality rules are documented in `docs/otlp-metrics.md`.
 
-use crate::config::raw::RawOtlpMetrics;
-use crate::config::ConfigError;
+pub mod config;
+pub mod encode;
+pub mod exporter;
 
-/// Validated `exporters.otlp_metrics`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct OtlpMetricsConfig {}
-
-/// Validates `exporters.otlp_metrics`.
-pub fn validate(_raw: &RawOtlpMetrics) -> Result<OtlpMetricsConfig, ConfigError> {
-    Err(crate::config::invalid_key(
-        "exporters.otlp_metrics",
-        "not available in this version",
-    ))
-}
+pub use config::{validate, OtlpMetricsConfig};
+pub use encode::Encoder;
+pub use exporter::OtlpMetricsExporter;
