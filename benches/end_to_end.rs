@@ -125,9 +125,10 @@ fn sink_connection(mut s: TcpStream) {
         };
         buf.copy_within(consumed..have, 0);
         have -= consumed;
-        if s
-            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n")
-            .is_err()
+        if s.write_all(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n",
+        )
+        .is_err()
         {
             return;
         }
@@ -144,7 +145,8 @@ fn start_server() -> Server {
     if let Ok(mode) = std::env::var("E2E_FORWARD") {
         assert_eq!(mode, "http", "E2E_FORWARD supports http");
         let sink = http_sink();
-        let path = std::env::temp_dir().join(format!("otel-sli-e2e-forward-{}.yaml", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("otel-sli-e2e-forward-{}.yaml", std::process::id()));
         std::fs::write(
             &path,
             format!("forward:\n  - endpoint: http://{sink}\n    protocol: http\n    compression: none\n"),

@@ -74,6 +74,7 @@ pub struct Running {
     state: Option<StateFile>,
     saver: Option<JoinHandle<()>>,
     forwarders: Vec<crate::export::delivery::Running>,
+    otlp_metrics: Option<crate::export::otlp_metrics::OtlpMetricsExporter>,
 }
 
 async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, AppError> {
@@ -140,7 +141,21 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
     };
     let telemetry = Arc::new(Telemetry::default());
     let (forward, forwarders) = Forwarders::start(&config.forward)?;
-    let exporters: Vec<crate::export::delivery::Queue> = forward.queues();
+    let mut exporters: Vec<crate::export::delivery::Queue> = forward.queues();
+    let otlp_metrics = match &config.otlp_metrics {
+        Some(cfg) => {
+            let client =
+                crate::export::otlp_client::OtlpClient::new(cfg.transport.client_config()?)?;
+            let e = crate::export::otlp_metrics::OtlpMetricsExporter::start(
+                cfg,
+                pipeline.clone(),
+                Arc::new(client),
+            );
+            exporters.push(e.queue().clone());
+            Some(e)
+        }
+        None => None,
+    };
     let ingest = Ingest {
         pipeline: pipeline.clone(),
         telemetry: Arc::clone(&telemetry),
@@ -233,6 +248,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
         state,
         saver,
         forwarders,
+        otlp_metrics,
     })
 }
 
@@ -287,6 +303,10 @@ impl Running {
         }
         let pipeline = self.pipeline.clone();
         let _ = tokio::task::spawn_blocking(move || pipeline.shutdown()).await;
+        // The shards' final snapshots are published: exporters send them once more.
+        if let Some(e) = self.otlp_metrics {
+            e.shutdown(std::time::Instant::now() + RECEIVER_GRACE).await;
+        }
         if let (Some(file), Some(engine)) = (self.state, self.pipeline.slo_engine()) {
             let engine = Arc::clone(engine);
             match tokio::task::spawn_blocking(move || persist::save(&engine, &file)).await {

@@ -364,3 +364,52 @@ async fn an_upstream_down_at_first_gets_everything_once_up_and_a_400_is_dropped_
     );
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn derived_metrics_reach_an_otlp_upstream() {
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    let (vendor, cap) = capture_server().await;
+    let agent = TestServer::start(&format!(
+        "exporters:\n  otlp_metrics:\n    endpoint: http://{vendor}\n    protocol: http\n    interval: 1s\n    headers: {{ x-api-key: k }}\n"
+    ))
+    .await;
+    sdk_spans(&agent, 120).await;
+    agent.flush().await;
+    let requests = |seen: &[Seen]| -> Option<f64> {
+        let last = seen.iter().rev().find(|s| s.signal == "metrics")?;
+        let req = ExportMetricsServiceRequest::decode(&last.body[..]).ok()?;
+        req.resource_metrics
+            .iter()
+            .flat_map(|r| &r.scope_metrics)
+            .flat_map(|s| &s.metrics)
+            .filter(|m| m.name == "sli.requests")
+            .find_map(|m| match &m.data {
+                Some(Data::Sum(s)) => s.data_points.first().map(|p| match p.value {
+                    Some(number_data_point::Value::AsDouble(v)) => v,
+                    Some(number_data_point::Value::AsInt(v)) => v as f64,
+                    None => -1.0,
+                }),
+                _ => None,
+            })
+    };
+    assert!(
+        eventually(10, || requests(&cap.seen.lock().expect("lock"))
+            == Some(120.0))
+        .await,
+        "sli.requests = 120 arrives: {:?}",
+        requests(&cap.seen.lock().expect("lock"))
+    );
+    let seen = cap.seen.lock().expect("lock").clone();
+    assert!(seen.iter().all(|s| s.headers["x-api-key"] == "k"));
+    let m = agent.metrics().await;
+    assert!(
+        common::sample(
+            &m,
+            "otel_sli_exporter_sent_requests_total{exporter=\"otlp_metrics\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{m}"
+    );
+    agent.stop().await;
+}

@@ -69,8 +69,8 @@ pub struct ClientTls {
 /// connection (that is the OTLP client's job).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transport {
-    /// `http://` or `https://` URL. For [`Protocol::Http`] the sender appends `/v1/metrics`
-    /// unless the URL already has a path.
+    /// `http://` or `https://` URL. For [`Protocol::Http`] it is the base URL; the sender
+    /// appends `/v1/metrics`.
     pub endpoint: String,
     /// gRPC or HTTP.
     pub protocol: Protocol,
@@ -300,6 +300,52 @@ pub fn validate(raw: &RawOtlpMetrics) -> Result<OtlpMetricsConfig, ConfigError> 
         histogram,
         resource_attributes: resource_attributes(raw.resource_attributes.as_ref())?,
     })
+}
+
+impl Transport {
+    /// The OTLP client settings for this transport (reads the TLS files).
+    pub fn client_config(
+        &self,
+    ) -> Result<crate::export::otlp_client::ClientConfig, crate::export::otlp_client::ClientError>
+    {
+        use crate::export::otlp_client as c;
+        let read = |p: &PathBuf| {
+            std::fs::read(p).map_err(|e| c::ClientError::Tls(format!("{}: {e}", p.display())))
+        };
+        let tls = match &self.tls {
+            None => c::TlsSettings::default(),
+            Some(t) if t.insecure_skip_verify => {
+                return Err(c::ClientError::Tls(
+                    "insecure_skip_verify is not supported; trust the CA with ca_file".into(),
+                ))
+            }
+            Some(t) => c::TlsSettings {
+                ca_pem: t.ca_file.as_ref().map(read).transpose()?,
+                identity_pem: match (&t.cert_file, &t.key_file) {
+                    (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+                    _ => None,
+                },
+            },
+        };
+        Ok(c::ClientConfig {
+            endpoint: self.endpoint.clone(),
+            protocol: match self.protocol {
+                Protocol::Grpc => c::Protocol::Grpc,
+                Protocol::Http => c::Protocol::Http,
+            },
+            headers: self
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            compression: match self.compression {
+                Compression::None => c::Compression::None,
+                Compression::Gzip => c::Compression::Gzip,
+            },
+            tls,
+            timeout: self.timeout,
+        })
+    }
 }
 
 #[cfg(test)]
