@@ -362,10 +362,12 @@ pub struct RawRemoteWrite {
     /// Time between writes. Default `15s`.
     pub interval: Option<HumanDuration>,
     /// Labels added to every series (e.g. `node: ${K8S_NODE_NAME}`), so agents never
-    /// collide.
+    /// collide. Prometheus label names, not `__*` nor `le`; values not empty. A series' own
+    /// label of the same name wins.
     pub external_labels: Option<std::collections::BTreeMap<String, String>>,
-    /// Send Prometheus native histograms instead of classic `_bucket` series.
-    /// Default `false`.
+    /// Send Prometheus native histograms instead of classic `_bucket` series: the exported
+    /// buckets converted to exponential schema 8 (each request reads as its bucket's upper
+    /// bound, within 0.27%; count and sum exact). Default `false`.
     pub native_histograms: Option<bool>,
     /// Extra headers (e.g. `X-Scope-OrgID` for Mimir, `Authorization`).
     pub headers: Option<std::collections::BTreeMap<String, String>>,

@@ -1,0 +1,350 @@
+//! `exporters.prometheus_remote_write`: checks the raw section and builds the settings the
+//! exporter runs with. TLS files are read (and parsed) here, so a bad certificate stops
+//! start-up instead of every write failing later.
+
+use crate::config::raw::{RawClientTls, RawRemoteWrite};
+use crate::config::{invalid_key, ConfigError};
+use crate::export::delivery::DeliveryConfig;
+use std::time::Duration;
+
+const AT: &str = "exporters.prometheus_remote_write";
+
+/// Default time between writes.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);
+/// Default per-request timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Headers the protocol sets itself; configuring them is refused.
+const PROTOCOL_HEADERS: [&str; 5] = [
+    "content-encoding",
+    "content-type",
+    "content-length",
+    "host",
+    "x-prometheus-remote-write-version",
+];
+
+/// TLS material of the connection, read from the configured files.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// PEM CA certificates to trust instead of the bundled public roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM client certificate chain and private key, for mutual TLS.
+    pub identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+    /// Do not verify the server certificate (testing only).
+    pub insecure_skip_verify: bool,
+}
+
+/// Validated `exporters.prometheus_remote_write`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RemoteWriteConfig {
+    /// `http(s)://host[:port]/path` the write requests are POSTed to.
+    pub endpoint: String,
+    /// Time between writes.
+    pub interval: Duration,
+    /// Labels added to every series, sorted by name.
+    pub external_labels: Vec<(String, String)>,
+    /// Native histograms instead of classic `_bucket`/`_sum`/`_count` series.
+    pub native_histograms: bool,
+    /// Extra request headers, in configuration order.
+    pub headers: Vec<(String, String)>,
+    /// TLS for `https` endpoints.
+    pub tls: TlsSettings,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Queue and retry settings (derived from `interval`; not configurable in the file).
+    pub delivery: DeliveryConfig,
+}
+
+/// True for a valid Prometheus label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
+pub fn is_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Queue and retry settings for a given interval. A later write carries newer cumulative
+/// values of the same series, so a payload is retried for four intervals at most (at least
+/// 30 s, at most 5 min), and the queue holds about that much.
+pub fn delivery_for(interval: Duration) -> DeliveryConfig {
+    DeliveryConfig {
+        queue_capacity: 256,
+        workers: 4,
+        initial_backoff: Duration::from_millis(500),
+        max_backoff: Duration::from_secs(30),
+        max_elapsed: (interval * 4).clamp(Duration::from_secs(30), Duration::from_secs(300)),
+    }
+}
+
+/// Validates `exporters.prometheus_remote_write`.
+pub fn validate(raw: &RawRemoteWrite) -> Result<RemoteWriteConfig, ConfigError> {
+    let endpoint = endpoint(raw.endpoint.as_deref())?;
+    let interval = raw.interval.map_or(DEFAULT_INTERVAL, |d| d.0);
+    if interval < Duration::from_secs(1) || interval > Duration::from_secs(3600) {
+        return Err(invalid_key(
+            &format!("{AT}.interval"),
+            format!("{interval:?} is outside 1s..1h"),
+        ));
+    }
+    let timeout = raw.timeout.map_or(DEFAULT_TIMEOUT, |d| d.0);
+    if timeout.is_zero() || timeout > Duration::from_secs(300) {
+        return Err(invalid_key(
+            &format!("{AT}.timeout"),
+            format!("{timeout:?} is outside (0s, 5m]"),
+        ));
+    }
+    let mut external_labels = Vec::new();
+    for (name, value) in raw.external_labels.iter().flatten() {
+        let at = format!("{AT}.external_labels.{name}");
+        if !is_label_name(name) {
+            return Err(invalid_key(
+                &at,
+                "not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)",
+            ));
+        }
+        if name.starts_with("__") {
+            return Err(invalid_key(
+                &at,
+                "names starting with __ are reserved by Prometheus",
+            ));
+        }
+        if name == "le" {
+            return Err(invalid_key(&at, "`le` is the histogram bucket label"));
+        }
+        if value.is_empty() {
+            return Err(invalid_key(
+                &at,
+                "empty value (Prometheus drops empty labels; did an environment variable expand to nothing?)",
+            ));
+        }
+        external_labels.push((name.clone(), value.clone()));
+    }
+    external_labels.sort();
+    let mut headers = Vec::new();
+    for (name, value) in raw.headers.iter().flatten() {
+        let at = format!("{AT}.headers.{name}");
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(invalid_key(&at, "not a valid HTTP header name"));
+        }
+        if PROTOCOL_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            return Err(invalid_key(&at, "set by the remote-write protocol itself"));
+        }
+        if http::HeaderValue::from_str(value).is_err() {
+            return Err(invalid_key(&at, "not a valid HTTP header value"));
+        }
+        headers.push((name.clone(), value.clone()));
+    }
+    let tls = tls(raw.tls.as_ref(), &endpoint)?;
+    Ok(RemoteWriteConfig {
+        endpoint,
+        interval,
+        external_labels,
+        native_histograms: raw.native_histograms.unwrap_or(false),
+        headers,
+        tls,
+        timeout,
+        delivery: delivery_for(interval),
+    })
+}
+
+fn endpoint(raw: Option<&str>) -> Result<String, ConfigError> {
+    let at = format!("{AT}.endpoint");
+    let Some(e) = raw.map(str::trim).filter(|e| !e.is_empty()) else {
+        return Err(invalid_key(
+            &at,
+            "required (e.g. http://prometheus:9090/api/v1/write)",
+        ));
+    };
+    let uri: http::Uri = e
+        .parse()
+        .map_err(|err| invalid_key(&at, format!("{e:?} is not a URL: {err}")))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => {
+            return Err(invalid_key(
+                &at,
+                format!("{e:?} must start with http:// or https://"),
+            ))
+        }
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(invalid_key(&at, format!("{e:?} has no host")));
+    }
+    Ok(e.to_string())
+}
+
+fn read(at: &str, path: &str) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|e| invalid_key(at, format!("cannot read {path}: {e}")))
+}
+
+fn tls(raw: Option<&RawClientTls>, endpoint: &str) -> Result<TlsSettings, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(TlsSettings::default());
+    };
+    let at = format!("{AT}.tls");
+    let mut out = TlsSettings {
+        insecure_skip_verify: raw.insecure_skip_verify.unwrap_or(false),
+        ..TlsSettings::default()
+    };
+    if let Some(ca) = &raw.ca_file {
+        out.ca_pem = Some(read(&format!("{at}.ca_file"), ca)?);
+    }
+    match (&raw.cert_file, &raw.key_file) {
+        (Some(c), Some(k)) => {
+            out.identity_pem = Some((
+                read(&format!("{at}.cert_file"), c)?,
+                read(&format!("{at}.key_file"), k)?,
+            ));
+        }
+        (None, None) => {}
+        (Some(_), None) => {
+            return Err(invalid_key(
+                &format!("{at}.key_file"),
+                "required with cert_file",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(invalid_key(
+                &format!("{at}.cert_file"),
+                "required with key_file",
+            ))
+        }
+    }
+    if out != TlsSettings::default() && !endpoint.starts_with("https://") {
+        return Err(invalid_key(&at, "TLS settings need an https:// endpoint"));
+    }
+    // Parse now so a bad file is reported at start-up.
+    super::client::tls_config(&out).map_err(|e| invalid_key(&at, e))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::units::HumanDuration;
+
+    fn raw(endpoint: &str) -> RawRemoteWrite {
+        RawRemoteWrite {
+            endpoint: Some(endpoint.into()),
+            ..RawRemoteWrite::default()
+        }
+    }
+
+    fn err(r: &RawRemoteWrite) -> String {
+        validate(r).expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = validate(&raw("http://prom:9090/api/v1/write")).expect("valid");
+        assert_eq!(c.interval, DEFAULT_INTERVAL);
+        assert_eq!(c.timeout, DEFAULT_TIMEOUT);
+        assert!(!c.native_histograms);
+        assert!(c.external_labels.is_empty());
+        assert_eq!(c.delivery.max_elapsed, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn endpoint_is_required_and_http() {
+        assert!(err(&RawRemoteWrite::default()).contains("endpoint"));
+        assert!(err(&raw("prom:9090")).contains("http://"));
+        assert!(err(&raw("ftp://prom/x")).contains("http://"));
+        assert!(validate(&raw("https://mimir.example/api/v1/push")).is_ok());
+    }
+
+    #[test]
+    fn interval_bounds() {
+        let mut r = raw("http://p/w");
+        r.interval = Some(HumanDuration(Duration::from_millis(500)));
+        assert!(err(&r).contains("exporters.prometheus_remote_write.interval"));
+        r.interval = Some(HumanDuration(Duration::from_secs(7200)));
+        assert!(err(&r).contains("interval"));
+        r.interval = Some(HumanDuration(Duration::from_secs(30)));
+        assert_eq!(
+            validate(&r).expect("valid").interval,
+            Duration::from_secs(30)
+        );
+    }
+
+    #[test]
+    fn external_labels_are_checked_and_sorted() {
+        let mut r = raw("http://p/w");
+        r.external_labels = Some(
+            [("node", "n1"), ("cluster", "c")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        let c = validate(&r).expect("valid");
+        assert_eq!(
+            c.external_labels,
+            vec![("cluster".into(), "c".into()), ("node".into(), "n1".into())]
+        );
+        for (bad, why) in [
+            ("__name__", "reserved"),
+            ("1node", "label name"),
+            ("k8s.node", "label name"),
+            ("le", "bucket"),
+        ] {
+            r.external_labels = Some([(bad.to_string(), "x".to_string())].into());
+            let e = err(&r);
+            assert!(
+                e.contains(&format!("external_labels.{bad}")) && e.contains(why),
+                "{e}"
+            );
+        }
+        r.external_labels = Some([("node".to_string(), String::new())].into());
+        assert!(err(&r).contains("empty"));
+    }
+
+    #[test]
+    fn headers_are_checked() {
+        let mut r = raw("http://p/w");
+        r.headers = Some([("X-Scope-OrgID".to_string(), "tenant".to_string())].into());
+        assert_eq!(validate(&r).expect("valid").headers.len(), 1);
+        r.headers = Some([("Content-Encoding".to_string(), "gzip".to_string())].into());
+        assert!(err(&r).contains("protocol"));
+        r.headers = Some([("bad header".to_string(), "x".to_string())].into());
+        assert!(err(&r).contains("header name"));
+    }
+
+    #[test]
+    fn tls_files_are_read_at_start_up() {
+        let mut r = raw("https://p/w");
+        r.tls = Some(RawClientTls {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..RawClientTls::default()
+        });
+        assert!(err(&r).contains("tls.ca_file"));
+        r.tls = Some(RawClientTls {
+            cert_file: Some("/x.pem".into()),
+            ..RawClientTls::default()
+        });
+        assert!(err(&r).contains("key_file"));
+        r.tls = Some(RawClientTls {
+            insecure_skip_verify: Some(true),
+            ..RawClientTls::default()
+        });
+        assert!(validate(&r).expect("valid").tls.insecure_skip_verify);
+        let mut plain = raw("http://p/w");
+        plain.tls = r.tls.clone();
+        assert!(err(&plain).contains("https://"));
+    }
+
+    #[test]
+    fn garbage_ca_file_is_refused() {
+        let dir = std::env::temp_dir().join(format!("otel-sli-rw-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, "not a certificate").expect("write");
+        let mut r = raw("https://p/w");
+        r.tls = Some(RawClientTls {
+            ca_file: Some(ca.to_string_lossy().into_owned()),
+            ..RawClientTls::default()
+        });
+        let e = err(&r);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(e.contains("no certificate"), "{e}");
+    }
+}

@@ -1,0 +1,479 @@
+//! Prometheus remote write end to end: spans sent with the OpenTelemetry SDK become series in
+//! a real Prometheus (classic and native histograms), and the exporter's retry semantics
+//! against a local server: a 400 is dropped after one attempt, a 429 is retried after its
+//! `Retry-After`.
+//!
+//! The Prometheus tests need the `prometheus` binary (Debian package `prometheus`). Without
+//! it they print `skipped: prometheus not installed` and pass, unless
+//! `OTEL_SLI_REQUIRE_TOOLS=1` (CI).
+
+mod common;
+
+use common::TestServer;
+use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
+use opentelemetry::KeyValue;
+use opentelemetry_otlp::{SpanExporter, WithExportConfig};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::Resource;
+use otel_sli::export::delivery::{DropReason, Stats};
+use otel_sli::export::remote_write::{encode, RemoteWriteConfig, RemoteWriteExporter};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// A Prometheus with the remote-write receiver on, its data in a scratch directory; killed
+/// and cleaned up on drop.
+struct Prometheus {
+    child: Child,
+    dir: PathBuf,
+    addr: String,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// True when the prometheus binary can be run; otherwise says why the caller skips, or
+/// fails under `OTEL_SLI_REQUIRE_TOOLS=1`.
+fn prometheus_available() -> bool {
+    let found = Command::new("prometheus")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var("OTEL_SLI_REQUIRE_TOOLS").as_deref() != Ok("1"),
+            "prometheus not installed and OTEL_SLI_REQUIRE_TOOLS=1 (install the prometheus package)"
+        );
+        eprintln!("skipped: prometheus not installed");
+    }
+    found
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+impl Prometheus {
+    async fn start(tag: &str, native: bool) -> Self {
+        let dir = std::env::temp_dir().join(format!("otel-sli-rw-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("data")).expect("scratch dir");
+        let config = dir.join("prometheus.yml");
+        std::fs::write(&config, "global:\n  scrape_interval: 15s\n").expect("config");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut cmd = Command::new("prometheus");
+        cmd.arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--web.enable-remote-write-receiver")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if native {
+            cmd.arg("--enable-feature=native-histograms");
+        }
+        let child = cmd.spawn().expect("prometheus starts");
+        let p = Prometheus { child, dir, addr };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = reqwest::get(format!("http://{}/-/ready", p.addr))
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                return p;
+            }
+            assert!(Instant::now() < deadline, "prometheus not ready in 60s");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn write_url(&self) -> String {
+        format!("http://{}/api/v1/write", self.addr)
+    }
+
+    /// The value of an instant query returning one sample, `None` while it returns none.
+    async fn query(&self, q: &str) -> Option<f64> {
+        let r: Value = reqwest::get(format!(
+            "http://{}/api/v1/query?query={}",
+            self.addr,
+            urlencode(q)
+        ))
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+        assert_eq!(r["status"], "success", "{q}: {r}");
+        let v = r["data"]["result"].get(0)?["value"][1].as_str()?;
+        v.parse().ok()
+    }
+
+    /// Waits until `q` returns `want` (within 1e-9), for at most 30 s.
+    async fn expect(&self, q: &str, want: f64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last = None;
+        while Instant::now() < deadline {
+            last = self.query(q).await;
+            if last.is_some_and(|v| (v - want).abs() < 1e-9) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("{q}: got {last:?}, want {want}");
+    }
+}
+
+/// Percent-encodes a query parameter value.
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn provider(endpoint: &str, service: &str) -> SdkTracerProvider {
+    let exporter = SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()
+        .expect("exporter");
+    SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            Resource::builder()
+                .with_service_name(service.to_string())
+                .build(),
+        )
+        .build()
+}
+
+/// Sends `n` server spans of `method route` for `service` taking 20 ms each, every
+/// `failed_every`-th one failed (0: none), through the SDK's gRPC exporter.
+async fn send(
+    server: &TestServer,
+    service: &str,
+    method: &'static str,
+    route: &'static str,
+    n: usize,
+    failed_every: usize,
+) {
+    let endpoint = format!("http://{}", server.grpc);
+    let service = service.to_string();
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let _g = handle.enter();
+        let p = provider(&endpoint, &service);
+        let tracer = p.tracer("remote-write-test");
+        let now = SystemTime::now();
+        for i in 0..n {
+            let mut span = tracer
+                .span_builder(format!("{method} {route}"))
+                .with_kind(SpanKind::Server)
+                .with_start_time(now - Duration::from_millis(20))
+                .with_attributes(vec![
+                    KeyValue::new("http.request.method", method),
+                    KeyValue::new("http.route", route),
+                ])
+                .start(&tracer);
+            if failed_every > 0 && i % failed_every == 0 {
+                span.set_status(Status::error("boom"));
+            }
+            span.end_with_timestamp(now);
+        }
+        p.force_flush().expect("flush");
+        p.shutdown().expect("shutdown");
+    })
+    .await
+    .expect("sdk thread");
+}
+
+/// A server with the remote-write section in its configuration; returns the validated
+/// exporter settings (the app does not start the exporter itself in these tests).
+async fn server(endpoint: &str, interval: &str, extra: &str) -> (TestServer, RemoteWriteConfig) {
+    let yaml = format!(
+        r#"
+exporters:
+  prometheus_remote_write:
+    endpoint: {endpoint}
+    interval: {interval}
+    external_labels: {{ node: test-node }}
+    headers: {{ X-Scope-OrgID: tenant-1 }}
+{extra}
+slos:
+  - name: cart-availability
+    service: cart
+    feature: "GET /cart"
+    objective: 99
+"#
+    );
+    let c = common::config(&yaml);
+    let rw = c.remote_write.clone().expect("remote write configured");
+    (TestServer::start_with(c).await, rw)
+}
+
+/// Sends the test traffic: cart 20 requests (every 4th failed), pay 10 (none failed).
+async fn traffic(server: &TestServer) {
+    send(server, "cart", "GET", "/cart", 20, 4).await;
+    send(server, "pay", "POST", "/pay", 10, 0).await;
+    server.flush().await;
+}
+
+/// Waits until nothing is queued or being sent.
+async fn settle(stats: &Stats) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stats.queued.load(Ordering::Relaxed) > 0 {
+        assert!(Instant::now() < deadline, "queue did not drain");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classic_histograms_reach_prometheus() {
+    if !prometheus_available() {
+        return;
+    }
+    let prom = Prometheus::start("classic", false).await;
+    let (server, cfg) = server(&prom.write_url(), "1s", "").await;
+    let pipeline = server.running.as_ref().expect("running").pipeline.clone();
+    let exporter = RemoteWriteExporter::start(&cfg, pipeline);
+    traffic(&server).await;
+    // The ticker (1s) writes on its own.
+    prom.expect("sum(sli_requests_total)", 30.0).await;
+    prom.expect("sum(sli_errors_total)", 5.0).await;
+    prom.expect("sum(sli_latency_seconds_count)", 30.0).await;
+    prom.expect(r#"sum(sli_latency_seconds_bucket{le="+Inf"})"#, 30.0)
+        .await;
+    prom.expect(
+        r#"sli_requests_total{service="cart",feature="GET /cart"}"#,
+        20.0,
+    )
+    .await;
+    // Every series carries the external label.
+    let all = prom.query("count({__name__=~\"sli_.*|slo_.*\"})").await;
+    let labelled = prom
+        .query(r#"count({__name__=~"sli_.*|slo_.*",node="test-node"})"#)
+        .await;
+    assert!(all.is_some_and(|n| n > 10.0), "{all:?}");
+    assert_eq!(all, labelled, "every series has node=test-node");
+    // What several agents would do: sum across nodes.
+    prom.expect(
+        r#"sum without (node) (sli_requests_total{service="pay"})"#,
+        10.0,
+    )
+    .await;
+    // SLO gauges.
+    prom.expect(
+        r#"slo_objective_ratio{slo="cart-availability",node="test-node"}"#,
+        0.99,
+    )
+    .await;
+    prom.expect(r#"slo_window_bad_requests{slo="cart-availability"}"#, 5.0)
+        .await;
+    let stats = Arc::clone(exporter.queue().stats());
+    assert_eq!(exporter.queue().name(), "prometheus_remote_write");
+    exporter
+        .shutdown(Instant::now() + Duration::from_secs(5))
+        .await;
+    assert!(stats.sent_requests.load(Ordering::Relaxed) >= 1);
+    for r in DropReason::ALL {
+        assert_eq!(stats.dropped(r), 0, "{}", r.name());
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_histograms_reach_prometheus() {
+    if !prometheus_available() {
+        return;
+    }
+    let prom = Prometheus::start("native", true).await;
+    let (server, cfg) = server(&prom.write_url(), "1h", "    native_histograms: true").await;
+    assert!(cfg.native_histograms);
+    let pipeline = server.running.as_ref().expect("running").pipeline.clone();
+    let exporter = RemoteWriteExporter::start(&cfg, pipeline);
+    traffic(&server).await;
+    exporter.export_now().await;
+    prom.expect("sum(sli_requests_total)", 30.0).await;
+    prom.expect("histogram_count(sum(sli_latency_seconds))", 30.0)
+        .await;
+    prom.expect(
+        r#"histogram_count(sli_latency_seconds{service="cart",node="test-node"})"#,
+        20.0,
+    )
+    .await;
+    // 30 requests of 20 ms.
+    let sum = prom
+        .query("histogram_sum(sum(sli_latency_seconds))")
+        .await
+        .expect("histogram sum");
+    assert!((sum - 0.6).abs() < 1e-6, "{sum}");
+    // No classic series in native mode.
+    assert_eq!(prom.query("count(sli_latency_seconds_bucket)").await, None);
+    // The median of 20 ms requests reads as the upper bound of their exported bucket,
+    // 25 ms by default (within the 0.3% of one exponential bucket).
+    let p50 = prom
+        .query("histogram_quantile(0.5, sum(sli_latency_seconds))")
+        .await
+        .expect("quantile");
+    assert!((p50 / 0.025 - 1.0).abs() < 0.003, "{p50}");
+    exporter
+        .shutdown(Instant::now() + Duration::from_secs(5))
+        .await;
+    server.stop().await;
+}
+
+/// What the fake endpoint saw: attempt times, headers and bodies.
+#[derive(Default)]
+struct Seen {
+    times: Vec<Instant>,
+    headers: Vec<http::HeaderMap>,
+    bodies: Vec<bytes::Bytes>,
+}
+
+/// A local remote-write endpoint answering the statuses of `answers` in turn (the last one
+/// repeats), with `Retry-After: 1` on 429s.
+async fn fake_endpoint(answers: Vec<u16>) -> (String, Arc<Mutex<Seen>>) {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let state = Arc::clone(&seen);
+    let app = axum::Router::new().route(
+        "/api/v1/write",
+        axum::routing::post(move |headers: http::HeaderMap, body: bytes::Bytes| {
+            let state = Arc::clone(&state);
+            let answers = answers.clone();
+            async move {
+                let n = {
+                    let mut s = state.lock().expect("seen");
+                    s.times.push(Instant::now());
+                    s.headers.push(headers);
+                    s.bodies.push(body);
+                    s.times.len()
+                };
+                let status = answers
+                    .get(n - 1)
+                    .or(answers.last())
+                    .copied()
+                    .unwrap_or(200);
+                let mut resp = http::Response::builder().status(status);
+                if status == 429 {
+                    resp = resp.header("Retry-After", "1");
+                }
+                resp.body(axum::body::Body::from("rejected by test"))
+                    .expect("response")
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}/api/v1/write"), seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_400_is_dropped_after_one_attempt_and_counted() {
+    let (url, seen) = fake_endpoint(vec![400]).await;
+    let (server, cfg) = server(&url, "1h", "").await;
+    let pipeline = server.running.as_ref().expect("running").pipeline.clone();
+    let exporter = RemoteWriteExporter::start(&cfg, pipeline);
+    traffic(&server).await;
+    exporter.export_now().await;
+    let stats = Arc::clone(exporter.queue().stats());
+    settle(&stats).await;
+    let s = std::mem::take(&mut *seen.lock().expect("seen"));
+    assert_eq!(s.times.len(), 1, "one payload, one attempt");
+    let items = encode::decode(&s.bodies[0])
+        .expect("snappy protobuf")
+        .timeseries
+        .iter()
+        .map(|t| (t.samples.len() + t.histograms.len()) as u64)
+        .sum::<u64>();
+    assert!(items > 0);
+    assert_eq!(stats.dropped(DropReason::Rejected), items);
+    assert_eq!(stats.retries.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.sent_requests.load(Ordering::Relaxed), 0);
+    let h = &s.headers[0];
+    assert_eq!(h["content-encoding"], "snappy");
+    assert_eq!(h["content-type"], "application/x-protobuf");
+    assert_eq!(h["x-prometheus-remote-write-version"], "0.1.0");
+    assert_eq!(h["x-scope-orgid"], "tenant-1");
+    assert!(h["user-agent"]
+        .to_str()
+        .is_ok_and(|u| u.starts_with("otel-sli/")));
+    exporter
+        .shutdown(Instant::now() + Duration::from_secs(2))
+        .await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_is_retried_after_its_retry_after() {
+    let (url, seen) = fake_endpoint(vec![429, 200]).await;
+    let (server, cfg) = server(&url, "1h", "").await;
+    let pipeline = server.running.as_ref().expect("running").pipeline.clone();
+    let exporter = RemoteWriteExporter::start(&cfg, pipeline);
+    traffic(&server).await;
+    exporter.export_now().await;
+    let stats = Arc::clone(exporter.queue().stats());
+    settle(&stats).await;
+    let s = std::mem::take(&mut *seen.lock().expect("seen"));
+    assert_eq!(s.times.len(), 2, "one refusal, one delivery");
+    let waited = s.times[1] - s.times[0];
+    assert!(waited >= Duration::from_secs(1), "{waited:?}");
+    assert_eq!(s.bodies[0], s.bodies[1], "the same payload again");
+    assert_eq!(stats.sent_requests.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.retries.load(Ordering::Relaxed), 1);
+    for r in DropReason::ALL {
+        assert_eq!(stats.dropped(r), 0, "{}", r.name());
+    }
+    exporter
+        .shutdown(Instant::now() + Duration::from_secs(2))
+        .await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_writes_the_latest_view_once_more() {
+    let (url, seen) = fake_endpoint(vec![200]).await;
+    let (server, cfg) = server(&url, "1h", "").await;
+    let pipeline = server.running.as_ref().expect("running").pipeline.clone();
+    let exporter = RemoteWriteExporter::start(&cfg, pipeline);
+    traffic(&server).await;
+    exporter
+        .shutdown(Instant::now() + Duration::from_secs(5))
+        .await;
+    let s = std::mem::take(&mut *seen.lock().expect("seen"));
+    assert_eq!(s.bodies.len(), 1, "the final export");
+    let req = encode::decode(&s.bodies[0]).expect("decodes");
+    let requests: f64 = req
+        .timeseries
+        .iter()
+        .filter(|t| {
+            t.labels
+                .iter()
+                .any(|l| l.name == "__name__" && l.value == "sli_requests_total")
+        })
+        .map(|t| t.samples[0].value)
+        .sum();
+    assert_eq!(requests, 30.0);
+    server.stop().await;
+}
