@@ -75,6 +75,7 @@ pub struct Running {
     saver: Option<JoinHandle<()>>,
     forwarders: Vec<crate::export::delivery::Running>,
     otlp_metrics: Option<crate::export::otlp_metrics::OtlpMetricsExporter>,
+    remote_write: Option<crate::export::remote_write::RemoteWriteExporter>,
 }
 
 async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, AppError> {
@@ -156,6 +157,11 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
         }
         None => None,
     };
+    let remote_write = config.remote_write.as_ref().map(|cfg| {
+        let e = crate::export::remote_write::RemoteWriteExporter::start(cfg, pipeline.clone());
+        exporters.push(e.queue().clone());
+        e
+    });
     let ingest = Ingest {
         pipeline: pipeline.clone(),
         telemetry: Arc::clone(&telemetry),
@@ -249,6 +255,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
         saver,
         forwarders,
         otlp_metrics,
+        remote_write,
     })
 }
 
@@ -304,8 +311,14 @@ impl Running {
         let pipeline = self.pipeline.clone();
         let _ = tokio::task::spawn_blocking(move || pipeline.shutdown()).await;
         // The shards' final snapshots are published: exporters send them once more.
-        if let Some(e) = self.otlp_metrics {
-            e.shutdown(std::time::Instant::now() + RECEIVER_GRACE).await;
+        let deadline = std::time::Instant::now() + RECEIVER_GRACE;
+        match (self.otlp_metrics, self.remote_write) {
+            (Some(o), Some(r)) => {
+                tokio::join!(o.shutdown(deadline), r.shutdown(deadline));
+            }
+            (Some(o), None) => o.shutdown(deadline).await,
+            (None, Some(r)) => r.shutdown(deadline).await,
+            (None, None) => {}
         }
         if let (Some(file), Some(engine)) = (self.state, self.pipeline.slo_engine()) {
             let engine = Arc::clone(engine);
