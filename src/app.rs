@@ -76,6 +76,7 @@ pub struct Running {
     forwarders: Vec<crate::export::delivery::Running>,
     otlp_metrics: Option<crate::export::otlp_metrics::OtlpMetricsExporter>,
     remote_write: Option<crate::export::remote_write::RemoteWriteExporter>,
+    derived: Vec<crate::export::otlp_metrics::OtlpMetricsExporter>,
 }
 
 async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, AppError> {
@@ -157,6 +158,20 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
         }
         None => None,
     };
+    let mut derived = Vec::new();
+    for (i, f) in config.forward.iter().enumerate() {
+        if let Some(d) = &f.derived {
+            let client = crate::export::otlp_client::OtlpClient::new(d.transport.client_config()?)?;
+            let e = crate::export::otlp_metrics::OtlpMetricsExporter::start_named(
+                &format!("forward_{i}_derived"),
+                d,
+                pipeline.clone(),
+                Arc::new(client),
+            );
+            exporters.push(e.queue().clone());
+            derived.push(e);
+        }
+    }
     let remote_write = config.remote_write.as_ref().map(|cfg| {
         let e = crate::export::remote_write::RemoteWriteExporter::start(cfg, pipeline.clone());
         exporters.push(e.queue().clone());
@@ -256,6 +271,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
         forwarders,
         otlp_metrics,
         remote_write,
+        derived,
     })
 }
 
@@ -319,6 +335,9 @@ impl Running {
             (Some(o), None) => o.shutdown(deadline).await,
             (None, Some(r)) => r.shutdown(deadline).await,
             (None, None) => {}
+        }
+        for e in self.derived {
+            e.shutdown(deadline).await;
         }
         if let (Some(file), Some(engine)) = (self.state, self.pipeline.slo_engine()) {
             let engine = Arc::clone(engine);

@@ -369,12 +369,6 @@ async fn an_upstream_down_at_first_gets_everything_once_up_and_a_400_is_dropped_
 async fn derived_metrics_reach_an_otlp_upstream() {
     use opentelemetry_proto::tonic::metrics::v1::metric::Data;
     let (vendor, cap) = capture_server().await;
-    let agent = TestServer::start(&format!(
-        "exporters:\n  otlp_metrics:\n    endpoint: http://{vendor}\n    protocol: http\n    interval: 1s\n    headers: {{ x-api-key: k }}\n"
-    ))
-    .await;
-    sdk_spans(&agent, 120).await;
-    agent.flush().await;
     let requests = |seen: &[Seen]| -> Option<f64> {
         let last = seen.iter().rev().find(|s| s.signal == "metrics")?;
         let req = ExportMetricsServiceRequest::decode(&last.body[..]).ok()?;
@@ -392,6 +386,27 @@ async fn derived_metrics_reach_an_otlp_upstream() {
                 _ => None,
             })
     };
+    let agent = TestServer::start(&format!(
+        "exporters:\n  otlp_metrics:\n    endpoint: http://{vendor}\n    protocol: http\n    interval: 1s\n    headers: {{ x-api-key: k }}\n"
+    ))
+    .await;
+    // The same through a forwarder's include_derived (default interval: checked at shutdown).
+    let (vendor2, cap2) = capture_server().await;
+    let agent2 = TestServer::start(&format!(
+        "forward:\n  - endpoint: http://{vendor2}\n    protocol: http\n    signals: [logs]\n    include_derived: true\n    headers: {{ x-api-key: k2 }}\n"
+    ))
+    .await;
+    sdk_spans(&agent2, 40).await;
+    agent2.stop().await;
+    let seen2 = cap2.seen.lock().expect("lock").clone();
+    assert_eq!(
+        requests(&seen2),
+        Some(40.0),
+        "final export at shutdown carries the derived metrics"
+    );
+    assert!(seen2.iter().all(|s| s.headers["x-api-key"] == "k2"));
+    sdk_spans(&agent, 120).await;
+    agent.flush().await;
     assert!(
         eventually(10, || requests(&cap.seen.lock().expect("lock"))
             == Some(120.0))

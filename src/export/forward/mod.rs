@@ -22,8 +22,9 @@ pub struct ForwardConfig {
     pub client: ClientConfig,
     /// Forwarded signals, indexed by [`Signal`] as `usize`.
     pub signals: [bool; 3],
-    /// Also send the derived metrics here.
-    pub include_derived: bool,
+    /// Also send the derived metrics here (OTLP metrics with the default interval,
+    /// temporality and histogram); `None` when `include_derived` is off.
+    pub derived: Option<crate::export::otlp_metrics::OtlpMetricsConfig>,
     /// Requests waiting at most.
     pub queue_size: usize,
 }
@@ -159,12 +160,24 @@ pub fn validate(raw: &RawForward, at: &str) -> Result<ForwardConfig, ConfigError
             }
         }
     }
-    if raw.include_derived == Some(true) {
-        return Err(invalid_key(
-            &key("include_derived"),
-            "not available in this version; use exporters.otlp_metrics",
-        ));
-    }
+    let derived = if raw.include_derived == Some(true) {
+        let metrics = crate::config::raw::RawOtlpMetrics {
+            endpoint: raw.endpoint.clone(),
+            protocol: raw.protocol.clone(),
+            headers: None,
+            compression: raw.compression.clone(),
+            tls: raw.tls.clone(),
+            timeout: raw.timeout,
+            ..Default::default()
+        };
+        let mut c = crate::export::otlp_metrics::validate(&metrics)
+            .map_err(|e| invalid_key(&key("include_derived"), e.to_string()))?;
+        // The same headers as the raw requests, those read from files included.
+        c.transport.headers = headers.iter().cloned().collect();
+        Some(c)
+    } else {
+        None
+    };
     let timeout = raw.timeout.map_or(Duration::from_secs(10), |d| d.0);
     if timeout < Duration::from_millis(100) || timeout > Duration::from_secs(300) {
         return Err(invalid_key(&key("timeout"), "must be between 100ms and 5m"));
@@ -183,7 +196,7 @@ pub fn validate(raw: &RawForward, at: &str) -> Result<ForwardConfig, ConfigError
             timeout,
         },
         signals,
-        include_derived: false,
+        derived,
         queue_size,
     })
 }

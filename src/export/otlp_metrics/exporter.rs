@@ -41,7 +41,18 @@ impl OtlpMetricsExporter {
     /// Starts exporting `pipeline`'s metrics every `cfg.interval` to `upstream`, on the
     /// current runtime. The first export happens one interval after the start.
     pub fn start(cfg: &OtlpMetricsConfig, pipeline: Pipeline, upstream: Arc<dyn Upstream>) -> Self {
-        let delivery = delivery::spawn(NAME, upstream, delivery_config());
+        Self::start_named(NAME, cfg, pipeline, upstream)
+    }
+
+    /// Like [`OtlpMetricsExporter::start`], with `name` as the `exporter` label of its
+    /// delivery counters (e.g. `forward_0_derived` for a forwarder's `include_derived`).
+    pub fn start_named(
+        name: &str,
+        cfg: &OtlpMetricsConfig,
+        pipeline: Pipeline,
+        upstream: Arc<dyn Upstream>,
+    ) -> Self {
+        let delivery = delivery::spawn(name, upstream, delivery_config());
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(run(
             Encoder::new(cfg),
