@@ -60,6 +60,9 @@ pub trait Upstream: Send + Sync + 'static {
 pub struct DeliveryConfig {
     /// Payloads waiting at most; further ones are dropped and counted (`queue_full`).
     pub queue_capacity: usize,
+    /// Bytes of payloads waiting at most (memory bound); further ones are dropped and
+    /// counted (`queue_full`).
+    pub max_queued_bytes: u64,
     /// Concurrent sends.
     pub workers: usize,
     /// First retry delay; doubles per attempt, with ±50% jitter.
@@ -74,6 +77,7 @@ impl Default for DeliveryConfig {
     fn default() -> Self {
         Self {
             queue_capacity: 1000,
+            max_queued_bytes: 64 << 20,
             workers: 2,
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
@@ -129,6 +133,8 @@ pub struct Stats {
     pub dropped_items: [AtomicU64; 4],
     /// Payloads waiting or being sent.
     pub queued: AtomicU64,
+    /// Bytes of the payloads waiting or being sent.
+    pub queued_bytes: AtomicU64,
     /// Unix seconds of the last delivery (0: never).
     pub last_success_unix: AtomicU64,
 }
@@ -150,18 +156,32 @@ pub struct Queue {
     name: Arc<str>,
     tx: mpsc::Sender<Payload>,
     stats: Arc<Stats>,
+    max_bytes: u64,
 }
 
 impl Queue {
     /// Queues `payload`; when the queue is full it is dropped and counted. Never waits.
     pub fn submit(&self, payload: Payload) -> bool {
         let items = payload.items;
+        let len = payload.body.len() as u64;
+        let reserved = self
+            .stats
+            .queued_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                (b + len <= self.max_bytes || b == 0).then_some(b + len)
+            })
+            .is_ok();
+        if !reserved {
+            self.stats.drop_items(DropReason::QueueFull, items);
+            return false;
+        }
+        // Counted before sending: a worker may take it (and decrement) at once.
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
         match self.tx.try_send(payload) {
-            Ok(()) => {
-                self.stats.queued.fetch_add(1, Ordering::Relaxed);
-                true
-            }
+            Ok(()) => true,
             Err(_) => {
+                self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+                self.stats.queued_bytes.fetch_sub(len, Ordering::AcqRel);
                 self.stats.drop_items(DropReason::QueueFull, items);
                 false
             }
@@ -290,7 +310,12 @@ pub fn spawn(name: &str, upstream: Arc<dyn Upstream>, config: DeliveryConfig) ->
         })
         .collect();
     Running {
-        queue: Queue { name, tx, stats },
+        queue: Queue {
+            name,
+            tx,
+            stats,
+            max_bytes: config.max_queued_bytes,
+        },
         workers,
         stop,
     }
@@ -323,6 +348,9 @@ impl Worker {
             };
             let outcome = self.deliver(&payload).await;
             self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+            self.stats
+                .queued_bytes
+                .fetch_sub(payload.body.len() as u64, Ordering::AcqRel);
             if let Some(reason) = outcome {
                 self.stats.drop_items(reason, payload.items);
             }
@@ -338,6 +366,9 @@ impl Worker {
         let mut rx = self.rx.lock().await;
         while let Ok(p) = rx.try_recv() {
             self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+            self.stats
+                .queued_bytes
+                .fetch_sub(p.body.len() as u64, Ordering::AcqRel);
             self.stats.drop_items(DropReason::Shutdown, p.items);
         }
     }
@@ -432,6 +463,7 @@ mod tests {
     fn cfg() -> DeliveryConfig {
         DeliveryConfig {
             queue_capacity: 4,
+            max_queued_bytes: 1 << 20,
             workers: 1,
             initial_backoff: Duration::from_millis(5),
             max_backoff: Duration::from_millis(20),

@@ -70,6 +70,7 @@ pub fn is_label_name(name: &str) -> bool {
 pub fn delivery_for(interval: Duration) -> DeliveryConfig {
     DeliveryConfig {
         queue_capacity: 256,
+        max_queued_bytes: DeliveryConfig::default().max_queued_bytes,
         workers: 4,
         initial_backoff: Duration::from_millis(500),
         max_backoff: Duration::from_secs(30),
