@@ -6,6 +6,7 @@
 //! retried, honouring `RetryInfo` / `Retry-After`; anything else is permanent.
 
 use super::delivery::{Payload, SendError, Upstream};
+use super::remote_write::client::{error_chain, https_client, HttpsClient};
 use crate::telemetry::Signal;
 use bytes::{Buf, BufMut, Bytes};
 use std::future::Future;
@@ -87,7 +88,7 @@ enum Inner {
             tonic::metadata::AsciiMetadataValue,
         )>,
     ),
-    Http(reqwest::Client, reqwest::header::HeaderMap),
+    Http(Box<HttpsClient>, http::HeaderMap),
 }
 
 impl std::fmt::Debug for OtlpClient {
@@ -99,7 +100,8 @@ impl std::fmt::Debug for OtlpClient {
     }
 }
 
-/// Makes `ring` the process-wide TLS crypto provider (once; later calls do nothing).
+/// Makes `ring` the process-wide TLS crypto provider (once; later calls do nothing). The
+/// clients here pass their provider explicitly; this is for any other TLS user.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
@@ -143,31 +145,36 @@ impl OtlpClient {
                 Inner::Grpc(ep.connect_lazy(), headers)
             }
             Protocol::Http => {
-                let mut headers = reqwest::header::HeaderMap::new();
+                let mut headers = http::HeaderMap::new();
+                headers.insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/x-protobuf"),
+                );
+                headers.insert(
+                    http::header::USER_AGENT,
+                    http::HeaderValue::from_static(concat!("otel-sli/", env!("CARGO_PKG_VERSION"))),
+                );
+                if cfg.compression == Compression::Gzip {
+                    headers.insert(
+                        http::header::CONTENT_ENCODING,
+                        http::HeaderValue::from_static("gzip"),
+                    );
+                }
                 for (k, v) in &cfg.headers {
-                    let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
+                    let name = http::HeaderName::from_bytes(k.as_bytes())
                         .map_err(|_| ClientError::Header(k.clone()))?;
-                    let value = reqwest::header::HeaderValue::from_str(v)
+                    let value = http::HeaderValue::from_str(v)
                         .map_err(|_| ClientError::Header(k.clone()))?;
                     headers.insert(name, value);
                 }
-                let mut b = reqwest::Client::builder()
-                    .timeout(cfg.timeout)
-                    .user_agent(concat!("otel-sli/", env!("CARGO_PKG_VERSION")));
-                if let Some(ca) = &cfg.tls.ca_pem {
-                    let cert = reqwest::Certificate::from_pem(ca)
-                        .map_err(|e| ClientError::Tls(e.to_string()))?;
-                    b = b.tls_certs_only([cert]);
-                }
-                if let Some((cert, key)) = &cfg.tls.identity_pem {
-                    let mut pem = cert.clone();
-                    pem.extend_from_slice(key);
-                    let id = reqwest::Identity::from_pem(&pem)
-                        .map_err(|e| ClientError::Tls(e.to_string()))?;
-                    b = b.identity(id);
-                }
-                let client = b.build().map_err(|e| ClientError::Tls(e.to_string()))?;
-                Inner::Http(client, headers)
+                let tls = crate::export::remote_write::TlsSettings {
+                    ca_pem: cfg.tls.ca_pem.clone(),
+                    identity_pem: cfg.tls.identity_pem.clone(),
+                    insecure_skip_verify: false,
+                };
+                let client = https_client(&tls, cfg.timeout.min(Duration::from_secs(10)))
+                    .map_err(ClientError::Tls)?;
+                Inner::Http(Box::new(client), headers)
             }
         };
         Ok(Self { cfg, inner })
@@ -211,34 +218,45 @@ impl OtlpClient {
 
     async fn send_http(
         &self,
-        client: &reqwest::Client,
-        headers: &reqwest::header::HeaderMap,
+        client: &HttpsClient,
+        headers: &http::HeaderMap,
         payload: &Payload,
     ) -> Result<(), SendError> {
         let signal = payload.signal.unwrap_or(Signal::Traces).name();
         let url = format!("{}/v1/{signal}", self.cfg.endpoint.trim_end_matches('/'));
-        let mut req = client
-            .post(&url)
-            .headers(headers.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf");
-        req = match self.cfg.compression {
-            Compression::None => req.body(payload.body.clone()),
-            Compression::Gzip => req
-                .header(reqwest::header::CONTENT_ENCODING, "gzip")
-                .body(gzip(&payload.body)),
+        let uri: http::Uri = url.parse().map_err(|e| SendError::Permanent {
+            reason: format!("invalid URL {url}: {e}"),
+        })?;
+        let body = match self.cfg.compression {
+            Compression::None => payload.body.clone(),
+            Compression::Gzip => Bytes::from(gzip(&payload.body)),
         };
-        match req.send().await {
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                let retry_after = resp
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(parse_retry_after);
-                classify_http(status, retry_after, &url)
-            }
-            Err(e) => Err(SendError::Retryable {
-                reason: format!("POST {url}: {e}"),
+        let mut req = http::Request::new(http_body_util::Full::new(body));
+        *req.method_mut() = http::Method::POST;
+        *req.uri_mut() = uri;
+        *req.headers_mut() = headers.clone();
+        let exchange = async {
+            let resp = client
+                .request(req)
+                .await
+                .map_err(|e| SendError::Retryable {
+                    reason: format!("POST {url}: {}", error_chain(&e)),
+                    retry_after: None,
+                })?;
+            let retry_after = resp
+                .headers()
+                .get(http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after);
+            let status = resp.status().as_u16();
+            // Read the (small) answer so the connection can be reused.
+            let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+            classify_http(status, retry_after, &url)
+        };
+        match tokio::time::timeout(self.cfg.timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(SendError::Retryable {
+                reason: format!("POST {url}: timed out after {:?}", self.cfg.timeout),
                 retry_after: None,
             }),
         }

@@ -76,21 +76,7 @@ impl RemoteWriteClient {
             }
         }
         let uri = cfg.endpoint.parse().unwrap_or_default();
-        let client = tls_config(&cfg.tls).map(|tls| {
-            let mut http = HttpConnector::new();
-            http.enforce_http(false);
-            http.set_nodelay(true);
-            http.set_connect_timeout(Some(cfg.timeout));
-            let https = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(tls)
-                .https_or_http()
-                .enable_http1()
-                .enable_http2()
-                .wrap_connector(http);
-            Client::builder(hyper_util::rt::TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(90))
-                .build(https)
-        });
+        let client = https_client(&cfg.tls, cfg.timeout);
         Self {
             uri,
             headers,
@@ -155,8 +141,34 @@ impl Upstream for RemoteWriteClient {
     }
 }
 
+/// An HTTP/1.1 and HTTP/2 client for `http://` and `https://` URLs with the TLS settings
+/// `tls` (see [`tls_config`]) and a connect timeout.
+pub fn https_client(
+    tls: &TlsSettings,
+    connect_timeout: Duration,
+) -> Result<Client<Https, Full<Bytes>>, String> {
+    tls_config(tls).map(|tls| {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(connect_timeout));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(https)
+    })
+}
+
+/// The client [`https_client`] builds.
+pub type HttpsClient = Client<Https, Full<Bytes>>;
+
 /// The error and its sources, `: `-separated (hyper's own message is terse).
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
