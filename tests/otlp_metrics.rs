@@ -8,14 +8,11 @@ mod common;
 use common::TestServer;
 use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
 use opentelemetry::KeyValue;
-use opentelemetry_otlp::{SpanExporter, WithExportConfig};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value;
 use opentelemetry_proto::tonic::metrics::v1::{
     metric::Data, number_data_point, AggregationTemporality, Metric, NumberDataPoint,
 };
-use opentelemetry_sdk::trace::SdkTracerProvider;
-use opentelemetry_sdk::Resource;
 use otel_sli::export::delivery::{Payload, SendError, Upstream};
 use otel_sli::export::otlp_metrics::OtlpMetricsExporter;
 use otel_sli::telemetry::Signal;
@@ -60,21 +57,7 @@ impl Capture {
     }
 }
 
-fn provider(endpoint: &str, service: &str) -> SdkTracerProvider {
-    let exporter = SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(endpoint)
-        .build()
-        .expect("exporter");
-    SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
-        .with_resource(
-            Resource::builder()
-                .with_service_name(service.to_string())
-                .build(),
-        )
-        .build()
-}
+use common::sdk_provider as provider;
 
 /// Sends `n` `POST /pay` server spans for `pay` through the SDK's gRPC exporter, every
 /// `failed_every`-th failed, each taking `took`, and waits for the export.

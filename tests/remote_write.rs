@@ -12,9 +12,6 @@ mod common;
 use common::TestServer;
 use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
 use opentelemetry::KeyValue;
-use opentelemetry_otlp::{SpanExporter, WithExportConfig};
-use opentelemetry_sdk::trace::SdkTracerProvider;
-use opentelemetry_sdk::Resource;
 use otel_sli::export::delivery::{DropReason, Stats};
 use otel_sli::export::remote_write::{encode, RemoteWriteConfig, RemoteWriteExporter};
 use serde_json::Value;
@@ -148,21 +145,7 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-fn provider(endpoint: &str, service: &str) -> SdkTracerProvider {
-    let exporter = SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(endpoint)
-        .build()
-        .expect("exporter");
-    SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
-        .with_resource(
-            Resource::builder()
-                .with_service_name(service.to_string())
-                .build(),
-        )
-        .build()
-}
+use common::sdk_provider as provider;
 
 /// Sends `n` server spans of `method route` for `service` taking 20 ms each, every
 /// `failed_every`-th one failed (0: none), through the SDK's gRPC exporter.

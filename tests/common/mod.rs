@@ -255,3 +255,22 @@ pub fn assert_close(reported: &Value, exact: f64, what: &str) {
         err * 100.0
     );
 }
+
+/// An OpenTelemetry SDK tracer provider exporting to `endpoint` over OTLP/gRPC with a batch
+/// processor, for service `service`.
+pub fn sdk_provider(endpoint: &str, service: &str) -> opentelemetry_sdk::trace::SdkTracerProvider {
+    use opentelemetry_otlp::WithExportConfig;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()
+        .expect("exporter");
+    opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name(service.to_string())
+                .build(),
+        )
+        .build()
+}
