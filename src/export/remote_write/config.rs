@@ -66,12 +66,14 @@ pub fn is_label_name(name: &str) -> bool {
 
 /// Queue and retry settings for a given interval. A later write carries newer cumulative
 /// values of the same series, so a payload is retried for four intervals at most (at least
-/// 30 s, at most 5 min), and the queue holds about that much.
+/// 30 s, at most 5 min), and the queue holds about that much. One sender, so the writes of
+/// a series reach the receiver in timestamp order (a receiver refuses an older sample that
+/// arrives after a newer one).
 pub fn delivery_for(interval: Duration) -> DeliveryConfig {
     DeliveryConfig {
         queue_capacity: 256,
         max_queued_bytes: DeliveryConfig::default().max_queued_bytes,
-        workers: 4,
+        workers: 1,
         initial_backoff: Duration::from_millis(500),
         max_backoff: Duration::from_secs(30),
         max_elapsed: (interval * 4).clamp(Duration::from_secs(30), Duration::from_secs(300)),
