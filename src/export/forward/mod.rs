@@ -233,7 +233,7 @@ impl Forwarders {
                 client,
                 DeliveryConfig {
                     queue_capacity: c.queue_size,
-                    workers: 4,
+                    workers: 16,
                     ..DeliveryConfig::default()
                 },
             );
