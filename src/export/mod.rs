@@ -3,6 +3,7 @@
 
 pub mod delivery;
 pub mod forward;
+pub mod http;
 pub mod otlp_client;
 pub mod otlp_metrics;
 pub mod remote_write;

@@ -6,7 +6,7 @@
 //! retried, honouring `RetryInfo` / `Retry-After`; anything else is permanent.
 
 use super::delivery::{Payload, SendError, Upstream};
-use super::remote_write::client::{error_chain, https_client, HttpsClient};
+use super::http::{error_chain, https_client, parse_retry_after, HttpsClient, USER_AGENT};
 use crate::telemetry::Signal;
 use bytes::{Buf, BufMut, Bytes};
 use std::future::Future;
@@ -34,14 +34,7 @@ pub enum Compression {
     Gzip,
 }
 
-/// TLS settings of the connection.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TlsSettings {
-    /// PEM CA certificates to trust instead of the public roots.
-    pub ca_pem: Option<Vec<u8>>,
-    /// PEM client certificate and key for mutual TLS.
-    pub identity_pem: Option<(Vec<u8>, Vec<u8>)>,
-}
+pub use super::http::TlsSettings;
 
 /// Everything needed to reach one upstream.
 #[derive(Clone, Debug, PartialEq)]
@@ -152,7 +145,7 @@ impl OtlpClient {
                 );
                 headers.insert(
                     http::header::USER_AGENT,
-                    http::HeaderValue::from_static(concat!("otel-sli/", env!("CARGO_PKG_VERSION"))),
+                    http::HeaderValue::from_static(USER_AGENT),
                 );
                 if cfg.compression == Compression::Gzip {
                     headers.insert(
@@ -247,7 +240,7 @@ impl OtlpClient {
                 .headers()
                 .get(http::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after);
+                .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
             let status = resp.status().as_u16();
             // Read the (small) answer so the connection can be reused.
             let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
@@ -286,59 +279,6 @@ pub fn gzip(body: &[u8]) -> Vec<u8> {
     // Writing to a Vec cannot fail.
     let _ = e.write_all(body);
     e.finish().unwrap_or_default()
-}
-
-/// `Retry-After` as seconds or an HTTP date.
-pub fn parse_retry_after(v: &str) -> Option<Duration> {
-    let v = v.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs.min(3600)));
-    }
-    let at = httpdate(v)?;
-    let now = std::time::SystemTime::now();
-    Some(
-        at.duration_since(now)
-            .unwrap_or_default()
-            .min(Duration::from_secs(3600)),
-    )
-}
-
-/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
-fn httpdate(v: &str) -> Option<std::time::SystemTime> {
-    let mut it = v.split([' ', ',', ':']).filter(|s| !s.is_empty());
-    let _weekday = it.next()?;
-    let day: u64 = it.next()?.parse().ok()?;
-    let month = match it.next()? {
-        "Jan" => 1,
-        "Feb" => 2,
-        "Mar" => 3,
-        "Apr" => 4,
-        "May" => 5,
-        "Jun" => 6,
-        "Jul" => 7,
-        "Aug" => 8,
-        "Sep" => 9,
-        "Oct" => 10,
-        "Nov" => 11,
-        "Dec" => 12,
-        _ => return None,
-    };
-    let year: i64 = it.next()?.parse().ok()?;
-    let (h, m, s): (u64, u64, u64) = (
-        it.next()?.parse().ok()?,
-        it.next()?.parse().ok()?,
-        it.next()?.parse().ok()?,
-    );
-    // Days since the epoch (civil-from-days inverse, proleptic Gregorian).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
-    let secs = days * 86_400 + h * 3600 + m * 60 + s;
-    Some(std::time::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
 /// OTLP/HTTP response classification.
@@ -484,24 +424,6 @@ mod tests {
                 retry_after: Some(Duration::from_secs(3))
             }
         );
-    }
-
-    #[test]
-    fn retry_after_forms() {
-        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
-            Some(Duration::ZERO),
-            "in the past"
-        );
-        let t = httpdate("Sun, 06 Nov 1994 08:49:37 GMT").expect("date");
-        assert_eq!(
-            t.duration_since(std::time::UNIX_EPOCH)
-                .expect("after")
-                .as_secs(),
-            784_111_777
-        );
-        assert_eq!(parse_retry_after("soon"), None);
     }
 
     #[test]

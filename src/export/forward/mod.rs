@@ -65,6 +65,7 @@ pub fn tls(raw: Option<&RawClientTls>, at: &str) -> Result<TlsSettings, ConfigEr
     Ok(TlsSettings {
         ca_pem,
         identity_pem,
+        insecure_skip_verify: false,
     })
 }
 

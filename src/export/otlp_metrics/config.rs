@@ -314,12 +314,8 @@ impl Transport {
         };
         let tls = match &self.tls {
             None => c::TlsSettings::default(),
-            Some(t) if t.insecure_skip_verify => {
-                return Err(c::ClientError::Tls(
-                    "insecure_skip_verify is not supported; trust the CA with ca_file".into(),
-                ))
-            }
             Some(t) => c::TlsSettings {
+                insecure_skip_verify: t.insecure_skip_verify,
                 ca_pem: t.ca_file.as_ref().map(read).transpose()?,
                 identity_pem: match (&t.cert_file, &t.key_file) {
                     (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),

@@ -23,16 +23,7 @@ const PROTOCOL_HEADERS: [&str; 5] = [
     "x-prometheus-remote-write-version",
 ];
 
-/// TLS material of the connection, read from the configured files.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TlsSettings {
-    /// PEM CA certificates to trust instead of the bundled public roots.
-    pub ca_pem: Option<Vec<u8>>,
-    /// PEM client certificate chain and private key, for mutual TLS.
-    pub identity_pem: Option<(Vec<u8>, Vec<u8>)>,
-    /// Do not verify the server certificate (testing only).
-    pub insecure_skip_verify: bool,
-}
+pub use crate::export::http::TlsSettings;
 
 /// Validated `exporters.prometheus_remote_write`.
 #[derive(Clone, Debug, PartialEq)]

@@ -1,0 +1,204 @@
+//! The HTTP client every HTTP upstream uses (OTLP/HTTP forwarders and exporters, remote
+//! write): hyper with rustls and the `ring` provider passed explicitly, so nothing
+//! process-wide is installed; server certificates are checked against the bundled Mozilla
+//! roots unless a CA file names others. Also the `Retry-After` parsing they share.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// `User-Agent` of the requests.
+pub const USER_AGENT: &str = concat!("otel-sli/", env!("CARGO_PKG_VERSION"));
+
+type Https = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// TLS material of the connection, read from the configured files.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// PEM CA certificates to trust instead of the bundled public roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM client certificate chain and private key, for mutual TLS.
+    pub identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+    /// Do not verify the server certificate (testing only).
+    pub insecure_skip_verify: bool,
+}
+
+/// An HTTP/1.1 and HTTP/2 client for `http://` and `https://` URLs with the TLS settings
+/// `tls` (see [`tls_config`]) and a connect timeout.
+pub fn https_client(
+    tls: &TlsSettings,
+    connect_timeout: Duration,
+) -> Result<Client<Https, Full<Bytes>>, String> {
+    tls_config(tls).map(|tls| {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(connect_timeout));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(https)
+    })
+}
+
+/// The client [`https_client`] builds.
+pub type HttpsClient = Client<Https, Full<Bytes>>;
+
+/// The error and its sources, `: `-separated (hyper's own message is terse).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// `Retry-After`: delay seconds, or an HTTP date (a date in the past means now).
+pub fn parse_retry_after(v: &str, now: SystemTime) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// The rustls client configuration for `t`: the `ring` provider; the bundled Mozilla roots
+/// or only the CA certificates of `ca_pem`; a client certificate when given; no
+/// verification at all with `insecure_skip_verify`.
+pub fn tls_config(t: &TlsSettings) -> Result<rustls::ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let mut roots = rustls::RootCertStore::empty();
+    match &t.ca_pem {
+        Some(pem) => {
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| format!("ca_file: {e}"))?;
+                roots.add(cert).map_err(|e| format!("ca_file: {e}"))?;
+            }
+            if roots.is_empty() {
+                return Err("ca_file: no certificate in the file".into());
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let builder = if t.insecure_skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+    } else {
+        builder.with_root_certificates(roots)
+    };
+    let config = match &t.identity_pem {
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_slice_iter(cert)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("cert_file: {e}"))?;
+            if chain.is_empty() {
+                return Err("cert_file: no certificate in the file".into());
+            }
+            let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("key_file: {e}"))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("cert_file/key_file: {e}"))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Ok(config)
+}
+
+/// Accepts any server certificate (`tls.insecure_skip_verify`); signatures are still
+/// checked so the handshake itself is sound.
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        let now = SystemTime::now();
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
+            Some(Duration::ZERO),
+            "in the past"
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", std::time::UNIX_EPOCH),
+            Some(Duration::from_secs(784_111_777))
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn default_tls_uses_bundled_roots() {
+        assert!(tls_config(&TlsSettings::default()).is_ok());
+        assert!(tls_config(&TlsSettings {
+            insecure_skip_verify: true,
+            ..TlsSettings::default()
+        })
+        .is_ok());
+    }
+}
