@@ -12,6 +12,41 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+/// Validates an upstream URL at key `at`: present (else the reason shows `example`),
+/// `http://` or `https://`, with a host, and without a query string unless `allow_query`
+/// (OTLP endpoints get the signal path appended, so a query cannot be kept).
+pub fn endpoint_url(
+    raw: Option<&str>,
+    at: &str,
+    example: &str,
+    allow_query: bool,
+) -> Result<String, crate::config::ConfigError> {
+    use crate::config::invalid_key;
+    let Some(e) = raw.map(str::trim).filter(|e| !e.is_empty()) else {
+        return Err(invalid_key(at, format!("required (e.g. {example})")));
+    };
+    let rest = e
+        .strip_prefix("http://")
+        .or_else(|| e.strip_prefix("https://"))
+        .ok_or_else(|| invalid_key(at, format!("{e:?} is not an http:// or https:// URL")))?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(invalid_key(at, format!("{e:?} has no host")));
+    }
+    let uri: http::Uri = e
+        .parse()
+        .map_err(|err| invalid_key(at, format!("{e:?} is not a URL: {err}")))?;
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(invalid_key(at, format!("{e:?} has no host")));
+    }
+    if !allow_query && uri.query().is_some() {
+        return Err(invalid_key(
+            at,
+            format!("{e:?} has a query string, which OTLP endpoints do not take"),
+        ));
+    }
+    Ok(e.to_string())
+}
+
 /// `User-Agent` of the requests.
 pub const USER_AGENT: &str = concat!("otel-sli/", env!("CARGO_PKG_VERSION"));
 

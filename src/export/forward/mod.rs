@@ -69,26 +69,15 @@ pub fn tls(raw: Option<&RawClientTls>, at: &str) -> Result<TlsSettings, ConfigEr
     })
 }
 
-/// Validates an upstream endpoint URL.
-pub fn endpoint(raw: Option<&String>, at: &str) -> Result<String, ConfigError> {
-    let e = raw
-        .filter(|e| !e.is_empty())
-        .ok_or_else(|| invalid_key(at, "required (e.g. https://otlp.vendor.example:4317)"))?;
-    let ok = (e.starts_with("http://") || e.starts_with("https://"))
-        && e.parse::<http::Uri>().is_ok_and(|u| u.host().is_some());
-    if !ok {
-        return Err(invalid_key(
-            at,
-            format!("{e:?} is not an http:// or https:// URL"),
-        ));
-    }
-    Ok(e.clone())
-}
-
 /// Validates `forward[i]` (`at` is its key path).
 pub fn validate(raw: &RawForward, at: &str) -> Result<ForwardConfig, ConfigError> {
     let key = |k: &str| format!("{at}.{k}");
-    let endpoint = endpoint(raw.endpoint.as_ref(), &key("endpoint"))?;
+    let endpoint = crate::export::http::endpoint_url(
+        raw.endpoint.as_deref(),
+        &key("endpoint"),
+        "https://otlp.vendor.example:4317",
+        true,
+    )?;
     let protocol = match raw.protocol.as_deref().unwrap_or("grpc") {
         "grpc" => Protocol::Grpc,
         "http" => Protocol::Http,

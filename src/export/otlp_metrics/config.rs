@@ -122,40 +122,6 @@ fn choice<T: Copy>(
         })
 }
 
-fn endpoint(raw: Option<&str>) -> Result<String, ConfigError> {
-    let Some(e) = raw.map(str::trim) else {
-        return Err(invalid_key(
-            &key("endpoint"),
-            "required (e.g. http://collector:4317)",
-        ));
-    };
-    let rest = e
-        .strip_prefix("http://")
-        .or_else(|| e.strip_prefix("https://"))
-        .ok_or_else(|| {
-            invalid_key(
-                &key("endpoint"),
-                format!("{e:?} must start with http:// or https://"),
-            )
-        })?;
-    if rest.is_empty() || rest.starts_with('/') {
-        return Err(invalid_key(&key("endpoint"), format!("{e:?} has no host")));
-    }
-    let uri: http::Uri = e
-        .parse()
-        .map_err(|err| invalid_key(&key("endpoint"), format!("{e:?} is not a URL: {err}")))?;
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(invalid_key(&key("endpoint"), format!("{e:?} has no host")));
-    }
-    if uri.query().is_some() {
-        return Err(invalid_key(
-            &key("endpoint"),
-            format!("{e:?} has a query string, which OTLP endpoints do not take"),
-        ));
-    }
-    Ok(e.to_string())
-}
-
 fn headers(
     raw: Option<&BTreeMap<String, String>>,
 ) -> Result<BTreeMap<String, String>, ConfigError> {
@@ -246,7 +212,12 @@ fn resource_attributes(
 
 /// Validates `exporters.otlp_metrics`.
 pub fn validate(raw: &RawOtlpMetrics) -> Result<OtlpMetricsConfig, ConfigError> {
-    let endpoint = endpoint(raw.endpoint.as_deref())?;
+    let endpoint = crate::export::http::endpoint_url(
+        raw.endpoint.as_deref(),
+        &key("endpoint"),
+        "http://collector:4317",
+        false,
+    )?;
     let protocol = choice(
         "protocol",
         raw.protocol.as_deref(),

@@ -73,7 +73,12 @@ pub fn delivery_for(interval: Duration) -> DeliveryConfig {
 
 /// Validates `exporters.prometheus_remote_write`.
 pub fn validate(raw: &RawRemoteWrite) -> Result<RemoteWriteConfig, ConfigError> {
-    let endpoint = endpoint(raw.endpoint.as_deref())?;
+    let endpoint = crate::export::http::endpoint_url(
+        raw.endpoint.as_deref(),
+        &format!("{AT}.endpoint"),
+        "http://prometheus:9090/api/v1/write",
+        true,
+    )?;
     let interval = raw.interval.map_or(DEFAULT_INTERVAL, |d| d.0);
     if interval < Duration::from_secs(1) || interval > Duration::from_secs(3600) {
         return Err(invalid_key(
@@ -140,32 +145,6 @@ pub fn validate(raw: &RawRemoteWrite) -> Result<RemoteWriteConfig, ConfigError> 
         timeout,
         delivery: delivery_for(interval),
     })
-}
-
-fn endpoint(raw: Option<&str>) -> Result<String, ConfigError> {
-    let at = format!("{AT}.endpoint");
-    let Some(e) = raw.map(str::trim).filter(|e| !e.is_empty()) else {
-        return Err(invalid_key(
-            &at,
-            "required (e.g. http://prometheus:9090/api/v1/write)",
-        ));
-    };
-    let uri: http::Uri = e
-        .parse()
-        .map_err(|err| invalid_key(&at, format!("{e:?} is not a URL: {err}")))?;
-    match uri.scheme_str() {
-        Some("http") | Some("https") => {}
-        _ => {
-            return Err(invalid_key(
-                &at,
-                format!("{e:?} must start with http:// or https://"),
-            ))
-        }
-    }
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(invalid_key(&at, format!("{e:?} has no host")));
-    }
-    Ok(e.to_string())
 }
 
 fn read(at: &str, path: &str) -> Result<Vec<u8>, ConfigError> {
