@@ -83,18 +83,23 @@ impl SeriesSettings {
 
     /// Indices of the SLOs covering `service`/`feature`.
     pub fn slo_matches(&self, service: &str, feature: &str) -> Box<[u16]> {
+        let mut out = Vec::new();
+        self.slo_matches_into(service, feature, &mut out);
+        out.into_boxed_slice()
+    }
+
+    /// Like [`SeriesSettings::slo_matches`], into `out` (cleared first): no allocation once
+    /// `out` has grown, for the per-request matching of overflowed requests.
+    pub fn slo_matches_into(&self, service: &str, feature: &str, out: &mut Vec<u16>) {
+        out.clear();
         let Some(candidates) = self.slos_by_service.get(service) else {
-            return Box::default();
+            return;
         };
-        candidates
-            .iter()
-            .copied()
-            .filter(|&i| {
-                self.slos
-                    .get(usize::from(i))
-                    .is_some_and(|s| s.feature.matches(feature))
-            })
-            .collect()
+        out.extend(candidates.iter().copied().filter(|&i| {
+            self.slos
+                .get(usize::from(i))
+                .is_some_and(|s| s.feature.matches(feature))
+        }));
     }
 
     /// Records when the process started.
@@ -441,8 +446,8 @@ pub struct SeriesTable {
     overflow_spans: u64,
     expired: u64,
     scratch: crate::sli::window::Slot,
-    /// SLO matches of the last request folded into the overflow series.
-    overflow_slos: Box<[u16]>,
+    /// SLO matches of the last request folded into the overflow series (reused).
+    overflow_slos: Vec<u16>,
 }
 
 impl std::fmt::Debug for SeriesTable {
@@ -468,7 +473,7 @@ impl SeriesTable {
             overflow_spans: 0,
             expired: 0,
             scratch: Default::default(),
-            overflow_slos: Box::default(),
+            overflow_slos: Vec::new(),
         }
     }
 
@@ -491,12 +496,12 @@ impl SeriesTable {
             return &series.slos;
         }
         let mut labels = key::labels(key);
-        self.overflow_slos = match (labels.next(), labels.next()) {
+        match (labels.next(), labels.next()) {
             (Some(service), Some(feature)) if !settings.slos.is_empty() => {
-                settings.slo_matches(service, feature)
+                settings.slo_matches_into(service, feature, &mut self.overflow_slos);
             }
-            _ => Box::default(),
-        };
+            _ => self.overflow_slos.clear(),
+        }
         &self.overflow_slos
     }
 
