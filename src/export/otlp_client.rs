@@ -110,6 +110,11 @@ impl OtlpClient {
                     .timeout(cfg.timeout)
                     .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
                     .tcp_nodelay(true);
+                if cfg.tls.insecure_skip_verify {
+                    return Err(ClientError::Tls(
+                        "insecure_skip_verify works with protocol http only; for gRPC trust the CA with ca_file".into(),
+                    ));
+                }
                 if cfg.endpoint.starts_with("https://") {
                     let mut tls = tonic::transport::ClientTlsConfig::new().with_webpki_roots();
                     if let Some(ca) = &cfg.tls.ca_pem {
