@@ -49,9 +49,15 @@ pub enum AppError {
     /// Threads could not be started.
     #[error("cannot start pipeline: {0}")]
     Pipeline(std::io::Error),
-    /// An upstream client could not be set up.
+    /// A forwarder could not be set up.
     #[error("cannot set up forwarding: {0}")]
-    Forward(#[from] crate::export::otlp_client::ClientError),
+    Forward(#[from] crate::export::forward::StartError),
+    /// An exporter's client could not be set up.
+    #[error("cannot set up an exporter: {0}")]
+    Exporter(#[from] crate::export::otlp_client::ClientError),
+    /// An exporter's spool could not be opened.
+    #[error("cannot open an exporter's spool: {0}")]
+    Spool(#[from] crate::export::spool::SpoolError),
 }
 
 /// A running instance.
@@ -152,7 +158,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
                 cfg,
                 pipeline.clone(),
                 Arc::new(client),
-            );
+            )?;
             exporters.push(e.queue().clone());
             Some(e)
         }
@@ -167,16 +173,19 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
                 d,
                 pipeline.clone(),
                 Arc::new(client),
-            );
+            )?;
             exporters.push(e.queue().clone());
             derived.push(e);
         }
     }
-    let remote_write = config.remote_write.as_ref().map(|cfg| {
-        let e = crate::export::remote_write::RemoteWriteExporter::start(cfg, pipeline.clone());
-        exporters.push(e.queue().clone());
-        e
-    });
+    let remote_write = match &config.remote_write {
+        Some(cfg) => {
+            let e = crate::export::remote_write::RemoteWriteExporter::start(cfg, pipeline.clone())?;
+            exporters.push(e.queue().clone());
+            Some(e)
+        }
+        None => None,
+    };
     let ingest = Ingest {
         pipeline: pipeline.clone(),
         telemetry: Arc::clone(&telemetry),

@@ -161,7 +161,7 @@ async fn cumulative_export_counts_what_was_sent() {
     let server = TestServer::start_with(config).await;
     let pipeline = server.running.as_ref().expect("running").pipeline.clone();
     let capture = Arc::new(Capture::default());
-    let exporter = OtlpMetricsExporter::start(&cfg, pipeline, capture.clone());
+    let exporter = OtlpMetricsExporter::start(&cfg, pipeline, capture.clone()).expect("start");
 
     send(&server, 200, 10, Duration::from_millis(50)).await;
     server.flush().await;
@@ -227,7 +227,7 @@ async fn delta_exports_add_up_to_what_was_sent() {
     let server = TestServer::start_with(config).await;
     let pipeline = server.running.as_ref().expect("running").pipeline.clone();
     let capture = Arc::new(Capture::default());
-    let exporter = OtlpMetricsExporter::start(&cfg, pipeline, capture.clone());
+    let exporter = OtlpMetricsExporter::start(&cfg, pipeline, capture.clone()).expect("start");
 
     send(&server, 30, 3, Duration::from_millis(20)).await;
     server.flush().await;

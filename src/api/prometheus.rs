@@ -542,7 +542,7 @@ pub fn exporters(out: &mut String, queues: &[crate::export::delivery::Queue]) {
         out,
         "otel_sli_exporter_dropped_items_total",
         "counter",
-        "Items dropped: queue_full, rejected (the upstream refused them for good), retries_exhausted, shutdown (still queued when the shutdown grace period ended).",
+        "Items dropped: queue_full, rejected (the upstream refused them for good), retries_exhausted, shutdown (still queued when the shutdown grace period ended), spool_full (oldest spooled data dropped for room), spool_error (spooled data that could not be written or read back).",
     );
     for q in queues {
         for r in DropReason::ALL {
@@ -568,6 +568,41 @@ pub fn exporters(out: &mut String, queues: &[crate::export::delivery::Queue]) {
             escaped(q.name()),
             q.stats().queued.load(Relaxed)
         );
+    }
+    let spooled: Vec<_> = queues
+        .iter()
+        .filter(|q| q.stats().spool_enabled.load(Relaxed))
+        .collect();
+    let spool: [(&str, &str, &str, Get); 3] = [
+        (
+            "otel_sli_exporter_spooled_items_total",
+            "counter",
+            "Items written to the disk spool (the upstream was failing or its queue full).",
+            |s| s.spooled_items.load(Relaxed),
+        ),
+        (
+            "otel_sli_exporter_spool_items",
+            "gauge",
+            "Items in the disk spool, not yet delivered.",
+            |s| s.spool_items.load(Relaxed),
+        ),
+        (
+            "otel_sli_exporter_spool_size_bytes",
+            "gauge",
+            "Bytes of the disk spool's segment files.",
+            |s| s.spool_bytes.load(Relaxed),
+        ),
+    ];
+    for (name, kind, help, get) in spool {
+        header(out, name, kind, help);
+        for q in &spooled {
+            let _ = writeln!(
+                out,
+                "{name}{{exporter=\"{}\"}} {}",
+                escaped(q.name()),
+                get(q.stats())
+            );
+        }
     }
     header(
         out,

@@ -516,24 +516,7 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         }
     }
     let storage = slos::storage(raw.storage)?;
-    let forward = raw
-        .forward
-        .iter()
-        .enumerate()
-        .map(|(i, f)| crate::export::forward::validate(f, &format!("forward[{i}]")))
-        .collect::<Result<Vec<_>, _>>()?;
-    let remote_write = raw
-        .exporters
-        .prometheus_remote_write
-        .as_ref()
-        .map(crate::export::remote_write::validate)
-        .transpose()?;
-    let otlp_metrics = raw
-        .exporters
-        .otlp_metrics
-        .as_ref()
-        .map(crate::export::otlp_metrics::validate)
-        .transpose()?;
+    let (forward, remote_write, otlp_metrics) = exporters(&raw.forward, &raw.exporters, &storage)?;
 
     // Check the rules compile (attribute count) now rather than at start-up.
     crate::sli::classify::Classifier::new(classify.clone())
@@ -560,6 +543,67 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         canary,
         storage,
     })
+}
+
+type Exporters = (
+    Vec<crate::export::forward::ForwardConfig>,
+    Option<crate::export::remote_write::RemoteWriteConfig>,
+    Option<crate::export::otlp_metrics::OtlpMetricsConfig>,
+);
+
+/// Validates `forward:` and `exporters:`, with their spools under `storage.directory`.
+fn exporters(
+    forward: &[raw::RawForward],
+    raw: &raw::RawExporters,
+    storage: &slos::StorageConfig,
+) -> Result<Exporters, ConfigError> {
+    use crate::export::spool;
+    let dir = storage.directory.as_deref();
+    let mut spool_dirs = std::collections::HashMap::new();
+    let mut fwd = Vec::with_capacity(forward.len());
+    for (i, f) in forward.iter().enumerate() {
+        let at = format!("forward[{i}]");
+        let mut c = crate::export::forward::validate(f, &at)?;
+        let protocol = f.protocol.as_deref().unwrap_or("grpc");
+        let name = spool::forward_dir_name(&c.client.endpoint, protocol);
+        c.spool = spool::validate(f.spool.as_ref(), &format!("{at}.spool"), dir, &name)?;
+        if c.spool.is_some() {
+            if let Some(other) = spool_dirs.insert(name, i) {
+                return Err(invalid(
+                    &format!("{at}.spool"),
+                    format!("forward[{other}] has the same endpoint and protocol and a spool too; their spools would mix"),
+                ));
+            }
+        }
+        fwd.push(c);
+    }
+    let remote_write = match &raw.prometheus_remote_write {
+        Some(r) => {
+            let mut c = crate::export::remote_write::validate(r)?;
+            c.spool = spool::validate(
+                r.spool.as_ref(),
+                "exporters.prometheus_remote_write.spool",
+                dir,
+                crate::export::remote_write::QUEUE_NAME,
+            )?;
+            Some(c)
+        }
+        None => None,
+    };
+    let otlp_metrics = match &raw.otlp_metrics {
+        Some(r) => {
+            let mut c = crate::export::otlp_metrics::validate(r)?;
+            c.spool = spool::validate(
+                r.spool.as_ref(),
+                "exporters.otlp_metrics.spool",
+                dir,
+                crate::export::otlp_metrics::exporter::NAME,
+            )?;
+            Some(c)
+        }
+        None => None,
+    };
+    Ok((fwd, remote_write, otlp_metrics))
 }
 
 fn endpoint(path: &str, value: Option<String>, default: &str) -> Result<String, ConfigError> {

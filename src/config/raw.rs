@@ -299,6 +299,17 @@ pub struct RawStorage {
     pub interval: Option<HumanDuration>,
 }
 
+/// `spool:` of a forwarder or exporter: payloads that cannot be delivered now are kept on
+/// disk under `storage.directory/spool/` and sent when the upstream takes them again, also
+/// after a restart.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSpool {
+    /// Disk space at most; when it is reached the oldest spooled data is dropped (and
+    /// counted). At least `1MiB`. Default `1GiB`.
+    pub max_bytes: Option<ByteSize>,
+}
+
 /// TLS settings of a client connection (`forward[].tls`, `exporters.*.tls`).
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -341,6 +352,9 @@ pub struct RawForward {
     /// Requests waiting to be forwarded before new ones are dropped (and counted).
     /// Default `1000`.
     pub queue_size: Option<usize>,
+    /// Disk spool for when the upstream fails or falls behind (needs `storage.directory`).
+    /// Unset: queued data is kept in memory only.
+    pub spool: Option<RawSpool>,
 }
 
 /// `exporters:`
@@ -375,6 +389,9 @@ pub struct RawRemoteWrite {
     pub tls: Option<RawClientTls>,
     /// Per-request timeout. Default `10s`.
     pub timeout: Option<HumanDuration>,
+    /// Disk spool for when the upstream fails or falls behind (needs `storage.directory`).
+    /// Unset: queued data is kept in memory only.
+    pub spool: Option<RawSpool>,
 }
 
 /// `exporters.otlp_metrics:`
@@ -401,4 +418,7 @@ pub struct RawOtlpMetrics {
     pub tls: Option<RawClientTls>,
     /// Per-request timeout. Default `10s`.
     pub timeout: Option<HumanDuration>,
+    /// Disk spool for when the upstream fails or falls behind (needs `storage.directory`).
+    /// Unset: queued data is kept in memory only.
+    pub spool: Option<RawSpool>,
 }

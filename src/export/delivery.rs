@@ -6,14 +6,25 @@
 //! Exporters implement [`Upstream`] (one attempt to send one payload, classified as success,
 //! retryable or permanent failure) and submit payloads to the [`Queue`] that [`spawn`]
 //! returns.
+//!
+//! With a [`Spool`] ([`spawn_spooled`]), a payload that finds the memory queue full goes to
+//! disk instead of being dropped, and so does every payload after it until the spool has
+//! been delivered. While the upstream fails, a queue with several workers (forwarders)
+//! moves its payloads to disk at once, so nothing waits in memory for it; a single-worker
+//! queue (whose payloads must arrive in order) keeps retrying in memory and spools what
+//! arrives meanwhile, behind. A writer thread appends (disk I/O never runs on the submitters' threads); a
+//! replay task sends the spool oldest first, retrying until each record is delivered or
+//! refused, and acknowledges records in order.
 
+use super::spool::{Position, Record, Spool, SpoolConfig, SpoolError};
 use bytes::Bytes;
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 /// One unit of delivery: an encoded request and the items it carries (for the counters).
@@ -25,6 +36,8 @@ pub struct Payload {
     pub items: u64,
     /// Which OTLP signal (for upstreams serving several); `None` for others.
     pub signal: Option<crate::telemetry::Signal>,
+    /// `body` is already gzip-compressed, as the upstream wants it: send it as it is.
+    pub gzipped: bool,
 }
 
 /// Why one attempt failed.
@@ -63,13 +76,14 @@ pub struct DeliveryConfig {
     /// Bytes of payloads waiting at most (memory bound); further ones are dropped and
     /// counted (`queue_full`).
     pub max_queued_bytes: u64,
-    /// Concurrent sends.
+    /// Concurrent sends (also from the spool).
     pub workers: usize,
     /// First retry delay; doubles per attempt, with ±50% jitter.
     pub initial_backoff: Duration,
     /// Longest delay between attempts.
     pub max_backoff: Duration,
-    /// Give up on a payload after this long (counted `retries_exhausted`).
+    /// Give up on a payload after this long (counted `retries_exhausted`). Spooled payloads
+    /// are retried until delivered, refused, or dropped for room.
     pub max_elapsed: Duration,
 }
 
@@ -97,15 +111,21 @@ pub enum DropReason {
     RetriesExhausted = 2,
     /// Still queued when shutdown ended.
     Shutdown = 3,
+    /// The oldest spooled data made room for newer (`spool.max_bytes`).
+    SpoolFull = 4,
+    /// A spooled record could not be written or read back (disk error, torn or corrupt).
+    SpoolError = 5,
 }
 
 impl DropReason {
     /// All reasons.
-    pub const ALL: [DropReason; 4] = [
+    pub const ALL: [DropReason; 6] = [
         DropReason::QueueFull,
         DropReason::Rejected,
         DropReason::RetriesExhausted,
         DropReason::Shutdown,
+        DropReason::SpoolFull,
+        DropReason::SpoolError,
     ];
     /// Label value.
     pub fn name(self) -> &'static str {
@@ -114,6 +134,8 @@ impl DropReason {
             DropReason::Rejected => "rejected",
             DropReason::RetriesExhausted => "retries_exhausted",
             DropReason::Shutdown => "shutdown",
+            DropReason::SpoolFull => "spool_full",
+            DropReason::SpoolError => "spool_error",
         }
     }
 }
@@ -130,13 +152,21 @@ pub struct Stats {
     /// Retries made.
     pub retries: AtomicU64,
     /// Items dropped, by [`DropReason`].
-    pub dropped_items: [AtomicU64; 4],
-    /// Payloads waiting or being sent.
+    pub dropped_items: [AtomicU64; 6],
+    /// Payloads waiting or being sent (in memory).
     pub queued: AtomicU64,
-    /// Bytes of the payloads waiting or being sent.
+    /// Bytes of the payloads waiting or being sent (in memory).
     pub queued_bytes: AtomicU64,
     /// Unix seconds of the last delivery (0: never).
     pub last_success_unix: AtomicU64,
+    /// True when the queue has a disk spool.
+    pub spool_enabled: AtomicBool,
+    /// Items written to the spool.
+    pub spooled_items: AtomicU64,
+    /// Items in the spool, not yet delivered.
+    pub spool_items: AtomicU64,
+    /// Bytes of the spool's segment files.
+    pub spool_bytes: AtomicU64,
 }
 
 impl Stats {
@@ -148,6 +178,15 @@ impl Stats {
     pub fn dropped(&self, reason: DropReason) -> u64 {
         self.dropped_items[reason as usize].load(Ordering::Relaxed)
     }
+
+    fn delivered(&self, items: u64) {
+        self.sent_requests.fetch_add(1, Ordering::Relaxed);
+        self.sent_items.fetch_add(items, Ordering::Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.last_success_unix.store(now, Ordering::Relaxed);
+    }
 }
 
 /// Where payloads for one upstream are submitted.
@@ -157,11 +196,18 @@ pub struct Queue {
     tx: mpsc::Sender<Payload>,
     stats: Arc<Stats>,
     max_bytes: u64,
+    spill: Option<Arc<Spill>>,
 }
 
 impl Queue {
-    /// Queues `payload`; when the queue is full it is dropped and counted. Never waits.
+    /// Queues `payload`; when the queue is full it is spooled, or else dropped and counted.
+    /// Never waits.
     pub fn submit(&self, payload: Payload) -> bool {
+        if let Some(sp) = &self.spill {
+            if sp.diverting() {
+                return sp.offer(payload, &self.stats);
+            }
+        }
         let items = payload.items;
         let len = payload.body.len() as u64;
         let reserved = self
@@ -172,18 +218,31 @@ impl Queue {
             })
             .is_ok();
         if !reserved {
-            self.stats.drop_items(DropReason::QueueFull, items);
-            return false;
+            return match &self.spill {
+                Some(sp) => sp.offer(payload, &self.stats),
+                None => {
+                    self.stats.drop_items(DropReason::QueueFull, items);
+                    false
+                }
+            };
         }
         // Counted before sending: a worker may take it (and decrement) at once.
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
         match self.tx.try_send(payload) {
             Ok(()) => true,
-            Err(_) => {
+            Err(e) => {
                 self.stats.queued.fetch_sub(1, Ordering::Relaxed);
                 self.stats.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-                self.stats.drop_items(DropReason::QueueFull, items);
-                false
+                let payload = match e {
+                    mpsc::error::TrySendError::Full(p) | mpsc::error::TrySendError::Closed(p) => p,
+                };
+                match &self.spill {
+                    Some(sp) => sp.offer(payload, &self.stats),
+                    None => {
+                        self.stats.drop_items(DropReason::QueueFull, items);
+                        false
+                    }
+                }
             }
         }
     }
@@ -199,6 +258,89 @@ impl Queue {
     }
 }
 
+/// Payloads on their way to the spool writer, at least.
+const SPILL_CHANNEL: usize = 4096;
+
+/// What goes to the spool writer thread.
+enum SpillMsg {
+    Payload(Payload),
+    /// Sync, write the cursor and stop.
+    Close,
+}
+
+/// The disk side of a spooled queue.
+struct Spill {
+    tx: crossbeam::channel::Sender<SpillMsg>,
+    /// Bytes of payloads on their way to the writer (memory bound).
+    pending_bytes: AtomicU64,
+    max_pending_bytes: u64,
+    /// The spool holds undelivered records.
+    nonempty: AtomicBool,
+    /// The last attempt failed (retryably).
+    failing: AtomicBool,
+    spool: Mutex<Spool>,
+    /// Records were appended.
+    wake: Notify,
+}
+
+impl std::fmt::Debug for Spill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spill")
+            .field("nonempty", &self.nonempty)
+            .field("failing", &self.failing)
+            .finish()
+    }
+}
+
+impl Spill {
+    /// New payloads go to disk: the upstream is failing, or older ones wait there.
+    fn diverting(&self) -> bool {
+        self.nonempty.load(Ordering::Acquire) || self.failing.load(Ordering::Acquire)
+    }
+
+    /// Hands `payload` to the writer thread; never waits.
+    fn offer(&self, payload: Payload, stats: &Stats) -> bool {
+        let (items, len) = (payload.items, payload.body.len() as u64);
+        let reserved = self
+            .pending_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                (b + len <= self.max_pending_bytes || b == 0).then_some(b + len)
+            })
+            .is_ok();
+        if reserved && self.tx.try_send(SpillMsg::Payload(payload)).is_ok() {
+            return true;
+        }
+        if reserved {
+            self.pending_bytes.fetch_sub(len, Ordering::AcqRel);
+        }
+        stats.drop_items(DropReason::QueueFull, items);
+        false
+    }
+
+    /// At shutdown: like [`Spill::offer`], waiting up to a second for room.
+    fn offer_waiting(&self, payload: Payload, stats: &Stats) {
+        let (items, len) = (payload.items, payload.body.len() as u64);
+        self.pending_bytes.fetch_add(len, Ordering::AcqRel);
+        if self
+            .tx
+            .send_timeout(SpillMsg::Payload(payload), Duration::from_secs(1))
+            .is_err()
+        {
+            self.pending_bytes.fetch_sub(len, Ordering::AcqRel);
+            stats.drop_items(DropReason::Shutdown, items);
+        }
+    }
+
+    /// Publishes the spool's size and losses to `stats`.
+    fn publish(spool: &mut Spool, stats: &Stats) {
+        stats.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
+        stats.spool_items.store(spool.items(), Ordering::Relaxed);
+        let lost = spool.take_lost();
+        stats.drop_items(DropReason::SpoolFull, lost.full);
+        stats.drop_items(DropReason::SpoolError, lost.corrupt);
+    }
+}
+
 /// A running delivery: the queue and the worker tasks to wait for at shutdown.
 #[derive(Debug)]
 pub struct Running {
@@ -206,32 +348,51 @@ pub struct Running {
     pub queue: Queue,
     workers: Vec<JoinHandle<()>>,
     stop: tokio::sync::watch::Sender<bool>,
+    writer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
-    /// Lets the workers deliver what is queued until `deadline`, then counts what is left
-    /// as dropped (`shutdown`) and stops them. Submit nothing more once this is called.
+    /// Lets the workers deliver what is queued until `deadline`, then stops them: without a
+    /// spool, what is left is counted as dropped (`shutdown`); with one, it is written to
+    /// the spool, which is synced. Submit nothing more once this is called.
     pub async fn shutdown(self, deadline: Instant) {
         let Running {
             queue,
             workers,
             stop,
+            writer,
         } = self;
         // Other handles may still hold senders, so wait for the queue to empty rather than
-        // for it to close.
-        while queue.stats.queued.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+        // for it to close. With a spool there is no point waiting for a failing upstream.
+        loop {
+            let busy = queue.stats.queued.load(Ordering::Relaxed) > 0
+                || queue
+                    .spill
+                    .as_ref()
+                    .is_some_and(|s| s.nonempty.load(Ordering::Acquire));
+            let give_up = queue
+                .spill
+                .as_ref()
+                .is_some_and(|s| s.failing.load(Ordering::Acquire));
+            if !busy || give_up || Instant::now() >= deadline {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        // Workers give up their retries, count what is left, and stop.
+        // Workers give up their retries, count (or spool) what is left, and stop.
         let _ = stop.send(true);
         for w in workers {
             let abort = w.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(1), w)
+            if tokio::time::timeout(Duration::from_secs(2), w)
                 .await
                 .is_err()
             {
                 abort.abort();
             }
+        }
+        if let (Some(sp), Some(writer)) = (&queue.spill, writer) {
+            let _ = sp.tx.send_timeout(SpillMsg::Close, Duration::from_secs(5));
+            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         }
     }
 }
@@ -279,56 +440,247 @@ fn jitter(seed: &AtomicU64, d: Duration) -> Duration {
 
 /// Starts `config.workers` tasks delivering to `upstream` on the current runtime.
 pub fn spawn(name: &str, upstream: Arc<dyn Upstream>, config: DeliveryConfig) -> Running {
+    start(name, upstream, config, None)
+}
+
+/// Like [`spawn`], with a disk spool when `spool` is given: opened here (what an earlier
+/// run left in it is sent first), so a spool that cannot be used fails the start.
+pub fn spawn_spooled(
+    name: &str,
+    upstream: Arc<dyn Upstream>,
+    config: DeliveryConfig,
+    spool: Option<SpoolConfig>,
+) -> Result<Running, SpoolError> {
+    let spool = spool.map(Spool::open).transpose()?;
+    Ok(start(name, upstream, config, spool))
+}
+
+fn start(
+    name: &str,
+    upstream: Arc<dyn Upstream>,
+    config: DeliveryConfig,
+    spool: Option<Spool>,
+) -> Running {
     let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
     let stats = Arc::new(Stats::default());
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let name: Arc<str> = name.into();
-    let limit = Arc::new(LogLimit {
-        every: Duration::from_secs(10),
-        state: Mutex::new((None, 0)),
+    let mut writer = None;
+    let spill = spool.map(|mut spool| {
+        Spill::publish(&mut spool, &stats);
+        stats.spool_enabled.store(true, Ordering::Relaxed);
+        // Bursts larger than the memory queue pass through here: bounded by the byte limit
+        // more than by this count.
+        let (stx, srx) = crossbeam::channel::bounded(config.queue_capacity.max(SPILL_CHANNEL));
+        let sp = Arc::new(Spill {
+            tx: stx,
+            pending_bytes: AtomicU64::new(0),
+            max_pending_bytes: config.max_queued_bytes,
+            nonempty: AtomicBool::new(!spool.is_empty()),
+            failing: AtomicBool::new(false),
+            spool: Mutex::new(spool),
+            wake: Notify::new(),
+        });
+        let (sp2, st2, n2) = (Arc::clone(&sp), Arc::clone(&stats), Arc::clone(&name));
+        writer = std::thread::Builder::new()
+            .name(format!("spool-{name}"))
+            .spawn(move || write_spool(&sp2, &st2, &n2, &srx))
+            .map_err(|e| tracing::error!(exporter = %name, error = %e, "cannot start the spool writer; spooled payloads will be dropped"))
+            .ok();
+        sp
     });
-    let seed = Arc::new(AtomicU64::new(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0x9e37_79b9, |d| d.as_nanos() as u64)
-            | 1,
-    ));
-    let workers = (0..config.workers.max(1))
+    let shared = Arc::new(Shared {
+        name: Arc::clone(&name),
+        upstream,
+        stats: Arc::clone(&stats),
+        config,
+        limit: LogLimit {
+            every: Duration::from_secs(10),
+            state: Mutex::new((None, 0)),
+        },
+        seed: AtomicU64::new(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0x9e37_79b9, |d| d.as_nanos() as u64)
+                | 1,
+        ),
+        spill: spill.clone(),
+    });
+    let mut workers: Vec<JoinHandle<()>> = (0..config.workers.max(1))
         .map(|_| {
             let w = Worker {
-                name: Arc::clone(&name),
-                upstream: Arc::clone(&upstream),
+                shared: Arc::clone(&shared),
                 rx: Arc::clone(&rx),
-                stats: Arc::clone(&stats),
-                config,
-                limit: Arc::clone(&limit),
-                seed: Arc::clone(&seed),
                 stop: stop_rx.clone(),
             };
             tokio::spawn(w.run())
         })
         .collect();
+    if let Some(sp) = &spill {
+        workers.push(tokio::spawn(replay(
+            Arc::clone(&shared),
+            Arc::clone(sp),
+            stop_rx.clone(),
+        )));
+    }
     Running {
         queue: Queue {
             name,
             tx,
             stats,
             max_bytes: config.max_queued_bytes,
+            spill,
         },
         workers,
         stop,
+        writer,
+    }
+}
+
+/// The spool writer thread: appends what it is handed, until told to close.
+fn write_spool(sp: &Spill, stats: &Stats, name: &str, rx: &crossbeam::channel::Receiver<SpillMsg>) {
+    let mut last_error: Option<Instant> = None;
+    while let Ok(msg) = rx.recv() {
+        let Ok(mut spool) = sp.spool.lock() else {
+            return;
+        };
+        match msg {
+            SpillMsg::Payload(p) => {
+                sp.pending_bytes
+                    .fetch_sub(p.body.len() as u64, Ordering::AcqRel);
+                let items = p.items;
+                let rec = Record {
+                    body: p.body,
+                    items,
+                    signal: p.signal,
+                    gzipped: p.gzipped,
+                };
+                match spool.append(&rec) {
+                    Ok(true) => {
+                        stats.spooled_items.fetch_add(items, Ordering::Relaxed);
+                        sp.nonempty.store(true, Ordering::Release);
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        stats.drop_items(DropReason::SpoolError, items);
+                        if last_error.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                            tracing::error!(exporter = name, error = %e, "cannot spool a payload; it is dropped");
+                            last_error = Some(Instant::now());
+                        }
+                    }
+                }
+                Spill::publish(&mut spool, stats);
+                drop(spool);
+                sp.wake.notify_one();
+            }
+            SpillMsg::Close => {
+                if let Err(e) = spool.close(Instant::now()) {
+                    tracing::error!(exporter = name, error = %e, "cannot sync the spool");
+                }
+                Spill::publish(&mut spool, stats);
+                return;
+            }
+        }
+    }
+}
+
+/// What became of one payload.
+enum Outcome {
+    Delivered,
+    Dropped(DropReason),
+    /// Handed to the spool (the upstream is failing, or retries ran out).
+    Spooled,
+    /// Stopped before it was delivered.
+    Stopped,
+}
+
+/// What the workers and the replay task share.
+struct Shared {
+    name: Arc<str>,
+    upstream: Arc<dyn Upstream>,
+    stats: Arc<Stats>,
+    config: DeliveryConfig,
+    limit: LogLimit,
+    seed: AtomicU64,
+    spill: Option<Arc<Spill>>,
+}
+
+impl Shared {
+    /// One worker: payloads must reach the upstream in the order they were submitted
+    /// (remote write, OTLP metrics). Such a queue keeps retrying a failed payload in memory
+    /// and sends the spool only once the memory queue is empty, so the spool only ever
+    /// holds payloads newer than those in memory.
+    fn ordered(&self) -> bool {
+        self.config.workers <= 1
+    }
+
+    /// Sends with retries. `spooled`: the payload came from the spool, so it is retried
+    /// until delivered or refused. Otherwise `max_elapsed` bounds the retries, after which
+    /// it goes to the spool (if there is one) or is dropped; a queue that is not
+    /// [`Shared::ordered`] spools it at the first retryable failure.
+    async fn deliver(
+        &self,
+        payload: &Payload,
+        spooled: bool,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Outcome {
+        let start = Instant::now();
+        let mut backoff = self.config.initial_backoff;
+        loop {
+            match self.upstream.send(payload).await {
+                Ok(()) => {
+                    self.stats.delivered(payload.items);
+                    if let Some(sp) = &self.spill {
+                        sp.failing.store(false, Ordering::Release);
+                    }
+                    return Outcome::Delivered;
+                }
+                Err(e @ SendError::Permanent { .. }) => {
+                    self.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+                    self.limit.note(&self.name, &e);
+                    return Outcome::Dropped(DropReason::Rejected);
+                }
+                Err(SendError::Retryable {
+                    reason,
+                    retry_after,
+                }) => {
+                    self.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+                    if let Some(sp) = &self.spill {
+                        sp.failing.store(true, Ordering::Release);
+                        if !spooled && !self.ordered() {
+                            tracing::debug!(exporter = %self.name, %reason, "upstream failing; spooling");
+                            sp.offer(payload.clone(), &self.stats);
+                            return Outcome::Spooled;
+                        }
+                    }
+                    let delay = retry_after
+                        .unwrap_or_else(|| jitter(&self.seed, backoff))
+                        .min(self.config.max_elapsed);
+                    if !spooled && start.elapsed() + delay > self.config.max_elapsed {
+                        if let Some(sp) = &self.spill {
+                            sp.offer(payload.clone(), &self.stats);
+                            return Outcome::Spooled;
+                        }
+                        tracing::warn!(exporter = %self.name, %reason, "giving up on a payload after retrying for {:?}", start.elapsed());
+                        return Outcome::Dropped(DropReason::RetriesExhausted);
+                    }
+                    tracing::debug!(exporter = %self.name, %reason, ?delay, "retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stop.wait_for(|s| *s) => return Outcome::Stopped,
+                    }
+                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    backoff = (backoff * 2).min(self.config.max_backoff);
+                }
+            }
+        }
     }
 }
 
 struct Worker {
-    name: Arc<str>,
-    upstream: Arc<dyn Upstream>,
+    shared: Arc<Shared>,
     rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Payload>>>,
-    stats: Arc<Stats>,
-    config: DeliveryConfig,
-    limit: Arc<LogLimit>,
-    seed: Arc<AtomicU64>,
     stop: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -343,81 +695,180 @@ impl Worker {
                 }
             };
             let Some(payload) = next else {
-                self.count_leftovers().await;
+                self.leftovers().await;
                 return;
             };
-            let outcome = self.deliver(&payload).await;
-            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
-            self.stats
+            let s = &self.shared;
+            // While the upstream fails, what was queued in memory goes to disk untried.
+            let outcome = match &s.spill {
+                Some(sp) if sp.failing.load(Ordering::Acquire) && !s.ordered() => {
+                    sp.offer(payload.clone(), &s.stats);
+                    Outcome::Spooled
+                }
+                _ => s.deliver(&payload, false, &mut self.stop).await,
+            };
+            s.stats.queued.fetch_sub(1, Ordering::Relaxed);
+            s.stats
                 .queued_bytes
                 .fetch_sub(payload.body.len() as u64, Ordering::AcqRel);
-            if let Some(reason) = outcome {
-                self.stats.drop_items(reason, payload.items);
+            match outcome {
+                Outcome::Delivered | Outcome::Spooled => {}
+                Outcome::Dropped(reason) => s.stats.drop_items(reason, payload.items),
+                Outcome::Stopped => self.keep_or_drop(payload),
             }
             if *self.stop.borrow() {
-                self.count_leftovers().await;
+                self.leftovers().await;
                 return;
             }
         }
     }
 
-    /// After the shutdown deadline: what is still queued is dropped and counted.
-    async fn count_leftovers(&self) {
-        let mut rx = self.rx.lock().await;
-        while let Ok(p) = rx.try_recv() {
-            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
-            self.stats
-                .queued_bytes
-                .fetch_sub(p.body.len() as u64, Ordering::AcqRel);
-            self.stats.drop_items(DropReason::Shutdown, p.items);
+    /// At shutdown: spooled if there is a spool, else dropped and counted.
+    fn keep_or_drop(&self, payload: Payload) {
+        let s = &self.shared;
+        match &s.spill {
+            Some(sp) => sp.offer_waiting(payload, &s.stats),
+            None => s.stats.drop_items(DropReason::Shutdown, payload.items),
         }
     }
 
-    /// Sends with retries; `None` when delivered, else why it was dropped.
-    async fn deliver(&mut self, payload: &Payload) -> Option<DropReason> {
-        let start = Instant::now();
-        let mut backoff = self.config.initial_backoff;
-        loop {
-            match self.upstream.send(payload).await {
-                Ok(()) => {
-                    self.stats.sent_requests.fetch_add(1, Ordering::Relaxed);
-                    self.stats
-                        .sent_items
-                        .fetch_add(payload.items, Ordering::Relaxed);
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs());
-                    self.stats.last_success_unix.store(now, Ordering::Relaxed);
-                    return None;
+    /// After the shutdown deadline: what is still queued is spooled or dropped and counted.
+    async fn leftovers(&self) {
+        let mut rx = self.rx.lock().await;
+        while let Ok(p) = rx.try_recv() {
+            let s = &self.shared;
+            s.stats.queued.fetch_sub(1, Ordering::Relaxed);
+            s.stats
+                .queued_bytes
+                .fetch_sub(p.body.len() as u64, Ordering::AcqRel);
+            self.keep_or_drop(p);
+        }
+    }
+}
+
+/// Sends the spool, oldest first, up to `workers` records at once, acknowledging them in
+/// order. Records still unacknowledged at shutdown stay on disk for the next run.
+async fn replay(shared: Arc<Shared>, sp: Arc<Spill>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    type InFlight = Pin<Box<dyn Future<Output = (Position, u64, Outcome)> + Send>>;
+    let window = shared.config.workers.max(1);
+    let mut inflight: FuturesOrdered<InFlight> = FuturesOrdered::new();
+    let mut held_back = false;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        // An ordered queue sends what waits in memory first: it is older.
+        if shared.ordered() && shared.stats.queued.load(Ordering::Acquire) > 0 {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                _ = stop.wait_for(|s| *s) => break,
+            }
+            continue;
+        }
+        // Reads are small and hit the page cache; the lock is never held across an await.
+        let mut read_failed = false;
+        while inflight.len() < window {
+            let next = match sp.spool.lock() {
+                Ok(mut spool) => {
+                    let r = spool.read_next();
+                    Spill::publish(&mut spool, &shared.stats);
+                    r
                 }
-                Err(e @ SendError::Permanent { .. }) => {
-                    self.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
-                    self.limit.note(&self.name, &e);
-                    return Some(DropReason::Rejected);
+                Err(_) => return,
+            };
+            match next {
+                Ok(Some((rec, pos))) => {
+                    let (s, mut st) = (Arc::clone(&shared), stop.clone());
+                    inflight.push_back(Box::pin(async move {
+                        let items = rec.items;
+                        let p = Payload {
+                            body: rec.body,
+                            items,
+                            signal: rec.signal,
+                            gzipped: rec.gzipped,
+                        };
+                        let outcome = s.deliver(&p, true, &mut st).await;
+                        (pos, items, outcome)
+                    }));
                 }
-                Err(SendError::Retryable {
-                    reason,
-                    retry_after,
-                }) => {
-                    self.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
-                    let delay = retry_after
-                        .unwrap_or_else(|| jitter(&self.seed, backoff))
-                        .min(self.config.max_elapsed);
-                    if start.elapsed() + delay > self.config.max_elapsed {
-                        tracing::warn!(exporter = %self.name, %reason, "giving up on a payload after retrying for {:?}", start.elapsed());
-                        return Some(DropReason::RetriesExhausted);
-                    }
-                    tracing::debug!(exporter = %self.name, %reason, ?delay, "retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = self.stop.wait_for(|s| *s) => return Some(DropReason::Shutdown),
-                    }
-                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                    backoff = (backoff * 2).min(self.config.max_backoff);
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(exporter = %shared.name, error = %e, "cannot read the spool");
+                    read_failed = true;
+                    break;
                 }
             }
         }
+        if inflight.is_empty() {
+            if let Ok(spool) = sp.spool.lock() {
+                if spool.is_empty() {
+                    sp.nonempty.store(false, Ordering::Release);
+                }
+            }
+            let pause = if read_failed {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_secs(3600)
+            };
+            tokio::select! {
+                _ = sp.wake.notified() => {}
+                _ = tokio::time::sleep(pause) => {}
+                _ = stop.wait_for(|s| *s) => break,
+            }
+            continue;
+        }
+        let room = inflight.len() < window && !read_failed;
+        tokio::select! {
+            done = inflight.next() => {
+                if let Some((pos, items, outcome)) = done {
+                    settle(&shared, &sp, pos, items, outcome, &mut held_back);
+                }
+            }
+            _ = sp.wake.notified(), if room => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
     }
+    // Stopped: let the in-flight sends see the stop and account for them.
+    while let Some((pos, items, outcome)) = inflight.next().await {
+        settle(&shared, &sp, pos, items, outcome, &mut held_back);
+    }
+}
+
+/// Accounts for one replayed record, in spool order. Once one was not delivered
+/// (`held_back`), no later one is acknowledged either, since an acknowledgement covers
+/// everything before it: those are sent again after a restart.
+fn settle(
+    shared: &Shared,
+    sp: &Spill,
+    pos: Position,
+    items: u64,
+    outcome: Outcome,
+    held_back: &mut bool,
+) {
+    let Ok(mut spool) = sp.spool.lock() else {
+        return;
+    };
+    let ack = match outcome {
+        Outcome::Delivered | Outcome::Spooled => true,
+        Outcome::Dropped(reason) => {
+            shared.stats.drop_items(reason, items);
+            true
+        }
+        Outcome::Stopped => {
+            if !spool.holds(pos) {
+                // Dropped from disk for room while it was being sent.
+                shared.stats.drop_items(DropReason::SpoolFull, items);
+            }
+            *held_back = true;
+            false
+        }
+    };
+    if ack && !*held_back {
+        if let Err(e) = spool.ack(pos, items, Instant::now()) {
+            tracing::warn!(exporter = %shared.name, error = %e, "cannot record spool progress; delivered records may be sent again after a restart");
+        }
+    }
+    Spill::publish(&mut spool, &shared.stats);
 }
 
 #[cfg(test)]
@@ -476,6 +927,7 @@ mod tests {
             body: Bytes::from_static(b"x"),
             items,
             signal: None,
+            gzipped: false,
         }
     }
 
@@ -573,5 +1025,293 @@ mod tests {
             accepted,
             "everything accepted is delivered or counted"
         );
+    }
+
+    /// Fails (retryably) while `down`; records the bodies it accepted, in order.
+    #[derive(Default)]
+    struct Switch {
+        down: AtomicBool,
+        delay: Duration,
+        got: Mutex<Vec<Bytes>>,
+    }
+
+    impl Upstream for Switch {
+        fn send<'a>(
+            &'a self,
+            p: &'a Payload,
+        ) -> Pin<Box<dyn Future<Output = Result<(), SendError>> + Send + 'a>> {
+            Box::pin(async move {
+                if !self.delay.is_zero() {
+                    tokio::time::sleep(self.delay).await;
+                }
+                if self.down.load(Ordering::SeqCst) {
+                    return Err(SendError::Retryable {
+                        reason: "down".into(),
+                        retry_after: None,
+                    });
+                }
+                if let Ok(mut g) = self.got.lock() {
+                    g.push(p.body.clone());
+                }
+                Ok(())
+            })
+        }
+    }
+
+    struct TempDir(std::path::PathBuf);
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    fn temp(name: &str) -> TempDir {
+        let d =
+            std::env::temp_dir().join(format!("otel-sli-delivery-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        TempDir(d)
+    }
+
+    fn numbered(i: u64, size: usize) -> Payload {
+        let mut body = format!("{i:08}").into_bytes();
+        body.resize(size.max(8), b'.');
+        Payload {
+            body: Bytes::from(body),
+            items: 1,
+            signal: None,
+            gzipped: false,
+        }
+    }
+
+    async fn until(what: &str, f: impl Fn() -> bool) {
+        for _ in 0..1000 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    fn several_workers() -> DeliveryConfig {
+        DeliveryConfig {
+            workers: 4,
+            ..cfg()
+        }
+    }
+
+    fn sorted(mut v: Vec<Bytes>) -> Vec<Bytes> {
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn a_failing_upstream_is_spooled_whole_and_replayed_when_back() {
+        let dir = temp("replay");
+        let up = Arc::new(Switch::default());
+        up.down.store(true, Ordering::SeqCst);
+        let r = spawn_spooled(
+            "t",
+            up.clone(),
+            several_workers(),
+            Some(SpoolConfig::new(dir.0.clone(), 1 << 20)),
+        )
+        .expect("spool");
+        let stats = Arc::clone(r.queue.stats());
+        for i in 0..20 {
+            assert!(r.queue.submit(numbered(i, 100)));
+        }
+        until("all spooled", || {
+            stats.spool_items.load(Ordering::Relaxed) == 20
+                && stats.queued.load(Ordering::Relaxed) == 0
+        })
+        .await;
+        assert!(stats.spool_bytes.load(Ordering::Relaxed) > 20 * 100);
+        up.down.store(false, Ordering::SeqCst);
+        until("all delivered", || {
+            stats.sent_items.load(Ordering::Relaxed) == 20
+        })
+        .await;
+        let got = up.got.lock().expect("got").clone();
+        let want: Vec<Bytes> = (0..20).map(|i| numbered(i, 100).body).collect();
+        assert_eq!(sorted(got), want, "each once");
+        until("spool emptied", || {
+            stats.spool_items.load(Ordering::Relaxed) == 0
+        })
+        .await;
+        assert_eq!(stats.spool_bytes.load(Ordering::Relaxed), 0);
+        // Healthy again: new payloads go through memory.
+        r.queue.submit(numbered(20, 100));
+        until("delivered", || {
+            stats.sent_items.load(Ordering::Relaxed) == 21
+        })
+        .await;
+        assert_eq!(stats.spooled_items.load(Ordering::Relaxed), 20);
+        r.shutdown(Instant::now() + Duration::from_secs(1)).await;
+        assert!(DropReason::ALL.iter().all(|r| stats.dropped(*r) == 0));
+    }
+
+    #[tokio::test]
+    async fn a_single_worker_queue_delivers_memory_then_spool_in_order() {
+        let dir = temp("ordered");
+        let up = Arc::new(Switch::default());
+        up.down.store(true, Ordering::SeqCst);
+        let r = spawn_spooled(
+            "t",
+            up.clone(),
+            cfg(),
+            Some(SpoolConfig::new(dir.0.clone(), 1 << 20)),
+        )
+        .expect("spool");
+        let stats = Arc::clone(r.queue.stats());
+        for i in 0..20 {
+            assert!(r.queue.submit(numbered(i, 100)));
+        }
+        // 4 fit in memory (one of them retrying), the rest wait on disk behind them.
+        until("overflow spooled", || {
+            stats.spool_items.load(Ordering::Relaxed) == 16
+        })
+        .await;
+        assert_eq!(stats.queued.load(Ordering::Relaxed), 4);
+        assert!(stats.failed_attempts.load(Ordering::Relaxed) >= 1);
+        // Still failing: what arrives now goes behind.
+        for i in 20..25 {
+            assert!(r.queue.submit(numbered(i, 100)));
+        }
+        until("new spooled", || {
+            stats.spool_items.load(Ordering::Relaxed) == 21
+        })
+        .await;
+        up.down.store(false, Ordering::SeqCst);
+        until("all delivered", || {
+            stats.sent_items.load(Ordering::Relaxed) == 25
+        })
+        .await;
+        let want: Vec<Bytes> = (0..25).map(|i| numbered(i, 100).body).collect();
+        assert_eq!(
+            *up.got.lock().expect("got"),
+            want,
+            "in submission order, each once"
+        );
+        r.shutdown(Instant::now() + Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test]
+    async fn what_is_spooled_at_shutdown_is_delivered_by_the_next_run() {
+        let dir = temp("restart");
+        let spool = || Some(SpoolConfig::new(dir.0.clone(), 1 << 20));
+        let down = Arc::new(Switch::default());
+        down.down.store(true, Ordering::SeqCst);
+        let r = spawn_spooled("t", down.clone(), several_workers(), spool()).expect("spool");
+        for i in 0..10 {
+            r.queue.submit(numbered(i, 1000));
+        }
+        let stats = Arc::clone(r.queue.stats());
+        until("spooled", || {
+            stats.spool_items.load(Ordering::Relaxed) == 10
+        })
+        .await;
+        r.shutdown(Instant::now() + Duration::from_secs(5)).await;
+        assert_eq!(
+            stats.dropped(DropReason::Shutdown),
+            0,
+            "kept on disk, not dropped"
+        );
+
+        let up = Arc::new(Switch::default());
+        let r = spawn_spooled("t", up.clone(), cfg(), spool()).expect("reopen");
+        let stats = Arc::clone(r.queue.stats());
+        until("replayed", || {
+            stats.sent_items.load(Ordering::Relaxed) == 10
+        })
+        .await;
+        let want: Vec<Bytes> = (0..10).map(|i| numbered(i, 1000).body).collect();
+        assert_eq!(sorted(up.got.lock().expect("got").clone()), want);
+        r.shutdown(Instant::now() + Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test]
+    async fn a_full_memory_queue_spills_to_disk_instead_of_dropping() {
+        let dir = temp("spill");
+        let up = Arc::new(Switch {
+            delay: Duration::from_millis(20),
+            ..Switch::default()
+        });
+        let config = DeliveryConfig {
+            queue_capacity: 2,
+            ..cfg()
+        };
+        let r = spawn_spooled(
+            "t",
+            up.clone(),
+            config,
+            Some(SpoolConfig::new(dir.0.clone(), 1 << 20)),
+        )
+        .expect("spool");
+        let stats = Arc::clone(r.queue.stats());
+        for i in 0..30 {
+            assert!(r.queue.submit(numbered(i, 64)));
+        }
+        until("all delivered", || {
+            stats.sent_items.load(Ordering::Relaxed) == 30
+        })
+        .await;
+        assert!(stats.spooled_items.load(Ordering::Relaxed) > 0);
+        assert_eq!(stats.dropped(DropReason::QueueFull), 0);
+        r.shutdown(Instant::now() + Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test]
+    async fn at_the_spool_cap_the_oldest_are_dropped_and_counted() {
+        let dir = temp("cap");
+        let up = Arc::new(Switch::default());
+        up.down.store(true, Ordering::SeqCst);
+        let r = spawn_spooled(
+            "t",
+            up.clone(),
+            several_workers(),
+            Some(SpoolConfig {
+                dir: dir.0.clone(),
+                max_bytes: 64 << 10,
+                segment_bytes: 16 << 10,
+            }),
+        )
+        .expect("spool");
+        let stats = Arc::clone(r.queue.stats());
+        for i in 0..100 {
+            r.queue.submit(numbered(i, 2000));
+            // Stay within the writer's channel: this test is about the disk cap.
+            until("written", || {
+                stats.spooled_items.load(Ordering::Relaxed) > i
+            })
+            .await;
+        }
+        until("all accounted", || {
+            stats.spooled_items.load(Ordering::Relaxed) == 100
+        })
+        .await;
+        assert!(stats.spool_bytes.load(Ordering::Relaxed) <= 64 << 10);
+        let full = stats.dropped(DropReason::SpoolFull);
+        assert!(full > 50, "{full}");
+        up.down.store(false, Ordering::SeqCst);
+        until("rest delivered", || {
+            stats.sent_items.load(Ordering::Relaxed) + stats.dropped(DropReason::SpoolFull) == 100
+        })
+        .await;
+        let got = up.got.lock().expect("got").clone();
+        let mut idx: Vec<u64> = got
+            .iter()
+            .filter_map(|b| std::str::from_utf8(&b[..8]).ok()?.parse().ok())
+            .collect();
+        idx.sort_unstable();
+        // The first few were being sent when their segment was dropped: they are delivered
+        // from memory. Of the rest, the newest survive.
+        let later: Vec<u64> = idx.into_iter().filter(|i| *i >= 4).collect();
+        let n = later.len() as u64;
+        assert_eq!(
+            later,
+            (100 - n..100).collect::<Vec<_>>(),
+            "a contiguous newest tail"
+        );
+        r.shutdown(Instant::now() + Duration::from_secs(1)).await;
     }
 }

@@ -7,3 +7,4 @@ pub mod http;
 pub mod otlp_client;
 pub mod otlp_metrics;
 pub mod remote_write;
+pub mod spool;

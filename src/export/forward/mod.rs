@@ -27,6 +27,8 @@ pub struct ForwardConfig {
     pub derived: Option<crate::export::otlp_metrics::OtlpMetricsConfig>,
     /// Requests waiting at most.
     pub queue_size: usize,
+    /// Disk spool (`spool:`), resolved against `storage.directory`; `None`: memory only.
+    pub spool: Option<crate::export::spool::SpoolConfig>,
 }
 
 fn read_file(path: &str, at: &str) -> Result<Vec<u8>, ConfigError> {
@@ -188,7 +190,19 @@ pub fn validate(raw: &RawForward, at: &str) -> Result<ForwardConfig, ConfigError
         signals,
         derived,
         queue_size,
+        spool: None,
     })
+}
+
+/// Why forwarding could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// An upstream client could not be set up.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// A spool could not be opened.
+    #[error(transparent)]
+    Spool(#[from] crate::export::spool::SpoolError),
 }
 
 struct Target {
@@ -213,12 +227,12 @@ impl std::fmt::Debug for Forwarders {
 impl Forwarders {
     /// Starts one delivery queue per upstream (on the current runtime). The returned
     /// handles are for shutdown; their queues are also in [`Forwarders::queues`].
-    pub fn start(cfgs: &[ForwardConfig]) -> Result<(Self, Vec<delivery::Running>), ClientError> {
+    pub fn start(cfgs: &[ForwardConfig]) -> Result<(Self, Vec<delivery::Running>), StartError> {
         let mut targets = Vec::with_capacity(cfgs.len());
         let mut running = Vec::with_capacity(cfgs.len());
         for (i, c) in cfgs.iter().enumerate() {
             let client = Arc::new(OtlpClient::new(c.client.clone())?);
-            let r = delivery::spawn(
+            let r = delivery::spawn_spooled(
                 &format!("forward_{i}"),
                 client,
                 DeliveryConfig {
@@ -226,7 +240,8 @@ impl Forwarders {
                     workers: 16,
                     ..DeliveryConfig::default()
                 },
-            );
+                c.spool.clone(),
+            )?;
             targets.push(Target {
                 signals: c.signals,
                 queue: r.queue.clone(),
@@ -259,6 +274,7 @@ impl Forwarders {
                 body: body.clone(),
                 items,
                 signal: Some(signal),
+                gzipped: false,
             });
         }
     }

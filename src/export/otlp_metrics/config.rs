@@ -97,6 +97,8 @@ pub struct OtlpMetricsConfig {
     pub histogram: HistogramMode,
     /// Resource attributes added to `service.name = otel-sli` (they win on a clash).
     pub resource_attributes: BTreeMap<String, String>,
+    /// Disk spool (`spool:`), resolved against `storage.directory`; `None`: memory only.
+    pub spool: Option<crate::export::spool::SpoolConfig>,
 }
 
 fn key(k: &str) -> String {
@@ -270,6 +272,7 @@ pub fn validate(raw: &RawOtlpMetrics) -> Result<OtlpMetricsConfig, ConfigError> 
         temporality,
         histogram,
         resource_attributes: resource_attributes(raw.resource_attributes.as_ref())?,
+        spool: None,
     })
 }
 
@@ -351,6 +354,7 @@ mod tests {
                 temporality: Temporality::Cumulative,
                 histogram: HistogramMode::Explicit,
                 resource_attributes: BTreeMap::new(),
+                spool: None,
             }
         );
     }

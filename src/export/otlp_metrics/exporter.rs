@@ -6,6 +6,7 @@
 use super::config::OtlpMetricsConfig;
 use super::encode::{data_points, Encoder};
 use crate::export::delivery::{self, DeliveryConfig, Payload, Queue, Upstream};
+use crate::export::spool::SpoolError;
 use crate::pipeline::Pipeline;
 use crate::telemetry::Signal;
 use bytes::Bytes;
@@ -40,7 +41,12 @@ pub struct OtlpMetricsExporter {
 impl OtlpMetricsExporter {
     /// Starts exporting `pipeline`'s metrics every `cfg.interval` to `upstream`, on the
     /// current runtime. The first export happens one interval after the start.
-    pub fn start(cfg: &OtlpMetricsConfig, pipeline: Pipeline, upstream: Arc<dyn Upstream>) -> Self {
+    /// Fails only when its spool cannot be opened.
+    pub fn start(
+        cfg: &OtlpMetricsConfig,
+        pipeline: Pipeline,
+        upstream: Arc<dyn Upstream>,
+    ) -> Result<Self, SpoolError> {
         Self::start_named(NAME, cfg, pipeline, upstream)
     }
 
@@ -51,8 +57,9 @@ impl OtlpMetricsExporter {
         cfg: &OtlpMetricsConfig,
         pipeline: Pipeline,
         upstream: Arc<dyn Upstream>,
-    ) -> Self {
-        let delivery = delivery::spawn(name, upstream, delivery_config());
+    ) -> Result<Self, SpoolError> {
+        let delivery =
+            delivery::spawn_spooled(name, upstream, delivery_config(), cfg.spool.clone())?;
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(run(
             Encoder::new(cfg),
@@ -61,11 +68,11 @@ impl OtlpMetricsExporter {
             cfg.interval,
             stopped,
         ));
-        Self {
+        Ok(Self {
             delivery,
             stop,
             task,
-        }
+        })
     }
 
     /// The delivery queue (its counters feed the self-metrics).
@@ -143,6 +150,7 @@ async fn export(mut encoder: Encoder, pipeline: &Pipeline, queue: &Queue) -> Opt
             body: Bytes::from(req.encode_to_vec()),
             items,
             signal: Some(Signal::Metrics),
+            gzipped: false,
         });
         if !accepted {
             tracing::debug!(exporter = NAME, items, "queue full; this export is dropped");

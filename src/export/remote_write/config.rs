@@ -44,6 +44,8 @@ pub struct RemoteWriteConfig {
     pub timeout: Duration,
     /// Queue and retry settings (derived from `interval`; not configurable in the file).
     pub delivery: DeliveryConfig,
+    /// Disk spool (`spool:`), resolved against `storage.directory`; `None`: memory only.
+    pub spool: Option<crate::export::spool::SpoolConfig>,
 }
 
 /// True for a valid Prometheus label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
@@ -144,6 +146,7 @@ pub fn validate(raw: &RawRemoteWrite) -> Result<RemoteWriteConfig, ConfigError> 
         tls,
         timeout,
         delivery: delivery_for(interval),
+        spool: None,
     })
 }
 

@@ -296,6 +296,7 @@ pub fn payloads(series: Vec<prom::TimeSeries>) -> Vec<Payload> {
             body: Bytes::from(compress(&req.encode_to_vec())),
             items,
             signal: None,
+            gzipped: false,
         });
     }
     out

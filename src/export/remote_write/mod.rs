@@ -88,10 +88,15 @@ impl std::fmt::Debug for Job {
 
 impl RemoteWriteExporter {
     /// Starts exporting `pipeline`'s series on the current tokio runtime: the first write
-    /// one interval from now, then every interval.
-    pub fn start(cfg: &RemoteWriteConfig, pipeline: Pipeline) -> Self {
+    /// one interval from now, then every interval. Fails only when its spool cannot be
+    /// opened.
+    pub fn start(
+        cfg: &RemoteWriteConfig,
+        pipeline: Pipeline,
+    ) -> Result<Self, crate::export::spool::SpoolError> {
         let upstream = Arc::new(client::RemoteWriteClient::new(cfg));
-        let running = delivery::spawn(QUEUE_NAME, upstream, cfg.delivery);
+        let running =
+            delivery::spawn_spooled(QUEUE_NAME, upstream, cfg.delivery, cfg.spool.clone())?;
         let job = Arc::new(Job {
             pipeline,
             external: cfg.external_labels.clone(),
@@ -124,12 +129,12 @@ impl RemoteWriteExporter {
             native_histograms = cfg.native_histograms,
             "remote write started"
         );
-        Self {
+        Ok(Self {
             running,
             job,
             stop,
             ticker,
-        }
+        })
     }
 
     /// The delivery queue, for its counters.
