@@ -428,3 +428,173 @@ async fn derived_metrics_reach_an_otlp_upstream() {
     );
     agent.stop().await;
 }
+
+/// An `otel-sli` process (the real binary) with a config file; killed when dropped.
+struct Agent {
+    child: std::process::Child,
+    grpc: String,
+    admin: String,
+}
+
+impl Agent {
+    async fn start(config: &std::path::Path) -> Self {
+        let port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port()
+        };
+        let (grpc, http, admin) = (port(), port(), port());
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_otel-sli"))
+            .arg("--config")
+            .arg(config)
+            .args(["--otlp-grpc", &format!("127.0.0.1:{grpc}")])
+            .args(["--otlp-http", &format!("127.0.0.1:{http}")])
+            .args(["--admin", &format!("127.0.0.1:{admin}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("otel-sli starts");
+        let a = Agent {
+            child,
+            grpc: format!("127.0.0.1:{grpc}"),
+            admin: format!("127.0.0.1:{admin}"),
+        };
+        assert!(
+            eventually(30, || a.metrics_blocking().is_some()).await,
+            "agent did not come up"
+        );
+        a
+    }
+
+    fn metrics_blocking(&self) -> Option<String> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.admin).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        out.starts_with("HTTP/1.1 200").then_some(out)
+    }
+
+    fn sample(&self, series: &str) -> f64 {
+        self.metrics_blocking()
+            .and_then(|m| common::sample(&m, series))
+            .unwrap_or(-1.0)
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("exits")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every span id the upstream received, in arrival order.
+fn span_ids(seen: &[Seen]) -> Vec<Vec<u8>> {
+    seen.iter()
+        .filter(|s| s.signal == "traces")
+        .flat_map(|s| {
+            ExportTraceServiceRequest::decode(&s.body[..])
+                .expect("forwarded traces decode")
+                .resource_spans
+                .into_iter()
+                .flat_map(|r| r.scope_spans)
+                .flat_map(|ss| ss.spans)
+                .map(|sp| sp.span_id)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_spooled_when_the_process_is_killed_are_delivered_after_the_restart() {
+    let (vendor, cap) = capture_server().await;
+    *cap.status.lock().expect("lock") = Some(StatusCode::SERVICE_UNAVAILABLE);
+    let dir = std::env::temp_dir().join(format!("otel-sli-spool-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("otel-sli.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "storage:\n  directory: {}\nforward:\n  - endpoint: http://{vendor}\n    protocol: http\n    compression: none\n    spool: {{ max_bytes: 64MiB }}\n",
+            dir.join("state").display()
+        ),
+    )
+    .expect("config");
+
+    let agent = Agent::start(&config).await;
+    let spooled = "otel_sli_exporter_spool_items{exporter=\"forward_0\"}";
+    let accepted = "otel_sli_accepted_spans_total{transport=\"grpc\"}";
+    // The SDK sends 600 spans while the vendor answers 503: all of them go to disk.
+    let provider = common::sdk_provider(&format!("http://{}", agent.grpc), "shop");
+    let tracer = provider.tracer("spool");
+    tokio::task::spawn_blocking(move || {
+        for i in 0..600 {
+            let mut s = tracer
+                .span_builder(format!("GET /item/{}", i % 3))
+                .with_kind(SpanKind::Server)
+                .start(&tracer);
+            s.end();
+        }
+        provider.force_flush().expect("flush");
+        provider.shutdown().expect("shutdown");
+    })
+    .await
+    .expect("sdk");
+    assert_eq!(agent.sample(accepted), 600.0);
+    assert!(
+        eventually(20, || agent.sample(spooled) == 600.0).await,
+        "all 600 spans spooled: {}",
+        agent.sample(spooled)
+    );
+    let tried = cap.seen.lock().expect("lock").len();
+    assert!(tried >= 1, "the vendor was tried");
+    agent.kill();
+
+    // The vendor is back; a new process on the same storage delivers the spool.
+    cap.seen.lock().expect("lock").clear();
+    *cap.status.lock().expect("lock") = None;
+    let agent = Agent::start(&config).await;
+    assert!(
+        eventually(30, || span_ids(&cap.seen.lock().expect("lock")).len()
+            >= 600)
+        .await,
+        "spooled spans delivered after the restart"
+    );
+    let sent = "otel_sli_exporter_sent_items_total{exporter=\"forward_0\"}";
+    assert!(eventually(10, || agent.sample(sent) == 600.0).await);
+    assert!(eventually(10, || agent.sample(spooled) == 0.0).await);
+    let mut ids = span_ids(&cap.seen.lock().expect("lock"));
+    assert_eq!(ids.len(), 600, "each span once");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 600, "600 distinct spans");
+    let status = agent.terminate();
+    assert!(status.success(), "{status:?}");
+    let left: Vec<_> = std::fs::read_dir(dir.join("state/spool"))
+        .expect("spool dir")
+        .flat_map(|d| std::fs::read_dir(d.expect("entry").path()).expect("spool"))
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+        .collect();
+    assert!(left.is_empty(), "delivered segments removed: {left:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -688,6 +688,53 @@ mod tests {
     }
 
     #[test]
+    fn spools_live_under_storage_and_are_checked() {
+        let c = p("storage: {directory: /var/lib/otel-sli}\nforward:\n  - endpoint: http://a:4317\n    spool: {}\n  - endpoint: http://b:4318\n    protocol: http\nexporters:\n  prometheus_remote_write:\n    endpoint: http://p:9090/api/v1/write\n    spool: {max_bytes: 2MiB}\n")
+            .expect("valid");
+        let fwd = c.forward[0].spool.as_ref().expect("forward spool");
+        assert_eq!(fwd.max_bytes, crate::export::spool::DEFAULT_MAX_BYTES);
+        assert!(
+            fwd.dir
+                .to_string_lossy()
+                .starts_with("/var/lib/otel-sli/spool/forward-"),
+            "{:?}",
+            fwd.dir
+        );
+        assert!(c.forward[1].spool.is_none());
+        let rw = c
+            .remote_write
+            .as_ref()
+            .and_then(|r| r.spool.as_ref())
+            .expect("rw spool");
+        assert_eq!(rw.max_bytes, 2 << 20);
+        assert_eq!(
+            rw.dir,
+            std::path::Path::new("/var/lib/otel-sli/spool/prometheus_remote_write")
+        );
+        // The folder follows the upstream, not its place in the list.
+        let swapped = p("storage: {directory: /s}\nforward:\n  - endpoint: http://b:4318\n    protocol: http\n  - endpoint: http://a:4317\n    spool: {}\n")
+            .expect("valid");
+        let again =
+            p("storage: {directory: /s}\nforward:\n  - endpoint: http://a:4317\n    spool: {}\n")
+                .expect("valid");
+        assert_eq!(
+            swapped.forward[1].spool.as_ref().map(|s| &s.dir),
+            again.forward[0].spool.as_ref().map(|s| &s.dir)
+        );
+        let cases = [
+            ("forward:\n  - endpoint: http://a:4317\n    spool: {}\n", "forward[0].spool: needs storage.directory"),
+            ("storage: {directory: /s}\nforward:\n  - endpoint: http://a:4317\n    spool: {max_bytes: 1KiB}\n", "forward[0].spool.max_bytes"),
+            ("storage: {directory: /s}\nforward:\n  - endpoint: http://a:4317\n    spool: {}\n  - endpoint: http://a:4317\n    spool: {}\n", "forward[1].spool: forward[0] has the same endpoint"),
+            ("storage: {directory: /s}\nforward:\n  - endpoint: http://a:4317\n    spool: {max_size: 1GiB}\n", "forward[0].spool"),
+            ("exporters:\n  otlp_metrics:\n    endpoint: http://c:4317\n    spool: {}\n", "exporters.otlp_metrics.spool: needs storage.directory"),
+        ];
+        for (yaml, want) in cases {
+            let msg = p(yaml).unwrap_err().to_string();
+            assert!(msg.starts_with(want), "{yaml}: {msg}");
+        }
+    }
+
+    #[test]
     fn unknown_key_names_its_path() {
         let e = p("sli:\n  latency:\n    signifcant_digits: 2\n").unwrap_err();
         let msg = e.to_string();
