@@ -32,6 +32,8 @@ struct Seen {
     signal: String,
     headers: HeaderMap,
     body: Vec<u8>,
+    /// The body as it came over the wire (before gzip).
+    raw: Vec<u8>,
 }
 
 #[derive(Clone, Default)]
@@ -48,6 +50,7 @@ async fn capture(
     body: Bytes,
 ) -> StatusCode {
     let status = c.status.lock().expect("lock").unwrap_or(StatusCode::OK);
+    let raw = body.clone();
     let body = if headers.get("content-encoding").is_some_and(|v| v == "gzip") {
         use std::io::Read;
         let mut out = Vec::new();
@@ -62,6 +65,7 @@ async fn capture(
         signal,
         headers,
         body,
+        raw: raw.to_vec(),
     });
     status
 }
@@ -597,4 +601,55 @@ async fn spans_spooled_when_the_process_is_killed_are_delivered_after_the_restar
         .collect();
     assert!(left.is_empty(), "delivered segments removed: {left:?}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gzip_body_is_passed_on_as_received_to_a_gzip_http_upstream() {
+    let (gz_vendor, gz_cap) = capture_server().await;
+    let (plain_vendor, plain_cap) = capture_server().await;
+    let agent = TestServer::start(&format!(
+        "forward:\n  - endpoint: http://{gz_vendor}\n    protocol: http\n    compression: gzip\n  - endpoint: http://{plain_vendor}\n    protocol: http\n    compression: none\n"
+    ))
+    .await;
+    let body = logs_request(50);
+    // Best compression: not what otel-sli would produce itself (it uses the fastest level).
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut e, &body).expect("gzip");
+    let sent = e.finish().expect("gzip");
+    assert_ne!(sent, common::gzip(&body));
+    let r = common::http_post(
+        agent.http,
+        "/v1/logs",
+        "application/x-protobuf",
+        Some("gzip"),
+        sent.clone(),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    // And one over gRPC, which tonic decompresses: compressed again for the gzip upstream.
+    common::grpc_raw::<opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse>(
+        agent.grpc,
+        "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+        body.clone().into(),
+        true,
+    )
+    .await
+    .expect("grpc export");
+    assert!(eventually(10, || gz_cap.seen.lock().expect("lock").len() == 2).await);
+    assert!(eventually(10, || plain_cap.seen.lock().expect("lock").len() == 2).await);
+    let gz = gz_cap.seen.lock().expect("lock").clone();
+    let from_http = gz.iter().find(|s| s.raw == sent);
+    assert!(from_http.is_some(), "the received gzip bytes, unchanged");
+    assert!(gz.iter().all(|s| s.body == body
+        && s.headers
+            .get("content-encoding")
+            .is_some_and(|v| v == "gzip")));
+    let plain = plain_cap.seen.lock().expect("lock").clone();
+    assert!(
+        plain
+            .iter()
+            .all(|s| s.raw == body && s.headers.get("content-encoding").is_none()),
+        "decompressed for an upstream without gzip"
+    );
+    agent.stop().await;
 }

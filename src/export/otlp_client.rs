@@ -227,6 +227,8 @@ impl OtlpClient {
         })?;
         let body = match self.cfg.compression {
             Compression::None => payload.body.clone(),
+            // Received gzip-compressed and passed on as it came.
+            Compression::Gzip if payload.gzipped => payload.body.clone(),
             Compression::Gzip => Bytes::from(gzip(&payload.body)),
         };
         let mut req = http::Request::new(http_body_util::Full::new(body));

@@ -723,7 +723,7 @@ mod tests {
             body: Bytes::from(format!("payload number {i}").repeat(1 + (i % 3) as usize)),
             items: i,
             signal: Some(Signal::Logs),
-            gzipped: i % 2 == 0,
+            gzipped: i.is_multiple_of(2),
         }
     }
 

@@ -178,7 +178,7 @@ impl<S: GrpcSignal> UnaryService<Bytes> for Export<S> {
         let ingest = self.ingest.clone();
         Box::pin(async move {
             let body = request.into_inner();
-            match ingest.export_bytes(Transport::Grpc, S::SIGNAL, body) {
+            match ingest.export(Transport::Grpc, S::SIGNAL, body, None) {
                 Ok(accepted) => Ok(tonic::Response::new(S::response(accepted))),
                 Err(refusal) => Err(to_status(refusal)),
             }

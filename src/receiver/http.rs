@@ -16,6 +16,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use prost::Message;
 
@@ -143,13 +144,13 @@ async fn handle(s: HttpState, signal: Signal, headers: HeaderMap, body: Body) ->
     // Decompressing, converting JSON and scanning are CPU work proportional to the body;
     // large bodies go to the blocking pool so they never stall the I/O threads.
     if raw.len() > INLINE_BODY_BYTES {
-        let task = tokio::task::spawn_blocking(move || process(&s, signal, enc, gzip, &raw));
+        let task = tokio::task::spawn_blocking(move || process(&s, signal, enc, gzip, raw));
         return task.await.unwrap_or_else(|e| {
             tracing::error!(error = %e, "request processing task failed");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         });
     }
-    process(&s, signal, enc, gzip, &raw)
+    process(&s, signal, enc, gzip, raw)
 }
 
 /// Bodies up to this size are processed on the I/O thread that read them.
@@ -160,36 +161,39 @@ fn too_large(s: &HttpState, signal: Signal, enc: Encoding) -> Response {
     refuse(&s.ingest, signal, enc, Outcome::TooLarge, msg)
 }
 
-/// Decompresses, converts and ingests a body that was read completely.
-fn process(s: &HttpState, signal: Signal, enc: Encoding, gzip: bool, raw: &[u8]) -> Response {
+/// Decompresses, converts and ingests a body that was read completely. The protobuf body
+/// is handed on without a copy; a gzip-compressed protobuf body also as received, for
+/// upstreams that take gzip.
+fn process(s: &HttpState, signal: Signal, enc: Encoding, gzip: bool, raw: Bytes) -> Response {
     let ingest = &s.ingest;
-    let decompressed;
-    let mut bytes: &[u8] = raw;
+    let mut received_gzip = None;
+    let mut bytes = raw;
     if gzip {
-        decompressed = match gunzip_limited(raw, s.max_body) {
+        let plain = match gunzip_limited(&bytes, s.max_body) {
             Ok(d) => d,
             Err(DecompressError::TooLarge { .. }) => return too_large(s, signal, enc),
             Err(e @ DecompressError::Corrupt(_)) => {
                 return refuse(ingest, signal, enc, Outcome::Malformed, e.to_string());
             }
         };
-        bytes = &decompressed;
+        if enc == Encoding::Protobuf {
+            received_gzip = Some(bytes);
+        }
+        bytes = Bytes::from(plain);
     }
-    let converted;
     if enc == Encoding::Json {
-        if let Err(msg) = json::check_expansion(bytes) {
+        if let Err(msg) = json::check_expansion(&bytes) {
             return refuse(ingest, signal, enc, Outcome::TooLarge, msg);
         }
-        converted = match json::to_protobuf(signal, bytes) {
-            Ok(p) => p,
+        bytes = match json::to_protobuf(signal, &bytes) {
+            Ok(p) => Bytes::from(p),
             Err(e) => {
                 let msg = format!("request is not valid OTLP/JSON: {e}");
                 return refuse(ingest, signal, enc, Outcome::Malformed, msg);
             }
         };
-        bytes = &converted;
     }
-    match ingest.export(Transport::Http, signal, bytes) {
+    match ingest.export(Transport::Http, signal, bytes, received_gzip) {
         Ok(accepted) => success(enc, signal, accepted),
         Err(Refusal::Malformed(msg)) => error(
             enc,

@@ -47,33 +47,19 @@ pub enum Refusal {
 
 impl Ingest {
     /// Handles the decoded (protobuf) body of one export request and, once accepted,
-    /// passes it on to the forwarders (copied only when some upstream takes the signal).
+    /// passes it on to the forwarders without a copy. `gzipped` is the body as it was
+    /// received, when it came gzip-compressed: upstreams that want gzip get those bytes.
     pub fn export(
         &self,
         transport: Transport,
         signal: Signal,
-        body: &[u8],
-    ) -> Result<Accepted, Refusal> {
-        let r = self.ingest(transport, signal, body);
-        if let Ok(a) = &r {
-            if self.forward.wants(signal) {
-                self.forward
-                    .forward(signal, &bytes::Bytes::copy_from_slice(body), a.items);
-            }
-        }
-        r
-    }
-
-    /// Like [`Ingest::export`] for a body already owned as `Bytes`: forwarded without a copy.
-    pub fn export_bytes(
-        &self,
-        transport: Transport,
-        signal: Signal,
         body: bytes::Bytes,
+        gzipped: Option<bytes::Bytes>,
     ) -> Result<Accepted, Refusal> {
         let r = self.ingest(transport, signal, &body);
         if let Ok(a) = &r {
-            self.forward.forward(signal, &body, a.items);
+            self.forward
+                .forward(signal, &body, gzipped.as_ref(), a.items);
         }
         r
     }

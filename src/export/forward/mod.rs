@@ -207,6 +207,8 @@ pub enum StartError {
 
 struct Target {
     signals: [bool; 3],
+    /// OTLP/HTTP with gzip: a body received gzip-compressed is sent as it came.
+    takes_gzip: bool,
     queue: Queue,
 }
 
@@ -244,6 +246,8 @@ impl Forwarders {
             )?;
             targets.push(Target {
                 signals: c.signals,
+                takes_gzip: c.client.protocol == Protocol::Http
+                    && c.client.compression == Compression::Gzip,
                 queue: r.queue.clone(),
             });
             running.push(r);
@@ -267,14 +271,20 @@ impl Forwarders {
     }
 
     /// Queues the request `body` (protobuf, uncompressed) carrying `items` for every
-    /// upstream taking `signal`. Never waits; a full queue drops and counts.
-    pub fn forward(&self, signal: Signal, body: &Bytes, items: u64) {
+    /// upstream taking `signal`; `gzipped`, the same request as received gzip-compressed,
+    /// goes as it is to OTLP/HTTP upstreams with gzip, so it is not compressed again.
+    /// Never waits; a full queue spools or drops and counts.
+    pub fn forward(&self, signal: Signal, body: &Bytes, gzipped: Option<&Bytes>, items: u64) {
         for t in self.targets.iter().filter(|t| t.signals[signal as usize]) {
+            let (body, gzipped) = match gzipped {
+                Some(gz) if t.takes_gzip => (gz.clone(), true),
+                _ => (body.clone(), false),
+            };
             t.queue.submit(Payload {
-                body: body.clone(),
+                body,
                 items,
                 signal: Some(signal),
-                gzipped: false,
+                gzipped,
             });
         }
     }
