@@ -25,6 +25,7 @@
 //! `E2E_CLIENT_THREADS` [2] client runtime threads, `E2E_MODES` [plain,gzip],
 //! `E2E_CONFIG` [none] a configuration file for the server (e.g. one with
 //! `completeness: {enabled: false}` to measure the cost of completeness tracking),
+//! `E2E_RATE` [half the max] requests/s of the paced phase, to compare runs at the same load,
 //! `E2E_FORWARD` [off] `http`: the server forwards every request (OTLP/HTTP, uncompressed)
 //! to a discarding sink in this process, to measure the cost of the raw pass-through (the
 //! sink's CPU is not the server's).
@@ -551,6 +552,10 @@ fn main() {
     let distinct: usize = env_or("E2E_REQUESTS", if bench { 50 } else { 5 }).max(1);
     let client_threads: usize = env_or("E2E_CLIENT_THREADS", 2).max(1);
     let modes: String = env_or("E2E_MODES", "plain,gzip".to_string());
+    let rate: Option<f64> = std::env::var("E2E_RATE")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .filter(|r: &f64| *r > 0.0);
     if !bench {
         println!("end_to_end: smoke run (use `cargo bench --bench end_to_end` for the real one)");
     }
@@ -618,8 +623,12 @@ fn main() {
             };
             let max = phase(&setup, &format!("{mode} max"), gzip, None, measure).await;
             print_phase(&max);
-            let half = (max.rps() * 0.5).max(1.0);
-            let paced = phase(&setup, &format!("{mode} 50%"), gzip, Some(half), paced_secs).await;
+            // A fixed rate compares runs at the same load (e.g. with and without forwarding).
+            let (rate, label) = match rate {
+                Some(r) => (r, format!("{mode} {r:.0}/s")),
+                None => ((max.rps() * 0.5).max(1.0), format!("{mode} 50%")),
+            };
+            let paced = phase(&setup, &label, gzip, Some(rate), paced_secs).await;
             print_phase(&paced);
             results.push(max);
             results.push(paced);

@@ -653,3 +653,117 @@ async fn a_gzip_body_is_passed_on_as_received_to_a_gzip_http_upstream() {
     );
     agent.stop().await;
 }
+
+/// A gRPC upstream that records each request's headers and body (the gRPC frame, as sent)
+/// and answers OK (trailers-only).
+async fn grpc_capture_server() -> (SocketAddr, Capture) {
+    async fn record(
+        State(c): State<Capture>,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> axum::response::Response {
+        c.seen.lock().expect("lock").push(Seen {
+            signal: "grpc".into(),
+            headers,
+            body: Vec::new(),
+            raw: body.to_vec(),
+        });
+        axum::response::Response::builder()
+            .header("content-type", "application/grpc")
+            .header("grpc-status", "0")
+            .body(axum::body::Body::empty())
+            .expect("response")
+    }
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let c = Capture::default();
+    let app = axum::Router::new()
+        .route("/{*method}", axum::routing::post(record))
+        .with_state(c.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+    (addr, c)
+}
+
+/// `body` gzip-compressed at the best level, which otel-sli never uses itself.
+fn gzip_best(body: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut e, body).expect("gzip");
+    let z = e.finish().expect("gzip");
+    assert_ne!(z, otel_sli::export::otlp_client::gzip(body));
+    z
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_messages_pass_through_between_grpc_and_http_without_recompression() {
+    let (grpc_vendor, grpc_cap) = grpc_capture_server().await;
+    let (http_vendor, http_cap) = capture_server().await;
+    let agent = TestServer::start(&format!(
+        "forward:\n  - endpoint: http://{grpc_vendor}\n    protocol: grpc\n    compression: gzip\n    headers: {{ x-api-key: k }}\n  - endpoint: http://{http_vendor}\n    protocol: http\n    compression: gzip\n"
+    ))
+    .await;
+    let body = logs_request(40);
+    let z = gzip_best(&body);
+
+    // A gzip-compressed gRPC message, framed by hand so its bytes are known.
+    let client = otel_sli::export::http::grpc_client(&Default::default(), Duration::from_secs(5))
+        .expect("client");
+    let mut frame = vec![1u8];
+    frame.extend_from_slice(&(z.len() as u32).to_be_bytes());
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "http://{}/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+            agent.grpc
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-encoding", "gzip")
+        .body(otel_sli::export::http::two_chunks(
+            frame.into(),
+            z.clone().into(),
+        ))
+        .expect("request");
+    let resp = client.request(req).await.expect("gRPC export");
+    assert_eq!(resp.status(), 200);
+    let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+
+    // The same bytes over OTLP/HTTP.
+    let r = common::http_post(
+        agent.http,
+        "/v1/logs",
+        "application/x-protobuf",
+        Some("gzip"),
+        z.clone(),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+
+    assert!(eventually(10, || grpc_cap.seen.lock().expect("lock").len() == 2).await);
+    assert!(eventually(10, || http_cap.seen.lock().expect("lock").len() == 2).await);
+    let mut want_frame = vec![1u8];
+    want_frame.extend_from_slice(&(z.len() as u32).to_be_bytes());
+    want_frame.extend_from_slice(&z);
+    for s in grpc_cap.seen.lock().expect("lock").iter() {
+        assert_eq!(
+            s.raw, want_frame,
+            "the received gzip message, unchanged, in one gRPC frame"
+        );
+        assert_eq!(
+            s.headers.get("grpc-encoding").map(|v| v.as_bytes()),
+            Some(&b"gzip"[..])
+        );
+        assert_eq!(
+            s.headers.get("x-api-key").map(|v| v.as_bytes()),
+            Some(&b"k"[..])
+        );
+    }
+    for s in http_cap.seen.lock().expect("lock").iter() {
+        assert_eq!(s.raw, z, "the received gzip bytes, unchanged");
+        assert_eq!(s.body, body);
+    }
+    agent.stop().await;
+}

@@ -1,5 +1,5 @@
-//! The HTTP client every HTTP upstream uses (OTLP/HTTP forwarders and exporters, remote
-//! write): hyper with rustls and the `ring` provider passed explicitly, so nothing
+//! The HTTP client every upstream uses (OTLP/HTTP and OTLP/gRPC forwarders and exporters,
+//! remote write): hyper with rustls and the `ring` provider passed explicitly, so nothing
 //! process-wide is installed; server certificates are checked against the bundled Mozilla
 //! roots unless a CA file names others. Also the `Retry-After` parsing they share.
 
@@ -69,6 +69,25 @@ pub fn https_client(
     tls: &TlsSettings,
     connect_timeout: Duration,
 ) -> Result<Client<Https, Full<Bytes>>, String> {
+    client(tls, connect_timeout, false)
+}
+
+/// Like [`https_client`], speaking HTTP/2 only (gRPC: prior knowledge on `http://`, ALPN
+/// `h2` on `https://`), with bodies made of a gRPC frame header and the message.
+pub fn grpc_client(tls: &TlsSettings, connect_timeout: Duration) -> Result<GrpcClient, String> {
+    client(tls, connect_timeout, true)
+}
+
+fn client<B>(
+    tls: &TlsSettings,
+    connect_timeout: Duration,
+    http2_only: bool,
+) -> Result<Client<Https, B>, String>
+where
+    B: http_body::Body + Send + 'static + Unpin,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     tls_config(tls).map(|tls| {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -76,18 +95,43 @@ pub fn https_client(
         http.set_connect_timeout(Some(connect_timeout));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
+            .https_or_http();
+        let https = if http2_only {
+            https.enable_http2().wrap_connector(http)
+        } else {
+            https.enable_http1().enable_http2().wrap_connector(http)
+        };
         Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
+            .http2_only(http2_only)
+            // Room for a few large requests' answers before a window update.
+            .http2_initial_stream_window_size(1 << 20)
+            .http2_initial_connection_window_size(4 << 20)
             .build(https)
     })
 }
 
 /// The client [`https_client`] builds.
 pub type HttpsClient = Client<Https, Full<Bytes>>;
+
+/// A request body of two chunks sent one after the other: a gRPC frame header and the
+/// message, so the message is never copied to prefix it.
+pub type TwoChunks = http_body_util::StreamBody<
+    futures_util::stream::Iter<
+        std::array::IntoIter<Result<http_body::Frame<Bytes>, std::convert::Infallible>, 2>,
+    >,
+>;
+
+/// Two chunks as a [`TwoChunks`] body.
+pub fn two_chunks(first: Bytes, second: Bytes) -> TwoChunks {
+    http_body_util::StreamBody::new(futures_util::stream::iter([
+        Ok(http_body::Frame::data(first)),
+        Ok(http_body::Frame::data(second)),
+    ]))
+}
+
+/// The client [`grpc_client`] builds.
+pub type GrpcClient = Client<Https, TwoChunks>;
 
 /// The error and its sources, `: `-separated (hyper's own message is terse).
 pub fn error_chain(e: &dyn std::error::Error) -> String {

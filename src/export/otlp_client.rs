@@ -1,20 +1,22 @@
-//! An OTLP client that sends already-encoded request bodies: over gRPC (tonic, the bytes
-//! passed through a pass-through codec) or over HTTP (`POST {endpoint}/v1/{signal}`), with
-//! headers, gzip and TLS. Each attempt is classified as the OTLP specification says:
+//! An OTLP client that sends already-encoded request bodies: over gRPC (unary calls framed
+//! here on an HTTP/2 connection, so a body received gzip-compressed is passed on as it came)
+//! or over HTTP (`POST {endpoint}/v1/{signal}`), with headers, gzip and TLS. Each attempt is classified as the OTLP specification says:
 //! gRPC `UNAVAILABLE`, `DEADLINE_EXCEEDED`, `ABORTED`, `OUT_OF_RANGE`, `CANCELLED`,
 //! `DATA_LOSS` (and `RESOURCE_EXHAUSTED` with `RetryInfo`) and HTTP 429/502/503/504 are
 //! retried, honouring `RetryInfo` / `Retry-After`; anything else is permanent.
 
 use super::delivery::{Payload, SendError, Upstream};
-use super::http::{error_chain, https_client, parse_retry_after, HttpsClient, USER_AGENT};
+use super::http::{
+    error_chain, grpc_client, https_client, parse_retry_after, two_chunks, GrpcClient, HttpsClient,
+    USER_AGENT,
+};
 use crate::telemetry::Signal;
-use bytes::{Buf, BufMut, Bytes};
+use bytes::{BufMut, Bytes};
 use std::future::Future;
 use std::io::Write;
 use std::pin::Pin;
 use std::time::Duration;
 use thiserror::Error;
-use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 /// Transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,17 +73,15 @@ pub enum ClientError {
 pub struct OtlpClient {
     cfg: ClientConfig,
     inner: Inner,
+    /// Where each signal's requests go, by [`Signal`] as `usize`.
+    uris: [http::Uri; 3],
+    /// Headers of every request (the compression header is added per request).
+    headers: http::HeaderMap,
 }
 
 enum Inner {
-    Grpc(
-        tonic::transport::Channel,
-        Vec<(
-            tonic::metadata::AsciiMetadataKey,
-            tonic::metadata::AsciiMetadataValue,
-        )>,
-    ),
-    Http(Box<HttpsClient>, http::HeaderMap),
+    Grpc(Box<GrpcClient>),
+    Http(Box<HttpsClient>),
 }
 
 impl std::fmt::Debug for OtlpClient {
@@ -99,142 +99,175 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// The gRPC method of each signal's `Export`.
+const GRPC_PATHS: [&str; 3] = [
+    "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+    "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+];
+
 impl OtlpClient {
     /// A client; connections are made lazily, so a down upstream does not stop start-up.
     pub fn new(cfg: ClientConfig) -> Result<Self, ClientError> {
         install_crypto_provider();
-        let inner = match cfg.protocol {
+        let base = cfg.endpoint.trim_end_matches('/');
+        let uri = |suffix: &str| {
+            format!("{base}{suffix}")
+                .parse::<http::Uri>()
+                .map_err(|e| ClientError::Endpoint(cfg.endpoint.clone(), e.to_string()))
+        };
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::USER_AGENT,
+            http::HeaderValue::from_static(USER_AGENT),
+        );
+        let connect_timeout = cfg.timeout.min(Duration::from_secs(10));
+        let (inner, uris) = match cfg.protocol {
             Protocol::Grpc => {
-                let mut ep = tonic::transport::Endpoint::from_shared(cfg.endpoint.clone())
-                    .map_err(|e| ClientError::Endpoint(cfg.endpoint.clone(), e.to_string()))?
-                    .timeout(cfg.timeout)
-                    .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
-                    .tcp_nodelay(true);
                 if cfg.tls.insecure_skip_verify {
                     return Err(ClientError::Tls(
                         "insecure_skip_verify works with protocol http only; for gRPC trust the CA with ca_file".into(),
                     ));
                 }
-                if cfg.endpoint.starts_with("https://") {
-                    let mut tls = tonic::transport::ClientTlsConfig::new().with_webpki_roots();
-                    if let Some(ca) = &cfg.tls.ca_pem {
-                        tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(ca));
-                    }
-                    if let Some((cert, key)) = &cfg.tls.identity_pem {
-                        tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
-                    }
-                    ep = ep
-                        .tls_config(tls)
-                        .map_err(|e| ClientError::Tls(e.to_string()))?;
-                }
-                let headers = cfg
-                    .headers
-                    .iter()
-                    .map(|(k, v)| {
-                        let key = k
-                            .parse::<tonic::metadata::AsciiMetadataKey>()
-                            .map_err(|_| ClientError::Header(k.clone()))?;
-                        let value = v
-                            .parse::<tonic::metadata::AsciiMetadataValue>()
-                            .map_err(|_| ClientError::Header(k.clone()))?;
-                        Ok((key, value))
-                    })
-                    .collect::<Result<Vec<_>, ClientError>>()?;
-                Inner::Grpc(ep.connect_lazy(), headers)
+                headers.insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/grpc"),
+                );
+                headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+                // The per-attempt deadline, for the server (gRPC's `grpc-timeout`, in ms).
+                let ms = cfg.timeout.as_millis().clamp(1, 99_999_999);
+                headers.insert(
+                    "grpc-timeout",
+                    http::HeaderValue::from_str(&format!("{ms}m"))
+                        .map_err(|_| ClientError::Header("grpc-timeout".into()))?,
+                );
+                let client = grpc_client(&cfg.tls, connect_timeout).map_err(ClientError::Tls)?;
+                let uris = [
+                    uri(GRPC_PATHS[0])?,
+                    uri(GRPC_PATHS[1])?,
+                    uri(GRPC_PATHS[2])?,
+                ];
+                (Inner::Grpc(Box::new(client)), uris)
             }
             Protocol::Http => {
-                let mut headers = http::HeaderMap::new();
                 headers.insert(
                     http::header::CONTENT_TYPE,
                     http::HeaderValue::from_static("application/x-protobuf"),
                 );
-                headers.insert(
-                    http::header::USER_AGENT,
-                    http::HeaderValue::from_static(USER_AGENT),
-                );
-                if cfg.compression == Compression::Gzip {
-                    headers.insert(
-                        http::header::CONTENT_ENCODING,
-                        http::HeaderValue::from_static("gzip"),
-                    );
-                }
-                for (k, v) in &cfg.headers {
-                    let name = http::HeaderName::from_bytes(k.as_bytes())
-                        .map_err(|_| ClientError::Header(k.clone()))?;
-                    let value = http::HeaderValue::from_str(v)
-                        .map_err(|_| ClientError::Header(k.clone()))?;
-                    headers.insert(name, value);
-                }
-                let tls = crate::export::remote_write::TlsSettings {
-                    ca_pem: cfg.tls.ca_pem.clone(),
-                    identity_pem: cfg.tls.identity_pem.clone(),
-                    insecure_skip_verify: false,
-                };
-                let client = https_client(&tls, cfg.timeout.min(Duration::from_secs(10)))
-                    .map_err(ClientError::Tls)?;
-                Inner::Http(Box::new(client), headers)
+                let client = https_client(&cfg.tls, connect_timeout).map_err(ClientError::Tls)?;
+                let uris = [uri("/v1/traces")?, uri("/v1/metrics")?, uri("/v1/logs")?];
+                (Inner::Http(Box::new(client)), uris)
             }
         };
-        Ok(Self { cfg, inner })
+        for (k, v) in &cfg.headers {
+            let name = http::HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| ClientError::Header(k.clone()))?;
+            let value =
+                http::HeaderValue::from_str(v).map_err(|_| ClientError::Header(k.clone()))?;
+            headers.insert(name, value);
+        }
+        Ok(Self {
+            cfg,
+            inner,
+            uris,
+            headers,
+        })
     }
 
-    async fn send_grpc(
-        &self,
-        channel: &tonic::transport::Channel,
-        headers: &[(
-            tonic::metadata::AsciiMetadataKey,
-            tonic::metadata::AsciiMetadataValue,
-        )],
-        payload: &Payload,
-    ) -> Result<(), SendError> {
-        let path = match payload.signal.unwrap_or(Signal::Traces) {
-            Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-            Signal::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
-            Signal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
-        };
-        let mut grpc = tonic::client::Grpc::new(channel.clone());
-        if self.cfg.compression == Compression::Gzip {
-            grpc = grpc.send_compressed(CompressionEncoding::Gzip);
-        }
-        grpc.ready().await.map_err(|e| SendError::Retryable {
-            reason: format!("connecting to {}: {e}", self.cfg.endpoint),
-            retry_after: None,
-        })?;
-        let mut req = tonic::Request::new(payload.body.clone());
-        req.set_timeout(self.cfg.timeout);
-        for (k, v) in headers {
-            req.metadata_mut().insert(k.clone(), v.clone());
-        }
-        match grpc
-            .unary(req, http::uri::PathAndQuery::from_static(path), PassThrough)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(status) => Err(classify_grpc(&status)),
+    /// The body as it goes on the wire: compressed as configured, or as it is when it was
+    /// received compressed (an upstream must accept gzip either way).
+    fn wire_body(&self, payload: &Payload) -> (Bytes, bool) {
+        match (payload.gzipped, self.cfg.compression) {
+            (true, _) => (payload.body.clone(), true),
+            (false, Compression::Gzip) => (Bytes::from(gzip(&payload.body)), true),
+            (false, Compression::None) => (payload.body.clone(), false),
         }
     }
 
-    async fn send_http(
-        &self,
-        client: &HttpsClient,
-        headers: &http::HeaderMap,
-        payload: &Payload,
-    ) -> Result<(), SendError> {
-        let signal = payload.signal.unwrap_or(Signal::Traces).name();
-        let url = format!("{}/v1/{signal}", self.cfg.endpoint.trim_end_matches('/'));
-        let uri: http::Uri = url.parse().map_err(|e| SendError::Permanent {
-            reason: format!("invalid URL {url}: {e}"),
-        })?;
-        let body = match self.cfg.compression {
-            Compression::None => payload.body.clone(),
-            // Received gzip-compressed and passed on as it came.
-            Compression::Gzip if payload.gzipped => payload.body.clone(),
-            Compression::Gzip => Bytes::from(gzip(&payload.body)),
-        };
-        let mut req = http::Request::new(http_body_util::Full::new(body));
+    /// A request for `payload`'s signal with the common headers.
+    fn request<B>(&self, payload: &Payload, body: B) -> http::Request<B> {
+        let signal = payload.signal.unwrap_or(Signal::Traces);
+        let mut req = http::Request::new(body);
         *req.method_mut() = http::Method::POST;
-        *req.uri_mut() = uri;
-        *req.headers_mut() = headers.clone();
+        *req.uri_mut() = self.uris[signal as usize].clone();
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+
+    /// One unary gRPC call: the message framed by hand (so a message received
+    /// gzip-compressed goes out as it came), the status read from the trailers (or from the
+    /// headers of a trailers-only answer).
+    async fn send_grpc(&self, client: &GrpcClient, payload: &Payload) -> Result<(), SendError> {
+        let (msg, gzipped) = self.wire_body(payload);
+        let len = u32::try_from(msg.len()).map_err(|_| SendError::Permanent {
+            reason: format!("message of {} bytes is too large for gRPC", msg.len()),
+        })?;
+        let mut prefix = bytes::BytesMut::with_capacity(5);
+        prefix.put_u8(u8::from(gzipped));
+        prefix.put_u32(len);
+        let mut req = self.request(payload, two_chunks(prefix.freeze(), msg));
+        if gzipped {
+            req.headers_mut()
+                .insert("grpc-encoding", http::HeaderValue::from_static("gzip"));
+        }
+        let what = req.uri().to_string();
+        let exchange = async {
+            let resp = client
+                .request(req)
+                .await
+                .map_err(|e| SendError::Retryable {
+                    reason: format!("gRPC {what}: {}", error_chain(&e)),
+                    retry_after: None,
+                })?;
+            let (parts, body) = resp.into_parts();
+            if parts.status != http::StatusCode::OK {
+                return Err(classify_grpc(&tonic::Status::new(
+                    http_to_grpc(parts.status.as_u16()),
+                    format!("HTTP {} from {what}", parts.status),
+                )));
+            }
+            // A trailers-only answer carries the status in its headers.
+            let status = match tonic::Status::from_header_map(&parts.headers) {
+                Some(s) => s,
+                None => {
+                    let collected = http_body_util::BodyExt::collect(body).await.map_err(|e| {
+                        SendError::Retryable {
+                            reason: format!("gRPC {what}: reading the answer: {}", error_chain(&e)),
+                            retry_after: None,
+                        }
+                    })?;
+                    collected
+                        .trailers()
+                        .and_then(tonic::Status::from_header_map)
+                        .unwrap_or_else(|| {
+                            tonic::Status::unknown(format!("{what} answered without a grpc-status"))
+                        })
+                }
+            };
+            match status.code() {
+                tonic::Code::Ok => Ok(()),
+                _ => Err(classify_grpc(&status)),
+            }
+        };
+        match tokio::time::timeout(self.cfg.timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(SendError::Retryable {
+                reason: format!("gRPC {what}: timed out after {:?}", self.cfg.timeout),
+                retry_after: None,
+            }),
+        }
+    }
+
+    async fn send_http(&self, client: &HttpsClient, payload: &Payload) -> Result<(), SendError> {
+        let (body, gzipped) = self.wire_body(payload);
+        let mut req = self.request(payload, http_body_util::Full::new(body));
+        if gzipped {
+            req.headers_mut().insert(
+                http::header::CONTENT_ENCODING,
+                http::HeaderValue::from_static("gzip"),
+            );
+        }
+        let url = req.uri().to_string();
         let exchange = async {
             let resp = client
                 .request(req)
@@ -263,6 +296,19 @@ impl OtlpClient {
     }
 }
 
+/// The gRPC code of an answer that is not HTTP 200, as gRPC's HTTP mapping says.
+fn http_to_grpc(status: u16) -> tonic::Code {
+    use tonic::Code;
+    match status {
+        400 => Code::Internal,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::Unimplemented,
+        429 | 502 | 503 | 504 => Code::Unavailable,
+        _ => Code::Unknown,
+    }
+}
+
 impl Upstream for OtlpClient {
     fn send<'a>(
         &'a self,
@@ -270,8 +316,8 @@ impl Upstream for OtlpClient {
     ) -> Pin<Box<dyn Future<Output = Result<(), SendError>> + Send + 'a>> {
         Box::pin(async move {
             match &self.inner {
-                Inner::Grpc(channel, headers) => self.send_grpc(channel, headers, payload).await,
-                Inner::Http(client, headers) => self.send_http(client, headers, payload).await,
+                Inner::Grpc(client) => self.send_grpc(client, payload).await,
+                Inner::Http(client) => self.send_http(client, payload).await,
             }
         })
     }
@@ -343,43 +389,6 @@ fn retry_info(details: &[u8]) -> Option<Duration> {
             Duration::from_secs(u64::try_from(d.seconds).unwrap_or(0))
                 + Duration::from_nanos(u64::try_from(d.nanos).unwrap_or(0))
         })
-}
-
-/// Codec sending the body as is and ignoring the response body.
-#[derive(Clone, Copy, Debug, Default)]
-struct PassThrough;
-
-struct BytesEncoder;
-struct BytesDecoder;
-
-impl Encoder for BytesEncoder {
-    type Item = Bytes;
-    type Error = tonic::Status;
-    fn encode(&mut self, item: Bytes, buf: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        buf.put(item);
-        Ok(())
-    }
-}
-
-impl Decoder for BytesDecoder {
-    type Item = Bytes;
-    type Error = tonic::Status;
-    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
-        Ok(Some(buf.copy_to_bytes(buf.remaining())))
-    }
-}
-
-impl Codec for PassThrough {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = BytesEncoder;
-    type Decoder = BytesDecoder;
-    fn encoder(&mut self) -> Self::Encoder {
-        BytesEncoder
-    }
-    fn decoder(&mut self) -> Self::Decoder {
-        BytesDecoder
-    }
 }
 
 #[cfg(test)]

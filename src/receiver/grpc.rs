@@ -21,6 +21,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use prost::Message;
 use std::convert::Infallible;
 use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{http, BoxFuture, Service, StdError};
@@ -167,7 +168,81 @@ impl<S: GrpcSignal> NamedService for OtlpGrpc<S> {
 
 struct Export<S: GrpcSignal> {
     ingest: Ingest,
+    /// The request's frames as received, when its gzip-compressed message is wanted.
+    kept: Option<Arc<Mutex<Kept>>>,
     _signal: PhantomData<fn() -> S>,
+}
+
+/// The data chunks of a request body, as received (cheap `Bytes` clones).
+#[derive(Default)]
+struct Kept {
+    chunks: Vec<Bytes>,
+    len: usize,
+}
+
+impl Kept {
+    /// The first gRPC message if it was sent compressed: the gzip stream as received.
+    fn compressed_message(&self) -> Option<Bytes> {
+        let all = match self.chunks.as_slice() {
+            [one] => one.clone(),
+            many => {
+                let mut b = bytes::BytesMut::with_capacity(self.len);
+                for c in many {
+                    b.extend_from_slice(c);
+                }
+                b.freeze()
+            }
+        };
+        let (&flag, rest) = all.split_first()?;
+        let len = usize::try_from(u32::from_be_bytes(rest.get(..4)?.try_into().ok()?)).ok()?;
+        (flag == 1 && all.len() >= 5 + len).then(|| all.slice(5..5 + len))
+    }
+}
+
+/// Passes a request body on to tonic while keeping its data chunks (up to `limit` bytes;
+/// beyond it tonic refuses the message anyway), so a gzip-compressed message can be
+/// forwarded without compressing it again.
+struct Tee<B> {
+    inner: std::pin::Pin<Box<B>>,
+    kept: Arc<Mutex<Kept>>,
+    limit: usize,
+}
+
+impl<B> http_body::Body for Tee<B>
+where
+    B: http_body::Body,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, B::Error>>> {
+        let polled = self.inner.as_mut().poll_frame(cx);
+        let Poll::Ready(Some(Ok(frame))) = polled else {
+            return polled
+                .map(|o| o.map(|r| r.map(|f| f.map_data(|mut d| d.copy_to_bytes(d.remaining())))));
+        };
+        let frame = frame.map_data(|mut d| d.copy_to_bytes(d.remaining()));
+        if let Some(d) = frame.data_ref() {
+            if let Ok(mut k) = self.kept.lock() {
+                if k.len + d.len() <= self.limit {
+                    k.len += d.len();
+                    k.chunks.push(d.clone());
+                }
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 impl<S: GrpcSignal> UnaryService<Bytes> for Export<S> {
@@ -176,9 +251,11 @@ impl<S: GrpcSignal> UnaryService<Bytes> for Export<S> {
 
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         let ingest = self.ingest.clone();
+        let kept = self.kept.take();
         Box::pin(async move {
             let body = request.into_inner();
-            match ingest.export(Transport::Grpc, S::SIGNAL, body, None) {
+            let gzipped = kept.and_then(|k| k.lock().ok().and_then(|k| k.compressed_message()));
+            match ingest.export(Transport::Grpc, S::SIGNAL, body, gzipped) {
                 Ok(accepted) => Ok(tonic::Response::new(S::response(accepted))),
                 Err(refusal) => Err(to_status(refusal)),
             }
@@ -230,11 +307,30 @@ where
             let mut grpc = tonic::server::Grpc::new(RawCodec::<S::Response>::default())
                 .accept_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(max);
+            // Keep the compressed message only when some upstream will take it as it is.
+            let gzip = req
+                .headers()
+                .get("grpc-encoding")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+            let kept = (gzip && ingest.forward.takes_gzip(S::SIGNAL))
+                .then(|| Arc::new(Mutex::new(Kept::default())));
             let svc = Export::<S> {
                 ingest: ingest.clone(),
+                kept: kept.clone(),
                 _signal: PhantomData,
             };
-            let mut response = grpc.unary(svc, req).await;
+            let mut response = match kept {
+                Some(kept) => {
+                    let req = req.map(|b| Tee {
+                        inner: Box::pin(b),
+                        kept,
+                        // The frame header and a message at the limit.
+                        limit: max.saturating_add(5),
+                    });
+                    grpc.unary(svc, req).await
+                }
+                None => grpc.unary(svc, req).await,
+            };
             match normalize_transport_errors(&mut response) {
                 Some(TransportRefusal::TooLarge) => {
                     ingest.refused_early(Transport::Grpc, S::SIGNAL, Outcome::TooLarge)

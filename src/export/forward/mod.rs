@@ -207,7 +207,7 @@ pub enum StartError {
 
 struct Target {
     signals: [bool; 3],
-    /// OTLP/HTTP with gzip: a body received gzip-compressed is sent as it came.
+    /// gzip: a body received gzip-compressed is sent as it came.
     takes_gzip: bool,
     queue: Queue,
 }
@@ -246,8 +246,7 @@ impl Forwarders {
             )?;
             targets.push(Target {
                 signals: c.signals,
-                takes_gzip: c.client.protocol == Protocol::Http
-                    && c.client.compression == Compression::Gzip,
+                takes_gzip: c.client.compression == Compression::Gzip,
                 queue: r.queue.clone(),
             });
             running.push(r);
@@ -265,6 +264,14 @@ impl Forwarders {
         self.targets.is_empty()
     }
 
+    /// True when some upstream that takes `signal` wants gzip: a body received compressed is
+    /// then worth keeping as it came.
+    pub fn takes_gzip(&self, signal: Signal) -> bool {
+        self.targets
+            .iter()
+            .any(|t| t.takes_gzip && t.signals[signal as usize])
+    }
+
     /// True when some upstream takes `signal`.
     pub fn wants(&self, signal: Signal) -> bool {
         self.targets.iter().any(|t| t.signals[signal as usize])
@@ -272,7 +279,7 @@ impl Forwarders {
 
     /// Queues the request `body` (protobuf, uncompressed) carrying `items` for every
     /// upstream taking `signal`; `gzipped`, the same request as received gzip-compressed,
-    /// goes as it is to OTLP/HTTP upstreams with gzip, so it is not compressed again.
+    /// goes as it is to upstreams with gzip (gRPC or HTTP), so it is not compressed again.
     /// Never waits; a full queue spools or drops and counts.
     pub fn forward(&self, signal: Signal, body: &Bytes, gzipped: Option<&Bytes>, items: u64) {
         for t in self.targets.iter().filter(|t| t.signals[signal as usize]) {
