@@ -26,9 +26,10 @@
 //! `E2E_CONFIG` [none] a configuration file for the server (e.g. one with
 //! `completeness: {enabled: false}` to measure the cost of completeness tracking),
 //! `E2E_RATE` [half the max] requests/s of the paced phase, to compare runs at the same load,
-//! `E2E_FORWARD` [off] `http`: the server forwards every request (OTLP/HTTP, uncompressed)
-//! to a discarding sink in this process, to measure the cost of the raw pass-through (the
-//! sink's CPU is not the server's).
+//! `E2E_FORWARD` [off] `http` or `grpc`: the server forwards every request to a discarding
+//! OTLP/HTTP or OTLP/gRPC sink in this process, to measure the cost of the raw pass-through
+//! (the sink's CPU is not the server's), with `E2E_FORWARD_COMPRESSION` [none] `none` or
+//! `gzip` (gzip requests then pass through as received).
 //! Without `--bench` (as under `cargo test`) it runs a short smoke version.
 
 mod common;
@@ -84,6 +85,35 @@ fn http_sink() -> SocketAddr {
         for conn in l.incoming().flatten() {
             std::thread::spawn(move || sink_connection(conn));
         }
+    });
+    addr
+}
+
+/// A discarding OTLP/gRPC sink (HTTP/2 without TLS) on a thread of its own: reads each
+/// request and answers OK.
+fn grpc_sink() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind sink");
+    let addr = l.local_addr().expect("sink addr");
+    l.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("sink runtime");
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::from_std(l).expect("sink listener");
+            let app = axum::Router::new().route(
+                "/{*method}",
+                axum::routing::post(|_body: axum::body::Bytes| async {
+                    axum::response::Response::builder()
+                        .header("content-type", "application/grpc")
+                        .header("grpc-status", "0")
+                        .body(axum::body::Body::empty())
+                        .expect("response")
+                }),
+            );
+            let _ = axum::serve(l, app).await;
+        });
     });
     addr
 }
@@ -144,13 +174,17 @@ fn start_server() -> Server {
         cmd.args(["--config", &config]);
     }
     if let Ok(mode) = std::env::var("E2E_FORWARD") {
-        assert_eq!(mode, "http", "E2E_FORWARD supports http");
-        let sink = http_sink();
+        let sink = match mode.as_str() {
+            "http" => http_sink(),
+            "grpc" => grpc_sink(),
+            other => panic!("E2E_FORWARD={other:?}: use http or grpc"),
+        };
+        let compression: String = env_or("E2E_FORWARD_COMPRESSION", "none".to_string());
         let path =
             std::env::temp_dir().join(format!("otel-sli-e2e-forward-{}.yaml", std::process::id()));
         std::fs::write(
             &path,
-            format!("forward:\n  - endpoint: http://{sink}\n    protocol: http\n    compression: none\n"),
+            format!("forward:\n  - endpoint: http://{sink}\n    protocol: {mode}\n    compression: {compression}\n"),
         )
         .expect("write forward config");
         cmd.args(["--config", &path.display().to_string()]);
