@@ -25,6 +25,9 @@
 //! `E2E_CLIENT_THREADS` [2] client runtime threads, `E2E_MODES` [plain,gzip],
 //! `E2E_CONFIG` [none] a configuration file for the server (e.g. one with
 //! `completeness: {enabled: false}` to measure the cost of completeness tracking),
+//! `E2E_SERVER_IP` [127.0.0.1], `E2E_SINK_IP` [127.0.0.1] and `E2E_SERVER_PREFIX` [none] put
+//! the server and the sink on other addresses and start the server under a command (e.g. in
+//! a network namespace: `benches/netns.sh`),
 //! `E2E_RATE` [half the max] requests/s of the paced phase, to compare runs at the same load,
 //! `E2E_FORWARD` [off] `http` or `grpc`: the server forwards every request to a discarding
 //! OTLP/HTTP or OTLP/gRPC sink in this process, to measure the cost of the raw pass-through
@@ -69,6 +72,21 @@ impl Drop for Server {
 }
 
 /// Three distinct free loopback ports (all bound at once, then released).
+/// The address the server listens on (`E2E_SERVER_IP`, default loopback).
+fn server_ip() -> std::net::IpAddr {
+    env_or("E2E_SERVER_IP", "127.0.0.1".to_string())
+        .parse()
+        .expect("E2E_SERVER_IP is an IP address")
+}
+
+/// The address the forwarding sink listens on (`E2E_SINK_IP`, default loopback).
+fn sink_listener() -> TcpListener {
+    let ip: std::net::IpAddr = env_or("E2E_SINK_IP", "127.0.0.1".to_string())
+        .parse()
+        .expect("E2E_SINK_IP is an IP address");
+    TcpListener::bind((ip, 0)).expect("bind sink")
+}
+
 fn free_ports() -> [u16; 3] {
     let ls: Vec<TcpListener> = (0..3)
         .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
@@ -79,7 +97,7 @@ fn free_ports() -> [u16; 3] {
 
 /// A discarding OTLP/HTTP sink: answers every request 200 after reading its body.
 fn http_sink() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind sink");
+    let l = sink_listener();
     let addr = l.local_addr().expect("sink addr");
     std::thread::spawn(move || {
         for conn in l.incoming().flatten() {
@@ -92,7 +110,7 @@ fn http_sink() -> SocketAddr {
 /// A discarding OTLP/gRPC sink (HTTP/2 without TLS) on a thread of its own: reads each
 /// request and answers OK.
 fn grpc_sink() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind sink");
+    let l = sink_listener();
     let addr = l.local_addr().expect("sink addr");
     l.set_nonblocking(true).expect("nonblocking");
     std::thread::spawn(move || {
@@ -168,8 +186,22 @@ fn sink_connection(mut s: TcpStream) {
 
 fn start_server() -> Server {
     let [grpc, http, admin] = free_ports();
-    let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_otel-sli"));
+    let ip = server_ip();
+    let addr = |p: u16| SocketAddr::new(ip, p);
+    // `E2E_SERVER_PREFIX`: a command the server is started under, e.g.
+    // `ip netns exec osli taskset -c 0` (see benches/netns.sh).
+    let prefix: Vec<String> = env_or("E2E_SERVER_PREFIX", String::new())
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let mut cmd = match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(env!("CARGO_BIN_EXE_otel-sli"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_otel-sli")),
+    };
     if let Ok(config) = std::env::var("E2E_CONFIG") {
         cmd.args(["--config", &config]);
     }
@@ -220,6 +252,21 @@ fn start_server() -> Server {
 }
 
 /// A minimal HTTP/1.1 GET: status code and body.
+/// Waits (up to a minute) until the server's forwarders hold no request.
+async fn forward_drained(admin: SocketAddr) {
+    let end = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < end {
+        let queued = http_get(admin, "/metrics")
+            .ok()
+            .and_then(|(_, m)| metric_sum(&m, "otel_sli_exporter_queue_size", ""));
+        if queued == Some(0.0) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("  (the forwarder still held requests after a minute)");
+}
+
 fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -627,6 +674,7 @@ fn main() {
         .expect("tokio runtime");
 
     let totals = Arc::new(Totals::default());
+    let forwarding = std::env::var("E2E_FORWARD").is_ok();
     let results = rt.block_on(async {
         let mut channels = Vec::with_capacity(conns);
         for _ in 0..conns {
@@ -657,6 +705,11 @@ fn main() {
             };
             let max = phase(&setup, &format!("{mode} max"), gzip, None, measure).await;
             print_phase(&max);
+            // What the forwarder still holds from the max phase would be sent (and its CPU
+            // counted) in the next phase.
+            if forwarding {
+                forward_drained(server.admin).await;
+            }
             // A fixed rate compares runs at the same load (e.g. with and without forwarding).
             let (rate, label) = match rate {
                 Some(r) => (r, format!("{mode} {r:.0}/s")),

@@ -80,9 +80,14 @@ pub struct OtlpClient {
 }
 
 enum Inner {
-    Grpc(Box<GrpcClient>),
+    /// Several HTTP/2 connections, used in turn: one connection's writer task caps what it
+    /// can move (each large message is several 16 KiB frames).
+    Grpc(Box<[GrpcClient]>, std::sync::atomic::AtomicUsize),
     Http(Box<HttpsClient>),
 }
+
+/// HTTP/2 connections per gRPC upstream.
+const GRPC_CONNECTIONS: usize = 4;
 
 impl std::fmt::Debug for OtlpClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -141,13 +146,19 @@ impl OtlpClient {
                     http::HeaderValue::from_str(&format!("{ms}m"))
                         .map_err(|_| ClientError::Header("grpc-timeout".into()))?,
                 );
-                let client = grpc_client(&cfg.tls, connect_timeout).map_err(ClientError::Tls)?;
+                // Separate clients: a client keeps one connection per host for HTTP/2.
+                let clients = (0..GRPC_CONNECTIONS)
+                    .map(|_| grpc_client(&cfg.tls, connect_timeout).map_err(ClientError::Tls))
+                    .collect::<Result<Vec<_>, _>>()?;
                 let uris = [
                     uri(GRPC_PATHS[0])?,
                     uri(GRPC_PATHS[1])?,
                     uri(GRPC_PATHS[2])?,
                 ];
-                (Inner::Grpc(Box::new(client)), uris)
+                (
+                    Inner::Grpc(clients.into(), std::sync::atomic::AtomicUsize::new(0)),
+                    uris,
+                )
             }
             Protocol::Http => {
                 headers.insert(
@@ -316,7 +327,10 @@ impl Upstream for OtlpClient {
     ) -> Pin<Box<dyn Future<Output = Result<(), SendError>> + Send + 'a>> {
         Box::pin(async move {
             match &self.inner {
-                Inner::Grpc(client) => self.send_grpc(client, payload).await,
+                Inner::Grpc(clients, next) => {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.send_grpc(&clients[i % clients.len()], payload).await
+                }
                 Inner::Http(client) => self.send_http(client, payload).await,
             }
         })

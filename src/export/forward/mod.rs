@@ -27,6 +27,8 @@ pub struct ForwardConfig {
     pub derived: Option<crate::export::otlp_metrics::OtlpMetricsConfig>,
     /// Requests waiting at most.
     pub queue_size: usize,
+    /// Requests sent at once.
+    pub max_in_flight: usize,
     /// Disk spool (`spool:`), resolved against `storage.directory`; `None`: memory only.
     pub spool: Option<crate::export::spool::SpoolConfig>,
 }
@@ -178,6 +180,16 @@ pub fn validate(raw: &RawForward, at: &str) -> Result<ForwardConfig, ConfigError
     if queue_size == 0 {
         return Err(invalid_key(&key("queue_size"), "must be at least 1"));
     }
+    let max_in_flight = raw.max_in_flight.unwrap_or(match protocol {
+        Protocol::Grpc => 64,
+        Protocol::Http => 16,
+    });
+    if !(1..=1024).contains(&max_in_flight) {
+        return Err(invalid_key(
+            &key("max_in_flight"),
+            "must be between 1 and 1024",
+        ));
+    }
     Ok(ForwardConfig {
         client: ClientConfig {
             endpoint,
@@ -190,6 +202,7 @@ pub fn validate(raw: &RawForward, at: &str) -> Result<ForwardConfig, ConfigError
         signals,
         derived,
         queue_size,
+        max_in_flight,
         spool: None,
     })
 }
@@ -239,7 +252,7 @@ impl Forwarders {
                 client,
                 DeliveryConfig {
                     queue_capacity: c.queue_size,
-                    workers: 16,
+                    workers: c.max_in_flight,
                     ..DeliveryConfig::default()
                 },
                 c.spool.clone(),
@@ -319,6 +332,11 @@ mod tests {
         assert_eq!(c.signals, [true; 3]);
         assert_eq!(c.client.headers, vec![("x-api-key".into(), "k".into())]);
         assert_eq!(c.client.timeout, Duration::from_secs(10));
+        assert_eq!(c.max_in_flight, 64, "gRPC streams are cheap");
+        let h = v("endpoint: http://a:1\nprotocol: http\n").expect("valid");
+        assert_eq!(h.max_in_flight, 16, "one HTTP connection each");
+        let e = v("endpoint: http://a:1\nmax_in_flight: 0\n").unwrap_err();
+        assert!(e.starts_with("forward[0].max_in_flight"), "{e}");
         let e = v("protocol: http\n").unwrap_err();
         assert!(e.starts_with("forward[0].endpoint: required"), "{e}");
         let e = v("endpoint: otlp.example:4317\n").unwrap_err();
