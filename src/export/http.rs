@@ -50,7 +50,8 @@ pub fn endpoint_url(
 /// `User-Agent` of the requests.
 pub const USER_AGENT: &str = concat!("otel-sli/", env!("CARGO_PKG_VERSION"));
 
-type Https = hyper_rustls::HttpsConnector<HttpConnector>;
+/// The connector every client here uses: TCP (no Nagle), then TLS for `https://`.
+pub type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// TLS material of the connection, read from the configured files.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -88,6 +89,35 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let alpn = if http2_only { Alpn::Http2 } else { Alpn::Both };
+    https_connector(tls, connect_timeout, alpn).map(|https| {
+        Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .http2_only(http2_only)
+            // Room for a few large requests' answers before a window update.
+            .http2_initial_stream_window_size(1 << 20)
+            .http2_initial_connection_window_size(4 << 20)
+            .build(https)
+    })
+}
+
+/// Which HTTP versions a TLS connection offers (ALPN).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Alpn {
+    /// `http/1.1` only, for a connection that will speak HTTP/1.1 whatever the server likes.
+    Http1,
+    /// `h2` only (gRPC).
+    Http2,
+    /// Both; the pooled client speaks what was agreed.
+    Both,
+}
+
+/// A connector for `http://` and `https://` with the TLS settings `tls`, offering `alpn`.
+pub fn https_connector(
+    tls: &TlsSettings,
+    connect_timeout: Duration,
+    alpn: Alpn,
+) -> Result<Https, String> {
     tls_config(tls).map(|tls| {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -96,18 +126,11 @@ where
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http();
-        let https = if http2_only {
-            https.enable_http2().wrap_connector(http)
-        } else {
-            https.enable_http1().enable_http2().wrap_connector(http)
-        };
-        Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .http2_only(http2_only)
-            // Room for a few large requests' answers before a window update.
-            .http2_initial_stream_window_size(1 << 20)
-            .http2_initial_connection_window_size(4 << 20)
-            .build(https)
+        match alpn {
+            Alpn::Http1 => https.enable_http1().wrap_connector(http),
+            Alpn::Http2 => https.enable_http2().wrap_connector(http),
+            Alpn::Both => https.enable_http1().enable_http2().wrap_connector(http),
+        }
     })
 }
 

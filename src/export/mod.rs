@@ -4,6 +4,7 @@
 pub mod delivery;
 pub mod forward;
 pub mod http;
+pub mod http1;
 pub mod otlp_client;
 pub mod otlp_metrics;
 pub mod remote_write;

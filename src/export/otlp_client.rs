@@ -7,9 +7,9 @@
 
 use super::delivery::{Payload, SendError, Upstream};
 use super::http::{
-    error_chain, grpc_client, https_client, parse_retry_after, two_chunks, GrpcClient, HttpsClient,
-    USER_AGENT,
+    error_chain, grpc_client, parse_retry_after, two_chunks, GrpcClient, USER_AGENT,
 };
+use super::http1::H1Pool;
 use crate::telemetry::Signal;
 use bytes::{BufMut, Bytes};
 use std::future::Future;
@@ -83,8 +83,11 @@ enum Inner {
     /// Several HTTP/2 connections, used in turn: one connection's writer task caps what it
     /// can move (each large message is several 16 KiB frames).
     Grpc(Box<[GrpcClient]>, std::sync::atomic::AtomicUsize),
-    Http(Box<HttpsClient>),
+    Http(Box<H1Pool>),
 }
+
+/// Idle HTTP/1.1 connections kept per HTTP upstream (one per request in flight at most).
+const HTTP_IDLE_CONNECTIONS: usize = 1024;
 
 /// HTTP/2 connections per gRPC upstream.
 const GRPC_CONNECTIONS: usize = 4;
@@ -165,7 +168,8 @@ impl OtlpClient {
                     http::header::CONTENT_TYPE,
                     http::HeaderValue::from_static("application/x-protobuf"),
                 );
-                let client = https_client(&cfg.tls, connect_timeout).map_err(ClientError::Tls)?;
+                let client = H1Pool::new(&cfg.tls, connect_timeout, HTTP_IDLE_CONNECTIONS)
+                    .map_err(ClientError::Tls)?;
                 let uris = [uri("/v1/traces")?, uri("/v1/metrics")?, uri("/v1/logs")?];
                 (Inner::Http(Box::new(client)), uris)
             }
@@ -269,7 +273,7 @@ impl OtlpClient {
         }
     }
 
-    async fn send_http(&self, client: &HttpsClient, payload: &Payload) -> Result<(), SendError> {
+    async fn send_http(&self, client: &H1Pool, payload: &Payload) -> Result<(), SendError> {
         let (body, gzipped) = self.wire_body(payload);
         let mut req = self.request(payload, http_body_util::Full::new(body));
         if gzipped {
@@ -279,26 +283,19 @@ impl OtlpClient {
             );
         }
         let url = req.uri().to_string();
-        let exchange = async {
-            let resp = client
-                .request(req)
-                .await
-                .map_err(|e| SendError::Retryable {
-                    reason: format!("POST {url}: {}", error_chain(&e)),
-                    retry_after: None,
-                })?;
-            let retry_after = resp
-                .headers()
-                .get(http::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
-            let status = resp.status().as_u16();
-            // Read the (small) answer so the connection can be reused.
-            let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
-            classify_http(status, retry_after, &url)
-        };
-        match tokio::time::timeout(self.cfg.timeout, exchange).await {
-            Ok(r) => r,
+        match tokio::time::timeout(self.cfg.timeout, client.request(req)).await {
+            Ok(Ok(answer)) => {
+                let retry_after = answer
+                    .retry_after
+                    .as_ref()
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
+                classify_http(answer.status.as_u16(), retry_after, &url)
+            }
+            Ok(Err(e)) => Err(SendError::Retryable {
+                reason: format!("POST {url}: {e}"),
+                retry_after: None,
+            }),
             Err(_) => Err(SendError::Retryable {
                 reason: format!("POST {url}: timed out after {:?}", self.cfg.timeout),
                 retry_after: None,
