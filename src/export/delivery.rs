@@ -261,19 +261,17 @@ impl Queue {
 /// Payloads on their way to the spool writer, at least.
 const SPILL_CHANNEL: usize = 4096;
 
-/// What goes to the spool writer thread.
-enum SpillMsg {
-    Payload(Payload),
-    /// Sync, write the cursor and stop.
-    Close,
-}
-
 /// The disk side of a spooled queue.
 struct Spill {
-    tx: crossbeam::channel::Sender<SpillMsg>,
+    tx: crossbeam::channel::Sender<Payload>,
     /// Bytes of payloads on their way to the writer (memory bound).
     pending_bytes: AtomicU64,
     max_pending_bytes: u64,
+    /// Payloads handed to the writer and not yet appended: they count as spooled, so what
+    /// comes after them is spooled too, behind them.
+    pending: AtomicU64,
+    /// Shutdown: the writer appends what it holds, syncs and stops.
+    closing: AtomicBool,
     /// The spool holds undelivered records.
     nonempty: AtomicBool,
     /// The last attempt failed (retryably).
@@ -293,13 +291,21 @@ impl std::fmt::Debug for Spill {
 }
 
 impl Spill {
-    /// New payloads go to disk: the upstream is failing, or older ones wait there.
+    /// New payloads go to disk: the upstream is failing, or older ones wait there (or are
+    /// on their way there).
     fn diverting(&self) -> bool {
-        self.nonempty.load(Ordering::Acquire) || self.failing.load(Ordering::Acquire)
+        self.nonempty.load(Ordering::Acquire)
+            || self.pending.load(Ordering::Acquire) > 0
+            || self.failing.load(Ordering::Acquire)
     }
 
     /// Hands `payload` to the writer thread; never waits.
     fn offer(&self, payload: Payload, stats: &Stats) -> bool {
+        self.offer_as(payload, stats, DropReason::QueueFull)
+    }
+
+    /// Like [`Spill::offer`], counting a refusal as `reason`.
+    fn offer_as(&self, payload: Payload, stats: &Stats, reason: DropReason) -> bool {
         let (items, len) = (payload.items, payload.body.len() as u64);
         let reserved = self
             .pending_bytes
@@ -307,28 +313,16 @@ impl Spill {
                 (b + len <= self.max_pending_bytes || b == 0).then_some(b + len)
             })
             .is_ok();
-        if reserved && self.tx.try_send(SpillMsg::Payload(payload)).is_ok() {
-            return true;
-        }
         if reserved {
+            self.pending.fetch_add(1, Ordering::AcqRel);
+            if self.tx.try_send(payload).is_ok() {
+                return true;
+            }
+            self.pending.fetch_sub(1, Ordering::AcqRel);
             self.pending_bytes.fetch_sub(len, Ordering::AcqRel);
         }
-        stats.drop_items(DropReason::QueueFull, items);
+        stats.drop_items(reason, items);
         false
-    }
-
-    /// At shutdown: like [`Spill::offer`], waiting up to a second for room.
-    fn offer_waiting(&self, payload: Payload, stats: &Stats) {
-        let (items, len) = (payload.items, payload.body.len() as u64);
-        self.pending_bytes.fetch_add(len, Ordering::AcqRel);
-        if self
-            .tx
-            .send_timeout(SpillMsg::Payload(payload), Duration::from_secs(1))
-            .is_err()
-        {
-            self.pending_bytes.fetch_sub(len, Ordering::AcqRel);
-            stats.drop_items(DropReason::Shutdown, items);
-        }
     }
 
     /// Publishes the spool's size and losses to `stats`.
@@ -391,8 +385,15 @@ impl Running {
             }
         }
         if let (Some(sp), Some(writer)) = (&queue.spill, writer) {
-            let _ = sp.tx.send_timeout(SpillMsg::Close, Duration::from_secs(5));
-            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+            // The writer appends what it was handed, syncs, writes the cursor and stops.
+            sp.closing.store(true, Ordering::Release);
+            let join = tokio::task::spawn_blocking(move || writer.join());
+            if tokio::time::timeout(Duration::from_secs(30), join)
+                .await
+                .is_err()
+            {
+                tracing::error!(exporter = %queue.name, "the spool writer did not finish within 30s");
+            }
         }
     }
 }
@@ -477,6 +478,8 @@ fn start(
             tx: stx,
             pending_bytes: AtomicU64::new(0),
             max_pending_bytes: config.max_queued_bytes,
+            pending: AtomicU64::new(0),
+            closing: AtomicBool::new(false),
             nonempty: AtomicBool::new(!spool.is_empty()),
             failing: AtomicBool::new(false),
             spool: Mutex::new(spool),
@@ -538,50 +541,64 @@ fn start(
     }
 }
 
-/// The spool writer thread: appends what it is handed, until told to close.
-fn write_spool(sp: &Spill, stats: &Stats, name: &str, rx: &crossbeam::channel::Receiver<SpillMsg>) {
+/// The spool writer thread: appends what it is handed until shutdown, then syncs. Segments
+/// filled meanwhile are synced outside the spool's lock.
+fn write_spool(sp: &Spill, stats: &Stats, name: &str, rx: &crossbeam::channel::Receiver<Payload>) {
     let mut last_error: Option<Instant> = None;
-    while let Ok(msg) = rx.recv() {
-        let Ok(mut spool) = sp.spool.lock() else {
-            return;
-        };
-        match msg {
-            SpillMsg::Payload(p) => {
-                sp.pending_bytes
-                    .fetch_sub(p.body.len() as u64, Ordering::AcqRel);
-                let items = p.items;
-                let rec = Record {
-                    body: p.body,
-                    items,
-                    signal: p.signal,
-                    gzipped: p.gzipped,
-                };
-                match spool.append(&rec) {
-                    Ok(true) => {
-                        stats.spooled_items.fetch_add(items, Ordering::Relaxed);
-                        sp.nonempty.store(true, Ordering::Release);
-                    }
-                    Ok(false) => {}
-                    Err(e) => {
-                        stats.drop_items(DropReason::SpoolError, items);
-                        if last_error.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-                            tracing::error!(exporter = name, error = %e, "cannot spool a payload; it is dropped");
-                            last_error = Some(Instant::now());
-                        }
-                    }
+    loop {
+        let p = match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(p) => p,
+            Err(crossbeam::channel::RecvTimeoutError::Timeout) => {
+                if sp.closing.load(Ordering::Acquire) && rx.is_empty() {
+                    break;
                 }
-                Spill::publish(&mut spool, stats);
-                drop(spool);
-                sp.wake.notify_one();
+                continue;
             }
-            SpillMsg::Close => {
-                if let Err(e) = spool.close(Instant::now()) {
-                    tracing::error!(exporter = name, error = %e, "cannot sync the spool");
-                }
-                Spill::publish(&mut spool, stats);
+            Err(crossbeam::channel::RecvTimeoutError::Disconnected) => break,
+        };
+        let items = p.items;
+        let len = p.body.len() as u64;
+        let rec = Record {
+            body: p.body,
+            items,
+            signal: p.signal,
+            gzipped: p.gzipped,
+        };
+        let sealed = {
+            let Ok(mut spool) = sp.spool.lock() else {
                 return;
+            };
+            match spool.append(&rec) {
+                Ok(true) => {
+                    stats.spooled_items.fetch_add(items, Ordering::Relaxed);
+                    sp.nonempty.store(true, Ordering::Release);
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    stats.drop_items(DropReason::SpoolError, items);
+                    if last_error.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                        tracing::error!(exporter = name, error = %e, "cannot spool a payload; it is dropped");
+                        last_error = Some(Instant::now());
+                    }
+                }
+            }
+            Spill::publish(&mut spool, stats);
+            spool.take_sealed()
+        };
+        sp.pending_bytes.fetch_sub(len, Ordering::AcqRel);
+        sp.pending.fetch_sub(1, Ordering::AcqRel);
+        sp.wake.notify_one();
+        for f in sealed {
+            if let Err(e) = f.sync_data() {
+                tracing::warn!(exporter = name, error = %e, "cannot sync a full spool segment");
             }
         }
+    }
+    if let Ok(mut spool) = sp.spool.lock() {
+        if let Err(e) = spool.close(Instant::now()) {
+            tracing::error!(exporter = name, error = %e, "cannot sync the spool");
+        }
+        Spill::publish(&mut spool, stats);
     }
 }
 
@@ -628,7 +645,13 @@ impl Shared {
         let start = Instant::now();
         let mut backoff = self.config.initial_backoff;
         loop {
-            match self.upstream.send(payload).await {
+            let attempt = tokio::select! {
+                r = self.upstream.send(payload) => r,
+                // Past the shutdown deadline an attempt that hangs is given up: the payload
+                // is then spooled or counted, never lost with an aborted task.
+                _ = stop.wait_for(|s| *s) => return Outcome::Stopped,
+            };
+            match attempt {
                 Ok(()) => {
                     self.stats.delivered(payload.items);
                     if let Some(sp) = &self.spill {
@@ -657,7 +680,10 @@ impl Shared {
                     let delay = retry_after
                         .unwrap_or_else(|| jitter(&self.seed, backoff))
                         .min(self.config.max_elapsed);
-                    if !spooled && start.elapsed() + delay > self.config.max_elapsed {
+                    // With a spool an ordered queue keeps retrying: spooling the payload would
+                    // put it behind newer ones.
+                    let limited = !spooled && !(self.spill.is_some() && self.ordered());
+                    if limited && start.elapsed() + delay > self.config.max_elapsed {
                         if let Some(sp) = &self.spill {
                             sp.offer(payload.clone(), &self.stats);
                             return Outcome::Spooled;
@@ -727,7 +753,9 @@ impl Worker {
     fn keep_or_drop(&self, payload: Payload) {
         let s = &self.shared;
         match &s.spill {
-            Some(sp) => sp.offer_waiting(payload, &s.stats),
+            Some(sp) => {
+                sp.offer_as(payload, &s.stats, DropReason::Shutdown);
+            }
             None => s.stats.drop_items(DropReason::Shutdown, payload.items),
         }
     }
@@ -768,14 +796,16 @@ async fn replay(shared: Arc<Shared>, sp: Arc<Spill>, mut stop: tokio::sync::watc
         // Reads are small and hit the page cache; the lock is never held across an await.
         let mut read_failed = false;
         while inflight.len() < window {
-            let next = match sp.spool.lock() {
-                Ok(mut spool) => {
-                    let r = spool.read_next();
-                    Spill::publish(&mut spool, &shared.stats);
-                    r
-                }
-                Err(_) => return,
-            };
+            // File reads, off the runtime's threads (the writer may hold the lock).
+            let (sh, spc) = (Arc::clone(&shared), Arc::clone(&sp));
+            let next = tokio::task::spawn_blocking(move || {
+                let mut spool = spc.spool.lock().ok()?;
+                let r = spool.read_next();
+                Spill::publish(&mut spool, &sh.stats);
+                Some(r)
+            })
+            .await;
+            let Ok(Some(next)) = next else { return };
             match next {
                 Ok(Some((rec, pos))) => {
                     let (s, mut st) = (Arc::clone(&shared), stop.clone());
@@ -801,7 +831,7 @@ async fn replay(shared: Arc<Shared>, sp: Arc<Spill>, mut stop: tokio::sync::watc
         }
         if inflight.is_empty() {
             if let Ok(spool) = sp.spool.lock() {
-                if spool.is_empty() {
+                if spool.is_empty() && sp.pending.load(Ordering::Acquire) == 0 {
                     sp.nonempty.store(false, Ordering::Release);
                 }
             }
@@ -818,20 +848,37 @@ async fn replay(shared: Arc<Shared>, sp: Arc<Spill>, mut stop: tokio::sync::watc
             continue;
         }
         let room = inflight.len() < window && !read_failed;
-        tokio::select! {
-            done = inflight.next() => {
-                if let Some((pos, items, outcome)) = done {
-                    settle(&shared, &sp, pos, items, outcome, &mut held_back);
-                }
-            }
-            _ = sp.wake.notified(), if room => {}
+        let done = tokio::select! {
+            done = inflight.next() => done,
+            _ = sp.wake.notified(), if room => None,
             _ = stop.wait_for(|s| *s) => break,
+        };
+        if let Some((pos, items, outcome)) = done {
+            held_back = settle_off_runtime(&shared, &sp, pos, items, outcome, held_back).await;
         }
     }
     // Stopped: let the in-flight sends see the stop and account for them.
     while let Some((pos, items, outcome)) = inflight.next().await {
-        settle(&shared, &sp, pos, items, outcome, &mut held_back);
+        held_back = settle_off_runtime(&shared, &sp, pos, items, outcome, held_back).await;
     }
+}
+
+/// [`settle`] on the blocking pool: acknowledging can delete files and write the cursor.
+async fn settle_off_runtime(
+    shared: &Arc<Shared>,
+    sp: &Arc<Spill>,
+    pos: Position,
+    items: u64,
+    outcome: Outcome,
+    mut held_back: bool,
+) -> bool {
+    let (sh, spc) = (Arc::clone(shared), Arc::clone(sp));
+    tokio::task::spawn_blocking(move || {
+        settle(&sh, &spc, pos, items, outcome, &mut held_back);
+        held_back
+    })
+    .await
+    .unwrap_or(true)
 }
 
 /// Accounts for one replayed record, in spool order. Once one was not delivered
@@ -1312,6 +1359,46 @@ mod tests {
             (100 - n..100).collect::<Vec<_>>(),
             "a contiguous newest tail"
         );
+        r.shutdown(Instant::now() + Duration::from_secs(1)).await;
+    }
+
+    /// Never answers.
+    struct Hang;
+
+    impl Upstream for Hang {
+        fn send<'a>(
+            &'a self,
+            _: &'a Payload,
+        ) -> Pin<Box<dyn Future<Output = Result<(), SendError>> + Send + 'a>> {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_send_that_hangs_at_shutdown_is_counted_or_spooled_not_lost() {
+        let r = spawn("t", Arc::new(Hang), cfg());
+        r.queue.submit(payload(3));
+        let stats = Arc::clone(r.queue.stats());
+        r.shutdown(Instant::now() + Duration::from_millis(50)).await;
+        assert_eq!(stats.dropped(DropReason::Shutdown), 3);
+        assert_eq!(stats.queued.load(Ordering::Relaxed), 0);
+
+        let dir = temp("hang");
+        let spool = || Some(SpoolConfig::new(dir.0.clone(), 1 << 20));
+        let r = spawn_spooled("t", Arc::new(Hang), cfg(), spool()).expect("spool");
+        r.queue.submit(numbered(7, 100));
+        let stats = Arc::clone(r.queue.stats());
+        r.shutdown(Instant::now() + Duration::from_millis(50)).await;
+        assert_eq!(stats.dropped(DropReason::Shutdown), 0);
+        assert_eq!(stats.spool_items.load(Ordering::Relaxed), 1, "kept on disk");
+        let up = Arc::new(Switch::default());
+        let r = spawn_spooled("t", up.clone(), cfg(), spool()).expect("reopen");
+        let stats = Arc::clone(r.queue.stats());
+        until("delivered", || {
+            stats.sent_items.load(Ordering::Relaxed) == 1
+        })
+        .await;
+        assert_eq!(*up.got.lock().expect("got"), vec![numbered(7, 100).body]);
         r.shutdown(Instant::now() + Duration::from_secs(1)).await;
     }
 }

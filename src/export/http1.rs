@@ -185,6 +185,10 @@ impl H1Pool {
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         if keep && !c.send.is_closed() {
             if let Ok(mut idle) = self.idle.lock() {
+                // Connections the upstream closed, or idle too long, go now rather than
+                // holding descriptors until they would be taken.
+                let timeout = self.idle_timeout;
+                idle.retain(|c| c.idle_since.elapsed() < timeout && !c.send.is_closed());
                 if idle.len() < self.max_idle {
                     c.idle_since = Instant::now();
                     idle.push(c);

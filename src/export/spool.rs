@@ -182,6 +182,8 @@ pub struct Spool {
     cursor_written: Option<Instant>,
     cursor_dirty: bool,
     lost: Lost,
+    /// Full segments not yet synced.
+    sealed: Vec<File>,
 }
 
 fn seg_name(id: u64) -> String {
@@ -264,7 +266,7 @@ impl Spool {
         ids.sort_unstable();
         let acked = read_cursor(&dir.join(CURSOR));
         let mut s = Spool {
-            next_id: ids.last().map_or(0, |l| l + 1),
+            next_id: 0,
             cfg,
             segments: VecDeque::new(),
             writer: None,
@@ -282,6 +284,7 @@ impl Spool {
             cursor_written: None,
             cursor_dirty: false,
             lost: Lost::default(),
+            sealed: Vec::new(),
         };
         for id in ids {
             let path = dir.join(seg_name(id));
@@ -293,6 +296,22 @@ impl Spool {
             let skip = acked.filter(|a| a.segment == id).map_or(0, |a| a.offset);
             s.load_segment(id, &path, skip)?;
         }
+        // New segments come after every segment on disk and after the one the cursor names
+        // (it may have been deleted, fully delivered): a new segment must never reuse an id
+        // that the cursor would skip.
+        let after = |id: u64| {
+            id.checked_add(1).ok_or_else(|| SpoolError {
+                dir: dir.display().to_string(),
+                what: "segment ids exhausted",
+                source: io::Error::other("remove the spool folder"),
+            })
+        };
+        s.next_id = match (s.segments.back(), acked) {
+            (Some(last), Some(a)) => after(last.id.max(a.segment))?,
+            (Some(last), None) => after(last.id)?,
+            (None, Some(a)) => after(a.segment)?,
+            (None, None) => 0,
+        };
         s.read = s.head_start();
         s.acked = s.read;
         // The newest segment keeps taking appends.
@@ -322,6 +341,15 @@ impl Spool {
             let _ = fs::remove_file(path);
             return Ok(());
         }
+        let skip = if skip > size {
+            tracing::warn!(
+                segment = %path.display(),
+                "spool cursor lies beyond the segment's end; the segment is sent again from its start"
+            );
+            0
+        } else {
+            skip
+        };
         let start = skip.max(MAGIC.len() as u64);
         f.seek(SeekFrom::Start(start))
             .map_err(err(&dir, "cannot read a segment"))?;
@@ -448,7 +476,10 @@ impl Spool {
             self.lost.full += rec.items;
             return Ok(false);
         }
-        while !self.segments.is_empty() && self.bytes() + need > self.cfg.max_bytes {
+        // Room for the record and for the header of a new segment it may start.
+        while !self.segments.is_empty()
+            && self.bytes() + need + MAGIC.len() as u64 > self.cfg.max_bytes
+        {
             self.drop_oldest();
         }
         let rotate = match (self.segments.back(), &self.writer) {
@@ -459,7 +490,8 @@ impl Spool {
         };
         if rotate {
             if let Some(w) = self.writer.take() {
-                w.sync_data().map_err(err(&dir, "cannot sync a segment"))?;
+                // Synced by the caller, outside any lock around the spool.
+                self.sealed.push(w);
             }
             let id = self.next_id;
             self.next_id += 1;
@@ -640,8 +672,11 @@ impl Spool {
             }
             let _ = fs::remove_file(self.cfg.dir.join(seg_name(id)));
             let start = self.head_start();
+            if start.segment != pos.segment {
+                // What was acknowledged lay in the deleted segment.
+                self.acked_items_in_head = 0;
+            }
             self.acked = start;
-            self.acked_items_in_head = 0;
             if self.read.segment <= id {
                 self.read = start;
                 self.read_items = 0;
@@ -671,9 +706,19 @@ impl Spool {
         Ok(())
     }
 
-    /// Syncs the newest segment and writes the cursor: call on shutdown.
+    /// Segments that were filled since the last call: the caller syncs them
+    /// ([`File::sync_data`]), so a slow disk does not hold whoever else uses the spool.
+    pub fn take_sealed(&mut self) -> Vec<File> {
+        std::mem::take(&mut self.sealed)
+    }
+
+    /// Syncs the newest segment (and any sealed one) and writes the cursor: call on
+    /// shutdown.
     pub fn close(&mut self, now: Instant) -> Result<(), SpoolError> {
         let dir = self.cfg.dir.clone();
+        for w in self.take_sealed() {
+            w.sync_data().map_err(err(&dir, "cannot sync a segment"))?;
+        }
         if let Some(w) = &self.writer {
             w.sync_data().map_err(err(&dir, "cannot sync a segment"))?;
         }
@@ -914,5 +959,84 @@ mod tests {
         fs::write(d.0.join("0000000000000fff.seg"), b"garbage").expect("write");
         let mut s = Spool::open(cfg(&d, 1 << 20, 120)).expect("reopen");
         assert!(drain(&mut s, Instant::now()).is_empty());
+    }
+
+    #[test]
+    fn ids_after_a_fully_delivered_spool_never_fall_behind_the_cursor() {
+        let d = dir("ids");
+        let now = Instant::now();
+        {
+            let mut s = Spool::open(cfg(&d, 1 << 20, 100)).expect("open");
+            for i in 1..=10 {
+                s.append(&rec(i)).expect("append");
+            }
+            drain(&mut s, now);
+            s.close(now).expect("close");
+        }
+        {
+            // Everything was delivered and deleted; new records, then a crash.
+            let mut s = Spool::open(cfg(&d, 1 << 20, 100)).expect("reopen");
+            for i in 11..=13 {
+                s.append(&rec(i)).expect("append");
+            }
+        }
+        let mut s = Spool::open(cfg(&d, 1 << 20, 100)).expect("reopen");
+        assert_eq!(s.items(), 11 + 12 + 13);
+        assert_eq!(drain(&mut s, now), (11..=13).map(rec).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_cursor_beyond_its_segment_sends_the_segment_again() {
+        let d = dir("cursor-beyond");
+        let now = Instant::now();
+        {
+            let mut s = Spool::open(cfg(&d, 1 << 20, 1 << 20)).expect("open");
+            for i in 1..=4 {
+                s.append(&rec(i)).expect("append");
+            }
+            for _ in 0..3 {
+                let (r, pos) = s.read_next().expect("read").expect("record");
+                s.ack(pos, r.items, now).expect("ack");
+            }
+            s.close(now).expect("close");
+        }
+        // A power loss kept the cursor but not the segment's tail.
+        let seg = d.0.join(seg_name(0));
+        OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .expect("open")
+            .set_len(MAGIC.len() as u64 + HEADER + rec(1).body.len() as u64)
+            .expect("truncate");
+        let mut s = Spool::open(cfg(&d, 1 << 20, 1 << 20)).expect("reopen");
+        s.append(&rec(5)).expect("append");
+        let got = drain(&mut s, now);
+        assert_eq!(
+            got,
+            vec![rec(1), rec(5)],
+            "resent from the start, then the new one"
+        );
+    }
+
+    #[test]
+    fn items_count_what_is_left_when_an_empty_segment_is_skipped() {
+        let d = dir("items");
+        let now = Instant::now();
+        {
+            let mut s = Spool::open(cfg(&d, 1 << 20, 100)).expect("open");
+            for i in 1..=6 {
+                s.append(&rec(i)).expect("append");
+            }
+        }
+        // The first record of segment 0 is damaged: segment 0 holds nothing readable.
+        let seg = d.0.join(seg_name(0));
+        let mut bytes = fs::read(&seg).expect("read");
+        bytes[MAGIC.len() + HEADER as usize] ^= 0xff;
+        fs::write(&seg, &bytes).expect("write");
+        let mut s = Spool::open(cfg(&d, 1 << 20, 100)).expect("reopen");
+        let total = s.items();
+        let (r, pos) = s.read_next().expect("read").expect("record");
+        s.ack(pos, r.items, now).expect("ack");
+        assert_eq!(s.items(), total - r.items);
     }
 }

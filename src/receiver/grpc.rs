@@ -178,6 +178,8 @@ struct Export<S: GrpcSignal> {
 struct Kept {
     chunks: Vec<Bytes>,
     len: usize,
+    /// A chunk was left out (over the limit): later ones are not kept either.
+    over: bool,
 }
 
 impl Kept {
@@ -227,9 +229,13 @@ where
         let frame = frame.map_data(|mut d| d.copy_to_bytes(d.remaining()));
         if let Some(d) = frame.data_ref() {
             if let Ok(mut k) = self.kept.lock() {
-                if k.len + d.len() <= self.limit {
+                // Contiguous from the start or nothing: once a chunk is left out, no later
+                // one may fill its place.
+                if !k.over && k.len + d.len() <= self.limit {
                     k.len += d.len();
                     k.chunks.push(d.clone());
+                } else {
+                    k.over = true;
                 }
             }
         }
