@@ -682,8 +682,8 @@ impl Shared {
                         .min(self.config.max_elapsed);
                     // With a spool an ordered queue keeps retrying: spooling the payload would
                     // put it behind newer ones.
-                    let limited = !spooled && !(self.spill.is_some() && self.ordered());
-                    if limited && start.elapsed() + delay > self.config.max_elapsed {
+                    let unlimited = spooled || (self.spill.is_some() && self.ordered());
+                    if !unlimited && start.elapsed() + delay > self.config.max_elapsed {
                         if let Some(sp) = &self.spill {
                             sp.offer(payload.clone(), &self.stats);
                             return Outcome::Spooled;
