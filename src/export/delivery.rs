@@ -1151,19 +1151,29 @@ mod tests {
         v
     }
 
-    #[tokio::test]
-    async fn a_failing_upstream_is_spooled_whole_and_replayed_when_back() {
-        let dir = temp("replay");
+    /// A spooled queue (1 MiB spool in `dir`) in front of a `Switch` that starts `down`.
+    fn spooled_switch(
+        dir: &TempDir,
+        config: DeliveryConfig,
+        down: bool,
+    ) -> (Arc<Switch>, Running, Arc<Stats>) {
         let up = Arc::new(Switch::default());
-        up.down.store(true, Ordering::SeqCst);
+        up.down.store(down, Ordering::SeqCst);
         let r = spawn_spooled(
             "t",
             up.clone(),
-            several_workers(),
+            config,
             Some(SpoolConfig::new(dir.0.clone(), 1 << 20)),
         )
         .expect("spool");
         let stats = Arc::clone(r.queue.stats());
+        (up, r, stats)
+    }
+
+    #[tokio::test]
+    async fn a_failing_upstream_is_spooled_whole_and_replayed_when_back() {
+        let dir = temp("replay");
+        let (up, r, stats) = spooled_switch(&dir, several_workers(), true);
         for i in 0..20 {
             assert!(r.queue.submit(numbered(i, 100)));
         }
@@ -1200,16 +1210,7 @@ mod tests {
     #[tokio::test]
     async fn a_single_worker_queue_delivers_memory_then_spool_in_order() {
         let dir = temp("ordered");
-        let up = Arc::new(Switch::default());
-        up.down.store(true, Ordering::SeqCst);
-        let r = spawn_spooled(
-            "t",
-            up.clone(),
-            cfg(),
-            Some(SpoolConfig::new(dir.0.clone(), 1 << 20)),
-        )
-        .expect("spool");
-        let stats = Arc::clone(r.queue.stats());
+        let (up, r, stats) = spooled_switch(&dir, cfg(), true);
         for i in 0..20 {
             assert!(r.queue.submit(numbered(i, 100)));
         }
