@@ -25,6 +25,8 @@
 //! `E2E_CLIENT_THREADS` [2] client runtime threads, `E2E_MODES` [plain,gzip],
 //! `E2E_CONFIG` [none] a configuration file for the server (e.g. one with
 //! `completeness: {enabled: false}` to measure the cost of completeness tracking),
+//! `E2E_BASELINE` [1] `0` skips the baseline receiver run (`benches/common/baseline.rs`:
+//! full `prost` decode and a `HashMap`, same load, same CPU accounting; its ratio is printed),
 //! `E2E_SERVER_IP` [127.0.0.1], `E2E_SINK_IP` [127.0.0.1] and `E2E_SERVER_PREFIX` [none] put
 //! the server and the sink on other addresses and start the server under a command (e.g. in
 //! a network namespace: `benches/netns.sh`),
@@ -252,6 +254,59 @@ fn start_server() -> Server {
 }
 
 /// A minimal HTTP/1.1 GET: status code and body.
+/// `conns` HTTP/2 connections (one `Endpoint::connect` each) to a gRPC receiver.
+async fn connect(conns: usize, addr: SocketAddr) -> Vec<Channel> {
+    let mut channels = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        let ch = Endpoint::from_shared(format!("http://{addr}"))
+            .expect("endpoint")
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .expect("connect to the gRPC receiver");
+        channels.push(ch);
+    }
+    channels
+}
+
+/// Starts the baseline receiver (`common::baseline`) as a child process of this binary,
+/// under `E2E_SERVER_PREFIX` and on `E2E_SERVER_IP` like `otel-sli`, once it accepts
+/// connections.
+fn start_baseline() -> Server {
+    let [grpc, _, _] = free_ports();
+    let addr = SocketAddr::new(server_ip(), grpc);
+    let prefix: Vec<String> = env_or("E2E_SERVER_PREFIX", String::new())
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let exe = std::env::current_exe().expect("own path");
+    let mut cmd = match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(&exe);
+            c
+        }
+        None => Command::new(&exe),
+    };
+    let child = cmd
+        .args(["--baseline-server", &addr.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn the baseline receiver");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "baseline receiver did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Server {
+        child,
+        grpc: addr,
+        admin: addr,
+    }
+}
+
 /// Waits (up to a minute) until the server's forwarders hold no request.
 async fn forward_drained(admin: SocketAddr) {
     let end = Instant::now() + Duration::from_secs(60);
@@ -620,6 +675,16 @@ fn print_phase(r: &PhaseResult) {
 }
 
 fn main() {
+    // The baseline receiver runs as a child process of this binary (see `start_baseline`).
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--baseline-server") {
+        let addr = args
+            .get(i + 1)
+            .and_then(|a| a.parse().ok())
+            .expect("--baseline-server ADDR");
+        common::baseline::serve(addr);
+        return;
+    }
     let bench = is_bench_run();
     let secs = |name: &str, default: f64, smoke: f64| {
         Duration::from_secs_f64(if bench { env_or(name, default) } else { smoke })
@@ -675,18 +740,9 @@ fn main() {
 
     let totals = Arc::new(Totals::default());
     let forwarding = std::env::var("E2E_FORWARD").is_ok();
-    let results = rt.block_on(async {
-        let mut channels = Vec::with_capacity(conns);
-        for _ in 0..conns {
-            // One Endpoint::connect per channel: a separate HTTP/2 connection each.
-            let ch = Endpoint::from_shared(format!("http://{}", server.grpc))
-                .expect("endpoint")
-                .tcp_nodelay(true)
-                .connect()
-                .await
-                .expect("connect to the gRPC receiver");
-            channels.push(ch);
-        }
+    let with_baseline = env_or("E2E_BASELINE", 1u8) == 1;
+    let (results, baseline) = rt.block_on(async {
+        let channels = connect(conns, server.grpc).await;
         let setup = Setup {
             server_pid: server.child.id().to_string(),
             channels,
@@ -720,9 +776,46 @@ fn main() {
             results.push(max);
             results.push(paced);
         }
-        results
+        // The same load against the straightforward receiver, for the ratio.
+        let mut baseline = Vec::new();
+        if with_baseline {
+            let b = start_baseline();
+            let bsetup = Setup {
+                server_pid: b.child.id().to_string(),
+                channels: connect(conns, b.grpc).await,
+                bodies: Arc::clone(&setup.bodies),
+                inflight,
+                warmup,
+                ticks,
+                totals: Arc::new(Totals::default()),
+            };
+            for mode in modes.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+                let r = phase(
+                    &bsetup,
+                    &format!("baseline {mode} max"),
+                    mode == "gzip",
+                    None,
+                    measure,
+                )
+                .await;
+                print_phase(&r);
+                baseline.push(r);
+            }
+        }
+        (results, baseline)
     });
     drop(rt);
+    for b in &baseline {
+        let mode = b.name.trim_start_matches("baseline ");
+        if let Some(ours) = results.iter().find(|r| r.name == mode) {
+            println!(
+                "ratio {mode}: otel-sli {} / baseline (prost decode + HashMap) {} spans per server CPU-second = {:.1}x",
+                thousands(ours.spans_per_cpu()),
+                thousands(b.spans_per_cpu()),
+                ours.spans_per_cpu() / b.spans_per_cpu()
+            );
+        }
+    }
 
     // Correctness: the server counted exactly the spans of the requests it answered OK.
     let (status, metrics) = http_get(server.admin, "/metrics").expect("GET /metrics");

@@ -3,6 +3,8 @@
 //! Each bench target compiles this module separately and uses only part of it.
 #![allow(dead_code)]
 
+pub mod baseline;
+
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use otel_sli::otlp::synth::{traces_request, Rng, Workload};
 use prost::Message;
