@@ -63,12 +63,16 @@ fn free_port() -> u16 {
 
 impl Prometheus {
     async fn start(tag: &str, native: bool) -> Self {
+        Self::start_on(tag, native, format!("127.0.0.1:{}", free_port())).await
+    }
+
+    /// Like [`Prometheus::start`], listening on `addr`.
+    async fn start_on(tag: &str, native: bool, addr: String) -> Self {
         let dir = std::env::temp_dir().join(format!("otel-sli-rw-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("data")).expect("scratch dir");
         let config = dir.join("prometheus.yml");
         std::fs::write(&config, "global:\n  scrape_interval: 15s\n").expect("config");
-        let addr = format!("127.0.0.1:{}", free_port());
         let mut cmd = Command::new("prometheus");
         cmd.arg(format!("--config.file={}", config.display()))
             .arg(format!(
@@ -188,7 +192,8 @@ async fn send(
 }
 
 /// A server with the remote-write section in its configuration; returns the validated
-/// exporter settings (the app does not start the exporter itself in these tests).
+/// exporter settings. The server runs its own exporter from it; most tests start a second
+/// one by hand to watch its counters (both write the same samples).
 async fn server(endpoint: &str, interval: &str, extra: &str) -> (TestServer, RemoteWriteConfig) {
     let yaml = format!(
         r#"
@@ -459,4 +464,69 @@ async fn shutdown_writes_the_latest_view_once_more() {
         .sum();
     assert_eq!(requests, 30.0);
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_spooled_while_prometheus_is_down_arrive_in_order_once_it_is_up() {
+    if !prometheus_available() {
+        return;
+    }
+    let addr = format!("127.0.0.1:{}", free_port());
+    let state = std::env::temp_dir().join(format!("otel-sli-rw-state-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    // The server's own exporter this time (the others start one by hand).
+    let (server, cfg) = server(
+        &format!("http://{addr}/api/v1/write"),
+        "1s",
+        &format!(
+            "    spool: {{ max_bytes: 4MiB }}\nstorage: {{ directory: {} }}",
+            state.display()
+        ),
+    )
+    .await;
+    assert!(cfg.spool.is_some());
+    let m =
+        |name: &str| format!("otel_sli_exporter_{name}{{exporter=\"prometheus_remote_write\"}}");
+    traffic(&server).await;
+    // Prometheus is not there: the first write keeps being retried in memory, the later
+    // ones (one a second) wait in the spool behind it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.metric(&m("spool_items")).await < 3.0 {
+        assert!(Instant::now() < deadline, "nothing spooled");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(server.metric(&m("sent_requests_total")).await, 0.0);
+    let prom = Prometheus::start_on("spool", false, addr).await;
+    prom.expect("sum(sli_requests_total)", 30.0).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while server.metric(&m("spool_items")).await > 0.0 {
+        if Instant::now() >= deadline {
+            let text = server.metrics().await;
+            let ours: Vec<&str> = text
+                .lines()
+                .filter(|l| l.contains("prometheus_remote_write"))
+                .collect();
+            panic!("spool not delivered:\n{}", ours.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Every write of the downtime landed, oldest first: Prometheus refuses an older sample
+    // after a newer one (400, counted as rejected).
+    let metrics = server.metrics().await;
+    for r in DropReason::ALL {
+        let series = format!(
+            "otel_sli_exporter_dropped_items_total{{exporter=\"prometheus_remote_write\",reason=\"{}\"}}",
+            r.name()
+        );
+        assert_eq!(common::sample(&metrics, &series), Some(0.0), "{series}");
+    }
+    // Everything that went to disk was sent on (one payload was retried in memory).
+    let spooled = common::sample(&metrics, &m("spooled_items_total")).unwrap_or(-1.0);
+    let sent = common::sample(&metrics, &m("sent_items_total")).unwrap_or(-1.0);
+    assert!(
+        spooled > 0.0 && sent > spooled,
+        "spooled {spooled}, sent {sent}"
+    );
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&state);
 }

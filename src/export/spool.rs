@@ -7,7 +7,8 @@
 //! append, read and acknowledge (see [`crate::export::delivery`]). It owns the files of its
 //! directory and nothing else.
 //!
-//! Layout: segments `<id>.seg` (16 hex digits, increasing) start with the magic
+//! Layout: `lock` is held (an advisory file lock) while a process uses the folder; segments
+//! `<id>.seg` (16 hex digits, increasing) start with the magic
 //! `OTSLSPL1`; each record is `len: u32 LE | crc32: u32 LE | items: u64 LE | signal: u8 |
 //! flags: u8 | body[len]`, the CRC covering everything after itself. `cursor` holds the
 //! position up to which records were delivered (segment id, offset, CRC-32), replaced
@@ -34,6 +35,7 @@ use thiserror::Error;
 const MAGIC: &[u8; 8] = b"OTSLSPL1";
 const HEADER: u64 = 18;
 const CURSOR: &str = "cursor";
+const LOCK: &str = "lock";
 /// How often, at most, the delivered position is written while records are acknowledged.
 const CURSOR_EVERY: Duration = Duration::from_secs(1);
 /// Record flag: the body is gzip-compressed as it will be sent.
@@ -184,6 +186,8 @@ pub struct Spool {
     lost: Lost,
     /// Full segments not yet synced.
     sealed: Vec<File>,
+    /// Held (locked) while the spool is open.
+    _lock: File,
 }
 
 fn seg_name(id: u64) -> String {
@@ -252,6 +256,27 @@ impl Spool {
     pub fn open(cfg: SpoolConfig) -> Result<Self, SpoolError> {
         let dir = cfg.dir.clone();
         fs::create_dir_all(&dir).map_err(err(&dir, "cannot create the directory"))?;
+        // One user per folder: two processes (or exporters) on the same spool would delete
+        // each other's segments.
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK))
+            .map_err(err(&dir, "cannot open the lock file"))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(SpoolError {
+                    dir: dir.display().to_string(),
+                    what: "in use",
+                    source: io::Error::other(
+                        "another otel-sli process (or exporter) holds this spool; give each its own storage.directory",
+                    ),
+                })
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(err(&dir, "cannot lock the folder")(e)),
+        }
         let mut ids = Vec::new();
         for e in fs::read_dir(&dir).map_err(err(&dir, "cannot list the directory"))? {
             let e = e.map_err(err(&dir, "cannot list the directory"))?;
@@ -285,6 +310,7 @@ impl Spool {
             cursor_dirty: false,
             lost: Lost::default(),
             sealed: Vec::new(),
+            _lock: lock,
         };
         for id in ids {
             let path = dir.join(seg_name(id));
@@ -610,8 +636,21 @@ impl Spool {
                 continue;
             }
             if self.reader.as_ref().is_none_or(|(rid, _)| *rid != id) {
-                let f = File::open(dir.join(seg_name(id)))
-                    .map_err(err(&dir, "cannot open a segment"))?;
+                let f = match File::open(dir.join(seg_name(id))) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        // Removed from under us: what was not read of it is lost.
+                        tracing::warn!(
+                            segment = id,
+                            "spool segment file is gone; its records are lost"
+                        );
+                        let seg = &self.segments[i];
+                        self.lost.corrupt += seg.items.saturating_sub(self.read_items);
+                        self.read.offset = len;
+                        continue;
+                    }
+                    Err(e) => return Err(err(&dir, "cannot open a segment")(e)),
+                };
                 self.reader = Some((id, f));
             }
             let Some((_, f)) = self.reader.as_mut() else {
@@ -955,6 +994,7 @@ mod tests {
         let got = drain(&mut s, Instant::now());
         assert!(!got.contains(&rec(1)));
         assert_eq!(got.last(), Some(&rec(8)));
+        drop(s);
         // A garbage file in the directory is not mistaken for a segment.
         fs::write(d.0.join("0000000000000fff.seg"), b"garbage").expect("write");
         let mut s = Spool::open(cfg(&d, 1 << 20, 120)).expect("reopen");
@@ -1038,5 +1078,31 @@ mod tests {
         let (r, pos) = s.read_next().expect("read").expect("record");
         s.ack(pos, r.items, now).expect("ack");
         assert_eq!(s.items(), total - r.items);
+    }
+
+    #[test]
+    fn a_segment_removed_from_under_the_spool_is_counted_and_skipped() {
+        let d = dir("removed");
+        let mut s = Spool::open(cfg(&d, 1 << 20, 100)).expect("open");
+        for i in 1..=6 {
+            s.append(&rec(i)).expect("append");
+        }
+        fs::remove_file(d.0.join(seg_name(0))).expect("remove");
+        let got = drain(&mut s, Instant::now());
+        let lost = s.take_lost().corrupt;
+        let got_items: u64 = got.iter().map(|r| r.items).sum();
+        assert!(lost > 0);
+        assert_eq!(got_items + lost, (1..=6).sum::<u64>());
+        assert_eq!(got.last(), Some(&rec(6)));
+    }
+
+    #[test]
+    fn a_spool_folder_has_one_user_at_a_time() {
+        let d = dir("lock");
+        let first = Spool::open(cfg(&d, 1 << 20, 100)).expect("open");
+        let e = Spool::open(cfg(&d, 1 << 20, 100)).expect_err("second user refused");
+        assert!(e.to_string().contains("in use"), "{e}");
+        drop(first);
+        Spool::open(cfg(&d, 1 << 20, 100)).expect("free again");
     }
 }
