@@ -569,10 +569,7 @@ pub fn exporters(out: &mut String, queues: &[crate::export::delivery::Queue]) {
             q.stats().queued.load(Relaxed)
         );
     }
-    let spooled: Vec<_> = queues
-        .iter()
-        .filter(|q| q.stats().spool_enabled.load(Relaxed))
-        .collect();
+    let spooled: Vec<_> = queues.iter().filter(|q| q.has_spool()).collect();
     let spool: [(&str, &str, &str, Get); 3] = [
         (
             "otel_sli_exporter_spooled_items_total",

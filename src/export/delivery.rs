@@ -159,8 +159,6 @@ pub struct Stats {
     pub queued_bytes: AtomicU64,
     /// Unix seconds of the last delivery (0: never).
     pub last_success_unix: AtomicU64,
-    /// True when the queue has a disk spool.
-    pub spool_enabled: AtomicBool,
     /// Items written to the spool.
     pub spooled_items: AtomicU64,
     /// Items in the spool, not yet delivered.
@@ -208,7 +206,6 @@ impl Queue {
                 return sp.offer(payload, &self.stats);
             }
         }
-        let items = payload.items;
         let len = payload.body.len() as u64;
         let reserved = self
             .stats
@@ -218,33 +215,34 @@ impl Queue {
             })
             .is_ok();
         if !reserved {
-            return match &self.spill {
-                Some(sp) => sp.offer(payload, &self.stats),
-                None => {
-                    self.stats.drop_items(DropReason::QueueFull, items);
-                    false
-                }
-            };
+            return self.overflow(payload);
         }
         // Counted before sending: a worker may take it (and decrement) at once.
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
         match self.tx.try_send(payload) {
             Ok(()) => true,
-            Err(e) => {
+            Err(mpsc::error::TrySendError::Full(p) | mpsc::error::TrySendError::Closed(p)) => {
                 self.stats.queued.fetch_sub(1, Ordering::Relaxed);
                 self.stats.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-                let payload = match e {
-                    mpsc::error::TrySendError::Full(p) | mpsc::error::TrySendError::Closed(p) => p,
-                };
-                match &self.spill {
-                    Some(sp) => sp.offer(payload, &self.stats),
-                    None => {
-                        self.stats.drop_items(DropReason::QueueFull, items);
-                        false
-                    }
-                }
+                self.overflow(p)
             }
         }
+    }
+
+    /// A payload the memory queue has no room for: spooled, or dropped and counted.
+    fn overflow(&self, payload: Payload) -> bool {
+        match &self.spill {
+            Some(sp) => sp.offer(payload, &self.stats),
+            None => {
+                self.stats.drop_items(DropReason::QueueFull, payload.items);
+                false
+            }
+        }
+    }
+
+    /// True when the queue has a disk spool.
+    pub fn has_spool(&self) -> bool {
+        self.spill.is_some()
     }
 
     /// The upstream's name (the `exporter` label).
@@ -470,7 +468,6 @@ fn start(
     let mut writer = None;
     let spill = spool.map(|mut spool| {
         Spill::publish(&mut spool, &stats);
-        stats.spool_enabled.store(true, Ordering::Relaxed);
         // Bursts larger than the memory queue pass through here: bounded by the byte limit
         // more than by this count.
         let (stx, srx) = crossbeam::channel::bounded(config.queue_capacity.max(SPILL_CHANNEL));

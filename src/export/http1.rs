@@ -33,6 +33,12 @@ pub enum H1Error {
     Http(String),
 }
 
+impl From<hyper::Error> for H1Error {
+    fn from(e: hyper::Error) -> Self {
+        H1Error::Http(super::http::error_chain(&e))
+    }
+}
+
 /// An answer: its status, `Retry-After` header and body.
 #[derive(Debug)]
 pub struct Answer {
@@ -82,7 +88,7 @@ where
             Poll::Ready(Ok(())) => Poll::Ready(Err(H1Error::Http(
                 "connection closed before the answer was complete".into(),
             ))),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(H1Error::Http(super::http::error_chain(&e)))),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
             Poll::Pending => Poll::Pending,
         }
     })
@@ -156,7 +162,7 @@ impl H1Pool {
             // was written; the request is then sent on a new one.
             if let Ok(()) = drive(&mut c.conn, c.send.ready())
                 .await
-                .and_then(|r| r.map_err(|e| H1Error::Http(super::http::error_chain(&e))))
+                .and_then(|r| r.map_err(H1Error::from))
             {
                 return self.exchange(c, req).await;
             }
@@ -171,13 +177,11 @@ impl H1Pool {
         req: http::Request<Full<Bytes>>,
     ) -> Result<Answer, H1Error> {
         let sent = c.send.send_request(req);
-        let resp = drive(&mut c.conn, sent)
-            .await?
-            .map_err(|e| H1Error::Http(super::http::error_chain(&e)))?;
+        let resp = drive(&mut c.conn, sent).await?.map_err(H1Error::from)?;
         let (parts, body) = resp.into_parts();
         let body = drive(&mut c.conn, body.collect())
             .await?
-            .map_err(|e| H1Error::Http(super::http::error_chain(&e)))?
+            .map_err(H1Error::from)?
             .to_bytes();
         let keep = !parts
             .headers

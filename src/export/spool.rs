@@ -459,14 +459,6 @@ impl Spool {
         total.saturating_sub(acked_in_head)
     }
 
-    /// True when nothing waits to be read.
-    pub fn is_drained(&self) -> bool {
-        match self.segment_index(self.read.segment) {
-            Some(i) => i + 1 == self.segments.len() && self.read.offset >= self.segments[i].len,
-            None => self.segments.is_empty(),
-        }
-    }
-
     /// True while the record ending at `pos` is still on disk (not dropped for room).
     pub fn holds(&self, pos: Position) -> bool {
         self.segment_index(pos.segment).is_some() && pos > self.acked
@@ -849,7 +841,8 @@ mod tests {
         assert_eq!(s.items(), (1..=20).sum::<u64>());
         let got = drain(&mut s, Instant::now());
         assert_eq!(got, (1..=20).map(rec).collect::<Vec<_>>());
-        assert!(s.is_empty() && s.is_drained());
+        assert!(s.is_empty());
+        assert_eq!(s.read_next().expect("read"), None, "nothing left to read");
         assert_eq!(s.items(), 0);
         assert_eq!(segment_files(&d), 0, "delivered segments are removed");
         // And it keeps working after emptying.

@@ -221,13 +221,9 @@ where
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, B::Error>>> {
-        let polled = self.inner.as_mut().poll_frame(cx);
-        let Poll::Ready(Some(Ok(frame))) = polled else {
-            return polled
-                .map(|o| o.map(|r| r.map(|f| f.map_data(|mut d| d.copy_to_bytes(d.remaining())))));
-        };
-        let frame = frame.map_data(|mut d| d.copy_to_bytes(d.remaining()));
-        if let Some(d) = frame.data_ref() {
+        let polled = std::task::ready!(self.inner.as_mut().poll_frame(cx))
+            .map(|r| r.map(|f| f.map_data(|mut d| d.copy_to_bytes(d.remaining()))));
+        if let Some(d) = polled.as_ref().and_then(|r| r.as_ref().ok()?.data_ref()) {
             if let Ok(mut k) = self.kept.lock() {
                 // Contiguous from the start or nothing: once a chunk is left out, no later
                 // one may fill its place.
@@ -239,7 +235,7 @@ where
                 }
             }
         }
-        Poll::Ready(Some(Ok(frame)))
+        Poll::Ready(polled)
     }
 
     fn is_end_stream(&self) -> bool {
