@@ -577,32 +577,31 @@ fn exporters(
         }
         fwd.push(c);
     }
-    let remote_write = match &raw.prometheus_remote_write {
-        Some(r) => {
-            let mut c = crate::export::remote_write::validate(r)?;
-            c.spool = spool::validate(
-                r.spool.as_ref(),
-                "exporters.prometheus_remote_write.spool",
-                dir,
-                crate::export::remote_write::QUEUE_NAME,
-            )?;
-            Some(c)
-        }
-        None => None,
+    // An exporter's spool folder is named like its key under `exporters:`.
+    let spool_of = |raw: Option<&raw::RawSpool>, name: &str| {
+        spool::validate(raw, &format!("exporters.{name}.spool"), dir, name)
     };
-    let otlp_metrics = match &raw.otlp_metrics {
-        Some(r) => {
+    let remote_write = raw
+        .prometheus_remote_write
+        .as_ref()
+        .map(|r| {
+            let mut c = crate::export::remote_write::validate(r)?;
+            c.spool = spool_of(r.spool.as_ref(), crate::export::remote_write::QUEUE_NAME)?;
+            Ok::<_, ConfigError>(c)
+        })
+        .transpose()?;
+    let otlp_metrics = raw
+        .otlp_metrics
+        .as_ref()
+        .map(|r| {
             let mut c = crate::export::otlp_metrics::validate(r)?;
-            c.spool = spool::validate(
+            c.spool = spool_of(
                 r.spool.as_ref(),
-                "exporters.otlp_metrics.spool",
-                dir,
                 crate::export::otlp_metrics::exporter::NAME,
             )?;
-            Some(c)
-        }
-        None => None,
-    };
+            Ok::<_, ConfigError>(c)
+        })
+        .transpose()?;
     Ok((fwd, remote_write, otlp_metrics))
 }
 
