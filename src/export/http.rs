@@ -3,6 +3,7 @@
 //! process-wide is installed; server certificates are checked against the bundled Mozilla
 //! roots unless a CA file names others. Also the `Retry-After` parsing they share.
 
+use super::coalesce::CoalescingConnector;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -70,35 +71,33 @@ pub fn https_client(
     tls: &TlsSettings,
     connect_timeout: Duration,
 ) -> Result<Client<Https, Full<Bytes>>, String> {
-    client(tls, connect_timeout, false)
+    https_connector(tls, connect_timeout, Alpn::Both).map(|https| client(https, false))
 }
 
 /// Like [`https_client`], speaking HTTP/2 only (gRPC: prior knowledge on `http://`, ALPN
 /// `h2` on `https://`), with bodies made of a gRPC frame header and the message.
+/// Its connections gather each batch of HTTP/2 frames into one send (see
+/// [`super::coalesce`]).
 pub fn grpc_client(tls: &TlsSettings, connect_timeout: Duration) -> Result<GrpcClient, String> {
-    client(tls, connect_timeout, true)
+    let tls = tls_config(tls)?;
+    let tcp = CoalescingConnector(tcp_connector(connect_timeout));
+    Ok(client(wrap_tls(tls, Alpn::Http2, tcp), true))
 }
 
-fn client<B>(
-    tls: &TlsSettings,
-    connect_timeout: Duration,
-    http2_only: bool,
-) -> Result<Client<Https, B>, String>
+fn client<C, B>(connector: C, http2_only: bool) -> Client<C, B>
 where
+    C: hyper_util::client::legacy::connect::Connect + Clone,
     B: http_body::Body + Send + 'static + Unpin,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let alpn = if http2_only { Alpn::Http2 } else { Alpn::Both };
-    https_connector(tls, connect_timeout, alpn).map(|https| {
-        Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .http2_only(http2_only)
-            // Room for a few large requests' answers before a window update.
-            .http2_initial_stream_window_size(1 << 20)
-            .http2_initial_connection_window_size(4 << 20)
-            .build(https)
-    })
+    Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .http2_only(http2_only)
+        // Room for a few large requests' answers before a window update.
+        .http2_initial_stream_window_size(1 << 20)
+        .http2_initial_connection_window_size(4 << 20)
+        .build(connector)
 }
 
 /// Which HTTP versions a TLS connection offers (ALPN).
@@ -118,20 +117,28 @@ pub fn https_connector(
     connect_timeout: Duration,
     alpn: Alpn,
 ) -> Result<Https, String> {
-    tls_config(tls).map(|tls| {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(connect_timeout));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http();
-        match alpn {
-            Alpn::Http1 => https.enable_http1().wrap_connector(http),
-            Alpn::Http2 => https.enable_http2().wrap_connector(http),
-            Alpn::Both => https.enable_http1().enable_http2().wrap_connector(http),
-        }
-    })
+    tls_config(tls).map(|tls| wrap_tls(tls, alpn, tcp_connector(connect_timeout)))
+}
+
+/// TCP without Nagle, with a connect timeout.
+fn tcp_connector(connect_timeout: Duration) -> HttpConnector {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    http
+}
+
+/// `tcp` with TLS for `https://` URLs, offering `alpn`.
+fn wrap_tls<H>(tls: rustls::ClientConfig, alpn: Alpn, tcp: H) -> hyper_rustls::HttpsConnector<H> {
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    match alpn {
+        Alpn::Http1 => https.enable_http1().wrap_connector(tcp),
+        Alpn::Http2 => https.enable_http2().wrap_connector(tcp),
+        Alpn::Both => https.enable_http1().enable_http2().wrap_connector(tcp),
+    }
 }
 
 /// The client [`https_client`] builds.
@@ -154,7 +161,7 @@ pub fn two_chunks(first: Bytes, second: Bytes) -> TwoChunks {
 }
 
 /// The client [`grpc_client`] builds.
-pub type GrpcClient = Client<Https, TwoChunks>;
+pub type GrpcClient = Client<hyper_rustls::HttpsConnector<CoalescingConnector>, TwoChunks>;
 
 /// The error and its sources, `: `-separated (hyper's own message is terse).
 pub fn error_chain(e: &dyn std::error::Error) -> String {
