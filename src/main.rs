@@ -66,6 +66,20 @@ enum Command {
         #[arg(long, value_enum, default_value = "prometheus")]
         format: Format,
     },
+    /// GET an admin URL and exit 0 on a 2xx answer, 1 otherwise (for container health
+    /// checks in images without a shell).
+    Healthcheck {
+        /// The URL to check.
+        #[arg(long, default_value = "http://127.0.0.1:9464/healthz")]
+        url: String,
+        /// How long the whole check may take.
+        #[arg(long, default_value = "3s", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    otel_sli::config::units::parse_duration(s)
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -115,6 +129,11 @@ fn main() -> anyhow::Result<()> {
                 Format::Prometheusrule => otel_sli::slo::rules::RulesFormat::PrometheusRule,
             };
             print!("{}", otel_sli::slo::rules::render(&c.slos, &c.slo, format)?);
+            return Ok(());
+        }
+        Some(Command::Healthcheck { url, timeout }) => {
+            let line = otel_sli::api::probe::probe(&url, timeout)?;
+            println!("{line}");
             return Ok(());
         }
         Some(Command::Run(args)) => args,

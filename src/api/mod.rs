@@ -4,6 +4,7 @@
 
 pub mod canary;
 pub mod gaps;
+pub mod probe;
 pub mod prometheus;
 pub mod slis;
 pub mod slos;

@@ -1,0 +1,153 @@
+//! `otel-sli healthcheck`: one HTTP GET of an admin URL (by default `/healthz`), success on a
+//! 2xx answer. It is what a container `HEALTHCHECK` runs, in images that have no shell or
+//! `curl`. Plain `http://` only, blocking, with one deadline for the whole exchange.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+/// Why a probe failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The URL is not `http://host:port/path`.
+    #[error("{0:?} is not an http://host:port/path URL")]
+    Url(String),
+    /// No connection or no complete answer in time.
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+    /// The answer is not HTTP.
+    #[error("{0}: not an HTTP answer")]
+    NotHttp(String),
+    /// A status other than 2xx.
+    #[error("{0}: HTTP {1}")]
+    Status(String, u16),
+}
+
+/// GETs `url` within `timeout`; `Ok` with the status line on a 2xx answer.
+pub fn probe(url: &str, timeout: Duration) -> Result<String, ProbeError> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| ProbeError::Url(url.to_string()))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() {
+        return Err(ProbeError::Url(url.to_string()));
+    }
+    let io = |e| ProbeError::Io(url.to_string(), e);
+    let deadline = Instant::now() + timeout;
+    let addr = authority
+        .to_socket_addrs()
+        .map_err(io)?
+        .next()
+        .ok_or_else(|| ProbeError::Url(url.to_string()))?;
+    let mut conn = TcpStream::connect_timeout(&addr, timeout).map_err(io)?;
+    let left = || {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1))
+    };
+    conn.set_write_timeout(Some(left())).map_err(io)?;
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nUser-Agent: otel-sli-healthcheck\r\n\r\n"
+    )
+    .map_err(io)?;
+    // The status line is all that matters; read until it is complete.
+    let mut head = Vec::with_capacity(256);
+    let mut buf = [0u8; 256];
+    while !head.contains(&b'\n') && head.len() < 4096 {
+        conn.set_read_timeout(Some(left())).map_err(io)?;
+        let n = conn.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = head
+        .split(|&b| b == b'\n')
+        .next()
+        .map(|l| String::from_utf8_lossy(l).trim_end().to_string())
+        .unwrap_or_default();
+    let status = line
+        .strip_prefix("HTTP/1.")
+        .and_then(|r| r.get(2..5))
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| ProbeError::NotHttp(url.to_string()))?;
+    if (200..300).contains(&status) {
+        Ok(line)
+    } else {
+        Err(ProbeError::Status(url.to_string(), status))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A server that answers one connection with `answer`.
+    fn answering(answer: &'static str) -> String {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut req = [0u8; 1024];
+            let _ = c.read(&mut req);
+            let _ = c.write_all(answer.as_bytes());
+        });
+        format!("http://{addr}/healthz")
+    }
+
+    #[test]
+    fn a_2xx_answer_passes_and_others_fail_with_the_status() {
+        let ok = probe(
+            &answering("HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n"),
+            Duration::from_secs(5),
+        );
+        assert_eq!(ok.unwrap(), "HTTP/1.1 200 OK");
+        let down = probe(
+            &answering("HTTP/1.1 503 Service Unavailable\r\n\r\n"),
+            Duration::from_secs(5),
+        );
+        assert!(matches!(down, Err(ProbeError::Status(_, 503))), "{down:?}");
+        let garbage = probe(&answering("SSH-2.0-x\r\n"), Duration::from_secs(5));
+        assert!(
+            matches!(garbage, Err(ProbeError::NotHttp(_))),
+            "{garbage:?}"
+        );
+    }
+
+    #[test]
+    fn nothing_listening_and_bad_urls_are_errors() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let refused = probe(&format!("http://127.0.0.1:{port}/"), Duration::from_secs(2));
+        assert!(matches!(refused, Err(ProbeError::Io(..))), "{refused:?}");
+        for bad in [
+            "https://127.0.0.1:9464/",
+            "127.0.0.1:9464",
+            "http:///healthz",
+        ] {
+            assert!(matches!(
+                probe(bad, Duration::from_secs(1)),
+                Err(ProbeError::Url(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn a_silent_server_times_out() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/healthz", l.local_addr().unwrap());
+        let started = Instant::now();
+        let r = probe(&url, Duration::from_millis(300));
+        assert!(matches!(r, Err(ProbeError::Io(..))), "{r:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        drop(l);
+    }
+}
