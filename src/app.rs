@@ -186,10 +186,12 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
         }
         None => None,
     };
+    let memory = memory_budget(config.memory, config.pipeline.retry_after);
     let ingest = Ingest {
         pipeline: pipeline.clone(),
         telemetry: Arc::clone(&telemetry),
         forward,
+        memory: memory.clone(),
     };
 
     let grpc_l = bind("otlp grpc", &config.grpc.endpoint).await?;
@@ -242,7 +244,11 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
         ready: Arc::clone(&ready),
         canary: config.canary.clone(),
         exporters: Arc::new(exporters),
+        memory: memory.clone(),
     });
+    if let Some(m) = memory {
+        tokio::spawn(sample_memory(m, stop_rx.clone()));
+    }
     let admin = tokio::spawn(async move {
         if let Err(e) = axum::serve(admin_l, admin_app)
             .with_graceful_shutdown(stopped(admin_rx))
@@ -282,6 +288,76 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
         remote_write,
         derived,
     })
+}
+
+/// The memory budget `limit` asks for; `None` for none.
+fn memory_budget(
+    limit: crate::config::MemoryLimit,
+    retry_after: std::time::Duration,
+) -> Option<Arc<crate::memory::MemoryBudget>> {
+    use crate::config::MemoryLimit;
+    let bytes = match limit {
+        MemoryLimit::Off => return None,
+        MemoryLimit::Bytes(b) => {
+            tracing::info!(budget_mib = b >> 20, "memory budget from limits.memory_mib");
+            b
+        }
+        MemoryLimit::FromCgroup => match crate::memory::cgroup_limit() {
+            Some(limit) => {
+                let b = crate::memory::default_budget(limit);
+                tracing::info!(
+                    budget_mib = b >> 20,
+                    cgroup_limit_mib = limit >> 20,
+                    "memory budget: 80% of the cgroup memory limit"
+                );
+                b
+            }
+            None => {
+                tracing::info!("no memory budget: no cgroup memory limit and no limits.memory_mib");
+                return None;
+            }
+        },
+    };
+    let budget = crate::memory::MemoryBudget::new(bytes, retry_after);
+    if let Some(r) = crate::memory::resident_bytes() {
+        budget.observe(r);
+    }
+    Some(Arc::new(budget))
+}
+
+/// Reads the resident set size into `budget` until the receivers stop, logging when
+/// requests start and stop being refused.
+async fn sample_memory(budget: Arc<crate::memory::MemoryBudget>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(crate::memory::SAMPLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut was_over = budget.over_soft_limit();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|v| *v) => return,
+        }
+        let Some(r) = crate::memory::resident_bytes() else {
+            tracing::warn!("cannot read the resident set size; the memory budget is not enforced");
+            return;
+        };
+        budget.observe(r);
+        let over = budget.over_soft_limit();
+        if over != was_over {
+            if over {
+                tracing::warn!(
+                    resident_mib = r >> 20,
+                    soft_limit_mib = budget.soft_limit_bytes() >> 20,
+                    "over the memory budget's soft limit: refusing requests (retryable) until memory is back under it"
+                );
+            } else {
+                tracing::info!(
+                    resident_mib = r >> 20,
+                    "back under the memory budget's soft limit: accepting requests"
+                );
+            }
+            was_over = over;
+        }
+    }
 }
 
 /// Saves the SLO state every `interval` until the receivers stop (the final save follows

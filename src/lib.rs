@@ -10,6 +10,7 @@ pub mod clock;
 pub mod completeness;
 pub mod config;
 pub mod export;
+pub mod memory;
 pub mod otlp;
 pub mod pipeline;
 pub mod receiver;

@@ -63,17 +63,21 @@ pub enum Outcome {
     Busy = 4,
     /// Unsupported HTTP content type or content encoding.
     Unsupported = 5,
+    /// Refused because the process was over its memory budget's soft limit; the client was
+    /// told to retry.
+    MemoryLimit = 6,
 }
 
 impl Outcome {
     /// All outcomes.
-    pub const ALL: [Outcome; 6] = [
+    pub const ALL: [Outcome; 7] = [
         Outcome::Ok,
         Outcome::Partial,
         Outcome::Malformed,
         Outcome::TooLarge,
         Outcome::Busy,
         Outcome::Unsupported,
+        Outcome::MemoryLimit,
     ];
     /// Label value.
     pub fn name(self) -> &'static str {
@@ -84,6 +88,7 @@ impl Outcome {
             Outcome::TooLarge => "too_large",
             Outcome::Busy => "busy",
             Outcome::Unsupported => "unsupported",
+            Outcome::MemoryLimit => "memory_limit",
         }
     }
 }
@@ -118,7 +123,7 @@ impl RefuseReason {
 
 const T: usize = 2;
 const S: usize = 3;
-const O: usize = 6;
+const O: usize = 7;
 const R: usize = 3;
 
 /// Process-wide counters.

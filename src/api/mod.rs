@@ -33,6 +33,8 @@ pub struct ApiState {
     pub canary: Option<crate::slo::def::CanaryConfig>,
     /// Delivery queues of the forwarders and exporters, for self-telemetry.
     pub exporters: Arc<Vec<crate::export::delivery::Queue>>,
+    /// The memory budget; `None`: none.
+    pub memory: Option<Arc<crate::memory::MemoryBudget>>,
 }
 
 /// The admin routes.
@@ -52,6 +54,7 @@ async fn metrics(State(s): State<ApiState>) -> Response {
     let view = s.pipeline.view();
     let mut body = prometheus::render(&view, &s.pipeline, &s.telemetry);
     prometheus::exporters(&mut body, &s.exporters);
+    prometheus::memory(&mut body, s.memory.as_deref());
     (
         [(
             header::CONTENT_TYPE,

@@ -501,6 +501,32 @@ fn self_metrics(out: &mut String, view: &View, pipeline: &Pipeline, t: &Telemetr
 
 /// Writes the `otel_sli_exporter_*` series of every delivery queue (forwarders and
 /// exporters); the headers are written even without any, so the names are always known.
+/// The memory budget's gauges (nothing without a budget).
+pub fn memory(out: &mut String, budget: Option<&crate::memory::MemoryBudget>) {
+    let Some(b) = budget else { return };
+    for (name, help, value) in [
+        (
+            "otel_sli_memory_budget_bytes",
+            "The memory budget (limits.memory_mib, or 80% of the cgroup memory limit).",
+            b.budget_bytes(),
+        ),
+        (
+            "otel_sli_memory_soft_limit_bytes",
+            "Resident size at or above which receivers refuse requests (retryable): 90% of the budget.",
+            b.soft_limit_bytes(),
+        ),
+        (
+            "otel_sli_memory_resident_bytes",
+            "Resident set size at the last reading (10 per second).",
+            b.resident_bytes(),
+        ),
+    ] {
+        header(out, name, "gauge", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+}
+
+/// The delivery queues' counters and gauges.
 pub fn exporters(out: &mut String, queues: &[crate::export::delivery::Queue]) {
     use crate::export::delivery::DropReason;
     use std::sync::atomic::Ordering::Relaxed;

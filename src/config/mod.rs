@@ -96,6 +96,17 @@ pub struct CompletenessConfig {
     pub max_spans_per_trace: usize,
 }
 
+/// Where the memory budget comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemoryLimit {
+    /// 80% of the cgroup's memory limit, when there is one (the default).
+    FromCgroup,
+    /// No budget (`limits.memory_mib: 0`).
+    Off,
+    /// A budget of this many bytes.
+    Bytes(u64),
+}
+
 /// Validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -115,6 +126,8 @@ pub struct Config {
     pub buckets: Vec<f64>,
     /// Series limit.
     pub max_series: usize,
+    /// Memory budget (`limits.memory_mib`).
+    pub memory: MemoryLimit,
     /// Idle time after which a series is dropped; `None`: never.
     pub series_expiry: Option<Duration>,
     /// Trace-structure tracking; `None` when disabled.
@@ -380,6 +393,20 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
             "must be between 16 and 4096",
         ));
     }
+    let memory = match limits.memory_mib {
+        None => MemoryLimit::FromCgroup,
+        Some(0) => MemoryLimit::Off,
+        Some(mib) if mib < 16 => {
+            return Err(invalid(
+                "limits.memory_mib",
+                "must be 0 (no budget) or at least 16",
+            ))
+        }
+        Some(mib) => MemoryLimit::Bytes(
+            mib.checked_mul(1 << 20)
+                .ok_or_else(|| invalid("limits.memory_mib", "too large"))?,
+        ),
+    };
     let max_series = limits.max_series.unwrap_or(10_000);
     if max_series == 0 {
         return Err(invalid("limits.max_series", "must be at least 1"));
@@ -531,6 +558,7 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         layout,
         buckets,
         max_series,
+        memory,
         series_expiry,
         completeness,
         log_level: raw.log.level.unwrap_or_else(|| "info".into()),
@@ -739,6 +767,20 @@ mod tests {
         let msg = e.to_string();
         assert!(msg.starts_with("sli.latency"), "{msg}");
         assert!(msg.contains("signifcant_digits"), "{msg}");
+    }
+
+    #[test]
+    fn the_memory_budget_defaults_to_the_cgroup_and_is_checked() {
+        assert_eq!(p("").unwrap().memory, MemoryLimit::FromCgroup);
+        assert_eq!(p("limits: {memory_mib: 0}").unwrap().memory, MemoryLimit::Off);
+        assert_eq!(
+            p("limits: {memory_mib: 400}").unwrap().memory,
+            MemoryLimit::Bytes(400 << 20)
+        );
+        let msg = p("limits: {memory_mib: 8}").unwrap_err().to_string();
+        assert!(msg.starts_with("limits.memory_mib"), "{msg}");
+        let msg = p("limits: {memory_mib: -1}").unwrap_err().to_string();
+        assert!(msg.starts_with("limits.memory_mib"), "{msg}");
     }
 
     #[test]

@@ -197,6 +197,12 @@ pub struct RawLimits {
     /// zero if it comes back), freeing its place under `max_series`. `0s`: never.
     /// Default `1h`.
     pub series_expiry: Option<HumanDuration>,
+    /// Memory budget in MiB. Above 90% of it (resident set size, read 10 times a second)
+    /// receivers refuse new requests with the retryable answers (gRPC `UNAVAILABLE` +
+    /// `RetryInfo`, HTTP 503 + `Retry-After`) until memory is back under it. Default: 80%
+    /// of the memory limit of the process's cgroup (a container's limit), none without one.
+    /// `0`: no budget.
+    pub memory_mib: Option<u64>,
 }
 
 /// `log:`

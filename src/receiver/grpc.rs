@@ -270,6 +270,7 @@ fn to_status(r: Refusal) -> Status {
         Refusal::Malformed(msg) => Status::invalid_argument(msg),
         Refusal::TooLarge(msg) => Status::resource_exhausted(msg),
         Refusal::Busy(delay) => retryable("pipeline queues are full", delay),
+        Refusal::OverMemory(delay) => retryable("over the memory budget", delay),
         Refusal::ShuttingDown => retryable("shutting down", std::time::Duration::from_secs(1)),
     }
 }

@@ -208,6 +208,7 @@ fn process(s: &HttpState, signal: Signal, enc: Encoding, gzip: bool, raw: Bytes)
             msg,
         ),
         Err(Refusal::Busy(delay)) => busy(enc, "pipeline queues are full", delay),
+        Err(Refusal::OverMemory(delay)) => busy(enc, "over the memory budget", delay),
         Err(Refusal::ShuttingDown) => busy(enc, "shutting down", std::time::Duration::from_secs(1)),
     }
 }

@@ -19,6 +19,8 @@ pub struct Ingest {
     pub telemetry: Arc<Telemetry>,
     /// Upstreams accepted requests are passed on to (empty: none).
     pub forward: crate::export::forward::Forwarders,
+    /// The memory budget; `None`: none.
+    pub memory: Option<Arc<crate::memory::MemoryBudget>>,
 }
 
 /// An accepted request.
@@ -39,6 +41,8 @@ pub enum Refusal {
     Malformed(String),
     /// Queues are full; retry after the delay.
     Busy(Duration),
+    /// The process is over its memory budget's soft limit; retry after the delay.
+    OverMemory(Duration),
     /// The request is too large to process.
     TooLarge(String),
     /// Shutting down; retry elsewhere or later.
@@ -56,6 +60,11 @@ impl Ingest {
         body: bytes::Bytes,
         gzipped: Option<bytes::Bytes>,
     ) -> Result<Accepted, Refusal> {
+        if let Some(m) = self.memory.as_ref().filter(|m| m.over_soft_limit()) {
+            self.telemetry
+                .request(transport, signal, Outcome::MemoryLimit);
+            return Err(Refusal::OverMemory(m.retry_after()));
+        }
         let r = self.ingest(transport, signal, &body);
         if let Ok(a) = &r {
             self.forward
@@ -81,6 +90,7 @@ impl Ingest {
             Err(Refusal::Malformed(_)) => Outcome::Malformed,
             Err(Refusal::TooLarge(_)) => Outcome::TooLarge,
             Err(Refusal::Busy(_) | Refusal::ShuttingDown) => Outcome::Busy,
+            Err(Refusal::OverMemory(_)) => Outcome::MemoryLimit,
         };
         t.request(transport, signal, outcome);
         result
