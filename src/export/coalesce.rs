@@ -9,6 +9,11 @@
 //! that next read comes straight after the task has written what it had (HTTP/2
 //! connections always go back to reading the socket when they are woken); when the socket
 //! itself was full, its readiness wakes the task instead. Shutdown sends everything first.
+//!
+//! This relies on the one user it has: an HTTP/2 connection task (h2) reads the socket
+//! whenever it is woken, before it returns `Pending`. A flush here therefore means "send
+//! before the next read", not "sent". Do not put it under a protocol that may wait on a
+//! flush without reading (HTTP/1.1 clients do).
 
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
@@ -108,6 +113,12 @@ impl<T: Write + Unpin> Write for Coalesce<T> {
                 return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
             }
         }
+        if this.sent > 0 {
+            // Part of the buffer went out (the socket took only some): drop what was sent,
+            // so the buffer stays within the limit however long the socket stays full.
+            this.buf.drain(..this.sent);
+            this.sent = 0;
+        }
         for b in bufs {
             this.buf.extend_from_slice(b);
         }
@@ -168,6 +179,7 @@ impl tower::Service<http::Uri> for CoalescingConnector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A socket pair with the client side wrapped.
@@ -227,6 +239,42 @@ mod tests {
         assert!(client.inner().gathered() < GATHER_LIMIT);
         client.shutdown().await.unwrap();
         reader.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_full_socket_keeps_the_buffer_within_the_limit() {
+        let (mut client, mut server) = pair().await;
+        // Nobody reads: the socket fills, sends become partial, then stop.
+        let chunk = vec![7u8; 16 * 1024 + 9];
+        let mut written = 0usize;
+        loop {
+            let w =
+                tokio::time::timeout(Duration::from_millis(200), client.write_all(&chunk)).await;
+            if w.is_err() {
+                break;
+            }
+            written += chunk.len();
+            assert!(written < 256 << 20, "the socket never filled");
+        }
+        let held = client.inner().buf.len();
+        assert!(held <= GATHER_LIMIT, "{held} bytes held");
+        // Everything written still arrives once the peer reads.
+        let reader = tokio::spawn(async move {
+            let mut got = 0usize;
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                let n = server.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    return got;
+                }
+                assert!(buf[..n].iter().all(|&b| b == 7));
+                got += n;
+            }
+        });
+        client.shutdown().await.unwrap();
+        drop(client);
+        let got = reader.await.unwrap();
+        assert_eq!(got, written);
     }
 
     #[tokio::test]
