@@ -331,15 +331,24 @@ async fn sample_memory(budget: Arc<crate::memory::MemoryBudget>, mut stop: watch
     let mut tick = tokio::time::interval(crate::memory::SAMPLE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut was_over = budget.over_soft_limit();
+    let mut unreadable = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.wait_for(|v| *v) => return,
         }
         let Some(r) = crate::memory::resident_bytes() else {
-            tracing::warn!("cannot read the resident set size; the memory budget is not enforced");
-            return;
+            // Fail open: a budget that cannot be read must not refuse everything. Logged
+            // once per failure streak; sampling goes on.
+            if !unreadable {
+                tracing::warn!("cannot read the resident set size; the memory budget is not enforced until it can be read again");
+                unreadable = true;
+            }
+            budget.observe(0);
+            was_over = false;
+            continue;
         };
+        unreadable = false;
         budget.observe(r);
         let over = budget.over_soft_limit();
         if over != was_over {

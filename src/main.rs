@@ -4,6 +4,12 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
+/// jemalloc, with background threads returning freed memory to the OS within seconds
+/// (glibc's malloc may keep it resident indefinitely), so the resident size the memory
+/// budget reads falls again once a burst is over.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "otel-sli",
@@ -161,6 +167,9 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("invalid log filter {filter:?}"))?,
         )
         .init();
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        tracing::warn!(error = %e, "cannot start jemalloc's background threads; freed memory returns to the OS more slowly");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("otel-sli-io")

@@ -37,16 +37,29 @@ pub fn probe(url: &str, timeout: Duration) -> Result<String, ProbeError> {
     }
     let io = |e| ProbeError::Io(url.to_string(), e);
     let deadline = Instant::now() + timeout;
-    let addr = authority
-        .to_socket_addrs()
-        .map_err(io)?
-        .next()
-        .ok_or_else(|| ProbeError::Url(url.to_string()))?;
-    let mut conn = TcpStream::connect_timeout(&addr, timeout).map_err(io)?;
     let left = || {
         deadline
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(1))
+    };
+    let addrs: Vec<_> = authority.to_socket_addrs().map_err(io)?.collect();
+    // Every address the name resolves to (`localhost` may be ::1 and 127.0.0.1), within
+    // the one deadline.
+    let mut conn = None;
+    let mut last = None;
+    for addr in &addrs {
+        match TcpStream::connect_timeout(addr, left()) {
+            Ok(c) => {
+                conn = Some(c);
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let mut conn = match (conn, last) {
+        (Some(c), _) => c,
+        (None, Some(e)) => return Err(io(e)),
+        (None, None) => return Err(ProbeError::Url(url.to_string())),
     };
     conn.set_write_timeout(Some(left())).map_err(io)?;
     write!(

@@ -307,6 +307,9 @@ where
             if !is_export {
                 return Ok(Status::unimplemented("only Export is implemented").into_http());
             }
+            if let Some(delay) = ingest.over_memory(Transport::Grpc, S::SIGNAL) {
+                return Ok(retryable("over the memory budget", delay).into_http());
+            }
             let mut grpc = tonic::server::Grpc::new(RawCodec::<S::Response>::default())
                 .accept_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(max);

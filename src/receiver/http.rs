@@ -131,6 +131,9 @@ async fn handle(s: HttpState, signal: Signal, headers: HeaderMap, body: Body) ->
             return refuse(ingest, signal, enc, Outcome::Unsupported, msg);
         }
     };
+    if let Some(delay) = ingest.over_memory(Transport::Http, signal) {
+        return busy(enc, "over the memory budget", delay);
+    }
     let raw = match Limited::new(body, s.max_body).collect().await {
         Ok(c) => c.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {

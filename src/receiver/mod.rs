@@ -60,10 +60,8 @@ impl Ingest {
         body: bytes::Bytes,
         gzipped: Option<bytes::Bytes>,
     ) -> Result<Accepted, Refusal> {
-        if let Some(m) = self.memory.as_ref().filter(|m| m.over_soft_limit()) {
-            self.telemetry
-                .request(transport, signal, Outcome::MemoryLimit);
-            return Err(Refusal::OverMemory(m.retry_after()));
+        if let Some(delay) = self.over_memory(transport, signal) {
+            return Err(Refusal::OverMemory(delay));
         }
         let r = self.ingest(transport, signal, &body);
         if let Ok(a) = &r {
@@ -149,6 +147,16 @@ impl Ingest {
             Err(e @ IngestError::TooLarge) => Err(Refusal::TooLarge(e.to_string())),
             Err(IngestError::ShuttingDown) => Err(Refusal::ShuttingDown),
         }
+    }
+
+    /// While the process is over its memory budget's soft limit: counts the request as
+    /// refused for it and returns the delay to suggest. Receivers ask before reading a body,
+    /// so refusing costs no memory, and [`Ingest::export`] asks again.
+    pub fn over_memory(&self, transport: Transport, signal: Signal) -> Option<Duration> {
+        let m = self.memory.as_ref().filter(|m| m.over_soft_limit())?;
+        self.telemetry
+            .request(transport, signal, Outcome::MemoryLimit);
+        Some(m.retry_after())
     }
 
     /// Counts a request refused before its body could be read (too large, wrong type).
