@@ -98,6 +98,16 @@ fn every_overlay_renders_and_passes_strict_validation_and_yamllint() {
         assert!(docs.len() >= 4, "{overlay}: only {} documents", docs.len());
         let file = out.join(format!("{overlay}.yaml"));
         std::fs::write(&file, &text).expect("write rendered");
+        for d in &docs {
+            let k = d["kind"].as_str().expect("kind");
+            if k != "Namespace" {
+                assert_eq!(
+                    d["metadata"]["namespace"].as_str(),
+                    Some("observability"),
+                    "{overlay}: {k} has no namespace"
+                );
+            }
+        }
         let report = run(Command::new("kubernetes-validate")
             .arg("--strict")
             .arg(&file));
@@ -208,6 +218,33 @@ fn the_agent_is_a_hardened_node_local_daemonset() {
 }
 
 #[test]
+fn the_service_monitor_scrapes_the_agents_only() {
+    if !have("kubectl", &["version", "--client"]) {
+        return;
+    }
+    let (_, docs) = render("with-prometheus-rules");
+    let sm = kind(&docs, "ServiceMonitor");
+    let agent = kind(&docs, "Service");
+    let want = &sm["spec"]["selector"]["matchLabels"];
+    let labels = agent["metadata"]["labels"].as_mapping().expect("labels");
+    for (k, v) in want.as_mapping().expect("matchLabels") {
+        assert_eq!(labels.get(k), Some(v), "agent Service lacks {k:?}");
+    }
+    let (_, gateway) = render("gateway");
+    let gw = kind(&gateway, "Service")["metadata"]["labels"]
+        .as_mapping()
+        .expect("labels");
+    assert!(
+        want.as_mapping()
+            .expect("matchLabels")
+            .iter()
+            .any(|(k, v)| gw.get(k) != Some(v)),
+        "the ServiceMonitor would also scrape the gateways"
+    );
+    assert_eq!(sm["spec"]["endpoints"][0]["port"].as_str(), Some("admin"));
+}
+
+#[test]
 fn the_gateway_is_a_disruption_budgeted_deployment_behind_a_headless_service() {
     if !have("kubectl", &["version", "--client"]) {
         return;
@@ -256,7 +293,9 @@ fn every_shipped_configuration_loads() {
             .unwrap_or_else(|e| panic!("{} (no environment): {e}", f.display()));
         let c = otel_sli::config::parse(&text, pod)
             .unwrap_or_else(|e| panic!("{} (pod environment): {e}", f.display()));
-        assert_eq!(c.grpc.endpoint, "10.1.2.3:4317", "{}", f.display());
+        // All of the pod's addresses: pod IP, hostPort and port-forward (loopback).
+        assert_eq!(c.grpc.endpoint, "0.0.0.0:4317", "{}", f.display());
+        assert_eq!(c.admin, "0.0.0.0:9464", "{}", f.display());
     }
 }
 
