@@ -772,7 +772,10 @@ mod tests {
     #[test]
     fn the_memory_budget_defaults_to_the_cgroup_and_is_checked() {
         assert_eq!(p("").unwrap().memory, MemoryLimit::FromCgroup);
-        assert_eq!(p("limits: {memory_mib: 0}").unwrap().memory, MemoryLimit::Off);
+        assert_eq!(
+            p("limits: {memory_mib: 0}").unwrap().memory,
+            MemoryLimit::Off
+        );
         assert_eq!(
             p("limits: {memory_mib: 400}").unwrap().memory,
             MemoryLimit::Bytes(400 << 20)
