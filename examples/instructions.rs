@@ -1,0 +1,132 @@
+//! The per-span hot paths, for counting their instructions under `valgrind --tool=callgrind`
+//! (`tests/instruction_budget.rs` runs it and holds the counts to a budget per span).
+//!
+//! ```sh
+//! instructions <workload> <requests>
+//! ```
+//!
+//! Workloads, each over `requests` pre-encoded 500-span requests of the synthetic workload
+//! (10 services × 8 features, one SERVER span and 3 children per trace):
+//!
+//! * `scan`: the zero-copy wire scan alone (`scan_traces` into a sink that counts);
+//! * `collect`: the per-request ingest work: scan, classify, key hashing and per-shard
+//!   batching (`pipeline::batch::Collector`, 2 shards);
+//! * `record`: recording the entry spans' observations into the series table
+//!   (`SeriesTable::record`), the shard side of ingest.
+//!
+//! Setup (encoding the requests, warming the table) is the same whatever `requests` is, so
+//! the difference between two runs divided by the difference in spans is the cost per span.
+//! Prints `spans=<n>` (the spans the measured part processed).
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use otel_sli::config::DEFAULT_BUCKETS;
+use otel_sli::otlp::scan::{scan_traces, ResourceView, SpanSink, SpanView};
+use otel_sli::otlp::synth::{traces_request, Rng, Workload};
+use otel_sli::pipeline::batch::Collector;
+use otel_sli::sli::classify::{Classifier, ClassifyConfig};
+use otel_sli::sli::hist::Layout;
+use otel_sli::sli::series::{SeriesSettings, SeriesTable};
+use otel_sli::sli::window::slot_of;
+use prost::Message;
+use std::hint::black_box;
+use std::sync::Arc;
+
+const START_UNIX_NANOS: u64 = 1_700_000_000_000_000_000;
+/// Distinct requests, cycled through.
+const DISTINCT: usize = 16;
+
+struct Count(u64);
+
+impl<'a> SpanSink<'a> for Count {
+    fn resource(&mut self, r: ResourceView<'a>) {
+        black_box(r);
+    }
+    fn span(&mut self, s: SpanView<'a>) {
+        black_box(s);
+        self.0 += 1;
+    }
+}
+
+fn requests() -> Vec<Vec<u8>> {
+    let w = Workload {
+        seed: 7,
+        ..Workload::default()
+    };
+    let mut rng = Rng::new(7);
+    (0..DISTINCT as u64)
+        .map(|i| {
+            let (req, _, _): (ExportTraceServiceRequest, u64, u64) =
+                traces_request(&w, &mut rng, 500, START_UNIX_NANOS + i * 1_000_000_000);
+            req.encode_to_vec()
+        })
+        .collect()
+}
+
+fn main() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (Some(workload), Some(n)) = (args.first(), args.get(1)) else {
+        // Built and run without arguments by `cargo test`: nothing to measure.
+        eprintln!("usage: instructions scan|collect|record <requests>");
+        return Ok(());
+    };
+    let n: usize = n.parse().map_err(|e| format!("requests {n:?}: {e}"))?;
+    let reqs = requests();
+    let classifier = Classifier::new(ClassifyConfig::default()).map_err(|e| e.to_string())?;
+    let mut spans = 0u64;
+    match workload.as_str() {
+        "scan" => {
+            for i in 0..n {
+                let mut c = Count(0);
+                scan_traces(black_box(&reqs[i % DISTINCT]), &mut c).map_err(|e| e.to_string())?;
+                spans += c.0;
+            }
+        }
+        "collect" => {
+            for i in 0..n {
+                let mut col = Collector::new(&classifier, 2);
+                scan_traces(black_box(&reqs[i % DISTINCT]), &mut col).map_err(|e| e.to_string())?;
+                spans += col.tally.spans;
+                black_box(col.batches);
+            }
+        }
+        "record" => {
+            let settings = Arc::new(SeriesSettings::new(
+                Layout::new(2).map_err(|e| e.to_string())?,
+                &DEFAULT_BUCKETS,
+                10_000,
+                2,
+            ));
+            let mut table = SeriesTable::new(settings);
+            let batches: Vec<_> = reqs
+                .iter()
+                .map(|r| {
+                    let mut col = Collector::new(&classifier, 1);
+                    scan_traces(r, &mut col).map(|_| (col.tally.spans, col.batches))
+                })
+                .collect::<Result<_, _>>()
+                .map_err(|e| e.to_string())?;
+            let slot = slot_of(START_UNIX_NANOS);
+            // Warm: every series and histogram bucket exists before measuring.
+            for (_, b) in &batches {
+                for item in &b[0].items {
+                    table.record(item.hash, b[0].key(item), &item.obs, slot);
+                }
+            }
+            for i in 0..n {
+                let (request_spans, b) = &batches[i % DISTINCT];
+                for item in &b[0].items {
+                    table.record(item.hash, b[0].key(item), black_box(&item.obs), slot);
+                }
+                spans += request_spans;
+            }
+            black_box(&table);
+        }
+        other => {
+            return Err(format!(
+                "unknown workload {other:?} (scan, collect, record)"
+            ))
+        }
+    }
+    println!("spans={spans}");
+    Ok(())
+}
