@@ -120,6 +120,45 @@ fn rss_bytes() -> usize {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// Live heap of a `TraceTracker` holding `traces` in-flight traces of one root and three
+/// children each (the end-to-end workload's shape), and the spans it holds. With
+/// `children_first` the children arrive before their parent, so they wait for it.
+fn tracker(traces: usize, children_first: bool) -> (usize, usize) {
+    use otel_sli::completeness::traces::{SpanFacts, TraceTracker, TrackerConfig};
+    let (before, _) = live();
+    let mut t = TraceTracker::new(TrackerConfig {
+        timeout_nanos: 30_000_000_000,
+        max_traces: traces,
+        max_spans_per_trace: 1_000,
+    });
+    let mut rng = Rng::new(3);
+    for i in 0..traces {
+        let trace_id = (u128::from(rng.next_u64()) << 64) | i as u128;
+        let root = rng.next_u64();
+        let span = |id: u64, parent: Option<u64>| SpanFacts {
+            trace_id,
+            span_id: id,
+            parent,
+            parent_remote: false,
+            service: (i % 10) as u32,
+        };
+        let children: Vec<SpanFacts> = (0..3).map(|_| span(rng.next_u64(), Some(root))).collect();
+        if !children_first {
+            t.observe(1, span(root, None));
+        }
+        for c in children {
+            t.observe(1, c);
+        }
+        if children_first {
+            t.observe(1, span(root, None));
+        }
+    }
+    let (after, _) = live();
+    let held = after.saturating_sub(before);
+    std::hint::black_box(&t);
+    (held, traces * 4)
+}
+
 fn settings(max_series: usize) -> Arc<SeriesSettings> {
     Arc::new(SeriesSettings::new(
         Layout::new(2).expect("layout"),
@@ -367,6 +406,23 @@ fn main() {
             );
             rows.push(o);
         }
+    }
+
+    // --- completeness tracking ---
+    let traces = if bench { 200_000 } else { 2_000 };
+    for children_first in [false, true] {
+        let (bytes, spans) = tracker(traces, children_first);
+        println!(
+            "trace tracker: {} in-flight 4-span traces ({}): {:.1} bytes per span, {:.0} per trace",
+            thousands(traces as f64),
+            if children_first {
+                "children before their parent"
+            } else {
+                "parent first"
+            },
+            bytes as f64 / spans as f64,
+            bytes as f64 / traces as f64,
+        );
     }
 
     println!("\nbytes per series (live heap = requested bytes, no allocator overhead)");
