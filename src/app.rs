@@ -192,6 +192,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
         telemetry: Arc::clone(&telemetry),
         forward,
         memory: memory.clone(),
+        auth: config.receivers_auth.clone(),
     };
 
     let grpc_l = bind("otlp grpc", &config.grpc.endpoint).await?;
@@ -245,6 +246,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
         canary: config.canary.clone(),
         exporters: Arc::new(exporters),
         memory: memory.clone(),
+        auth: config.admin_auth.clone(),
     });
     if let Some(m) = memory {
         tokio::spawn(sample_memory(m, stop_rx.clone()));

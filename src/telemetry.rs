@@ -66,11 +66,13 @@ pub enum Outcome {
     /// Refused because the process was over its memory budget's soft limit; the client was
     /// told to retry.
     MemoryLimit = 6,
+    /// Refused for a missing or wrong bearer token (`receivers.auth`).
+    Unauthenticated = 7,
 }
 
 impl Outcome {
     /// All outcomes.
-    pub const ALL: [Outcome; 7] = [
+    pub const ALL: [Outcome; 8] = [
         Outcome::Ok,
         Outcome::Partial,
         Outcome::Malformed,
@@ -78,6 +80,7 @@ impl Outcome {
         Outcome::Busy,
         Outcome::Unsupported,
         Outcome::MemoryLimit,
+        Outcome::Unauthenticated,
     ];
     /// Label value.
     pub fn name(self) -> &'static str {
@@ -89,6 +92,7 @@ impl Outcome {
             Outcome::Busy => "busy",
             Outcome::Unsupported => "unsupported",
             Outcome::MemoryLimit => "memory_limit",
+            Outcome::Unauthenticated => "unauthenticated",
         }
     }
 }
@@ -123,7 +127,7 @@ impl RefuseReason {
 
 const T: usize = 2;
 const S: usize = 3;
-const O: usize = 7;
+const O: usize = 8;
 const R: usize = 3;
 
 /// Process-wide counters.

@@ -456,6 +456,7 @@ async fn full_pipeline_asks_clients_to_retry() {
         telemetry: Arc::clone(&telemetry),
         forward: Default::default(),
         memory: None,
+        auth: None,
     };
     let http_l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

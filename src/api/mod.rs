@@ -35,19 +35,50 @@ pub struct ApiState {
     pub exporters: Arc<Vec<crate::export::delivery::Queue>>,
     /// The memory budget; `None`: none.
     pub memory: Option<Arc<crate::memory::MemoryBudget>>,
+    /// The bearer token `/metrics` and `/api/*` require (`admin.auth`); `None`: none.
+    pub auth: Option<crate::auth::Token>,
 }
 
 /// The admin routes.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
+    // Everything but the probes needs the token when `admin.auth` is set.
+    let guarded = Router::new()
         .route("/metrics", get(metrics))
         .route("/api/v1/slis", get(slis_handler))
         .route("/api/v1/gaps", get(gaps_handler))
         .route("/api/v1/slos", get(slos_handler))
         .route("/api/v1/canary", get(canary_handler))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ));
+    Router::new()
+        .merge(guarded)
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(state)
+}
+
+/// Lets a request through when it carries the admin token (or none is configured).
+async fn require_token(
+    State(s): State<ApiState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    if crate::auth::allowed(s.auth.as_ref(), authorization) {
+        next.run(req).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "missing or wrong bearer token\n",
+        )
+            .into_response()
+    }
 }
 
 async fn metrics(State(s): State<ApiState>) -> Response {

@@ -270,7 +270,12 @@ mod tests {
 
     #[test]
     fn a_deadline_keeps_the_whole_trace_id() {
-        for id in [0u128, 1, u128::MAX, 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210] {
+        for id in [
+            0u128,
+            1,
+            u128::MAX,
+            0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
+        ] {
             assert_eq!(Due::new(7, id).id(), id);
         }
         assert_eq!(std::mem::size_of::<Due>(), 24);

@@ -116,6 +116,10 @@ pub struct Config {
     pub http: Listen,
     /// Admin server address.
     pub admin: String,
+    /// Bearer token both OTLP receivers require; `None`: none.
+    pub receivers_auth: Option<crate::auth::Token>,
+    /// Bearer token `/metrics` and `/api/*` require; `None`: none.
+    pub admin_auth: Option<crate::auth::Token>,
     /// Pipeline settings.
     pub pipeline: PipelineOptions,
     /// Classification rules.
@@ -232,6 +236,33 @@ pub fn parse(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Conf
     from_raw(raw)
 }
 
+/// A bearer token from `receivers.auth` or `admin.auth` (at `at`). Errors name the key and
+/// the file, never the token.
+fn auth(at: &str, raw: Option<raw::RawAuth>) -> Result<Option<crate::auth::Token>, ConfigError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let secret = match (raw.bearer_token, raw.bearer_token_file) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                at,
+                "give bearer_token or bearer_token_file, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(invalid(at, "needs bearer_token or bearer_token_file"));
+        }
+        (Some(t), None) => t,
+        (None, Some(f)) => std::fs::read_to_string(&f).map_err(|e| {
+            invalid(
+                &format!("{at}.bearer_token_file"),
+                format!("cannot read {f:?}: {e}"),
+            )
+        })?,
+    };
+    crate::auth::Token::new(&secret)
+        .map(Some)
+        .ok_or_else(|| invalid(at, "the token is empty"))
+}
+
 fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
     let grpc = Listen {
         endpoint: endpoint(
@@ -258,6 +289,8 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         )?,
     };
     let admin = endpoint("admin.endpoint", raw.admin.endpoint, DEFAULT_ADMIN)?;
+    let receivers_auth = auth("receivers.auth", raw.receivers.auth)?;
+    let admin_auth = auth("admin.auth", raw.admin.auth)?;
 
     let p = raw.pipeline;
     let shards = match p.shards {
@@ -553,6 +586,8 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         grpc,
         http,
         admin,
+        receivers_auth,
+        admin_auth,
         pipeline,
         classify,
         layout,

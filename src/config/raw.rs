@@ -45,6 +45,19 @@ pub struct RawReceivers {
     pub otlp_grpc: RawGrpc,
     /// `receivers.otlp_http`: OTLP over HTTP (protobuf and JSON).
     pub otlp_http: RawHttp,
+    /// `receivers.auth`: a bearer token both receivers require. Unset: none.
+    pub auth: Option<RawAuth>,
+}
+
+/// `receivers.auth:` and `admin.auth:`: requests must carry `Authorization: Bearer <token>`.
+/// Give exactly one of the two keys. Refused requests get HTTP 401 / gRPC `UNAUTHENTICATED`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAuth {
+    /// The token, usually from the environment: `"${env:OTEL_SLI_TOKEN}"`.
+    pub bearer_token: Option<String>,
+    /// A file holding the token (e.g. a mounted Secret); a final newline is ignored.
+    pub bearer_token_file: Option<String>,
 }
 
 /// `receivers.otlp_grpc:`
@@ -74,6 +87,9 @@ pub struct RawHttp {
 pub struct RawAdmin {
     /// Listen address of the admin server. Default `127.0.0.1:9464`.
     pub endpoint: Option<String>,
+    /// `admin.auth`: a bearer token `/metrics` and `/api/*` require (`/healthz` and
+    /// `/readyz` stay open for probes). Unset: none.
+    pub auth: Option<RawAuth>,
 }
 
 /// `pipeline:`

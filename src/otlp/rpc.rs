@@ -57,6 +57,8 @@ pub mod code {
     pub const RESOURCE_EXHAUSTED: i32 = 8;
     /// UNAVAILABLE.
     pub const UNAVAILABLE: i32 = 14;
+    /// UNAUTHENTICATED.
+    pub const UNAUTHENTICATED: i32 = 16;
 }
 
 /// A `google.rpc.Status` with only a code and message.

@@ -307,6 +307,14 @@ where
             if !is_export {
                 return Ok(Status::unimplemented("only Export is implemented").into_http());
             }
+            let authorization = req.headers().get(http::header::AUTHORIZATION);
+            if !ingest.authorized(
+                Transport::Grpc,
+                S::SIGNAL,
+                authorization.map(|v| v.as_bytes()),
+            ) {
+                return Ok(Status::unauthenticated("missing or wrong bearer token").into_http());
+            }
             if let Some(delay) = ingest.over_memory(Transport::Grpc, S::SIGNAL) {
                 return Ok(retryable("over the memory budget", delay).into_http());
             }

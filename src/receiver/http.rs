@@ -91,6 +91,18 @@ fn refuse(
 
 async fn handle(s: HttpState, signal: Signal, headers: HeaderMap, body: Body) -> Response {
     let ingest = &s.ingest;
+    let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    if !ingest.authorized(Transport::Http, signal, authorization) {
+        let mut r = error(
+            Encoding::Protobuf,
+            StatusCode::UNAUTHORIZED,
+            rpc::code::UNAUTHENTICATED,
+            "missing or wrong bearer token",
+        );
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return r;
+    }
     let media = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

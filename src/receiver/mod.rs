@@ -21,6 +21,8 @@ pub struct Ingest {
     pub forward: crate::export::forward::Forwarders,
     /// The memory budget; `None`: none.
     pub memory: Option<Arc<crate::memory::MemoryBudget>>,
+    /// The bearer token requests must carry (`receivers.auth`); `None`: none.
+    pub auth: Option<crate::auth::Token>,
 }
 
 /// An accepted request.
@@ -157,6 +159,22 @@ impl Ingest {
         self.telemetry
             .request(transport, signal, Outcome::MemoryLimit);
         Some(m.retry_after())
+    }
+
+    /// Whether a request with this `Authorization` header value may be received; a refusal
+    /// is counted. Receivers ask before reading the body.
+    pub fn authorized(
+        &self,
+        transport: Transport,
+        signal: Signal,
+        authorization: Option<&[u8]>,
+    ) -> bool {
+        let ok = crate::auth::allowed(self.auth.as_ref(), authorization);
+        if !ok {
+            self.telemetry
+                .request(transport, signal, Outcome::Unauthenticated);
+        }
+        ok
     }
 
     /// Counts a request refused before its body could be read (too large, wrong type).
