@@ -287,3 +287,29 @@ fn the_log_never_shows_a_token() {
     );
     assert!(!log.contains(ADMIN_TOKEN), "the admin token is in the log");
 }
+
+/// Upstream credentials (forwarder, remote-write and OTLP-metrics headers) stay out of the
+/// configuration's `Debug` output too; only the header names show.
+#[test]
+fn upstream_header_values_stay_out_of_the_configuration_dump() {
+    let yaml = r#"
+forward:
+  - endpoint: http://vendor.example:4317
+    headers: { x-api-key: "fwd-9b1c-secret" }
+exporters:
+  prometheus_remote_write:
+    endpoint: http://prom.example:9090/api/v1/write
+    headers: { authorization: "Bearer rw-44e1-secret" }
+  otlp_metrics:
+    endpoint: http://collector.example:4317
+    headers: { x-token: "om-07aa-secret" }
+"#;
+    let config = otel_sli::config::parse(yaml, |_| None).expect("valid");
+    let dump = format!("{config:?}");
+    for secret in ["fwd-9b1c-secret", "rw-44e1-secret", "om-07aa-secret"] {
+        assert!(!dump.contains(secret), "{secret} shows in the dump");
+    }
+    for name in ["x-api-key", "authorization", "x-token"] {
+        assert!(dump.contains(name), "{name} is missing from the dump");
+    }
+}

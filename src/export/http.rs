@@ -54,8 +54,15 @@ pub const USER_AGENT: &str = concat!("otel-sli/", env!("CARGO_PKG_VERSION"));
 /// The connector every client here uses: TCP (no Nagle), then TLS for `https://`.
 pub type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 
+/// Header names only, for `Debug` output: values are often API keys.
+pub fn header_names<'a>(
+    headers: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Vec<&'a str> {
+    headers.into_iter().map(|(k, _)| k.as_str()).collect()
+}
+
 /// TLS material of the connection, read from the configured files.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct TlsSettings {
     /// PEM CA certificates to trust instead of the bundled public roots.
     pub ca_pem: Option<Vec<u8>>,
@@ -63,6 +70,17 @@ pub struct TlsSettings {
     pub identity_pem: Option<(Vec<u8>, Vec<u8>)>,
     /// Do not verify the server certificate (testing only).
     pub insecure_skip_verify: bool,
+}
+
+impl std::fmt::Debug for TlsSettings {
+    /// Whether there is material, never the material (the key is a secret).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSettings")
+            .field("custom_ca", &self.ca_pem.is_some())
+            .field("client_identity", &self.identity_pem.is_some())
+            .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .finish()
+    }
 }
 
 /// An HTTP/1.1 and HTTP/2 client for `http://` and `https://` URLs with the TLS settings

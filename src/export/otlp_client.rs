@@ -38,8 +38,9 @@ pub enum Compression {
 
 pub use super::http::TlsSettings;
 
-/// Everything needed to reach one upstream.
-#[derive(Clone, Debug, PartialEq)]
+/// Everything needed to reach one upstream. Its `Debug` output names the headers but not
+/// their values.
+#[derive(Clone, PartialEq)]
 pub struct ClientConfig {
     /// `http(s)://host:port[/base]`.
     pub endpoint: String,
@@ -53,6 +54,22 @@ pub struct ClientConfig {
     pub tls: TlsSettings,
     /// Per-attempt timeout.
     pub timeout: Duration,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("endpoint", &self.endpoint)
+            .field("protocol", &self.protocol)
+            .field(
+                "headers",
+                &super::http::header_names(self.headers.iter().map(|(k, v)| (k, v))),
+            )
+            .field("compression", &self.compression)
+            .field("tls", &self.tls)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// Why a client could not be built.

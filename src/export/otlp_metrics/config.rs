@@ -67,7 +67,7 @@ pub struct ClientTls {
 
 /// Everything a sender needs to reach the upstream; the exporter itself never opens a
 /// connection (that is the OTLP client's job).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Transport {
     /// `http://` or `https://` URL. For [`Protocol::Http`] it is the base URL; the sender
     /// appends `/v1/metrics`.
@@ -82,6 +82,20 @@ pub struct Transport {
     pub tls: Option<ClientTls>,
     /// Per-request timeout.
     pub timeout: Duration,
+}
+
+impl std::fmt::Debug for Transport {
+    /// Header names only: their values are often API keys.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("endpoint", &self.endpoint)
+            .field("protocol", &self.protocol)
+            .field("headers", &crate::export::http::header_names(&self.headers))
+            .field("compression", &self.compression)
+            .field("tls", &self.tls)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// Validated `exporters.otlp_metrics`.

@@ -25,8 +25,9 @@ const PROTOCOL_HEADERS: [&str; 5] = [
 
 pub use crate::export::http::TlsSettings;
 
-/// Validated `exporters.prometheus_remote_write`.
-#[derive(Clone, Debug, PartialEq)]
+/// Validated `exporters.prometheus_remote_write`. Its `Debug` output names the headers but
+/// not their values.
+#[derive(Clone, PartialEq)]
 pub struct RemoteWriteConfig {
     /// `http(s)://host[:port]/path` the write requests are POSTed to.
     pub endpoint: String,
@@ -46,6 +47,25 @@ pub struct RemoteWriteConfig {
     pub delivery: DeliveryConfig,
     /// Disk spool (`spool:`), resolved against `storage.directory`; `None`: memory only.
     pub spool: Option<crate::export::spool::SpoolConfig>,
+}
+
+impl std::fmt::Debug for RemoteWriteConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteWriteConfig")
+            .field("endpoint", &self.endpoint)
+            .field("interval", &self.interval)
+            .field("external_labels", &self.external_labels)
+            .field("native_histograms", &self.native_histograms)
+            .field(
+                "headers",
+                &crate::export::http::header_names(self.headers.iter().map(|(k, v)| (k, v))),
+            )
+            .field("tls", &self.tls)
+            .field("timeout", &self.timeout)
+            .field("delivery", &self.delivery)
+            .field("spool", &self.spool)
+            .finish()
+    }
 }
 
 /// True for a valid Prometheus label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
