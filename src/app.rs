@@ -470,6 +470,17 @@ async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
+        // SIGHUP would end the process by default. Reloading is not supported (listeners,
+        // shards, queues and spools are fixed at start), so it is logged and ignored.
+        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::warn!(
+                        "SIGHUP: configuration reload is not supported; restart otel-sli to apply a new configuration (check it first with `otel-sli validate`)"
+                    );
+                }
+            });
+        }
         match signal(SignalKind::terminate()) {
             Ok(mut term) => {
                 tokio::select! {

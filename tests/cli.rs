@@ -1,7 +1,7 @@
 //! The binary as users run it: `validate`, and a run on embedded defaults with overridden
 //! addresses that serves, reports ready, and exits cleanly on SIGTERM.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -141,6 +141,16 @@ fn runs_on_defaults_and_stops_on_sigterm() {
         );
     }
     let pid = child.id().to_string();
+    // SIGHUP is logged and ignored (reloading is not supported), not fatal.
+    let hup = Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill");
+    assert!(hup.success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(child.try_wait().expect("wait").is_none(), "SIGHUP ended the process");
+    let ready = http_get(&admin, "/readyz").expect("still serving after SIGHUP");
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
     let killed = Command::new("kill")
         .args(["-TERM", &pid])
         .status()
@@ -148,6 +158,11 @@ fn runs_on_defaults_and_stops_on_sigterm() {
     assert!(killed.success());
     let status = child.wait().expect("exits");
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+    let mut log = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut log);
+    }
+    assert!(log.contains("configuration reload is not supported"), "{log}");
 }
 
 #[test]
