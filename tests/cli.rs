@@ -148,7 +148,10 @@ fn runs_on_defaults_and_stops_on_sigterm() {
         .expect("kill");
     assert!(hup.success());
     std::thread::sleep(Duration::from_millis(300));
-    assert!(child.try_wait().expect("wait").is_none(), "SIGHUP ended the process");
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "SIGHUP ended the process"
+    );
     let ready = http_get(&admin, "/readyz").expect("still serving after SIGHUP");
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
     let killed = Command::new("kill")
@@ -162,7 +165,10 @@ fn runs_on_defaults_and_stops_on_sigterm() {
     if let Some(mut e) = child.stderr.take() {
         let _ = e.read_to_string(&mut log);
     }
-    assert!(log.contains("configuration reload is not supported"), "{log}");
+    assert!(
+        log.contains("configuration reload is not supported"),
+        "{log}"
+    );
 }
 
 #[test]

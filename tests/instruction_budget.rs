@@ -11,6 +11,8 @@
 //! Needs valgrind (Debian `valgrind`, installed by `.ci/run`); without it the test prints
 //! `skipped: valgrind not installed` and passes, unless `OTEL_SLI_REQUIRE_TOOLS=1`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -27,18 +29,7 @@ const BUDGETS: [(&str, u64, u64); 3] = [
 ];
 
 fn have_valgrind() -> bool {
-    let found = Command::new("valgrind")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var("OTEL_SLI_REQUIRE_TOOLS").as_deref() != Ok("1"),
-            "valgrind not installed and OTEL_SLI_REQUIRE_TOOLS=1 (apt-get install valgrind)"
-        );
-        eprintln!("skipped: valgrind not installed");
-    }
-    found
+    common::tool_available("valgrind", &["--version"])
 }
 
 /// The release build of the workload binary.

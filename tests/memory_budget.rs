@@ -96,17 +96,7 @@ async fn over_the_soft_limit_requests_are_refused_retryably_until_memory_falls()
     .await
     .expect_err("refused");
     assert_eq!(err.code(), Code::Unavailable);
-    let details = rpc::Status::decode(err.details()).expect("details");
-    let info = details
-        .details
-        .iter()
-        .find(|a| a.type_url.ends_with("google.rpc.RetryInfo"))
-        .expect("RetryInfo");
-    let delay = rpc::RetryInfo::decode(info.value.as_slice())
-        .expect("RetryInfo")
-        .retry_delay
-        .expect("delay");
-    assert_eq!(delay.seconds, 3);
+    assert_eq!(common::retry_delay(&err).0, 3);
 
     // Still alive and observable while refusing.
     let health = reqwest::get(format!("http://{}/healthz", server.admin))

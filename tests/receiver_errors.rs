@@ -505,17 +505,7 @@ async fn full_pipeline_asks_clients_to_retry() {
     .await
     .expect_err("refused");
     assert_eq!(err.code(), Code::Unavailable);
-    let details = rpc::Status::decode(err.details()).expect("google.rpc.Status details");
-    let info = details
-        .details
-        .iter()
-        .find(|a| a.type_url.ends_with("google.rpc.RetryInfo"))
-        .expect("RetryInfo");
-    let delay = rpc::RetryInfo::decode(info.value.as_slice())
-        .expect("RetryInfo decodes")
-        .retry_delay
-        .expect("delay");
-    assert_eq!((delay.seconds, delay.nanos), (1, 500_000_000));
+    assert_eq!(common::retry_delay(&err), (1, 500_000_000));
     use otel_sli::telemetry::{RefuseReason, Transport};
     let spans_per_request = ExportTraceServiceRequest::decode(body.as_slice())
         .expect("request")

@@ -37,21 +37,9 @@ impl Drop for Prometheus {
     }
 }
 
-/// True when the prometheus binary can be run; otherwise says why the caller skips, or
-/// fails under `OTEL_SLI_REQUIRE_TOOLS=1`.
+/// True when the prometheus binary can be run (see [`common::tool_available`]).
 fn prometheus_available() -> bool {
-    let found = Command::new("prometheus")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var("OTEL_SLI_REQUIRE_TOOLS").as_deref() != Ok("1"),
-            "prometheus not installed and OTEL_SLI_REQUIRE_TOOLS=1 (install the prometheus package)"
-        );
-        eprintln!("skipped: prometheus not installed");
-    }
-    found
+    common::tool_available("prometheus", &["--version"])
 }
 
 fn free_port() -> u16 {

@@ -5,6 +5,8 @@
 //! promtool comes from the `prometheus` package. Without it the promtool checks print
 //! `skipped: promtool not installed` and pass, unless `OTEL_SLI_REQUIRE_TOOLS=1` (CI).
 
+mod common;
+
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -59,21 +61,9 @@ fn parse(yaml: &str) -> Value {
     serde_norway::from_str(yaml).expect("output is YAML")
 }
 
-/// True when promtool can be run; otherwise says why the caller skips, or fails under
-/// `OTEL_SLI_REQUIRE_TOOLS=1`.
+/// True when promtool can be run (see [`common::tool_available`]).
 fn promtool_available() -> bool {
-    let found = Command::new("promtool")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var("OTEL_SLI_REQUIRE_TOOLS").as_deref() != Ok("1"),
-            "promtool not installed and OTEL_SLI_REQUIRE_TOOLS=1 (install the prometheus package)"
-        );
-        eprintln!("skipped: promtool not installed");
-    }
-    found
+    common::tool_available("promtool", &["--version"])
 }
 
 fn promtool(args: &[&str], file: &Path) -> String {

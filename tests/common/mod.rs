@@ -274,3 +274,38 @@ pub fn sdk_provider(endpoint: &str, service: &str) -> opentelemetry_sdk::trace::
         )
         .build()
 }
+
+/// True when `tool` runs (with `args`, e.g. `--version`); otherwise prints
+/// `skipped: <tool> not installed` for the caller to skip, or fails under
+/// `OTEL_SLI_REQUIRE_TOOLS=1` (CI), where `.ci/run` installs every tool.
+pub fn tool_available(tool: &str, args: &[&str]) -> bool {
+    let found = std::process::Command::new(tool)
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var("OTEL_SLI_REQUIRE_TOOLS").as_deref() != Ok("1"),
+            "{tool} not installed and OTEL_SLI_REQUIRE_TOOLS=1 (see .ci/run)"
+        );
+        eprintln!("skipped: {tool} not installed");
+    }
+    found
+}
+
+/// The `RetryInfo` delay (seconds, nanoseconds) in a gRPC status's details.
+pub fn retry_delay(err: &Status) -> (i64, i32) {
+    use prost::Message;
+    let details =
+        otel_sli::otlp::rpc::Status::decode(err.details()).expect("google.rpc.Status details");
+    let info = details
+        .details
+        .iter()
+        .find(|a| a.type_url.ends_with("google.rpc.RetryInfo"))
+        .expect("RetryInfo");
+    let delay = otel_sli::otlp::rpc::RetryInfo::decode(info.value.as_slice())
+        .expect("RetryInfo decodes")
+        .retry_delay
+        .expect("delay");
+    (delay.seconds, delay.nanos)
+}
