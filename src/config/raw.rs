@@ -64,7 +64,7 @@ pub struct RawAuth {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawGrpc {
-    /// Listen address. Default `127.0.0.1:4317`. In a DaemonSet: `${env:MY_POD_IP}:4317`.
+    /// Listen address. Default `127.0.0.1:4317`. In a pod: `0.0.0.0:4317`.
     pub endpoint: Option<String>,
     /// Largest accepted gRPC message after decompression. Default `4MiB`.
     /// Larger messages get `RESOURCE_EXHAUSTED`.
