@@ -62,11 +62,11 @@ pub fn probe(url: &str, timeout: Duration) -> Result<String, ProbeError> {
         (None, None) => return Err(ProbeError::Url(url.to_string())),
     };
     conn.set_write_timeout(Some(left())).map_err(io)?;
-    write!(
-        conn,
+    // One write: a server that answers after its first read sees the whole request.
+    let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nUser-Agent: otel-sli-healthcheck\r\n\r\n"
-    )
-    .map_err(io)?;
+    );
+    conn.write_all(request.as_bytes()).map_err(io)?;
     // The status line is all that matters; read until it is complete.
     let mut head = Vec::with_capacity(256);
     let mut buf = [0u8; 256];
@@ -106,8 +106,16 @@ mod tests {
         let addr = l.local_addr().unwrap();
         std::thread::spawn(move || {
             let (mut c, _) = l.accept().unwrap();
-            let mut req = [0u8; 1024];
-            let _ = c.read(&mut req);
+            // The whole request, so closing does not reset the connection under the
+            // answer.
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match c.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
             let _ = c.write_all(answer.as_bytes());
         });
         format!("http://{addr}/healthz")
