@@ -18,7 +18,6 @@ use crate::sli::series::SeriesSettings;
 use crate::slo::persist;
 use crate::slo::state::StateFile;
 use crate::telemetry::Telemetry;
-use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -222,22 +221,18 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
         }
     });
 
-    let http_app = http::router(ingest.clone(), config.http.max_bytes);
-    let rx = stop_rx.clone();
-    let http_task = tokio::spawn(async move {
-        // Small responses on long-lived connections: do not let Nagle delay them.
-        let http_l = http_l.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-            }
-        });
-        if let Err(e) = axum::serve(http_l, http_app)
-            .with_graceful_shutdown(stopped(rx))
-            .await
-        {
-            tracing::error!(error = %e, "OTLP/HTTP server failed");
-        }
-    });
+    let http_app = http::router(
+        ingest.clone(),
+        config.http.max_bytes,
+        config.http_conn.header_timeout,
+    );
+    let http_task = tokio::spawn(crate::receiver::serve::serve(
+        http_l,
+        http_app,
+        config.http_conn,
+        Arc::clone(&telemetry.connections_refused),
+        stop_rx.clone(),
+    ));
 
     let admin_app = api::router(ApiState {
         pipeline: pipeline.clone(),

@@ -68,11 +68,13 @@ pub enum Outcome {
     MemoryLimit = 6,
     /// Refused for a missing or wrong bearer token (`receivers.auth`).
     Unauthenticated = 7,
+    /// The body did not arrive within `receivers.otlp_http.read_timeout`.
+    Timeout = 8,
 }
 
 impl Outcome {
     /// All outcomes.
-    pub const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; 9] = [
         Outcome::Ok,
         Outcome::Partial,
         Outcome::Malformed,
@@ -81,6 +83,7 @@ impl Outcome {
         Outcome::Unsupported,
         Outcome::MemoryLimit,
         Outcome::Unauthenticated,
+        Outcome::Timeout,
     ];
     /// Label value.
     pub fn name(self) -> &'static str {
@@ -93,6 +96,7 @@ impl Outcome {
             Outcome::Unsupported => "unsupported",
             Outcome::MemoryLimit => "memory_limit",
             Outcome::Unauthenticated => "unauthenticated",
+            Outcome::Timeout => "timeout",
         }
     }
 }
@@ -127,7 +131,7 @@ impl RefuseReason {
 
 const T: usize = 2;
 const S: usize = 3;
-const O: usize = 8;
+const O: usize = 9;
 const R: usize = 3;
 
 /// Process-wide counters.
@@ -138,6 +142,8 @@ pub struct Telemetry {
     refused_spans: [[AtomicU64; R]; T],
     items: [[AtomicU64; S]; T],
     entry_spans: AtomicU64,
+    /// OTLP/HTTP connections closed at once for `receivers.otlp_http.max_connections`.
+    pub connections_refused: std::sync::Arc<AtomicU64>,
     invalid_durations: AtomicU64,
 }
 

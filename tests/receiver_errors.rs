@@ -462,7 +462,7 @@ async fn full_pipeline_asks_clients_to_retry() {
         .await
         .expect("bind");
     let http_addr = http_l.local_addr().expect("addr");
-    let app = http::router(ingest.clone(), 1 << 20);
+    let app = http::router(ingest.clone(), 1 << 20, std::time::Duration::from_secs(30));
     tokio::spawn(async move { axum::serve(http_l, app).await });
     let grpc_l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -348,6 +348,18 @@ fn self_metrics(out: &mut String, view: &View, pipeline: &Pipeline, t: &Telemetr
     }
     header(
         out,
+        "otel_sli_http_connections_refused_total",
+        "counter",
+        "OTLP/HTTP connections closed at once because receivers.otlp_http.max_connections were open.",
+    );
+    let _ = writeln!(
+        out,
+        "otel_sli_http_connections_refused_total {}",
+        t.connections_refused
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
+    header(
+        out,
         "otel_sli_accepted_spans_total",
         "counter",
         "Spans accepted.",

@@ -114,6 +114,8 @@ pub struct Config {
     pub grpc: Listen,
     /// OTLP/HTTP receiver.
     pub http: Listen,
+    /// OTLP/HTTP connection limits.
+    pub http_conn: crate::receiver::serve::ConnLimits,
     /// Admin server address.
     pub admin: String,
     /// Bearer token both OTLP receivers require; `None`: none.
@@ -287,6 +289,28 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
             raw.receivers.otlp_http.max_request_body_size,
             20 << 20,
         )?,
+    };
+    let read_timeout = raw
+        .receivers
+        .otlp_http
+        .read_timeout
+        .map_or(Duration::from_secs(30), |d| d.0);
+    if read_timeout < Duration::from_secs(1) || read_timeout > Duration::from_secs(600) {
+        return Err(invalid(
+            "receivers.otlp_http.read_timeout",
+            "must be between 1s and 10m",
+        ));
+    }
+    let max_connections = raw.receivers.otlp_http.max_connections.unwrap_or(4096);
+    if max_connections == 0 {
+        return Err(invalid(
+            "receivers.otlp_http.max_connections",
+            "must be at least 1",
+        ));
+    }
+    let http_conn = crate::receiver::serve::ConnLimits {
+        header_timeout: read_timeout,
+        max_connections,
     };
     let admin = endpoint("admin.endpoint", raw.admin.endpoint, DEFAULT_ADMIN)?;
     let receivers_auth = auth("receivers.auth", raw.receivers.auth)?;
@@ -585,6 +609,7 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
     Ok(Config {
         grpc,
         http,
+        http_conn,
         admin,
         receivers_auth,
         admin_auth,

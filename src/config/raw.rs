@@ -79,6 +79,12 @@ pub struct RawHttp {
     pub endpoint: Option<String>,
     /// Largest accepted request body after decompression. Default `20MiB`. Larger bodies get 413.
     pub max_request_body_size: Option<ByteSize>,
+    /// Time a request's headers may take to arrive (the connection is closed after it), and
+    /// separately its body (answered 408). Default `30s`; `1s` to `10m`.
+    pub read_timeout: Option<HumanDuration>,
+    /// Open connections at most; beyond it new connections are closed at once and counted
+    /// in `otel_sli_http_connections_refused_total`. Default `4096`.
+    pub max_connections: Option<usize>,
 }
 
 /// `admin:`

@@ -53,6 +53,8 @@ pub struct RetryInfo {
 pub mod code {
     /// INVALID_ARGUMENT.
     pub const INVALID_ARGUMENT: i32 = 3;
+    /// DEADLINE_EXCEEDED.
+    pub const DEADLINE_EXCEEDED: i32 = 4;
     /// RESOURCE_EXHAUSTED.
     pub const RESOURCE_EXHAUSTED: i32 = 8;
     /// UNAVAILABLE.

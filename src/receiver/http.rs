@@ -24,15 +24,21 @@ use prost::Message;
 struct HttpState {
     ingest: Ingest,
     max_body: usize,
+    body_timeout: std::time::Duration,
 }
 
-/// The OTLP/HTTP routes, accepting bodies up to `max_body` bytes after decompression.
-pub fn router(ingest: Ingest, max_body: usize) -> Router {
+/// The OTLP/HTTP routes, accepting bodies up to `max_body` bytes after decompression that
+/// arrive within `body_timeout`.
+pub fn router(ingest: Ingest, max_body: usize, body_timeout: std::time::Duration) -> Router {
     Router::new()
         .route("/v1/traces", post(traces))
         .route("/v1/metrics", post(metrics))
         .route("/v1/logs", post(logs))
-        .with_state(HttpState { ingest, max_body })
+        .with_state(HttpState {
+            ingest,
+            max_body,
+            body_timeout,
+        })
 }
 
 async fn traces(State(s): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
@@ -146,7 +152,18 @@ async fn handle(s: HttpState, signal: Signal, headers: HeaderMap, body: Body) ->
     if let Some(delay) = ingest.over_memory(Transport::Http, signal) {
         return busy(enc, "over the memory budget", delay);
     }
-    let raw = match Limited::new(body, s.max_body).collect().await {
+    let collected =
+        tokio::time::timeout(s.body_timeout, Limited::new(body, s.max_body).collect()).await;
+    let Ok(collected) = collected else {
+        ingest.refused_early(Transport::Http, signal, Outcome::Timeout);
+        return error(
+            enc,
+            StatusCode::REQUEST_TIMEOUT,
+            rpc::code::DEADLINE_EXCEEDED,
+            format!("request body not received within {:?}", s.body_timeout),
+        );
+    };
+    let raw = match collected {
         Ok(c) => c.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             return too_large(&s, signal, enc);
