@@ -207,6 +207,8 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
 
     let max_grpc = config.grpc.max_bytes;
     let grpc_server = tonic::transport::Server::builder()
+        // A client that stalls mid-message is cut off (CANCELLED) instead of holding a stream.
+        .timeout(config.grpc_request_timeout)
         .add_service(OtlpGrpc::<Traces>::new(ingest.clone(), max_grpc))
         .add_service(OtlpGrpc::<Metrics>::new(ingest.clone(), max_grpc))
         .add_service(OtlpGrpc::<Logs>::new(ingest.clone(), max_grpc));

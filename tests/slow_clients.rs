@@ -1,7 +1,8 @@
 //! Slow and idle clients on the OTLP/HTTP receiver: a client trickling its headers loses
 //! its connection after `read_timeout`, one stalling its body gets 408, and beyond
 //! `max_connections` new connections are closed at once and counted, while connections
-//! within the limit keep working.
+//! within the limit keep working; a gRPC call stalling mid-message is cancelled after
+//! `request_timeout`.
 
 mod common;
 
@@ -134,6 +135,66 @@ async fn connections_beyond_the_limit_are_closed_at_once_and_counted() {
     assert_eq!(
         sample(&metrics, "otel_sli_http_connections_refused_total"),
         Some(1.0)
+    );
+    server.stop().await;
+}
+
+/// An HTTP/2 client that sends an Export call's headers and the start of its message, then
+/// stalls: the call is cut off with `CANCELLED` after `request_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_call_stalling_mid_message_is_cancelled() {
+    use http_body_util::{BodyExt, StreamBody};
+    let server = TestServer::start("receivers:\n  otlp_grpc: {request_timeout: 1s}\n").await;
+    let tcp = tokio::net::TcpStream::connect(server.grpc)
+        .await
+        .expect("connect");
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    // A gRPC frame header announcing 1000 bytes, 10 of them, then nothing more.
+    let mut start = vec![0u8, 0, 0, 0x03, 0xe8];
+    start.extend_from_slice(&[0x0a; 10]);
+    let body = StreamBody::new(
+        futures_util::stream::iter([Ok::<_, std::convert::Infallible>(http_body::Frame::data(
+            bytes::Bytes::from(start),
+        ))])
+        .chain(futures_util::stream::pending()),
+    );
+    use futures_util::StreamExt as _;
+    let req = http::Request::post(format!("http://{}{}", server.grpc, common::TRACE_EXPORT))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(body)
+        .expect("request");
+    let started = Instant::now();
+    let resp = tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
+        .await
+        .expect("answered within 10 s")
+        .expect("response");
+    let headers = resp.headers().clone();
+    let trailers = tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect())
+        .await
+        .expect("body within 10 s")
+        .ok()
+        .and_then(|c| c.trailers().cloned());
+    let status = headers
+        .get("grpc-status")
+        .or_else(|| trailers.as_ref().and_then(|t| t.get("grpc-status")))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    assert_eq!(
+        status.as_deref(),
+        Some("1"),
+        "CANCELLED expected: {headers:?} {trailers:?}"
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
     );
     server.stop().await;
 }

@@ -116,6 +116,8 @@ pub struct Config {
     pub http: Listen,
     /// OTLP/HTTP connection limits.
     pub http_conn: crate::receiver::serve::ConnLimits,
+    /// Longest an OTLP/gRPC Export call may take.
+    pub grpc_request_timeout: Duration,
     /// Admin server address.
     pub admin: String,
     /// Bearer token both OTLP receivers require; `None`: none.
@@ -306,6 +308,19 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         return Err(invalid(
             "receivers.otlp_http.max_connections",
             "must be at least 1",
+        ));
+    }
+    let grpc_request_timeout = raw
+        .receivers
+        .otlp_grpc
+        .request_timeout
+        .map_or(Duration::from_secs(30), |d| d.0);
+    if grpc_request_timeout < Duration::from_secs(1)
+        || grpc_request_timeout > Duration::from_secs(600)
+    {
+        return Err(invalid(
+            "receivers.otlp_grpc.request_timeout",
+            "must be between 1s and 10m",
         ));
     }
     let http_conn = crate::receiver::serve::ConnLimits {
@@ -609,6 +624,7 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
     Ok(Config {
         grpc,
         http,
+        grpc_request_timeout,
         http_conn,
         admin,
         receivers_auth,

@@ -69,6 +69,10 @@ pub struct RawGrpc {
     /// Largest accepted gRPC message after decompression. Default `4MiB`.
     /// Larger messages get `RESOURCE_EXHAUSTED`.
     pub max_recv_msg_size: Option<ByteSize>,
+    /// Time an Export call may take from its headers to its answer; a client that has not
+    /// sent its whole message by then gets `CANCELLED` (retryable). Default `30s`; `1s` to
+    /// `10m`.
+    pub request_timeout: Option<HumanDuration>,
 }
 
 /// `receivers.otlp_http:`
