@@ -109,15 +109,7 @@ fn live() -> (usize, usize) {
 
 /// Resident set size of this process, bytes (0 if unavailable).
 fn rss_bytes() -> usize {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<usize>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
+    otel_sli::memory::resident_bytes().map_or(0, |b| b as usize)
 }
 
 /// Live heap of a `TraceTracker` holding `traces` in-flight traces of one root and three

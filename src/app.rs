@@ -226,13 +226,13 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
     let http_app = http::router(
         ingest.clone(),
         config.http.max_bytes,
-        config.http_conn.header_timeout,
+        config.http_conn.read_timeout,
     );
     let http_task = tokio::spawn(crate::receiver::serve::serve(
         http_l,
         http_app,
         config.http_conn,
-        Arc::clone(&telemetry.connections_refused),
+        Arc::clone(&telemetry),
         stop_rx.clone(),
     ));
 

@@ -143,7 +143,7 @@ pub struct Telemetry {
     items: [[AtomicU64; S]; T],
     entry_spans: AtomicU64,
     /// OTLP/HTTP connections closed at once for `receivers.otlp_http.max_connections`.
-    pub connections_refused: std::sync::Arc<AtomicU64>,
+    connections_refused: AtomicU64,
     invalid_durations: AtomicU64,
 }
 
@@ -159,6 +159,14 @@ impl Telemetry {
     /// Counts accepted spans.
     pub fn accepted_spans(&self, t: Transport, n: u64) {
         self.accepted_spans[t as usize].fetch_add(n, Ordering::Relaxed);
+    }
+    /// Counts an OTLP/HTTP connection closed at once for the connection cap.
+    pub fn connection_refused(&self) {
+        self.connections_refused.fetch_add(1, Ordering::Relaxed);
+    }
+    /// OTLP/HTTP connections closed for the cap so far.
+    pub fn connections_refused_count(&self) -> u64 {
+        self.connections_refused.load(Ordering::Relaxed)
     }
     /// Counts refused spans.
     pub fn refused_spans(&self, t: Transport, r: RefuseReason, n: u64) {

@@ -355,8 +355,7 @@ fn self_metrics(out: &mut String, view: &View, pipeline: &Pipeline, t: &Telemetr
     let _ = writeln!(
         out,
         "otel_sli_http_connections_refused_total {}",
-        t.connections_refused
-            .load(std::sync::atomic::Ordering::Relaxed)
+        t.connections_refused_count()
     );
     header(
         out,

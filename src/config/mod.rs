@@ -324,7 +324,7 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         ));
     }
     let http_conn = crate::receiver::serve::ConnLimits {
-        header_timeout: read_timeout,
+        read_timeout,
         max_connections,
     };
     let admin = endpoint("admin.endpoint", raw.admin.endpoint, DEFAULT_ADMIN)?;

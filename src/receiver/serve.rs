@@ -9,7 +9,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -18,26 +17,26 @@ use tokio::sync::{watch, Semaphore};
 /// Connection limits.
 #[derive(Clone, Copy, Debug)]
 pub struct ConnLimits {
-    /// Time allowed for a request's headers to arrive.
-    pub header_timeout: Duration,
+    /// Time allowed for a request's headers to arrive (and, in the handler, its body).
+    pub read_timeout: Duration,
     /// Open connections at most.
     pub max_connections: usize,
 }
 
 /// Serves `app` on `listener` until `stop` turns true, then waits for the requests in
-/// flight. Connections refused for the cap are added to `refused`.
+/// flight. Connections refused for the cap are counted in `telemetry`.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnLimits,
-    refused: Arc<AtomicU64>,
+    telemetry: Arc<crate::telemetry::Telemetry>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(limits.read_timeout);
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
@@ -55,7 +54,7 @@ pub async fn serve(
             () = async { let _ = stop.wait_for(|v| *v).await; } => break,
         };
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            refused.fetch_add(1, Ordering::Relaxed);
+            telemetry.connection_refused();
             drop(tcp);
             continue;
         };
