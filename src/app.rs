@@ -10,6 +10,8 @@ use crate::api::{self, ApiState};
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::export::forward::Forwarders;
+use crate::net::tls::ServerTls;
+use crate::net::{Acceptor, ALPN_GRPC, ALPN_HTTP};
 use crate::pipeline::Pipeline;
 use crate::receiver::grpc::{Logs, Metrics, OtlpGrpc, Traces};
 use crate::receiver::{http, Ingest};
@@ -17,7 +19,7 @@ use crate::sli::classify::Classifier;
 use crate::sli::series::SeriesSettings;
 use crate::slo::persist;
 use crate::slo::state::StateFile;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Listener, Telemetry};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -54,6 +56,14 @@ pub enum AppError {
     /// An exporter's client could not be set up.
     #[error("cannot set up an exporter: {0}")]
     Exporter(#[from] crate::export::otlp_client::ClientError),
+    /// A listener's TLS certificate or key could not be loaded.
+    #[error("cannot set up TLS for the {what} listener: {source}")]
+    Tls {
+        /// Which listener.
+        what: &'static str,
+        /// The error.
+        source: crate::net::tls::TlsError,
+    },
     /// An exporter's spool could not be opened.
     #[error("cannot open an exporter's spool: {0}")]
     Spool(#[from] crate::export::spool::SpoolError),
@@ -100,6 +110,22 @@ fn local(l: &TcpListener, what: &'static str, addr: &str) -> Result<SocketAddr, 
         addr: addr.to_string(),
         source,
     })
+}
+
+/// The reloading TLS configuration of a listener, when it serves TLS.
+fn server_tls(
+    files: Option<&crate::net::tls::TlsFiles>,
+    alpn: &'static [&'static [u8]],
+    listener: Listener,
+    telemetry: &Arc<Telemetry>,
+) -> Result<Option<Arc<ServerTls>>, AppError> {
+    let Some(files) = files else { return Ok(None) };
+    ServerTls::new(files.clone(), alpn, listener, Arc::clone(telemetry))
+        .map(|t| Some(Arc::new(t)))
+        .map_err(|source| AppError::Tls {
+            what: listener.name(),
+            source,
+        })
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
@@ -194,6 +220,21 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
         auth: config.receivers_auth.clone(),
     };
 
+    let l = &config.listeners;
+    let grpc_tls = server_tls(
+        l.grpc_tls.as_ref(),
+        ALPN_GRPC,
+        Listener::OtlpGrpc,
+        &telemetry,
+    )?;
+    let http_tls = server_tls(
+        l.http_tls.as_ref(),
+        ALPN_HTTP,
+        Listener::OtlpHttp,
+        &telemetry,
+    )?;
+    let admin_tls = server_tls(l.admin_tls.as_ref(), ALPN_HTTP, Listener::Admin, &telemetry)?;
+
     let grpc_l = bind("otlp grpc", &config.grpc.endpoint).await?;
     let http_l = bind("otlp http", &config.http.endpoint).await?;
     let admin_l = bind("admin", &config.admin).await?;
@@ -205,14 +246,37 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
     let (stop_admin, admin_rx) = watch::channel(false);
     let ready = Arc::new(AtomicBool::new(false));
 
+    for tls in [&grpc_tls, &http_tls, &admin_tls].into_iter().flatten() {
+        // Watched until the admin server, the last listener, stops.
+        tokio::spawn(crate::net::tls::watch_files(
+            Arc::clone(tls),
+            admin_rx.clone(),
+        ));
+    }
+    let tls_on = |t: &Option<Arc<ServerTls>>| t.is_some();
+    let (grpc_tls_on, http_tls_on, admin_tls_on) =
+        (tls_on(&grpc_tls), tls_on(&http_tls), tls_on(&admin_tls));
+
     let max_grpc = config.grpc.max_bytes;
     let grpc_server = tonic::transport::Server::builder()
         // A client that stalls mid-message is cut off (CANCELLED) instead of holding a stream.
-        .timeout(config.grpc_request_timeout)
+        .timeout(l.grpc_request_timeout)
         .add_service(OtlpGrpc::<Traces>::new(ingest.clone(), max_grpc))
         .add_service(OtlpGrpc::<Metrics>::new(ingest.clone(), max_grpc))
         .add_service(OtlpGrpc::<Logs>::new(ingest.clone(), max_grpc));
-    let incoming = tonic::transport::server::TcpIncoming::from(grpc_l).with_nodelay(Some(true));
+    let grpc_conns = Acceptor {
+        tcp: grpc_l,
+        tls: grpc_tls,
+        limits: l.grpc_conn,
+        listener: Listener::OtlpGrpc,
+    }
+    .start(Arc::clone(&telemetry), stop_rx.clone());
+    let incoming = futures_util::stream::unfold(grpc_conns, |mut conns| async move {
+        conns
+            .recv()
+            .await
+            .map(|c| (Ok::<_, std::io::Error>(c), conns))
+    });
     let rx = stop_rx.clone();
     let grpc_task = tokio::spawn(async move {
         if let Err(e) = grpc_server
@@ -226,13 +290,19 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
     let http_app = http::router(
         ingest.clone(),
         config.http.max_bytes,
-        config.http_conn.read_timeout,
+        l.http_conn.read_timeout,
     );
-    let http_task = tokio::spawn(crate::receiver::serve::serve(
-        http_l,
+    let http_conns = Acceptor {
+        tcp: http_l,
+        tls: http_tls,
+        limits: l.http_conn,
+        listener: Listener::OtlpHttp,
+    }
+    .start(Arc::clone(&telemetry), stop_rx.clone());
+    let http_task = tokio::spawn(crate::net::serve::serve(
+        http_conns,
         http_app,
-        config.http_conn,
-        Arc::clone(&telemetry),
+        l.http_conn.read_timeout,
         stop_rx.clone(),
     ));
 
@@ -248,14 +318,20 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
     if let Some(m) = memory {
         tokio::spawn(sample_memory(m, stop_rx.clone()));
     }
-    let admin = tokio::spawn(async move {
-        if let Err(e) = axum::serve(admin_l, admin_app)
-            .with_graceful_shutdown(stopped(admin_rx))
-            .await
-        {
-            tracing::error!(error = %e, "admin server failed");
-        }
-    });
+    let admin_limits = crate::config::listeners::ADMIN_LIMITS;
+    let admin_conns = Acceptor {
+        tcp: admin_l,
+        tls: admin_tls,
+        limits: admin_limits,
+        listener: Listener::Admin,
+    }
+    .start(Arc::clone(&telemetry), admin_rx.clone());
+    let admin = tokio::spawn(crate::net::serve::serve(
+        admin_conns,
+        admin_app,
+        admin_limits.read_timeout,
+        admin_rx,
+    ));
 
     let saver = match (&state, pipeline.slo_engine()) {
         (Some(file), Some(engine)) => Some(tokio::spawn(save_every(
@@ -268,7 +344,16 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
     };
 
     ready.store(true, Ordering::Release);
-    tracing::info!(%grpc_addr, %http_addr, %admin_addr, shards = config.pipeline.shards, "otel-sli listening");
+    tracing::info!(
+        %grpc_addr,
+        grpc_tls = grpc_tls_on,
+        %http_addr,
+        http_tls = http_tls_on,
+        %admin_addr,
+        admin_tls = admin_tls_on,
+        shards = config.pipeline.shards,
+        "otel-sli listening"
+    );
     Ok(Running {
         grpc_addr,
         http_addr,

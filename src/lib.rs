@@ -12,6 +12,7 @@ pub mod completeness;
 pub mod config;
 pub mod export;
 pub mod memory;
+pub mod net;
 pub mod otlp;
 pub mod pipeline;
 pub mod receiver;

@@ -134,6 +134,58 @@ const S: usize = 3;
 const O: usize = 9;
 const R: usize = 3;
 
+/// A listening socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    /// The OTLP/gRPC receiver.
+    OtlpGrpc = 0,
+    /// The OTLP/HTTP receiver.
+    OtlpHttp = 1,
+    /// The admin server.
+    Admin = 2,
+}
+
+impl Listener {
+    /// All listeners.
+    pub const ALL: [Listener; 3] = [Listener::OtlpGrpc, Listener::OtlpHttp, Listener::Admin];
+    /// Label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Listener::OtlpGrpc => "otlp_grpc",
+            Listener::OtlpHttp => "otlp_http",
+            Listener::Admin => "admin",
+        }
+    }
+}
+
+/// Connection counters of one listener.
+#[derive(Debug, Default)]
+pub struct ConnStats {
+    /// Connections open now (TLS handshakes included).
+    pub open: AtomicU64,
+    /// Connections closed at once because `max_connections` were open.
+    pub refused: AtomicU64,
+    /// TLS handshakes that failed or timed out.
+    pub handshake_failures: AtomicU64,
+    /// Certificate reloads that took effect.
+    pub reloads: AtomicU64,
+    /// Certificate reloads refused (the previous certificate stays in use).
+    pub reload_failures: AtomicU64,
+    /// Expiry (`notAfter`) of the served certificate, Unix seconds; 0: no TLS or unknown.
+    pub cert_not_after: AtomicU64,
+}
+
+impl ConnStats {
+    /// Adds one to a counter.
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Reads a counter.
+    pub fn read(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
 /// Process-wide counters.
 #[derive(Debug, Default)]
 pub struct Telemetry {
@@ -142,8 +194,7 @@ pub struct Telemetry {
     refused_spans: [[AtomicU64; R]; T],
     items: [[AtomicU64; S]; T],
     entry_spans: AtomicU64,
-    /// OTLP/HTTP connections closed at once for `receivers.otlp_http.max_connections`.
-    connections_refused: AtomicU64,
+    listeners: [ConnStats; 3],
     invalid_durations: AtomicU64,
 }
 
@@ -160,13 +211,9 @@ impl Telemetry {
     pub fn accepted_spans(&self, t: Transport, n: u64) {
         self.accepted_spans[t as usize].fetch_add(n, Ordering::Relaxed);
     }
-    /// Counts an OTLP/HTTP connection closed at once for the connection cap.
-    pub fn connection_refused(&self) {
-        self.connections_refused.fetch_add(1, Ordering::Relaxed);
-    }
-    /// OTLP/HTTP connections closed for the cap so far.
-    pub fn connections_refused_count(&self) -> u64 {
-        self.connections_refused.load(Ordering::Relaxed)
+    /// The connection counters of listener `l`.
+    pub fn listener(&self, l: Listener) -> &ConnStats {
+        &self.listeners[l as usize]
     }
     /// Counts refused spans.
     pub fn refused_spans(&self, t: Transport, r: RefuseReason, n: u64) {

@@ -136,7 +136,10 @@ async fn connections_beyond_the_limit_are_closed_at_once_and_counted() {
     assert_eq!(post_ok(&server).await, 200);
     let metrics = server.metrics().await;
     assert_eq!(
-        sample(&metrics, "otel_sli_http_connections_refused_total"),
+        sample(
+            &metrics,
+            "otel_sli_connections_refused_total{listener=\"otlp_http\"}"
+        ),
         Some(1.0)
     );
     server.stop().await;

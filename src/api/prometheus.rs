@@ -346,17 +346,7 @@ fn self_metrics(out: &mut String, view: &View, pipeline: &Pipeline, t: &Telemetr
             }
         }
     }
-    header(
-        out,
-        "otel_sli_http_connections_refused_total",
-        "counter",
-        "OTLP/HTTP connections closed at once because receivers.otlp_http.max_connections were open.",
-    );
-    let _ = writeln!(
-        out,
-        "otel_sli_http_connections_refused_total {}",
-        t.connections_refused_count()
-    );
+    listeners(out, t);
     header(
         out,
         "otel_sli_accepted_spans_total",
@@ -510,8 +500,57 @@ fn self_metrics(out: &mut String, view: &View, pipeline: &Pipeline, t: &Telemetr
     );
 }
 
-/// Writes the `otel_sli_exporter_*` series of every delivery queue (forwarders and
-/// exporters); the headers are written even without any, so the names are always known.
+/// Connection and TLS self-telemetry of the three listeners.
+fn listeners(out: &mut String, t: &Telemetry) {
+    use crate::telemetry::{ConnStats, Listener};
+    type Field = fn(&ConnStats) -> &std::sync::atomic::AtomicU64;
+    let families: [(&str, &str, &str, Field); 4] = [
+        ("otel_sli_connections_open", "gauge", "Connections open now, TLS handshakes in progress included.", |c| &c.open),
+        ("otel_sli_connections_refused_total", "counter", "Connections closed at once because the listener's max_connections were open.", |c| &c.refused),
+        ("otel_sli_tls_handshake_failures_total", "counter", "TLS handshakes that failed or timed out (a client without a valid certificate under mutual TLS, a plaintext client).", |c| &c.handshake_failures),
+        ("otel_sli_tls_reloads_total", "counter", "Certificate files that changed and took effect for new connections.", |c| &c.reloads),
+    ];
+    for (name, kind, help, field) in families {
+        header(out, name, kind, help);
+        for l in Listener::ALL {
+            let v = ConnStats::read(field(t.listener(l)));
+            let _ = writeln!(out, "{name}{{listener=\"{}\"}} {v}", l.name());
+        }
+    }
+    header(
+        out,
+        "otel_sli_tls_reload_failures_total",
+        "counter",
+        "Certificate files that changed but did not load; the previous certificate stays in use.",
+    );
+    for l in Listener::ALL {
+        let v = ConnStats::read(&t.listener(l).reload_failures);
+        let _ = writeln!(
+            out,
+            "otel_sli_tls_reload_failures_total{{listener=\"{}\"}} {v}",
+            l.name()
+        );
+    }
+    header(
+        out,
+        "otel_sli_tls_certificate_expiry_timestamp_seconds",
+        "gauge",
+        "When the certificate a TLS listener serves expires (notAfter), Unix seconds.",
+    );
+    for l in Listener::ALL {
+        match ConnStats::read(&t.listener(l).cert_not_after) {
+            0 => {}
+            v => {
+                let _ = writeln!(
+                    out,
+                    "otel_sli_tls_certificate_expiry_timestamp_seconds{{listener=\"{}\"}} {v}",
+                    l.name()
+                );
+            }
+        }
+    }
+}
+
 /// The memory budget's gauges (nothing without a budget).
 pub fn memory(out: &mut String, budget: Option<&crate::memory::MemoryBudget>) {
     let Some(b) = budget else { return };
@@ -537,7 +576,8 @@ pub fn memory(out: &mut String, budget: Option<&crate::memory::MemoryBudget>) {
     }
 }
 
-/// The delivery queues' counters and gauges.
+/// Writes the `otel_sli_exporter_*` series of every delivery queue (forwarders and
+/// exporters); the headers are written even without any, so the names are always known.
 pub fn exporters(out: &mut String, queues: &[crate::export::delivery::Queue]) {
     use crate::export::delivery::DropReason;
     use std::sync::atomic::Ordering::Relaxed;

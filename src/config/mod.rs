@@ -3,6 +3,7 @@
 //! path and the reason.
 
 pub mod env;
+pub mod listeners;
 pub mod raw;
 pub mod slos;
 pub mod units;
@@ -114,10 +115,8 @@ pub struct Config {
     pub grpc: Listen,
     /// OTLP/HTTP receiver.
     pub http: Listen,
-    /// OTLP/HTTP connection limits.
-    pub http_conn: crate::receiver::serve::ConnLimits,
-    /// Longest an OTLP/gRPC Export call may take.
-    pub grpc_request_timeout: Duration,
+    /// Connection limits and TLS of the receivers and the admin server.
+    pub listeners: listeners::Listeners,
     /// Admin server address.
     pub admin: String,
     /// Bearer token both OTLP receivers require; `None`: none.
@@ -268,6 +267,7 @@ fn auth(at: &str, raw: Option<raw::RawAuth>) -> Result<Option<crate::auth::Token
 }
 
 fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
+    let listeners = listeners::listeners(&raw.receivers, &raw.admin)?;
     let grpc = Listen {
         endpoint: endpoint(
             "receivers.otlp_grpc.endpoint",
@@ -291,41 +291,6 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
             raw.receivers.otlp_http.max_request_body_size,
             20 << 20,
         )?,
-    };
-    let read_timeout = raw
-        .receivers
-        .otlp_http
-        .read_timeout
-        .map_or(Duration::from_secs(30), |d| d.0);
-    if read_timeout < Duration::from_secs(1) || read_timeout > Duration::from_secs(600) {
-        return Err(invalid(
-            "receivers.otlp_http.read_timeout",
-            "must be between 1s and 10m",
-        ));
-    }
-    let max_connections = raw.receivers.otlp_http.max_connections.unwrap_or(4096);
-    if max_connections == 0 {
-        return Err(invalid(
-            "receivers.otlp_http.max_connections",
-            "must be at least 1",
-        ));
-    }
-    let grpc_request_timeout = raw
-        .receivers
-        .otlp_grpc
-        .request_timeout
-        .map_or(Duration::from_secs(30), |d| d.0);
-    if grpc_request_timeout < Duration::from_secs(1)
-        || grpc_request_timeout > Duration::from_secs(600)
-    {
-        return Err(invalid(
-            "receivers.otlp_grpc.request_timeout",
-            "must be between 1s and 10m",
-        ));
-    }
-    let http_conn = crate::receiver::serve::ConnLimits {
-        read_timeout,
-        max_connections,
     };
     let admin = endpoint("admin.endpoint", raw.admin.endpoint, DEFAULT_ADMIN)?;
     let receivers_auth = auth("receivers.auth", raw.receivers.auth)?;
@@ -624,8 +589,7 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
     Ok(Config {
         grpc,
         http,
-        grpc_request_timeout,
-        http_conn,
+        listeners,
         admin,
         receivers_auth,
         admin_auth,

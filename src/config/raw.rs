@@ -73,6 +73,11 @@ pub struct RawGrpc {
     /// sent its whole message by then gets `CANCELLED` (retryable). Default `30s`; `1s` to
     /// `10m`.
     pub request_timeout: Option<HumanDuration>,
+    /// Open connections at most; beyond it new connections are closed at once and counted
+    /// in `otel_sli_connections_refused_total{listener="otlp_grpc"}`. Default `4096`.
+    pub max_connections: Option<usize>,
+    /// Serve TLS. Unset: plaintext (h2c).
+    pub tls: Option<RawServerTls>,
 }
 
 /// `receivers.otlp_http:`
@@ -87,8 +92,10 @@ pub struct RawHttp {
     /// separately its body (answered 408). Default `30s`; `1s` to `10m`.
     pub read_timeout: Option<HumanDuration>,
     /// Open connections at most; beyond it new connections are closed at once and counted
-    /// in `otel_sli_http_connections_refused_total`. Default `4096`.
+    /// in `otel_sli_connections_refused_total{listener="otlp_http"}`. Default `4096`.
     pub max_connections: Option<usize>,
+    /// Serve TLS (HTTPS). Unset: plaintext.
+    pub tls: Option<RawServerTls>,
 }
 
 /// `admin:`
@@ -100,6 +107,25 @@ pub struct RawAdmin {
     /// `admin.auth`: a bearer token `/metrics` and `/api/*` require (`/healthz` and
     /// `/readyz` stay open for probes). Unset: none.
     pub auth: Option<RawAuth>,
+    /// Serve TLS (HTTPS). Unset: plaintext.
+    pub tls: Option<RawServerTls>,
+}
+
+/// `tls:` of a receiver or the admin server. The files are read again every
+/// `reload_interval`; a change takes effect for new connections, and a change that does
+/// not load is logged and the previous certificate kept.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServerTls {
+    /// PEM certificate chain, leaf first. Required.
+    pub cert_file: Option<String>,
+    /// PEM private key of the certificate. Required.
+    pub key_file: Option<String>,
+    /// PEM CA certificates; when set, clients must present a certificate that chains to
+    /// one of them (mutual TLS). Unset: no client certificate asked for.
+    pub client_ca_file: Option<String>,
+    /// How often the files are read for changes. Default `30s`; `1s` to `1h`.
+    pub reload_interval: Option<HumanDuration>,
 }
 
 /// `pipeline:`

@@ -4,7 +4,6 @@
 pub mod decode;
 pub mod grpc;
 pub mod http;
-pub mod serve;
 
 use crate::pipeline::{IngestError, Pipeline};
 use crate::telemetry::{Outcome, RefuseReason, Signal, Telemetry, Transport};

@@ -1,0 +1,115 @@
+//! The accept loop every listener shares: a cap on open connections (beyond it a new
+//! connection is closed at once, and counted), `TCP_NODELAY`, and the TLS handshake, with
+//! a deadline, off the accept loop so a slow handshake delays nobody else. Connections come
+//! out of a channel ready for HTTP.
+
+use super::conn::{Conn, Slot, Stream};
+use super::tls::ServerTls;
+use crate::telemetry::{ConnStats, Listener, Telemetry};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch, Semaphore};
+
+/// Limits of one listener's connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// Time allowed for a TLS handshake, and for a request's headers to arrive (and, in the
+    /// OTLP/HTTP handler, its body).
+    pub read_timeout: Duration,
+    /// Open connections at most, TLS handshakes in progress included.
+    pub max_connections: usize,
+}
+
+/// A listener ready to accept.
+#[derive(Debug)]
+pub struct Acceptor {
+    /// The bound socket.
+    pub tcp: TcpListener,
+    /// TLS, when the listener serves it.
+    pub tls: Option<Arc<ServerTls>>,
+    /// Connection limits.
+    pub limits: ConnLimits,
+    /// Which listener, for self-telemetry and logs.
+    pub listener: Listener,
+}
+
+impl Acceptor {
+    /// Accepts until `stop` turns true; connections arrive on the returned channel, which
+    /// closes when accepting has stopped.
+    pub fn start(
+        self,
+        telemetry: Arc<Telemetry>,
+        stop: watch::Receiver<bool>,
+    ) -> mpsc::Receiver<Conn> {
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(self.run(telemetry, tx, stop));
+        rx
+    }
+
+    async fn run(
+        self,
+        telemetry: Arc<Telemetry>,
+        tx: mpsc::Sender<Conn>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let permits = Arc::new(Semaphore::new(self.limits.max_connections));
+        let stats = || telemetry.listener(self.listener);
+        loop {
+            let (tcp, peer) = tokio::select! {
+                r = self.tcp.accept() => match r {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(listener = self.listener.name(), error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = async { let _ = stop.wait_for(|v| *v).await; } => break,
+            };
+            let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                ConnStats::bump(&stats().refused);
+                drop(tcp);
+                continue;
+            };
+            let slot = Slot::new(permit, Arc::clone(&telemetry), self.listener);
+            // Small responses on long-lived connections: do not let Nagle delay them.
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+            match &self.tls {
+                None => {
+                    if tx
+                        .send(Conn::new(Stream::Plain(tcp), Some(peer), slot))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                Some(tls) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+                    let (tx, telemetry) = (tx.clone(), Arc::clone(&telemetry));
+                    let (deadline, listener) = (self.limits.read_timeout, self.listener);
+                    tokio::spawn(async move {
+                        match tokio::time::timeout(deadline, acceptor.accept(tcp)).await {
+                            Ok(Ok(s)) => {
+                                let conn = Conn::new(Stream::Tls(Box::new(s)), Some(peer), slot);
+                                let _ = tx.send(conn).await;
+                            }
+                            Ok(Err(e)) => {
+                                ConnStats::bump(&telemetry.listener(listener).handshake_failures);
+                                tracing::debug!(listener = listener.name(), %peer, error = %e, "TLS handshake failed");
+                            }
+                            Err(_) => {
+                                ConnStats::bump(&telemetry.listener(listener).handshake_failures);
+                                tracing::debug!(listener = listener.name(), %peer, "TLS handshake timed out");
+                            }
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
