@@ -81,6 +81,14 @@ enum Command {
         /// How long the whole check may take.
         #[arg(long, default_value = "3s", value_parser = parse_duration)]
         timeout: std::time::Duration,
+        /// For an `https://` URL: PEM CA certificates to trust (e.g. the `admin.tls`
+        /// certificate's CA) instead of the bundled public roots.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// For an `https://` URL: accept any certificate (checks that the local process
+        /// answers, not who it is).
+        #[arg(long)]
+        insecure_skip_verify: bool,
     },
 }
 
@@ -137,8 +145,23 @@ fn main() -> anyhow::Result<()> {
             print!("{}", otel_sli::slo::rules::render(&c.slos, &c.slo, format)?);
             return Ok(());
         }
-        Some(Command::Healthcheck { url, timeout }) => {
-            let line = otel_sli::api::probe::probe(&url, timeout)?;
+        Some(Command::Healthcheck {
+            url,
+            timeout,
+            ca_file,
+            insecure_skip_verify,
+        }) => {
+            let ca_pem = match ca_file {
+                Some(f) => Some(
+                    std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?,
+                ),
+                None => None,
+            };
+            let tls = otel_sli::api::probe::ProbeTls {
+                ca_pem,
+                insecure_skip_verify,
+            };
+            let line = otel_sli::api::probe::probe(&url, timeout, &tls)?;
             println!("{line}");
             return Ok(());
         }
