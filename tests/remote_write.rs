@@ -149,7 +149,27 @@ async fn send(
     n: usize,
     failed_every: usize,
 ) {
-    let endpoint = format!("http://{}", server.grpc);
+    send_to(
+        &server.grpc.to_string(),
+        service,
+        method,
+        route,
+        n,
+        failed_every,
+    )
+    .await;
+}
+
+/// [`send`] to the OTLP/gRPC receiver at `grpc` (`host:port`).
+async fn send_to(
+    grpc: &str,
+    service: &str,
+    method: &'static str,
+    route: &'static str,
+    n: usize,
+    failed_every: usize,
+) {
+    let endpoint = format!("http://{grpc}");
     let service = service.to_string();
     let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
@@ -517,4 +537,87 @@ async fn writes_spooled_while_prometheus_is_down_arrive_in_order_once_it_is_up()
     );
     server.stop().await;
     let _ = std::fs::remove_dir_all(&state);
+}
+
+/// `GET path` on `addr` with a plain blocking request; the body of a 200 answer.
+fn get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.starts_with("HTTP/1.1 200").then_some(out)
+}
+
+/// The process is stopped with SIGTERM before its first remote-write interval has come: the
+/// final flush on the way out is what brings the counts to Prometheus.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_delivers_the_final_counts_to_prometheus() {
+    if !prometheus_available() {
+        return;
+    }
+    let prom = Prometheus::start("sigterm", false).await;
+    let dir = prom.dir.clone();
+    let config = dir.join("otel-sli.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "exporters:\n  prometheus_remote_write:\n    endpoint: {}\n    interval: 1h\n",
+            prom.write_url()
+        ),
+    )
+    .expect("config");
+    let (grpc, http, admin) = (free_port(), free_port(), free_port());
+    let admin = format!("127.0.0.1:{admin}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_otel-sli"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--otlp-grpc", &format!("127.0.0.1:{grpc}")])
+        .args(["--otlp-http", &format!("127.0.0.1:{http}")])
+        .args(["--admin", &admin])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("otel-sli starts");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(&admin, "/readyz").is_none() {
+        assert!(Instant::now() < deadline, "otel-sli not ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    send_to(&format!("127.0.0.1:{grpc}"), "cart", "GET", "/cart", 48, 6).await;
+    let accepted = "otel_sli_accepted_spans_total{transport=\"grpc\"}";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&admin, "/metrics").and_then(|m| common::sample(&m, accepted)) != Some(48.0) {
+        assert!(Instant::now() < deadline, "spans not accepted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Nothing has reached Prometheus yet: the interval is an hour (the first write, at
+    // start, had no series).
+    assert_eq!(prom.query("sum(sli_requests_total)").await, None);
+
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(term.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "otel-sli did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+    prom.expect("sum(sli_requests_total)", 48.0).await;
+    prom.expect("sum(sli_errors_total)", 8.0).await;
+    prom.expect("sum(sli_latency_seconds_count)", 48.0).await;
 }
