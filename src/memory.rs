@@ -31,6 +31,7 @@ pub struct MemoryBudget {
     resident: AtomicU64,
     over: AtomicBool,
     retry_after: Duration,
+    in_flight: std::sync::Arc<crate::inflight::InFlight>,
 }
 
 impl MemoryBudget {
@@ -42,7 +43,14 @@ impl MemoryBudget {
             resident: AtomicU64::new(0),
             over: AtomicBool::new(false),
             retry_after,
+            // Half the budget for request bytes in flight ([`crate::inflight`]).
+            in_flight: std::sync::Arc::new(crate::inflight::InFlight::new(budget_bytes / 2)),
         }
+    }
+
+    /// The pool request bodies in flight reserve from: half the budget.
+    pub fn in_flight(&self) -> &std::sync::Arc<crate::inflight::InFlight> {
+        &self.in_flight
     }
 
     /// The budget, bytes.

@@ -570,6 +570,16 @@ pub fn memory(out: &mut String, budget: Option<&crate::memory::MemoryBudget>) {
             "Resident set size at the last reading (10 per second).",
             b.resident_bytes(),
         ),
+        (
+            "otel_sli_memory_in_flight_limit_bytes",
+            "Request bytes that may be in flight (read, decompressed, converted) at once: half the budget.",
+            b.in_flight().capacity(),
+        ),
+        (
+            "otel_sli_memory_in_flight_bytes",
+            "Request bytes reserved by requests in flight now.",
+            b.in_flight().used(),
+        ),
     ] {
         header(out, name, "gauge", help);
         let _ = writeln!(out, "{name} {value}");

@@ -22,13 +22,25 @@ const BYTES_PER_OBJECT: usize = 256;
 /// alone does not bound memory. Counts `{` bytes, an upper bound on the number of objects.
 pub fn check_expansion(body: &[u8]) -> Result<(), String> {
     let objects = body.iter().filter(|&&b| b == b'{').count();
-    if objects.saturating_mul(BYTES_PER_OBJECT) > MAX_DECODED_BYTES {
+    if decoded_estimate(objects) > MAX_DECODED_BYTES {
         return Err(format!(
             "JSON body has {objects} objects; decoding it could take more than {} MiB, split it into smaller requests",
             MAX_DECODED_BYTES >> 20
         ));
     }
     Ok(())
+}
+
+/// Memory decoding a JSON body with `objects` objects may take, bytes (an upper bound).
+fn decoded_estimate(objects: usize) -> usize {
+    objects.saturating_mul(BYTES_PER_OBJECT)
+}
+
+/// Memory converting `body` may take beside the body itself: the decoded structures and
+/// the protobuf written from them (no larger than the JSON), bytes.
+pub fn conversion_bytes(body: &[u8]) -> usize {
+    let objects = body.iter().filter(|&&b| b == b'{').count();
+    decoded_estimate(objects).saturating_add(body.len())
 }
 
 /// Converts an OTLP/JSON body of `signal` to protobuf bytes.

@@ -170,6 +170,8 @@ struct Export<S: GrpcSignal> {
     ingest: Ingest,
     /// The request's frames as received, when its gzip-compressed message is wanted.
     kept: Option<Arc<Mutex<Kept>>>,
+    /// The request's room in the in-flight pool, shrunk to the message once it is read.
+    held: Arc<Mutex<Option<crate::inflight::Reservation>>>,
     _signal: PhantomData<fn() -> S>,
 }
 
@@ -254,9 +256,16 @@ impl<S: GrpcSignal> UnaryService<Bytes> for Export<S> {
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         let ingest = self.ingest.clone();
         let kept = self.kept.take();
+        let held = Arc::clone(&self.held);
         Box::pin(async move {
             let body = request.into_inner();
             let gzipped = kept.and_then(|k| k.lock().ok().and_then(|k| k.compressed_message()));
+            let size = body.len() + gzipped.as_ref().map_or(0, Bytes::len);
+            if let Ok(mut h) = held.lock() {
+                if let Some(r) = h.as_mut() {
+                    r.shrink_to(size as u64);
+                }
+            }
             match ingest.export(Transport::Grpc, S::SIGNAL, body, gzipped) {
                 Ok(accepted) => Ok(tonic::Response::new(S::response(accepted))),
                 Err(refusal) => Err(to_status(refusal)),
@@ -318,6 +327,14 @@ where
             if let Some(delay) = ingest.over_memory(Transport::Grpc, S::SIGNAL) {
                 return Ok(retryable("over the memory budget", delay).into_http());
             }
+            // Room in the in-flight pool for the largest message, before tonic reads it.
+            let held = match ingest.reserve(Transport::Grpc, S::SIGNAL, max as u64) {
+                Ok(r) => Arc::new(Mutex::new(r)),
+                Err(delay) => {
+                    let msg = "over the memory budget: too many request bytes in flight";
+                    return Ok(retryable(msg, delay).into_http());
+                }
+            };
             let mut grpc = tonic::server::Grpc::new(RawCodec::<S::Response>::default())
                 .accept_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(max);
@@ -331,6 +348,7 @@ where
             let svc = Export::<S> {
                 ingest: ingest.clone(),
                 kept: kept.clone(),
+                held: Arc::clone(&held),
                 _signal: PhantomData,
             };
             let mut response = match kept {
@@ -354,6 +372,7 @@ where
                 }
                 None => {}
             }
+            drop(held);
             Ok(response)
         })
     }

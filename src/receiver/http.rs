@@ -152,6 +152,17 @@ async fn handle(s: HttpState, signal: Signal, headers: HeaderMap, body: Body) ->
     if let Some(delay) = ingest.over_memory(Transport::Http, signal) {
         return busy(enc, "over the memory budget", delay);
     }
+    // The body's room in the in-flight pool, taken before it is read: its declared length,
+    // or the most it may be.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let max = s.max_body as u64;
+    let mut held = match ingest.reserve(Transport::Http, signal, declared.unwrap_or(max).min(max)) {
+        Ok(r) => r,
+        Err(delay) => return busy(enc, IN_FLIGHT_FULL, delay),
+    };
     let collected =
         tokio::time::timeout(s.body_timeout, Limited::new(body, s.max_body).collect()).await;
     let Ok(collected) = collected else {
@@ -173,17 +184,27 @@ async fn handle(s: HttpState, signal: Signal, headers: HeaderMap, body: Body) ->
             return refuse(ingest, signal, enc, Outcome::Malformed, msg);
         }
     };
+    if let Some(r) = held.as_mut() {
+        r.shrink_to(raw.len() as u64);
+    }
     // Decompressing, converting JSON and scanning are CPU work proportional to the body;
     // large bodies go to the blocking pool so they never stall the I/O threads.
     if raw.len() > INLINE_BODY_BYTES {
-        let task = tokio::task::spawn_blocking(move || process(&s, signal, enc, gzip, raw));
+        let task =
+            tokio::task::spawn_blocking(move || process(&s, signal, enc, gzip, raw, &mut held));
         return task.await.unwrap_or_else(|e| {
             tracing::error!(error = %e, "request processing task failed");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         });
     }
-    process(&s, signal, enc, gzip, raw)
+    process(&s, signal, enc, gzip, raw, &mut held)
 }
+
+/// Decompressed-to-compressed size reserved for a gzip body before it is decompressed.
+const GZIP_RATIO: usize = 8;
+
+/// Why a request was refused for the in-flight pool.
+const IN_FLIGHT_FULL: &str = "over the memory budget: too many request bytes in flight";
 
 /// Bodies up to this size are processed on the I/O thread that read them.
 const INLINE_BODY_BYTES: usize = 256 << 10;
@@ -195,12 +216,30 @@ fn too_large(s: &HttpState, signal: Signal, enc: Encoding) -> Response {
 
 /// Decompresses, converts and ingests a body that was read completely. The protobuf body
 /// is handed on without a copy; a gzip-compressed protobuf body also as received, for
-/// upstreams that take gzip.
-fn process(s: &HttpState, signal: Signal, enc: Encoding, gzip: bool, raw: Bytes) -> Response {
+/// upstreams that take gzip. Each step first grows the request's in-flight reservation by
+/// what it will allocate.
+fn process(
+    s: &HttpState,
+    signal: Signal,
+    enc: Encoding,
+    gzip: bool,
+    raw: Bytes,
+    held: &mut Option<crate::inflight::Reservation>,
+) -> Response {
     let ingest = &s.ingest;
+    let grow = |held: &mut Option<crate::inflight::Reservation>, bytes: usize| {
+        let total = held.as_ref().map_or(0, |r| r.bytes()) + bytes as u64;
+        ingest.grow(Transport::Http, signal, held, total)
+    };
     let mut received_gzip = None;
     let mut bytes = raw;
     if gzip {
+        // Room for a typical ratio first; what the output really takes is reserved once
+        // it is known (decompression stops at the body limit either way).
+        let wire = bytes.len();
+        if let Err(delay) = grow(held, wire.saturating_mul(GZIP_RATIO).min(s.max_body)) {
+            return busy(enc, IN_FLIGHT_FULL, delay);
+        }
         let plain = match gunzip_limited(&bytes, s.max_body) {
             Ok(d) => d,
             Err(DecompressError::TooLarge { .. }) => return too_large(s, signal, enc),
@@ -211,11 +250,21 @@ fn process(s: &HttpState, signal: Signal, enc: Encoding, gzip: bool, raw: Bytes)
         if enc == Encoding::Protobuf {
             received_gzip = Some(bytes);
         }
+        let total = (wire + plain.len()) as u64;
+        if let Some(r) = held.as_mut() {
+            r.shrink_to(total);
+        }
+        if let Err(delay) = ingest.grow(Transport::Http, signal, held, total) {
+            return busy(enc, IN_FLIGHT_FULL, delay);
+        }
         bytes = Bytes::from(plain);
     }
     if enc == Encoding::Json {
         if let Err(msg) = json::check_expansion(&bytes) {
             return refuse(ingest, signal, enc, Outcome::TooLarge, msg);
+        }
+        if let Err(delay) = grow(held, json::conversion_bytes(&bytes)) {
+            return busy(enc, IN_FLIGHT_FULL, delay);
         }
         bytes = match json::to_protobuf(signal, &bytes) {
             Ok(p) => Bytes::from(p),

@@ -161,6 +161,48 @@ impl Ingest {
         Some(m.retry_after())
     }
 
+    /// Reserves `bytes` of the in-flight pool for a request about to read, decompress or
+    /// convert that much; `Ok(None)` without a memory budget. A refusal is counted, and
+    /// carries the delay to suggest.
+    pub fn reserve(
+        &self,
+        transport: Transport,
+        signal: Signal,
+        bytes: u64,
+    ) -> Result<Option<crate::inflight::Reservation>, Duration> {
+        let Some(m) = self.memory.as_ref() else {
+            return Ok(None);
+        };
+        match m.in_flight().try_reserve(bytes) {
+            Some(r) => Ok(Some(r)),
+            None => {
+                self.telemetry
+                    .request(transport, signal, Outcome::MemoryLimit);
+                Err(m.retry_after())
+            }
+        }
+    }
+
+    /// Grows a request's reservation to `bytes`; a refusal is counted, as in
+    /// [`Ingest::reserve`].
+    pub fn grow(
+        &self,
+        transport: Transport,
+        signal: Signal,
+        reservation: &mut Option<crate::inflight::Reservation>,
+        bytes: u64,
+    ) -> Result<(), Duration> {
+        let (Some(r), Some(m)) = (reservation.as_mut(), self.memory.as_ref()) else {
+            return Ok(());
+        };
+        if r.grow_to(bytes) {
+            return Ok(());
+        }
+        self.telemetry
+            .request(transport, signal, Outcome::MemoryLimit);
+        Err(m.retry_after())
+    }
+
     /// Whether a request with this `Authorization` header value may be received; a refusal
     /// is counted. Receivers ask before reading the body.
     pub fn authorized(
