@@ -165,6 +165,9 @@ pub struct ConnStats {
     pub open: AtomicU64,
     /// Connections closed at once because `max_connections` were open.
     pub refused: AtomicU64,
+    /// Connections closed at once because their client had `max_connections_per_client`
+    /// open.
+    pub refused_per_client: AtomicU64,
     /// TLS handshakes that failed or timed out.
     pub handshake_failures: AtomicU64,
     /// Certificate reloads that took effect.

@@ -138,7 +138,7 @@ async fn connections_beyond_the_limit_are_closed_at_once_and_counted() {
     assert_eq!(
         sample(
             &metrics,
-            "otel_sli_connections_refused_total{listener=\"otlp_http\"}"
+            "otel_sli_connections_refused_total{listener=\"otlp_http\",reason=\"max_connections\"}"
         ),
         Some(1.0)
     );

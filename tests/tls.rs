@@ -1,6 +1,6 @@
 //! TLS on the listeners, with real clients: the OpenTelemetry SDK's gRPC exporter over TLS
 //! and mutual TLS, curl against the OTLP/HTTP receiver and the admin server, certificate
-//! reload for new connections, and the OTLP/gRPC connection cap.
+//! reload for new connections.
 
 mod common;
 
@@ -447,50 +447,6 @@ async fn a_missing_or_mismatched_certificate_fails_validation_with_the_key_path(
         e.contains("receivers.otlp_grpc.tls") && e.contains("/nonexistent.crt"),
         "{e}"
     );
-}
-
-/// Opens a TCP connection and reports whether the server closed it within `wait`.
-async fn closed_within(
-    addr: std::net::SocketAddr,
-    wait: Duration,
-) -> (tokio::net::TcpStream, bool) {
-    use tokio::io::AsyncReadExt;
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let mut buf = [0u8; 64];
-    let closed = match tokio::time::timeout(wait, s.read(&mut buf)).await {
-        Ok(Ok(0)) | Ok(Err(_)) => true,
-        Ok(Ok(_)) => false,
-        Err(_) => false,
-    };
-    (s, closed)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_grpc_connection_cap_closes_connections_beyond_it_and_frees_slots() {
-    let server = TestServer::start("receivers: { otlp_grpc: { max_connections: 2 } }").await;
-    let wait = Duration::from_millis(500);
-    let (a, a_closed) = closed_within(server.grpc, wait).await;
-    let (_b, b_closed) = closed_within(server.grpc, wait).await;
-    assert!(
-        !a_closed && !b_closed,
-        "connections within the cap stay open"
-    );
-    let (_c, c_closed) = closed_within(server.grpc, wait).await;
-    assert!(c_closed, "the third connection is closed at once");
-    assert_eq!(stat(&server, Listener::OtlpGrpc, |c| &c.refused), 1);
-    assert_eq!(stat(&server, Listener::OtlpGrpc, |c| &c.open), 2);
-    drop(a);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while stat(&server, Listener::OtlpGrpc, |c| &c.open) != 1 {
-        assert!(
-            Instant::now() < deadline,
-            "a closed connection must free its slot"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let (_d, d_closed) = closed_within(server.grpc, wait).await;
-    assert!(!d_closed, "a freed slot takes a new connection");
-    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -504,9 +504,8 @@ fn self_metrics(out: &mut String, view: &View, pipeline: &Pipeline, t: &Telemetr
 fn listeners(out: &mut String, t: &Telemetry) {
     use crate::telemetry::{ConnStats, Listener};
     type Field = fn(&ConnStats) -> &std::sync::atomic::AtomicU64;
-    let families: [(&str, &str, &str, Field); 4] = [
+    let families: [(&str, &str, &str, Field); 3] = [
         ("otel_sli_connections_open", "gauge", "Connections open now, TLS handshakes in progress included.", |c| &c.open),
-        ("otel_sli_connections_refused_total", "counter", "Connections closed at once because the listener's max_connections were open.", |c| &c.refused),
         ("otel_sli_tls_handshake_failures_total", "counter", "TLS handshakes that failed or timed out (a client without a valid certificate under mutual TLS, a plaintext client).", |c| &c.handshake_failures),
         ("otel_sli_tls_reloads_total", "counter", "Certificate files that changed and took effect for new connections.", |c| &c.reloads),
     ];
@@ -515,6 +514,25 @@ fn listeners(out: &mut String, t: &Telemetry) {
         for l in Listener::ALL {
             let v = ConnStats::read(field(t.listener(l)));
             let _ = writeln!(out, "{name}{{listener=\"{}\"}} {v}", l.name());
+        }
+    }
+    header(
+        out,
+        "otel_sli_connections_refused_total",
+        "counter",
+        "Connections closed at once: reason max_connections (the listener's cap) or per_client (the client address's cap).",
+    );
+    for l in Listener::ALL {
+        let c = t.listener(l);
+        for (reason, v) in [
+            ("max_connections", ConnStats::read(&c.refused)),
+            ("per_client", ConnStats::read(&c.refused_per_client)),
+        ] {
+            let _ = writeln!(
+                out,
+                "otel_sli_connections_refused_total{{listener=\"{}\",reason=\"{reason}\"}} {v}",
+                l.name()
+            );
         }
     }
     header(

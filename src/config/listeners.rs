@@ -30,6 +30,7 @@ pub struct Listeners {
 pub const ADMIN_LIMITS: ConnLimits = ConnLimits {
     read_timeout: Duration::from_secs(30),
     max_connections: 256,
+    max_connections_per_client: None,
 };
 
 fn timeout(at: &str, d: Option<Duration>) -> Result<Duration, ConfigError> {
@@ -44,6 +45,19 @@ fn cap(at: &str, n: Option<usize>) -> Result<usize, ConfigError> {
     match n.unwrap_or(4096) {
         0 => Err(invalid(at, "must be at least 1")),
         n => Ok(n),
+    }
+}
+
+/// `max_connections_per_client` (default 256, or `max_connections` when that is lower; 0:
+/// no such limit), at most `max_connections`.
+fn per_client(at: &str, n: Option<usize>, max: usize) -> Result<Option<usize>, ConfigError> {
+    match n.unwrap_or(256.min(max)) {
+        0 => Ok(None),
+        n if n > max => Err(invalid(
+            at,
+            format!("must not exceed max_connections ({max})"),
+        )),
+        n => Ok(Some(n)),
     }
 }
 
@@ -83,12 +97,22 @@ pub fn listeners(r: &RawReceivers, admin: &RawAdmin) -> Result<Listeners, Config
         "receivers.otlp_grpc.request_timeout",
         r.otlp_grpc.request_timeout.map(|d| d.0),
     )?;
+    let grpc_max = cap(
+        "receivers.otlp_grpc.max_connections",
+        r.otlp_grpc.max_connections,
+    )?;
+    let http_max = cap(
+        "receivers.otlp_http.max_connections",
+        r.otlp_http.max_connections,
+    )?;
     Ok(Listeners {
         grpc_conn: ConnLimits {
             read_timeout: grpc_request_timeout,
-            max_connections: cap(
-                "receivers.otlp_grpc.max_connections",
-                r.otlp_grpc.max_connections,
+            max_connections: grpc_max,
+            max_connections_per_client: per_client(
+                "receivers.otlp_grpc.max_connections_per_client",
+                r.otlp_grpc.max_connections_per_client,
+                grpc_max,
             )?,
         },
         grpc_request_timeout,
@@ -97,9 +121,11 @@ pub fn listeners(r: &RawReceivers, admin: &RawAdmin) -> Result<Listeners, Config
                 "receivers.otlp_http.read_timeout",
                 r.otlp_http.read_timeout.map(|d| d.0),
             )?,
-            max_connections: cap(
-                "receivers.otlp_http.max_connections",
-                r.otlp_http.max_connections,
+            max_connections: http_max,
+            max_connections_per_client: per_client(
+                "receivers.otlp_http.max_connections_per_client",
+                r.otlp_http.max_connections_per_client,
+                http_max,
             )?,
         },
         grpc_tls: tls("receivers.otlp_grpc.tls", r.otlp_grpc.tls.as_ref())?,

@@ -76,6 +76,10 @@ pub struct RawGrpc {
     /// Open connections at most; beyond it new connections are closed at once and counted
     /// in `otel_sli_connections_refused_total{listener="otlp_grpc"}`. Default `4096`.
     pub max_connections: Option<usize>,
+    /// Open connections at most from one client address (one pod, or a whole node's
+    /// host-network pods); beyond it its new connections are closed at once and counted.
+    /// Default `256` (or `max_connections` when lower); `0`: no such limit.
+    pub max_connections_per_client: Option<usize>,
     /// Serve TLS. Unset: plaintext (h2c).
     pub tls: Option<RawServerTls>,
 }
@@ -94,6 +98,10 @@ pub struct RawHttp {
     /// Open connections at most; beyond it new connections are closed at once and counted
     /// in `otel_sli_connections_refused_total{listener="otlp_http"}`. Default `4096`.
     pub max_connections: Option<usize>,
+    /// Open connections at most from one client address (one pod, or a whole node's
+    /// host-network pods); beyond it its new connections are closed at once and counted.
+    /// Default `256` (or `max_connections` when lower); `0`: no such limit.
+    pub max_connections_per_client: Option<usize>,
     /// Serve TLS (HTTPS). Unset: plaintext.
     pub tls: Option<RawServerTls>,
 }

@@ -1,9 +1,9 @@
-//! The accept loop every listener shares: a cap on open connections (beyond it a new
-//! connection is closed at once, and counted), `TCP_NODELAY`, and the TLS handshake, with
+//! The accept loop every listener shares: a cap on open connections and one per client
+//! address (beyond either a new connection is closed at once, and counted), `TCP_NODELAY`, and the TLS handshake, with
 //! a deadline, off the accept loop so a slow handshake delays nobody else. Connections come
 //! out of a channel ready for HTTP.
 
-use super::conn::{Conn, Slot, Stream};
+use super::conn::{Conn, PerClient, Slot, Stream};
 use super::tls::ServerTls;
 use crate::telemetry::{ConnStats, Listener, Telemetry};
 use std::sync::Arc;
@@ -19,6 +19,8 @@ pub struct ConnLimits {
     pub read_timeout: Duration,
     /// Open connections at most, TLS handshakes in progress included.
     pub max_connections: usize,
+    /// Open connections at most from one client address; `None`: no such limit.
+    pub max_connections_per_client: Option<usize>,
 }
 
 /// A listener ready to accept.
@@ -54,6 +56,10 @@ impl Acceptor {
         mut stop: watch::Receiver<bool>,
     ) {
         let permits = Arc::new(Semaphore::new(self.limits.max_connections));
+        let per_client = self
+            .limits
+            .max_connections_per_client
+            .map(|n| Arc::new(PerClient::new(n)));
         let stats = || telemetry.listener(self.listener);
         loop {
             let (tcp, peer) = tokio::select! {
@@ -73,7 +79,16 @@ impl Acceptor {
                 drop(tcp);
                 continue;
             };
-            let slot = Slot::new(permit, Arc::clone(&telemetry), self.listener);
+            let client = match &per_client {
+                Some(p) if !p.try_open(peer.ip()) => {
+                    ConnStats::bump(&stats().refused_per_client);
+                    drop(tcp);
+                    continue;
+                }
+                Some(p) => Some((Arc::clone(p), peer.ip())),
+                None => None,
+            };
+            let slot = Slot::new(permit, client, Arc::clone(&telemetry), self.listener);
             // Small responses on long-lived connections: do not let Nagle delay them.
             if let Err(e) = tcp.set_nodelay(true) {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY");

@@ -2,11 +2,12 @@
 //! listener's connection cap until it is dropped.
 
 use crate::telemetry::{ConnStats, Listener, Telemetry};
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -21,24 +22,74 @@ pub enum Stream {
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
-/// Keeps a connection counted as open (and its cap permit taken) while it lives.
+/// Open connections per client address, for `max_connections_per_client`.
+#[derive(Debug)]
+pub struct PerClient {
+    max: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl PerClient {
+    /// At most `max` connections from one address.
+    pub fn new(max: usize) -> Self {
+        PerClient {
+            max,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        match self.open.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Counts one more connection from `ip`; `false` (nothing counted) when it has `max`.
+    pub fn try_open(&self, ip: IpAddr) -> bool {
+        let mut open = self.counts();
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn close(&self, ip: IpAddr) {
+        let mut open = self.counts();
+        if let Some(n) = open.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&ip);
+            }
+        }
+    }
+}
+
+/// Keeps a connection counted as open (its cap permit taken, and its client's count) while
+/// it lives.
 #[derive(Debug)]
 pub struct Slot {
     _permit: OwnedSemaphorePermit,
+    client: Option<(Arc<PerClient>, IpAddr)>,
     telemetry: Arc<Telemetry>,
     listener: Listener,
 }
 
 impl Slot {
-    /// Counts a connection open under `permit`.
+    /// Counts a connection open under `permit`, and under its client's count when `client`
+    /// is given (already counted by [`PerClient::try_open`]).
     pub fn new(
         permit: OwnedSemaphorePermit,
+        client: Option<(Arc<PerClient>, IpAddr)>,
         telemetry: Arc<Telemetry>,
         listener: Listener,
     ) -> Self {
         ConnStats::bump(&telemetry.listener(listener).open);
         Slot {
             _permit: permit,
+            client,
             telemetry,
             listener,
         }
@@ -47,6 +98,9 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        if let Some((per_client, ip)) = &self.client {
+            per_client.close(*ip);
+        }
         self.telemetry
             .listener(self.listener)
             .open
@@ -144,5 +198,26 @@ impl AsyncWrite for Conn {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_client_counts_are_per_address_and_freed() {
+        let p = PerClient::new(2);
+        let (a, b): (IpAddr, IpAddr) = ([10, 0, 0, 1].into(), [10, 0, 0, 2].into());
+        assert!(p.try_open(a) && p.try_open(a));
+        assert!(!p.try_open(a), "a third from the same address");
+        assert!(p.try_open(b), "another address is not affected");
+        p.close(a);
+        assert!(p.try_open(a));
+        p.close(b);
+        assert!(
+            !p.counts().contains_key(&b),
+            "no entry left for a gone client"
+        );
     }
 }
