@@ -7,7 +7,7 @@ mod common;
 use common::TestServer;
 use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
 use opentelemetry::KeyValue;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use common::sdk_provider as provider;
 
@@ -28,7 +28,11 @@ async fn send(server: &TestServer, service: &str, reqs: Vec<Req<'static>>) {
 
 /// Like [`send`], with `now` as the present the requests' `ago` counts back from.
 async fn send_at(server: &TestServer, service: &str, reqs: Vec<Req<'static>>, now: SystemTime) {
-    let endpoint = format!("http://{}", server.grpc);
+    send_to(format!("http://{}", server.grpc), service, reqs, now).await
+}
+
+/// Like [`send_at`], to the OTLP/gRPC endpoint `endpoint`.
+async fn send_to(endpoint: String, service: &str, reqs: Vec<Req<'static>>, now: SystemTime) {
     let service = service.to_string();
     let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
@@ -330,4 +334,114 @@ async fn alerts_move_through_page_ticket_and_ok_as_the_injected_clock_runs_throu
     assert_eq!(alert(&s), "no_data", "{s}");
     assert_eq!(s["total"], 0);
     server.stop().await;
+}
+
+/// The SLO `name` from `/api/v1/slos` of the admin server at `admin`.
+async fn slo_at(admin: &str, name: &str) -> Option<serde_json::Value> {
+    let v: serde_json::Value = reqwest::get(format!("http://{admin}/api/v1/slos"))
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    v["slos"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == name)
+        .cloned()
+}
+
+fn spawn_binary(config: &std::path::Path, grpc: &str, admin: &str) -> std::process::Child {
+    let http = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port");
+    std::process::Command::new(env!("CARGO_BIN_EXE_otel-sli"))
+        .arg("--config")
+        .arg(config)
+        .args(["--otlp-grpc", grpc, "--admin", admin])
+        .args(["--otlp-http", &http.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("otel-sli starts")
+}
+
+/// SIGKILL while spans are arriving, then a restart on the same storage: the SLO windows
+/// come back as of the last periodic save (at most `storage.interval` behind), and the
+/// state file is whole (written to a temporary file and renamed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slo_windows_survive_sigkill_mid_load() {
+    let dir = std::env::temp_dir().join(format!("otel-sli-slo-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("otel-sli.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "{SLOS}\nstorage:\n  directory: {}\n  interval: 1s\n",
+            dir.join("state").display()
+        ),
+    )
+    .expect("config");
+    let port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .to_string()
+    };
+    let (grpc, admin) = (port(), port());
+    let mut first = spawn_binary(&config, &grpc, &admin);
+    let total = |s: &Option<serde_json::Value>| s.as_ref().and_then(|s| s["total"].as_u64());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while slo_at(&admin, "pay-availability").await.is_none() {
+        assert!(Instant::now() < deadline, "not up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    send_to(
+        format!("http://{grpc}"),
+        "pay",
+        reqs(40, 4, "POST", "/pay"),
+        SystemTime::now(),
+    )
+    .await;
+    while total(&slo_at(&admin, "pay-availability").await) != Some(40) {
+        assert!(Instant::now() < deadline, "40 requests not counted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Two save intervals: the 40 are on disk.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    // More spans arriving, and the process killed in the middle of them.
+    let endpoint = format!("http://{grpc}");
+    let load = tokio::spawn(send_to(
+        endpoint,
+        "pay",
+        reqs(400, 0, "POST", "/pay"),
+        SystemTime::now(),
+    ));
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    first.kill().expect("SIGKILL");
+    let _ = first.wait();
+    let _ = load.await;
+
+    let mut second = spawn_binary(&config, &grpc, &admin);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let restored = loop {
+        if let Some(s) = slo_at(&admin, "pay-availability").await {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "restart not up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = second.kill();
+    let _ = second.wait();
+    let corrupt = std::fs::read_dir(dir.join("state"))
+        .expect("state dir")
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().contains(".corrupt-"));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!corrupt, "the state file was whole after SIGKILL");
+    let t = restored["total"].as_u64().unwrap_or(0);
+    assert!((40..=440).contains(&t), "restored total {t}: {restored}");
+    assert!(restored["bad"].as_u64().unwrap_or(0) >= 4, "{restored}");
 }
