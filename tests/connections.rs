@@ -122,3 +122,64 @@ fn the_per_client_cap_may_not_exceed_the_listener_cap() {
         "{e}"
     );
 }
+
+/// Idle connections, fresh or kept alive after a request, are closed once the header read
+/// timeout passes without a new request: idle clients cannot pile up to the cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_kept_alive_connections_are_closed_after_the_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start(
+        "receivers: { otlp_http: { read_timeout: 1s, max_connections_per_client: 0 } }",
+    )
+    .await;
+    // Within a typical 1024 descriptor limit for both ends.
+    let mut idle = Vec::new();
+    for _ in 0..400 {
+        idle.push(
+            tokio::net::TcpStream::connect(server.http)
+                .await
+                .expect("connect"),
+        );
+    }
+    let mut kept = tokio::net::TcpStream::connect(server.http)
+        .await
+        .expect("connect");
+    let body = br#"{"resourceSpans":[]}"#;
+    let req = format!(
+        "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    kept.write_all(req.as_bytes()).await.expect("write");
+    kept.write_all(body).await.expect("write");
+    let mut buf = vec![0u8; 4096];
+    let n = kept.read(&mut buf).await.expect("answer");
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let open = stat(&server, Listener::OtlpHttp, |c| &c.open);
+    assert_eq!(open, 401);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stat(&server, Listener::OtlpHttp, |c| &c.open) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} connections still open",
+            stat(&server, Listener::OtlpHttp, |c| &c.open)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The server closed them: reads see the end.
+    let n = tokio::time::timeout(Duration::from_secs(2), kept.read(&mut buf))
+        .await
+        .expect("closed, not hanging")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "kept-alive connection closed by the server");
+    let n = tokio::time::timeout(Duration::from_secs(2), idle[0].read(&mut buf))
+        .await
+        .expect("closed, not hanging")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    server.stop().await;
+}

@@ -96,7 +96,12 @@ impl Acceptor {
             match &self.tls {
                 None => {
                     if tx
-                        .send(Conn::new(Stream::Plain(tcp), Some(peer), slot))
+                        .send(Conn::new(
+                            Stream::Plain(tcp),
+                            Some(peer),
+                            slot,
+                            self.limits.read_timeout,
+                        ))
                         .await
                         .is_err()
                     {
@@ -110,7 +115,8 @@ impl Acceptor {
                     tokio::spawn(async move {
                         match tokio::time::timeout(deadline, acceptor.accept(tcp)).await {
                             Ok(Ok(s)) => {
-                                let conn = Conn::new(Stream::Tls(Box::new(s)), Some(peer), slot);
+                                let conn =
+                                    Conn::new(Stream::Tls(Box::new(s)), Some(peer), slot, deadline);
                                 let _ = tx.send(conn).await;
                             }
                             Ok(Err(e)) => {

@@ -3,6 +3,7 @@
 
 use crate::telemetry::{ConnStats, Listener, Telemetry};
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -113,15 +114,26 @@ impl Drop for Slot {
 pub struct Conn {
     stream: Stream,
     peer: Option<SocketAddr>,
+    /// Until the client's first bytes arrive: when it gives up on them. A client that
+    /// connects and sends nothing is closed then, instead of holding its slot for ever
+    /// (HTTP servers wait for the first bytes before any of their own timers start).
+    first_bytes: Option<Pin<Box<tokio::time::Sleep>>>,
     _slot: Slot,
 }
 
 impl Conn {
-    /// A connection over `stream` from `peer`, counted by `slot`.
-    pub fn new(stream: Stream, peer: Option<SocketAddr>, slot: Slot) -> Self {
+    /// A connection over `stream` from `peer`, counted by `slot`, whose client must send its
+    /// first bytes within `first_bytes_within`.
+    pub fn new(
+        stream: Stream,
+        peer: Option<SocketAddr>,
+        slot: Slot,
+        first_bytes_within: std::time::Duration,
+    ) -> Self {
         Conn {
             stream,
             peer,
+            first_bytes: Some(Box::pin(tokio::time::sleep(first_bytes_within))),
             _slot: slot,
         }
     }
@@ -149,10 +161,25 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().stream {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = match &mut this.stream {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        };
+        if let Some(deadline) = this.first_bytes.as_mut() {
+            match &polled {
+                Poll::Ready(Ok(())) if buf.filled().len() > before => this.first_bytes = None,
+                Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no request bytes within the read timeout",
+                    )));
+                }
+                _ => {}
+            }
         }
+        polled
     }
 }
 
