@@ -3,18 +3,10 @@
 
 mod common;
 
+use common::stat;
 use common::TestServer;
-use otel_sli::telemetry::{ConnStats, Listener};
+use otel_sli::telemetry::Listener;
 use std::time::{Duration, Instant};
-
-fn stat(
-    server: &TestServer,
-    l: Listener,
-    f: fn(&ConnStats) -> &std::sync::atomic::AtomicU64,
-) -> u64 {
-    let t = &server.running.as_ref().expect("running").telemetry;
-    ConnStats::read(f(t.listener(l)))
-}
 
 /// Opens a TCP connection from `from` (any port) and reports whether the server closed it
 /// within `wait`.

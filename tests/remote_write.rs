@@ -246,7 +246,11 @@ async fn classic_histograms_reach_prometheus() {
         return;
     }
     let prom = Prometheus::start("classic", false).await;
-    let (server, cfg) = server(&prom.write_url(), "1s", "").await;
+    // The server's own exporter writes only at start and stop (1h), so that it cannot write
+    // an older view after the watched one has written a newer (Prometheus would refuse it as
+    // out of order); the watched exporter ticks every second.
+    let (server, mut cfg) = server(&prom.write_url(), "1h", "").await;
+    cfg.interval = Duration::from_secs(1);
     let pipeline = server.running.as_ref().expect("running").pipeline.clone();
     let exporter = RemoteWriteExporter::start(&cfg, pipeline).expect("start");
     traffic(&server).await;
@@ -572,24 +576,18 @@ async fn sigterm_delivers_the_final_counts_to_prometheus() {
         ),
     )
     .expect("config");
-    let (grpc, http, admin) = (free_port(), free_port(), free_port());
-    let admin = format!("127.0.0.1:{admin}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_otel-sli"))
-        .arg("--config")
-        .arg(&config)
-        .args(["--otlp-grpc", &format!("127.0.0.1:{grpc}")])
-        .args(["--otlp-http", &format!("127.0.0.1:{http}")])
-        .args(["--admin", &admin])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("otel-sli starts");
+    let (grpc, http, admin) = (
+        common::free_addr(),
+        common::free_addr(),
+        common::free_addr(),
+    );
+    let mut child = common::spawn_otel_sli(&config, &grpc, &http, &admin);
     let deadline = Instant::now() + Duration::from_secs(30);
     while get(&admin, "/readyz").is_none() {
         assert!(Instant::now() < deadline, "otel-sli not ready");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    send_to(&format!("127.0.0.1:{grpc}"), "cart", "GET", "/cart", 48, 6).await;
+    send_to(&grpc, "cart", "GET", "/cart", 48, 6).await;
     let accepted = "otel_sli_accepted_spans_total{transport=\"grpc\"}";
     let deadline = Instant::now() + Duration::from_secs(10);
     while get(&admin, "/metrics").and_then(|m| common::sample(&m, accepted)) != Some(48.0) {

@@ -351,21 +351,6 @@ async fn slo_at(admin: &str, name: &str) -> Option<serde_json::Value> {
         .cloned()
 }
 
-fn spawn_binary(config: &std::path::Path, grpc: &str, admin: &str) -> std::process::Child {
-    let http = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port");
-    std::process::Command::new(env!("CARGO_BIN_EXE_otel-sli"))
-        .arg("--config")
-        .arg(config)
-        .args(["--otlp-grpc", grpc, "--admin", admin])
-        .args(["--otlp-http", &http.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("otel-sli starts")
-}
-
 /// SIGKILL while spans are arriving, then a restart on the same storage: the SLO windows
 /// come back as of the last periodic save (at most `storage.interval` behind), and the
 /// state file is whole (written to a temporary file and renamed).
@@ -383,14 +368,12 @@ async fn slo_windows_survive_sigkill_mid_load() {
         ),
     )
     .expect("config");
-    let port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("port")
-            .to_string()
-    };
-    let (grpc, admin) = (port(), port());
-    let mut first = spawn_binary(&config, &grpc, &admin);
+    let (grpc, http, admin) = (
+        common::free_addr(),
+        common::free_addr(),
+        common::free_addr(),
+    );
+    let mut first = common::spawn_otel_sli(&config, &grpc, &http, &admin);
     let total = |s: &Option<serde_json::Value>| s.as_ref().and_then(|s| s["total"].as_u64());
     let deadline = Instant::now() + Duration::from_secs(30);
     while slo_at(&admin, "pay-availability").await.is_none() {
@@ -424,7 +407,7 @@ async fn slo_windows_survive_sigkill_mid_load() {
     let _ = first.wait();
     let _ = load.await;
 
-    let mut second = spawn_binary(&config, &grpc, &admin);
+    let mut second = common::spawn_otel_sli(&config, &grpc, &http, &admin);
     let deadline = Instant::now() + Duration::from_secs(30);
     let restored = loop {
         if let Some(s) = slo_at(&admin, "pay-availability").await {

@@ -23,13 +23,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 const BUDGET_MIB: u64 = 96;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 /// What the clients saw.
 #[derive(Default)]
 struct Tally {
@@ -193,25 +186,11 @@ async fn above_capacity_for_a_while_memory_stays_bounded_and_nothing_acknowledge
     )
     .expect("config");
     let (grpc, http, admin) = (
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
+        common::free_addr(),
+        common::free_addr(),
+        common::free_addr(),
     );
-    let mut child = std::process::Command::new(&bin)
-        .arg("--config")
-        .arg(&config)
-        .args([
-            "--otlp-grpc",
-            &grpc,
-            "--otlp-http",
-            &http,
-            "--admin",
-            &admin,
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("otel-sli starts");
+    let mut child = common::spawn_binary(&bin, &config, &grpc, &http, &admin);
     let pid = child.id();
     let deadline = Instant::now() + Duration::from_secs(30);
     while get(&admin, "/readyz").await.is_none() {

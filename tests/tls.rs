@@ -4,11 +4,12 @@
 
 mod common;
 
+use common::stat;
 use common::TestServer;
 use opentelemetry::trace::{Span as _, SpanKind, Tracer as _, TracerProvider as _};
 use opentelemetry_otlp::{SpanExporter, WithExportConfig, WithTonicConfig};
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use otel_sli::telemetry::{ConnStats, Listener};
+use otel_sli::telemetry::Listener;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -100,44 +101,35 @@ fn tls_yaml(dir: &Dir, prefix: &str, client_ca: Option<&str>) -> String {
     y
 }
 
-fn stat(
-    server: &TestServer,
-    l: Listener,
-    f: fn(&ConnStats) -> &std::sync::atomic::AtomicU64,
-) -> u64 {
-    let t = &server.running.as_ref().expect("running").telemetry;
-    ConnStats::read(f(t.listener(l)))
-}
-
-/// Sends `n` SERVER spans for service `service` through the SDK's gRPC exporter over TLS,
-/// trusting `ca_pem`, with a client certificate when `identity` is given. (The SDK's
-/// simple processor logs a failed export and reports nothing, so callers check what
-/// arrived.)
-fn send_grpc_tls(
+/// Sends `n` SERVER spans for service `service` through the SDK's gRPC exporter to
+/// `endpoint`, over TLS trusting `ca_pem` when given, with a client certificate when
+/// `identity` is given. (The SDK's simple processor logs a failed export and reports
+/// nothing, so callers check what arrived.)
+fn send_grpc(
     endpoint: String,
     service: &'static str,
     n: usize,
-    ca_pem: String,
+    ca_pem: Option<String>,
     identity: Option<(String, String)>,
 ) {
     let handle = tokio::runtime::Handle::current();
     std::thread::spawn(move || {
         let _guard = handle.enter();
-        let mut tls = tonic::transport::ClientTlsConfig::new()
-            .ca_certificate(tonic::transport::Certificate::from_pem(ca_pem))
-            .domain_name("localhost");
-        if let Some((cert, key)) = identity {
-            tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
-        }
-        let exporter = SpanExporter::builder()
+        let mut builder = SpanExporter::builder()
             .with_tonic()
             .with_endpoint(endpoint)
-            .with_tls_config(tls)
-            .with_timeout(Duration::from_secs(5))
-            .build()
-            .expect("exporter");
+            .with_timeout(Duration::from_secs(5));
+        if let Some(ca) = ca_pem {
+            let mut tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                .domain_name("localhost");
+            if let Some((cert, key)) = identity {
+                tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
+            }
+            builder = builder.with_tls_config(tls);
+        }
         let provider = SdkTracerProvider::builder()
-            .with_simple_exporter(exporter)
+            .with_simple_exporter(builder.build().expect("exporter"))
             .with_resource(
                 opentelemetry_sdk::Resource::builder()
                     .with_service_name(service)
@@ -157,6 +149,17 @@ fn send_grpc_tls(
     })
     .join()
     .expect("sdk thread");
+}
+
+/// [`send_grpc`] over TLS.
+fn send_grpc_tls(
+    endpoint: String,
+    service: &'static str,
+    n: usize,
+    ca_pem: String,
+    identity: Option<(String, String)>,
+) {
+    send_grpc(endpoint, service, n, Some(ca_pem), identity);
 }
 
 async fn requests(server: &TestServer, service: &str) -> u64 {
@@ -185,32 +188,7 @@ async fn grpc_receiver_over_tls_with_the_sdk() {
     assert_eq!(requests(&server, "secure").await, 25);
 
     // A client that does not speak TLS gets no service, and the failed handshake is counted.
-    let plain = SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(format!("http://{}", server.grpc))
-        .with_timeout(Duration::from_secs(2));
-    let handle = tokio::runtime::Handle::current();
-    std::thread::spawn(move || {
-        let _guard = handle.enter();
-        let provider = SdkTracerProvider::builder()
-            .with_simple_exporter(plain.build().expect("exporter"))
-            .with_resource(
-                opentelemetry_sdk::Resource::builder()
-                    .with_service_name("plain")
-                    .build(),
-            )
-            .build();
-        let tracer = provider.tracer("tls-test");
-        tracer
-            .span_builder("GET /plain")
-            .with_kind(SpanKind::Server)
-            .start(&tracer)
-            .end();
-        let _ = provider.force_flush();
-        let _ = provider.shutdown();
-    })
-    .join()
-    .expect("sdk thread");
+    send_grpc(format!("http://{}", server.grpc), "plain", 1, None, None);
     assert_eq!(
         requests(&server, "plain").await,
         0,

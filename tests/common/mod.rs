@@ -135,6 +135,53 @@ impl TestServer {
     }
 }
 
+/// One connection counter (`f` picks it) of listener `l` of a running test server.
+pub fn stat(
+    server: &TestServer,
+    l: otel_sli::telemetry::Listener,
+    f: fn(&otel_sli::telemetry::ConnStats) -> &std::sync::atomic::AtomicU64,
+) -> u64 {
+    let t = &server.running.as_ref().expect("running").telemetry;
+    otel_sli::telemetry::ConnStats::read(f(t.listener(l)))
+}
+
+/// Starts the otel-sli binary with `config` and every listener on the given addresses,
+/// its output discarded.
+pub fn spawn_otel_sli(
+    config: &std::path::Path,
+    grpc: &str,
+    http: &str,
+    admin: &str,
+) -> std::process::Child {
+    spawn_binary(env!("CARGO_BIN_EXE_otel-sli"), config, grpc, http, admin)
+}
+
+/// [`spawn_otel_sli`] with the binary at `bin`.
+pub fn spawn_binary(
+    bin: &str,
+    config: &std::path::Path,
+    grpc: &str,
+    http: &str,
+    admin: &str,
+) -> std::process::Child {
+    std::process::Command::new(bin)
+        .arg("--config")
+        .arg(config)
+        .args(["--otlp-grpc", grpc, "--otlp-http", http, "--admin", admin])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("otel-sli starts")
+}
+
+/// A free loopback address, `127.0.0.1:port`.
+pub fn free_addr() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .to_string()
+}
+
 /// Finds a sample by its exact `name{labels}` text.
 pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
