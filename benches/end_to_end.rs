@@ -196,13 +196,15 @@ fn start_server() -> Server {
         .split_whitespace()
         .map(str::to_string)
         .collect();
+    // E2E_BIN: another build of the server (e.g. an older commit's) to compare against.
+    let bin = env_or("E2E_BIN", env!("CARGO_BIN_EXE_otel-sli").to_string());
     let mut cmd = match prefix.split_first() {
         Some((first, rest)) => {
             let mut c = Command::new(first);
-            c.args(rest).arg(env!("CARGO_BIN_EXE_otel-sli"));
+            c.args(rest).arg(&bin);
             c
         }
-        None => Command::new(env!("CARGO_BIN_EXE_otel-sli")),
+        None => Command::new(&bin),
     };
     if let Ok(config) = std::env::var("E2E_CONFIG") {
         cmd.args(["--config", &config]);
