@@ -573,23 +573,14 @@
     const win = state.window;
     const wantHistory = !state.history || Date.now() - state.historyAt > HISTORY_MS;
     try {
-      const calls = [
-        api('/api/v1/slis?window=' + encodeURIComponent(win)),
+      const pending = [
         api('/api/v1/slos'),
         api('/api/v1/gaps'),
         wantHistory ? api('/api/v1/history?window=1h') : Promise.resolve(null),
         state.info ? Promise.resolve(state.info) : api('/api/v1/info'),
       ];
-      const [slis, slos, gaps, hist, info] = await Promise.allSettled(calls);
-      if (info.status === 'fulfilled') {
-        state.info = info.value;
-        $('version').textContent = 'v' + state.info.version;
-      }
-      if (hist.status === 'fulfilled' && hist.value) {
-        state.history = indexHistory(hist.value);
-        state.historyAt = Date.now();
-      }
-      let empty = false;
+      // The table first, as soon as its figures arrive; trends fill in with the history.
+      const [slis] = await Promise.allSettled([api('/api/v1/slis?window=' + encodeURIComponent(win))]);
       guarded('sli-message', () => {
         if (slis.status === 'fulfilled') {
           state.rows = rowsFrom(slis.value, win);
@@ -600,6 +591,18 @@
         }
         renderTable();
       });
+      if (state.refreshes === 0 && performance.mark) performance.mark('otel-sli-first-render');
+      const [slos, gaps, hist, info] = await Promise.allSettled(pending);
+      if (info.status === 'fulfilled') {
+        state.info = info.value;
+        $('version').textContent = 'v' + state.info.version;
+      }
+      if (hist.status === 'fulfilled' && hist.value) {
+        state.history = indexHistory(hist.value);
+        state.historyAt = Date.now();
+        guarded('sli-message', renderTable);
+      }
+      let empty = false;
       if (slis.status === 'fulfilled' && state.rows.length === 0) {
         // Nothing in this window: is there anything at all?
         try {
@@ -615,7 +618,6 @@
       const failed = [slis, slos, gaps].filter((r) => r.status === 'rejected').length;
       state.refreshes += 1;
       document.body.dataset.refreshes = String(state.refreshes);
-      if (state.refreshes === 1 && performance.mark) performance.mark('otel-sli-first-render');
       status((failed ? failed + ' of 3 sources failed · ' : '') + 'Updated ' + new Date().toLocaleTimeString() +
         (state.paused ? ' · updates paused' : ' · next update in 5 s'));
     } catch (e) {
