@@ -24,6 +24,7 @@
     refreshes: 0,
     cohorts: new Map(),
     needsToken: false,
+    formMessage: false,
   };
 
   const $ = (id) => document.getElementById(id);
@@ -213,7 +214,7 @@
       if (seg.length > 1) s.append(svg('polyline', { points: seg.join(' ') }));
       else if (seg.length === 1) {
         const [cx, cy] = seg[0].split(',');
-        s.append(svg('circle', { cx, cy, r: 1.6 }));
+        s.append(svg('circle', { cx, cy, r: 2.2 }));
       }
       seg = [];
     };
@@ -423,6 +424,13 @@
     if (values.includes(current)) sel.value = current;
   }
 
+  // Messages about the form itself (canary off, nothing to compare) are replaced on every
+  // refresh; a comparison's own message stays until the next comparison.
+  function formMessage(text) {
+    state.formMessage = !!text;
+    message('canary-message', text);
+  }
+
   function renderCanaryForm() {
     const info = state.info;
     const form = $('canary-form');
@@ -430,7 +438,7 @@
     if (!info) return;
     if (!info.canary) {
       controls.forEach((c) => { c.disabled = true; });
-      message('canary-message', 'Canary analysis is off: set canary.attribute (for example service.version) in the configuration to compare versions.');
+      formMessage('Canary analysis is off: set canary.attribute (for example service.version) in the configuration to compare versions.');
       return;
     }
     const series = (state.history && state.history.series) || state.rows;
@@ -442,10 +450,10 @@
       fillSelect($('canary-service'), [], '');
       fillSelect($('canary-baseline'), [], '');
       fillSelect($('canary-canary'), [], '');
-      message('canary-message', 'No service has sent two values of ' + info.canary.attribute + ' in the last hour, so there is nothing to compare yet.');
+      formMessage('No service has sent two values of ' + info.canary.attribute + ' in the last hour, so there is nothing to compare yet.');
       return;
     }
-    if (!$('canary-message').classList.contains('error')) message('canary-message', '');
+    if (state.formMessage) formMessage('');
     fillSelect($('canary-service'), services, services[0]);
     fillCohorts();
   }
@@ -512,6 +520,7 @@
       window: $('canary-window').value,
     });
     const out = $('canary-result');
+    state.formMessage = false;
     message('canary-message', 'Comparing…');
     try {
       const v = await api('/api/v1/canary?' + p.toString());
