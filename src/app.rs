@@ -306,6 +306,9 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
         stop_rx.clone(),
     ));
 
+    let history = Arc::new(std::sync::Mutex::new(api::history::History::new(
+        config.max_series,
+    )));
     let admin_app = api::router(ApiState {
         pipeline: pipeline.clone(),
         telemetry: Arc::clone(&telemetry),
@@ -314,7 +317,20 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
         exporters: Arc::new(exporters),
         memory: memory.clone(),
         auth: config.admin_auth.clone(),
+        info: Arc::new(api::info::Info {
+            otlp_grpc: grpc_addr,
+            otlp_http: http_addr,
+            receivers_auth: config.receivers_auth.is_some(),
+            canary_attribute: config.canary.as_ref().map(|c| c.attribute.clone()),
+            history_series_limit: config.max_series,
+        }),
+        history: Arc::clone(&history),
     });
+    tokio::spawn(api::history::sample_every(
+        history,
+        pipeline.clone(),
+        stop_rx.clone(),
+    ));
     if let Some(m) = memory {
         tokio::spawn(sample_memory(m, stop_rx.clone()));
     }

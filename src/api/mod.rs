@@ -1,9 +1,18 @@
-//! Admin HTTP server: `/metrics` (Prometheus text), `/api/v1/slis` and `/api/v1/gaps`
-//! (JSON), `/healthz`,
-//! `/readyz`. Reads pipeline snapshots and self-telemetry; writes nothing.
+//! Admin HTTP server: `/metrics` (Prometheus text); the JSON API `/api/v1/slis`,
+//! `/api/v1/gaps`, `/api/v1/slos`, `/api/v1/canary`, `/api/v1/history` (per-minute points of
+//! the last hour) and `/api/v1/info` (receiver endpoints for clients); the built-in
+//! dashboard (`/` and its assets, embedded); `/healthz` and `/readyz`.
+//!
+//! `admin.auth` guards `/metrics` and `/api/*`. The dashboard's assets hold no data and are
+//! served without the token (the page asks for it when the API answers 401); the probes stay
+//! open. Reads pipeline snapshots and self-telemetry; its only state is the history ring
+//! ([`history`]), sampled from the snapshots.
 
 pub mod canary;
+pub mod dashboard;
 pub mod gaps;
+pub mod history;
+pub mod info;
 pub mod probe;
 pub mod prometheus;
 pub mod slis;
@@ -37,6 +46,10 @@ pub struct ApiState {
     pub memory: Option<Arc<crate::memory::MemoryBudget>>,
     /// The bearer token `/metrics` and `/api/*` require (`admin.auth`); `None`: none.
     pub auth: Option<crate::auth::Token>,
+    /// What `/api/v1/info` reports.
+    pub info: Arc<info::Info>,
+    /// Per-minute points of the last hour, sampled by [`history::sample_every`].
+    pub history: history::SharedHistory,
 }
 
 /// The admin routes.
@@ -48,6 +61,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/gaps", get(gaps_handler))
         .route("/api/v1/slos", get(slos_handler))
         .route("/api/v1/canary", get(canary_handler))
+        .route("/api/v1/history", get(history_handler))
+        .route("/api/v1/info", get(info_handler))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
@@ -56,6 +71,10 @@ pub fn router(state: ApiState) -> Router {
         .merge(guarded)
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/", get(asset))
+        .route("/dashboard.js", get(asset))
+        .route("/dashboard.css", get(asset))
+        .route("/favicon.svg", get(asset))
         .with_state(state)
 }
 
@@ -151,6 +170,42 @@ async fn gaps_handler(State(s): State<ApiState>) -> Response {
     let view = s.pipeline.view();
     let silence = s.pipeline.silence_after_nanos();
     let body = gaps::render(&view, silence, s.pipeline.coverage_target());
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn asset(uri: axum::http::Uri, headers: axum::http::HeaderMap) -> Response {
+    match dashboard::find(uri.path()) {
+        Some(a) => dashboard::serve(a, &headers),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+fn json_error(code: StatusCode, msg: &str) -> Response {
+    let body = serde_json::to_vec(&serde_json::json!({ "error": msg })).unwrap_or_default();
+    (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn history_handler(
+    State(s): State<ApiState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let minutes = match history::parse_window(q.get("window").map(String::as_str)) {
+        Ok(m) => m,
+        Err(msg) => return json_error(StatusCode::BAD_REQUEST, &msg),
+    };
+    let view = s.pipeline.view();
+    let names = s.pipeline.classifier().label_names();
+    let body = s
+        .history
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .render(&view, minutes, &names);
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn info_handler(State(s): State<ApiState>, headers: axum::http::HeaderMap) -> Response {
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let body = info::render(&s.info, host);
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 

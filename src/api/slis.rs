@@ -51,6 +51,18 @@ pub fn coverage(span_requests: f64, metric_requests: u64) -> Option<f64> {
     (metric_requests > 0).then(|| (span_requests / metric_requests as f64).min(1.0))
 }
 
+/// The non-empty dimension labels of a series (`labels` after service and feature), by
+/// name (`names`: every label name, service and feature first).
+pub fn dimensions<'a>(names: &'a [String], labels: &'a [Box<str>]) -> BTreeMap<&'a str, &'a str> {
+    names
+        .iter()
+        .skip(2)
+        .zip(labels.iter().skip(2))
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(n, v)| (n.as_str(), &**v))
+        .collect()
+}
+
 /// A count as a JSON number: an integer when it is whole (always, when nothing is sampled).
 pub fn count(x: f64) -> serde_json::Value {
     if x.fract() == 0.0 && (0.0..9.0e15).contains(&x) {
@@ -103,13 +115,7 @@ pub fn render(pipeline: &Pipeline, window: &str) -> Result<Vec<u8>, String> {
             Sli {
                 service: s.service(),
                 feature: s.feature(),
-                dimensions: names
-                    .iter()
-                    .skip(2)
-                    .zip(s.labels.iter().skip(2))
-                    .filter(|(_, v)| !v.is_empty())
-                    .map(|(n, v)| (n.as_str(), &**v))
-                    .collect(),
+                dimensions: dimensions(&names, &s.labels),
                 requests: count(ws.est_requests),
                 errors: count(ws.est_errors),
                 sampled_requests: ws.requests,

@@ -2,6 +2,8 @@
 //! to read the admin API.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use bytes::{Buf, BufMut, Bytes};
 use otel_sli::app::{self, Running};
 use otel_sli::config::{self, Config};

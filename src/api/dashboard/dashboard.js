@@ -1,0 +1,691 @@
+// otel-sli dashboard: reads /api/v1/* and renders it. No dependencies, no build step.
+// Every section renders from its own API answer and shows a message when that answer is
+// empty or failed; the DOM is built with text nodes only.
+'use strict';
+(function () {
+  const REFRESH_MS = 5000;
+  const HISTORY_MS = 30000;
+  const TOKEN_KEY = 'otel-sli.admin-token';
+  const WINDOW_SECONDS = { '1m': 60, '5m': 300, '1h': 3600 };
+  const WINDOW_TEXT = { '1m': 'last minute', '5m': 'last 5 minutes', '1h': 'last hour' };
+  const SVG = 'http://www.w3.org/2000/svg';
+
+  const state = {
+    window: '5m',
+    sort: { key: 'service', dir: 1 },
+    filter: '',
+    rows: [],
+    history: null,
+    historyAt: 0,
+    info: null,
+    paused: false,
+    timer: 0,
+    busy: false,
+    refreshes: 0,
+    cohorts: new Map(),
+    needsToken: false,
+    formMessage: false,
+  };
+
+  const $ = (id) => document.getElementById(id);
+
+  // el('td', {class: 'num', text: '1'}, child…): an element with attributes and children.
+  function el(tag, attrs, ...children) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === undefined || v === null || v === false) continue;
+      if (k === 'text') e.textContent = v;
+      else if (k === 'class') e.className = v;
+      else e.setAttribute(k, v === true ? '' : String(v));
+    }
+    for (const c of children) {
+      if (c === null || c === undefined || c === false) continue;
+      e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+    return e;
+  }
+
+  function svg(tag, attrs) {
+    const e = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, String(v));
+    return e;
+  }
+
+  // ---- formatting --------------------------------------------------------------------
+  const isNum = (x) => typeof x === 'number' && Number.isFinite(x);
+  function pct(r) {
+    if (!isNum(r)) return '—';
+    if (r >= 1) return '100%';
+    return (Math.floor(r * 10000) / 100).toFixed(2) + '%';
+  }
+  function objective(o) {
+    return isNum(o) ? String(+(o * 100).toFixed(4)) + '%' : '—';
+  }
+  function seconds(s) {
+    if (!isNum(s)) return '—';
+    if (s < 0.001) return (s * 1e6).toFixed(0) + ' µs';
+    if (s < 1) return (s * 1e3).toPrecision(3).replace(/\.?0+$/, '') + ' ms';
+    return s.toFixed(s < 10 ? 2 : 1) + ' s';
+  }
+  function rate(x) {
+    if (!isNum(x)) return '—';
+    if (x === 0) return '0';
+    if (x < 0.01) return '<0.01';
+    if (x < 100) return x.toFixed(2);
+    return Math.round(x).toLocaleString('en');
+  }
+  function count(x) {
+    return isNum(x) ? Math.round(x).toLocaleString('en') : '—';
+  }
+  function duration(sec) {
+    if (!isNum(sec)) return '—';
+    if (sec <= 0) return 'exhausted';
+    const d = Math.floor(sec / 86400);
+    const h = Math.floor((sec % 86400) / 3600);
+    const m = Math.floor((sec % 3600) / 60);
+    if (d > 0) return d + 'd ' + h + 'h';
+    if (h > 0) return h + 'h ' + m + 'm';
+    if (m > 0) return m + 'm';
+    return Math.ceil(sec) + 's';
+  }
+  function time(t) {
+    const d = new Date(t);
+    return isNaN(d) ? String(t) : d.toLocaleString();
+  }
+
+  // ---- API ---------------------------------------------------------------------------
+  function token() {
+    try { return sessionStorage.getItem(TOKEN_KEY) || ''; } catch (_) { return ''; }
+  }
+
+  class ApiError extends Error {
+    constructor(status, message) { super(message); this.status = status; }
+  }
+
+  async function api(path) {
+    const headers = { Accept: 'application/json' };
+    const t = token();
+    if (t) headers.Authorization = 'Bearer ' + t;
+    let r;
+    try {
+      r = await fetch(path, { headers, cache: 'no-store' });
+    } catch (e) {
+      throw new ApiError(0, 'otel-sli cannot be reached (' + e.message + ')');
+    }
+    if (r.status === 401) {
+      state.needsToken = true;
+      throw new ApiError(401, t ? 'the admin token was refused' : 'the API needs the admin token');
+    }
+    let body = null;
+    try { body = await r.json(); } catch (_) { body = null; }
+    if (!r.ok) throw new ApiError(r.status, (body && body.error) || ('HTTP ' + r.status));
+    if (body === null || typeof body !== 'object') throw new ApiError(r.status, 'the answer is not JSON');
+    return body;
+  }
+
+  function message(id, text, isError) {
+    const m = $(id);
+    if (!text) { m.hidden = true; m.textContent = ''; return; }
+    m.hidden = false;
+    m.textContent = text;
+    m.classList.toggle('error', !!isError);
+  }
+
+  function failure(what, e) {
+    if (e && e.status === 401) return what + ' need the admin token: paste it above.';
+    return 'Cannot load ' + what + ': ' + (e && e.message ? e.message : String(e));
+  }
+
+  // Runs a render function; a bug in one section shows as a message, not a blank page.
+  function guarded(id, fn) {
+    try { fn(); } catch (e) { message(id, 'This section could not be drawn: ' + e.message, true); }
+  }
+
+  // ---- overview table ----------------------------------------------------------------
+  const keyOf = (s) => s.service + '\u0000' + s.feature + '\u0000' + JSON.stringify(s.dimensions || {});
+  const dimsText = (d) => Object.entries(d || {}).map(([k, v]) => k + '=' + v).join(' ');
+
+  function rowsFrom(slis, win) {
+    const secs = WINDOW_SECONDS[win] || 300;
+    return (slis.slis || []).map((s) => {
+      const lat = s.latency_seconds || {};
+      return {
+        key: keyOf(s),
+        service: String(s.service),
+        feature: String(s.feature),
+        dims: dimsText(s.dimensions),
+        dimensions: s.dimensions || {},
+        rate: isNum(s.requests) ? s.requests / secs : null,
+        requests: s.requests,
+        errors: s.errors,
+        success: s.success_ratio,
+        p50: lat.p50, p95: lat.p95, p99: lat.p99,
+        coverage: s.trace_coverage,
+        quality: s.data_quality === 'ok' ? 'ok' : 'insufficient',
+        reasons: s.data_quality_reasons || [],
+      };
+    });
+  }
+
+  function compare(a, b, key) {
+    const x = a[key], y = b[key];
+    if (typeof x === 'string' || typeof y === 'string') {
+      return String(x).localeCompare(String(y));
+    }
+    return x - y;
+  }
+
+  function visibleRows() {
+    const f = state.filter.trim().toLowerCase();
+    const rows = f
+      ? state.rows.filter((r) => (r.service + ' ' + r.feature + ' ' + r.dims).toLowerCase().includes(f))
+      : state.rows.slice();
+    const { key, dir } = state.sort;
+    rows.sort((a, b) => {
+      const missA = a[key] === null || a[key] === undefined;
+      const missB = b[key] === null || b[key] === undefined;
+      if (missA !== missB) return missA ? 1 : -1; // no data sorts last either way
+      const c = missA ? 0 : compare(a, b, key) * dir;
+      return c || a.service.localeCompare(b.service) || a.feature.localeCompare(b.feature) || a.dims.localeCompare(b.dims);
+    });
+    return rows;
+  }
+
+  function historyFor(row) {
+    const h = state.history;
+    if (!h || !h.index) return null;
+    return h.index.get(row.key) || null;
+  }
+
+  // A sparkline of `values` (null: no point) scaled to [lo, hi].
+  function sparkline(values, lo, hi, cls, label) {
+    const w = 110, hgt = 26, pad = 2;
+    const s = svg('svg', { class: 'spark ' + cls, width: w, height: hgt, viewBox: '0 0 ' + w + ' ' + hgt, role: 'img', 'aria-label': label });
+    s.append(svg('title', {}));
+    s.firstChild.textContent = label;
+    s.append(svg('line', { class: 'base', x1: 0, x2: w, y1: hgt - 0.5, y2: hgt - 0.5 }));
+    const n = values.length;
+    if (n === 0 || values.every((v) => v === null)) return s;
+    const span = hi - lo || 1;
+    const x = (i) => (n === 1 ? w - pad : pad + (i * (w - 2 * pad)) / (n - 1));
+    const y = (v) => hgt - pad - ((Math.min(Math.max(v, lo), hi) - lo) / span) * (hgt - 2 * pad);
+    let seg = [];
+    const flush = () => {
+      if (seg.length > 1) s.append(svg('polyline', { points: seg.join(' ') }));
+      else if (seg.length === 1) {
+        const [cx, cy] = seg[0].split(',');
+        s.append(svg('circle', { cx, cy, r: 2.2 }));
+      }
+      seg = [];
+    };
+    values.forEach((v, i) => {
+      if (v === null) flush();
+      else seg.push(x(i).toFixed(1) + ',' + y(v).toFixed(1));
+    });
+    flush();
+    return s;
+  }
+
+  function trendCells(row) {
+    const h = historyFor(row);
+    if (!h) {
+      return [el('td', { class: 'muted', text: '—' }), el('td', { class: 'muted', text: '—' })];
+    }
+    const succ = h.requests.map((r, i) => (isNum(r) && r > 0 ? Math.max(0, 1 - (h.errors[i] || 0) / r) : null));
+    const p95 = h.p95_seconds.map((v) => (isNum(v) ? v : null));
+    const sv = succ.filter((v) => v !== null);
+    const pv = p95.filter((v) => v !== null);
+    const lo = sv.length ? Math.min(...sv, 0.99) : 0;
+    const sLabel = sv.length
+      ? 'Success ratio per minute, last hour: lowest ' + pct(Math.min(...sv)) + ', latest ' + pct(sv[sv.length - 1])
+      : 'No requests in the last hour';
+    const pLabel = pv.length
+      ? 'p95 latency per minute, last hour: highest ' + seconds(Math.max(...pv)) + ', latest ' + seconds(pv[pv.length - 1])
+      : 'No latency data in the last hour';
+    const sSpark = sparkline(succ, lo, 1, 'success', sLabel);
+    if (sv.some((v) => v < 0.99)) sSpark.classList.add('dipped');
+    return [
+      el('td', {}, sSpark),
+      el('td', {}, sparkline(p95, 0, pv.length ? Math.max(...pv) : 1, 'p95', pLabel)),
+    ];
+  }
+
+  function qualityCell(row, open) {
+    if (row.quality === 'ok') {
+      return el('td', { 'data-value': 'ok' }, el('span', { class: 'badge ok', text: '✓ ok' }));
+    }
+    const d = el('details', { class: 'quality', 'data-key': row.key },
+      el('summary', {}, el('span', { class: 'badge warn', text: '⚠ insufficient' })),
+      el('ul', {}, ...row.reasons.map((r) => el('li', { text: r }))));
+    if (open) d.open = true;
+    return el('td', { 'data-value': 'insufficient' }, d);
+  }
+
+  function renderTable() {
+    const body = $('sli-body');
+    const open = new Set([...body.querySelectorAll('details[open]')].map((d) => d.dataset.key));
+    const focused = body.contains(document.activeElement) ? document.activeElement.closest('details') : null;
+    const focusKey = focused ? focused.dataset.key : null;
+    const rows = visibleRows();
+    const frag = document.createDocumentFragment();
+    for (const r of rows) {
+      const lowSuccess = isNum(r.success) && r.success < 0.99;
+      frag.append(el('tr', { 'data-key': r.key, 'data-service': r.service, 'data-feature': r.feature },
+        el('td', { text: r.service }),
+        el('th', { scope: 'row' }, r.feature, r.dims ? el('span', { class: 'dims', text: r.dims }) : null),
+        el('td', { class: 'num', 'data-value': r.rate, text: rate(r.rate) }),
+        el('td', { class: 'num' + (lowSuccess ? ' low' : ''), 'data-value': r.success, text: (lowSuccess ? '▼ ' : '') + pct(r.success) }),
+        el('td', { class: 'num', 'data-value': r.p50, text: seconds(r.p50) }),
+        el('td', { class: 'num', 'data-value': r.p95, text: seconds(r.p95) }),
+        el('td', { class: 'num', 'data-value': r.p99, text: seconds(r.p99) }),
+        el('td', { class: 'num', 'data-value': r.coverage, text: isNum(r.coverage) ? pct(r.coverage) : 'no metrics' }),
+        qualityCell(r, open.has(r.key)),
+        ...trendCells(r)));
+    }
+    if (rows.length === 0) {
+      const text = state.rows.length
+        ? 'No feature matches “' + state.filter + '”.'
+        : 'No requests in the ' + WINDOW_TEXT[state.window] + '.';
+      frag.append(el('tr', {}, el('td', { colspan: 11, class: 'empty', text })));
+    }
+    body.replaceChildren(frag);
+    if (focusKey) {
+      const again = [...body.querySelectorAll('details')].find((d) => d.dataset.key === focusKey);
+      if (again) again.querySelector('summary').focus();
+    }
+    const total = state.rows.length;
+    $('sli-count').textContent = rows.length === total
+      ? total + (total === 1 ? ' feature' : ' features')
+      : rows.length + ' of ' + total + ' features shown';
+    $('caption-window').textContent = WINDOW_TEXT[state.window];
+    for (const th of document.querySelectorAll('#sli-table thead th[data-key]')) {
+      if (th.dataset.key === state.sort.key) th.setAttribute('aria-sort', state.sort.dir > 0 ? 'ascending' : 'descending');
+      else th.removeAttribute('aria-sort');
+    }
+  }
+
+  // ---- SLOs --------------------------------------------------------------------------
+  const ALERTS = {
+    ok: ['ok', '✓ OK'],
+    ticket: ['warn', '▲ TICKET'],
+    page: ['bad', '■ PAGE'],
+    no_data: ['neutral', '○ NO DATA'],
+    insufficient: ['warn', '⚠ INSUFFICIENT DATA'],
+  };
+
+  function sloCard(s) {
+    const [cls, label] = ALERTS[s.alert] || ['neutral', String(s.alert).toUpperCase()];
+    const what = s.sli === 'latency'
+      ? 'requests faster than ' + seconds(s.threshold_seconds)
+      : 'successful requests';
+    const remaining = s.error_budget_remaining;
+    const fill = el('div', { class: 'fill' });
+    if (isNum(remaining)) {
+      fill.style.width = (Math.min(Math.max(remaining, 0), 1) * 100).toFixed(1) + '%';
+      if (remaining < 0.25) fill.classList.add(remaining <= 0 ? 'bad' : 'warn');
+    }
+    const burns = Object.entries(s.burn_rates || {});
+    const burn = el('table', { class: 'burn' },
+      el('caption', { text: 'Burn rate per window (1 = spending the budget exactly over ' + s.window + ')' }),
+      el('thead', {}, el('tr', {}, ...burns.map(([w]) => el('th', { scope: 'col', text: w })))),
+      el('tbody', {}, el('tr', {}, ...burns.map(([, b]) => el('td', {
+        class: isNum(b) && b >= 1 ? 'hot' : null,
+        text: isNum(b) ? (b >= 100 ? b.toFixed(0) : b.toFixed(2)) : '—',
+      })))));
+    const reasons = (s.alert_reasons || []);
+    return el('article', { class: 'card', 'data-slo': s.name, 'data-alert': s.alert, 'aria-labelledby': 'slo-' + s.name },
+      el('div', { class: 'card-head' },
+        el('h3', { id: 'slo-' + s.name, text: s.name }),
+        el('span', { class: 'badge ' + cls, 'data-role': 'alert', text: label })),
+      el('p', { class: 'sub', text: s.service + ' · ' + s.feature + ' · ' + what + ' · ' + s.window + ' window' }),
+      el('dl', {},
+        el('dt', { text: 'SLI' }),
+        el('dd', { 'data-role': 'sli', text: pct(s.sli_value) + ' (objective ' + objective(s.objective) + ')' }),
+        el('dt', { text: 'Requests' }),
+        el('dd', { text: count(s.total) + ' total, ' + count(s.bad) + ' bad' }),
+        el('dt', { text: 'Error budget' }),
+        el('dd', {},
+          el('span', { 'data-role': 'budget', text: isNum(remaining) ? (remaining * 100).toFixed(1) + '% remaining' : 'no data' }),
+          el('div', { class: 'bar', 'aria-hidden': 'true' }, fill)),
+        el('dt', { text: 'Exhausted in' }),
+        el('dd', { 'data-role': 'eta', text: s.exhaustion_eta_seconds === null || s.exhaustion_eta_seconds === undefined ? 'not burning' : duration(s.exhaustion_eta_seconds) })),
+      burns.length ? burn : null,
+      reasons.length ? el('ul', { class: 'reasons' }, ...reasons.map((r) => el('li', { text: r }))) : null);
+  }
+
+  function renderSlos(res) {
+    const box = $('slo-cards');
+    if (res.status === 'rejected') {
+      box.replaceChildren();
+      message('slo-message', failure('SLOs', res.reason), res.reason.status !== 401);
+      return;
+    }
+    const slos = res.value.slos || [];
+    const order = { page: 0, ticket: 1, insufficient: 2, no_data: 3, ok: 4 };
+    slos.sort((a, b) => (order[a.alert] ?? 5) - (order[b.alert] ?? 5) || String(a.name).localeCompare(String(b.name)));
+    box.replaceChildren(...slos.map(sloCard));
+    message('slo-message', slos.length ? '' : 'No SLOs are configured. Declare them under slos: in the configuration file (or with --openslo) to see error budgets and burn rates here.');
+  }
+
+  // ---- gaps --------------------------------------------------------------------------
+  const GAP_NAMES = {
+    orphan_spans: 'Orphan spans',
+    missing_root: 'Missing root spans',
+    invalid_spans: 'Invalid spans',
+    silent_service: 'Silent service',
+    metrics_without_traces: 'Metrics without traces',
+    untraced_requests: 'Untraced requests',
+    unattributed_spans: 'Unattributed spans',
+  };
+
+  function renderGaps(res) {
+    const box = $('gap-list');
+    if (res.status === 'rejected') {
+      box.replaceChildren();
+      message('gap-message', failure('gaps', res.reason), res.reason.status !== 401);
+      return;
+    }
+    const gaps = res.value.gaps || [];
+    const by = new Map();
+    for (const g of gaps) {
+      if (!by.has(g.service)) by.set(g.service, []);
+      by.get(g.service).push(g);
+    }
+    const groups = [...by.entries()].map(([service, list]) => el('article', { class: 'gap-group', 'data-service': service, 'aria-labelledby': 'gaps-' + service },
+      el('h3', { id: 'gaps-' + service }, service,
+        el('span', { class: 'badge warn', text: '⚠ ' + list.length + (list.length === 1 ? ' gap' : ' gaps') })),
+      el('ul', {}, ...list.map((g) => el('li', { 'data-kind': g.kind },
+        el('strong', { text: GAP_NAMES[g.kind] || g.kind }),
+        g.feature ? ' · ' + g.feature : null,
+        el('div', { class: 'facts', text: count(g.count) + ' · ' + pct(g.ratio) + ' affected · since ' + time(g.since) + ' · last seen ' + time(g.last_seen) }),
+        el('p', { text: g.detail }))))));
+    box.replaceChildren(...groups);
+    message('gap-message', gaps.length ? '' : '✓ No telemetry gaps in the last 5 minutes: traces are whole, every service reports, and request metrics match the spans.');
+  }
+
+  // ---- canary ------------------------------------------------------------------------
+  function cohortsFrom(series, label) {
+    const m = new Map();
+    for (const s of series) {
+      const v = s.dimensions && s.dimensions[label];
+      if (!v) continue;
+      if (!m.has(s.service)) m.set(s.service, new Set());
+      m.get(s.service).add(v);
+    }
+    const out = new Map();
+    for (const [svc, set] of m) if (set.size >= 2) out.set(svc, [...set].sort());
+    return out;
+  }
+
+  function fillSelect(sel, values, preferred) {
+    const current = sel.value || preferred;
+    const same = sel.options.length === values.length && values.every((v, i) => sel.options[i].value === v);
+    if (!same) sel.replaceChildren(...values.map((v) => el('option', { value: v, text: v })));
+    if (values.includes(current)) sel.value = current;
+  }
+
+  // Messages about the form itself (canary off, nothing to compare) are replaced on every
+  // refresh; a comparison's own message stays until the next comparison.
+  function formMessage(text) {
+    state.formMessage = !!text;
+    message('canary-message', text);
+  }
+
+  function renderCanaryForm() {
+    const info = state.info;
+    const form = $('canary-form');
+    const controls = form.querySelectorAll('select, button');
+    if (!info) return;
+    if (!info.canary) {
+      controls.forEach((c) => { c.disabled = true; });
+      formMessage('Canary analysis is off: set canary.attribute (for example service.version) in the configuration to compare versions.');
+      return;
+    }
+    const series = (state.history && state.history.series) || state.rows;
+    state.cohorts = cohortsFrom(series, info.canary.label);
+    const services = [...state.cohorts.keys()].sort();
+    const enabled = services.length > 0;
+    controls.forEach((c) => { c.disabled = !enabled; });
+    if (!enabled) {
+      fillSelect($('canary-service'), [], '');
+      fillSelect($('canary-baseline'), [], '');
+      fillSelect($('canary-canary'), [], '');
+      formMessage('No service has sent two values of ' + info.canary.attribute + ' in the last hour, so there is nothing to compare yet.');
+      return;
+    }
+    if (state.formMessage) formMessage('');
+    fillSelect($('canary-service'), services, services[0]);
+    fillCohorts();
+  }
+
+  function fillCohorts() {
+    const versions = state.cohorts.get($('canary-service').value) || [];
+    fillSelect($('canary-baseline'), versions, versions[0]);
+    const rest = versions.filter((v) => v !== $('canary-baseline').value);
+    fillSelect($('canary-canary'), rest, rest[rest.length - 1]);
+  }
+
+  const VERDICTS = { pass: ['ok', '✓ PASS'], fail: ['bad', '✗ FAIL'], inconclusive: ['neutral', '? INCONCLUSIVE'] };
+
+  function cohortCells(c) {
+    c = c || {};
+    return [
+      el('td', { class: 'num', text: count(c.requests) }),
+      el('td', { class: 'num', text: isNum(c.error_ratio) ? (c.error_ratio * 100).toFixed(2) + '%' : '—' }),
+      el('td', { class: 'num', text: seconds(c.p95_seconds) }),
+      el('td', { class: 'num', text: seconds(c.p99_seconds) }),
+    ];
+  }
+
+  function renderVerdict(v) {
+    const [cls, label] = VERDICTS[v.verdict] || ['neutral', String(v.verdict).toUpperCase()];
+    const q = v.query || {};
+    const rows = [{ feature: 'Overall', ...v }, ...(v.features || [])];
+    const sub = (text) => el('th', { scope: 'col', class: 'num', text });
+    return el('div', { 'data-verdict': v.verdict },
+      el('div', { class: 'verdict' },
+        el('span', { class: 'badge ' + cls, text: label }),
+        el('span', { text: q.service + ': ' + q.canary + ' against ' + q.baseline + ' over ' + q.window + ' (' + q.attribute + ')' })),
+      (v.reasons || []).length ? el('ul', {}, ...v.reasons.map((r) => el('li', { text: r }))) : null,
+      (v.notes || []).length ? el('ul', { class: 'muted' }, ...v.notes.map((r) => el('li', { text: r }))) : null,
+      el('div', { class: 'table-wrap' },
+        el('table', {},
+          el('caption', { text: 'Baseline and canary figures, overall and per feature' }),
+          el('thead', {},
+            el('tr', {},
+              el('td', {}),
+              el('td', {}),
+              el('th', { scope: 'colgroup', colspan: 4, text: 'Baseline ' + q.baseline }),
+              el('th', { scope: 'colgroup', colspan: 4, text: 'Canary ' + q.canary })),
+            el('tr', {},
+              el('th', { scope: 'col', text: 'Feature' }),
+              el('th', { scope: 'col', text: 'Verdict' }),
+              sub('Requests'), sub('Errors'), sub('p95'), sub('p99'),
+              sub('Requests'), sub('Errors'), sub('p95'), sub('p99'))),
+          el('tbody', {}, ...rows.map((r) => {
+            const [c, l] = VERDICTS[r.verdict] || ['neutral', String(r.verdict)];
+            return el('tr', {},
+              el('th', { scope: 'row', text: r.feature }),
+              el('td', {}, el('span', { class: 'badge ' + c, text: l })),
+              ...cohortCells(r.baseline), ...cohortCells(r.canary));
+          })))));
+  }
+
+  async function runCanary(ev) {
+    ev.preventDefault();
+    const p = new URLSearchParams({
+      service: $('canary-service').value,
+      baseline: $('canary-baseline').value,
+      canary: $('canary-canary').value,
+      window: $('canary-window').value,
+    });
+    const out = $('canary-result');
+    state.formMessage = false;
+    message('canary-message', 'Comparing…');
+    try {
+      const v = await api('/api/v1/canary?' + p.toString());
+      message('canary-message', '');
+      out.replaceChildren(renderVerdict(v));
+    } catch (e) {
+      out.replaceChildren();
+      if (e.status === 404) message('canary-message', 'Canary analysis is off on this instance (canary.attribute is empty).');
+      else message('canary-message', failure('the canary verdict', e), e.status !== 401);
+    }
+  }
+
+  // ---- empty state, auth -------------------------------------------------------------
+  function renderWelcome(show) {
+    const w = $('welcome');
+    w.hidden = !show;
+    if (!show) return;
+    const info = state.info;
+    if (!info) {
+      $('welcome-env').textContent = 'export OTEL_EXPORTER_OTLP_ENDPOINT=<the OTLP/HTTP address of this instance (port 4318 by default)>';
+      $('welcome-cmd').textContent = '(the receiver addresses could not be read)';
+      return;
+    }
+    $('welcome-env').textContent = info.env.map(([k, v]) => 'export ' + k + '=' + v).join('\n') +
+      '\n# or OTLP/gRPC: OTEL_EXPORTER_OTLP_ENDPOINT=' + info.otlp.grpc.endpoint + ' with OTEL_EXPORTER_OTLP_PROTOCOL=grpc';
+    $('welcome-cmd').textContent = info.test_command;
+  }
+
+  function renderAuth() {
+    const needs = state.needsToken;
+    $('token-button').hidden = !needs && !token();
+    if (needs) {
+      const first = $('auth').hidden;
+      $('auth').hidden = false;
+      message('auth-message', token() ? 'The token in this tab was refused; paste the current one.' : '', true);
+      if (first && !document.activeElement.closest('form')) $('token').focus();
+    }
+  }
+
+  // ---- refresh loop ------------------------------------------------------------------
+  function status(text) { $('status').textContent = text; }
+
+  function schedule() {
+    clearTimeout(state.timer);
+    if (!state.paused && !document.hidden) state.timer = setTimeout(refresh, REFRESH_MS);
+  }
+
+  function indexHistory(h) {
+    h.index = new Map();
+    for (const s of h.series || []) h.index.set(keyOf(s), s);
+    return h;
+  }
+
+  async function refresh() {
+    if (state.busy) return;
+    state.busy = true;
+    clearTimeout(state.timer);
+    state.needsToken = false;
+    const win = state.window;
+    const wantHistory = !state.history || Date.now() - state.historyAt > HISTORY_MS;
+    try {
+      const pending = [
+        api('/api/v1/slos'),
+        api('/api/v1/gaps'),
+        wantHistory ? api('/api/v1/history?window=1h') : Promise.resolve(null),
+        state.info ? Promise.resolve(state.info) : api('/api/v1/info'),
+      ];
+      // The table first, as soon as its figures arrive; trends fill in with the history.
+      const [slis] = await Promise.allSettled([api('/api/v1/slis?window=' + encodeURIComponent(win))]);
+      guarded('sli-message', () => {
+        if (slis.status === 'fulfilled') {
+          state.rows = rowsFrom(slis.value, win);
+          message('sli-message', '');
+        } else {
+          state.rows = [];
+          message('sli-message', failure('SLIs', slis.reason), slis.reason.status !== 401);
+        }
+        renderTable();
+      });
+      if (state.refreshes === 0 && performance.mark) performance.mark('otel-sli-first-render');
+      const [slos, gaps, hist, info] = await Promise.allSettled(pending);
+      if (info.status === 'fulfilled') {
+        state.info = info.value;
+        $('version').textContent = 'v' + state.info.version;
+      }
+      if (hist.status === 'fulfilled' && hist.value) {
+        state.history = indexHistory(hist.value);
+        state.historyAt = Date.now();
+        guarded('sli-message', renderTable);
+      }
+      let empty = false;
+      if (slis.status === 'fulfilled' && state.rows.length === 0) {
+        // Nothing in this window: is there anything at all?
+        try {
+          const all = await api('/api/v1/slis?window=all');
+          empty = (all.slis || []).length === 0;
+        } catch (_) { empty = false; }
+      }
+      guarded('sli-message', () => renderWelcome(empty));
+      guarded('slo-message', () => renderSlos(slos));
+      guarded('gap-message', () => renderGaps(gaps));
+      guarded('canary-message', renderCanaryForm);
+      renderAuth();
+      const failed = [slis, slos, gaps].filter((r) => r.status === 'rejected').length;
+      state.refreshes += 1;
+      document.body.dataset.refreshes = String(state.refreshes);
+      status((failed ? failed + ' of 3 sources failed · ' : '') + 'Updated ' + new Date().toLocaleTimeString() +
+        (state.paused ? ' · updates paused' : ' · next update in 5 s'));
+    } catch (e) {
+      status('Update failed: ' + e.message);
+    } finally {
+      state.busy = false;
+      schedule();
+    }
+  }
+
+  function sortBy(key) {
+    if (state.sort.key === key) state.sort.dir = -state.sort.dir;
+    else state.sort = { key, dir: ['service', 'feature', 'quality'].includes(key) ? 1 : -1 };
+    renderTable();
+  }
+
+  function start() {
+    $('window').value = state.window;
+    $('window').addEventListener('change', (e) => { state.window = e.target.value; refresh(); });
+    $('filter').addEventListener('input', (e) => { state.filter = e.target.value; renderTable(); });
+    for (const b of document.querySelectorAll('#sli-table thead button[data-sort]')) {
+      b.addEventListener('click', () => sortBy(b.dataset.sort));
+    }
+    $('pause').addEventListener('click', () => {
+      state.paused = !state.paused;
+      $('pause').setAttribute('aria-pressed', String(state.paused));
+      $('pause').textContent = state.paused ? 'Resume updates' : 'Pause updates';
+      if (state.paused) { clearTimeout(state.timer); status('Updates paused'); } else refresh();
+    });
+    $('auth-form').addEventListener('submit', (e) => {
+      e.preventDefault();
+      try { sessionStorage.setItem(TOKEN_KEY, $('token').value.trim()); } catch (_) { /* storage off: nothing kept */ }
+      $('token').value = '';
+      $('auth').hidden = true;
+      refresh();
+    });
+    $('forget').addEventListener('click', () => {
+      try { sessionStorage.removeItem(TOKEN_KEY); } catch (_) { /* nothing kept */ }
+      refresh();
+    });
+    $('token-button').addEventListener('click', () => { $('auth').hidden = !$('auth').hidden; if (!$('auth').hidden) $('token').focus(); });
+    $('copy-cmd').addEventListener('click', async () => {
+      try {
+        await navigator.clipboard.writeText($('welcome-cmd').textContent);
+        $('copy-status').textContent = 'Copied.';
+      } catch (_) {
+        $('copy-status').textContent = 'Copying is not allowed here: select the command and copy it.';
+      }
+    });
+    $('canary-service').addEventListener('change', fillCohorts);
+    $('canary-baseline').addEventListener('change', fillCohorts);
+    $('canary-form').addEventListener('submit', runCanary);
+    document.addEventListener('visibilitychange', () => {
+      if (document.hidden) clearTimeout(state.timer);
+      else if (!state.paused) refresh();
+    });
+    refresh();
+  }
+
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start);
+  else start();
+})();
