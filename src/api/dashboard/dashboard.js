@@ -582,11 +582,15 @@
     const win = state.window;
     const wantHistory = !state.history || Date.now() - state.historyAt > HISTORY_MS;
     try {
+      // Settled at once (a rejection handled only later counts as unhandled meanwhile).
+      const settle = (p) => p.then(
+        (value) => ({ status: 'fulfilled', value }),
+        (reason) => ({ status: 'rejected', reason }));
       const pending = [
-        api('/api/v1/slos'),
-        api('/api/v1/gaps'),
-        wantHistory ? api('/api/v1/history?window=1h') : Promise.resolve(null),
-        state.info ? Promise.resolve(state.info) : api('/api/v1/info'),
+        settle(api('/api/v1/slos')),
+        settle(api('/api/v1/gaps')),
+        settle(wantHistory ? api('/api/v1/history?window=1h') : Promise.resolve(null)),
+        settle(state.info ? Promise.resolve(state.info) : api('/api/v1/info')),
       ];
       // The table first, as soon as its figures arrive; trends fill in with the history.
       const [slis] = await Promise.allSettled([api('/api/v1/slis?window=' + encodeURIComponent(win))]);
@@ -601,7 +605,7 @@
         renderTable();
       });
       if (state.refreshes === 0 && performance.mark) performance.mark('otel-sli-first-render');
-      const [slos, gaps, hist, info] = await Promise.allSettled(pending);
+      const [slos, gaps, hist, info] = await Promise.all(pending);
       if (info.status === 'fulfilled') {
         state.info = info.value;
         $('version').textContent = 'v' + state.info.version;
