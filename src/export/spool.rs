@@ -512,7 +512,13 @@ impl Spool {
                 self.sealed.push(w);
             }
             let id = self.next_id;
-            self.next_id += 1;
+            // A cursor may name the highest ids there are (a damaged or hostile file).
+            let next = id.checked_add(1).ok_or_else(|| SpoolError {
+                dir: dir.display().to_string(),
+                what: "segment ids exhausted",
+                source: io::Error::other("remove the spool folder"),
+            })?;
+            self.next_id = next;
             let path = dir.join(seg_name(id));
             let mut f = OpenOptions::new()
                 .create(true)
@@ -1087,6 +1093,28 @@ mod tests {
         assert!(lost > 0);
         assert_eq!(got_items + lost, (1..=6).sum::<u64>());
         assert_eq!(got.last(), Some(&rec(6)));
+    }
+
+    #[test]
+    fn a_cursor_naming_the_last_segment_ids_makes_appends_fail_cleanly() {
+        // Found by the `spool` fuzz target: flags (a cursor, two segments holding only the
+        // magic), then the cursor: segment u64::MAX - 1, offset 0.
+        let input: &[u8] = b"\x0b\xfe\xff\xff\xff\xff\xff\xff\xff";
+        let d = dir("ids-exhausted");
+        fs::create_dir_all(&d.0).expect("dir");
+        let mut cursor = input[1..].to_vec();
+        cursor.resize(16, 0);
+        let sum = crc32fast::hash(&cursor);
+        cursor.extend_from_slice(&sum.to_le_bytes());
+        fs::write(d.0.join(CURSOR), &cursor).expect("cursor");
+        for id in [1, 3] {
+            fs::write(d.0.join(seg_name(id)), MAGIC).expect("segment");
+        }
+        let mut s = Spool::open(cfg(&d, 1 << 20, 1 << 19)).expect("open");
+        let e = s.append(&rec(1)).expect_err("no segment id left");
+        assert_eq!(e.what, "segment ids exhausted");
+        assert!(s.is_empty());
+        assert_eq!(s.read_next().expect("read"), None);
     }
 
     #[test]
