@@ -207,6 +207,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut segment = vec![0u8];
     segment.extend_from_slice(&fs::read(dir.join(format!("{:016x}.seg", 0)))?);
     write(&root, "spool", "segment", &segment)?;
+    // Records the target frames with correct checksums (flags: magic, framed).
+    write(
+        &root,
+        "spool",
+        "framed",
+        b"\x28\x05\x01\0\0\0\0\0\0\0\x01\0hello\x03\x02\0\0\0\0\0\0\0\x02\x01abc",
+    )?;
     let _ = fs::remove_dir_all(&dir);
 
     // state: a state file (mode 0) and its body alone (mode 1) for the SLOs the target has.

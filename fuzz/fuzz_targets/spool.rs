@@ -4,7 +4,8 @@
 //!
 //! Input: byte 0 flags (bit 0: write a cursor from the next 16 bytes, its checksum made
 //! right; bits 1-2: segments - 1; bit 3: put the segment magic in front of each segment;
-//! bit 4: a small `max_bytes`, so appends drop the oldest records); then, for each segment
+//! bit 4: a small `max_bytes`, so appends drop the oldest records; bit 5: each segment is
+//! written as records with correct checksums, see [`frame`]); then, for each segment
 //! but the last, a 2-byte little-endian length and that many bytes; the last segment takes
 //! the rest. Oracle: no panic; counts stay consistent (items never grow from reading).
 #![no_main]
@@ -31,6 +32,26 @@ fn take<'a>(data: &mut &'a [u8], n: usize) -> &'a [u8] {
     let (head, tail) = data.split_at(n);
     *data = tail;
     head
+}
+
+/// Writes records with correct checksums: `body` is read as `[len: u8][items: u64 LE]
+/// [signal: u8][flags: u8][len bytes]`, repeated, so the reader's checks past the checksum
+/// are reached.
+fn frame(mut body: &[u8], out: &mut Vec<u8>) {
+    while body.len() >= 11 {
+        let len = usize::from(body[0]);
+        let meta = &body[1..11];
+        body = &body[11..];
+        let payload = take(&mut body, len);
+        let mut h = crc32fast::Hasher::new();
+        h.update(meta);
+        h.update(payload);
+        out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(&h.finalize().to_le_bytes());
+        out.extend_from_slice(meta);
+        out.extend_from_slice(payload);
+    }
+    out.extend_from_slice(body);
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -67,7 +88,11 @@ fuzz_target!(|data: &[u8]| {
         if flags & 8 == 8 {
             file.extend_from_slice(MAGIC);
         }
-        file.extend_from_slice(body);
+        if flags & 32 == 32 {
+            frame(body, &mut file);
+        } else {
+            file.extend_from_slice(body);
+        }
         // Ids with gaps, as after a removed segment.
         let _ = std::fs::write(dir.join(format!("{:016x}.seg", i as u64 * 2 + 1)), &file);
     }
