@@ -3,8 +3,8 @@
 //!
 //! Input: the first byte picks the mode. Even: the rest is the whole file. Odd: the rest is
 //! the JSON body and a correct header is put in front of it, so the body parser and the
-//! restore are reached past the checksum. Oracle: no panic; a restored state saves and
-//! parses back.
+//! restore are reached past the checksum. Oracle: no panic; every SLI evaluated after the
+//! restore lies in [0, 1]; a restored state saves and parses back.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -46,6 +46,10 @@ fuzz_target!(|data: &[u8]| {
     let statuses = engine.evaluate(now, 1, |_| Vec::new());
     assert_eq!(statuses.len(), engine.defs().len());
     for s in &statuses {
+        assert!(s.window.bad <= s.window.total, "more bad than total: {:?}", s.window);
+        if let Some(sli) = s.sli {
+            assert!((0.0..=1.0).contains(&sli), "SLI {sli} outside [0, 1]");
+        }
         let _ = s.budget_consumed();
     }
     let _ = engine.counts(0, now, 60);
