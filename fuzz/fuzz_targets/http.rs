@@ -3,8 +3,9 @@
 //! handed to a running pipeline.
 //!
 //! Input, read from the front so that seeds are a few choice bytes and then a real body:
-//! method, path, content type (byte 7: a length byte and that many bytes of header value),
-//! content encoding (6: likewise), flags (bit 0: gzip the body here, so the decoder sees
+//! one byte each choosing the method, path, content type and content encoding (each byte
+//! modulo the number of known values plus one; that last choice reads a length byte and
+//! that many bytes of arbitrary header value), flags (bit 0: gzip the body here, so the decoder sees
 //! a valid stream; bit 1: a small body limit; bit 2: a second, conflicting Content-Type;
 //! bit 3: an `Authorization` header), then the body.
 //! Oracle: every request gets an answer with a status, never a 5xx other than 503
