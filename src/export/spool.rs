@@ -381,12 +381,12 @@ impl Spool {
             .map_err(err(&dir, "cannot read a segment"))?;
         let mut r = io::BufReader::new(f);
         let mut at = start;
-        let mut items = 0;
+        let mut items = 0u64;
         while at < size {
             match read_record(&mut r, size - at) {
                 Ok((rec, n)) => {
                     at += n;
-                    items += rec.items;
+                    items = items.saturating_add(rec.items);
                 }
                 Err(claimed) => {
                     tracing::warn!(
@@ -397,7 +397,10 @@ impl Spool {
                     );
                     // What follows cannot be framed: the damaged record's own count (at
                     // least one item) is what is known to be lost.
-                    self.lost.corrupt += claimed.unwrap_or(1).max(1);
+                    self.lost.corrupt = self
+                        .lost
+                        .corrupt
+                        .saturating_add(claimed.unwrap_or(1).max(1));
                     break;
                 }
             }
@@ -451,7 +454,10 @@ impl Spool {
 
     /// Items not yet delivered (read or not).
     pub fn items(&self) -> u64 {
-        let total: u64 = self.segments.iter().map(|s| s.items).sum();
+        let total = self
+            .segments
+            .iter()
+            .fold(0u64, |n, s| n.saturating_add(s.items));
         let acked_in_head = match self.segments.front() {
             Some(h) if h.id == self.acked.segment => self.acked_items_in_head,
             _ => 0,
@@ -491,7 +497,7 @@ impl Spool {
         let len = rec.body.len() as u64;
         let need = HEADER + len;
         if need + MAGIC.len() as u64 > self.cfg.max_bytes || len > u64::from(u32::MAX) {
-            self.lost.full += rec.items;
+            self.lost.full = self.lost.full.saturating_add(rec.items);
             return Ok(false);
         }
         // Room for the record and for the header of a new segment it may start.
@@ -512,7 +518,13 @@ impl Spool {
                 self.sealed.push(w);
             }
             let id = self.next_id;
-            self.next_id += 1;
+            // A cursor may name the highest ids there are (a damaged or hostile file).
+            let next = id.checked_add(1).ok_or_else(|| SpoolError {
+                dir: dir.display().to_string(),
+                what: "segment ids exhausted",
+                source: io::Error::other("remove the spool folder"),
+            })?;
+            self.next_id = next;
             let path = dir.join(seg_name(id));
             let mut f = OpenOptions::new()
                 .create(true)
@@ -563,7 +575,7 @@ impl Spool {
         }
         if let Some(last) = self.segments.back_mut() {
             last.len += need;
-            last.items += rec.items;
+            last.items = last.items.saturating_add(rec.items);
         }
         Ok(true)
     }
@@ -580,7 +592,10 @@ impl Spool {
             std::cmp::Ordering::Equal => self.read_items,
             std::cmp::Ordering::Greater => head.items,
         };
-        self.lost.full += head.items.saturating_sub(read);
+        self.lost.full = self
+            .lost
+            .full
+            .saturating_add(head.items.saturating_sub(read));
         let _ = fs::remove_file(self.cfg.dir.join(seg_name(head.id)));
         if self.segments.is_empty() {
             self.writer = None;
@@ -637,7 +652,10 @@ impl Spool {
                             "spool segment file is gone; its records are lost"
                         );
                         let seg = &self.segments[i];
-                        self.lost.corrupt += seg.items.saturating_sub(self.read_items);
+                        self.lost.corrupt = self
+                            .lost
+                            .corrupt
+                            .saturating_add(seg.items.saturating_sub(self.read_items));
                         self.read.offset = len;
                         continue;
                     }
@@ -653,7 +671,7 @@ impl Spool {
             match read_record(f, len - self.read.offset) {
                 Ok((rec, n)) => {
                     self.read.offset += n;
-                    self.read_items += rec.items;
+                    self.read_items = self.read_items.saturating_add(rec.items);
                     return Ok(Some((rec, self.read)));
                 }
                 Err(_) => {
@@ -664,7 +682,10 @@ impl Spool {
                         "unreadable spool record; the rest of its segment is lost"
                     );
                     let seg = &self.segments[i];
-                    self.lost.corrupt += seg.items.saturating_sub(self.read_items);
+                    self.lost.corrupt = self
+                        .lost
+                        .corrupt
+                        .saturating_add(seg.items.saturating_sub(self.read_items));
                     self.read.offset = len;
                 }
             }
@@ -683,7 +704,7 @@ impl Spool {
             self.acked_items_in_head = 0;
         }
         self.acked = pos;
-        self.acked_items_in_head += items;
+        self.acked_items_in_head = self.acked_items_in_head.saturating_add(items);
         self.cursor_dirty = true;
         // Delete what lies wholly before the acknowledged position.
         while let Some(h) = self.segments.front() {
@@ -1052,6 +1073,31 @@ mod tests {
     }
 
     #[test]
+    fn item_counts_read_from_disk_saturate_instead_of_overflowing() {
+        // Two records whose (checksummed) headers claim 2^63 items each, as only a damaged
+        // or hostile file does.
+        let d = dir("huge-items");
+        fs::create_dir_all(&d.0).expect("dir");
+        let mut seg = MAGIC.to_vec();
+        for _ in 0..2 {
+            let mut meta = [0u8; 10];
+            meta[..8].copy_from_slice(&(1u64 << 63).to_le_bytes());
+            let body = b"x";
+            seg.extend_from_slice(&1u32.to_le_bytes());
+            seg.extend_from_slice(&crc(&meta, body).to_le_bytes());
+            seg.extend_from_slice(&meta);
+            seg.extend_from_slice(body);
+        }
+        fs::write(d.0.join(seg_name(0)), &seg).expect("segment");
+        let mut s = Spool::open(cfg(&d, 1 << 20, 1 << 19)).expect("open");
+        assert_eq!(s.items(), u64::MAX);
+        let got = drain(&mut s, Instant::now());
+        assert_eq!(got.len(), 2);
+        assert!(s.is_empty());
+        assert_eq!(s.items(), 0);
+    }
+
+    #[test]
     fn items_count_what_is_left_when_an_empty_segment_is_skipped() {
         let d = dir("items");
         let now = Instant::now();
@@ -1087,6 +1133,28 @@ mod tests {
         assert!(lost > 0);
         assert_eq!(got_items + lost, (1..=6).sum::<u64>());
         assert_eq!(got.last(), Some(&rec(6)));
+    }
+
+    #[test]
+    fn a_cursor_naming_the_last_segment_ids_makes_appends_fail_cleanly() {
+        // Found by the `spool` fuzz target: flags (a cursor, two segments holding only the
+        // magic), then the cursor: segment u64::MAX - 1, offset 0.
+        let input: &[u8] = b"\x0b\xfe\xff\xff\xff\xff\xff\xff\xff";
+        let d = dir("ids-exhausted");
+        fs::create_dir_all(&d.0).expect("dir");
+        let mut cursor = input[1..].to_vec();
+        cursor.resize(16, 0);
+        let sum = crc32fast::hash(&cursor);
+        cursor.extend_from_slice(&sum.to_le_bytes());
+        fs::write(d.0.join(CURSOR), &cursor).expect("cursor");
+        for id in [1, 3] {
+            fs::write(d.0.join(seg_name(id)), MAGIC).expect("segment");
+        }
+        let mut s = Spool::open(cfg(&d, 1 << 20, 1 << 19)).expect("open");
+        let e = s.append(&rec(1)).expect_err("no segment id left");
+        assert_eq!(e.what, "segment ids exhausted");
+        assert!(s.is_empty());
+        assert_eq!(s.read_next().expect("read"), None);
     }
 
     #[test]

@@ -156,13 +156,19 @@ impl Buckets {
     }
 
     /// Restores saved buckets when the current minute is `now`. Buckets from after `now`
-    /// (saved while the clock was ahead) are skipped, as are those that no longer fit.
+    /// (saved while the clock was ahead) are skipped, as are those that no longer fit. A
+    /// bucket claiming more bad requests than requests (a damaged or edited file) is read
+    /// as all bad, so an SLI never leaves [0, 1].
     pub fn restore(&mut self, s: &BucketsState, now: u64) {
+        let counts = |total: u64, bad: u64| Counts {
+            total,
+            bad: bad.min(total),
+        };
         for &(id, total, bad) in s.minutes.iter().filter(|b| b.0 <= now) {
-            self.fine.add(id, Counts { total, bad }, now);
+            self.fine.add(id, counts(total, bad), now);
         }
         for &(id, total, bad) in s.hours.iter().filter(|b| b.0 <= now / 60) {
-            self.coarse.add(id, Counts { total, bad }, now / 60);
+            self.coarse.add(id, counts(total, bad), now / 60);
         }
     }
 
@@ -178,6 +184,30 @@ mod tests {
 
     fn c(total: u64, bad: u64) -> Counts {
         Counts { total, bad }
+    }
+
+    #[test]
+    fn restored_buckets_never_hold_more_bad_than_total_requests() {
+        // Found by the `state` fuzz target: a state-file body (its header made right) whose
+        // hour bucket claims 4 bad requests out of 0.
+        let body: &[u8] = br#"{"slos":{"checkout-availability":{"identity":"checkout\u001fPOST /checkout\u001favailability\u001f0","buckets":{"minutes":[[2833,50,1]],"hours":[[472152,0,4]]}}},"late_spans":2}"#;
+        let state: crate::slo::engine::EngineState =
+            serde_json::from_slice(body).expect("a state body");
+        let saved = &state.slos["checkout-availability"].buckets;
+        let month = 30 * 24 * 60;
+        let now = 1_700_000_000_000_000_000 / MINUTE_NANOS;
+        let mut b = Buckets::new(month);
+        b.restore(saved, now);
+        assert_eq!(b.sum(now, month), c(0, 0));
+        let mut b = Buckets::new(month);
+        b.restore(
+            &BucketsState {
+                minutes: vec![(now, 10, 25)],
+                hours: vec![],
+            },
+            now,
+        );
+        assert_eq!(b.sum(now, 5), c(10, 10));
     }
 
     #[test]

@@ -116,7 +116,9 @@ impl StateFile {
     }
 }
 
-fn parse(bytes: &[u8]) -> Result<EngineState, String> {
+/// Parses the bytes of a state file (header line and body); the error says what is wrong.
+/// Pure: [`StateFile::read`] uses it and moves an unusable file aside.
+pub fn parse(bytes: &[u8]) -> Result<EngineState, String> {
     let nl = bytes
         .iter()
         .position(|b| *b == b'\n')
