@@ -8,6 +8,9 @@ use std::collections::BTreeMap;
 #[derive(Serialize)]
 struct Response<'a> {
     window: &'a str,
+    /// The time the window's figures cover: its length, or less while the process has run
+    /// for less (divide counts by it for rates).
+    window_seconds: f64,
     flushed_at_unix_nano: u64,
     slis: Vec<Sli<'a>>,
 }
@@ -69,6 +72,19 @@ pub fn count(x: f64) -> serde_json::Value {
         serde_json::Value::from(x as u64)
     } else {
         serde_json::Number::from_f64(x).map_or(serde_json::Value::Null, serde_json::Value::Number)
+    }
+}
+
+/// The time window `w` covers at `now`, for a process started at `started` (Unix
+/// nanoseconds): its nominal length, or the time since the start when that is shorter
+/// (at least one second; `all` is always the time since the start).
+pub fn window_seconds(w: Window, now: u64, started: u64) -> f64 {
+    let up = (now.saturating_sub(started) as f64 / 1e9).max(1.0);
+    match w {
+        Window::M1 => up.min(60.0),
+        Window::M5 => up.min(300.0),
+        Window::H1 => up.min(3600.0),
+        Window::All => up,
     }
 }
 
@@ -141,8 +157,35 @@ pub fn render(pipeline: &Pipeline, window: &str) -> Result<Vec<u8>, String> {
         .collect();
     serde_json::to_vec(&Response {
         window: w.name(),
+        window_seconds: window_seconds(
+            w,
+            view.flushed_at_unix_nanos,
+            pipeline.settings().started_unix_nanos,
+        ),
         flushed_at_unix_nano: view.flushed_at_unix_nanos,
         slis,
     })
     .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_cover_at_most_the_time_since_start() {
+        let s = 1_000_000_000_000;
+        let at = |secs: u64| s + secs * 1_000_000_000;
+        assert_eq!(window_seconds(Window::M1, at(20), s), 20.0);
+        assert_eq!(window_seconds(Window::M1, at(600), s), 60.0);
+        assert_eq!(window_seconds(Window::M5, at(120), s), 120.0);
+        assert_eq!(window_seconds(Window::H1, at(7200), s), 3600.0);
+        assert_eq!(window_seconds(Window::All, at(7200), s), 7200.0);
+        assert_eq!(window_seconds(Window::M1, s, s), 1.0, "never zero");
+        assert_eq!(
+            window_seconds(Window::M1, 0, s),
+            1.0,
+            "a clock before the start"
+        );
+    }
 }

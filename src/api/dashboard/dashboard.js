@@ -146,7 +146,9 @@
   const dimsText = (d) => Object.entries(d || {}).map(([k, v]) => k + '=' + v).join(' ');
 
   function rowsFrom(slis, win) {
-    const secs = WINDOW_SECONDS[win] || 300;
+    // The time the window really covers (less than its length just after a start).
+    const secs = isNum(slis.window_seconds) && slis.window_seconds > 0
+      ? slis.window_seconds : (WINDOW_SECONDS[win] || 300);
     return (slis.slis || []).map((s) => {
       const lat = s.latency_seconds || {};
       return {
