@@ -121,7 +121,7 @@ fn the_per_client_cap_may_not_exceed_the_listener_cap() {
 async fn idle_and_kept_alive_connections_are_closed_after_the_read_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = TestServer::start(
-        "receivers: { otlp_http: { read_timeout: 1s, max_connections_per_client: 0 } }",
+        "receivers: { otlp_http: { read_timeout: 1s, max_connections_per_client: 0 }, otlp_grpc: { request_timeout: 1s } }",
     )
     .await;
     // Within a typical 1024 descriptor limit for both ends.
@@ -133,6 +133,22 @@ async fn idle_and_kept_alive_connections_are_closed_after_the_read_timeout() {
                 .expect("connect"),
         );
     }
+    // A lone byte, and an HTTP/2 preface that stops half way, do not count as a start.
+    let mut one = tokio::net::TcpStream::connect(server.http)
+        .await
+        .expect("connect");
+    one.write_all(b"P").await.expect("write");
+    let mut half = tokio::net::TcpStream::connect(server.http)
+        .await
+        .expect("connect");
+    half.write_all(b"PRI * HTTP/2.0").await.expect("write");
+    let mut grpc_half = tokio::net::TcpStream::connect(server.grpc)
+        .await
+        .expect("connect");
+    grpc_half
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .expect("write");
     let mut kept = tokio::net::TcpStream::connect(server.http)
         .await
         .expect("connect");
@@ -151,7 +167,7 @@ async fn idle_and_kept_alive_connections_are_closed_after_the_read_timeout() {
         String::from_utf8_lossy(&buf[..n])
     );
     let open = stat(&server, Listener::OtlpHttp, |c| &c.open);
-    assert_eq!(open, 401);
+    assert_eq!(open, 403);
 
     let deadline = Instant::now() + Duration::from_secs(10);
     while stat(&server, Listener::OtlpHttp, |c| &c.open) > 0 {
@@ -173,5 +189,22 @@ async fn idle_and_kept_alive_connections_are_closed_after_the_read_timeout() {
         .expect("closed, not hanging")
         .unwrap_or(0);
     assert_eq!(n, 0);
+    for s in [&mut one, &mut half] {
+        let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+            .await
+            .expect("closed, not hanging")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "a connection that only started is closed");
+    }
+    // gRPC: the preface alone, then nothing: closed within request_timeout (1 s here).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stat(&server, Listener::OtlpGrpc, |c| &c.open) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled gRPC connection is still open"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(grpc_half);
     server.stop().await;
 }

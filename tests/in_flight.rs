@@ -62,7 +62,7 @@ async fn a_burst_of_large_requests_is_refused_before_it_is_read() {
     // pool can refuse.
     let server = TestServer::start(
         "limits: { memory_mib: 1024 }\n\
-         receivers: { otlp_http: { max_request_body_size: 300MiB }, otlp_grpc: { max_recv_msg_size: 128MiB } }",
+         receivers: { otlp_http: { max_request_body_size: 400MiB }, otlp_grpc: { max_recv_msg_size: 128MiB } }",
     )
     .await;
     let m = server.metrics().await;
@@ -72,8 +72,9 @@ async fn a_burst_of_large_requests_is_refused_before_it_is_read() {
     );
 
     let a = held_back(&server, 200 * MIB).await;
-    let b = held_back(&server, 200 * MIB).await;
-    until_in_flight(&server, 400 * MIB).await;
+    // Half a MiB left in the pool.
+    let b = held_back(&server, 311 * MIB + MIB / 2).await;
+    until_in_flight(&server, 511 * MIB + MIB / 2).await;
 
     // A third 200 MiB body does not fit: 503 with Retry-After, before any of it is read.
     let mut c = held_back(&server, 200 * MIB).await;
@@ -89,7 +90,7 @@ async fn a_burst_of_large_requests_is_refused_before_it_is_read() {
         "{answer}"
     );
 
-    // A gRPC call reserves the largest message it may carry (128 MiB): refused too.
+    // A gRPC call reserves 1 MiB before its message is read: refused too.
     let body = Bytes::from(request(40));
     let refused =
         grpc_raw::<ExportTraceServiceResponse>(server.grpc, TRACE_EXPORT, body.clone(), false)
@@ -101,7 +102,7 @@ async fn a_burst_of_large_requests_is_refused_before_it_is_read() {
         "{}",
         refused.message()
     );
-    // A small HTTP request still fits beside the two held back.
+    // A small HTTP request (its declared length) still fits beside the two held back.
     assert_eq!(
         http_post(
             server.http,
@@ -117,7 +118,7 @@ async fn a_burst_of_large_requests_is_refused_before_it_is_read() {
 
     // A client that goes away mid-body gives its room back.
     drop(a);
-    until_in_flight(&server, 200 * MIB).await;
+    until_in_flight(&server, 311 * MIB + MIB / 2).await;
     let ok = grpc_raw::<ExportTraceServiceResponse>(server.grpc, TRACE_EXPORT, body, false).await;
     assert!(ok.is_ok(), "{ok:?}");
 

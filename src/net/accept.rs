@@ -63,6 +63,9 @@ impl Acceptor {
         let stats = || telemetry.listener(self.listener);
         loop {
             let (tcp, peer) = tokio::select! {
+                // Stopping wins over a connection waiting to be accepted.
+                biased;
+                () = async { let _ = stop.wait_for(|v| *v).await; } => break,
                 r = self.tcp.accept() => match r {
                     Ok(accepted) => accepted,
                     Err(e) => {
@@ -72,7 +75,6 @@ impl Acceptor {
                         continue;
                     }
                 },
-                () = async { let _ = stop.wait_for(|v| *v).await; } => break,
             };
             let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
                 ConnStats::bump(&stats().refused);

@@ -118,8 +118,15 @@ pub struct Conn {
     /// connects and sends nothing is closed then, instead of holding its slot for ever
     /// (HTTP servers wait for the first bytes before any of their own timers start).
     first_bytes: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Bytes read while `first_bytes` is armed.
+    first_seen: usize,
     _slot: Slot,
 }
+
+/// Bytes a client must send before its first-bytes deadline: the HTTP/2 preface (24) and a
+/// frame header (9), so neither a stalled preface nor a lone byte holds a connection (an
+/// HTTP/1 request head is longer than this too).
+const FIRST_BYTES: usize = 33;
 
 impl Conn {
     /// A connection over `stream` from `peer`, counted by `slot`, whose client must send its
@@ -134,6 +141,7 @@ impl Conn {
             stream,
             peer,
             first_bytes: Some(Box::pin(tokio::time::sleep(first_bytes_within))),
+            first_seen: 0,
             _slot: slot,
         }
     }
@@ -169,7 +177,12 @@ impl AsyncRead for Conn {
         };
         if let Some(deadline) = this.first_bytes.as_mut() {
             match &polled {
-                Poll::Ready(Ok(())) if buf.filled().len() > before => this.first_bytes = None,
+                Poll::Ready(Ok(())) => {
+                    this.first_seen += buf.filled().len() - before;
+                    if this.first_seen >= FIRST_BYTES {
+                        this.first_bytes = None;
+                    }
+                }
                 Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,

@@ -260,11 +260,19 @@ impl<S: GrpcSignal> UnaryService<Bytes> for Export<S> {
         Box::pin(async move {
             let body = request.into_inner();
             let gzipped = kept.and_then(|k| k.lock().ok().and_then(|k| k.compressed_message()));
-            let size = body.len() + gzipped.as_ref().map_or(0, Bytes::len);
-            if let Ok(mut h) = held.lock() {
-                if let Some(r) = h.as_mut() {
-                    r.shrink_to(size as u64);
+            // The message is read: its real size replaces the entry reservation.
+            let size = (body.len() + gzipped.as_ref().map_or(0, Bytes::len)) as u64;
+            let fits = match held.lock() {
+                Ok(mut h) => {
+                    if let Some(r) = h.as_mut() {
+                        r.shrink_to(size);
+                    }
+                    ingest.grow(Transport::Grpc, S::SIGNAL, &mut h, size)
                 }
+                Err(_) => Ok(()),
+            };
+            if let Err(delay) = fits {
+                return Err(retryable(IN_FLIGHT_FULL, delay));
             }
             match ingest.export(Transport::Grpc, S::SIGNAL, body, gzipped) {
                 Ok(accepted) => Ok(tonic::Response::new(S::response(accepted))),
@@ -273,6 +281,12 @@ impl<S: GrpcSignal> UnaryService<Bytes> for Export<S> {
         })
     }
 }
+
+/// In-flight bytes a gRPC call reserves before its message is read.
+const GRPC_ENTRY_RESERVE: usize = 1 << 20;
+
+/// Why a call was refused for the in-flight pool.
+const IN_FLIGHT_FULL: &str = "over the memory budget: too many request bytes in flight";
 
 fn to_status(r: Refusal) -> Status {
     match r {
@@ -327,13 +341,12 @@ where
             if let Some(delay) = ingest.over_memory(Transport::Grpc, S::SIGNAL) {
                 return Ok(retryable("over the memory budget", delay).into_http());
             }
-            // Room in the in-flight pool for the largest message, before tonic reads it.
-            let held = match ingest.reserve(Transport::Grpc, S::SIGNAL, max as u64) {
+            // Room in the in-flight pool before tonic reads the message: a typical message's
+            // worth (the size is not known before it arrives), set to the real size once read.
+            let entry = max.min(GRPC_ENTRY_RESERVE) as u64;
+            let held = match ingest.reserve(Transport::Grpc, S::SIGNAL, entry) {
                 Ok(r) => Arc::new(Mutex::new(r)),
-                Err(delay) => {
-                    let msg = "over the memory budget: too many request bytes in flight";
-                    return Ok(retryable(msg, delay).into_http());
-                }
+                Err(delay) => return Ok(retryable(IN_FLIGHT_FULL, delay).into_http()),
             };
             let mut grpc = tonic::server::Grpc::new(RawCodec::<S::Response>::default())
                 .accept_compressed(CompressionEncoding::Gzip)
