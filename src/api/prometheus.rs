@@ -504,10 +504,11 @@ fn self_metrics(out: &mut String, view: &View, pipeline: &Pipeline, t: &Telemetr
 fn listeners(out: &mut String, t: &Telemetry) {
     use crate::telemetry::{ConnStats, Listener};
     type Field = fn(&ConnStats) -> &std::sync::atomic::AtomicU64;
-    let families: [(&str, &str, &str, Field); 3] = [
+    let families: [(&str, &str, &str, Field); 4] = [
         ("otel_sli_connections_open", "gauge", "Connections open now, TLS handshakes in progress included.", |c| &c.open),
         ("otel_sli_tls_handshake_failures_total", "counter", "TLS handshakes that failed or timed out (a client without a valid certificate under mutual TLS, a plaintext client).", |c| &c.handshake_failures),
         ("otel_sli_tls_reloads_total", "counter", "Certificate files that changed and took effect for new connections.", |c| &c.reloads),
+        ("otel_sli_tls_reload_failures_total", "counter", "Certificate files that changed but did not load; the previous certificate stays in use.", |c| &c.reload_failures),
     ];
     for (name, kind, help, field) in families {
         header(out, name, kind, help);
@@ -534,20 +535,6 @@ fn listeners(out: &mut String, t: &Telemetry) {
                 l.name()
             );
         }
-    }
-    header(
-        out,
-        "otel_sli_tls_reload_failures_total",
-        "counter",
-        "Certificate files that changed but did not load; the previous certificate stays in use.",
-    );
-    for l in Listener::ALL {
-        let v = ConnStats::read(&t.listener(l).reload_failures);
-        let _ = writeln!(
-            out,
-            "otel_sli_tls_reload_failures_total{{listener=\"{}\"}} {v}",
-            l.name()
-        );
     }
     header(
         out,
