@@ -171,7 +171,8 @@ struct Export<S: GrpcSignal> {
     /// The request's frames as received, when its gzip-compressed message is wanted.
     kept: Option<Arc<Mutex<Kept>>>,
     /// The request's room in the in-flight pool, shrunk to the message once it is read.
-    held: Arc<Mutex<Option<crate::inflight::Reservation>>>,
+    /// `None` without a memory budget (nothing to hold, nothing allocated).
+    held: Option<Arc<Mutex<Option<crate::inflight::Reservation>>>>,
     _signal: PhantomData<fn() -> S>,
 }
 
@@ -256,20 +257,15 @@ impl<S: GrpcSignal> UnaryService<Bytes> for Export<S> {
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         let ingest = self.ingest.clone();
         let kept = self.kept.take();
-        let held = Arc::clone(&self.held);
+        let held = self.held.clone();
         Box::pin(async move {
             let body = request.into_inner();
             let gzipped = kept.and_then(|k| k.lock().ok().and_then(|k| k.compressed_message()));
             // The message is read: its real size replaces the entry reservation.
             let size = (body.len() + gzipped.as_ref().map_or(0, Bytes::len)) as u64;
-            let fits = match held.lock() {
-                Ok(mut h) => {
-                    if let Some(r) = h.as_mut() {
-                        r.shrink_to(size);
-                    }
-                    ingest.grow(Transport::Grpc, S::SIGNAL, &mut h, size)
-                }
-                Err(_) => Ok(()),
+            let fits = match held.as_ref().map(|h| h.lock()) {
+                Some(Ok(mut h)) => ingest.resize(Transport::Grpc, S::SIGNAL, &mut h, size),
+                Some(Err(_)) | None => Ok(()),
             };
             if let Err(delay) = fits {
                 return Err(retryable(IN_FLIGHT_FULL, delay));
@@ -345,7 +341,7 @@ where
             // worth (the size is not known before it arrives), set to the real size once read.
             let entry = max.min(GRPC_ENTRY_RESERVE) as u64;
             let held = match ingest.reserve(Transport::Grpc, S::SIGNAL, entry) {
-                Ok(r) => Arc::new(Mutex::new(r)),
+                Ok(r) => r.map(|r| Arc::new(Mutex::new(Some(r)))),
                 Err(delay) => return Ok(retryable(IN_FLIGHT_FULL, delay).into_http()),
             };
             let mut grpc = tonic::server::Grpc::new(RawCodec::<S::Response>::default())
@@ -361,7 +357,7 @@ where
             let svc = Export::<S> {
                 ingest: ingest.clone(),
                 kept: kept.clone(),
-                held: Arc::clone(&held),
+                held: held.clone(),
                 _signal: PhantomData,
             };
             let mut response = match kept {

@@ -251,10 +251,7 @@ fn process(
             received_gzip = Some(bytes);
         }
         let total = (wire + plain.len()) as u64;
-        if let Some(r) = held.as_mut() {
-            r.shrink_to(total);
-        }
-        if let Err(delay) = ingest.grow(Transport::Http, signal, held, total) {
+        if let Err(delay) = ingest.resize(Transport::Http, signal, held, total) {
             return busy(enc, IN_FLIGHT_FULL, delay);
         }
         bytes = Bytes::from(plain);

@@ -203,6 +203,21 @@ impl Ingest {
         Err(m.retry_after())
     }
 
+    /// Sets a request's reservation to `bytes` (what it really holds, once known): shrinks
+    /// it, or grows it as [`Ingest::grow`] does.
+    pub fn resize(
+        &self,
+        transport: Transport,
+        signal: Signal,
+        reservation: &mut Option<crate::inflight::Reservation>,
+        bytes: u64,
+    ) -> Result<(), Duration> {
+        if let Some(r) = reservation.as_mut() {
+            r.shrink_to(bytes);
+        }
+        self.grow(transport, signal, reservation, bytes)
+    }
+
     /// Whether a request with this `Authorization` header value may be received; a refusal
     /// is counted. Receivers ask before reading the body.
     pub fn authorized(
