@@ -253,9 +253,8 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
             admin_rx.clone(),
         ));
     }
-    let tls_on = |t: &Option<Arc<ServerTls>>| t.is_some();
     let (grpc_tls_on, http_tls_on, admin_tls_on) =
-        (tls_on(&grpc_tls), tls_on(&http_tls), tls_on(&admin_tls));
+        (grpc_tls.is_some(), http_tls.is_some(), admin_tls.is_some());
 
     let max_grpc = config.grpc.max_bytes;
     let grpc_server = tonic::transport::Server::builder()
