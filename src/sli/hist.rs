@@ -5,9 +5,10 @@
 //!   significant digits), i.e. the mapping value ↔ bucket index. It mirrors the `hdrhistogram`
 //!   crate's math exactly, so a value lands in the same bucket (counts index) as it would in
 //!   `Histogram::<u64>::new_with_bounds(1, layout.max_value(), sigfig)`.
-//! - [`SparseHist`]: counts stored sparsely as sorted parallel vectors of
-//!   `(bucket index, count)`, which is far smaller than a dense HDR counts array when few
-//!   buckets are populated (the usual case for one time slot of one series).
+//! - [`SparseHist`]: the counts of the populated buckets, in a sparse (index, count) or a
+//!   dense (offset, counts) encoding, whichever is smaller, with counts 1 to 8 bytes wide as
+//!   their size needs. One time slot of one series usually populates few buckets, or a narrow
+//!   range of them, so this is far smaller than a dense HDR counts array.
 //! - Merging ([`SparseHist::merge`], [`merge_into`]) and quantile / threshold queries
 //!   ([`SparseHist::value_at_quantile`], [`SparseHist::values_at_quantiles`],
 //!   [`SparseHist::count_at_or_below`]). Quantiles are exactly what HdrHistogram's
@@ -166,162 +167,272 @@ impl Layout {
     }
 }
 
-/// Bucket counts, 4 bytes each until one of them outgrows `u32`, then 8 bytes each.
+/// Largest count a width holds, by `shift` (a count takes `1 << shift` bytes).
+#[inline]
+fn width_max(shift: u8) -> u64 {
+    match shift {
+        0 => u64::from(u8::MAX),
+        1 => u64::from(u16::MAX),
+        2 => u64::from(u32::MAX),
+        _ => u64::MAX,
+    }
+}
+
+/// The smallest `shift` whose width holds `c`.
+#[inline]
+fn shift_for(c: u64) -> u8 {
+    if c <= u64::from(u8::MAX) {
+        0
+    } else if c <= u64::from(u16::MAX) {
+        1
+    } else if c <= u64::from(u32::MAX) {
+        2
+    } else {
+        3
+    }
+}
+
+#[inline]
+fn read<const N: usize>(buf: &[u8], at: usize) -> Option<[u8; N]> {
+    buf.get(at..at + N)?.try_into().ok()
+}
+
+/// The little-endian count of `1 << shift` bytes at `at` (0 past the end).
+#[inline]
+fn get_count(buf: &[u8], at: usize, shift: u8) -> u64 {
+    match shift {
+        0 => buf.get(at).map_or(0, |&b| u64::from(b)),
+        1 => read::<2>(buf, at).map_or(0, |b| u64::from(u16::from_le_bytes(b))),
+        2 => read::<4>(buf, at).map_or(0, |b| u64::from(u32::from_le_bytes(b))),
+        _ => read::<8>(buf, at).map_or(0, u64::from_le_bytes),
+    }
+}
+
+#[inline]
+fn write<const N: usize>(buf: &mut [u8], at: usize, bytes: [u8; N]) {
+    if let Some(dst) = buf.get_mut(at..at + N) {
+        dst.copy_from_slice(&bytes);
+    }
+}
+
+/// Writes `c`, which fits the width, as `1 << shift` little-endian bytes at `at`.
+#[inline]
+fn put_count(buf: &mut [u8], at: usize, shift: u8, c: u64) {
+    // The casts keep the low bytes, which hold all of `c` at a width that fits it.
+    match shift {
+        0 => write(buf, at, [c as u8]),
+        1 => write(buf, at, (c as u16).to_le_bytes()),
+        2 => write(buf, at, (c as u32).to_le_bytes()),
+        _ => write(buf, at, c.to_le_bytes()),
+    }
+}
+
+/// Adds `n` to the count of `W` bytes at `at`: `Ok(previous count)`, or `Err(sum)` (left
+/// unwritten) when the saturating sum does not fit the width.
+#[inline]
+fn bump_width<const W: usize>(buf: &mut [u8], at: usize, n: u64) -> Result<u64, u64> {
+    let Some(dst) = buf.get_mut(at..at + W) else {
+        return Ok(0);
+    };
+    let mut le = [0_u8; 8];
+    le[..W].copy_from_slice(dst);
+    let old = u64::from_le_bytes(le);
+    let c = old.saturating_add(n);
+    if W < 8 && c >> (8 * W) != 0 {
+        return Err(c);
+    }
+    dst.copy_from_slice(&c.to_le_bytes()[..W]);
+    Ok(old)
+}
+
+/// [`bump_width`] for a width of `1 << shift` bytes.
+#[inline]
+fn bump(buf: &mut [u8], at: usize, shift: u8, n: u64) -> Result<u64, u64> {
+    match shift {
+        0 => bump_width::<1>(buf, at, n),
+        1 => bump_width::<2>(buf, at, n),
+        2 => bump_width::<4>(buf, at, n),
+        _ => bump_width::<8>(buf, at, n),
+    }
+}
+
+/// Appends `c`, which fits the width, as `1 << shift` little-endian bytes.
+#[inline]
+fn push_count(out: &mut Vec<u8>, c: u64, shift: u8) {
+    match shift {
+        0 => out.push(c as u8),
+        1 => out.extend_from_slice(&(c as u16).to_le_bytes()),
+        2 => out.extend_from_slice(&(c as u32).to_le_bytes()),
+        _ => out.extend_from_slice(&c.to_le_bytes()),
+    }
+}
+
+/// Entry position of `index` among sparse entries of `N` bytes (`Err`: where it would go).
+#[inline]
+fn find_entry<const N: usize>(buf: &[u8], index: u16) -> Result<usize, usize> {
+    let (entries, _) = buf.as_chunks::<N>();
+    let idx = |e: &[u8; N]| u16::from_le_bytes([e[0], e[1]]);
+    // Fast paths: the last bucket again, or a new one beyond it.
+    match entries.last().map(idx) {
+        None => return Err(0),
+        Some(last) if last < index => return Err(entries.len()),
+        Some(last) if last == index => return Ok(entries.len() - 1),
+        Some(_) => {}
+    }
+    entries.binary_search_by(|e| idx(e).cmp(&index))
+}
+
+/// The bucket index stored at `at` of a sparse buffer.
+#[inline]
+fn get_idx(buf: &[u8], at: usize) -> u16 {
+    read::<2>(buf, at).map_or(u16::MAX, u16::from_le_bytes)
+}
+
+/// Bucket counts of one histogram, in whichever of two encodings is smaller, with counts as
+/// narrow as the largest one allows (1, 2, 4 or 8 bytes, widened when a count outgrows them).
 ///
-/// Window slots (10 s to 5 min of traffic) never leave the narrow form in practice, which
-/// keeps a series' many slots small; long-lived all-time histograms widen when they must.
-#[derive(Clone, Debug)]
-enum Counts {
-    Narrow(Vec<u32>),
-    Wide(Vec<u64>),
-}
-
-impl Default for Counts {
-    fn default() -> Self {
-        Counts::Narrow(Vec::new())
-    }
-}
-
-impl Counts {
-    fn len(&self) -> usize {
-        match self {
-            Counts::Narrow(v) => v.len(),
-            Counts::Wide(v) => v.len(),
-        }
-    }
-
-    fn get(&self, i: usize) -> Option<u64> {
-        match self {
-            Counts::Narrow(v) => v.get(i).map(|&c| u64::from(c)),
-            Counts::Wide(v) => v.get(i).copied(),
-        }
-    }
-
-    fn widen(&mut self) -> &mut Vec<u64> {
-        if let Counts::Narrow(v) = self {
-            let mut wide = Vec::with_capacity(v.capacity());
-            wide.extend(v.iter().map(|&c| u64::from(c)));
-            *self = Counts::Wide(wide);
-        }
-        match self {
-            Counts::Wide(v) => v,
-            Counts::Narrow(_) => unreachable!("just widened"),
-        }
-    }
-
-    /// Sets entry `i` (which must exist) to `n`, widening if `n` does not fit.
-    fn set(&mut self, i: usize, n: u64) {
-        match self {
-            Counts::Narrow(v) => match u32::try_from(n) {
-                Ok(n32) => {
-                    if let Some(c) = v.get_mut(i) {
-                        *c = n32;
-                    }
-                }
-                Err(_) => {
-                    if let Some(c) = self.widen().get_mut(i) {
-                        *c = n;
-                    }
-                }
-            },
-            Counts::Wide(v) => {
-                if let Some(c) = v.get_mut(i) {
-                    *c = n;
-                }
-            }
-        }
-    }
-
-    fn add(&mut self, i: usize, n: u64) {
-        if let Some(c) = self.get(i) {
-            self.set(i, c.saturating_add(n));
-        }
-    }
-
-    fn insert(&mut self, pos: usize, n: u64) {
-        match self {
-            Counts::Narrow(v) => match u32::try_from(n) {
-                Ok(n32) => v.insert(pos, n32),
-                Err(_) => self.widen().insert(pos, n),
-            },
-            Counts::Wide(v) => v.insert(pos, n),
-        }
-    }
-
-    fn resize(&mut self, len: usize) {
-        match self {
-            Counts::Narrow(v) => v.resize(len, 0),
-            Counts::Wide(v) => v.resize(len, 0),
-        }
-    }
-
-    fn clear(&mut self) {
-        // A cleared histogram starts narrow again (its slot gets reused for new traffic).
-        match self {
-            Counts::Narrow(v) => v.clear(),
-            Counts::Wide(_) => *self = Counts::default(),
-        }
-    }
-
-    fn shrink_to_fit(&mut self) {
-        match self {
-            Counts::Narrow(v) => v.shrink_to_fit(),
-            Counts::Wide(v) => v.shrink_to_fit(),
-        }
-    }
-
-    fn heap_bytes(&self) -> usize {
-        match self {
-            Counts::Narrow(v) => v.capacity() * std::mem::size_of::<u32>(),
-            Counts::Wide(v) => v.capacity() * std::mem::size_of::<u64>(),
-        }
-    }
-
-    fn copy_from(&mut self, other: &Counts) {
-        match (&mut *self, other) {
-            (Counts::Narrow(a), Counts::Narrow(b)) => a.clone_from(b),
-            (Counts::Wide(a), Counts::Wide(b)) => a.clone_from(b),
-            (Counts::Wide(a), Counts::Narrow(b)) => {
-                a.clear();
-                a.extend(b.iter().map(|&c| u64::from(c)));
-            }
-            (Counts::Narrow(_), Counts::Wide(b)) => *self = Counts::Wide(b.clone()),
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = u64> + '_ {
-        let (narrow, wide) = match self {
-            Counts::Narrow(v) => (Some(v.iter().map(|&c| u64::from(c))), None),
-            Counts::Wide(v) => (None, Some(v.iter().copied())),
-        };
-        narrow
-            .into_iter()
-            .flatten()
-            .chain(wide.into_iter().flatten())
-    }
-}
-
-impl PartialEq for Counts {
-    fn eq(&self, other: &Self) -> bool {
-        self.len() == other.len() && self.iter().eq(other.iter())
-    }
-}
-
-impl Eq for Counts {}
-
-/// Sparse counts keyed by bucket index, sorted by index.
+/// - **Sparse**: entries of a 2-byte bucket index and a count, sorted by index. Small when
+///   few buckets are populated (a 10-second slot, or latencies far apart).
+/// - **Dense**: the counts of every bucket from `lo` to the last populated one, zeros
+///   included, like an OTLP exponential histogram's offset and bucket counts. Small when
+///   most buckets of the range are populated (a 5-minute period, or a busy series).
 ///
-/// Invariants: `idx` is strictly increasing, `idx` and `counts` have the same length, no
-/// stored count is zero, and `total` is the saturating sum of `counts`. So two histograms with
-/// the same recorded buckets compare equal regardless of recording order or capacity.
+/// A window slot of a series at 2 requests per second holds 600 latencies over a few hundred
+/// buckets: 1 byte per bucket dense, against 6 bytes per populated bucket for `u16` indices
+/// with `u32` counts. The histogram switches to dense when that is no larger, and back to
+/// sparse when a far-off bucket would make the dense range more than twice the sparse size.
+///
+/// Invariants: sparse indices strictly increase and no sparse count is zero; a dense range
+/// starts and ends with non-zero counts; an empty histogram is sparse with an empty buffer;
+/// `nonzero` is the number of populated buckets and `total` the saturating sum of the counts.
+/// Two histograms with the same recorded buckets compare equal whatever their encoding,
+/// width, capacity or recording order.
 ///
 /// Indices are those of a [`Layout`]; the histogram itself is layout-agnostic, so all parts
 /// that are merged must come from the same layout.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct SparseHist {
-    idx: Vec<u16>,
-    counts: Counts,
+    buf: Vec<u8>,
     total: u64,
+    /// Populated buckets.
+    nonzero: u32,
+    /// Dense: the bucket index of the first count.
+    lo: u16,
+    /// A count takes `1 << shift` bytes (0..=3).
+    shift: u8,
+    dense: bool,
+}
+
+impl std::fmt::Debug for SparseHist {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SparseHist")
+            .field("total", &self.total)
+            .field("dense", &self.dense)
+            .field("count_bytes", &(1_u8 << self.shift))
+            .field("buckets", &self.iter().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl PartialEq for SparseHist {
+    fn eq(&self, other: &Self) -> bool {
+        self.total == other.total && self.nonzero == other.nonzero && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for SparseHist {}
+
+/// `(bucket index, count)` pairs of a [`SparseHist`] in ascending index order.
+pub struct Iter<'a> {
+    buf: &'a [u8],
+    /// Unread bytes are `at..end`.
+    at: usize,
+    end: usize,
+    lo: u16,
+    shift: u8,
+    dense: bool,
+}
+
+impl Iter<'_> {
+    /// The bucket index of the dense count at byte `at` (a dense range ends at or below
+    /// `u16::MAX`, so the offset fits).
+    #[inline]
+    fn dense_index(&self, at: usize) -> u16 {
+        self.lo.wrapping_add((at >> self.shift) as u16)
+    }
+}
+
+impl Iterator for Iter<'_> {
+    type Item = (u16, u64);
+
+    #[inline]
+    fn next(&mut self) -> Option<(u16, u64)> {
+        if self.dense {
+            while self.at < self.end {
+                let (at, c) = (self.at, get_count(self.buf, self.at, self.shift));
+                self.at += 1 << self.shift;
+                if c != 0 {
+                    return Some((self.dense_index(at), c));
+                }
+            }
+            None
+        } else if self.at < self.end {
+            let i = get_idx(self.buf, self.at);
+            let c = get_count(self.buf, self.at + 2, self.shift);
+            self.at += 2 + (1 << self.shift);
+            Some((i, c))
+        } else {
+            None
+        }
+    }
+}
+
+impl DoubleEndedIterator for Iter<'_> {
+    #[inline]
+    fn next_back(&mut self) -> Option<(u16, u64)> {
+        if self.dense {
+            while self.end > self.at {
+                self.end -= 1 << self.shift;
+                let c = get_count(self.buf, self.end, self.shift);
+                if c != 0 {
+                    return Some((self.dense_index(self.end), c));
+                }
+            }
+            None
+        } else if self.end > self.at {
+            self.end -= 2 + (1 << self.shift);
+            let i = get_idx(self.buf, self.end);
+            Some((i, get_count(self.buf, self.end + 2, self.shift)))
+        } else {
+            None
+        }
+    }
+}
+
+/// Sums two ascending `(index, count)` streams into one.
+struct MergeIter<A: Iterator<Item = (u16, u64)>, B: Iterator<Item = (u16, u64)>> {
+    a: std::iter::Peekable<A>,
+    b: std::iter::Peekable<B>,
+}
+
+impl<A: Iterator<Item = (u16, u64)>, B: Iterator<Item = (u16, u64)>> Iterator for MergeIter<A, B> {
+    type Item = (u16, u64);
+
+    fn next(&mut self) -> Option<(u16, u64)> {
+        match (self.a.peek().copied(), self.b.peek().copied()) {
+            (Some((i, c)), Some((j, d))) => match i.cmp(&j) {
+                Ordering::Less => self.a.next(),
+                Ordering::Greater => self.b.next(),
+                Ordering::Equal => {
+                    self.a.next();
+                    self.b.next();
+                    Some((i, c.saturating_add(d)))
+                }
+            },
+            (Some(_), None) => self.a.next(),
+            (None, _) => self.b.next(),
+        }
+    }
 }
 
 impl SparseHist {
@@ -330,26 +441,54 @@ impl SparseHist {
         Self::default()
     }
 
+    /// Bytes of one sparse entry.
+    #[inline]
+    fn stride(&self) -> usize {
+        2 + (1 << self.shift)
+    }
+
+    /// Bytes the sparse encoding of `n` buckets takes at width `shift`.
+    fn sparse_bytes(n: usize, shift: u8) -> usize {
+        n * (2 + (1 << shift))
+    }
+
+    /// Counts in a dense buffer (its range's length).
+    #[inline]
+    fn dense_slots(&self) -> usize {
+        self.buf.len() >> self.shift
+    }
+
+    /// Lowest and highest populated bucket.
+    fn bounds(&self) -> Option<(u16, u16)> {
+        if self.nonzero == 0 {
+            None
+        } else if self.dense {
+            let hi = usize::from(self.lo) + self.dense_slots().saturating_sub(1);
+            Some((self.lo, u16::try_from(hi).unwrap_or(u16::MAX)))
+        } else {
+            let last = self.buf.len().saturating_sub(self.stride());
+            Some((get_idx(&self.buf, 0), get_idx(&self.buf, last)))
+        }
+    }
+
     /// Add `n` to the bucket `index` (saturating). `n == 0` is a no-op.
+    #[inline]
     pub fn record(&mut self, index: u16, n: u64) {
         if n == 0 {
             return;
         }
         self.total = self.total.saturating_add(n);
-        // Fast path: appending beyond the current last bucket.
-        let pos = match self.idx.last() {
-            None => 0,
-            Some(&last) if last < index => self.idx.len(),
-            Some(_) => match self.idx.binary_search(&index) {
-                Ok(i) => {
-                    self.counts.add(i, n);
-                    return;
-                }
-                Err(i) => i,
-            },
-        };
-        self.idx.insert(pos, index);
-        self.counts.insert(pos, n);
+        self.add(index, n);
+    }
+
+    /// Adds `n > 0` to a bucket (`total` already counted).
+    #[inline]
+    fn add(&mut self, index: u16, n: u64) {
+        if self.dense {
+            self.add_dense(index, n);
+        } else {
+            self.add_sparse(index, n);
+        }
     }
 
     /// Record one occurrence of `value` using `layout` (clamping above `max_value`).
@@ -357,102 +496,331 @@ impl SparseHist {
         self.record(layout.index_of(value), 1);
     }
 
-    /// Add `other`'s counts to `self` (saturating). Linear sorted merge done in place: no
-    /// allocation beyond growing `self` by the number of buckets new to it.
+    /// Entry position of `index` in a sparse buffer (`Err`: where it would go).
+    #[inline]
+    fn find(&self, index: u16) -> Result<usize, usize> {
+        match self.shift {
+            0 => find_entry::<3>(&self.buf, index),
+            1 => find_entry::<4>(&self.buf, index),
+            2 => find_entry::<6>(&self.buf, index),
+            _ => find_entry::<10>(&self.buf, index),
+        }
+    }
+
+    /// Adds `n > 0` to a bucket of a sparse histogram (`total` already counted).
+    fn add_sparse(&mut self, index: u16, n: u64) {
+        match self.find(index) {
+            Ok(k) => {
+                let at = k * self.stride() + 2;
+                if let Err(c) = bump(&mut self.buf, at, self.shift, n) {
+                    self.widen(shift_for(c));
+                    let at = k * self.stride() + 2;
+                    put_count(&mut self.buf, at, self.shift, c);
+                    self.densify_if_smaller();
+                }
+            }
+            Err(k) => {
+                if n > width_max(self.shift) {
+                    self.widen(shift_for(n));
+                }
+                let stride = self.stride();
+                let at = k * stride;
+                let old = self.buf.len();
+                self.buf.resize(old + stride, 0);
+                self.buf.copy_within(at..old, at + stride);
+                if let Some(dst) = self.buf.get_mut(at..at + 2) {
+                    dst.copy_from_slice(&index.to_le_bytes());
+                }
+                put_count(&mut self.buf, at + 2, self.shift, n);
+                self.nonzero += 1;
+                self.densify_if_smaller();
+            }
+        }
+    }
+
+    /// Adds `n > 0` to a bucket of a dense histogram (`total` already counted), extending the
+    /// range or switching to sparse when the bucket lies outside it.
+    fn add_dense(&mut self, index: u16, n: u64) {
+        let off = usize::from(index).wrapping_sub(usize::from(self.lo));
+        if off < self.dense_slots() {
+            match bump(&mut self.buf, off << self.shift, self.shift, n) {
+                Ok(0) => self.nonzero += 1,
+                Ok(_) => {}
+                Err(c) => {
+                    // The sum did not fit and was not written; the bucket may be new.
+                    if get_count(&self.buf, off << self.shift, self.shift) == 0 {
+                        self.nonzero += 1;
+                    }
+                    self.widen(shift_for(c));
+                    put_count(&mut self.buf, off << self.shift, self.shift, c);
+                    self.sparsify_if_larger();
+                }
+            }
+            return;
+        }
+        let Some((lo, hi)) = self.bounds() else {
+            return;
+        };
+        let (lo, hi) = (lo.min(index), hi.max(index));
+        let shift = self.shift.max(shift_for(n));
+        let dense = (usize::from(hi - lo) + 1) << shift;
+        let sparse = Self::sparse_bytes(self.nonzero as usize + 1, shift);
+        if dense <= 2 * sparse {
+            self.widen(shift);
+            self.extend_dense(lo, hi);
+            self.add_dense(index, n);
+        } else {
+            self.make_sparse();
+            self.add_sparse(index, n);
+        }
+    }
+
+    /// Grows a dense range to cover `lo..=hi` (a superset of the current one).
+    fn extend_dense(&mut self, lo: u16, hi: u16) {
+        let front = usize::from(self.lo.saturating_sub(lo)) << self.shift;
+        let cur_hi = usize::from(self.lo) + self.dense_slots().saturating_sub(1);
+        let back = usize::from(hi).saturating_sub(cur_hi) << self.shift;
+        let old = self.buf.len();
+        self.buf.resize(old + front + back, 0);
+        if front > 0 {
+            self.buf.copy_within(0..old, front);
+            if let Some(head) = self.buf.get_mut(..front) {
+                head.fill(0);
+            }
+            self.lo = lo;
+        }
+    }
+
+    /// Rewrites the counts `1 << shift` bytes wide (no-op unless wider than now).
+    fn widen(&mut self, shift: u8) {
+        if shift <= self.shift {
+            return;
+        }
+        let mut out = Vec::with_capacity((self.buf.len() >> self.shift) << shift);
+        if self.dense {
+            for k in 0..self.dense_slots() {
+                push_count(
+                    &mut out,
+                    get_count(&self.buf, k << self.shift, self.shift),
+                    shift,
+                );
+            }
+        } else {
+            for (i, c) in self.iter() {
+                out.extend_from_slice(&i.to_le_bytes());
+                push_count(&mut out, c, shift);
+            }
+        }
+        self.buf = out;
+        self.shift = shift;
+    }
+
+    /// Switches a sparse histogram to dense when that takes no more bytes.
+    #[inline]
+    fn densify_if_smaller(&mut self) {
+        if let Some((lo, hi)) = self.bounds() {
+            if (usize::from(hi - lo) + 1) << self.shift <= self.buf.len() {
+                self.make_dense();
+            }
+        }
+    }
+
+    /// Switches a dense histogram to sparse when dense takes more than twice the bytes
+    /// (wider counts cost dense encoding more, since it stores every bucket of its range).
+    fn sparsify_if_larger(&mut self) {
+        if self.dense && self.buf.len() > 2 * Self::sparse_bytes(self.nonzero as usize, self.shift)
+        {
+            self.make_sparse();
+        }
+    }
+
+    fn make_dense(&mut self) {
+        let Some((lo, hi)) = self.bounds() else {
+            return;
+        };
+        if self.dense {
+            return;
+        }
+        let mut out = vec![0_u8; (usize::from(hi - lo) + 1) << self.shift];
+        for (i, c) in self.iter() {
+            put_count(&mut out, usize::from(i - lo) << self.shift, self.shift, c);
+        }
+        self.buf = out;
+        self.lo = lo;
+        self.dense = true;
+    }
+
+    fn make_sparse(&mut self) {
+        if !self.dense {
+            return;
+        }
+        let mut out = Vec::with_capacity(Self::sparse_bytes(self.nonzero as usize, self.shift));
+        for (i, c) in self.iter() {
+            out.extend_from_slice(&i.to_le_bytes());
+            push_count(&mut out, c, self.shift);
+        }
+        self.buf = out;
+        self.lo = 0;
+        self.dense = false;
+    }
+
+    /// Replaces the contents with the counts `acc` of the buckets from `lo` on, in the
+    /// smaller encoding at the narrowest width (`total` is left to the caller).
+    fn set_from_counts(&mut self, lo: u16, acc: &[u64]) {
+        self.buf.clear();
+        self.lo = 0;
+        self.dense = false;
+        self.shift = 0;
+        self.nonzero = 0;
+        let first = acc.iter().position(|&c| c != 0);
+        let last = acc.iter().rposition(|&c| c != 0);
+        let (Some(first), Some(last)) = (first, last) else {
+            return;
+        };
+        let acc = acc.get(first..=last).unwrap_or_default();
+        let (nonzero, max) = acc
+            .iter()
+            .filter(|&&c| c != 0)
+            .fold((0_usize, 0_u64), |(n, m), &c| (n + 1, m.max(c)));
+        let shift = shift_for(max);
+        let base = usize::from(lo) + first;
+        self.shift = shift;
+        self.nonzero = u32::try_from(nonzero).unwrap_or(u32::MAX);
+        if acc.len() << shift <= Self::sparse_bytes(nonzero, shift) {
+            self.dense = true;
+            self.lo = u16::try_from(base).unwrap_or(u16::MAX);
+            self.buf.reserve_exact(acc.len() << shift);
+            for &c in acc {
+                push_count(&mut self.buf, c, shift);
+            }
+        } else {
+            self.buf.reserve_exact(Self::sparse_bytes(nonzero, shift));
+            for (k, &c) in acc.iter().enumerate().filter(|(_, c)| **c != 0) {
+                let i = u16::try_from(base + k).unwrap_or(u16::MAX);
+                self.buf.extend_from_slice(&i.to_le_bytes());
+                push_count(&mut self.buf, c, shift);
+            }
+        }
+    }
+
+    /// Add `other`'s counts to `self` (saturating).
     pub fn merge(&mut self, other: &SparseHist) {
         if other.is_empty() {
             return;
         }
         if self.is_empty() {
             // Reuses self's allocation when large enough.
-            self.idx.clone_from(&other.idx);
-            self.counts.copy_from(&other.counts);
+            self.buf.clone_from(&other.buf);
             self.total = other.total;
+            self.nonzero = other.nonzero;
+            self.lo = other.lo;
+            self.shift = other.shift;
+            self.dense = other.dense;
             return;
         }
+        let (Some((a_lo, a_hi)), Some((b_lo, b_hi))) = (self.bounds(), other.bounds()) else {
+            return;
+        };
         self.total = self.total.saturating_add(other.total);
-
-        // Pass 1: how many of other's buckets are absent from self.
-        let mut new = 0_usize;
-        let mut a = self.idx.iter().peekable();
-        for &b in &other.idx {
-            while a.next_if(|&&x| x < b).is_some() {}
-            if a.next_if(|&&x| x == b).is_none() {
-                new += 1;
+        let (lo, hi) = (a_lo.min(b_lo), a_hi.max(b_hi));
+        let shift = self.shift.max(other.shift);
+        let dense = (usize::from(hi - lo) + 1) << shift;
+        let (mine, theirs) = (self.nonzero as usize, other.nonzero as usize);
+        // The union has at least as many buckets as either side: dense when it is surely no
+        // larger than sparse, or when already dense and surely within twice the sparse size.
+        let sparse = Self::sparse_bytes(mine.max(theirs), shift);
+        if dense <= sparse || (self.dense && dense <= 2 * sparse) {
+            self.make_dense();
+            self.widen(shift);
+            self.extend_dense(lo, hi);
+            for (i, c) in other.iter() {
+                // Widening may have turned it sparse on the way.
+                self.add(i, c);
             }
+            self.sparsify_if_larger();
+            return;
         }
-
-        if new == 0 {
-            // Every bucket already exists: forward add.
-            let mut i = 0_usize;
-            for (b, n) in other.iter() {
-                while self.idx.get(i).is_some_and(|&x| x < b) {
-                    i += 1;
-                }
-                self.counts.add(i, n);
-                i += 1;
+        // A few buckets into many (a 10-second slot into a longer one): insert each one.
+        if theirs <= 4 || theirs * 16 <= mine {
+            for (i, c) in other.iter() {
+                self.add(i, c);
             }
             return;
         }
-
-        // Pass 2: grow, then merge back to front so nothing unread is overwritten.
-        let old_len = self.idx.len();
-        let new_len = old_len + new;
-        self.idx.resize(new_len, 0);
-        self.counts.resize(new_len);
-        let mut i = old_len; // unread prefix of self: 0..i
-        let mut j = other.idx.len(); // unread prefix of other: 0..j
-        let mut k = new_len; // write position (exclusive)
-        while j > 0 && k > 0 {
-            let (Some(&ob), Some(on)) = (other.idx.get(j - 1), other.counts.get(j - 1)) else {
-                break;
-            };
-            let mine = match i.checked_sub(1) {
-                Some(p) => self.idx.get(p).copied().zip(self.counts.get(p)),
-                None => None,
-            };
-            let (b, n) = match mine {
-                Some((sb, sn)) => match sb.cmp(&ob) {
+        // Sparse: size and width from a first pass, then merged in place back to front, so
+        // nothing unread is overwritten and nothing is allocated beyond the growth.
+        let merged = MergeIter {
+            a: self.iter().peekable(),
+            b: other.iter().peekable(),
+        };
+        let (n, max) = merged.fold((0_usize, 0_u64), |(n, m), (_, c)| (n + 1, m.max(c)));
+        self.make_sparse();
+        self.widen(shift.max(shift_for(max)));
+        let stride = self.stride();
+        let mut mine = self.nonzero as usize; // unread entries of self: 0..mine
+        let mut k = n; // write position (exclusive)
+        self.buf.resize(n * stride, 0);
+        let mut theirs = other.iter().rev().peekable();
+        while k > 0 {
+            let at = mine.checked_sub(1).map(|p| p * stride);
+            let own = at.map(|a| {
+                (
+                    get_idx(&self.buf, a),
+                    get_count(&self.buf, a + 2, self.shift),
+                )
+            });
+            let (i, c) = match (own, theirs.peek().copied()) {
+                (Some((i, c)), Some((j, d))) => match i.cmp(&j) {
                     Ordering::Greater => {
-                        i -= 1;
-                        (sb, sn)
+                        mine -= 1;
+                        (i, c)
                     }
                     Ordering::Equal => {
-                        i -= 1;
-                        j -= 1;
-                        (sb, sn.saturating_add(on))
+                        mine -= 1;
+                        theirs.next();
+                        (i, c.saturating_add(d))
                     }
                     Ordering::Less => {
-                        j -= 1;
-                        (ob, on)
+                        theirs.next();
+                        (j, d)
                     }
                 },
-                None => {
-                    j -= 1;
-                    (ob, on)
+                (None, Some(o)) => {
+                    theirs.next();
+                    o
                 }
+                // Other is exhausted: the rest of self is already in place (k == mine).
+                (_, None) => break,
             };
             k -= 1;
-            if let Some(slot_b) = self.idx.get_mut(k) {
-                *slot_b = b;
-                self.counts.set(k, n);
+            if let Some(dst) = self.buf.get_mut(k * stride..k * stride + 2) {
+                dst.copy_from_slice(&i.to_le_bytes());
             }
+            put_count(&mut self.buf, k * stride + 2, self.shift, c);
         }
-        // When other is exhausted, the remaining self prefix 0..i is already in place (k == i).
-        debug_assert_eq!(k, i);
+        debug_assert_eq!(k, mine);
+        self.nonzero = u32::try_from(n).unwrap_or(u32::MAX);
+        self.densify_if_smaller();
     }
 
     /// Remove all counts, keeping the allocated capacity (see [`SparseHist::shrink_to_fit`]).
+    /// The histogram starts again sparse with 1-byte counts.
     pub fn clear(&mut self) {
-        self.idx.clear();
-        self.counts.clear();
+        self.buf.clear();
         self.total = 0;
+        self.nonzero = 0;
+        self.lo = 0;
+        self.shift = 0;
+        self.dense = false;
     }
 
-    /// Release unused capacity (e.g. after [`SparseHist::clear`] of a slot that held a burst).
+    /// Moves to the smaller encoding and releases unused capacity (e.g. for a completed slot
+    /// that will not change again, or after [`SparseHist::clear`] of one that held a burst).
     pub fn shrink_to_fit(&mut self) {
-        self.idx.shrink_to_fit();
-        self.counts.shrink_to_fit();
+        if self.dense && Self::sparse_bytes(self.nonzero as usize, self.shift) < self.buf.len() {
+            self.make_sparse();
+        }
+        self.buf.shrink_to_fit();
     }
 
     /// Total recorded count (saturating), O(1).
@@ -462,22 +830,29 @@ impl SparseHist {
 
     /// True when nothing is recorded.
     pub fn is_empty(&self) -> bool {
-        self.idx.is_empty()
+        self.nonzero == 0
     }
 
     /// Number of distinct (non-empty) buckets.
     pub fn len(&self) -> usize {
-        self.idx.len()
+        self.nonzero as usize
     }
 
     /// `(bucket index, count)` pairs in ascending index order; counts are never zero.
-    pub fn iter(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
-        self.idx.iter().copied().zip(self.counts.iter())
+    pub fn iter(&self) -> Iter<'_> {
+        Iter {
+            buf: &self.buf,
+            at: 0,
+            end: self.buf.len(),
+            lo: self.lo,
+            shift: self.shift,
+            dense: self.dense,
+        }
     }
 
     /// Heap memory held (allocated capacity, not length), in bytes.
     pub fn heap_bytes(&self) -> usize {
-        self.idx.capacity() * std::mem::size_of::<u16>() + self.counts.heap_bytes()
+        self.buf.capacity()
     }
 
     /// The value HdrHistogram's `value_at_quantile(q)` returns for the same recorded values:
@@ -506,9 +881,9 @@ impl SparseHist {
     /// correctly (the scan restarts). Only `min(qs.len(), out.len())` entries are written.
     pub fn values_at_quantiles(&self, layout: &Layout, qs: &[f64], out: &mut [Option<u64>]) {
         let total = self.total;
-        // Cursor: `pos` is the next entry to consume, `cum` the count of entries before it,
-        // `cur` the last consumed entry (where the previous rank was reached).
-        let mut pos = 0_usize;
+        // Cursor: `it` yields the entries not yet consumed, `cum` the count of those before
+        // them, `cur` the last consumed entry (where the previous rank was reached).
+        let mut it = self.iter();
         let mut cum = 0_u64;
         let mut cur: Option<u16> = None;
         let mut prev_rank = 0_u64;
@@ -519,18 +894,17 @@ impl SparseHist {
             }
             let rank = Layout::rank(q, total);
             if rank < prev_rank {
-                pos = 0;
+                it = self.iter();
                 cum = 0;
                 cur = None;
             }
             prev_rank = rank;
             while cum < rank {
-                let (Some(&i), Some(n)) = (self.idx.get(pos), self.counts.get(pos)) else {
+                let Some((i, n)) = it.next() else {
                     break;
                 };
                 cum = cum.saturating_add(n);
                 cur = Some(i);
-                pos += 1;
             }
             *slot = cur.map(|i| layout.reported(i, q));
         }
@@ -560,11 +934,40 @@ impl SparseHist {
 }
 
 /// Merge several histograms into `out` (cleared first; its capacity is reused). Equivalent
-/// to recording everything recorded in `parts` into one histogram.
+/// to recording everything recorded in `parts` into one histogram, and encoded as compactly.
 pub fn merge_into(out: &mut SparseHist, parts: &[&SparseHist]) {
     out.clear();
-    // Start from the largest part so later merges mostly hit existing buckets (forward-add
-    // fast path) instead of shifting entries.
+    let mut range: Option<(u16, u16)> = None;
+    let mut buckets = 0_usize;
+    let mut total = 0_u64;
+    for (lo, hi, p) in parts
+        .iter()
+        .filter_map(|p| p.bounds().map(|(a, b)| (a, b, p)))
+    {
+        range = Some(range.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+        buckets += p.len();
+        total = total.saturating_add(p.total);
+    }
+    let Some((lo, hi)) = range else {
+        return;
+    };
+    let span = usize::from(hi - lo) + 1;
+    // Summing per bucket over the whole range costs the range's length once; worth it
+    // unless the parts are a few buckets spread far apart.
+    if span <= 4 * buckets {
+        let mut acc = vec![0_u64; span];
+        for p in parts {
+            for (i, c) in p.iter() {
+                if let Some(a) = acc.get_mut(usize::from(i - lo)) {
+                    *a = a.saturating_add(c);
+                }
+            }
+        }
+        out.set_from_counts(lo, &acc);
+        out.total = total;
+        return;
+    }
+    // Start from the largest part so later merges mostly hit existing buckets.
     let first = parts
         .iter()
         .enumerate()
@@ -729,9 +1132,15 @@ mod tests {
             wide.iter().collect::<Vec<_>>(),
             vec![(5, small + 10), (9, 1)]
         );
-        // A clone allocates exactly its length: 2 + 4 bytes per entry narrow, 2 + 8 wide.
-        assert_eq!(narrow.clone().heap_bytes(), 2 * 6);
-        assert_eq!(wide.clone().heap_bytes(), 2 * 10);
+        // Shrunk, two buckets four apart take 2 + 4 bytes per sparse entry while the counts
+        // fit u32, 2 + 8 once one does not.
+        let shrunk = |h: &SparseHist| {
+            let mut h = h.clone();
+            h.shrink_to_fit();
+            h.heap_bytes()
+        };
+        assert_eq!(shrunk(&narrow), 2 * 6);
+        assert_eq!(shrunk(&wide), 2 * 10);
         // Merging narrow into wide, wide into narrow, and inserting a huge new bucket.
         let mut m = narrow.clone();
         m.merge(&wide);
@@ -753,7 +1162,7 @@ mod tests {
         assert_eq!(merged.total(), 2 * small + u64::from(u32::MAX) + 3);
         w.clear();
         w.record(1, 1);
-        assert_eq!(w.clone().heap_bytes(), 6, "cleared histograms start narrow");
+        assert_eq!(shrunk(&w), 1, "cleared histograms start 1 byte wide");
     }
 
     #[test]
@@ -771,6 +1180,81 @@ mod tests {
             assert_eq!(s.count_at_or_below(&l, l.max_value()), 3);
             assert_eq!(s.count_at_or_below(&l, l.max_value() - 1), 0);
         }
+    }
+
+    #[test]
+    fn encoding_follows_the_smaller_size() {
+        // 600 requests over ~100 neighbouring buckets: dense, 1 byte per bucket.
+        let mut busy = SparseHist::new();
+        for k in 0..600_u16 {
+            busy.record(1000 + (k * 7) % 100, 1);
+        }
+        busy.shrink_to_fit();
+        assert!(busy.dense);
+        assert_eq!(busy.heap_bytes(), 100);
+        assert_eq!(busy.len(), 100);
+        assert_eq!(busy.total(), 600);
+        // Two buckets far apart: sparse, 3 bytes each.
+        let mut far = SparseHist::new();
+        far.record(10, 1);
+        far.record(4000, 2);
+        far.shrink_to_fit();
+        assert!(!far.dense);
+        assert_eq!(far.heap_bytes(), 6);
+        // A far-off bucket turns the busy range sparse only when dense would be more than
+        // twice the sparse size: 101 buckets sparse is 303 bytes, a range of 3001 is not.
+        let mut spread = busy.clone();
+        spread.record(4000, 1);
+        assert!(!spread.dense);
+        assert_eq!(spread.len(), 101);
+        let mut near = busy.clone();
+        near.record(1150, 1);
+        assert!(near.dense, "151 bytes dense against 303 sparse");
+        let want: Vec<_> = busy.iter().chain([(4000, 1)]).collect();
+        assert_eq!(spread.iter().collect::<Vec<_>>(), want);
+        // Merging chooses likewise, and equality ignores the encoding.
+        let mut m = far.clone();
+        m.merge(&busy);
+        let mut r = busy.clone();
+        r.merge(&far);
+        assert_eq!(m, r);
+        assert_eq!(m.total(), 603);
+        let mut k = SparseHist::new();
+        merge_into(&mut k, &[&far, &busy]);
+        assert_eq!(k, m);
+    }
+
+    #[test]
+    fn dense_counts_widen_through_every_width() {
+        let mut h = SparseHist::new();
+        for i in 0..4 {
+            h.record(i, 1);
+        }
+        assert!(h.dense);
+        h.shrink_to_fit();
+        assert_eq!(h.heap_bytes(), 4);
+        for (n, bytes) in [(300, 2), (70_000, 4), (u64::from(u32::MAX), 8)] {
+            h.record(2, n);
+            assert_eq!(h.shift, shift_for(n + 1), "{n}");
+            h.shrink_to_fit();
+            assert_eq!(h.heap_bytes(), 4 * bytes, "{n}");
+        }
+        assert_eq!(
+            h.iter().collect::<Vec<_>>(),
+            vec![
+                (0, 1),
+                (1, 1),
+                (2, 1 + 300 + 70_000 + u64::from(u32::MAX)),
+                (3, 1)
+            ]
+        );
+        // Extending a dense range at both ends keeps every count in place.
+        h.record(0, u64::MAX);
+        let mut e = h.clone();
+        e.record(7, 1);
+        assert_eq!(e.iter().next_back(), Some((7, 1)));
+        assert_eq!(e.iter().next(), Some((0, u64::MAX)));
+        assert_eq!(e.total(), u64::MAX);
     }
 
     #[test]
@@ -911,7 +1395,8 @@ mod tests {
             prop_assert_eq!(&k_way, &one);
             prop_assert_eq!(&seq, &one);
             prop_assert_eq!(one.total(), h.len());
-            prop_assert!(one.idx.windows(2).all(|w| w[0] < w[1]));
+            let idx: Vec<u16> = one.iter().map(|(i, _)| i).collect();
+            prop_assert!(idx.windows(2).all(|w| w[0] < w[1]));
 
             let mut qs: Vec<f64> = QS.iter().copied().chain(rq).collect();
             qs.sort_by(f64::total_cmp);
@@ -928,6 +1413,83 @@ mod tests {
                 let top = l.highest_equivalent(l.index_of(v));
                 prop_assert_eq!(one.count_at_or_below(&l, top), h.count_between(0, top));
                 prop_assert!(c <= h.count_between(0, v));
+            }
+        }
+
+        /// Any sequence of records, merges, clears and shrinks gives exactly the counts of
+        /// a plain map with saturating sums, in whichever encoding and width it ends up.
+        #[test]
+        fn behaves_like_a_map(
+            ops in proptest::collection::vec(
+                (0_u8..6, 0_u16..4, 0_u16..40, prop_oneof![1_u64..4, 1_u64..400, Just(u64::MAX / 3)]),
+                1..200,
+            ),
+        ) {
+            use std::collections::BTreeMap;
+            fn add(m: &mut BTreeMap<u16, u64>, i: u16, n: u64) {
+                let c = m.entry(i).or_insert(0);
+                *c = c.saturating_add(n);
+            }
+            let (mut h, mut model) = (SparseHist::new(), BTreeMap::new());
+            let mut model_total = 0_u64;
+            let (mut other, mut other_model) = (SparseHist::new(), BTreeMap::new());
+            let mut other_total = 0_u64;
+            for (op, spread, i, n) in ops {
+                // Clustered, spread, far apart or at the top of the index range.
+                let i = match spread {
+                    0 => 500 + i,
+                    1 => i * 97,
+                    2 => i * 1600,
+                    _ => u16::MAX - i,
+                };
+                match op {
+                    0 | 1 => {
+                        h.record(i, n);
+                        add(&mut model, i, n);
+                        model_total = model_total.saturating_add(n);
+                    }
+                    2 => {
+                        other.record(i, n);
+                        add(&mut other_model, i, n);
+                        other_total = other_total.saturating_add(n);
+                    }
+                    3 => {
+                        h.merge(&other);
+                        for (&i, &n) in &other_model {
+                            add(&mut model, i, n);
+                        }
+                        model_total = model_total.saturating_add(other_total);
+                    }
+                    4 => {
+                        let mut k = SparseHist::new();
+                        merge_into(&mut k, &[&h, &other, &h]);
+                        let mut seq = h.clone();
+                        seq.merge(&other);
+                        seq.merge(&h);
+                        prop_assert_eq!(k, seq);
+                        h.shrink_to_fit();
+                    }
+                    _ => {
+                        if i % 7 == 0 {
+                            h.clear();
+                            model.clear();
+                            model_total = 0;
+                        }
+                    }
+                }
+                let got: Vec<(u16, u64)> = h.iter().collect();
+                let want: Vec<(u16, u64)> = model.iter().map(|(&i, &n)| (i, n)).collect();
+                prop_assert_eq!(&got, &want);
+                let back: Vec<(u16, u64)> = h.iter().rev().collect();
+                prop_assert!(back.iter().rev().eq(want.iter()));
+                prop_assert_eq!(h.total(), model_total);
+                prop_assert_eq!(h.len(), model.len());
+                prop_assert_eq!(h.is_empty(), model.is_empty());
+                // Never more than twice the smaller encoding at the width in use (plus
+                // nothing when empty).
+                let sparse = SparseHist::sparse_bytes(h.len(), h.shift);
+                let dense = h.bounds().map_or(0, |(a, b)| (usize::from(b - a) + 1) << h.shift);
+                prop_assert!(h.buf.len() <= 2 * sparse.min(dense), "{:?}", h);
             }
         }
 
