@@ -282,6 +282,31 @@ fn find_entry<const N: usize>(buf: &[u8], index: u16) -> Result<usize, usize> {
     entries.binary_search_by(|e| idx(e).cmp(&index))
 }
 
+/// Adds dense counts of `W` bytes to `dst`, one per bucket.
+#[inline]
+fn add_dense_counts<const W: usize>(dst: &mut [u64], buf: &[u8]) {
+    let (counts, _) = buf.as_chunks::<W>();
+    for (a, c) in dst.iter_mut().zip(counts) {
+        let mut le = [0_u8; 8];
+        le[..W].copy_from_slice(c);
+        *a = a.saturating_add(u64::from_le_bytes(le));
+    }
+}
+
+/// Adds sparse entries of `N` bytes (index, then count) to `acc[index - lo]`.
+#[inline]
+fn add_sparse_counts<const N: usize>(acc: &mut [u64], lo: u16, buf: &[u8]) {
+    let (entries, _) = buf.as_chunks::<N>();
+    for e in entries {
+        let i = u16::from_le_bytes([e[0], e[1]]);
+        let mut le = [0_u8; 8];
+        le[..N - 2].copy_from_slice(&e[2..]);
+        if let Some(a) = acc.get_mut(usize::from(i.wrapping_sub(lo))) {
+            *a = a.saturating_add(u64::from_le_bytes(le));
+        }
+    }
+}
+
 /// The bucket index stored at `at` of a sparse buffer.
 #[inline]
 fn get_idx(buf: &[u8], at: usize) -> u16 {
@@ -302,6 +327,15 @@ fn get_idx(buf: &[u8], at: usize) -> u16 {
 /// with `u32` counts. The histogram switches to dense when that is no larger, and back to
 /// sparse when a far-off bucket would make the dense range more than twice the sparse size.
 ///
+/// A third encoding is for histograms that are done changing (completed window slots, see
+/// [`SparseHist::shrink_to_fit`]):
+///
+/// - **Packed**: the highest index, then one byte per populated bucket, the gap from the
+///   previous bucket in its high four bits and the count in its low four; a gap of 15 or more
+///   or a count of 16 or more is written as a LEB128 number after the byte (gap nibble 15,
+///   count nibble 0). Latencies spread over three decades pack into about a third of their
+///   dense size. Reading is sequential; recording into a packed histogram first unpacks it.
+///
 /// Invariants: sparse indices strictly increase and no sparse count is zero; a dense range
 /// starts and ends with non-zero counts; an empty histogram is sparse with an empty buffer;
 /// `nonzero` is the number of populated buckets and `total` the saturating sum of the counts.
@@ -316,18 +350,63 @@ pub struct SparseHist {
     total: u64,
     /// Populated buckets.
     nonzero: u32,
-    /// Dense: the bucket index of the first count.
+    /// Dense and packed: the bucket index of the first count.
     lo: u16,
-    /// A count takes `1 << shift` bytes (0..=3).
+    /// A count takes `1 << shift` bytes (0..=3); packed: the width when unpacked.
     shift: u8,
-    dense: bool,
+    enc: Enc,
+}
+
+/// Encoding of a [`SparseHist`]'s buffer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Enc {
+    #[default]
+    Sparse,
+    Dense,
+    Packed,
+}
+
+/// Bytes of the LEB128 encoding of `v`.
+fn leb_len(v: u64) -> usize {
+    (64 - v.leading_zeros() as usize).div_ceil(7).max(1)
+}
+
+fn push_leb(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Packed bytes of one bucket `gap` buckets after the previous one.
+fn packed_entry_len(gap: u32, c: u64) -> usize {
+    let gap_bytes = if gap >= 15 {
+        leb_len(u64::from(gap))
+    } else {
+        0
+    };
+    let count_bytes = if c >= 16 { leb_len(c) } else { 0 };
+    1 + gap_bytes + count_bytes
+}
+
+fn push_packed(out: &mut Vec<u8>, gap: u32, c: u64) {
+    let gap_nibble = if gap >= 15 { 15 } else { gap as u8 };
+    let count_nibble = if c >= 16 { 0 } else { c as u8 };
+    out.push(gap_nibble << 4 | count_nibble);
+    if gap >= 15 {
+        push_leb(out, u64::from(gap));
+    }
+    if c >= 16 {
+        push_leb(out, c);
+    }
 }
 
 impl std::fmt::Debug for SparseHist {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SparseHist")
             .field("total", &self.total)
-            .field("dense", &self.dense)
+            .field("encoding", &self.enc)
             .field("count_bytes", &(1_u8 << self.shift))
             .field("buckets", &self.iter().collect::<Vec<_>>())
             .finish()
@@ -350,10 +429,65 @@ pub struct Iter<'a> {
     end: usize,
     lo: u16,
     shift: u8,
-    dense: bool,
+    enc: Enc,
+    /// Packed: the index the next gap counts from.
+    next_idx: u32,
 }
 
 impl Iter<'_> {
+    /// Reads a LEB128 number at `at` (`None` if it runs past the end or over 64 bits).
+    fn leb(&mut self) -> Option<u64> {
+        let mut v = 0_u64;
+        for k in 0..10 {
+            let b = *self.buf.get(self.at)?;
+            self.at += 1;
+            v |= u64::from(b & 0x7f).checked_shl(7 * k)?;
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    #[inline]
+    fn next_packed(&mut self) -> Option<(u16, u64)> {
+        let b = *self.buf.get(self.at)?;
+        self.at += 1;
+        let gap = match b >> 4 {
+            15 => u32::try_from(self.leb()?).ok()?,
+            g => u32::from(g),
+        };
+        let c = match b & 15 {
+            0 => self.leb()?,
+            c => u64::from(c),
+        };
+        let i = self.next_idx.checked_add(gap)?;
+        self.next_idx = i + 1;
+        Some((u16::try_from(i).ok()?, c))
+    }
+
+    /// The entry before the unread ones (sparse and dense only; packed reads forward).
+    fn next_back_entry(&mut self) -> Option<(u16, u64)> {
+        match self.enc {
+            Enc::Dense => {
+                while self.end > self.at {
+                    self.end -= 1 << self.shift;
+                    let c = get_count(self.buf, self.end, self.shift);
+                    if c != 0 {
+                        return Some((self.dense_index(self.end), c));
+                    }
+                }
+                None
+            }
+            Enc::Sparse if self.end > self.at => {
+                self.end -= 2 + (1 << self.shift);
+                let i = get_idx(self.buf, self.end);
+                Some((i, get_count(self.buf, self.end + 2, self.shift)))
+            }
+            Enc::Sparse | Enc::Packed => None,
+        }
+    }
+
     /// The bucket index of the dense count at byte `at` (a dense range ends at or below
     /// `u16::MAX`, so the offset fits).
     #[inline]
@@ -367,45 +501,37 @@ impl Iterator for Iter<'_> {
 
     #[inline]
     fn next(&mut self) -> Option<(u16, u64)> {
-        if self.dense {
-            while self.at < self.end {
-                let (at, c) = (self.at, get_count(self.buf, self.at, self.shift));
-                self.at += 1 << self.shift;
-                if c != 0 {
-                    return Some((self.dense_index(at), c));
+        match self.enc {
+            Enc::Dense => {
+                while self.at < self.end {
+                    let (at, c) = (self.at, get_count(self.buf, self.at, self.shift));
+                    self.at += 1 << self.shift;
+                    if c != 0 {
+                        return Some((self.dense_index(at), c));
+                    }
                 }
+                None
             }
-            None
-        } else if self.at < self.end {
-            let i = get_idx(self.buf, self.at);
-            let c = get_count(self.buf, self.at + 2, self.shift);
-            self.at += 2 + (1 << self.shift);
-            Some((i, c))
-        } else {
-            None
+            Enc::Sparse if self.at < self.end => {
+                let i = get_idx(self.buf, self.at);
+                let c = get_count(self.buf, self.at + 2, self.shift);
+                self.at += 2 + (1 << self.shift);
+                Some((i, c))
+            }
+            Enc::Sparse => None,
+            Enc::Packed => self.next_packed(),
         }
     }
 }
 
-impl DoubleEndedIterator for Iter<'_> {
-    #[inline]
-    fn next_back(&mut self) -> Option<(u16, u64)> {
-        if self.dense {
-            while self.end > self.at {
-                self.end -= 1 << self.shift;
-                let c = get_count(self.buf, self.end, self.shift);
-                if c != 0 {
-                    return Some((self.dense_index(self.end), c));
-                }
-            }
-            None
-        } else if self.end > self.at {
-            self.end -= 2 + (1 << self.shift);
-            let i = get_idx(self.buf, self.end);
-            Some((i, get_count(self.buf, self.end + 2, self.shift)))
-        } else {
-            None
-        }
+/// An [`Iter`] of a sparse or dense histogram read backwards.
+struct Rev<'a>(Iter<'a>);
+
+impl Iterator for Rev<'_> {
+    type Item = (u16, u64);
+
+    fn next(&mut self) -> Option<(u16, u64)> {
+        self.0.next_back_entry()
     }
 }
 
@@ -461,13 +587,18 @@ impl SparseHist {
     /// Lowest and highest populated bucket.
     fn bounds(&self) -> Option<(u16, u16)> {
         if self.nonzero == 0 {
-            None
-        } else if self.dense {
-            let hi = usize::from(self.lo) + self.dense_slots().saturating_sub(1);
-            Some((self.lo, u16::try_from(hi).unwrap_or(u16::MAX)))
-        } else {
-            let last = self.buf.len().saturating_sub(self.stride());
-            Some((get_idx(&self.buf, 0), get_idx(&self.buf, last)))
+            return None;
+        }
+        match self.enc {
+            Enc::Dense => {
+                let hi = usize::from(self.lo) + self.dense_slots().saturating_sub(1);
+                Some((self.lo, u16::try_from(hi).unwrap_or(u16::MAX)))
+            }
+            Enc::Sparse => {
+                let last = self.buf.len().saturating_sub(self.stride());
+                Some((get_idx(&self.buf, 0), get_idx(&self.buf, last)))
+            }
+            Enc::Packed => Some((self.lo, get_idx(&self.buf, 0))),
         }
     }
 
@@ -484,11 +615,59 @@ impl SparseHist {
     /// Adds `n > 0` to a bucket (`total` already counted).
     #[inline]
     fn add(&mut self, index: u16, n: u64) {
-        if self.dense {
-            self.add_dense(index, n);
-        } else {
-            self.add_sparse(index, n);
+        match self.enc {
+            Enc::Dense => self.add_dense(index, n),
+            Enc::Sparse => self.add_sparse(index, n),
+            Enc::Packed => {
+                self.unpack();
+                self.add(index, n);
+            }
         }
+    }
+
+    /// Turns a packed histogram back into the smaller of sparse and dense.
+    #[cold]
+    fn unpack(&mut self) {
+        if self.enc == Enc::Packed {
+            self.make_sparse();
+            self.densify_if_smaller();
+        }
+    }
+
+    /// Bytes of the packed encoding.
+    fn packed_bytes(&self) -> usize {
+        let Some((lo, _)) = self.bounds() else {
+            return 0;
+        };
+        let mut next = u32::from(lo);
+        let mut bytes = 2;
+        for (i, c) in self.iter() {
+            let i = u32::from(i);
+            bytes += packed_entry_len(i - next.min(i), c);
+            next = i + 1;
+        }
+        bytes
+    }
+
+    /// Switches to the packed encoding (for a histogram that is done changing).
+    fn make_packed(&mut self) {
+        let Some((lo, hi)) = self.bounds() else {
+            return;
+        };
+        if self.enc == Enc::Packed {
+            return;
+        }
+        let mut out = Vec::with_capacity(self.packed_bytes());
+        out.extend_from_slice(&hi.to_le_bytes());
+        let mut next = u32::from(lo);
+        for (i, c) in self.iter() {
+            let i = u32::from(i);
+            push_packed(&mut out, i - next.min(i), c);
+            next = i + 1;
+        }
+        self.buf = out;
+        self.lo = lo;
+        self.enc = Enc::Packed;
     }
 
     /// Record one occurrence of `value` using `layout` (clamping above `max_value`).
@@ -597,7 +776,7 @@ impl SparseHist {
             return;
         }
         let mut out = Vec::with_capacity((self.buf.len() >> self.shift) << shift);
-        if self.dense {
+        if self.enc == Enc::Dense {
             for k in 0..self.dense_slots() {
                 push_count(
                     &mut out,
@@ -618,6 +797,9 @@ impl SparseHist {
     /// Switches a sparse histogram to dense when that takes no more bytes.
     #[inline]
     fn densify_if_smaller(&mut self) {
+        if self.enc != Enc::Sparse {
+            return;
+        }
         if let Some((lo, hi)) = self.bounds() {
             if (usize::from(hi - lo) + 1) << self.shift <= self.buf.len() {
                 self.make_dense();
@@ -628,7 +810,8 @@ impl SparseHist {
     /// Switches a dense histogram to sparse when dense takes more than twice the bytes
     /// (wider counts cost dense encoding more, since it stores every bucket of its range).
     fn sparsify_if_larger(&mut self) {
-        if self.dense && self.buf.len() > 2 * Self::sparse_bytes(self.nonzero as usize, self.shift)
+        if self.enc == Enc::Dense
+            && self.buf.len() > 2 * Self::sparse_bytes(self.nonzero as usize, self.shift)
         {
             self.make_sparse();
         }
@@ -638,7 +821,7 @@ impl SparseHist {
         let Some((lo, hi)) = self.bounds() else {
             return;
         };
-        if self.dense {
+        if self.enc == Enc::Dense {
             return;
         }
         let mut out = vec![0_u8; (usize::from(hi - lo) + 1) << self.shift];
@@ -647,11 +830,11 @@ impl SparseHist {
         }
         self.buf = out;
         self.lo = lo;
-        self.dense = true;
+        self.enc = Enc::Dense;
     }
 
     fn make_sparse(&mut self) {
-        if !self.dense {
+        if self.enc == Enc::Sparse {
             return;
         }
         let mut out = Vec::with_capacity(Self::sparse_bytes(self.nonzero as usize, self.shift));
@@ -661,7 +844,7 @@ impl SparseHist {
         }
         self.buf = out;
         self.lo = 0;
-        self.dense = false;
+        self.enc = Enc::Sparse;
     }
 
     /// Replaces the contents with the counts `acc` of the buckets from `lo` on, in the
@@ -669,7 +852,7 @@ impl SparseHist {
     fn set_from_counts(&mut self, lo: u16, acc: &[u64]) {
         self.buf.clear();
         self.lo = 0;
-        self.dense = false;
+        self.enc = Enc::Sparse;
         self.shift = 0;
         self.nonzero = 0;
         let first = acc.iter().position(|&c| c != 0);
@@ -687,7 +870,7 @@ impl SparseHist {
         self.shift = shift;
         self.nonzero = u32::try_from(nonzero).unwrap_or(u32::MAX);
         if acc.len() << shift <= Self::sparse_bytes(nonzero, shift) {
-            self.dense = true;
+            self.enc = Enc::Dense;
             self.lo = u16::try_from(base).unwrap_or(u16::MAX);
             self.buf.reserve_exact(acc.len() << shift);
             for &c in acc {
@@ -699,6 +882,37 @@ impl SparseHist {
                 let i = u16::try_from(base + k).unwrap_or(u16::MAX);
                 self.buf.extend_from_slice(&i.to_le_bytes());
                 push_count(&mut self.buf, c, shift);
+            }
+        }
+    }
+
+    /// Adds every bucket's count to `acc[index - lo]` (saturating); `lo` is at or below the
+    /// lowest populated bucket. One tight loop per encoding and width.
+    fn add_counts_to(&self, acc: &mut [u64], lo: u16) {
+        match (self.enc, self.shift) {
+            (Enc::Dense, shift) => {
+                let start = usize::from(self.lo.saturating_sub(lo));
+                let Some(dst) = acc.get_mut(start..) else {
+                    return;
+                };
+                match shift {
+                    0 => add_dense_counts::<1>(dst, &self.buf),
+                    1 => add_dense_counts::<2>(dst, &self.buf),
+                    2 => add_dense_counts::<4>(dst, &self.buf),
+                    _ => add_dense_counts::<8>(dst, &self.buf),
+                }
+            }
+            (Enc::Sparse, 0) => add_sparse_counts::<3>(acc, lo, &self.buf),
+            (Enc::Sparse, 1) => add_sparse_counts::<4>(acc, lo, &self.buf),
+            (Enc::Sparse, 2) => add_sparse_counts::<6>(acc, lo, &self.buf),
+            (Enc::Sparse, _) => add_sparse_counts::<10>(acc, lo, &self.buf),
+            (Enc::Packed, _) => {
+                let mut it = self.iter();
+                while let Some((i, c)) = it.next_packed() {
+                    if let Some(a) = acc.get_mut(usize::from(i.wrapping_sub(lo))) {
+                        *a = a.saturating_add(c);
+                    }
+                }
             }
         }
     }
@@ -715,9 +929,16 @@ impl SparseHist {
             self.nonzero = other.nonzero;
             self.lo = other.lo;
             self.shift = other.shift;
-            self.dense = other.dense;
+            self.enc = other.enc;
             return;
         }
+        if other.enc == Enc::Packed {
+            let mut unpacked = other.clone();
+            unpacked.unpack();
+            self.merge(&unpacked);
+            return;
+        }
+        self.unpack();
         let (Some((a_lo, a_hi)), Some((b_lo, b_hi))) = (self.bounds(), other.bounds()) else {
             return;
         };
@@ -729,7 +950,7 @@ impl SparseHist {
         // The union has at least as many buckets as either side: dense when it is surely no
         // larger than sparse, or when already dense and surely within twice the sparse size.
         let sparse = Self::sparse_bytes(mine.max(theirs), shift);
-        if dense <= sparse || (self.dense && dense <= 2 * sparse) {
+        if dense <= sparse || (self.enc == Enc::Dense && dense <= 2 * sparse) {
             self.make_dense();
             self.widen(shift);
             self.extend_dense(lo, hi);
@@ -760,7 +981,7 @@ impl SparseHist {
         let mut mine = self.nonzero as usize; // unread entries of self: 0..mine
         let mut k = n; // write position (exclusive)
         self.buf.resize(n * stride, 0);
-        let mut theirs = other.iter().rev().peekable();
+        let mut theirs = Rev(other.iter()).peekable();
         while k > 0 {
             let at = mine.checked_sub(1).map(|p| p * stride);
             let own = at.map(|a| {
@@ -811,14 +1032,24 @@ impl SparseHist {
         self.nonzero = 0;
         self.lo = 0;
         self.shift = 0;
-        self.dense = false;
+        self.enc = Enc::Sparse;
     }
 
-    /// Moves to the smaller encoding and releases unused capacity (e.g. for a completed slot
-    /// that will not change again, or after [`SparseHist::clear`] of one that held a burst).
+    /// Moves to the smallest of the three encodings and releases unused capacity: for a
+    /// completed slot that will not change again, or after [`SparseHist::clear`] of one that
+    /// held a burst. Recording into it afterwards works but first unpacks a packed one.
     pub fn shrink_to_fit(&mut self) {
-        if self.dense && Self::sparse_bytes(self.nonzero as usize, self.shift) < self.buf.len() {
-            self.make_sparse();
+        if let Some((lo, hi)) = self.bounds() {
+            let sparse = Self::sparse_bytes(self.nonzero as usize, self.shift);
+            let dense = (usize::from(hi - lo) + 1) << self.shift;
+            let packed = self.packed_bytes();
+            if packed < sparse.min(dense) {
+                self.make_packed();
+            } else if sparse < dense {
+                self.make_sparse();
+            } else {
+                self.make_dense();
+            }
         }
         self.buf.shrink_to_fit();
     }
@@ -842,11 +1073,13 @@ impl SparseHist {
     pub fn iter(&self) -> Iter<'_> {
         Iter {
             buf: &self.buf,
-            at: 0,
+            // A packed buffer starts with the highest index.
+            at: if self.enc == Enc::Packed { 2 } else { 0 },
             end: self.buf.len(),
             lo: self.lo,
             shift: self.shift,
-            dense: self.dense,
+            enc: self.enc,
+            next_idx: u32::from(self.lo),
         }
     }
 
@@ -957,11 +1190,7 @@ pub fn merge_into(out: &mut SparseHist, parts: &[&SparseHist]) {
     if span <= 4 * buckets {
         let mut acc = vec![0_u64; span];
         for p in parts {
-            for (i, c) in p.iter() {
-                if let Some(a) = acc.get_mut(usize::from(i - lo)) {
-                    *a = a.saturating_add(c);
-                }
-            }
+            p.add_counts_to(&mut acc, lo);
         }
         out.set_from_counts(lo, &acc);
         out.total = total;
@@ -1132,15 +1361,15 @@ mod tests {
             wide.iter().collect::<Vec<_>>(),
             vec![(5, small + 10), (9, 1)]
         );
-        // Shrunk, two buckets four apart take 2 + 4 bytes per sparse entry while the counts
-        // fit u32, 2 + 8 once one does not.
-        let shrunk = |h: &SparseHist| {
+        // Sparse, two buckets take 2 + 4 bytes each while the counts fit u32, 2 + 8 once one
+        // does not.
+        let sparse_len = |h: &SparseHist| {
             let mut h = h.clone();
-            h.shrink_to_fit();
-            h.heap_bytes()
+            h.make_sparse();
+            h.buf.len()
         };
-        assert_eq!(shrunk(&narrow), 2 * 6);
-        assert_eq!(shrunk(&wide), 2 * 10);
+        assert_eq!(sparse_len(&narrow), 2 * 6);
+        assert_eq!(sparse_len(&wide), 2 * 10);
         // Merging narrow into wide, wide into narrow, and inserting a huge new bucket.
         let mut m = narrow.clone();
         m.merge(&wide);
@@ -1162,7 +1391,7 @@ mod tests {
         assert_eq!(merged.total(), 2 * small + u64::from(u32::MAX) + 3);
         w.clear();
         w.record(1, 1);
-        assert_eq!(shrunk(&w), 1, "cleared histograms start 1 byte wide");
+        assert_eq!(sparse_len(&w), 3, "cleared histograms start 1 byte wide");
     }
 
     #[test]
@@ -1190,7 +1419,7 @@ mod tests {
             busy.record(1000 + (k * 7) % 100, 1);
         }
         busy.shrink_to_fit();
-        assert!(busy.dense);
+        assert_eq!(busy.enc, Enc::Dense);
         assert_eq!(busy.heap_bytes(), 100);
         assert_eq!(busy.len(), 100);
         assert_eq!(busy.total(), 600);
@@ -1199,17 +1428,17 @@ mod tests {
         far.record(10, 1);
         far.record(4000, 2);
         far.shrink_to_fit();
-        assert!(!far.dense);
+        assert_eq!(far.enc, Enc::Sparse);
         assert_eq!(far.heap_bytes(), 6);
         // A far-off bucket turns the busy range sparse only when dense would be more than
         // twice the sparse size: 101 buckets sparse is 303 bytes, a range of 3001 is not.
         let mut spread = busy.clone();
         spread.record(4000, 1);
-        assert!(!spread.dense);
+        assert_eq!(spread.enc, Enc::Sparse);
         assert_eq!(spread.len(), 101);
         let mut near = busy.clone();
         near.record(1150, 1);
-        assert!(near.dense, "151 bytes dense against 303 sparse");
+        assert_eq!(near.enc, Enc::Dense, "151 bytes dense against 303 sparse");
         let want: Vec<_> = busy.iter().chain([(4000, 1)]).collect();
         assert_eq!(spread.iter().collect::<Vec<_>>(), want);
         // Merging chooses likewise, and equality ignores the encoding.
@@ -1230,14 +1459,13 @@ mod tests {
         for i in 0..4 {
             h.record(i, 1);
         }
-        assert!(h.dense);
+        assert_eq!(h.enc, Enc::Dense);
         h.shrink_to_fit();
         assert_eq!(h.heap_bytes(), 4);
         for (n, bytes) in [(300, 2), (70_000, 4), (u64::from(u32::MAX), 8)] {
             h.record(2, n);
             assert_eq!(h.shift, shift_for(n + 1), "{n}");
-            h.shrink_to_fit();
-            assert_eq!(h.heap_bytes(), 4 * bytes, "{n}");
+            assert_eq!((h.enc, h.buf.len()), (Enc::Dense, 4 * bytes), "{n}");
         }
         assert_eq!(
             h.iter().collect::<Vec<_>>(),
@@ -1252,9 +1480,94 @@ mod tests {
         h.record(0, u64::MAX);
         let mut e = h.clone();
         e.record(7, 1);
-        assert_eq!(e.iter().next_back(), Some((7, 1)));
+        assert_eq!(e.iter().next_back_entry(), Some((7, 1)));
         assert_eq!(e.iter().next(), Some((0, u64::MAX)));
         assert_eq!(e.total(), u64::MAX);
+    }
+
+    #[test]
+    fn packed_encoding_bytes_and_escapes() {
+        let mut h = SparseHist::new();
+        for (i, n) in [
+            (100, 1),
+            (101, 15),
+            (103, 16),
+            (200, 300),
+            (u16::MAX, u64::MAX / 2),
+        ] {
+            h.record(i, n);
+        }
+        let want: Vec<_> = h.iter().collect();
+        let total = h.total();
+        h.make_packed();
+        assert_eq!(h.enc, Enc::Packed);
+        assert_eq!(
+            h.buf,
+            [
+                vec![0xff, 0xff],        // highest index
+                vec![0x01],              // gap 0, count 1
+                vec![0x0f],              // gap 0, count 15
+                vec![0x10, 16],          // gap 1, count 16 in LEB128
+                vec![0xf0, 96, 0xac, 2], // gap 96 in LEB128, count 300 in LEB128
+                // gap 65,334, count 2^63 - 1 in nine LEB128 bytes
+                vec![0xf0, 0xb6, 0xfe, 3],
+                vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f],
+            ]
+            .concat()
+        );
+        assert_eq!(h.buf.len(), h.packed_bytes());
+        assert_eq!(h.iter().collect::<Vec<_>>(), want);
+        assert_eq!(h.bounds(), Some((100, u16::MAX)));
+        // Recording into it unpacks first; merging from and into it keeps every count.
+        let packed = h.clone();
+        h.record(102, 1);
+        assert_ne!(h.enc, Enc::Packed);
+        assert_eq!(h.total(), total.saturating_add(1));
+        assert_eq!(h.len(), 6);
+        let mut m = SparseHist::new();
+        m.record(50, 2);
+        m.merge(&packed);
+        assert_eq!(m.iter().next(), Some((50, 2)));
+        assert_eq!(m.iter().skip(1).collect::<Vec<_>>(), want);
+        let mut p = packed.clone();
+        p.merge(&m);
+        assert_eq!(p.total(), total.saturating_mul(2).saturating_add(2));
+        let mut k = SparseHist::new();
+        merge_into(&mut k, &[&packed, &packed]);
+        assert_eq!(
+            k.iter().map(|(i, _)| i).collect::<Vec<_>>(),
+            [100, 101, 103, 200, u16::MAX]
+        );
+    }
+
+    #[test]
+    fn completed_slots_shrink_to_the_smallest_encoding() {
+        // Latencies over three decades, 600 of them: packed beats dense and sparse.
+        let l = layout(2);
+        let mut wide = SparseHist::new();
+        let mut v = 1_000_000_f64;
+        for _ in 0..600 {
+            wide.record_value(&l, v as u64);
+            v *= 1.0116; // 1 ms to about 1 s
+        }
+        let want: Vec<_> = wide.iter().collect();
+        let (lo, hi) = wide.bounds().unwrap();
+        let dense = usize::from(hi - lo) + 1;
+        wide.shrink_to_fit();
+        assert_eq!(wide.enc, Enc::Packed);
+        assert!(
+            wide.heap_bytes() * 2 < dense,
+            "{} vs {dense}",
+            wide.heap_bytes()
+        );
+        assert_eq!(wide.iter().collect::<Vec<_>>(), want);
+        // Busy neighbouring buckets with counts above 15: dense stays smallest.
+        let mut busy = SparseHist::new();
+        for k in 0..2_000_u16 {
+            busy.record(1000 + k % 50, 1);
+        }
+        busy.shrink_to_fit();
+        assert_eq!((busy.enc, busy.heap_bytes()), (Enc::Dense, 50));
     }
 
     #[test]
@@ -1468,6 +1781,10 @@ mod tests {
                         seq.merge(&h);
                         prop_assert_eq!(k, seq);
                         h.shrink_to_fit();
+                        if i % 2 == 0 {
+                            h.make_packed();
+                            other.make_packed();
+                        }
                     }
                     _ => {
                         if i % 7 == 0 {
@@ -1480,16 +1797,22 @@ mod tests {
                 let got: Vec<(u16, u64)> = h.iter().collect();
                 let want: Vec<(u16, u64)> = model.iter().map(|(&i, &n)| (i, n)).collect();
                 prop_assert_eq!(&got, &want);
-                let back: Vec<(u16, u64)> = h.iter().rev().collect();
-                prop_assert!(back.iter().rev().eq(want.iter()));
+                if h.enc != Enc::Packed {
+                    let back: Vec<(u16, u64)> = Rev(h.iter()).collect();
+                    prop_assert!(back.iter().rev().eq(want.iter()));
+                }
                 prop_assert_eq!(h.total(), model_total);
                 prop_assert_eq!(h.len(), model.len());
                 prop_assert_eq!(h.is_empty(), model.is_empty());
-                // Never more than twice the smaller encoding at the width in use (plus
-                // nothing when empty).
+                // Sparse or dense: never more than twice the smaller of the two at the width
+                // in use. Packed: exactly its computed size.
                 let sparse = SparseHist::sparse_bytes(h.len(), h.shift);
                 let dense = h.bounds().map_or(0, |(a, b)| (usize::from(b - a) + 1) << h.shift);
-                prop_assert!(h.buf.len() <= 2 * sparse.min(dense), "{:?}", h);
+                if h.enc == Enc::Packed {
+                    prop_assert_eq!(h.buf.len(), h.packed_bytes());
+                } else {
+                    prop_assert!(h.buf.len() <= 2 * sparse.min(dense), "{:?}", h);
+                }
             }
         }
 
