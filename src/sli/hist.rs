@@ -1113,34 +1113,7 @@ impl SparseHist {
     /// `qs` should be ascending for a single pass; out-of-order entries are still answered
     /// correctly (the scan restarts). Only `min(qs.len(), out.len())` entries are written.
     pub fn values_at_quantiles(&self, layout: &Layout, qs: &[f64], out: &mut [Option<u64>]) {
-        let total = self.total;
-        // Cursor: `it` yields the entries not yet consumed, `cum` the count of those before
-        // them, `cur` the last consumed entry (where the previous rank was reached).
-        let mut it = self.iter();
-        let mut cum = 0_u64;
-        let mut cur: Option<u16> = None;
-        let mut prev_rank = 0_u64;
-        for (&q, slot) in qs.iter().zip(out.iter_mut()) {
-            if self.is_empty() {
-                *slot = None;
-                continue;
-            }
-            let rank = Layout::rank(q, total);
-            if rank < prev_rank {
-                it = self.iter();
-                cum = 0;
-                cur = None;
-            }
-            prev_rank = rank;
-            while cum < rank {
-                let Some((i, n)) = it.next() else {
-                    break;
-                };
-                cum = cum.saturating_add(n);
-                cur = Some(i);
-            }
-            *slot = cur.map(|i| layout.reported(i, q));
-        }
+        quantiles_over(|| self.iter(), self.total, layout, qs, out);
     }
 
     /// Number of recorded values known to be `<= v`: the sum of the counts of all buckets whose
@@ -1166,10 +1139,46 @@ impl SparseHist {
     }
 }
 
-/// Merge several histograms into `out` (cleared first; its capacity is reused). Equivalent
-/// to recording everything recorded in `parts` into one histogram, and encoded as compactly.
-pub fn merge_into(out: &mut SparseHist, parts: &[&SparseHist]) {
-    out.clear();
+/// [`SparseHist::values_at_quantiles`] over the ascending `(index, count)` entries that
+/// `entries` yields afresh at each call, whose counts sum to `total` (saturating).
+fn quantiles_over<I: Iterator<Item = (u16, u64)>>(
+    entries: impl Fn() -> I,
+    total: u64,
+    layout: &Layout,
+    qs: &[f64],
+    out: &mut [Option<u64>],
+) {
+    // Cursor: `it` yields the entries not yet consumed, `cum` the count of those before
+    // them, `cur` the last consumed entry (where the previous rank was reached).
+    let mut it = entries();
+    let mut cum = 0_u64;
+    let mut cur: Option<u16> = None;
+    let mut prev_rank = 0_u64;
+    for (&q, slot) in qs.iter().zip(out.iter_mut()) {
+        if total == 0 {
+            *slot = None;
+            continue;
+        }
+        let rank = Layout::rank(q, total);
+        if rank < prev_rank {
+            it = entries();
+            cum = 0;
+            cur = None;
+        }
+        prev_rank = rank;
+        while cum < rank {
+            let Some((i, n)) = it.next() else {
+                break;
+            };
+            cum = cum.saturating_add(n);
+            cur = Some(i);
+        }
+        *slot = cur.map(|i| layout.reported(i, q));
+    }
+}
+
+/// The range, populated buckets and total of the non-empty `parts`.
+fn extent(parts: &[&SparseHist]) -> Option<(u16, u16, usize, u64)> {
     let mut range: Option<(u16, u16)> = None;
     let mut buckets = 0_usize;
     let mut total = 0_u64;
@@ -1181,17 +1190,56 @@ pub fn merge_into(out: &mut SparseHist, parts: &[&SparseHist]) {
         buckets += p.len();
         total = total.saturating_add(p.total);
     }
-    let Some((lo, hi)) = range else {
+    range.map(|(lo, hi)| (lo, hi, buckets, total))
+}
+
+/// Per-bucket sums of `parts` over `lo..=hi`, when that is cheap: the range is at most four
+/// times the parts' populated buckets, so the sums cost about what reading the parts does.
+fn summed(parts: &[&SparseHist], lo: u16, hi: u16, buckets: usize) -> Option<Vec<u64>> {
+    let span = usize::from(hi - lo) + 1;
+    if span > 4 * buckets {
+        return None;
+    }
+    let mut acc = vec![0_u64; span];
+    for p in parts {
+        p.add_counts_to(&mut acc, lo);
+    }
+    Some(acc)
+}
+
+/// The quantiles `qs` of everything recorded in `parts` together: what [`merge_into`] and
+/// then [`SparseHist::values_at_quantiles`] give, without building the merged histogram.
+pub fn quantiles_of(parts: &[&SparseHist], layout: &Layout, qs: &[f64], out: &mut [Option<u64>]) {
+    let Some((lo, hi, buckets, total)) = extent(parts) else {
+        out.iter_mut().for_each(|q| *q = None);
         return;
     };
-    let span = usize::from(hi - lo) + 1;
-    // Summing per bucket over the whole range costs the range's length once; worth it
-    // unless the parts are a few buckets spread far apart.
-    if span <= 4 * buckets {
-        let mut acc = vec![0_u64; span];
-        for p in parts {
-            p.add_counts_to(&mut acc, lo);
+    match summed(parts, lo, hi, buckets) {
+        Some(acc) => {
+            let entries = || {
+                acc.iter()
+                    .enumerate()
+                    .filter(|(_, c)| **c != 0)
+                    .map(|(k, &c)| (lo.wrapping_add(k as u16), c))
+            };
+            quantiles_over(entries, total, layout, qs, out);
         }
+        None => {
+            let mut merged = SparseHist::new();
+            merge_into(&mut merged, parts);
+            merged.values_at_quantiles(layout, qs, out);
+        }
+    }
+}
+
+/// Merge several histograms into `out` (cleared first; its capacity is reused). Equivalent
+/// to recording everything recorded in `parts` into one histogram, and encoded as compactly.
+pub fn merge_into(out: &mut SparseHist, parts: &[&SparseHist]) {
+    out.clear();
+    let Some((lo, hi, buckets, total)) = extent(parts) else {
+        return;
+    };
+    if let Some(acc) = summed(parts, lo, hi, buckets) {
         out.set_from_counts(lo, &acc);
         out.total = total;
         return;
@@ -1321,6 +1369,9 @@ mod tests {
         let mut m = SparseHist::new();
         merge_into(&mut m, &[]);
         assert!(m.is_empty());
+        let mut q = [Some(1); 2];
+        quantiles_of(&[&s], &l, &[0.5, 1.0], &mut q);
+        assert_eq!(q, [None; 2]);
         merge_into(&mut m, &[&s, &s]);
         assert!(m.is_empty());
         let mut r = SparseHist::new();
@@ -1715,10 +1766,20 @@ mod tests {
             qs.sort_by(f64::total_cmp);
             let mut out = vec![None; qs.len()];
             one.values_at_quantiles(&l, &qs, &mut out);
-            for (q, o) in qs.iter().zip(&out) {
-                let want = h.value_at_quantile(*q);
-                prop_assert_eq!(one.value_at_quantile(&l, *q), Some(want), "q {}", q);
-                prop_assert_eq!(*o, Some(want), "q {}", q);
+            // Straight from the parts, with and without packing them first.
+            let mut from_parts = vec![None; qs.len()];
+            quantiles_of(&refs, &l, &qs, &mut from_parts);
+            let mut packed: Vec<SparseHist> = parts.clone();
+            packed.iter_mut().for_each(SparseHist::make_packed);
+            let packed_refs: Vec<&SparseHist> = packed.iter().collect();
+            let mut from_packed = vec![None; qs.len()];
+            quantiles_of(&packed_refs, &l, &qs, &mut from_packed);
+            for (k, q) in qs.iter().enumerate() {
+                let want = Some(h.value_at_quantile(*q));
+                prop_assert_eq!(one.value_at_quantile(&l, *q), want, "q {}", q);
+                prop_assert_eq!(out[k], want, "q {}", q);
+                prop_assert_eq!(from_parts[k], want, "q {}", q);
+                prop_assert_eq!(from_packed[k], want, "q {}", q);
             }
             // count_at_or_below: exact for bucket tops, never above HDR's inclusive count.
             for &v in values.iter().take(8) {

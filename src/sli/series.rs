@@ -325,11 +325,17 @@ impl Series {
         let mut windows: [WindowSnapshot; 4] = Default::default();
         let mut hists: [SparseHist; 4] = Default::default();
         for w in Window::ALL {
-            self.windows.read(w, scratch);
             let mut q = [None; 4];
-            scratch
-                .hist
-                .values_at_quantiles(&settings.layout, &QUANTILES, &mut q);
+            if overflow {
+                // Readers merge the shards' overflow series, so it keeps its histograms.
+                self.windows.read(w, scratch);
+                scratch
+                    .hist
+                    .values_at_quantiles(&settings.layout, &QUANTILES, &mut q);
+            } else {
+                self.windows
+                    .read_quantiles(w, &settings.layout, &QUANTILES, scratch, &mut q);
+            }
             windows[w.index()] = WindowSnapshot {
                 requests: scratch.requests,
                 errors: scratch.errors,

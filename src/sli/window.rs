@@ -14,7 +14,7 @@
 //! Windows slide in 10-second steps, like a Prometheus range that is re-evaluated every 10 s.
 //! This module owns only the slot arithmetic; the caller supplies the current slot number.
 
-use crate::sli::hist::{merge_into, SparseHist};
+use crate::sli::hist::{merge_into, quantiles_of, Layout, SparseHist};
 use std::collections::VecDeque;
 
 /// Width of the finest slot, in seconds.
@@ -276,6 +276,28 @@ impl Windows {
 
     /// Sums `span` into `out` (cleared first).
     pub fn read_span(&self, span: Span, out: &mut Slot) {
+        let hists = self.sum_counts(span, out);
+        merge_into(&mut out.hist, &hists);
+    }
+
+    /// Sums `window`'s counts into `out` (its histogram cleared, not filled) and writes the
+    /// latency quantiles `qs` of the window to `q`: what [`Windows::read`] and then
+    /// [`SparseHist::values_at_quantiles`] give, without building the merged histogram.
+    pub fn read_quantiles(
+        &self,
+        window: Window,
+        layout: &Layout,
+        qs: &[f64],
+        out: &mut Slot,
+        q: &mut [Option<u64>],
+    ) {
+        let hists = self.sum_counts(Span::Std(window), out);
+        out.hist.clear();
+        quantiles_of(&hists, layout, qs, q);
+    }
+
+    /// Sums the counts of `span`'s slots into `out` and returns their histograms.
+    fn sum_counts(&self, span: Span, out: &mut Slot) -> Vec<&SparseHist> {
         out.requests = 0;
         out.errors = 0;
         out.est_requests = 0.0;
@@ -290,7 +312,7 @@ impl Windows {
             out.metric_requests += s.metric_requests;
             hists.push(&s.hist);
         }
-        merge_into(&mut out.hist, &hists);
+        hists
     }
 
     /// Bytes allocated on the heap by these windows.
@@ -409,6 +431,42 @@ mod tests {
         );
         assert_eq!(Span::covering(d(3600)), Some((Span::Periods(12), d(3600))));
         assert_eq!(Span::covering(d(3601)), None);
+    }
+
+    #[test]
+    fn quantiles_read_straight_from_the_slots_match_the_merged_histogram() {
+        let layout = Layout::new(2).unwrap();
+        let qs = [0.0, 0.5, 0.9, 0.99, 1.0];
+        let start = 30 * 1000;
+        let mut w = Windows::new(start);
+        // Clustered and far-off latencies, so both ways of summing are taken.
+        let mut v = 12_345_u64;
+        for slot in start..start + 400 {
+            w.advance(slot);
+            for k in 0..(slot % 7) * 5 {
+                v = v
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let ns = if k == 0 {
+                    1 + (v >> 20)
+                } else {
+                    40_000_000 + (v >> 40)
+                };
+                w.record(false, layout.index_of(ns), 1.0);
+            }
+        }
+        for window in Window::ALL {
+            let mut merged = Slot::default();
+            w.read(window, &mut merged);
+            let mut want = [None; 5];
+            merged.hist.values_at_quantiles(&layout, &qs, &mut want);
+            let (mut counts, mut got) = (Slot::default(), [None; 5]);
+            w.read_quantiles(window, &layout, &qs, &mut counts, &mut got);
+            assert_eq!(got, want, "{window:?}");
+            assert!(want[0].is_some());
+            assert_eq!(counts.requests, merged.requests);
+            assert!(counts.hist.is_empty());
+        }
     }
 
     #[test]
