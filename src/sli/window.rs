@@ -1,7 +1,7 @@
 //! Rolling time windows of request counts and latency histograms for one series.
 //!
 //! Time is cut into 10-second slots aligned to the Unix epoch. Completed slots roll up into
-//! coarser rings, so one series keeps 24 small sparse slots for all of `1m`, `5m`, `1h` and
+//! coarser rings, so one series keeps 24 small slots for all of `1m`, `5m`, `1h` and
 //! `all`, instead of one slot per 10 s of the longest window:
 //!
 //! | window | made of                                               | covers      |
