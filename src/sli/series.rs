@@ -647,6 +647,58 @@ mod tests {
         t.record(key::hash_key(&k), &k, &o, 1000);
     }
 
+    /// The memory target, guarded deterministically: a series at 2 requests per second for
+    /// 62 minutes (every window and ring populated), with typical latencies (log-normal
+    /// around 50 ms) and with latencies spread evenly over three decades, holds at most
+    /// 15 KiB; the published snapshot adds about 0.7 KiB (`benches/memory.rs`), for ≤ 16 KiB.
+    #[test]
+    fn a_busy_series_stays_within_its_memory_budget() {
+        let settings = Arc::new(SeriesSettings::new(
+            Layout::new(2).expect("layout"),
+            &crate::config::DEFAULT_BUCKETS,
+            100,
+            2,
+        ));
+        for wide in [false, true] {
+            let mut t = SeriesTable::new(Arc::clone(&settings));
+            let mut rng = crate::otlp::synth::Rng::new(11);
+            let mut unit = || ((rng.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+            let keys: Vec<Vec<u8>> = (0..4)
+                .map(|i| key::encode(["svc", &format!("GET /r{i}")], 256))
+                .collect();
+            let start = 30 * 6_000_000;
+            for slot in start..start + 372 {
+                t.advance(slot);
+                for k in &keys {
+                    for _ in 0..20 {
+                        let ns = if wide {
+                            1e6 * 1000f64.powf(unit())
+                        } else {
+                            let z = (-2.0 * unit().ln()).sqrt()
+                                * (std::f64::consts::TAU * unit()).cos();
+                            50e6 * (0.5 * z).exp()
+                        };
+                        let o = Observation {
+                            duration_ns: ns as u64,
+                            ..obs(unit() < 0.05, 0)
+                        };
+                        t.record(key::hash_key(k), k, &o, slot);
+                    }
+                }
+            }
+            let snaps = t.snapshot();
+            assert_eq!(
+                snaps.iter().map(|s| s.requests_total).sum::<u64>(),
+                4 * 20 * 372
+            );
+            let per_series = t.memory_bytes() / keys.len();
+            assert!(
+                per_series <= 15 * 1024,
+                "wide {wide}: {per_series} bytes per series"
+            );
+        }
+    }
+
     #[test]
     fn slo_matches_hold_for_overflowed_requests_too() {
         use crate::slo::def::{FeatureMatch, SliKind};
