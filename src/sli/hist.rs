@@ -462,7 +462,7 @@ impl Iter<'_> {
             c => u64::from(c),
         };
         let i = self.next_idx.checked_add(gap)?;
-        self.next_idx = i + 1;
+        self.next_idx = i.saturating_add(1);
         Some((u16::try_from(i).ok()?, c))
     }
 
