@@ -20,6 +20,7 @@ use crate::sli::series::SeriesSettings;
 use crate::slo::persist;
 use crate::slo::state::StateFile;
 use crate::telemetry::{Listener, Telemetry};
+use crate::ticker::Ticker;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -426,16 +427,11 @@ fn memory_budget(
 
 /// Reads the resident set size into `budget` until the receivers stop, logging when
 /// requests start and stop being refused.
-async fn sample_memory(budget: Arc<crate::memory::MemoryBudget>, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(crate::memory::SAMPLE_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+async fn sample_memory(budget: Arc<crate::memory::MemoryBudget>, stop: watch::Receiver<bool>) {
+    let mut ticker = Ticker::now(crate::memory::SAMPLE_EVERY, stop);
     let mut was_over = budget.over_soft_limit();
     let mut unreadable = false;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.wait_for(|v| *v) => return,
-        }
+    while ticker.next().await {
         let Some(r) = crate::memory::resident_bytes() else {
             // Fail open: a budget that cannot be read must not refuse everything. Logged
             // once per failure streak; sampling goes on.
@@ -474,16 +470,10 @@ async fn save_every(
     interval: std::time::Duration,
     engine: Arc<std::sync::Mutex<crate::slo::engine::SloEngine>>,
     file: StateFile,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.wait_for(|v| *v) => return,
-        }
+    let mut ticker = Ticker::after(interval, stop);
+    while ticker.next().await {
         let (e, f) = (Arc::clone(&engine), file.clone());
         match tokio::task::spawn_blocking(move || persist::save(&e, &f)).await {
             Ok(Ok(())) => {}

@@ -20,3 +20,4 @@ pub mod receiver;
 pub mod sli;
 pub mod slo;
 pub mod telemetry;
+pub mod ticker;

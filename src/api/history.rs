@@ -336,15 +336,10 @@ pub fn parse_window(window: Option<&str>) -> Result<usize, String> {
 pub async fn sample_every(
     history: SharedHistory,
     pipeline: Pipeline,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(SAMPLE_TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.wait_for(|v| *v) => return,
-        }
+    let mut ticker = crate::ticker::Ticker::now(SAMPLE_TICK, stop);
+    while ticker.next().await {
         let now = pipeline.now_unix_nanos();
         let due = history
             .lock()

@@ -5,6 +5,7 @@
 //! and the previous certificate stays in use.
 
 use crate::telemetry::{ConnStats, Listener, Telemetry};
+use crate::ticker::Ticker;
 use arc_swap::ArcSwap;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -246,15 +247,9 @@ impl ServerTls {
 }
 
 /// Reloads `tls` every `reload_interval` until `stop` turns true, logging what changed.
-pub async fn watch_files(tls: Arc<ServerTls>, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(tls.files.reload_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.wait_for(|v| *v) => return,
-        }
+pub async fn watch_files(tls: Arc<ServerTls>, stop: watch::Receiver<bool>) {
+    let mut ticker = Ticker::after(tls.files.reload_interval, stop);
+    while ticker.next().await {
         let t = Arc::clone(&tls);
         let listener = tls.listener.name();
         match tokio::task::spawn_blocking(move || t.reload()).await {
