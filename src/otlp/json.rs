@@ -20,27 +20,19 @@ const BYTES_PER_OBJECT: usize = 256;
 /// Refuses a body whose decoding could take more than [`MAX_DECODED_BYTES`]: a body of tiny
 /// objects (`{},{},…`) expands ~100× when decoded into message structs, so the body limit
 /// alone does not bound memory. Counts `{` bytes, an upper bound on the number of objects.
-pub fn check_expansion(body: &[u8]) -> Result<(), String> {
+///
+/// Otherwise returns the memory converting the body may take beside the body itself: the
+/// decoded structures and the protobuf written from them (no larger than the JSON), bytes.
+pub fn check_expansion(body: &[u8]) -> Result<usize, String> {
     let objects = body.iter().filter(|&&b| b == b'{').count();
-    if decoded_estimate(objects) > MAX_DECODED_BYTES {
+    let decoded = objects.saturating_mul(BYTES_PER_OBJECT);
+    if decoded > MAX_DECODED_BYTES {
         return Err(format!(
             "JSON body has {objects} objects; decoding it could take more than {} MiB, split it into smaller requests",
             MAX_DECODED_BYTES >> 20
         ));
     }
-    Ok(())
-}
-
-/// Memory decoding a JSON body with `objects` objects may take, bytes (an upper bound).
-fn decoded_estimate(objects: usize) -> usize {
-    objects.saturating_mul(BYTES_PER_OBJECT)
-}
-
-/// Memory converting `body` may take beside the body itself: the decoded structures and
-/// the protobuf written from them (no larger than the JSON), bytes.
-pub fn conversion_bytes(body: &[u8]) -> usize {
-    let objects = body.iter().filter(|&&b| b == b'{').count();
-    decoded_estimate(objects).saturating_add(body.len())
+    Ok(decoded.saturating_add(body.len()))
 }
 
 /// Converts an OTLP/JSON body of `signal` to protobuf bytes.

@@ -257,10 +257,11 @@ fn process(
         bytes = Bytes::from(plain);
     }
     if enc == Encoding::Json {
-        if let Err(msg) = json::check_expansion(&bytes) {
-            return refuse(ingest, signal, enc, Outcome::TooLarge, msg);
-        }
-        if let Err(delay) = grow(held, json::conversion_bytes(&bytes)) {
+        let conversion = match json::check_expansion(&bytes) {
+            Ok(c) => c,
+            Err(msg) => return refuse(ingest, signal, enc, Outcome::TooLarge, msg),
+        };
+        if let Err(delay) = grow(held, conversion) {
             return busy(enc, IN_FLIGHT_FULL, delay);
         }
         bytes = match json::to_protobuf(signal, &bytes) {
