@@ -54,9 +54,15 @@ mod tests {
         let start = tokio::time::Instant::now();
         let mut after = Ticker::after(every, rx);
         assert!(after.next().await);
-        assert!(start.elapsed() >= every, "the first tick is one interval on");
+        assert!(
+            start.elapsed() >= every,
+            "the first tick is one interval on"
+        );
         tx.send_replace(true);
-        assert!(!now.next().await, "stopped, although its next tick is an hour away");
+        assert!(
+            !now.next().await,
+            "stopped, although its next tick is an hour away"
+        );
         assert!(!after.next().await);
     }
 }

@@ -170,9 +170,9 @@ struct Export<S: GrpcSignal> {
     ingest: Ingest,
     /// The request's frames as received, when its gzip-compressed message is wanted.
     kept: Option<Arc<Mutex<Kept>>>,
-    /// The request's room in the in-flight pool, shrunk to the message once it is read.
-    /// `None` without a memory budget (nothing to hold, nothing allocated).
-    held: Option<Arc<Mutex<Option<crate::inflight::Reservation>>>>,
+    /// The request's room in the in-flight pool, set to the message's size once it is read
+    /// and given back when the call ends. `None` without a memory budget.
+    held: Option<crate::inflight::Reservation>,
     _signal: PhantomData<fn() -> S>,
 }
 
@@ -257,17 +257,13 @@ impl<S: GrpcSignal> UnaryService<Bytes> for Export<S> {
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         let ingest = self.ingest.clone();
         let kept = self.kept.take();
-        let held = self.held.clone();
+        let mut held = self.held.take();
         Box::pin(async move {
             let body = request.into_inner();
             let gzipped = kept.and_then(|k| k.lock().ok().and_then(|k| k.compressed_message()));
             // The message is read: its real size replaces the entry reservation.
             let size = (body.len() + gzipped.as_ref().map_or(0, Bytes::len)) as u64;
-            let fits = match held.as_ref().map(|h| h.lock()) {
-                Some(Ok(mut h)) => ingest.resize(Transport::Grpc, S::SIGNAL, &mut h, size),
-                Some(Err(_)) | None => Ok(()),
-            };
-            if let Err(delay) = fits {
+            if let Err(delay) = ingest.resize(Transport::Grpc, S::SIGNAL, &mut held, size) {
                 return Err(retryable(IN_FLIGHT_FULL, delay));
             }
             match ingest.export(Transport::Grpc, S::SIGNAL, body, gzipped) {
@@ -341,7 +337,7 @@ where
             // worth (the size is not known before it arrives), set to the real size once read.
             let entry = max.min(GRPC_ENTRY_RESERVE) as u64;
             let held = match ingest.reserve(Transport::Grpc, S::SIGNAL, entry) {
-                Ok(r) => r.map(|r| Arc::new(Mutex::new(Some(r)))),
+                Ok(r) => r,
                 Err(delay) => return Ok(retryable(IN_FLIGHT_FULL, delay).into_http()),
             };
             let mut grpc = tonic::server::Grpc::new(RawCodec::<S::Response>::default())
@@ -357,7 +353,7 @@ where
             let svc = Export::<S> {
                 ingest: ingest.clone(),
                 kept: kept.clone(),
-                held: held.clone(),
+                held,
                 _signal: PhantomData,
             };
             let mut response = match kept {
@@ -381,7 +377,6 @@ where
                 }
                 None => {}
             }
-            drop(held);
             Ok(response)
         })
     }

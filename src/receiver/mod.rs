@@ -156,9 +156,19 @@ impl Ingest {
     /// so refusing costs no memory, and [`Ingest::export`] asks again.
     pub fn over_memory(&self, transport: Transport, signal: Signal) -> Option<Duration> {
         let m = self.memory.as_ref().filter(|m| m.over_soft_limit())?;
+        Some(self.refused_for_memory(transport, signal, m))
+    }
+
+    /// Counts a request refused for the memory budget; the delay to suggest.
+    fn refused_for_memory(
+        &self,
+        transport: Transport,
+        signal: Signal,
+        m: &crate::memory::MemoryBudget,
+    ) -> Duration {
         self.telemetry
             .request(transport, signal, Outcome::MemoryLimit);
-        Some(m.retry_after())
+        m.retry_after()
     }
 
     /// Reserves `bytes` of the in-flight pool for a request about to read, decompress or
@@ -175,11 +185,7 @@ impl Ingest {
         };
         match m.in_flight().try_reserve(bytes) {
             Some(r) => Ok(Some(r)),
-            None => {
-                self.telemetry
-                    .request(transport, signal, Outcome::MemoryLimit);
-                Err(m.retry_after())
-            }
+            None => Err(self.refused_for_memory(transport, signal, m)),
         }
     }
 
@@ -198,9 +204,7 @@ impl Ingest {
         if r.grow_to(bytes) {
             return Ok(());
         }
-        self.telemetry
-            .request(transport, signal, Outcome::MemoryLimit);
-        Err(m.retry_after())
+        Err(self.refused_for_memory(transport, signal, m))
     }
 
     /// Sets a request's reservation to `bytes` (what it really holds, once known): shrinks
