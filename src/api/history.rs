@@ -70,7 +70,6 @@ pub struct History {
     /// Minute of the last sample; `None` before the first (which only takes baselines).
     last_minute: Option<u64>,
     series: HashMap<Arc<[Box<str>]>, Track>,
-    untracked: u64,
 }
 
 /// The shared history the admin server reads and the sampler writes.
@@ -97,7 +96,6 @@ impl History {
             minutes: VecDeque::with_capacity(POINTS + 1),
             last_minute: None,
             series: HashMap::new(),
-            untracked: 0,
         }
     }
 
@@ -175,7 +173,6 @@ impl History {
     fn track(&mut self, s: &SeriesSnapshot, pad: usize) -> Option<&mut Track> {
         if !self.series.contains_key(&s.labels) {
             if self.series.len() >= self.max_series {
-                self.untracked += 1;
                 return None;
             }
             let mut points = VecDeque::with_capacity(POINTS + 1);
@@ -251,13 +248,22 @@ impl History {
                 ));
             }
         }
+        // Once the table is full, the live series it does not hold are left out.
+        let untracked = if self.series.len() >= self.max_series {
+            view.series
+                .iter()
+                .filter(|s| !self.series.contains_key(&s.labels))
+                .count()
+        } else {
+            0
+        };
         out.sort_by(|a, b| (a.service, a.feature).cmp(&(b.service, b.feature)));
         serde_json::to_vec(&Response {
             step_seconds: STEP_NANOS / 1_000_000_000,
             start_unix_nano: start_minute.saturating_mul(STEP_NANOS),
             points: n + 1,
             series_limit: self.max_series.saturating_sub(1),
-            untracked_series: self.untracked,
+            untracked_series: untracked as u64,
             series: out,
         })
         .unwrap_or_default()
@@ -465,19 +471,26 @@ mod tests {
     fn memory_is_bounded_in_points_and_series() {
         let mut h = History::new(3);
         let mut t = 5000 * MIN;
-        for i in 0..200u64 {
-            let v = view(
+        let live = |i: u64| {
+            view(
                 (0..10)
                     .map(|k| series("s", &format!("f{k}"), (i * 10) as f64, 0.0, Some(5)))
                     .collect(),
-            );
-            h.observe(&v, t);
+            )
+        };
+        for i in 0..200u64 {
+            h.observe(&live(i), t);
             t += MIN;
         }
         assert_eq!(h.points_len(), POINTS);
         assert_eq!(h.series_len(), 4, "max_series + the overflow series");
-        let j = json(&h, &view(vec![]), 60);
+        let j = json(&h, &live(200), 60);
         assert_eq!(j["untracked_series"].as_u64().map(|u| u > 0), Some(true));
+        assert_eq!(
+            j["untracked_series"], 6,
+            "the live series left out, not samples"
+        );
+        assert_eq!(json(&h, &view(vec![]), 60)["untracked_series"], 0);
         for s in j["series"].as_array().expect("series") {
             assert_eq!(s["requests"].as_array().map(Vec::len), Some(POINTS + 1));
         }
