@@ -152,12 +152,10 @@ async fn handle(s: HttpState, signal: Signal, headers: HeaderMap, body: Body) ->
     if let Some(delay) = ingest.over_memory(Transport::Http, signal) {
         return busy(enc, "over the memory budget", delay);
     }
-    // The body's room in the in-flight pool, taken before it is read: its declared length,
-    // or the most it may be.
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    // The body's room in the in-flight pool, taken before it is read: its declared length
+    // (hyper has checked `Content-Length` and exposes it as the size hint), or the most it
+    // may be.
+    let declared = http_body::Body::size_hint(&body).upper();
     let max = s.max_body as u64;
     let mut held = match ingest.reserve(Transport::Http, signal, declared.unwrap_or(max).min(max)) {
         Ok(r) => r,
