@@ -67,15 +67,16 @@ pub fn router(state: ApiState) -> Router {
             state.clone(),
             require_token,
         ));
-    Router::new()
+    let mut router = Router::new()
         .merge(guarded)
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/", get(asset))
-        .route("/dashboard.js", get(asset))
-        .route("/dashboard.css", get(asset))
-        .route("/favicon.svg", get(asset))
-        .with_state(state)
+        .route("/readyz", get(readyz));
+    for a in &dashboard::ASSETS {
+        let serve =
+            move |headers: axum::http::HeaderMap| async move { dashboard::serve(a, &headers) };
+        router = router.route(a.path, get(serve));
+    }
+    router.with_state(state)
 }
 
 /// Lets a request through when it carries the admin token (or none is configured).
@@ -122,12 +123,7 @@ async fn slis_handler(
     let window = q.get("window").map(String::as_str).unwrap_or("all");
     match slis::render(&s.pipeline, window) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err(msg) => (
-            StatusCode::BAD_REQUEST,
-            [(header::CONTENT_TYPE, "application/json")],
-            serde_json::to_vec(&serde_json::json!({ "error": msg })).unwrap_or_default(),
-        )
-            .into_response(),
+        Err(msg) => json_error(StatusCode::BAD_REQUEST, &msg),
     }
 }
 
@@ -143,23 +139,18 @@ async fn canary_handler(
     let answer =
         tokio::task::spawn_blocking(move || canary::render(&s.pipeline, s.canary.as_ref(), &q))
             .await;
-    let json = || [(header::CONTENT_TYPE, "application/json")];
-    let error = |code: StatusCode, msg: &str| {
-        let body = serde_json::to_vec(&serde_json::json!({ "error": msg })).unwrap_or_default();
-        (code, json(), body).into_response()
-    };
     match answer {
-        Ok(Ok(body)) => (json(), body).into_response(),
-        Ok(Err(canary::CanaryError::BadRequest(msg))) => error(StatusCode::BAD_REQUEST, &msg),
-        Ok(Err(canary::CanaryError::Disabled)) => error(
+        Ok(Ok(body)) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Ok(Err(canary::CanaryError::BadRequest(msg))) => json_error(StatusCode::BAD_REQUEST, &msg),
+        Ok(Err(canary::CanaryError::Disabled)) => json_error(
             StatusCode::NOT_FOUND,
             "canary analysis is off (canary.attribute is empty)",
         ),
-        Ok(Err(canary::CanaryError::Busy)) => error(
+        Ok(Err(canary::CanaryError::Busy)) => json_error(
             StatusCode::TOO_MANY_REQUESTS,
             "too many canary queries at once; retry",
         ),
-        Ok(Err(canary::CanaryError::Unavailable)) | Err(_) => error(
+        Ok(Err(canary::CanaryError::Unavailable)) | Err(_) => json_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the pipeline did not answer in time; retry",
         ),
@@ -171,13 +162,6 @@ async fn gaps_handler(State(s): State<ApiState>) -> Response {
     let silence = s.pipeline.silence_after_nanos();
     let body = gaps::render(&view, silence, s.pipeline.coverage_target());
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
-
-async fn asset(uri: axum::http::Uri, headers: axum::http::HeaderMap) -> Response {
-    match dashboard::find(uri.path()) {
-        Some(a) => dashboard::serve(a, &headers),
-        None => StatusCode::NOT_FOUND.into_response(),
-    }
 }
 
 fn json_error(code: StatusCode, msg: &str) -> Response {
