@@ -40,10 +40,9 @@ impl PerClient {
     }
 
     fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
-        match self.open.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Counts one more connection from `ip`; `false` (nothing counted) when it has `max`.

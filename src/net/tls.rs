@@ -12,7 +12,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::ServerConfig;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::watch;
@@ -217,10 +217,7 @@ impl ServerTls {
             // A file missing for a moment (a Secret being swapped) is not yet a change.
             Err(_) => return Reload::Unchanged,
         };
-        let mut seen = match self.seen.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         if *seen == contents {
             return Reload::Unchanged;
         }
