@@ -29,7 +29,10 @@
 //! full `prost` decode and a `HashMap`, same load, same CPU accounting; its ratio is printed),
 //! `E2E_SERVER_IP` [127.0.0.1], `E2E_SINK_IP` [127.0.0.1] and `E2E_SERVER_PREFIX` [none] put
 //! the server and the sink on other addresses and start the server under a command (e.g. in
-//! a network namespace: `benches/netns.sh`),
+//! a network namespace: `benches/netns.sh`), `E2E_SERVER_CPUS` [none] the CPUs only the
+//! server runs on (`0` in `benches/netns.sh`): their whole busy time from `/proc/stat` is
+//! reported too, which includes the receive processing the kernel does there while the
+//! server is idle (a process's own CPU time includes it only when it lands while it runs),
 //! `E2E_RATE` [half the max] requests/s of the paced phase, to compare runs at the same load,
 //! `E2E_FORWARD` [off] `http` or `grpc`: the server forwards every request to a discarding
 //! OTLP/HTTP or OTLP/gRPC sink in this process, to measure the cost of the raw pass-through
@@ -366,6 +369,32 @@ fn cpu_ticks(pid: &str) -> (u64, u64) {
     (field(11), field(12))
 }
 
+/// Idle clock ticks (idle + iowait) of `cpus` from `/proc/stat`. Idle time there is
+/// measured (not sampled by the tick, which stops while a CPU idles), so the time since the
+/// last sample minus this is the CPUs' whole busy time: the server's CPU time together with
+/// the interrupt and receive processing done on its CPUs while it was idle, which its own
+/// accounting leaves out.
+fn idle_ticks(cpus: &[usize]) -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").expect("reading /proc/stat");
+    let mut idle = 0;
+    for cpu in cpus {
+        let name = format!("cpu{cpu}");
+        let line = stat
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(&name))
+            .unwrap_or_else(|| panic!("no {name} in /proc/stat"));
+        // user nice system idle iowait ...
+        let f: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .take(5)
+            .map(|v| v.parse().expect("/proc/stat field"))
+            .collect();
+        idle += f[3] + f[4];
+    }
+    idle
+}
+
 /// Context switches (voluntary + involuntary) summed over the live threads of a process.
 fn context_switches(pid: &str) -> u64 {
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -475,6 +504,8 @@ struct Setup {
     warmup: Duration,
     ticks: f64,
     totals: Arc<Totals>,
+    /// The CPUs only the server runs on (`E2E_SERVER_CPUS`), whose busy time is reported too.
+    server_cpus: Option<Vec<usize>>,
 }
 
 /// Counters and CPU times at one instant.
@@ -488,6 +519,8 @@ struct Sample {
     /// This process's (user, system) clock ticks.
     client: (u64, u64),
     server_ctx: u64,
+    /// Idle clock ticks of the server's own CPUs (`E2E_SERVER_CPUS`), if given.
+    server_cpus: Option<u64>,
 }
 
 struct PhaseResult {
@@ -499,6 +532,8 @@ struct PhaseResult {
     server_cpu: f64,
     server_sys: f64,
     server_ctx: u64,
+    /// Busy seconds of the server's own CPUs, if given.
+    cpus_busy: Option<f64>,
     client_cpu: f64,
     latencies: Vec<Duration>,
 }
@@ -516,6 +551,11 @@ impl PhaseResult {
         } else {
             f64::NAN
         }
+    }
+    fn spans_per_busy_cpu(&self) -> Option<f64> {
+        self.cpus_busy
+            .filter(|b| *b > 0.0)
+            .map(|b| self.spans as f64 / b)
     }
     fn quantile(&self, q: f64) -> Duration {
         if self.latencies.is_empty() {
@@ -622,6 +662,7 @@ async fn phase(
         server: cpu_ticks(&setup.server_pid),
         client: cpu_ticks("self"),
         server_ctx: context_switches(&setup.server_pid),
+        server_cpus: setup.server_cpus.as_deref().map(idle_ticks),
     };
     tokio::time::sleep(setup.warmup).await;
     let a = sample(&setup.totals);
@@ -648,6 +689,11 @@ async fn phase(
         server_cpu: ticks(b.server) - ticks(a.server),
         server_sys: (b.server.1 - a.server.1) as f64 / setup.ticks,
         server_ctx: b.server_ctx - a.server_ctx,
+        cpus_busy: a.server_cpus.zip(b.server_cpus).map(|(idle_a, idle_b)| {
+            let cpus = setup.server_cpus.as_ref().map_or(0, Vec::len) as f64;
+            let idle = (idle_b - idle_a) as f64 / setup.ticks;
+            ((b.at - a.at).as_secs_f64() * cpus - idle).max(0.0)
+        }),
         client_cpu: ticks(b.client) - ticks(a.client),
         latencies,
     }
@@ -743,6 +789,15 @@ fn main() {
     let totals = Arc::new(Totals::default());
     let forwarding = std::env::var("E2E_FORWARD").is_ok();
     let with_baseline = env_or("E2E_BASELINE", 1u8) == 1;
+    let server_cpus: Option<Vec<usize>> = std::env::var("E2E_SERVER_CPUS").ok().map(|v| {
+        v.split(',')
+            .map(|c| {
+                c.trim()
+                    .parse()
+                    .expect("E2E_SERVER_CPUS: CPU numbers, comma-separated")
+            })
+            .collect()
+    });
     let (results, baseline) = rt.block_on(async {
         let channels = connect(conns, server.grpc).await;
         let setup = Setup {
@@ -753,6 +808,7 @@ fn main() {
             warmup,
             ticks,
             totals: Arc::clone(&totals),
+            server_cpus,
         };
         let mut results = Vec::new();
         for mode in modes.split(',').map(str::trim).filter(|m| !m.is_empty()) {
@@ -790,6 +846,7 @@ fn main() {
                 warmup,
                 ticks,
                 totals: Arc::new(Totals::default()),
+                server_cpus: setup.server_cpus.clone(),
             };
             for mode in modes.split(',').map(str::trim).filter(|m| !m.is_empty()) {
                 let r = phase(
@@ -849,7 +906,7 @@ fn main() {
 
     println!("\nresults ({spans}-span requests, {inflight} in flight, {conns} connections; latency = Export round trip at the client)");
     println!(
-        "{:<12} {:>8} {:>11} {:>10} {:>6} {:>5} {:>8} {:>10} {:>14} {:>7} {:>7} {:>5}",
+        "{:<12} {:>8} {:>11} {:>10} {:>6} {:>5} {:>8} {:>10} {:>14} {:>9} {:>12} {:>7} {:>7} {:>5}",
         "phase",
         "req/s",
         "spans/s",
@@ -859,13 +916,15 @@ fn main() {
         "ctxsw/req",
         "client CPU",
         "spans/server-s",
+        "CPUs busy",
+        "spans/busy-s",
         "p50 ms",
         "p99 ms",
         "busy"
     );
     for r in &results {
         println!(
-            "{:<12} {:>8.1} {:>11} {:>9.2}s {:>6.2} {:>5.0} {:>9.1} {:>9.2}s {:>14} {:>7} {:>7} {:>5}",
+            "{:<12} {:>8.1} {:>11} {:>9.2}s {:>6.2} {:>5.0} {:>9.1} {:>9.2}s {:>14} {:>9} {:>12} {:>7} {:>7} {:>5}",
             r.name,
             r.rps(),
             thousands(r.spans_per_sec()),
@@ -875,6 +934,8 @@ fn main() {
             r.server_ctx as f64 / r.requests.max(1) as f64,
             r.client_cpu,
             thousands(r.spans_per_cpu()),
+            r.cpus_busy.map_or("-".into(), |b| format!("{b:.2}s")),
+            r.spans_per_busy_cpu().map_or("-".into(), thousands),
             ms(r.quantile(0.5)),
             ms(r.quantile(0.99)),
             r.busy
@@ -883,7 +944,9 @@ fn main() {
     println!(
         "(spans/server-s = spans per server CPU-second, goal ≥ 1,000,000 for 500-span requests; \
          sys% = kernel share of the server's CPU; ctxsw/req = server thread context switches \
-         per answered request; server RSS at the end {rss_kib} KiB)"
+         per answered request; CPUs busy = all busy time of E2E_SERVER_CPUS, the server's own \
+         CPUs, including receive processing done there while the server was idle; server RSS \
+         at the end {rss_kib} KiB)"
     );
     println!("\ncheck: spans in answered requests  {sent_spans}");
     println!("       otel_sli_accepted_spans_total {accepted}");

@@ -38,6 +38,6 @@ echo 2 > /sys/class/net/osli-cli/queues/rx-0/rps_cpus
 
 cargo bench --bench end_to_end --no-run >/dev/null 2>&1
 export E2E_SERVER_IP="$SERVER_IP" E2E_SINK_IP="$CLIENT_IP"
-export E2E_SERVER_PREFIX="ip netns exec $NS taskset -c 0"
+export E2E_SERVER_PREFIX="ip netns exec $NS taskset -c 0" E2E_SERVER_CPUS=0
 export E2E_CLIENT_THREADS="${E2E_CLIENT_THREADS:-1}"
 taskset -c 1 cargo bench --bench end_to_end
