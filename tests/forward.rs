@@ -709,8 +709,9 @@ async fn gzip_messages_pass_through_between_grpc_and_http_without_recompression(
     let z = gzip_best(&body);
 
     // A gzip-compressed gRPC message, framed by hand so its bytes are known.
-    let client = otel_sli::export::http::grpc_client(&Default::default(), Duration::from_secs(5))
-        .expect("client");
+    let client =
+        otel_sli::export::http2::H2Pool::new(&Default::default(), Duration::from_secs(5), 1)
+            .expect("client");
     let mut frame = vec![1u8];
     frame.extend_from_slice(&(z.len() as u32).to_be_bytes());
     let req = http::Request::builder()
@@ -722,14 +723,13 @@ async fn gzip_messages_pass_through_between_grpc_and_http_without_recompression(
         .header("content-type", "application/grpc")
         .header("te", "trailers")
         .header("grpc-encoding", "gzip")
-        .body(otel_sli::export::http::two_chunks(
-            frame.into(),
-            z.clone().into(),
-        ))
+        .body(())
         .expect("request");
-    let resp = client.request(req).await.expect("gRPC export");
-    assert_eq!(resp.status(), 200);
-    let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+    let resp = client
+        .request(req, [frame.into(), z.clone().into()])
+        .await
+        .expect("gRPC export");
+    assert_eq!(resp.status, 200);
 
     // The same bytes over OTLP/HTTP.
     let r = common::http_post(

@@ -418,8 +418,8 @@ pub struct RawForward {
     /// Requests waiting to be forwarded before new ones are dropped (and counted).
     /// Default `1000`.
     pub queue_size: Option<usize>,
-    /// Requests sent to this upstream at once, 1 to 1024. Default `64` for gRPC (streams of
-    /// a few connections), `16` for HTTP (one connection each).
+    /// Requests sent to this upstream at once, 1 to 1024, each on a connection of its own
+    /// (kept open for the next). Default `16`.
     pub max_in_flight: Option<usize>,
     /// Disk spool for when the upstream fails or falls behind (needs `storage.directory`).
     /// Unset: queued data is kept in memory only.

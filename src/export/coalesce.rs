@@ -4,16 +4,17 @@
 //! the forwarding path those cost more CPU than everything else forwarding does.
 //!
 //! [`Coalesce`] sits between the TCP socket and TLS/HTTP/2. It gathers what is written and
-//! sends it with one call when the connection task next reads from the socket, or at once
-//! when [`GATHER_LIMIT`] bytes have gathered. A flush with bytes gathered wakes the task, so
-//! that next read comes straight after the task has written what it had (HTTP/2
-//! connections always go back to reading the socket when they are woken); when the socket
-//! itself was full, its readiness wakes the task instead. Shutdown sends everything first.
+//! sends it with one call when the connection next reads from the socket, or at once when
+//! [`GATHER_LIMIT`] bytes have gathered. A flush with bytes gathered wakes the task driving
+//! the connection, so that next read comes straight after the task has written what it had
+//! (HTTP/2 connections always go back to reading the socket when they are polled); when the
+//! socket itself was full, its readiness wakes the task instead. Shutdown sends everything
+//! first.
 //!
-//! This relies on the one user it has: an HTTP/2 connection task (h2) reads the socket
-//! whenever it is woken, before it returns `Pending`. A flush here therefore means "send
-//! before the next read", not "sent". Do not put it under a protocol that may wait on a
-//! flush without reading (HTTP/1.1 clients do).
+//! This relies on the one user it has: an HTTP/2 connection (h2, driven by
+//! [`super::http2`]) reads the socket whenever it is polled, before it returns `Pending`. A
+//! flush here therefore means "send before the next read", not "sent". Do not put it under
+//! a protocol that may wait on a flush without reading (HTTP/1.1 clients do).
 
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};

@@ -89,20 +89,27 @@ pub fn https_client(
     tls: &TlsSettings,
     connect_timeout: Duration,
 ) -> Result<Client<Https, Full<Bytes>>, String> {
-    https_connector(tls, connect_timeout, Alpn::Both).map(|https| client(https, false))
+    https_connector(tls, connect_timeout, Alpn::Both).map(client)
 }
 
-/// Like [`https_client`], speaking HTTP/2 only (gRPC: prior knowledge on `http://`, ALPN
-/// `h2` on `https://`), with bodies made of a gRPC frame header and the message.
-/// Its connections gather each batch of HTTP/2 frames into one send (see
-/// [`super::coalesce`]).
-pub fn grpc_client(tls: &TlsSettings, connect_timeout: Duration) -> Result<GrpcClient, String> {
+/// A connector for HTTP/2 upstreams (gRPC): TLS offering only `h2`, writes coalesced
+/// ([`super::coalesce`]).
+pub fn http2_connector(
+    tls: &TlsSettings,
+    connect_timeout: Duration,
+) -> Result<Http2Connector, String> {
     let tls = tls_config(tls)?;
-    let tcp = CoalescingConnector(tcp_connector(connect_timeout));
-    Ok(client(wrap_tls(tls, Alpn::Http2, tcp), true))
+    Ok(wrap_tls(
+        tls,
+        Alpn::Http2,
+        CoalescingConnector(tcp_connector(connect_timeout)),
+    ))
 }
 
-fn client<C, B>(connector: C, http2_only: bool) -> Client<C, B>
+/// The connector [`http2_connector`] builds.
+pub type Http2Connector = hyper_rustls::HttpsConnector<CoalescingConnector>;
+
+fn client<C, B>(connector: C) -> Client<C, B>
 where
     C: hyper_util::client::legacy::connect::Connect + Clone,
     B: http_body::Body + Send + 'static + Unpin,
@@ -111,7 +118,6 @@ where
 {
     Client::builder(hyper_util::rt::TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
-        .http2_only(http2_only)
         // Room for a few large requests' answers before a window update.
         .http2_initial_stream_window_size(1 << 20)
         .http2_initial_connection_window_size(4 << 20)
@@ -162,24 +168,31 @@ fn wrap_tls<H>(tls: rustls::ClientConfig, alpn: Alpn, tcp: H) -> hyper_rustls::H
 /// The client [`https_client`] builds.
 pub type HttpsClient = Client<Https, Full<Bytes>>;
 
-/// A request body of two chunks sent one after the other: a gRPC frame header and the
-/// message, so the message is never copied to prefix it.
-pub type TwoChunks = http_body_util::StreamBody<
-    futures_util::stream::Iter<
-        std::array::IntoIter<Result<http_body::Frame<Bytes>, std::convert::Infallible>, 2>,
-    >,
->;
+/// Answer bodies read at most from an upstream. OTLP answers are a few bytes (a
+/// partial-success count and message) and error pages a few KB; what is longer is not read.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
-/// Two chunks as a [`TwoChunks`] body.
-pub fn two_chunks(first: Bytes, second: Bytes) -> TwoChunks {
-    http_body_util::StreamBody::new(futures_util::stream::iter([
-        Ok(http_body::Frame::data(first)),
-        Ok(http_body::Frame::data(second)),
-    ]))
+/// Reads `body` up to `max` bytes: what was read, and whether that was all of it. The rest
+/// of a longer body is left unread (its connection is then not worth reusing).
+pub async fn read_prefix<B>(body: B, max: usize) -> Result<(Bytes, bool), B::Error>
+where
+    B: http_body::Body<Data = Bytes>,
+{
+    use http_body_util::BodyExt;
+    let mut body = std::pin::pin!(body);
+    let mut read = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            let room = max - read.len();
+            if data.len() > room {
+                read.extend_from_slice(&data[..room]);
+                return Ok((read.freeze(), false));
+            }
+            read.extend_from_slice(&data);
+        }
+    }
+    Ok((read.freeze(), true))
 }
-
-/// The client [`grpc_client`] builds.
-pub type GrpcClient = Client<hyper_rustls::HttpsConnector<CoalescingConnector>, TwoChunks>;
 
 /// The error and its sources, `: `-separated (hyper's own message is terse).
 pub fn error_chain(e: &dyn std::error::Error) -> String {
@@ -302,6 +315,30 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_body_is_read_up_to_the_limit() {
+        let chunks = |parts: &[&'static [u8]]| {
+            http_body_util::StreamBody::new(futures_util::stream::iter(
+                parts
+                    .iter()
+                    .map(|p| {
+                        Ok::<_, std::convert::Infallible>(http_body::Frame::data(
+                            Bytes::from_static(p),
+                        ))
+                    })
+                    .collect::<Vec<_>>(),
+            ))
+        };
+        let (got, all) = read_prefix(chunks(&[b"abc", b"def"]), 6).await.unwrap();
+        assert_eq!((&got[..], all), (&b"abcdef"[..], true));
+        let (got, all) = read_prefix(chunks(&[b"abc", b"defg", b"h"]), 6)
+            .await
+            .unwrap();
+        assert_eq!((&got[..], all), (&b"abcdef"[..], false));
+        let (got, all) = read_prefix(chunks(&[]), 6).await.unwrap();
+        assert_eq!((&got[..], all), (&b""[..], true));
+    }
 
     #[test]
     fn retry_after_forms() {

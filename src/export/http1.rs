@@ -1,23 +1,17 @@
-//! HTTP/1.1 connections driven by the task that sends on them: a small pool of keep-alive
-//! connections to one upstream, each taken by one request at a time, which writes the
-//! request and reads the answer itself. A pooled client hands every request to a
-//! connection task and gets the answer back from it, which costs two task wake-ups per
-//! request; for a forwarder sending thousands of requests a second those wake-ups are a
-//! large part of its cost.
+//! HTTP/1.1 connections driven by the task that sends on them (see [`super::driven`]): a
+//! small pool of keep-alive connections to one upstream, each taken by one request at a
+//! time, which writes the request and reads the answer itself.
 //!
 //! It owns connections and nothing else: what to send, and what an answer means, are the
 //! caller's.
 
-use super::http::{https_connector, Alpn, Https};
+use super::driven::{Ended, Idle};
+use super::http::{https_connector, read_prefix, Alpn, Https, MAX_ANSWER_BYTES};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::client::conn::http1::{Connection, SendRequest};
 use hyper_util::rt::TokioIo;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Mutex;
-use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use thiserror::Error;
 
 type Stream = hyper_rustls::MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
@@ -53,46 +47,35 @@ pub struct Answer {
 struct Conn {
     send: SendRequest<Full<Bytes>>,
     conn: Connection<Stream, Full<Bytes>>,
-    idle_since: Instant,
+}
+
+impl Conn {
+    fn usable(&self) -> bool {
+        !self.send.is_closed()
+    }
 }
 
 /// Keep-alive connections to one upstream.
 pub struct H1Pool {
     connector: Https,
-    idle: Mutex<Vec<Conn>>,
-    max_idle: usize,
-    idle_timeout: Duration,
+    idle: Idle<Conn>,
 }
 
 impl std::fmt::Debug for H1Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("H1Pool")
-            .field("max_idle", &self.max_idle)
-            .finish()
+        f.debug_struct("H1Pool").finish_non_exhaustive()
     }
 }
 
 /// Polls `fut` while driving `conn`'s I/O, until `fut` is done or the connection ends.
-async fn drive<F>(conn: &mut Connection<Stream, Full<Bytes>>, fut: F) -> Result<F::Output, H1Error>
-where
-    F: Future,
-{
-    let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(|cx| {
-        // The connection first: it writes the request and reads what answers it.
-        let ended = Pin::new(&mut *conn).poll(cx);
-        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
-            return Poll::Ready(Ok(out));
-        }
-        match ended {
-            Poll::Ready(Ok(())) => Poll::Ready(Err(H1Error::Http(
-                "connection closed before the answer was complete".into(),
-            ))),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
-            Poll::Pending => Poll::Pending,
-        }
+async fn drive<F: std::future::Future>(
+    conn: &mut Connection<Stream, Full<Bytes>>,
+    fut: F,
+) -> Result<F::Output, H1Error> {
+    super::driven::drive(conn, fut).await.map_err(|e| match e {
+        Ended::Closed => H1Error::Http("connection closed before the answer was complete".into()),
+        Ended::Failed(e) => e.into(),
     })
-    .await
 }
 
 impl H1Pool {
@@ -105,20 +88,8 @@ impl H1Pool {
     ) -> Result<Self, String> {
         Ok(Self {
             connector: https_connector(tls, connect_timeout, Alpn::Http1)?,
-            idle: Mutex::new(Vec::new()),
-            max_idle,
-            idle_timeout: Duration::from_secs(60),
+            idle: Idle::new(max_idle, Duration::from_secs(60)),
         })
-    }
-
-    fn take_idle(&self) -> Option<Conn> {
-        let mut idle = self.idle.lock().ok()?;
-        while let Some(c) = idle.pop() {
-            if c.idle_since.elapsed() < self.idle_timeout && !c.send.is_closed() {
-                return Some(c);
-            }
-        }
-        None
     }
 
     async fn connect(&self, uri: &http::Uri) -> Result<Conn, H1Error> {
@@ -129,11 +100,7 @@ impl H1Pool {
         let (send, conn) = hyper::client::conn::http1::handshake(stream)
             .await
             .map_err(|e| H1Error::Connect(super::http::error_chain(&e)))?;
-        Ok(Conn {
-            send,
-            conn,
-            idle_since: Instant::now(),
-        })
+        Ok(Conn { send, conn })
     }
 
     /// Sends `req` on an idle connection (or a new one) and reads the whole answer. A
@@ -157,7 +124,7 @@ impl H1Pool {
             },
         );
         *req.uri_mut() = target;
-        if let Some(mut c) = self.take_idle() {
+        if let Some(mut c) = self.idle.take(Conn::usable) {
             // A connection the upstream closed while idle fails at once, before anything
             // was written; the request is then sent on a new one.
             if let Ok(()) = drive(&mut c.conn, c.send.ready())
@@ -179,25 +146,16 @@ impl H1Pool {
         let sent = c.send.send_request(req);
         let resp = drive(&mut c.conn, sent).await?.map_err(H1Error::from)?;
         let (parts, body) = resp.into_parts();
-        let body = drive(&mut c.conn, body.collect())
+        let (body, complete) = drive(&mut c.conn, read_prefix(body, MAX_ANSWER_BYTES))
             .await?
-            .map_err(H1Error::from)?
-            .to_bytes();
-        let keep = !parts
-            .headers
-            .get(http::header::CONNECTION)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        if keep && !c.send.is_closed() {
-            if let Ok(mut idle) = self.idle.lock() {
-                // Connections the upstream closed, or idle too long, go now rather than
-                // holding descriptors until they would be taken.
-                let timeout = self.idle_timeout;
-                idle.retain(|c| c.idle_since.elapsed() < timeout && !c.send.is_closed());
-                if idle.len() < self.max_idle {
-                    c.idle_since = Instant::now();
-                    idle.push(c);
-                }
-            }
+            .map_err(H1Error::from)?;
+        let keep = complete
+            && !parts
+                .headers
+                .get(http::header::CONNECTION)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        if keep && c.usable() {
+            self.idle.put(c, Conn::usable);
         }
         Ok(Answer {
             status: parts.status,
@@ -314,6 +272,39 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(conns.load(Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test]
+    async fn an_oversized_answer_is_cut_short_and_its_connection_not_reused() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let conns = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&conns);
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 1 << 16];
+                    // The request is small: one read has it all.
+                    if s.read(&mut buf).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let len = 4 * MAX_ANSWER_BYTES;
+                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n");
+                    let _ = s.write_all(head.as_bytes()).await;
+                    let _ = s.write_all(&vec![b'x'; len]).await;
+                });
+            }
+        });
+        let pool = H1Pool::new(&Default::default(), Duration::from_secs(2), 8).expect("pool");
+        for _ in 0..2 {
+            let a = pool.request(req(addr)).await.expect("answer");
+            assert_eq!(a.status, 200);
+            assert_eq!(a.body.len(), MAX_ANSWER_BYTES);
+        }
+        assert_eq!(conns.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

@@ -3,9 +3,11 @@
 
 pub mod coalesce;
 pub mod delivery;
+pub mod driven;
 pub mod forward;
 pub mod http;
 pub mod http1;
+pub mod http2;
 pub mod otlp_client;
 pub mod otlp_metrics;
 pub mod remote_write;

@@ -6,10 +6,9 @@
 //! retried, honouring `RetryInfo` / `Retry-After`; anything else is permanent.
 
 use super::delivery::{Payload, SendError, Upstream};
-use super::http::{
-    error_chain, grpc_client, parse_retry_after, two_chunks, GrpcClient, USER_AGENT,
-};
+use super::http::{parse_retry_after, USER_AGENT};
 use super::http1::H1Pool;
+use super::http2::H2Pool;
 use crate::telemetry::Signal;
 use bytes::{BufMut, Bytes};
 use std::future::Future;
@@ -97,17 +96,12 @@ pub struct OtlpClient {
 }
 
 enum Inner {
-    /// Several HTTP/2 connections, used in turn: one connection's writer task caps what it
-    /// can move (each large message is several 16 KiB frames).
-    Grpc(Box<[GrpcClient]>, std::sync::atomic::AtomicUsize),
+    Grpc(Box<H2Pool>),
     Http(Box<H1Pool>),
 }
 
-/// Idle HTTP/1.1 connections kept per HTTP upstream (one per request in flight at most).
-const HTTP_IDLE_CONNECTIONS: usize = 1024;
-
-/// HTTP/2 connections per gRPC upstream.
-const GRPC_CONNECTIONS: usize = 4;
+/// Idle connections kept per upstream (one per request in flight at most).
+const IDLE_CONNECTIONS: usize = 1024;
 
 impl std::fmt::Debug for OtlpClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -166,26 +160,21 @@ impl OtlpClient {
                     http::HeaderValue::from_str(&format!("{ms}m"))
                         .map_err(|_| ClientError::Header("grpc-timeout".into()))?,
                 );
-                // Separate clients: a client keeps one connection per host for HTTP/2.
-                let clients = (0..GRPC_CONNECTIONS)
-                    .map(|_| grpc_client(&cfg.tls, connect_timeout).map_err(ClientError::Tls))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let pool = H2Pool::new(&cfg.tls, connect_timeout, IDLE_CONNECTIONS)
+                    .map_err(ClientError::Tls)?;
                 let uris = [
                     uri(GRPC_PATHS[0])?,
                     uri(GRPC_PATHS[1])?,
                     uri(GRPC_PATHS[2])?,
                 ];
-                (
-                    Inner::Grpc(clients.into(), std::sync::atomic::AtomicUsize::new(0)),
-                    uris,
-                )
+                (Inner::Grpc(Box::new(pool)), uris)
             }
             Protocol::Http => {
                 headers.insert(
                     http::header::CONTENT_TYPE,
                     http::HeaderValue::from_static("application/x-protobuf"),
                 );
-                let client = H1Pool::new(&cfg.tls, connect_timeout, HTTP_IDLE_CONNECTIONS)
+                let client = H1Pool::new(&cfg.tls, connect_timeout, IDLE_CONNECTIONS)
                     .map_err(ClientError::Tls)?;
                 let uris = [uri("/v1/traces")?, uri("/v1/metrics")?, uri("/v1/logs")?];
                 (Inner::Http(Box::new(client)), uris)
@@ -229,7 +218,7 @@ impl OtlpClient {
     /// One unary gRPC call: the message framed by hand (so a message received
     /// gzip-compressed goes out as it came), the status read from the trailers (or from the
     /// headers of a trailers-only answer).
-    async fn send_grpc(&self, client: &GrpcClient, payload: &Payload) -> Result<(), SendError> {
+    async fn send_grpc(&self, pool: &H2Pool, payload: &Payload) -> Result<(), SendError> {
         let (msg, gzipped) = self.wire_body(payload);
         let len = u32::try_from(msg.len()).map_err(|_| SendError::Permanent {
             reason: format!("message of {} bytes is too large for gRPC", msg.len()),
@@ -237,56 +226,50 @@ impl OtlpClient {
         let mut prefix = bytes::BytesMut::with_capacity(5);
         prefix.put_u8(u8::from(gzipped));
         prefix.put_u32(len);
-        let mut req = self.request(payload, two_chunks(prefix.freeze(), msg));
+        let mut req = self.request(payload, ());
         if gzipped {
             req.headers_mut()
                 .insert("grpc-encoding", http::HeaderValue::from_static("gzip"));
         }
         let what = req.uri().to_string();
-        let exchange = async {
-            let resp = client
-                .request(req)
+        let answer =
+            match tokio::time::timeout(self.cfg.timeout, pool.request(req, [prefix.freeze(), msg]))
                 .await
-                .map_err(|e| SendError::Retryable {
-                    reason: format!("gRPC {what}: {}", error_chain(&e)),
-                    retry_after: None,
-                })?;
-            let (parts, body) = resp.into_parts();
-            if parts.status != http::StatusCode::OK {
-                return Err(classify_grpc(&tonic::Status::new(
-                    http_to_grpc(parts.status.as_u16()),
-                    format!("HTTP {} from {what}", parts.status),
-                )));
-            }
-            // A trailers-only answer carries the status in its headers.
-            let status = match tonic::Status::from_header_map(&parts.headers) {
-                Some(s) => s,
-                None => {
-                    let collected = http_body_util::BodyExt::collect(body).await.map_err(|e| {
-                        SendError::Retryable {
-                            reason: format!("gRPC {what}: reading the answer: {}", error_chain(&e)),
-                            retry_after: None,
-                        }
-                    })?;
-                    collected
-                        .trailers()
-                        .and_then(tonic::Status::from_header_map)
-                        .unwrap_or_else(|| {
-                            tonic::Status::unknown(format!("{what} answered without a grpc-status"))
-                        })
+            {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(e)) => {
+                    return Err(SendError::Retryable {
+                        reason: format!("gRPC {what}: {e}"),
+                        retry_after: None,
+                    })
+                }
+                Err(_) => {
+                    return Err(SendError::Retryable {
+                        reason: format!("gRPC {what}: timed out after {:?}", self.cfg.timeout),
+                        retry_after: None,
+                    })
                 }
             };
-            match status.code() {
-                tonic::Code::Ok => Ok(()),
-                _ => Err(classify_grpc(&status)),
-            }
-        };
-        match tokio::time::timeout(self.cfg.timeout, exchange).await {
-            Ok(r) => r,
-            Err(_) => Err(SendError::Retryable {
-                reason: format!("gRPC {what}: timed out after {:?}", self.cfg.timeout),
-                retry_after: None,
-            }),
+        if answer.status != http::StatusCode::OK {
+            return Err(classify_grpc(&tonic::Status::new(
+                http_to_grpc(answer.status.as_u16()),
+                format!("HTTP {} from {what}", answer.status),
+            )));
+        }
+        // A trailers-only answer carries the status in its headers.
+        let status = tonic::Status::from_header_map(&answer.headers)
+            .or_else(|| {
+                answer
+                    .trailers
+                    .as_ref()
+                    .and_then(tonic::Status::from_header_map)
+            })
+            .unwrap_or_else(|| {
+                tonic::Status::unknown(format!("{what} answered without a grpc-status"))
+            });
+        match status.code() {
+            tonic::Code::Ok => Ok(()),
+            _ => Err(classify_grpc(&status)),
         }
     }
 
@@ -341,10 +324,7 @@ impl Upstream for OtlpClient {
     ) -> Pin<Box<dyn Future<Output = Result<(), SendError>> + Send + 'a>> {
         Box::pin(async move {
             match &self.inner {
-                Inner::Grpc(clients, next) => {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    self.send_grpc(&clients[i % clients.len()], payload).await
-                }
+                Inner::Grpc(pool) => self.send_grpc(pool, payload).await,
                 Inner::Http(client) => self.send_http(client, payload).await,
             }
         })

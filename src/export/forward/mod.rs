@@ -180,10 +180,8 @@ pub fn validate(raw: &RawForward, at: &str) -> Result<ForwardConfig, ConfigError
     if queue_size == 0 {
         return Err(invalid_key(&key("queue_size"), "must be at least 1"));
     }
-    let max_in_flight = raw.max_in_flight.unwrap_or(match protocol {
-        Protocol::Grpc => 64,
-        Protocol::Http => 16,
-    });
+    // Each request in flight has a connection of its own, for gRPC as for HTTP.
+    let max_in_flight = raw.max_in_flight.unwrap_or(16);
     if !(1..=1024).contains(&max_in_flight) {
         return Err(invalid_key(
             &key("max_in_flight"),
@@ -332,9 +330,9 @@ mod tests {
         assert_eq!(c.signals, [true; 3]);
         assert_eq!(c.client.headers, vec![("x-api-key".into(), "k".into())]);
         assert_eq!(c.client.timeout, Duration::from_secs(10));
-        assert_eq!(c.max_in_flight, 64, "gRPC streams are cheap");
+        assert_eq!(c.max_in_flight, 16);
         let h = v("endpoint: http://a:1\nprotocol: http\n").expect("valid");
-        assert_eq!(h.max_in_flight, 16, "one HTTP connection each");
+        assert_eq!(h.max_in_flight, 16);
         let e = v("endpoint: http://a:1\nmax_in_flight: 0\n").unwrap_err();
         assert!(e.starts_with("forward[0].max_in_flight"), "{e}");
         let e = v("protocol: http\n").unwrap_err();

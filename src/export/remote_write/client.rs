@@ -7,11 +7,12 @@
 
 use super::config::RemoteWriteConfig;
 use crate::export::delivery::{Payload, SendError, Upstream};
+use crate::export::http::read_prefix;
 pub use crate::export::http::{
     error_chain, https_client, parse_retry_after, tls_config, HttpsClient, USER_AGENT,
 };
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};
@@ -102,14 +103,11 @@ impl RemoteWriteClient {
                 String::new()
             } else {
                 // Only a prefix of the error message; a failed read leaves it empty.
-                let body = resp
-                    .into_body()
-                    .collect()
+                let body = read_prefix(resp.into_body(), ERROR_BODY)
                     .await
-                    .map(|b| b.to_bytes())
+                    .map(|(b, _)| b)
                     .unwrap_or_default();
-                let end = body.len().min(ERROR_BODY);
-                String::from_utf8_lossy(&body[..end]).trim().to_string()
+                String::from_utf8_lossy(&body).trim().to_string()
             };
             classify(status, retry_after.as_deref(), SystemTime::now(), &text)
         };
