@@ -730,6 +730,8 @@ async fn gzip_messages_pass_through_between_grpc_and_http_without_recompression(
         .await
         .expect("gRPC export");
     assert_eq!(resp.status, 200);
+    let status = resp.trailers.as_ref().and_then(|t| t.get("grpc-status"));
+    assert_eq!(status.map(|v| v.as_bytes()), Some(&b"0"[..]), "{resp:?}");
 
     // The same bytes over OTLP/HTTP.
     let r = common::http_post(

@@ -8,27 +8,40 @@
 //! waiting for an answer polls the connection itself, so a request and its answer run on one
 //! task from start to end.
 
+use super::http::error_chain;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::task::Poll;
 use std::time::{Duration, Instant};
+use thiserror::Error;
 
-/// How [`drive`] ended without the future completing.
-#[derive(Debug)]
-pub enum Ended<E> {
-    /// The connection closed cleanly.
-    Closed,
-    /// The connection failed.
-    Failed(E),
+/// Why a request got no complete answer.
+#[derive(Debug, Error)]
+pub enum ConnError {
+    /// No connection could be made.
+    #[error("connecting: {0}")]
+    Connect(String),
+    /// The connection (or the request's stream) failed, or closed before the answer was
+    /// complete.
+    #[error("{0}")]
+    Http(String),
+}
+
+impl ConnError {
+    /// A failure of the connection or the exchange, with its sources.
+    pub fn http(e: &dyn std::error::Error) -> Self {
+        ConnError::Http(error_chain(e))
+    }
 }
 
 /// Polls `fut` while driving `conn`'s I/O, until `fut` is done or the connection ends. The
 /// connection is polled first each time, so it writes what `fut` queued and reads what
 /// answers it before `fut` looks.
-pub async fn drive<C, E, F>(conn: &mut C, fut: F) -> Result<F::Output, Ended<E>>
+pub async fn drive<C, E, F>(conn: &mut C, fut: F) -> Result<F::Output, ConnError>
 where
     C: Future<Output = Result<(), E>> + Unpin,
+    E: std::error::Error,
     F: Future,
 {
     let mut fut = std::pin::pin!(fut);
@@ -38,8 +51,10 @@ where
             return Poll::Ready(Ok(out));
         }
         match ended {
-            Poll::Ready(Ok(())) => Poll::Ready(Err(Ended::Closed)),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(Ended::Failed(e))),
+            Poll::Ready(Ok(())) => Poll::Ready(Err(ConnError::Http(
+                "connection closed before the answer was complete".into(),
+            ))),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(ConnError::http(&e))),
             Poll::Pending => Poll::Pending,
         }
     })
@@ -107,21 +122,21 @@ mod tests {
 
     #[tokio::test]
     async fn drive_ends_with_the_future_or_the_connection() {
-        let mut open = std::future::pending::<Result<(), ()>>();
+        let mut open = std::future::pending::<Result<(), std::io::Error>>();
         assert_eq!(
             drive(&mut open, async { 7 }).await.ok(),
             Some(7),
             "the future completes while the connection stays open"
         );
-        let mut closed = std::future::ready(Ok::<(), ()>(()));
-        assert!(matches!(
-            drive(&mut closed, std::future::pending::<()>()).await,
-            Err(Ended::Closed)
-        ));
-        let mut failed = std::future::ready(Err::<(), &str>("reset"));
-        assert!(matches!(
-            drive(&mut failed, std::future::pending::<()>()).await,
-            Err(Ended::Failed("reset"))
-        ));
+        let mut closed = std::future::ready(Ok::<(), std::io::Error>(()));
+        match drive(&mut closed, std::future::pending::<()>()).await {
+            Err(ConnError::Http(m)) => assert!(m.contains("closed before the answer"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let mut failed = std::future::ready(Err::<(), _>(std::io::Error::other("reset")));
+        match drive(&mut failed, std::future::pending::<()>()).await {
+            Err(ConnError::Http(m)) => assert_eq!(m, "reset"),
+            other => panic!("{other:?}"),
+        }
     }
 }

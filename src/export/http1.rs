@@ -5,33 +5,15 @@
 //! It owns connections and nothing else: what to send, and what an answer means, are the
 //! caller's.
 
-use super::driven::{Ended, Idle};
+use super::driven::{drive, ConnError, Idle};
 use super::http::{https_connector, read_prefix, Alpn, Https, MAX_ANSWER_BYTES};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::client::conn::http1::{Connection, SendRequest};
 use hyper_util::rt::TokioIo;
 use std::time::Duration;
-use thiserror::Error;
 
 type Stream = hyper_rustls::MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
-
-/// Why a request got no answer.
-#[derive(Debug, Error)]
-pub enum H1Error {
-    /// No connection could be made.
-    #[error("connecting: {0}")]
-    Connect(String),
-    /// The connection failed or closed before the answer was complete.
-    #[error("{0}")]
-    Http(String),
-}
-
-impl From<hyper::Error> for H1Error {
-    fn from(e: hyper::Error) -> Self {
-        H1Error::Http(super::http::error_chain(&e))
-    }
-}
 
 /// An answer: its status, `Retry-After` header and body.
 #[derive(Debug)]
@@ -42,6 +24,12 @@ pub struct Answer {
     pub retry_after: Option<http::HeaderValue>,
     /// The body.
     pub body: Bytes,
+}
+
+impl From<hyper::Error> for ConnError {
+    fn from(e: hyper::Error) -> Self {
+        ConnError::http(&e)
+    }
 }
 
 struct Conn {
@@ -67,17 +55,6 @@ impl std::fmt::Debug for H1Pool {
     }
 }
 
-/// Polls `fut` while driving `conn`'s I/O, until `fut` is done or the connection ends.
-async fn drive<F: std::future::Future>(
-    conn: &mut Connection<Stream, Full<Bytes>>,
-    fut: F,
-) -> Result<F::Output, H1Error> {
-    super::driven::drive(conn, fut).await.map_err(|e| match e {
-        Ended::Closed => H1Error::Http("connection closed before the answer was complete".into()),
-        Ended::Failed(e) => e.into(),
-    })
-}
-
 impl H1Pool {
     /// A pool keeping up to `max_idle` idle connections for `idle_timeout`, connecting
     /// within `connect_timeout` with the TLS settings `tls`.
@@ -92,21 +69,21 @@ impl H1Pool {
         })
     }
 
-    async fn connect(&self, uri: &http::Uri) -> Result<Conn, H1Error> {
+    async fn connect(&self, uri: &http::Uri) -> Result<Conn, ConnError> {
         let mut connector = self.connector.clone();
         let stream = tower::Service::call(&mut connector, uri.clone())
             .await
-            .map_err(|e| H1Error::Connect(super::http::error_chain(&*e)))?;
+            .map_err(|e| ConnError::Connect(super::http::error_chain(&*e)))?;
         let (send, conn) = hyper::client::conn::http1::handshake(stream)
             .await
-            .map_err(|e| H1Error::Connect(super::http::error_chain(&e)))?;
+            .map_err(|e| ConnError::Connect(super::http::error_chain(&e)))?;
         Ok(Conn { send, conn })
     }
 
     /// Sends `req` on an idle connection (or a new one) and reads the whole answer. A
     /// reused connection that turns out to be closed before the request went out is
     /// replaced once by a new one.
-    pub async fn request(&self, mut req: http::Request<Full<Bytes>>) -> Result<Answer, H1Error> {
+    pub async fn request(&self, mut req: http::Request<Full<Bytes>>) -> Result<Answer, ConnError> {
         let uri = req.uri().clone();
         // On the wire: origin-form target and a Host header, as HTTP/1.1 servers expect.
         if let Some(authority) = uri.authority() {
@@ -129,7 +106,7 @@ impl H1Pool {
             // was written; the request is then sent on a new one.
             if let Ok(()) = drive(&mut c.conn, c.send.ready())
                 .await
-                .and_then(|r| r.map_err(H1Error::from))
+                .and_then(|r| r.map_err(ConnError::from))
             {
                 return self.exchange(c, req).await;
             }
@@ -142,13 +119,13 @@ impl H1Pool {
         &self,
         mut c: Conn,
         req: http::Request<Full<Bytes>>,
-    ) -> Result<Answer, H1Error> {
+    ) -> Result<Answer, ConnError> {
         let sent = c.send.send_request(req);
-        let resp = drive(&mut c.conn, sent).await?.map_err(H1Error::from)?;
+        let resp = drive(&mut c.conn, sent).await?.map_err(ConnError::from)?;
         let (parts, body) = resp.into_parts();
         let (body, complete) = drive(&mut c.conn, read_prefix(body, MAX_ANSWER_BYTES))
             .await?
-            .map_err(H1Error::from)?;
+            .map_err(ConnError::from)?;
         let keep = complete
             && !parts
                 .headers
@@ -316,7 +293,7 @@ mod tests {
         let pool = H1Pool::new(&Default::default(), Duration::from_secs(2), 8).expect("pool");
         assert!(matches!(
             pool.request(req(addr)).await,
-            Err(H1Error::Connect(_))
+            Err(ConnError::Connect(_))
         ));
     }
 }

@@ -11,31 +11,13 @@
 //! caller's.
 
 use super::coalesce::Coalesce;
-use super::driven::{Ended, Idle};
+use super::driven::{drive, ConnError, Idle};
 use super::http::{error_chain, Http2Connector, MAX_ANSWER_BYTES};
 use bytes::Bytes;
 use hyper_util::rt::TokioIo;
 use std::time::Duration;
-use thiserror::Error;
 
 type Io = TokioIo<hyper_rustls::MaybeHttpsStream<Coalesce<TokioIo<tokio::net::TcpStream>>>>;
-
-/// Why a call got no complete answer.
-#[derive(Debug, Error)]
-pub enum H2Error {
-    /// No connection could be made.
-    #[error("connecting: {0}")]
-    Connect(String),
-    /// The connection or the stream failed, or closed before the answer was complete.
-    #[error("{0}")]
-    Http(String),
-}
-
-impl From<h2::Error> for H2Error {
-    fn from(e: h2::Error) -> Self {
-        H2Error::Http(error_chain(&e))
-    }
-}
 
 /// An answer: its status, headers and trailers (the body is read and discarded).
 #[derive(Debug)]
@@ -46,6 +28,12 @@ pub struct Answer {
     pub headers: http::HeaderMap,
     /// Trailers, if the answer had any.
     pub trailers: Option<http::HeaderMap>,
+}
+
+impl From<h2::Error> for ConnError {
+    fn from(e: h2::Error) -> Self {
+        ConnError::http(&e)
+    }
 }
 
 struct Conn {
@@ -65,17 +53,6 @@ impl std::fmt::Debug for H2Pool {
     }
 }
 
-/// Polls `fut` while driving `conn`'s I/O, until `fut` is done or the connection ends.
-async fn drive<F: std::future::Future>(
-    conn: &mut h2::client::Connection<Io, Bytes>,
-    fut: F,
-) -> Result<F::Output, H2Error> {
-    super::driven::drive(conn, fut).await.map_err(|e| match e {
-        Ended::Closed => H2Error::Http("connection closed before the answer was complete".into()),
-        Ended::Failed(e) => e.into(),
-    })
-}
-
 impl H2Pool {
     /// A pool keeping up to `max_idle` idle connections for a minute each, connecting
     /// within `connect_timeout` with the TLS settings `tls` (ALPN `h2`).
@@ -90,11 +67,11 @@ impl H2Pool {
         })
     }
 
-    async fn connect(&self, uri: &http::Uri) -> Result<Conn, H2Error> {
+    async fn connect(&self, uri: &http::Uri) -> Result<Conn, ConnError> {
         let mut connector = self.connector.clone();
         let stream = tower::Service::call(&mut connector, uri.clone())
             .await
-            .map_err(|e| H2Error::Connect(error_chain(&*e)))?;
+            .map_err(|e| ConnError::Connect(error_chain(&*e)))?;
         let (send, conn) = h2::client::Builder::new()
             .enable_push(false)
             // Room for answers; requests are limited by the upstream's windows.
@@ -102,7 +79,7 @@ impl H2Pool {
             .initial_connection_window_size(4 << 20)
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| H2Error::Connect(error_chain(&e)))?;
+            .map_err(|e| ConnError::Connect(error_chain(&e)))?;
         Ok(Conn { send, conn })
     }
 
@@ -114,7 +91,7 @@ impl H2Pool {
         &self,
         mut head: http::Request<()>,
         body: [Bytes; 2],
-    ) -> Result<Answer, H2Error> {
+    ) -> Result<Answer, ConnError> {
         *head.version_mut() = http::Version::HTTP_2;
         strip_connection_headers(head.headers_mut());
         let mut ready = None;
@@ -138,7 +115,7 @@ impl H2Pool {
     }
 
     /// Waits until `c` can open a stream.
-    async fn ready(c: &mut Conn) -> Result<(), H2Error> {
+    async fn ready(c: &mut Conn) -> Result<(), ConnError> {
         let Conn { send, conn } = c;
         Ok(drive(conn, std::future::poll_fn(|cx| send.poll_ready(cx))).await??)
     }
@@ -147,7 +124,7 @@ impl H2Pool {
         c: &mut Conn,
         head: http::Request<()>,
         body: [Bytes; 2],
-    ) -> Result<Answer, H2Error> {
+    ) -> Result<Answer, ConnError> {
         let Conn { send, conn } = c;
         let (answer, mut stream) = send.send_request(head, false)?;
         let [first, second] = body;
@@ -161,7 +138,7 @@ impl H2Pool {
                 let chunk = chunk?;
                 read += chunk.len();
                 if read > MAX_ANSWER_BYTES {
-                    return Err(H2Error::Http(format!(
+                    return Err(ConnError::Http(format!(
                         "answer body over {MAX_ANSWER_BYTES} bytes"
                     )));
                 }
@@ -332,7 +309,7 @@ mod tests {
         let pool = pool();
         for _ in 0..2 {
             match pool.request(head(addr), body()).await {
-                Err(H2Error::Http(reason)) => assert!(reason.contains("answer body"), "{reason}"),
+                Err(ConnError::Http(reason)) => assert!(reason.contains("answer body"), "{reason}"),
                 other => panic!("{other:?}"),
             }
         }
@@ -347,7 +324,7 @@ mod tests {
         };
         assert!(matches!(
             pool().request(head(addr), body()).await,
-            Err(H2Error::Connect(_))
+            Err(ConnError::Connect(_))
         ));
     }
 }
