@@ -149,9 +149,19 @@ mod tests {
     use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// A server answering `200` to each request; with `close_after_answer` it closes the
-    /// connection after each answer, without saying so. Counts connections.
-    async fn server(close_after_answer: bool) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    /// How the test server answers each request.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Answers {
+        /// `200`, body `ok`, `Retry-After: 3`.
+        Ok,
+        /// The same, then the connection is closed without saying so.
+        OkThenClose,
+        /// `200` with a body far over what an answer can be.
+        Huge,
+    }
+
+    /// A server answering each request as `answers` says. Counts connections.
+    async fn server(answers: Answers) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -201,12 +211,19 @@ mod tests {
                                 .await;
                             continue;
                         }
+                        if answers == Answers::Huge {
+                            let len = 4 * MAX_ANSWER_BYTES;
+                            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n");
+                            let _ = s.write_all(head.as_bytes()).await;
+                            let _ = s.write_all(&vec![b'x'; len]).await;
+                            continue;
+                        }
                         let _ = s
                             .write_all(
                                 b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nretry-after: 3\r\n\r\nok",
                             )
                             .await;
-                        if close_after_answer {
+                        if answers == Answers::OkThenClose {
                             return;
                         }
                     }
@@ -224,7 +241,7 @@ mod tests {
 
     #[tokio::test]
     async fn connections_are_reused() {
-        let (addr, conns) = server(false).await;
+        let (addr, conns) = server(Answers::Ok).await;
         let pool = H1Pool::new(&Default::default(), Duration::from_secs(2), 8).expect("pool");
         for _ in 0..5 {
             let a = pool.request(req(addr)).await.expect("answer");
@@ -240,7 +257,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_closed_while_idle_is_replaced() {
-        let (addr, conns) = server(true).await;
+        let (addr, conns) = server(Answers::OkThenClose).await;
         let pool = H1Pool::new(&Default::default(), Duration::from_secs(2), 8).expect("pool");
         for _ in 0..5 {
             let a = pool.request(req(addr)).await.expect("answer");
@@ -253,28 +270,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_oversized_answer_is_cut_short_and_its_connection_not_reused() {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = l.local_addr().expect("addr");
-        let conns = Arc::new(AtomicUsize::new(0));
-        let counted = Arc::clone(&conns);
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = l.accept().await {
-                counted.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 1 << 16];
-                    // The request is small: one read has it all.
-                    if s.read(&mut buf).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let len = 4 * MAX_ANSWER_BYTES;
-                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n");
-                    let _ = s.write_all(head.as_bytes()).await;
-                    let _ = s.write_all(&vec![b'x'; len]).await;
-                });
-            }
-        });
+        let (addr, conns) = server(Answers::Huge).await;
         let pool = H1Pool::new(&Default::default(), Duration::from_secs(2), 8).expect("pool");
         for _ in 0..2 {
             let a = pool.request(req(addr)).await.expect("answer");
