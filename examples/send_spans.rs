@@ -6,15 +6,19 @@
 //! cargo run --example send_spans -- --endpoint http://127.0.0.1:4317 --requests 1000
 //! ```
 //!
-//! Prints what it sent per service and feature, so the SLIs can be checked against it.
+//! Prints what it sent per service and feature, so the SLIs can be checked against it. Exits
+//! with an error, saying how many spans were not delivered, if any export failed (the SDK
+//! itself only logs export errors).
 
 use clap::Parser;
 use opentelemetry::trace::{Span as _, SpanKind, TraceContextExt as _, Tracer as _};
 use opentelemetry::trace::{Status, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig};
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData};
 use opentelemetry_sdk::Resource;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 #[derive(Parser, Debug)]
@@ -34,6 +38,48 @@ struct Args {
     /// Every n-th request of a feature fails (HTTP 500); 0: none.
     #[arg(long, default_value_t = 20)]
     error_every: u64,
+}
+
+/// What failed to export: spans lost and the first error.
+#[derive(Debug, Default)]
+struct Failures {
+    spans: usize,
+    first: Option<String>,
+}
+
+/// An exporter that records what its inner exporter failed to deliver.
+#[derive(Debug)]
+struct Checked<E> {
+    inner: E,
+    failures: Arc<Mutex<Failures>>,
+}
+
+impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanExporter
+    for Checked<E>
+{
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let n = batch.len();
+        let result = self.inner.export(batch).await;
+        if let Err(e) = &result {
+            if let Ok(mut f) = self.failures.lock() {
+                f.spans += n;
+                f.first.get_or_insert_with(|| e.to_string());
+            }
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
 }
 
 /// The features of every service: (HTTP method, route).
@@ -67,6 +113,7 @@ fn main() -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     let _entered = runtime.enter();
+    let failures = Arc::new(Mutex::new(Failures::default()));
     for service in args
         .services
         .split(',')
@@ -74,7 +121,10 @@ fn main() -> Result<(), String> {
         .filter(|s| !s.is_empty())
     {
         let provider = SdkTracerProvider::builder()
-            .with_batch_exporter(exporter(&args)?)
+            .with_batch_exporter(Checked {
+                inner: exporter(&args)?,
+                failures: Arc::clone(&failures),
+            })
             .with_resource(
                 Resource::builder()
                     .with_service_name(service.to_string())
@@ -118,6 +168,15 @@ fn main() -> Result<(), String> {
         }
         provider.force_flush().map_err(|e| format!("flush: {e}"))?;
         provider.shutdown().map_err(|e| format!("shutdown: {e}"))?;
+    }
+    let failed = failures.lock().map_err(|e| e.to_string())?;
+    if failed.spans > 0 {
+        return Err(format!(
+            "{} spans were not delivered to {} ({})",
+            failed.spans,
+            args.endpoint,
+            failed.first.as_deref().unwrap_or("export failed")
+        ));
     }
     Ok(())
 }
