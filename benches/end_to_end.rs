@@ -33,11 +33,15 @@
 //! server runs on (`0` in `benches/netns.sh`): their whole busy time from `/proc/stat` is
 //! reported too, which includes the receive processing the kernel does there while the
 //! server is idle (a process's own CPU time includes it only when it lands while it runs),
+//! with the share of their time the hypervisor stole reported apart (`stolen`),
 //! `E2E_RATE` [half the max] requests/s of the paced phase, to compare runs at the same load,
 //! `E2E_FORWARD` [off] `http` or `grpc`: the server forwards every request to a discarding
 //! OTLP/HTTP or OTLP/gRPC sink in this process, to measure the cost of the raw pass-through
 //! (the sink's CPU is not the server's), with `E2E_FORWARD_COMPRESSION` [none] `none` or
-//! `gzip` (gzip requests then pass through as received).
+//! `gzip` (gzip requests then pass through as received), `E2E_PROBE_RATE` [100] requests/s
+//! of the floor probe during paced phases (`0`: none): an empty Export (no spans) on a
+//! connection of its own, whose round trip is the same network, scheduling and gRPC path
+//! without the span work, so the Export latency can be read against it.
 //! Without `--bench` (as under `cargo test`) it runs a short smoke version.
 
 mod common;
@@ -369,30 +373,32 @@ fn cpu_ticks(pid: &str) -> (u64, u64) {
     (field(11), field(12))
 }
 
-/// Idle clock ticks (idle + iowait) of `cpus` from `/proc/stat`. Idle time there is
-/// measured (not sampled by the tick, which stops while a CPU idles), so the time since the
-/// last sample minus this is the CPUs' whole busy time: the server's CPU time together with
-/// the interrupt and receive processing done on its CPUs while it was idle, which its own
-/// accounting leaves out.
-fn idle_ticks(cpus: &[usize]) -> u64 {
+/// Idle clock ticks (idle + iowait) and stolen ticks of `cpus` from `/proc/stat`. Idle time
+/// there is measured (not sampled by the tick, which stops while a CPU idles), so the time
+/// since the last sample minus both is the CPUs' whole busy time: the server's CPU time
+/// together with the interrupt and receive processing done on its CPUs while it was idle,
+/// which its own accounting leaves out. Stolen time is what the hypervisor gave to others
+/// while these virtual CPUs wanted to run.
+fn idle_and_stolen_ticks(cpus: &[usize]) -> (u64, u64) {
     let stat = std::fs::read_to_string("/proc/stat").expect("reading /proc/stat");
-    let mut idle = 0;
+    let (mut idle, mut stolen) = (0, 0);
     for cpu in cpus {
         let name = format!("cpu{cpu}");
         let line = stat
             .lines()
             .find(|l| l.split_whitespace().next() == Some(&name))
             .unwrap_or_else(|| panic!("no {name} in /proc/stat"));
-        // user nice system idle iowait ...
+        // user nice system idle iowait irq softirq steal ...
         let f: Vec<u64> = line
             .split_whitespace()
             .skip(1)
-            .take(5)
+            .take(8)
             .map(|v| v.parse().expect("/proc/stat field"))
             .collect();
         idle += f[3] + f[4];
+        stolen += f.get(7).copied().unwrap_or(0);
     }
-    idle
+    (idle, stolen)
 }
 
 /// Context switches (voluntary + involuntary) summed over the live threads of a process.
@@ -488,6 +494,8 @@ struct Totals {
     entries: AtomicU64,
     busy: AtomicU64,
     rejected: AtomicU64,
+    /// Empty Exports of the floor probe answered (not in `requests`).
+    probes: AtomicU64,
 }
 
 struct Body {
@@ -499,6 +507,8 @@ struct Body {
 struct Setup {
     server_pid: String,
     channels: Vec<Channel>,
+    /// The floor probe's connection and rate, if it runs.
+    probe: Option<(Channel, f64)>,
     bodies: Arc<Vec<Body>>,
     inflight: usize,
     warmup: Duration,
@@ -519,8 +529,8 @@ struct Sample {
     /// This process's (user, system) clock ticks.
     client: (u64, u64),
     server_ctx: u64,
-    /// Idle clock ticks of the server's own CPUs (`E2E_SERVER_CPUS`), if given.
-    server_cpus: Option<u64>,
+    /// Idle and stolen clock ticks of the server's own CPUs (`E2E_SERVER_CPUS`), if given.
+    server_cpus: Option<(u64, u64)>,
 }
 
 struct PhaseResult {
@@ -532,10 +542,13 @@ struct PhaseResult {
     server_cpu: f64,
     server_sys: f64,
     server_ctx: u64,
-    /// Busy seconds of the server's own CPUs, if given.
-    cpus_busy: Option<f64>,
+    /// Busy seconds of the server's own CPUs and the percentage of their time stolen by the
+    /// hypervisor, if given.
+    cpus_busy: Option<(f64, f64)>,
     client_cpu: f64,
     latencies: Vec<Duration>,
+    /// Round trips of the floor probe's empty Exports (paced phases only).
+    floor: Vec<Duration>,
 }
 
 impl PhaseResult {
@@ -554,16 +567,59 @@ impl PhaseResult {
     }
     fn spans_per_busy_cpu(&self) -> Option<f64> {
         self.cpus_busy
+            .map(|(b, _)| b)
             .filter(|b| *b > 0.0)
             .map(|b| self.spans as f64 / b)
     }
     fn quantile(&self, q: f64) -> Duration {
-        if self.latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        let rank = ((q * self.latencies.len() as f64).ceil() as usize).max(1);
-        self.latencies[rank.min(self.latencies.len()) - 1]
+        quantile(&self.latencies, q).unwrap_or(Duration::ZERO)
     }
+}
+
+/// The `q` quantile of sorted durations; `None` when there are none.
+fn quantile(sorted: &[Duration], q: f64) -> Option<Duration> {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).max(1);
+    sorted.get(rank.min(sorted.len()).checked_sub(1)?).copied()
+}
+
+/// The floor probe: empty Export requests at `rate` per second on `channel` until `stop`,
+/// keeping the round trips made while `measuring`. Answered requests are counted in
+/// `totals.probes`, apart from the load's.
+async fn probe(
+    channel: Channel,
+    rate: f64,
+    stop: Arc<AtomicBool>,
+    measuring: Arc<AtomicBool>,
+    totals: Arc<Totals>,
+) -> Vec<Duration> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    let path = PathAndQuery::from_static(EXPORT_PATH);
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut latencies = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        ticker.tick().await;
+        let in_window = measuring.load(Ordering::Relaxed);
+        let start = Instant::now();
+        if let Err(e) = grpc.ready().await {
+            panic!("gRPC channel failed: {e}");
+        }
+        let result = grpc
+            .unary(tonic::Request::new(Bytes::new()), path.clone(), RawCodec)
+            .await;
+        let took = start.elapsed();
+        match result {
+            Ok(_) => {
+                totals.probes.fetch_add(1, Ordering::Relaxed);
+                if in_window && measuring.load(Ordering::Relaxed) {
+                    latencies.push(took);
+                }
+            }
+            Err(s) if s.code() == Code::Unavailable && s.message().contains("queues are full") => {}
+            Err(s) => panic!("empty Export failed: {s}"),
+        }
+    }
+    latencies
 }
 
 /// Runs one phase: `warmup`, then `measure` with counters and CPU sampled at both ends.
@@ -654,6 +710,16 @@ async fn phase(
         }));
     }
 
+    let prober = match (&setup.probe, rate) {
+        (Some((channel, probe_rate)), Some(_)) => Some(tokio::spawn(probe(
+            channel.clone(),
+            *probe_rate,
+            Arc::clone(&stop),
+            Arc::clone(&measuring),
+            Arc::clone(&setup.totals),
+        ))),
+        _ => None,
+    };
     let sample = |totals: &Totals| Sample {
         at: Instant::now(),
         requests: totals.requests.load(Ordering::Relaxed),
@@ -662,7 +728,7 @@ async fn phase(
         server: cpu_ticks(&setup.server_pid),
         client: cpu_ticks("self"),
         server_ctx: context_switches(&setup.server_pid),
-        server_cpus: setup.server_cpus.as_deref().map(idle_ticks),
+        server_cpus: setup.server_cpus.as_deref().map(idle_and_stolen_ticks),
     };
     tokio::time::sleep(setup.warmup).await;
     let a = sample(&setup.totals);
@@ -679,6 +745,11 @@ async fn phase(
         }
     }
     latencies.sort_unstable();
+    let mut floor = match prober {
+        Some(p) => p.await.unwrap_or_else(|e| panic!("probe task failed: {e}")),
+        None => Vec::new(),
+    };
+    floor.sort_unstable();
     let ticks = |(u, s): (u64, u64)| (u + s) as f64 / setup.ticks;
     PhaseResult {
         name: name.to_string(),
@@ -689,13 +760,22 @@ async fn phase(
         server_cpu: ticks(b.server) - ticks(a.server),
         server_sys: (b.server.1 - a.server.1) as f64 / setup.ticks,
         server_ctx: b.server_ctx - a.server_ctx,
-        cpus_busy: a.server_cpus.zip(b.server_cpus).map(|(idle_a, idle_b)| {
-            let cpus = setup.server_cpus.as_ref().map_or(0, Vec::len) as f64;
-            let idle = (idle_b - idle_a) as f64 / setup.ticks;
-            ((b.at - a.at).as_secs_f64() * cpus - idle).max(0.0)
-        }),
+        cpus_busy: a
+            .server_cpus
+            .zip(b.server_cpus)
+            .map(|((idle_a, st_a), (idle_b, st_b))| {
+                let cpus = setup.server_cpus.as_ref().map_or(0, Vec::len) as f64;
+                let idle = (idle_b - idle_a) as f64 / setup.ticks;
+                let stolen = (st_b - st_a) as f64 / setup.ticks;
+                let elapsed = (b.at - a.at).as_secs_f64() * cpus;
+                (
+                    (elapsed - idle - stolen).max(0.0),
+                    100.0 * stolen / elapsed.max(f64::MIN_POSITIVE),
+                )
+            }),
         client_cpu: ticks(b.client) - ticks(a.client),
         latencies,
+        floor,
     }
 }
 
@@ -705,7 +785,7 @@ fn ms(d: Duration) -> String {
 
 fn print_phase(r: &PhaseResult) {
     println!(
-        "  {:<14} {:>8.1} req/s {:>11} spans/s  server CPU {:>5.2} s ({:.2} cores)  {:>11} spans/CPU-s  p50 {} ms  p99 {} ms{}",
+        "  {:<14} {:>8.1} req/s {:>11} spans/s  server CPU {:>5.2} s ({:.2} cores)  {:>11} spans/CPU-s  p50 {} ms  p99 {} ms{}{}",
         r.name,
         r.rps(),
         thousands(r.spans_per_sec()),
@@ -714,6 +794,10 @@ fn print_phase(r: &PhaseResult) {
         thousands(r.spans_per_cpu()),
         ms(r.quantile(0.5)),
         ms(r.quantile(0.99)),
+        match quantile(&r.floor, 0.99) {
+            Some(p99) => format!("  (empty Export p99 {} ms)", ms(p99)),
+            None => String::new(),
+        },
         if r.busy > 0 {
             format!("  ({} busy refusals)", r.busy)
         } else {
@@ -789,6 +873,7 @@ fn main() {
     let totals = Arc::new(Totals::default());
     let forwarding = std::env::var("E2E_FORWARD").is_ok();
     let with_baseline = env_or("E2E_BASELINE", 1u8) == 1;
+    let probe_rate: f64 = env_or("E2E_PROBE_RATE", 100.0);
     let server_cpus: Option<Vec<usize>> = std::env::var("E2E_SERVER_CPUS").ok().map(|v| {
         v.split(',')
             .map(|c| {
@@ -800,9 +885,14 @@ fn main() {
     });
     let (results, baseline) = rt.block_on(async {
         let channels = connect(conns, server.grpc).await;
+        let probe = match probe_rate {
+            r if r > 0.0 => connect(1, server.grpc).await.pop().map(|c| (c, r)),
+            _ => None,
+        };
         let setup = Setup {
             server_pid: server.child.id().to_string(),
             channels,
+            probe,
             bodies: Arc::new(bodies),
             inflight,
             warmup,
@@ -841,6 +931,7 @@ fn main() {
             let bsetup = Setup {
                 server_pid: b.child.id().to_string(),
                 channels: connect(conns, b.grpc).await,
+                probe: None,
                 bodies: Arc::clone(&setup.bodies),
                 inflight,
                 warmup,
@@ -901,12 +992,13 @@ fn main() {
         .unwrap_or_default();
     let sent_spans = totals.spans.load(Ordering::Relaxed);
     let sent_requests = totals.requests.load(Ordering::Relaxed);
+    let probes = totals.probes.load(Ordering::Relaxed);
     let sent_entries = totals.entries.load(Ordering::Relaxed);
     drop(server);
 
     println!("\nresults ({spans}-span requests, {inflight} in flight, {conns} connections; latency = Export round trip at the client)");
     println!(
-        "{:<12} {:>8} {:>11} {:>10} {:>6} {:>5} {:>8} {:>10} {:>14} {:>9} {:>12} {:>7} {:>7} {:>5}",
+        "{:<12} {:>8} {:>11} {:>10} {:>6} {:>5} {:>8} {:>10} {:>14} {:>9} {:>12} {:>6} {:>7} {:>7} {:>9} {:>9} {:>5}",
         "phase",
         "req/s",
         "spans/s",
@@ -918,13 +1010,16 @@ fn main() {
         "spans/server-s",
         "CPUs busy",
         "spans/busy-s",
+        "stolen",
         "p50 ms",
         "p99 ms",
+        "empty p50",
+        "empty p99",
         "busy"
     );
     for r in &results {
         println!(
-            "{:<12} {:>8.1} {:>11} {:>9.2}s {:>6.2} {:>5.0} {:>9.1} {:>9.2}s {:>14} {:>9} {:>12} {:>7} {:>7} {:>5}",
+            "{:<12} {:>8.1} {:>11} {:>9.2}s {:>6.2} {:>5.0} {:>9.1} {:>9.2}s {:>14} {:>9} {:>12} {:>6} {:>7} {:>7} {:>9} {:>9} {:>5}",
             r.name,
             r.rps(),
             thousands(r.spans_per_sec()),
@@ -934,10 +1029,13 @@ fn main() {
             r.server_ctx as f64 / r.requests.max(1) as f64,
             r.client_cpu,
             thousands(r.spans_per_cpu()),
-            r.cpus_busy.map_or("-".into(), |b| format!("{b:.2}s")),
+            r.cpus_busy.map_or("-".into(), |(b, _)| format!("{b:.2}s")),
             r.spans_per_busy_cpu().map_or("-".into(), thousands),
+            r.cpus_busy.map_or("-".into(), |(_, st)| format!("{st:.1}%")),
             ms(r.quantile(0.5)),
             ms(r.quantile(0.99)),
+            quantile(&r.floor, 0.5).map_or("-".into(), ms),
+            quantile(&r.floor, 0.99).map_or("-".into(), ms),
             r.busy
         );
     }
@@ -945,8 +1043,10 @@ fn main() {
         "(spans/server-s = spans per server CPU-second, goal ≥ 1,000,000 for 500-span requests; \
          sys% = kernel share of the server's CPU; ctxsw/req = server thread context switches \
          per answered request; CPUs busy = all busy time of E2E_SERVER_CPUS, the server's own \
-         CPUs, including receive processing done there while the server was idle; server RSS \
-         at the end {rss_kib} KiB)"
+         CPUs, including receive processing done there while the server was idle; stolen = share of \
+         those CPUs' time the hypervisor gave to others while they wanted to run; empty p50/p99 \
+         = round trip of the floor probe's empty Exports, E2E_PROBE_RATE per second on a \
+         connection of their own during the paced phase; server RSS at the end {rss_kib} KiB)"
     );
     println!("\ncheck: spans in answered requests  {sent_spans}");
     println!("       otel_sli_accepted_spans_total {accepted}");
@@ -956,7 +1056,7 @@ fn main() {
         );
     }
     println!(
-        "       requests {sent_requests} / otel_sli_requests_total{{traces,ok}} {ok_requests}; \
+        "       requests {sent_requests} + {probes} empty / otel_sli_requests_total{{traces,ok}} {ok_requests}; \
          entry spans {sent_entries} / otel_sli_entry_spans_total {entry_spans}; rejected {}",
         totals.rejected.load(Ordering::Relaxed)
     );
@@ -965,8 +1065,8 @@ fn main() {
         "MISMATCH: server accepted {accepted} spans, client sent {sent_spans} in answered requests"
     );
     assert!(
-        ok_requests == sent_requests as f64,
-        "MISMATCH: server counted {ok_requests} OK trace requests, client got {sent_requests}"
+        ok_requests == (sent_requests + probes) as f64,
+        "MISMATCH: server counted {ok_requests} OK trace requests, client got {sent_requests} + {probes} empty"
     );
     assert!(
         entry_spans == sent_entries as f64,

@@ -14,6 +14,8 @@
 //!   once per iteration as a flush would;
 //! * `collector/request`: the whole `pipeline::batch::Collector` sink over a 500-span request
 //!   (scan + classify + key hashing + per-shard batching, 2 shards);
+//! * `collector/request_tracked`: the same with trace tracking on (the default), which also
+//!   batches every span for the completeness tracker;
 //! * `collector/request_and_record`: the collector plus recording its batch into a table,
 //!   i.e. all the per-span CPU work of ingestion except transport and the shard hand-off.
 //!
@@ -205,6 +207,15 @@ fn main() {
             i = (i + 1) % reqs.len();
             let mut col = Collector::new(&classifier, 2);
             scan_traces(black_box(&reqs[i].body), &mut col).expect("valid request");
+            black_box((col.tally, col.batches))
+        })
+    });
+    group.bench_function(BenchmarkId::from_parameter("request_tracked"), |b| {
+        b.iter(|| {
+            i = (i + 1) % reqs.len();
+            let mut col = Collector::new(&classifier, 2).with_traces(true, 0, u64::MAX);
+            scan_traces(black_box(&reqs[i].body), &mut col).expect("valid request");
+            col.finish();
             black_box((col.tally, col.batches))
         })
     });
