@@ -1,15 +1,43 @@
 //! The accept loop every listener shares: a cap on open connections and one per client
-//! address (beyond either a new connection is closed at once, and counted), `TCP_NODELAY`, and the TLS handshake, with
-//! a deadline, off the accept loop so a slow handshake delays nobody else. Connections come
-//! out of a channel ready for HTTP.
+//! address (beyond either a new connection is closed at once, and counted), the socket
+//! options of accepted connections (`TCP_NODELAY`, keepalive, user timeout), and the TLS
+//! handshake, with a deadline, off the accept loop so a slow handshake delays nobody else.
+//! Connections come out of a channel ready for HTTP.
 
 use super::conn::{Conn, PerClient, Slot, Stream};
 use super::tls::ServerTls;
 use crate::telemetry::{ConnStats, Listener, Telemetry};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
+
+/// Idle time of a connection before the first TCP keepalive probe.
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// Time between keepalive probes while the peer does not answer.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Longest that sent data, or keepalive probes, may go unacknowledged before the kernel
+/// drops the connection.
+pub const USER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Sets the options of an accepted connection.
+///
+/// - `TCP_NODELAY`: small responses on long-lived connections are not held back by Nagle.
+/// - Keepalive and a user timeout: a client that vanished without closing its connection
+///   (its node lost power, a partition, a NAT that forgot it) is found within about
+///   [`USER_TIMEOUT`] and its connection closed, instead of holding its place under the
+///   connection caps for ever. Nothing else would notice: an idle HTTP/2 connection sends
+///   nothing.
+pub fn tune(tcp: &TcpStream) -> std::io::Result<()> {
+    tcp.set_nodelay(true)?;
+    let sock = socket2::SockRef::from(tcp);
+    sock.set_tcp_keepalive(
+        &socket2::TcpKeepalive::new()
+            .with_time(KEEPALIVE_IDLE)
+            .with_interval(KEEPALIVE_INTERVAL),
+    )?;
+    sock.set_tcp_user_timeout(Some(USER_TIMEOUT))
+}
 
 /// Limits of one listener's connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,9 +119,8 @@ impl Acceptor {
                 None => None,
             };
             let slot = Slot::new(permit, client, Arc::clone(&telemetry), self.listener);
-            // Small responses on long-lived connections: do not let Nagle delay them.
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            if let Err(e) = tune(&tcp) {
+                tracing::debug!(error = %e, "cannot set the connection's socket options");
             }
             match &self.tls {
                 None => {
@@ -134,5 +161,33 @@ impl Acceptor {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_get_nodelay_keepalive_and_a_user_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let _client = TcpStream::connect(addr).await.expect("connect");
+        let (accepted, _) = listener.accept().await.expect("accept");
+        let sock = socket2::SockRef::from(&accepted);
+        assert!(!sock.tcp_nodelay().expect("nodelay"), "off before tuning");
+        assert!(!sock.keepalive().expect("keepalive"), "off before tuning");
+        tune(&accepted).expect("tune");
+        assert!(sock.tcp_nodelay().expect("nodelay"));
+        assert!(sock.keepalive().expect("keepalive"));
+        assert_eq!(sock.tcp_keepalive_time().expect("time"), KEEPALIVE_IDLE);
+        assert_eq!(
+            sock.tcp_keepalive_interval().expect("interval"),
+            KEEPALIVE_INTERVAL
+        );
+        assert_eq!(
+            sock.tcp_user_timeout().expect("user timeout"),
+            Some(USER_TIMEOUT)
+        );
     }
 }
