@@ -104,11 +104,23 @@ impl<R> Default for RawCodec<R> {
 struct RawDecoder;
 struct MessageEncoder<R>(PhantomData<fn() -> R>);
 
+/// The buffer tonic gathers a request's message in, allocated when the call starts. tonic's
+/// default (8 KiB) is outgrown by the first 16 KiB HTTP/2 DATA frame, and again by the
+/// next, each time moving what arrived: at 32 KiB, messages up to that size (the
+/// OpenTelemetry SDKs' default batch of 512 spans, gzip-compressed, is well under it) are
+/// gathered without a move, and larger ones are moved once, when their length is read.
+const MESSAGE_BUFFER_BYTES: usize = 32 * 1024;
+
 impl Decoder for RawDecoder {
     type Item = Bytes;
     type Error = Status;
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
         Ok(Some(buf.copy_to_bytes(buf.remaining())))
+    }
+
+    fn buffer_settings(&self) -> tonic::codec::BufferSettings {
+        // The second figure is tonic's default yield threshold, which only encoding uses.
+        tonic::codec::BufferSettings::new(MESSAGE_BUFFER_BYTES, 32 * 1024)
     }
 }
 
