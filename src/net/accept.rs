@@ -16,8 +16,8 @@ use tokio::sync::{mpsc, watch, Semaphore};
 pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 /// Time between keepalive probes while the peer does not answer.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-/// Longest that sent data, or keepalive probes, may go unacknowledged before the kernel
-/// drops the connection.
+/// Longest the peer may go unheard, while sent data or keepalive probes wait for its
+/// answer, before the kernel drops the connection (Linux).
 pub const USER_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Sets the options of an accepted connection.
@@ -36,7 +36,10 @@ pub fn tune(tcp: &TcpStream) -> std::io::Result<()> {
             .with_time(KEEPALIVE_IDLE)
             .with_interval(KEEPALIVE_INTERVAL),
     )?;
-    sock.set_tcp_user_timeout(Some(USER_TIMEOUT))
+    // Elsewhere the system's keepalive probe count decides when the connection is dropped.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    sock.set_tcp_user_timeout(Some(USER_TIMEOUT))?;
+    Ok(())
 }
 
 /// Limits of one listener's connections.
@@ -185,9 +188,38 @@ mod tests {
             sock.tcp_keepalive_interval().expect("interval"),
             KEEPALIVE_INTERVAL
         );
+        #[cfg(any(target_os = "linux", target_os = "android"))]
         assert_eq!(
             sock.tcp_user_timeout().expect("user timeout"),
             Some(USER_TIMEOUT)
         );
+    }
+
+    #[tokio::test]
+    async fn the_accept_loop_tunes_the_connections_it_hands_out() {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = tcp.local_addr().expect("address");
+        let acceptor = Acceptor {
+            tcp,
+            tls: None,
+            limits: ConnLimits {
+                read_timeout: Duration::from_secs(5),
+                max_connections: 4,
+                max_connections_per_client: None,
+            },
+            listener: Listener::OtlpGrpc,
+        };
+        let (_stop, stop_rx) = watch::channel(false);
+        let mut conns = acceptor.start(Arc::new(Telemetry::default()), stop_rx);
+        let _client = TcpStream::connect(addr).await.expect("connect");
+        let conn = tokio::time::timeout(Duration::from_secs(5), conns.recv())
+            .await
+            .expect("a connection within 5 s")
+            .expect("the accept loop is running");
+        let tcp = conn.tcp().expect("a plain TCP connection");
+        let sock = socket2::SockRef::from(tcp);
+        assert!(sock.tcp_nodelay().expect("nodelay"));
+        assert!(sock.keepalive().expect("keepalive"));
+        assert_eq!(sock.tcp_keepalive_time().expect("time"), KEEPALIVE_IDLE);
     }
 }

@@ -146,6 +146,17 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// The plain TCP stream, for inspecting its socket options; `None` over TLS.
+    #[cfg(test)]
+    pub fn tcp(&self) -> Option<&TcpStream> {
+        match &self.stream {
+            Stream::Plain(s) => Some(s),
+            Stream::Tls(_) => None,
+        }
+    }
+}
+
 /// What gRPC handlers can learn of the connection.
 #[derive(Clone, Copy, Debug)]
 pub struct PeerInfo {

@@ -104,11 +104,13 @@ impl<R> Default for RawCodec<R> {
 struct RawDecoder;
 struct MessageEncoder<R>(PhantomData<fn() -> R>);
 
-/// The buffer tonic gathers a request's message in, allocated when the call starts. tonic's
-/// default (8 KiB) is outgrown by the first 16 KiB HTTP/2 DATA frame, and again by the
-/// next, each time moving what arrived: at 32 KiB, messages up to that size (the
-/// OpenTelemetry SDKs' default batch of 512 spans, gzip-compressed, is well under it) are
-/// gathered without a move, and larger ones are moved once, when their length is read.
+/// The buffer tonic gathers a request's message in, allocated when the call starts. With
+/// tonic's default (8 KiB) a message that comes in one 16 KiB HTTP/2 DATA frame (most
+/// gzip-compressed batches, small uncompressed ones) outgrows it twice: once when the frame
+/// is put in, and again when the message's length is read and reserved on top of what is
+/// there. At 32 KiB such a message is gathered without a move. Longer messages are moved
+/// once, when their length is read (twice before). tonic also rounds the first reservation
+/// of its decompression buffer up to a multiple of this.
 const MESSAGE_BUFFER_BYTES: usize = 32 * 1024;
 
 impl Decoder for RawDecoder {
