@@ -33,7 +33,7 @@
 //! server runs on (`0` in `benches/netns.sh`): their whole busy time from `/proc/stat` is
 //! reported too, which includes the receive processing the kernel does there while the
 //! server is idle (a process's own CPU time includes it only when it lands while it runs),
-//! with the share of their time the hypervisor stole reported apart (`stolen`),
+//! with the share of their time the hypervisor stole reported beside it (`stolen`),
 //! `E2E_RATE` [half the max] requests/s of the paced phase, to compare runs at the same load,
 //! `E2E_FORWARD` [off] `http` or `grpc`: the server forwards every request to a discarding
 //! OTLP/HTTP or OTLP/gRPC sink in this process, to measure the cost of the raw pass-through
@@ -41,7 +41,9 @@
 //! `gzip` (gzip requests then pass through as received), `E2E_PROBE_RATE` [100] requests/s
 //! of the floor probe during paced phases (`0`: none): an empty Export (no spans) on a
 //! connection of its own, whose round trip is the same network, scheduling and gRPC path
-//! without the span work, so the Export latency can be read against it.
+//! without the span work, so the Export latency can be read against it. The probe's
+//! requests are load too (the server's CPU time includes them, the request count does not):
+//! set it to `0` when comparing CPU figures at low request rates.
 //! Without `--bench` (as under `cargo test`) it runs a short smoke version.
 
 mod common;
@@ -375,10 +377,10 @@ fn cpu_ticks(pid: &str) -> (u64, u64) {
 
 /// Idle clock ticks (idle + iowait) and stolen ticks of `cpus` from `/proc/stat`. Idle time
 /// there is measured (not sampled by the tick, which stops while a CPU idles), so the time
-/// since the last sample minus both is the CPUs' whole busy time: the server's CPU time
+/// since the last sample minus it is the CPUs' whole busy time: the server's CPU time
 /// together with the interrupt and receive processing done on its CPUs while it was idle,
-/// which its own accounting leaves out. Stolen time is what the hypervisor gave to others
-/// while these virtual CPUs wanted to run.
+/// which its own accounting leaves out (and any time stolen while they were busy). Stolen
+/// time is what the hypervisor gave to others while these virtual CPUs wanted to run.
 fn idle_and_stolen_ticks(cpus: &[usize]) -> (u64, u64) {
     let stat = std::fs::read_to_string("/proc/stat").expect("reading /proc/stat");
     let (mut idle, mut stolen) = (0, 0);
@@ -768,8 +770,10 @@ async fn phase(
                 let idle = (idle_b - idle_a) as f64 / setup.ticks;
                 let stolen = (st_b - st_a) as f64 / setup.ticks;
                 let elapsed = (b.at - a.at).as_secs_f64() * cpus;
+                // Stolen time is not taken out: while a halted vCPU waits to be run again
+                // its time counts as idle and as stolen, and would be taken out twice.
                 (
-                    (elapsed - idle - stolen).max(0.0),
+                    (elapsed - idle).max(0.0),
                     100.0 * stolen / elapsed.max(f64::MIN_POSITIVE),
                 )
             }),
@@ -874,6 +878,10 @@ fn main() {
     let forwarding = std::env::var("E2E_FORWARD").is_ok();
     let with_baseline = env_or("E2E_BASELINE", 1u8) == 1;
     let probe_rate: f64 = env_or("E2E_PROBE_RATE", 100.0);
+    assert!(
+        (0.0..=10_000.0).contains(&probe_rate),
+        "E2E_PROBE_RATE: 0 (off) to 10000 requests/s"
+    );
     let server_cpus: Option<Vec<usize>> = std::env::var("E2E_SERVER_CPUS").ok().map(|v| {
         v.split(',')
             .map(|c| {
