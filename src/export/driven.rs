@@ -61,6 +61,9 @@ where
     .await
 }
 
+/// How long an idle upstream connection is kept for reuse, in both pools.
+pub const IDLE_FOR: Duration = Duration::from_secs(60);
+
 /// Idle connections, most recently used first out, each kept for a limited time.
 #[derive(Debug)]
 pub struct Idle<C> {

@@ -5,7 +5,7 @@
 //! It owns connections and nothing else: what to send, and what an answer means, are the
 //! caller's.
 
-use super::driven::{drive, ConnError, Idle};
+use super::driven::{drive, ConnError, Idle, IDLE_FOR};
 use super::http::{https_connector, read_prefix, Alpn, Https, MAX_ANSWER_BYTES};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -56,7 +56,7 @@ impl std::fmt::Debug for H1Pool {
 }
 
 impl H1Pool {
-    /// A pool keeping up to `max_idle` idle connections for `idle_timeout`, connecting
+    /// A pool keeping up to `max_idle` idle connections for [`IDLE_FOR`], connecting
     /// within `connect_timeout` with the TLS settings `tls`.
     pub fn new(
         tls: &super::http::TlsSettings,
@@ -65,7 +65,7 @@ impl H1Pool {
     ) -> Result<Self, String> {
         Ok(Self {
             connector: https_connector(tls, connect_timeout, Alpn::Http1)?,
-            idle: Idle::new(max_idle, Duration::from_secs(60)),
+            idle: Idle::new(max_idle, IDLE_FOR),
         })
     }
 
@@ -239,10 +239,14 @@ mod tests {
             .expect("request")
     }
 
+    fn pool() -> H1Pool {
+        H1Pool::new(&Default::default(), Duration::from_secs(2), 8).expect("pool")
+    }
+
     #[tokio::test]
     async fn connections_are_reused() {
         let (addr, conns) = server(Answers::Ok).await;
-        let pool = H1Pool::new(&Default::default(), Duration::from_secs(2), 8).expect("pool");
+        let pool = pool();
         for _ in 0..5 {
             let a = pool.request(req(addr)).await.expect("answer");
             assert_eq!(a.status, 200);
@@ -258,7 +262,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_closed_while_idle_is_replaced() {
         let (addr, conns) = server(Answers::OkThenClose).await;
-        let pool = H1Pool::new(&Default::default(), Duration::from_secs(2), 8).expect("pool");
+        let pool = pool();
         for _ in 0..5 {
             let a = pool.request(req(addr)).await.expect("answer");
             assert_eq!(a.status, 200);
@@ -271,7 +275,7 @@ mod tests {
     #[tokio::test]
     async fn an_oversized_answer_is_cut_short_and_its_connection_not_reused() {
         let (addr, conns) = server(Answers::Huge).await;
-        let pool = H1Pool::new(&Default::default(), Duration::from_secs(2), 8).expect("pool");
+        let pool = pool();
         for _ in 0..2 {
             let a = pool.request(req(addr)).await.expect("answer");
             assert_eq!(a.status, 200);
@@ -286,7 +290,7 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             l.local_addr().expect("addr")
         };
-        let pool = H1Pool::new(&Default::default(), Duration::from_secs(2), 8).expect("pool");
+        let pool = pool();
         assert!(matches!(
             pool.request(req(addr)).await,
             Err(ConnError::Connect(_))

@@ -11,7 +11,7 @@
 //! caller's.
 
 use super::coalesce::Coalesce;
-use super::driven::{drive, ConnError, Idle};
+use super::driven::{drive, ConnError, Idle, IDLE_FOR};
 use super::http::{error_chain, Http2Connector, MAX_ANSWER_BYTES};
 use bytes::Bytes;
 use hyper_util::rt::TokioIo;
@@ -54,7 +54,7 @@ impl std::fmt::Debug for H2Pool {
 }
 
 impl H2Pool {
-    /// A pool keeping up to `max_idle` idle connections for a minute each, connecting
+    /// A pool keeping up to `max_idle` idle connections for [`IDLE_FOR`], connecting
     /// within `connect_timeout` with the TLS settings `tls` (ALPN `h2`).
     pub fn new(
         tls: &super::http::TlsSettings,
@@ -63,7 +63,7 @@ impl H2Pool {
     ) -> Result<Self, String> {
         Ok(Self {
             connector: super::http::http2_connector(tls, connect_timeout)?,
-            idle: Idle::new(max_idle, Duration::from_secs(60)),
+            idle: Idle::new(max_idle, IDLE_FOR),
         })
     }
 
