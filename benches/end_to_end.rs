@@ -38,7 +38,8 @@
 //! `E2E_FORWARD` [off] `http` or `grpc`: the server forwards every request to a discarding
 //! OTLP/HTTP or OTLP/gRPC sink in this process, to measure the cost of the raw pass-through
 //! (the sink's CPU is not the server's), with `E2E_FORWARD_COMPRESSION` [none] `none` or
-//! `gzip` (gzip requests then pass through as received), `E2E_PROBE_RATE` [100] requests/s
+//! `gzip` (gzip requests then pass through as received) and `E2E_FORWARD_BATCH` [off] a
+//! `batch.wait` (e.g. `5ms`: received requests merged for the upstream), `E2E_PROBE_RATE` [100] requests/s
 //! of the floor probe during paced phases (`0`: none): an empty Export (no spans) on a
 //! connection of its own, whose round trip is the same network, scheduling and gRPC path
 //! without the span work, so the Export latency can be read against it. The probe's
@@ -225,11 +226,14 @@ fn start_server() -> Server {
             other => panic!("E2E_FORWARD={other:?}: use http or grpc"),
         };
         let compression: String = env_or("E2E_FORWARD_COMPRESSION", "none".to_string());
+        let batch = std::env::var("E2E_FORWARD_BATCH")
+            .map(|wait| format!("    batch: {{ wait: {wait} }}\n"))
+            .unwrap_or_default();
         let path =
             std::env::temp_dir().join(format!("otel-sli-e2e-forward-{}.yaml", std::process::id()));
         std::fs::write(
             &path,
-            format!("forward:\n  - endpoint: http://{sink}\n    protocol: {mode}\n    compression: {compression}\n"),
+            format!("forward:\n  - endpoint: http://{sink}\n    protocol: {mode}\n    compression: {compression}\n{batch}"),
         )
         .expect("write forward config");
         cmd.args(["--config", &path.display().to_string()]);

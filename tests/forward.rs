@@ -1,7 +1,8 @@
 //! Raw pass-through: an agent forwards everything it accepted to a capturing OTLP/HTTP
 //! upstream (bytes compared, headers checked) and to a gateway `otel-sli` over gRPC (counts
 //! compared); an upstream that is down at first receives everything once it is up; an
-//! upstream answering 400 gets each request once and the drops are counted.
+//! upstream answering 400 gets each request once and the drops are counted; with `batch:`
+//! the upstreams get fewer requests holding the received ones back to back.
 
 mod common;
 
@@ -768,4 +769,89 @@ async fn gzip_messages_pass_through_between_grpc_and_http_without_recompression(
         assert_eq!(s.body, body);
     }
     agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_batching_requests_are_merged_byte_for_byte_and_decoded_whole_upstream() {
+    let (vendor, cap) = capture_server().await;
+    let gateway = TestServer::start("").await;
+    let agent = TestServer::start(&format!(
+        "forward:\n  - endpoint: http://{vendor}\n    protocol: http\n    compression: gzip\n    max_in_flight: 1\n    batch: {{ wait: 1s }}\n  - endpoint: http://{}\n    protocol: grpc\n    compression: none\n    batch: {{ wait: 1s, max_bytes: 64KiB }}\n",
+        gateway.grpc
+    ))
+    .await;
+
+    let sent: Vec<Vec<u8>> = (1..=10).map(logs_request).collect();
+    for body in &sent {
+        let r = common::http_post(
+            agent.http,
+            "/v1/logs",
+            "application/x-protobuf",
+            None,
+            body.clone(),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+    }
+    // Three SDK exports (each its own request) for the gateway's SLI.
+    for _ in 0..3 {
+        sdk_spans(&agent, 100).await;
+    }
+    assert!(
+        eventually(10, || {
+            let seen = cap.seen.lock().expect("lock");
+            spans_in(&seen) == 300
+                && seen
+                    .iter()
+                    .filter(|s| s.signal == "logs")
+                    .map(|s| s.body.len())
+                    .sum::<usize>()
+                    == sent.iter().map(Vec::len).sum::<usize>()
+        })
+        .await,
+        "everything arrives at the vendor"
+    );
+    let seen = cap.seen.lock().expect("lock").clone();
+    let logs: Vec<&Seen> = seen.iter().filter(|s| s.signal == "logs").collect();
+    assert!(
+        logs.len() < sent.len(),
+        "{} upstream requests for {} received",
+        logs.len(),
+        sent.len()
+    );
+    // One sender: the merged requests arrive in order, holding every received body once.
+    assert_eq!(
+        logs.iter()
+            .flat_map(|s| s.body.clone())
+            .collect::<Vec<u8>>(),
+        sent.concat()
+    );
+    let records: usize = logs
+        .iter()
+        .map(|s| {
+            ExportLogsServiceRequest::decode(&s.body[..])
+                .expect("a merged request decodes")
+                .resource_logs
+                .iter()
+                .flat_map(|r| &r.scope_logs)
+                .map(|s| s.log_records.len())
+                .sum::<usize>()
+        })
+        .sum();
+    assert_eq!(records, (1..=10).sum::<usize>());
+
+    // The gateway reads merged requests like any other.
+    let sli = gateway.sli("all", "shop", "GET /cart").await;
+    assert_eq!(sli["requests"], 300, "{sli}");
+    let m = agent.metrics().await;
+    for i in 0..2 {
+        let sent = format!("otel_sli_exporter_sent_items_total{{exporter=\"forward_{i}\"}}");
+        assert_eq!(
+            common::sample(&m, &sent),
+            Some(355.0),
+            "300 spans, 55 log records"
+        );
+    }
+    agent.stop().await;
+    gateway.stop().await;
 }

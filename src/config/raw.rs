@@ -424,6 +424,22 @@ pub struct RawForward {
     /// Disk spool for when the upstream fails or falls behind (needs `storage.directory`).
     /// Unset: queued data is kept in memory only.
     pub spool: Option<RawSpool>,
+    /// Merge queued requests of one signal into fewer, larger ones (each received request's
+    /// bytes unchanged, back to back). Unset: one upstream request per received request.
+    pub batch: Option<RawBatch>,
+}
+
+/// `forward[].batch`: how received requests are merged for the upstream.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBatch {
+    /// A merged request's size at most, before compression (a larger received request
+    /// goes alone). Keep it under what the upstream accepts (gRPC servers commonly take
+    /// 4 MiB). 1KiB to 64MiB. Default `1MiB`.
+    pub max_bytes: Option<ByteSize>,
+    /// How long a request waits for others to merge with. `0s`: merge only what is
+    /// already queued. At most `10s`. Default `5ms`.
+    pub wait: Option<HumanDuration>,
 }
 
 /// `exporters:`

@@ -16,6 +16,7 @@
 //! replay task sends the spool oldest first, retrying until each record is delivered or
 //! refused, and acknowledges records in order.
 
+use super::batch::{gather, Batching};
 use super::spool::{Position, Record, Spool, SpoolConfig, SpoolError};
 use bytes::Bytes;
 use futures_util::stream::{FuturesOrdered, StreamExt};
@@ -85,6 +86,8 @@ pub struct DeliveryConfig {
     /// Give up on a payload after this long (counted `retries_exhausted`). Spooled payloads
     /// are retried until delivered, refused, or dropped for room.
     pub max_elapsed: Duration,
+    /// Merge queued payloads into one send ([`super::batch`]); `None`: one send each.
+    pub batch: Option<Batching>,
 }
 
 impl Default for DeliveryConfig {
@@ -96,6 +99,7 @@ impl Default for DeliveryConfig {
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
             max_elapsed: Duration::from_secs(300),
+            batch: None,
         }
     }
 }
@@ -513,6 +517,7 @@ fn start(
                 shared: Arc::clone(&shared),
                 rx: Arc::clone(&rx),
                 stop: stop_rx.clone(),
+                next: None,
             };
             tokio::spawn(w.run())
         })
@@ -705,19 +710,44 @@ struct Worker {
     shared: Arc<Shared>,
     rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Payload>>>,
     stop: tokio::sync::watch::Receiver<bool>,
+    /// A payload taken from the queue that could not join the last batch: sent next.
+    next: Option<Payload>,
 }
 
 impl Worker {
-    async fn run(mut self) {
-        loop {
-            let next = {
+    /// The next payload to send (several merged, with batching) and how many queued
+    /// payloads it holds; `None` at shutdown.
+    async fn take(&mut self) -> Option<(Payload, u64)> {
+        let (first, mut rx) = match self.next.take() {
+            // Another worker may be waiting on the queue, for as long as nothing arrives:
+            // a payload already taken is not held back for it.
+            Some(p) => match self.rx.try_lock() {
+                Ok(rx) => (p, rx),
+                Err(_) => return Some((p, 1)),
+            },
+            None => {
                 let mut rx = self.rx.lock().await;
                 tokio::select! {
-                    p = rx.recv() => p,
-                    _ = self.stop.wait_for(|s| *s) => None,
+                    p = rx.recv() => (p?, rx),
+                    _ = self.stop.wait_for(|s| *s) => return None,
                 }
-            };
-            let Some(payload) = next else {
+            }
+        };
+        let Some(b) = self.shared.config.batch else {
+            return Some((first, 1));
+        };
+        let mut stop = self.stop.clone();
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        let g = gather(first, &mut rx, &b, stopped).await;
+        self.next = g.next;
+        Some((g.payload, g.requests))
+    }
+
+    async fn run(mut self) {
+        loop {
+            let Some((payload, requests)) = self.take().await else {
                 self.leftovers().await;
                 return;
             };
@@ -730,7 +760,7 @@ impl Worker {
                 }
                 _ => s.deliver(&payload, false, &mut self.stop).await,
             };
-            s.stats.queued.fetch_sub(1, Ordering::Relaxed);
+            s.stats.queued.fetch_sub(requests, Ordering::Relaxed);
             s.stats
                 .queued_bytes
                 .fetch_sub(payload.body.len() as u64, Ordering::AcqRel);
@@ -758,9 +788,10 @@ impl Worker {
     }
 
     /// After the shutdown deadline: what is still queued is spooled or dropped and counted.
-    async fn leftovers(&self) {
+    async fn leftovers(&mut self) {
+        let mut carried = self.next.take();
         let mut rx = self.rx.lock().await;
-        while let Ok(p) = rx.try_recv() {
+        while let Some(p) = carried.take().or_else(|| rx.try_recv().ok()) {
             let s = &self.shared;
             s.stats.queued.fetch_sub(1, Ordering::Relaxed);
             s.stats
@@ -918,6 +949,7 @@ fn settle(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::Signal;
     use std::sync::atomic::AtomicUsize;
 
     /// Fails the first `fail` attempts with `err`, then succeeds; records attempt times.
@@ -963,6 +995,7 @@ mod tests {
             initial_backoff: Duration::from_millis(5),
             max_backoff: Duration::from_millis(20),
             max_elapsed: Duration::from_secs(5),
+            batch: None,
         }
     }
 
@@ -1165,6 +1198,75 @@ mod tests {
         .expect("spool");
         let stats = Arc::clone(r.queue.stats());
         (up, r, stats)
+    }
+
+    #[tokio::test]
+    async fn batched_payloads_arrive_merged_in_order_and_none_is_held_back() {
+        let up = Arc::new(Switch {
+            delay: Duration::from_millis(2),
+            ..Switch::default()
+        });
+        let r = spawn(
+            "batched",
+            Arc::clone(&up) as Arc<dyn Upstream>,
+            DeliveryConfig {
+                queue_capacity: 1000,
+                batch: Some(Batching {
+                    max_bytes: 100,
+                    wait: Duration::from_millis(1),
+                }),
+                ..several_workers()
+            },
+        );
+        // 16-byte bodies, the signal changing every 7: batches end at a signal change
+        // (the payload that ended one starts the next) or at 6 payloads (100 bytes).
+        let signal = |i: u64| [Signal::Traces, Signal::Logs][(i / 7 % 2) as usize];
+        for i in 0..200 {
+            let mut p = numbered(i, 16);
+            p.signal = Some(signal(i));
+            assert!(r.queue.submit(p));
+        }
+        let stats = Arc::clone(r.queue.stats());
+        until("all delivered", || {
+            stats.sent_items.load(Ordering::Relaxed) == 200
+        })
+        .await;
+        until("queue empty", || stats.queued.load(Ordering::Relaxed) == 0).await;
+        let got = up.got.lock().expect("got").clone();
+        assert!(got.len() < 200, "{} sends for 200 payloads", got.len());
+        let mut pieces = Vec::new();
+        for body in &got {
+            assert!(body.len() <= 100 && body.len() % 16 == 0, "{}", body.len());
+            let ids: Vec<u64> = body
+                .chunks(16)
+                .map(|c| {
+                    std::str::from_utf8(&c[..8])
+                        .expect("id")
+                        .parse()
+                        .expect("id")
+                })
+                .collect();
+            // Queue order within a send, one signal per send.
+            assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+            assert!(ids.iter().all(|&i| signal(i) == signal(ids[0])), "{ids:?}");
+            pieces.extend(body.chunks(16).map(Bytes::copy_from_slice));
+        }
+        let want: Vec<Bytes> = (0..200).map(|i| numbered(i, 16).body).collect();
+        assert_eq!(sorted(pieces), want, "every payload exactly once");
+        // A payload that ends a batch while another worker waits on the empty queue is
+        // sent all the same, not when the next one arrives.
+        let before = got.len();
+        for (i, sig) in [(500, Signal::Traces), (501, Signal::Metrics)] {
+            let mut p = numbered(i, 16);
+            p.signal = Some(sig);
+            assert!(r.queue.submit(p));
+        }
+        until("both sent", || {
+            stats.sent_items.load(Ordering::Relaxed) == 202
+        })
+        .await;
+        assert_eq!(up.got.lock().expect("got").len(), before + 2);
+        r.shutdown(Instant::now() + Duration::from_secs(1)).await;
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! Getting data out: reliable [`delivery`] to upstreams, used by the exporters of derived
 //! metrics and by the raw pass-through forwarders.
 
+pub mod batch;
 pub mod coalesce;
 pub mod delivery;
 pub mod driven;

@@ -4,11 +4,12 @@
 //! vendor never holds up ingestion or the other upstreams. Requests refused as malformed,
 //! too large or for backpressure are not forwarded: the client was told and will retry.
 
+use super::batch::Batching;
 use super::delivery::{self, DeliveryConfig, Payload, Queue};
 use super::otlp_client::{
     ClientConfig, ClientError, Compression, OtlpClient, Protocol, TlsSettings,
 };
-use crate::config::raw::{RawClientTls, RawForward};
+use crate::config::raw::{RawBatch, RawClientTls, RawForward};
 use crate::config::{invalid_key, ConfigError};
 use crate::telemetry::Signal;
 use bytes::Bytes;
@@ -31,6 +32,32 @@ pub struct ForwardConfig {
     pub max_in_flight: usize,
     /// Disk spool (`spool:`), resolved against `storage.directory`; `None`: memory only.
     pub spool: Option<crate::export::spool::SpoolConfig>,
+    /// Merging of queued requests (`batch:`); `None`: one upstream request each.
+    pub batch: Option<Batching>,
+}
+
+/// Default `batch.max_bytes`.
+pub const DEFAULT_BATCH_BYTES: u64 = 1 << 20;
+/// Default `batch.wait`.
+pub const DEFAULT_BATCH_WAIT: Duration = Duration::from_millis(5);
+
+/// Validates `batch:` (`at` is its key path).
+fn batching(raw: &RawBatch, at: &str) -> Result<Batching, ConfigError> {
+    let max_bytes = raw.max_bytes.map_or(DEFAULT_BATCH_BYTES, |b| b.0);
+    if !(1 << 10..=64 << 20).contains(&max_bytes) {
+        return Err(invalid_key(
+            &format!("{at}.max_bytes"),
+            "must be between 1KiB and 64MiB",
+        ));
+    }
+    let wait = raw.wait.map_or(DEFAULT_BATCH_WAIT, |d| d.0);
+    if wait > Duration::from_secs(10) {
+        return Err(invalid_key(&format!("{at}.wait"), "must be at most 10s"));
+    }
+    Ok(Batching {
+        max_bytes: usize::try_from(max_bytes).unwrap_or(usize::MAX),
+        wait,
+    })
 }
 
 fn read_file(path: &str, at: &str) -> Result<Vec<u8>, ConfigError> {
@@ -202,6 +229,11 @@ pub fn validate(raw: &RawForward, at: &str) -> Result<ForwardConfig, ConfigError
         queue_size,
         max_in_flight,
         spool: None,
+        batch: raw
+            .batch
+            .as_ref()
+            .map(|b| batching(b, &key("batch")))
+            .transpose()?,
     })
 }
 
@@ -251,6 +283,7 @@ impl Forwarders {
                 DeliveryConfig {
                     queue_capacity: c.queue_size,
                     workers: c.max_in_flight,
+                    batch: c.batch,
                     ..DeliveryConfig::default()
                 },
                 c.spool.clone(),
@@ -351,6 +384,33 @@ mod tests {
         let c = v("endpoint: http://a:1\nsignals: [logs]\nprotocol: http\ncompression: none\n")
             .expect("valid");
         assert_eq!(c.signals, [false, false, true]);
+    }
+
+    #[test]
+    fn batching_is_off_unless_asked_for_and_checked_when_it_is() {
+        assert_eq!(v("endpoint: http://a:1\n").expect("valid").batch, None);
+        let c = v("endpoint: http://a:1\nbatch: {}\n").expect("valid");
+        assert_eq!(
+            c.batch,
+            Some(Batching {
+                max_bytes: 1 << 20,
+                wait: Duration::from_millis(5)
+            })
+        );
+        let c = v("endpoint: http://a:1\nbatch: {max_bytes: 256KiB, wait: 0s}\n").expect("valid");
+        assert_eq!(
+            c.batch,
+            Some(Batching {
+                max_bytes: 256 << 10,
+                wait: Duration::ZERO
+            })
+        );
+        let e = v("endpoint: http://a:1\nbatch: {max_bytes: 100}\n").unwrap_err();
+        assert!(e.starts_with("forward[0].batch.max_bytes"), "{e}");
+        let e = v("endpoint: http://a:1\nbatch: {wait: 1m}\n").unwrap_err();
+        assert!(e.starts_with("forward[0].batch.wait"), "{e}");
+        let e = v("endpoint: http://a:1\nbatch: {max_items: 5}\n").unwrap_err();
+        assert!(e.contains("max_items"), "{e}");
     }
 
     #[test]

@@ -90,6 +90,7 @@ pub fn delivery_for(interval: Duration) -> DeliveryConfig {
         initial_backoff: Duration::from_millis(500),
         max_backoff: Duration::from_secs(30),
         max_elapsed: (interval * 4).clamp(Duration::from_secs(30), Duration::from_secs(300)),
+        batch: None,
     }
 }
 
