@@ -425,7 +425,8 @@ pub struct RawForward {
     /// Unset: queued data is kept in memory only.
     pub spool: Option<RawSpool>,
     /// Merge queued requests of one signal into fewer, larger ones (each received request's
-    /// bytes unchanged, back to back). Unset: one upstream request per received request.
+    /// bytes unchanged, back to back); `batch: {}` for the defaults. Unset (or empty): one
+    /// upstream request per received request.
     pub batch: Option<RawBatch>,
 }
 
@@ -438,7 +439,7 @@ pub struct RawBatch {
     /// 4 MiB). 1KiB to 64MiB. Default `1MiB`.
     pub max_bytes: Option<ByteSize>,
     /// How long a request waits for others to merge with. `0s`: merge only what is
-    /// already queued. At most `10s`. Default `5ms`.
+    /// already queued. At most `1s`. Default `5ms`.
     pub wait: Option<HumanDuration>,
 }
 

@@ -11,6 +11,7 @@
 
 use super::delivery::Payload;
 use bytes::BytesMut;
+use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -25,52 +26,84 @@ pub struct Batching {
     pub wait: Duration,
 }
 
+/// Payloads set aside while gathering at most (other signals, compressed ones); past this
+/// the batch is sent as it is.
+const MAX_ASIDE: usize = 64;
+
+/// The receiving end of a delivery queue, shared by its workers (under one lock), with the
+/// payloads a batch took but could not use: those go first, in the order they came.
+#[derive(Debug)]
+pub struct Source {
+    rx: mpsc::Receiver<Payload>,
+    front: VecDeque<Payload>,
+}
+
+impl Source {
+    /// The receiving end `rx`, nothing set aside.
+    pub fn new(rx: mpsc::Receiver<Payload>) -> Self {
+        Self {
+            rx,
+            front: VecDeque::new(),
+        }
+    }
+
+    /// The next payload, waiting for one; `None` once the queue is closed and empty.
+    pub async fn next(&mut self) -> Option<Payload> {
+        match self.front.pop_front() {
+            Some(p) => Some(p),
+            None => self.rx.recv().await,
+        }
+    }
+
+    /// The next payload if there is one now.
+    pub fn try_next(&mut self) -> Option<Payload> {
+        self.front.pop_front().or_else(|| self.rx.try_recv().ok())
+    }
+}
+
 /// Requests taken from the queue for one send.
 #[derive(Debug)]
 pub struct Gathered {
     /// What to send: the requests' bodies back to back (or the one request as it was).
     pub payload: Payload,
+    /// The requests merged into `payload`, as they were (empty when it is one request).
+    pub parts: Vec<Payload>,
+}
+
+impl Gathered {
     /// How many queued requests it holds.
-    pub requests: u64,
-    /// A request taken from the queue that could not join (another signal, compressed, or
-    /// no room left): the next to send.
-    pub next: Option<Payload>,
+    pub fn requests(&self) -> u64 {
+        self.parts.len().max(1) as u64
+    }
 }
 
-/// True when `p` can be merged with `first`'s batch holding `len` bytes so far.
-fn joins(first: &Payload, len: usize, p: &Payload, b: &Batching) -> bool {
-    !p.gzipped && p.signal == first.signal && len + p.body.len() <= b.max_bytes
-}
-
-/// Takes requests that can be merged with `first` from `rx`: those already queued, then
-/// those that arrive within `b.wait`, until the next would not fit or `stop` resolves.
+/// Takes requests that can be merged with `first` from `src`: those already queued, then
+/// those that arrive within `b.wait`, until one would not fit or `stop` resolves. Requests of
+/// other signals and compressed ones met meanwhile are put back, ahead of the rest.
 pub async fn gather(
     first: Payload,
-    rx: &mut mpsc::Receiver<Payload>,
+    src: &mut Source,
     b: &Batching,
     stop: impl std::future::Future<Output = ()>,
 ) -> Gathered {
-    let alone = |payload| Gathered {
-        payload,
-        requests: 1,
-        next: None,
-    };
     if first.gzipped || first.body.len() >= b.max_bytes {
-        return alone(first);
+        return Gathered {
+            payload: first,
+            parts: Vec::new(),
+        };
     }
     let mut len = first.body.len();
     let mut parts = vec![first];
-    let mut next = None;
+    let mut aside = Vec::new();
     let deadline = tokio::time::sleep(b.wait);
     tokio::pin!(deadline, stop);
     loop {
-        let p = match rx.try_recv() {
-            Ok(p) => p,
-            Err(mpsc::error::TryRecvError::Disconnected) => break,
-            Err(mpsc::error::TryRecvError::Empty) if b.wait.is_zero() => break,
-            Err(mpsc::error::TryRecvError::Empty) => tokio::select! {
+        let p = match src.try_next() {
+            Some(p) => p,
+            None if b.wait.is_zero() => break,
+            None => tokio::select! {
                 biased;
-                p = rx.recv() => match p {
+                p = src.rx.recv() => match p {
                     Some(p) => p,
                     None => break,
                 },
@@ -78,17 +111,28 @@ pub async fn gather(
                 () = &mut stop => break,
             },
         };
-        if !joins(&parts[0], len, &p, b) {
-            next = Some(p);
+        if p.gzipped || p.signal != parts[0].signal {
+            aside.push(p);
+            if aside.len() >= MAX_ASIDE {
+                break;
+            }
+            continue;
+        }
+        if len + p.body.len() > b.max_bytes {
+            aside.push(p);
             break;
         }
         len += p.body.len();
         parts.push(p);
     }
+    for p in aside.into_iter().rev() {
+        src.front.push_front(p);
+    }
     if parts.len() == 1 {
-        let mut g = alone(parts.remove(0));
-        g.next = next;
-        return g;
+        return Gathered {
+            payload: parts.remove(0),
+            parts: Vec::new(),
+        };
     }
     let mut body = BytesMut::with_capacity(len);
     let mut items = 0;
@@ -103,8 +147,7 @@ pub async fn gather(
             signal: parts[0].signal,
             gzipped: false,
         },
-        requests: parts.len() as u64,
-        next,
+        parts,
     }
 }
 
@@ -130,73 +173,109 @@ mod tests {
         }
     }
 
+    /// A source holding `queued`, and its sending end.
+    fn source(queued: Vec<Payload>) -> (mpsc::Sender<Payload>, Source) {
+        let (tx, rx) = mpsc::channel(256);
+        for q in queued {
+            tx.try_send(q).expect("room");
+        }
+        (tx, Source::new(rx))
+    }
+
+    /// The bodies left in `src`, in the order they would be taken.
+    fn left(src: &mut Source) -> Vec<Bytes> {
+        std::iter::from_fn(|| src.try_next())
+            .map(|p| p.body)
+            .collect()
+    }
+
     #[tokio::test]
     async fn queued_requests_are_merged_in_order_up_to_the_size_limit() {
-        let (tx, mut rx) = mpsc::channel(16);
-        for b in [&b"bb"[..], b"ccc", b"dddd", b"e"] {
-            tx.send(p(b, Signal::Traces, false)).await.expect("send");
-        }
+        let queued = [&b"bb"[..], b"ccc", b"dddd", b"e"];
+        let (_tx, mut src) = source(
+            queued
+                .iter()
+                .map(|&b| Payload {
+                    body: Bytes::copy_from_slice(b),
+                    items: b.len() as u64,
+                    signal: Some(Signal::Traces),
+                    gzipped: false,
+                })
+                .collect(),
+        );
         let g = gather(
             p(b"a", Signal::Traces, false),
-            &mut rx,
+            &mut src,
             &batching(6, 0),
             std::future::pending(),
         )
         .await;
         assert_eq!(&g.payload.body[..], b"abbccc");
-        assert_eq!((g.payload.items, g.requests), (6, 3));
+        assert_eq!((g.payload.items, g.requests()), (6, 3));
         assert!(!g.payload.gzipped);
-        // The one that did not fit is handed back, the rest is still queued.
-        assert_eq!(g.next.map(|n| n.body), Some(Bytes::from_static(b"dddd")));
-        assert_eq!(
-            rx.try_recv().map(|n| n.body).ok(),
-            Some(Bytes::from_static(b"e"))
-        );
+        let parts: Vec<Bytes> = g.parts.iter().map(|p| p.body.clone()).collect();
+        assert_eq!(parts, [&b"a"[..], b"bb", b"ccc"]);
+        // The one that did not fit is next, ahead of the rest.
+        assert_eq!(left(&mut src), [&b"dddd"[..], b"e"]);
     }
 
     #[tokio::test]
-    async fn other_signals_and_compressed_bodies_are_not_merged() {
-        let (tx, mut rx) = mpsc::channel(16);
-        tx.send(p(b"logs", Signal::Logs, false))
-            .await
-            .expect("send");
+    async fn other_signals_and_compressed_bodies_are_put_back_in_order() {
+        let (_tx, mut src) = source(vec![
+            p(b"l1", Signal::Logs, false),
+            p(b"t2", Signal::Traces, false),
+            p(b"gz", Signal::Traces, true),
+            p(b"m1", Signal::Metrics, false),
+            p(b"t3", Signal::Traces, false),
+        ]);
         let g = gather(
-            p(b"t", Signal::Traces, false),
-            &mut rx,
+            p(b"t1", Signal::Traces, false),
+            &mut src,
             &batching(100, 0),
             std::future::pending(),
         )
         .await;
-        assert_eq!((&g.payload.body[..], g.requests), (&b"t"[..], 1));
-        assert_eq!(g.next.map(|n| n.signal), Some(Some(Signal::Logs)));
-
-        tx.send(p(b"gz", Signal::Traces, true)).await.expect("send");
-        let g = gather(
-            p(b"t", Signal::Traces, false),
-            &mut rx,
-            &batching(100, 0),
-            std::future::pending(),
-        )
-        .await;
-        assert_eq!(g.requests, 1);
-        assert!(g.next.is_some_and(|n| n.gzipped));
+        assert_eq!(&g.payload.body[..], b"t1t2t3");
+        assert_eq!(left(&mut src), [&b"l1"[..], b"gz", b"m1"]);
 
         // A compressed first request goes alone without touching the queue.
-        tx.send(p(b"t", Signal::Traces, false)).await.expect("send");
+        let (_tx, mut src) = source(vec![p(b"t", Signal::Traces, false)]);
         let g = gather(
             p(b"gz", Signal::Traces, true),
-            &mut rx,
+            &mut src,
             &batching(100, 0),
             std::future::pending(),
         )
         .await;
-        assert!(g.payload.gzipped && g.requests == 1 && g.next.is_none());
-        assert!(rx.try_recv().is_ok());
+        assert!(g.payload.gzipped && g.requests() == 1 && g.parts.is_empty());
+        assert_eq!(left(&mut src), [&b"t"[..]]);
+    }
+
+    #[tokio::test]
+    async fn what_was_put_back_is_merged_by_the_next_gathering() {
+        let (_tx, mut src) = source(vec![
+            p(b"l1", Signal::Logs, false),
+            p(b"t2", Signal::Traces, false),
+            p(b"l2", Signal::Logs, false),
+        ]);
+        let none = || batching(100, 0);
+        let g = gather(
+            p(b"t1", Signal::Traces, false),
+            &mut src,
+            &none(),
+            std::future::pending(),
+        )
+        .await;
+        assert_eq!(&g.payload.body[..], b"t1t2");
+        let first = src.try_next().expect("set aside");
+        let g = gather(first, &mut src, &none(), std::future::pending()).await;
+        assert_eq!(&g.payload.body[..], b"l1l2");
+        assert!(src.try_next().is_none());
     }
 
     #[tokio::test(start_paused = true)]
     async fn requests_arriving_within_the_wait_are_merged_later_ones_are_not() {
-        let (tx, mut rx) = mpsc::channel(16);
+        let (tx, mut src) = source(Vec::new());
         let sender = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(3)).await;
             tx.send(p(b"b", Signal::Metrics, false))
@@ -208,86 +287,120 @@ mod tests {
                 .expect("send");
             tx
         });
+        let started = tokio::time::Instant::now();
         let g = gather(
             p(b"a", Signal::Metrics, false),
-            &mut rx,
+            &mut src,
             &batching(100, 5),
             std::future::pending(),
         )
         .await;
         assert_eq!(&g.payload.body[..], b"ab");
-        assert!(g.next.is_none());
+        assert_eq!(started.elapsed(), Duration::from_millis(5));
         let _tx = sender.await.expect("sender");
-        assert_eq!(
-            rx.try_recv().map(|n| n.body).ok(),
-            Some(Bytes::from_static(b"c"))
-        );
+        assert_eq!(left(&mut src), [&b"c"[..]]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn stopping_ends_the_wait_with_what_was_gathered() {
-        let (_tx, mut rx) = mpsc::channel::<Payload>(16);
+        let (_tx, mut src) = source(Vec::new());
+        let started = tokio::time::Instant::now();
         let g = gather(
             p(b"a", Signal::Logs, false),
-            &mut rx,
+            &mut src,
             &batching(100, 60_000),
             tokio::time::sleep(Duration::from_millis(1)),
         )
         .await;
-        assert_eq!((&g.payload.body[..], g.requests), (&b"a"[..], 1));
+        assert_eq!((&g.payload.body[..], g.requests()), (&b"a"[..], 1));
+        assert_eq!(started.elapsed(), Duration::from_millis(1));
     }
 
     #[tokio::test]
     async fn merged_export_requests_decode_as_one_request_holding_all_of_them() {
+        use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+        use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
         use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
+        use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
         use opentelemetry_proto::tonic::resource::v1::Resource;
         use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
         use prost::Message;
-        let request = |services: &[&str]| ExportTraceServiceRequest {
+        let resource = |s: &str| {
+            Some(Resource {
+                attributes: vec![crate::otlp::synth::kv_str("service.name", s)],
+                ..Default::default()
+            })
+        };
+        async fn merged<M: Message + Default>(signal: Signal, a: &M, b: &M) -> M {
+            let payload = |m: &M| Payload {
+                body: Bytes::from(m.encode_to_vec()),
+                items: 1,
+                signal: Some(signal),
+                gzipped: false,
+            };
+            let (_tx, mut src) = source(vec![payload(b)]);
+            let g = gather(
+                payload(a),
+                &mut src,
+                &batching(1 << 20, 0),
+                std::future::pending(),
+            )
+            .await;
+            assert_eq!(g.requests(), 2);
+            M::decode(g.payload.body).expect("decodes")
+        }
+        let traces = |services: &[&str]| ExportTraceServiceRequest {
             resource_spans: services
                 .iter()
                 .map(|s| ResourceSpans {
-                    resource: Some(Resource {
-                        attributes: vec![crate::otlp::synth::kv_str("service.name", s)],
-                        ..Default::default()
-                    }),
+                    resource: resource(s),
                     ..Default::default()
                 })
                 .collect(),
         };
-        let (a, b) = (request(&["checkout", "cart"]), request(&["search"]));
-        let payload = |r: &ExportTraceServiceRequest| Payload {
-            body: Bytes::from(r.encode_to_vec()),
-            items: r.resource_spans.len() as u64,
-            signal: Some(Signal::Traces),
-            gzipped: false,
-        };
-        let (tx, mut rx) = mpsc::channel(4);
-        tx.send(payload(&b)).await.expect("send");
-        let g = gather(
-            payload(&a),
-            &mut rx,
-            &batching(1 << 20, 0),
-            std::future::pending(),
+        let got = merged(
+            Signal::Traces,
+            &traces(&["checkout", "cart"]),
+            &traces(&["search"]),
         )
         .await;
-        assert_eq!(g.requests, 2);
-        let merged = ExportTraceServiceRequest::decode(g.payload.body).expect("decodes");
-        assert_eq!(merged, request(&["checkout", "cart", "search"]));
+        assert_eq!(got, traces(&["checkout", "cart", "search"]));
+        let metrics = |services: &[&str]| ExportMetricsServiceRequest {
+            resource_metrics: services
+                .iter()
+                .map(|s| ResourceMetrics {
+                    resource: resource(s),
+                    ..Default::default()
+                })
+                .collect(),
+        };
+        let got = merged(Signal::Metrics, &metrics(&["a"]), &metrics(&["b", "c"])).await;
+        assert_eq!(got, metrics(&["a", "b", "c"]));
+        let logs = |services: &[&str]| ExportLogsServiceRequest {
+            resource_logs: services
+                .iter()
+                .map(|s| ResourceLogs {
+                    resource: resource(s),
+                    ..Default::default()
+                })
+                .collect(),
+        };
+        let got = merged(Signal::Logs, &logs(&["x"]), &logs(&["y"])).await;
+        assert_eq!(got, logs(&["x", "y"]));
     }
 
     #[tokio::test]
     async fn a_request_over_the_limit_goes_alone() {
-        let (tx, mut rx) = mpsc::channel(16);
-        tx.send(p(b"b", Signal::Traces, false)).await.expect("send");
+        let (_tx, mut src) = source(vec![p(b"b", Signal::Traces, false)]);
         let g = gather(
             p(b"abcdef", Signal::Traces, false),
-            &mut rx,
+            &mut src,
             &batching(4, 0),
             std::future::pending(),
         )
         .await;
-        assert_eq!((&g.payload.body[..], g.requests), (&b"abcdef"[..], 1));
-        assert!(g.next.is_none());
+        assert_eq!((&g.payload.body[..], g.requests()), (&b"abcdef"[..], 1));
+        assert_eq!(left(&mut src), [&b"b"[..]]);
     }
 }

@@ -16,7 +16,7 @@
 //! replay task sends the spool oldest first, retrying until each record is delivered or
 //! refused, and acknowledges records in order.
 
-use super::batch::{gather, Batching};
+use super::batch::{gather, Batching, Gathered, Source};
 use super::spool::{Position, Record, Spool, SpoolConfig, SpoolError};
 use bytes::Bytes;
 use futures_util::stream::{FuturesOrdered, StreamExt};
@@ -465,7 +465,7 @@ fn start(
     spool: Option<Spool>,
 ) -> Running {
     let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
-    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let src = Arc::new(tokio::sync::Mutex::new(Source::new(rx)));
     let stats = Arc::new(Stats::default());
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let name: Arc<str> = name.into();
@@ -515,9 +515,8 @@ fn start(
         .map(|_| {
             let w = Worker {
                 shared: Arc::clone(&shared),
-                rx: Arc::clone(&rx),
+                src: Arc::clone(&src),
                 stop: stop_rx.clone(),
-                next: None,
             };
             tokio::spawn(w.run())
         })
@@ -708,66 +707,67 @@ impl Shared {
 
 struct Worker {
     shared: Arc<Shared>,
-    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Payload>>>,
+    src: Arc<tokio::sync::Mutex<Source>>,
     stop: tokio::sync::watch::Receiver<bool>,
-    /// A payload taken from the queue that could not join the last batch: sent next.
-    next: Option<Payload>,
 }
 
 impl Worker {
-    /// The next payload to send (several merged, with batching) and how many queued
-    /// payloads it holds; `None` at shutdown.
-    async fn take(&mut self) -> Option<(Payload, u64)> {
-        let (first, mut rx) = match self.next.take() {
-            // Another worker may be waiting on the queue, for as long as nothing arrives:
-            // a payload already taken is not held back for it.
-            Some(p) => match self.rx.try_lock() {
-                Ok(rx) => (p, rx),
-                Err(_) => return Some((p, 1)),
-            },
-            None => {
-                let mut rx = self.rx.lock().await;
-                tokio::select! {
-                    p = rx.recv() => (p?, rx),
-                    _ = self.stop.wait_for(|s| *s) => return None,
-                }
-            }
+    /// The next payload to send (several merged, with batching: see [`Gathered`]); `None`
+    /// at shutdown.
+    async fn take(&mut self) -> Option<Gathered> {
+        let mut src = self.src.lock().await;
+        let first = tokio::select! {
+            p = src.next() => p?,
+            _ = self.stop.wait_for(|s| *s) => return None,
         };
         let Some(b) = self.shared.config.batch else {
-            return Some((first, 1));
+            return Some(Gathered {
+                payload: first,
+                parts: Vec::new(),
+            });
         };
         let mut stop = self.stop.clone();
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        let g = gather(first, &mut rx, &b, stopped).await;
-        self.next = g.next;
-        Some((g.payload, g.requests))
+        Some(gather(first, &mut src, &b, stopped).await)
     }
 
     async fn run(mut self) {
         loop {
-            let Some((payload, requests)) = self.take().await else {
+            let Some(g) = self.take().await else {
                 self.leftovers().await;
                 return;
             };
-            let s = &self.shared;
+            let s = Arc::clone(&self.shared);
+            let payload = &g.payload;
             // While the upstream fails, what was queued in memory goes to disk untried.
             let outcome = match &s.spill {
                 Some(sp) if sp.failing.load(Ordering::Acquire) && !s.ordered() => {
                     sp.offer(payload.clone(), &s.stats);
                     Outcome::Spooled
                 }
-                _ => s.deliver(&payload, false, &mut self.stop).await,
+                _ => s.deliver(payload, false, &mut self.stop).await,
             };
-            s.stats.queued.fetch_sub(requests, Ordering::Relaxed);
+            s.stats.queued.fetch_sub(g.requests(), Ordering::Relaxed);
             s.stats
                 .queued_bytes
                 .fetch_sub(payload.body.len() as u64, Ordering::AcqRel);
             match outcome {
                 Outcome::Delivered | Outcome::Spooled => {}
+                // A merged request refused as a whole: its requests are sent one by one, so
+                // each is judged on its own and a bad one costs only its own items.
+                Outcome::Dropped(DropReason::Rejected) if !g.parts.is_empty() => {
+                    for part in &g.parts {
+                        match s.deliver(part, false, &mut self.stop).await {
+                            Outcome::Delivered | Outcome::Spooled => {}
+                            Outcome::Dropped(reason) => s.stats.drop_items(reason, part.items),
+                            Outcome::Stopped => self.keep_or_drop(part.clone()),
+                        }
+                    }
+                }
                 Outcome::Dropped(reason) => s.stats.drop_items(reason, payload.items),
-                Outcome::Stopped => self.keep_or_drop(payload),
+                Outcome::Stopped => self.keep_or_drop(g.payload),
             }
             if *self.stop.borrow() {
                 self.leftovers().await;
@@ -788,10 +788,9 @@ impl Worker {
     }
 
     /// After the shutdown deadline: what is still queued is spooled or dropped and counted.
-    async fn leftovers(&mut self) {
-        let mut carried = self.next.take();
-        let mut rx = self.rx.lock().await;
-        while let Some(p) = carried.take().or_else(|| rx.try_recv().ok()) {
+    async fn leftovers(&self) {
+        let mut src = self.src.lock().await;
+        while let Some(p) = src.try_next() {
             let s = &self.shared;
             s.stats.queued.fetch_sub(1, Ordering::Relaxed);
             s.stats
@@ -1266,6 +1265,74 @@ mod tests {
         })
         .await;
         assert_eq!(up.got.lock().expect("got").len(), before + 2);
+        r.shutdown(Instant::now() + Duration::from_secs(1)).await;
+    }
+
+    /// Refuses for good any body holding `BAD`; records the bodies it accepted.
+    #[derive(Default)]
+    struct Picky {
+        got: Mutex<Vec<Bytes>>,
+    }
+
+    const BAD: &[u8] = b"BAD!";
+
+    impl Upstream for Picky {
+        fn send<'a>(
+            &'a self,
+            p: &'a Payload,
+        ) -> Pin<Box<dyn Future<Output = Result<(), SendError>> + Send + 'a>> {
+            Box::pin(async move {
+                if p.body.windows(BAD.len()).any(|w| w == BAD) {
+                    return Err(SendError::Permanent {
+                        reason: "400".into(),
+                    });
+                }
+                if let Ok(mut g) = self.got.lock() {
+                    g.push(p.body.clone());
+                }
+                Ok(())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_merged_payload_refused_whole_is_sent_again_one_by_one() {
+        let up = Arc::new(Picky::default());
+        let r = spawn(
+            "picky",
+            Arc::clone(&up) as Arc<dyn Upstream>,
+            DeliveryConfig {
+                queue_capacity: 100,
+                workers: 1,
+                batch: Some(Batching {
+                    max_bytes: 1 << 10,
+                    wait: Duration::from_millis(200),
+                }),
+                ..cfg()
+            },
+        );
+        for i in 0..6 {
+            let mut p = numbered(i, 16);
+            if i == 2 {
+                p.body = Bytes::from_static(b"00000002BAD!....");
+            }
+            assert!(r.queue.submit(p));
+        }
+        let stats = Arc::clone(r.queue.stats());
+        until("all judged", || {
+            stats.sent_items.load(Ordering::Relaxed) + stats.dropped(DropReason::Rejected) == 6
+        })
+        .await;
+        assert_eq!(stats.dropped(DropReason::Rejected), 1, "only the bad one");
+        // Refused twice: merged, then on its own.
+        assert_eq!(stats.failed_attempts.load(Ordering::Relaxed), 2);
+        let got = up.got.lock().expect("got").clone();
+        let want: Vec<Bytes> = [0, 1, 3, 4, 5]
+            .iter()
+            .map(|&i| numbered(i, 16).body)
+            .collect();
+        assert_eq!(got, want, "the others one by one, in order");
+        assert_eq!(stats.queued.load(Ordering::Relaxed), 0);
         r.shutdown(Instant::now() + Duration::from_secs(1)).await;
     }
 

@@ -51,8 +51,9 @@ fn batching(raw: &RawBatch, at: &str) -> Result<Batching, ConfigError> {
         ));
     }
     let wait = raw.wait.map_or(DEFAULT_BATCH_WAIT, |d| d.0);
-    if wait > Duration::from_secs(10) {
-        return Err(invalid_key(&format!("{at}.wait"), "must be at most 10s"));
+    // Well inside the shutdown grace, so a batch still waiting then is sent, not stopped.
+    if wait > Duration::from_secs(1) {
+        return Err(invalid_key(&format!("{at}.wait"), "must be at most 1s"));
     }
     Ok(Batching {
         max_bytes: usize::try_from(max_bytes).unwrap_or(usize::MAX),
@@ -407,7 +408,7 @@ mod tests {
         );
         let e = v("endpoint: http://a:1\nbatch: {max_bytes: 100}\n").unwrap_err();
         assert!(e.starts_with("forward[0].batch.max_bytes"), "{e}");
-        let e = v("endpoint: http://a:1\nbatch: {wait: 1m}\n").unwrap_err();
+        let e = v("endpoint: http://a:1\nbatch: {wait: 2s}\n").unwrap_err();
         assert!(e.starts_with("forward[0].batch.wait"), "{e}");
         let e = v("endpoint: http://a:1\nbatch: {max_items: 5}\n").unwrap_err();
         assert!(e.contains("max_items"), "{e}");
