@@ -173,6 +173,11 @@ mod tests {
         }
     }
 
+    /// Gathers with no wait and no stop: only what is queued already.
+    async fn gather_now(first: Payload, src: &mut Source, max_bytes: usize) -> Gathered {
+        gather(first, src, &batching(max_bytes, 0), std::future::pending()).await
+    }
+
     /// A source holding `queued`, and its sending end.
     fn source(queued: Vec<Payload>) -> (mpsc::Sender<Payload>, Source) {
         let (tx, rx) = mpsc::channel(256);
@@ -203,13 +208,7 @@ mod tests {
                 })
                 .collect(),
         );
-        let g = gather(
-            p(b"a", Signal::Traces, false),
-            &mut src,
-            &batching(6, 0),
-            std::future::pending(),
-        )
-        .await;
+        let g = gather_now(p(b"a", Signal::Traces, false), &mut src, 6).await;
         assert_eq!(&g.payload.body[..], b"abbccc");
         assert_eq!((g.payload.items, g.requests()), (6, 3));
         assert!(!g.payload.gzipped);
@@ -228,25 +227,13 @@ mod tests {
             p(b"m1", Signal::Metrics, false),
             p(b"t3", Signal::Traces, false),
         ]);
-        let g = gather(
-            p(b"t1", Signal::Traces, false),
-            &mut src,
-            &batching(100, 0),
-            std::future::pending(),
-        )
-        .await;
+        let g = gather_now(p(b"t1", Signal::Traces, false), &mut src, 100).await;
         assert_eq!(&g.payload.body[..], b"t1t2t3");
         assert_eq!(left(&mut src), [&b"l1"[..], b"gz", b"m1"]);
 
         // A compressed first request goes alone without touching the queue.
         let (_tx, mut src) = source(vec![p(b"t", Signal::Traces, false)]);
-        let g = gather(
-            p(b"gz", Signal::Traces, true),
-            &mut src,
-            &batching(100, 0),
-            std::future::pending(),
-        )
-        .await;
+        let g = gather_now(p(b"gz", Signal::Traces, true), &mut src, 100).await;
         assert!(g.payload.gzipped && g.requests() == 1 && g.parts.is_empty());
         assert_eq!(left(&mut src), [&b"t"[..]]);
     }
@@ -258,17 +245,10 @@ mod tests {
             p(b"t2", Signal::Traces, false),
             p(b"l2", Signal::Logs, false),
         ]);
-        let none = || batching(100, 0);
-        let g = gather(
-            p(b"t1", Signal::Traces, false),
-            &mut src,
-            &none(),
-            std::future::pending(),
-        )
-        .await;
+        let g = gather_now(p(b"t1", Signal::Traces, false), &mut src, 100).await;
         assert_eq!(&g.payload.body[..], b"t1t2");
         let first = src.try_next().expect("set aside");
-        let g = gather(first, &mut src, &none(), std::future::pending()).await;
+        let g = gather_now(first, &mut src, 100).await;
         assert_eq!(&g.payload.body[..], b"l1l2");
         assert!(src.try_next().is_none());
     }
@@ -340,13 +320,7 @@ mod tests {
                 gzipped: false,
             };
             let (_tx, mut src) = source(vec![payload(b)]);
-            let g = gather(
-                payload(a),
-                &mut src,
-                &batching(1 << 20, 0),
-                std::future::pending(),
-            )
-            .await;
+            let g = gather_now(payload(a), &mut src, 1 << 20).await;
             assert_eq!(g.requests(), 2);
             M::decode(g.payload.body).expect("decodes")
         }
@@ -393,13 +367,7 @@ mod tests {
     #[tokio::test]
     async fn a_request_over_the_limit_goes_alone() {
         let (_tx, mut src) = source(vec![p(b"b", Signal::Traces, false)]);
-        let g = gather(
-            p(b"abcdef", Signal::Traces, false),
-            &mut src,
-            &batching(4, 0),
-            std::future::pending(),
-        )
-        .await;
+        let g = gather_now(p(b"abcdef", Signal::Traces, false), &mut src, 4).await;
         assert_eq!((&g.payload.body[..], g.requests()), (&b"abcdef"[..], 1));
         assert_eq!(left(&mut src), [&b"b"[..]]);
     }
