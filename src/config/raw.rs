@@ -425,8 +425,8 @@ pub struct RawForward {
     /// Unset: queued data is kept in memory only.
     pub spool: Option<RawSpool>,
     /// Merge queued requests of one signal into fewer, larger ones (each received request's
-    /// bytes unchanged, back to back); `batch: {}` for the defaults. Unset (or empty): one
-    /// upstream request per received request.
+    /// bytes unchanged, back to back); `batch: {}` for the defaults. Unset (or `batch:`
+    /// with no value): one upstream request per received request.
     pub batch: Option<RawBatch>,
 }
 

@@ -390,6 +390,10 @@ mod tests {
     #[test]
     fn batching_is_off_unless_asked_for_and_checked_when_it_is() {
         assert_eq!(v("endpoint: http://a:1\n").expect("valid").batch, None);
+        assert_eq!(
+            v("endpoint: http://a:1\nbatch:\n").expect("valid").batch,
+            None
+        );
         let c = v("endpoint: http://a:1\nbatch: {}\n").expect("valid");
         assert_eq!(
             c.batch,
