@@ -71,9 +71,26 @@ pub struct Gathered {
 }
 
 impl Gathered {
+    /// One request on its own.
+    pub fn one(payload: Payload) -> Self {
+        Self {
+            payload,
+            parts: Vec::new(),
+        }
+    }
+
     /// How many queued requests it holds.
     pub fn requests(&self) -> u64 {
         self.parts.len().max(1) as u64
+    }
+
+    /// The queued requests it holds, as they were received.
+    pub fn received(&self) -> &[Payload] {
+        if self.parts.is_empty() {
+            std::slice::from_ref(&self.payload)
+        } else {
+            &self.parts
+        }
     }
 }
 
@@ -87,10 +104,7 @@ pub async fn gather(
     stop: impl std::future::Future<Output = ()>,
 ) -> Gathered {
     if first.gzipped || first.body.len() >= b.max_bytes {
-        return Gathered {
-            payload: first,
-            parts: Vec::new(),
-        };
+        return Gathered::one(first);
     }
     let mut len = first.body.len();
     let mut parts = vec![first];
@@ -129,10 +143,7 @@ pub async fn gather(
         src.front.push_front(p);
     }
     if parts.len() == 1 {
-        return Gathered {
-            payload: parts.remove(0),
-            parts: Vec::new(),
-        };
+        return Gathered::one(parts.remove(0));
     }
     let mut body = BytesMut::with_capacity(len);
     let mut items = 0;

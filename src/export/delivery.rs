@@ -306,6 +306,14 @@ impl Spill {
         self.offer_as(payload, stats, DropReason::QueueFull)
     }
 
+    /// Offers the requests `g` holds one by one, as they were received (a merged request
+    /// is not spooled merged: replayed, each is then judged on its own).
+    fn offer_received(&self, g: &Gathered, stats: &Stats, reason: DropReason) {
+        for p in g.received() {
+            self.offer_as(p.clone(), stats, reason);
+        }
+    }
+
     /// Like [`Spill::offer`], counting a refusal as `reason`.
     fn offer_as(&self, payload: Payload, stats: &Stats, reason: DropReason) -> bool {
         let (items, len) = (payload.items, payload.body.len() as u64);
@@ -639,10 +647,11 @@ impl Shared {
     /// [`Shared::ordered`] spools it at the first retryable failure.
     async fn deliver(
         &self,
-        payload: &Payload,
+        g: &Gathered,
         spooled: bool,
         stop: &mut tokio::sync::watch::Receiver<bool>,
     ) -> Outcome {
+        let payload = &g.payload;
         let start = Instant::now();
         let mut backoff = self.config.initial_backoff;
         loop {
@@ -674,7 +683,7 @@ impl Shared {
                         sp.failing.store(true, Ordering::Release);
                         if !spooled && !self.ordered() {
                             tracing::debug!(exporter = %self.name, %reason, "upstream failing; spooling");
-                            sp.offer(payload.clone(), &self.stats);
+                            sp.offer_received(g, &self.stats, DropReason::QueueFull);
                             return Outcome::Spooled;
                         }
                     }
@@ -686,7 +695,7 @@ impl Shared {
                     let unlimited = spooled || (self.spill.is_some() && self.ordered());
                     if !unlimited && start.elapsed() + delay > self.config.max_elapsed {
                         if let Some(sp) = &self.spill {
-                            sp.offer(payload.clone(), &self.stats);
+                            sp.offer_received(g, &self.stats, DropReason::QueueFull);
                             return Outcome::Spooled;
                         }
                         tracing::warn!(exporter = %self.name, %reason, "giving up on a payload after retrying for {:?}", start.elapsed());
@@ -721,10 +730,7 @@ impl Worker {
             _ = self.stop.wait_for(|s| *s) => return None,
         };
         let Some(b) = self.shared.config.batch else {
-            return Some(Gathered {
-                payload: first,
-                parts: Vec::new(),
-            });
+            return Some(Gathered::one(first));
         };
         let mut stop = self.stop.clone();
         let stopped = async move {
@@ -744,10 +750,10 @@ impl Worker {
             // While the upstream fails, what was queued in memory goes to disk untried.
             let outcome = match &s.spill {
                 Some(sp) if sp.failing.load(Ordering::Acquire) && !s.ordered() => {
-                    sp.offer(payload.clone(), &s.stats);
+                    sp.offer_received(&g, &s.stats, DropReason::QueueFull);
                     Outcome::Spooled
                 }
-                _ => s.deliver(payload, false, &mut self.stop).await,
+                _ => s.deliver(&g, false, &mut self.stop).await,
             };
             s.stats.queued.fetch_sub(g.requests(), Ordering::Relaxed);
             s.stats
@@ -759,15 +765,16 @@ impl Worker {
                 // each is judged on its own and a bad one costs only its own items.
                 Outcome::Dropped(DropReason::Rejected) if !g.parts.is_empty() => {
                     for part in &g.parts {
-                        match s.deliver(part, false, &mut self.stop).await {
+                        let one = Gathered::one(part.clone());
+                        match s.deliver(&one, false, &mut self.stop).await {
                             Outcome::Delivered | Outcome::Spooled => {}
                             Outcome::Dropped(reason) => s.stats.drop_items(reason, part.items),
-                            Outcome::Stopped => self.keep_or_drop(part.clone()),
+                            Outcome::Stopped => self.keep_or_drop(&one),
                         }
                     }
                 }
                 Outcome::Dropped(reason) => s.stats.drop_items(reason, payload.items),
-                Outcome::Stopped => self.keep_or_drop(g.payload),
+                Outcome::Stopped => self.keep_or_drop(&g),
             }
             if *self.stop.borrow() {
                 self.leftovers().await;
@@ -777,13 +784,11 @@ impl Worker {
     }
 
     /// At shutdown: spooled if there is a spool, else dropped and counted.
-    fn keep_or_drop(&self, payload: Payload) {
+    fn keep_or_drop(&self, g: &Gathered) {
         let s = &self.shared;
         match &s.spill {
-            Some(sp) => {
-                sp.offer_as(payload, &s.stats, DropReason::Shutdown);
-            }
-            None => s.stats.drop_items(DropReason::Shutdown, payload.items),
+            Some(sp) => sp.offer_received(g, &s.stats, DropReason::Shutdown),
+            None => s.stats.drop_items(DropReason::Shutdown, g.payload.items),
         }
     }
 
@@ -796,7 +801,7 @@ impl Worker {
             s.stats
                 .queued_bytes
                 .fetch_sub(p.body.len() as u64, Ordering::AcqRel);
-            self.keep_or_drop(p);
+            self.keep_or_drop(&Gathered::one(p));
         }
     }
 }
@@ -844,7 +849,7 @@ async fn replay(shared: Arc<Shared>, sp: Arc<Spill>, mut stop: tokio::sync::watc
                             signal: rec.signal,
                             gzipped: rec.gzipped,
                         };
-                        let outcome = s.deliver(&p, true, &mut st).await;
+                        let outcome = s.deliver(&Gathered::one(p), true, &mut st).await;
                         (pos, items, outcome)
                     }));
                 }
@@ -1368,6 +1373,41 @@ mod tests {
             stats.sent_items.load(Ordering::Relaxed) == 21
         })
         .await;
+        assert_eq!(stats.spooled_items.load(Ordering::Relaxed), 20);
+        r.shutdown(Instant::now() + Duration::from_secs(1)).await;
+        assert!(DropReason::ALL.iter().all(|r| stats.dropped(*r) == 0));
+    }
+
+    #[tokio::test]
+    async fn a_merged_payload_is_spooled_as_the_requests_it_holds() {
+        let dir = temp("merged");
+        let config = DeliveryConfig {
+            queue_capacity: 100,
+            batch: Some(Batching {
+                max_bytes: 1 << 20,
+                wait: Duration::from_millis(200),
+            }),
+            ..several_workers()
+        };
+        let (up, r, stats) = spooled_switch(&dir, config, true);
+        for i in 0..20 {
+            assert!(r.queue.submit(numbered(i, 100)));
+        }
+        until("all spooled", || {
+            stats.spool_items.load(Ordering::Relaxed) == 20
+                && stats.queued.load(Ordering::Relaxed) == 0
+        })
+        .await;
+        up.down.store(false, Ordering::SeqCst);
+        until("all delivered", || {
+            stats.sent_items.load(Ordering::Relaxed) == 20
+        })
+        .await;
+        // Replayed record by record: one upstream request per received request, so an
+        // upstream refusing one of them for good drops only that one.
+        let got = up.got.lock().expect("got").clone();
+        let want: Vec<Bytes> = (0..20).map(|i| numbered(i, 100).body).collect();
+        assert_eq!(sorted(got), want);
         assert_eq!(stats.spooled_items.load(Ordering::Relaxed), 20);
         r.shutdown(Instant::now() + Duration::from_secs(1)).await;
         assert!(DropReason::ALL.iter().all(|r| stats.dropped(*r) == 0));
