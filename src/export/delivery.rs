@@ -260,12 +260,13 @@ impl Queue {
     }
 }
 
-/// Payloads on their way to the spool writer, at least.
+/// Messages (one or more payloads each) on their way to the spool writer, at least.
 const SPILL_CHANNEL: usize = 4096;
 
 /// The disk side of a spooled queue.
 struct Spill {
-    tx: crossbeam::channel::Sender<Payload>,
+    /// Records to append, a received request each; a merged request's come as one message.
+    tx: crossbeam::channel::Sender<Vec<Payload>>,
     /// Bytes of payloads on their way to the writer (memory bound).
     pending_bytes: AtomicU64,
     max_pending_bytes: u64,
@@ -303,20 +304,22 @@ impl Spill {
 
     /// Hands `payload` to the writer thread; never waits.
     fn offer(&self, payload: Payload, stats: &Stats) -> bool {
-        self.offer_as(payload, stats, DropReason::QueueFull)
+        self.offer_all(vec![payload], stats, DropReason::QueueFull)
     }
 
-    /// Offers the requests `g` holds one by one, as they were received (a merged request
-    /// is not spooled merged: replayed, each is then judged on its own).
+    /// Offers the requests `g` holds, as they were received: one record each (a merged
+    /// request is not spooled merged, so replayed, each is judged on its own), handed over
+    /// together. Counts a refusal as `reason`.
     fn offer_received(&self, g: &Gathered, stats: &Stats, reason: DropReason) {
-        for p in g.received() {
-            self.offer_as(p.clone(), stats, reason);
-        }
+        self.offer_all(g.received().to_vec(), stats, reason);
     }
 
-    /// Like [`Spill::offer`], counting a refusal as `reason`.
-    fn offer_as(&self, payload: Payload, stats: &Stats, reason: DropReason) -> bool {
-        let (items, len) = (payload.items, payload.body.len() as u64);
+    /// Hands `records` (in order) to the writer thread as one message, or counts them as
+    /// dropped for `reason`; never waits.
+    fn offer_all(&self, records: Vec<Payload>, stats: &Stats, reason: DropReason) -> bool {
+        let items: u64 = records.iter().map(|p| p.items).sum();
+        let len: u64 = records.iter().map(|p| p.body.len() as u64).sum();
+        let count = records.len() as u64;
         let reserved = self
             .pending_bytes
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
@@ -324,11 +327,11 @@ impl Spill {
             })
             .is_ok();
         if reserved {
-            self.pending.fetch_add(1, Ordering::AcqRel);
-            if self.tx.try_send(payload).is_ok() {
+            self.pending.fetch_add(count, Ordering::AcqRel);
+            if self.tx.try_send(records).is_ok() {
                 return true;
             }
-            self.pending.fetch_sub(1, Ordering::AcqRel);
+            self.pending.fetch_sub(count, Ordering::AcqRel);
             self.pending_bytes.fetch_sub(len, Ordering::AcqRel);
         }
         stats.drop_items(reason, items);
@@ -552,11 +555,16 @@ fn start(
 
 /// The spool writer thread: appends what it is handed until shutdown, then syncs. Segments
 /// filled meanwhile are synced outside the spool's lock.
-fn write_spool(sp: &Spill, stats: &Stats, name: &str, rx: &crossbeam::channel::Receiver<Payload>) {
+fn write_spool(
+    sp: &Spill,
+    stats: &Stats,
+    name: &str,
+    rx: &crossbeam::channel::Receiver<Vec<Payload>>,
+) {
     let mut last_error: Option<Instant> = None;
     loop {
-        let p = match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(p) => p,
+        let records = match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(r) => r,
             Err(crossbeam::channel::RecvTimeoutError::Timeout) => {
                 if sp.closing.load(Ordering::Acquire) && rx.is_empty() {
                     break;
@@ -565,41 +573,9 @@ fn write_spool(sp: &Spill, stats: &Stats, name: &str, rx: &crossbeam::channel::R
             }
             Err(crossbeam::channel::RecvTimeoutError::Disconnected) => break,
         };
-        let items = p.items;
-        let len = p.body.len() as u64;
-        let rec = Record {
-            body: p.body,
-            items,
-            signal: p.signal,
-            gzipped: p.gzipped,
-        };
-        let sealed = {
-            let Ok(mut spool) = sp.spool.lock() else {
+        for p in records {
+            if !append_one(sp, stats, name, p, &mut last_error) {
                 return;
-            };
-            match spool.append(&rec) {
-                Ok(true) => {
-                    stats.spooled_items.fetch_add(items, Ordering::Relaxed);
-                    sp.nonempty.store(true, Ordering::Release);
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    stats.drop_items(DropReason::SpoolError, items);
-                    if last_error.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-                        tracing::error!(exporter = name, error = %e, "cannot spool a payload; it is dropped");
-                        last_error = Some(Instant::now());
-                    }
-                }
-            }
-            Spill::publish(&mut spool, stats);
-            spool.take_sealed()
-        };
-        sp.pending_bytes.fetch_sub(len, Ordering::AcqRel);
-        sp.pending.fetch_sub(1, Ordering::AcqRel);
-        sp.wake.notify_one();
-        for f in sealed {
-            if let Err(e) = f.sync_data() {
-                tracing::warn!(exporter = name, error = %e, "cannot sync a full spool segment");
             }
         }
     }
@@ -609,6 +585,55 @@ fn write_spool(sp: &Spill, stats: &Stats, name: &str, rx: &crossbeam::channel::R
         }
         Spill::publish(&mut spool, stats);
     }
+}
+
+/// Appends one payload to the spool and accounts for it; `false` if the spool's lock is
+/// poisoned (the writer then stops).
+fn append_one(
+    sp: &Spill,
+    stats: &Stats,
+    name: &str,
+    p: Payload,
+    last_error: &mut Option<Instant>,
+) -> bool {
+    let items = p.items;
+    let len = p.body.len() as u64;
+    let rec = Record {
+        body: p.body,
+        items,
+        signal: p.signal,
+        gzipped: p.gzipped,
+    };
+    let sealed = {
+        let Ok(mut spool) = sp.spool.lock() else {
+            return false;
+        };
+        match spool.append(&rec) {
+            Ok(true) => {
+                stats.spooled_items.fetch_add(items, Ordering::Relaxed);
+                sp.nonempty.store(true, Ordering::Release);
+            }
+            Ok(false) => {}
+            Err(e) => {
+                stats.drop_items(DropReason::SpoolError, items);
+                if last_error.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                    tracing::error!(exporter = name, error = %e, "cannot spool a payload; it is dropped");
+                    *last_error = Some(Instant::now());
+                }
+            }
+        }
+        Spill::publish(&mut spool, stats);
+        spool.take_sealed()
+    };
+    sp.pending_bytes.fetch_sub(len, Ordering::AcqRel);
+    sp.pending.fetch_sub(1, Ordering::AcqRel);
+    sp.wake.notify_one();
+    for f in sealed {
+        if let Err(e) = f.sync_data() {
+            tracing::warn!(exporter = name, error = %e, "cannot sync a full spool segment");
+        }
+    }
+    true
 }
 
 /// What became of one payload.
@@ -1108,11 +1133,15 @@ mod tests {
         );
     }
 
-    /// Fails (retryably) while `down`; records the bodies it accepted, in order.
+    /// Fails (retryably) while `down`; refuses for good any body holding `refuse` (when
+    /// not empty); records the sizes of all bodies tried and the bodies it accepted, in
+    /// order.
     #[derive(Default)]
     struct Switch {
         down: AtomicBool,
         delay: Duration,
+        refuse: &'static [u8],
+        tried: Mutex<Vec<usize>>,
         got: Mutex<Vec<Bytes>>,
     }
 
@@ -1125,10 +1154,19 @@ mod tests {
                 if !self.delay.is_zero() {
                     tokio::time::sleep(self.delay).await;
                 }
+                if let Ok(mut t) = self.tried.lock() {
+                    t.push(p.body.len());
+                }
                 if self.down.load(Ordering::SeqCst) {
                     return Err(SendError::Retryable {
                         reason: "down".into(),
                         retry_after: None,
+                    });
+                }
+                let r = self.refuse;
+                if !r.is_empty() && p.body.windows(r.len()).any(|w| w == r) {
+                    return Err(SendError::Permanent {
+                        reason: "400".into(),
                     });
                 }
                 if let Ok(mut g) = self.got.lock() {
@@ -1381,6 +1419,11 @@ mod tests {
     #[tokio::test]
     async fn a_merged_payload_is_spooled_as_the_requests_it_holds() {
         let dir = temp("merged");
+        let up = Arc::new(Switch {
+            refuse: BAD,
+            ..Switch::default()
+        });
+        up.down.store(true, Ordering::SeqCst);
         let config = DeliveryConfig {
             queue_capacity: 100,
             batch: Some(Batching {
@@ -1389,28 +1432,50 @@ mod tests {
             }),
             ..several_workers()
         };
-        let (up, r, stats) = spooled_switch(&dir, config, true);
+        let r = spawn_spooled(
+            "t",
+            Arc::clone(&up) as Arc<dyn Upstream>,
+            config,
+            Some(SpoolConfig::new(dir.0.clone(), 1 << 20)),
+        )
+        .expect("spool");
+        let stats = Arc::clone(r.queue.stats());
+        let body = |i: u64| {
+            let mut p = numbered(i, 100);
+            if i == 7 {
+                p.body = Bytes::from([&b"00000007"[..], BAD, &[b'.'; 88]].concat());
+            }
+            p
+        };
         for i in 0..20 {
-            assert!(r.queue.submit(numbered(i, 100)));
+            assert!(r.queue.submit(body(i)));
         }
         until("all spooled", || {
             stats.spool_items.load(Ordering::Relaxed) == 20
                 && stats.queued.load(Ordering::Relaxed) == 0
         })
         .await;
+        // Tried merged first; what the spool's replay tried since were single requests.
+        let tried = up.tried.lock().expect("tried").clone();
+        assert_eq!(tried.first(), Some(&2000), "{tried:?}");
+        assert!(tried[1..].iter().all(|&n| n == 100), "{tried:?}");
         up.down.store(false, Ordering::SeqCst);
-        until("all delivered", || {
-            stats.sent_items.load(Ordering::Relaxed) == 20
+        until("all judged", || {
+            stats.sent_items.load(Ordering::Relaxed) + stats.dropped(DropReason::Rejected) == 20
         })
         .await;
-        // Replayed record by record: one upstream request per received request, so an
-        // upstream refusing one of them for good drops only that one.
+        // Replayed record by record, each its own request: the refused one costs only itself.
+        assert_eq!(stats.dropped(DropReason::Rejected), 1);
+        assert_eq!(stats.sent_requests.load(Ordering::Relaxed), 19);
         let got = up.got.lock().expect("got").clone();
-        let want: Vec<Bytes> = (0..20).map(|i| numbered(i, 100).body).collect();
+        let want: Vec<Bytes> = (0..20).filter(|&i| i != 7).map(|i| body(i).body).collect();
         assert_eq!(sorted(got), want);
         assert_eq!(stats.spooled_items.load(Ordering::Relaxed), 20);
         r.shutdown(Instant::now() + Duration::from_secs(1)).await;
-        assert!(DropReason::ALL.iter().all(|r| stats.dropped(*r) == 0));
+        let others = DropReason::ALL
+            .iter()
+            .filter(|r| **r != DropReason::Rejected);
+        assert!(others.into_iter().all(|r| stats.dropped(*r) == 0));
     }
 
     #[tokio::test]
