@@ -266,14 +266,7 @@ async fn metrics_without_traces_and_metrics_keep_a_service_alive() {
         .encode_to_vec()
     };
     for _ in 0..2 {
-        let r = common::http_post(
-            server.http,
-            "/v1/metrics",
-            "application/x-protobuf",
-            None,
-            metrics("metrics-only"),
-        )
-        .await;
+        let r = common::post_protobuf(server.http, "/v1/metrics", metrics("metrics-only")).await;
         assert_eq!(r.status(), 200);
     }
     server.flush().await;
@@ -287,14 +280,7 @@ async fn metrics_without_traces_and_metrics_keep_a_service_alive() {
     // Four minutes on, fresh metrics: not silent. Another four: still not (last metrics
     // were four minutes ago). Six more without anything: silent.
     clock.advance(240_000_000_000);
-    common::http_post(
-        server.http,
-        "/v1/metrics",
-        "application/x-protobuf",
-        None,
-        metrics("metrics-only"),
-    )
-    .await;
+    common::post_protobuf(server.http, "/v1/metrics", metrics("metrics-only")).await;
     // Let the shard apply it at this clock time before moving the clock on.
     server.flush().await;
     clock.advance(240_000_000_000);

@@ -197,11 +197,6 @@ async fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
-/// POSTs an uncompressed OTLP/HTTP protobuf body.
-async fn post_protobuf(addr: std::net::SocketAddr, path: &str, body: Vec<u8>) -> reqwest::Response {
-    common::http_post(addr, path, "application/x-protobuf", None, body).await
-}
-
 fn spans_in(seen: &[Seen]) -> usize {
     seen.iter()
         .filter(|s| s.signal == "traces")
@@ -231,11 +226,11 @@ async fn everything_accepted_reaches_every_upstream_unchanged_with_the_vendor_he
     let metrics = metrics_request(7);
     let logs = logs_request(5);
     for (path, body) in [("/v1/metrics", &metrics), ("/v1/logs", &logs)] {
-        let r = post_protobuf(agent.http, path, body.clone()).await;
+        let r = common::post_protobuf(agent.http, path, body.clone()).await;
         assert_eq!(r.status(), 200);
     }
     // Undecodable: refused, never forwarded.
-    let r = post_protobuf(agent.http, "/v1/traces", vec![0xff; 9]).await;
+    let r = common::post_protobuf(agent.http, "/v1/traces", vec![0xff; 9]).await;
     assert_eq!(r.status(), 400);
 
     assert!(
@@ -296,7 +291,7 @@ async fn an_upstream_down_at_first_gets_everything_once_up_and_a_400_is_dropped_
     .await;
     let body = logs_request(3);
     for _ in 0..10 {
-        let r = post_protobuf(agent.http, "/v1/logs", body.clone()).await;
+        let r = common::post_protobuf(agent.http, "/v1/logs", body.clone()).await;
         assert_eq!(r.status(), 200, "accepted while the upstream is down");
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -326,7 +321,7 @@ async fn an_upstream_down_at_first_gets_everything_once_up_and_a_400_is_dropped_
     // Now it refuses with 400: one attempt each, dropped and counted.
     *cap.status.lock().expect("lock") = Some(StatusCode::BAD_REQUEST);
     for _ in 0..4 {
-        post_protobuf(agent.http, "/v1/logs", body.clone()).await;
+        common::post_protobuf(agent.http, "/v1/logs", body.clone()).await;
     }
     let counted =
         "otel_sli_exporter_dropped_items_total{exporter=\"forward_0\",reason=\"rejected\"}";
@@ -760,7 +755,7 @@ async fn with_batching_requests_are_merged_byte_for_byte_and_decoded_whole_upstr
 
     let sent: Vec<Vec<u8>> = (1..=10).map(logs_request).collect();
     for body in &sent {
-        let r = post_protobuf(agent.http, "/v1/logs", body.clone()).await;
+        let r = common::post_protobuf(agent.http, "/v1/logs", body.clone()).await;
         assert_eq!(r.status(), 200);
     }
     // Three SDK exports (each its own request) for the gateway's SLI.

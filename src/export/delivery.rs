@@ -1311,36 +1311,15 @@ mod tests {
         r.shutdown(Instant::now() + Duration::from_secs(1)).await;
     }
 
-    /// Refuses for good any body holding `BAD`; records the bodies it accepted.
-    #[derive(Default)]
-    struct Picky {
-        got: Mutex<Vec<Bytes>>,
-    }
-
+    /// A body holding it is refused for good by a `Switch` told to.
     const BAD: &[u8] = b"BAD!";
-
-    impl Upstream for Picky {
-        fn send<'a>(
-            &'a self,
-            p: &'a Payload,
-        ) -> Pin<Box<dyn Future<Output = Result<(), SendError>> + Send + 'a>> {
-            Box::pin(async move {
-                if p.body.windows(BAD.len()).any(|w| w == BAD) {
-                    return Err(SendError::Permanent {
-                        reason: "400".into(),
-                    });
-                }
-                if let Ok(mut g) = self.got.lock() {
-                    g.push(p.body.clone());
-                }
-                Ok(())
-            })
-        }
-    }
 
     #[tokio::test]
     async fn a_merged_payload_refused_whole_is_sent_again_one_by_one() {
-        let up = Arc::new(Picky::default());
+        let up = Arc::new(Switch {
+            refuse: BAD,
+            ..Switch::default()
+        });
         let r = spawn(
             "picky",
             Arc::clone(&up) as Arc<dyn Upstream>,
@@ -1472,10 +1451,10 @@ mod tests {
         assert_eq!(sorted(got), want);
         assert_eq!(stats.spooled_items.load(Ordering::Relaxed), 20);
         r.shutdown(Instant::now() + Duration::from_secs(1)).await;
-        let others = DropReason::ALL
+        let mut others = DropReason::ALL
             .iter()
             .filter(|r| **r != DropReason::Rejected);
-        assert!(others.into_iter().all(|r| stats.dropped(*r) == 0));
+        assert!(others.all(|r| stats.dropped(*r) == 0));
     }
 
     #[tokio::test]

@@ -278,6 +278,11 @@ pub async fn http_post(
     req.send().await.expect("server reachable")
 }
 
+/// POSTs an uncompressed OTLP/HTTP protobuf body.
+pub async fn post_protobuf(addr: SocketAddr, path: &str, body: Vec<u8>) -> reqwest::Response {
+    http_post(addr, path, "application/x-protobuf", None, body).await
+}
+
 /// gzip-compresses bytes.
 pub fn gzip(data: &[u8]) -> Vec<u8> {
     use std::io::Write;
