@@ -26,6 +26,8 @@ struct Batch {
     route: Option<String>,
     n: usize,
     failed_every: usize,
+    /// The duration of request `i`.
+    latency: fn(usize) -> Duration,
 }
 
 fn batch(service: &'static str, route: &str, n: usize, failed_every: usize) -> Batch {
@@ -36,6 +38,7 @@ fn batch(service: &'static str, route: &str, n: usize, failed_every: usize) -> B
         route: Some(route.to_string()),
         n,
         failed_every,
+        latency: |i| Duration::from_millis(5 + (i % 40) as u64),
     }
 }
 
@@ -79,7 +82,7 @@ async fn send(server: &TestServer, batches: Vec<Batch>) {
                 let mut span = tracer
                     .span_builder(name.clone())
                     .with_kind(SpanKind::Server)
-                    .with_start_time(end - Duration::from_millis(5 + (i % 40) as u64))
+                    .with_start_time(end - (b.latency)(i))
                     .with_attributes(attrs)
                     .start(&tracer);
                 if b.failed_every > 0 && i % b.failed_every == 0 {
@@ -547,5 +550,396 @@ async fn a_thousand_series_render_fast() {
         (0.0..3000.0).contains(&rendered),
         "table rendered at {rendered} ms"
     );
+    server.stop().await;
+}
+
+/// The rules of docs/dashboard.md ("How numbers are shown"), written again here from the
+/// document, so the page is checked against the rule and not against its own code.
+mod rule {
+    /// Whole, with `,` between thousands.
+    pub fn whole(x: f64) -> String {
+        let r = x.round();
+        let digits = format!("{}", r.abs() as u64);
+        let mut out = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        if r < 0.0 {
+            format!("-{out}")
+        } else {
+            out
+        }
+    }
+
+    /// Three significant digits, in the largest unit where the rounded value is ≥ 1.
+    pub fn seconds(s: Option<f64>) -> String {
+        let Some(s) = s else { return "—".into() };
+        if s == 0.0 {
+            return "0 s".into();
+        }
+        if s >= 999.5 {
+            return format!("{} s", whole(s));
+        }
+        let r: f64 = format!("{s:.2e}").parse().expect("a number");
+        let (f, unit) = [(1.0, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns")]
+            .into_iter()
+            .find(|(f, _)| r >= *f)
+            .unwrap_or((1e-9, "ns"));
+        let v = r / f;
+        let decimals = if v >= 99.95 {
+            0
+        } else if v >= 9.995 {
+            1
+        } else {
+            2
+        };
+        format!("{v:.decimals$} {unit}")
+    }
+
+    /// Percent with two decimals, rounded towards the worse side; exact 0 and 1 alone at the
+    /// ends.
+    pub fn percent(r: Option<f64>, up: bool) -> String {
+        let Some(r) = r else { return "—".into() };
+        if r == 0.0 {
+            return "0%".into();
+        }
+        if r == 1.0 {
+            return "100%".into();
+        }
+        let scaled = r * 10_000.0;
+        let mut h = if up {
+            (scaled - 1e-6).ceil()
+        } else {
+            (scaled + 1e-6).floor()
+        };
+        if r > 0.0 && r < 1.0 {
+            h = h.clamp(1.0, 9999.0);
+        }
+        format!("{:.2}%", h / 100.0)
+    }
+
+    /// Two decimals below 100, whole from 100, `<0.01` for a tiny positive value.
+    pub fn decimal(x: Option<f64>) -> String {
+        let Some(x) = x else { return "—".into() };
+        if x == 0.0 {
+            return "0".into();
+        }
+        let two = (x * 100.0).round() / 100.0;
+        if two.abs() >= 100.0 {
+            whole(x)
+        } else if x > 0.0 && two == 0.0 {
+            "<0.01".into()
+        } else {
+            format!("{two:.2}")
+        }
+    }
+
+    /// The objective as configured: 0.999 → 99.9%.
+    pub fn objective(o: f64) -> String {
+        let p: f64 = format!("{:.4}", o * 100.0).parse().expect("a number");
+        format!("{p}%")
+    }
+
+    /// Time to exhaustion: two largest units.
+    pub fn eta(sec: Option<f64>) -> String {
+        let Some(sec) = sec else {
+            return "not burning".into();
+        };
+        if sec <= 0.0 {
+            return "exhausted".into();
+        }
+        if sec < 60.0 {
+            let c = sec.ceil();
+            return if c == 60.0 {
+                "1m".into()
+            } else {
+                format!("{c}s")
+            };
+        }
+        let s = sec as u64;
+        let (d, h, m) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60);
+        if d > 0 {
+            format!("{d}d {h}h")
+        } else if h > 0 {
+            format!("{h}h {m}m")
+        } else {
+            format!("{m}m")
+        }
+    }
+}
+
+const FIGURE_SLOS: &str = r#"
+slos:
+  - name: fast-availability
+    service: web
+    feature: "GET /fast"
+    objective: 99.9
+  - name: mid-availability
+    service: web
+    feature: "GET /mid"
+    objective: 99.5
+  - name: slow-latency
+    service: web
+    feature: "POST /slow"
+    sli: latency
+    threshold: 1s
+    objective: 99
+  - name: spread-latency
+    service: web
+    feature: "GET /spread"
+    sli: latency
+    threshold: 150ms
+    objective: 50
+"#;
+
+/// Known latencies (every request of a feature at exactly 100 ms, 150 ms, 1.2 s or 0.4 ms,
+/// one feature spread over 1–200 ms, one with a single request) and request metrics for one
+/// feature, all through the SDK: every cell of the SLI table and every figure of every SLO
+/// card equals the API's value written by the documented rule. The clock is injected and
+/// stands still, so the page and the test read the same answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_figure_on_the_page_is_the_api_value_written_by_the_documented_rule() {
+    use opentelemetry::metrics::MeterProvider as _;
+    use otel_sli::clock::ManualClock;
+    if !browser::available() {
+        return;
+    }
+    let nanos = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .expect("clock")
+            .as_nanos() as u64
+    };
+    let clock = std::sync::Arc::new(ManualClock::new(nanos(SystemTime::now())));
+    let server = TestServer::start_with_clock(common::config(FIGURE_SLOS), clock.clone()).await;
+    let web = |method: &'static str, route: &str, n, failed_every, latency| Batch {
+        method,
+        latency,
+        ..batch("web", route, n, failed_every)
+    };
+    send(
+        &server,
+        vec![
+            web("GET", "/fast", 40, 20, |_| Duration::from_millis(100)),
+            web("GET", "/mid", 30, 0, |_| Duration::from_millis(150)),
+            web("POST", "/slow", 12, 12, |_| Duration::from_millis(1200)),
+            web("GET", "/spread", 200, 0, |i| {
+                Duration::from_millis(1 + i as u64)
+            }),
+            web("GET", "/health", 20, 0, |_| Duration::from_micros(400)),
+            web("GET", "/once", 1, 0, |_| Duration::from_millis(250)),
+        ],
+    )
+    .await;
+    // Request metrics counting 31 requests of GET /mid, of which 30 arrived as spans.
+    let endpoint = format!("http://{}", server.grpc);
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let _g = handle.enter();
+        let meters = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+            .with_periodic_exporter(
+                opentelemetry_otlp::MetricExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(&endpoint)
+                    .build()
+                    .expect("metric exporter"),
+            )
+            .with_resource(
+                Resource::builder()
+                    .with_service_name("web")
+                    .with_attribute(KeyValue::new("service.version", "1.0.0"))
+                    .build(),
+            )
+            .build();
+        let duration = meters
+            .meter("http")
+            .f64_histogram("http.server.request.duration")
+            .with_unit("s")
+            .build();
+        let attrs = [
+            KeyValue::new("http.request.method", "GET"),
+            KeyValue::new("http.route", "/mid"),
+            KeyValue::new("http.response.status_code", 200),
+        ];
+        for _ in 0..31 {
+            duration.record(0.15, &attrs);
+        }
+        meters.force_flush().expect("flush metrics");
+        meters.shutdown().expect("shutdown");
+    })
+    .await
+    .expect("sdk thread");
+    clock.advance(40_000_000_000);
+    let (_, slis) = server.get_json("/api/v1/slis?window=5m").await;
+    let (_, slos) = server.get_json("/api/v1/slos").await;
+
+    let admin = server.admin;
+    let (table, cards, errors) = tokio::task::spawn_blocking(move || {
+        let mut b = Browser::launch(1400, 1200);
+        let page = &mut b.page;
+        open(page, admin);
+        page.wait_for(
+            "document.querySelectorAll('#slo-cards [data-slo]').length === 4",
+            Duration::from_secs(10),
+        );
+        page.eval("document.getElementById('pause').click(); 1");
+        let table = page.eval(
+            "[...document.querySelectorAll('#sli-body tr[data-key]')].map(tr => ({
+                service: tr.dataset.service, feature: tr.dataset.feature,
+                cells: [...tr.children].slice(2, 8).map(td => td.textContent),
+                quality: tr.children[8].dataset.value,
+                reasons: [...tr.children[8].querySelectorAll('li')].map(li => li.textContent)}))",
+        );
+        let cards = page.eval(
+            "[...document.querySelectorAll('#slo-cards [data-slo]')].map(c => {
+                const role = (r) => c.querySelector('[data-role=' + r + ']').textContent;
+                return { name: c.dataset.slo, alert: role('alert'), what: role('what'),
+                  sli: role('sli'), requests: role('requests'), budget: role('budget'),
+                  eta: role('eta'),
+                  burn: Object.fromEntries([...c.querySelectorAll('td[data-window]')]
+                    .map(td => [td.dataset.window, td.textContent])) };
+            })",
+        );
+        page.drain(Duration::from_millis(100));
+        (table, cards, std::mem::take(&mut page.errors))
+    })
+    .await
+    .expect("browser thread");
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+    // The answers did not move while the page read them.
+    assert_eq!(
+        server.get_json("/api/v1/slis?window=5m").await.1["slis"],
+        slis["slis"]
+    );
+
+    // The SLI table: every series, every cell.
+    let secs = slis["window_seconds"].as_f64().expect("window_seconds");
+    assert_eq!(secs, 40.0, "{slis}");
+    let rows = table.as_array().expect("rows");
+    let api = slis["slis"].as_array().expect("slis");
+    assert_eq!(rows.len(), api.len(), "{table}");
+    assert_eq!(api.len(), 6, "{slis}");
+    for s in api {
+        let row = rows
+            .iter()
+            .find(|r| r["service"] == s["service"] && r["feature"] == s["feature"])
+            .unwrap_or_else(|| panic!("no row for {s} in {table}"));
+        let success = s["success_ratio"].as_f64();
+        let low = success.is_some_and(|r| r < 0.99);
+        let lat = |q: &str| rule::seconds(s["latency_seconds"][q].as_f64());
+        let coverage = match s["trace_coverage"].as_f64() {
+            Some(c) => rule::percent(Some(c), false),
+            None => "no metrics".into(),
+        };
+        let want = serde_json::json!([
+            rule::decimal(s["requests"].as_f64().map(|r| r / secs)),
+            format!(
+                "{}{}",
+                if low { "▼ " } else { "" },
+                rule::percent(success, false)
+            ),
+            lat("p50"),
+            lat("p95"),
+            lat("p99"),
+            coverage,
+        ]);
+        assert_eq!(row["cells"], want, "{}: API {s}", s["feature"]);
+        assert_eq!(row["quality"], s["data_quality"], "{s}");
+        let reasons = s["data_quality_reasons"].clone();
+        let reasons = if reasons.is_null() {
+            serde_json::json!([])
+        } else {
+            reasons
+        };
+        assert_eq!(row["reasons"], reasons, "{s}");
+    }
+    // What a user reads for the known latencies: the API's quantiles are the upper ends of
+    // histogram buckets, within 1% of the truth (150 ms reads 151 ms, 1.2 s reads 1.21 s).
+    let cells = |feature: &str| {
+        rows.iter()
+            .find(|r| r["feature"] == feature)
+            .map(|r| r["cells"].clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(cells("GET /fast")[3], "100 ms", "p95 of 100 ms requests");
+    assert_eq!(cells("GET /mid")[3], "151 ms", "p95 of 150 ms requests");
+    assert_eq!(cells("POST /slow")[4], "1.21 s", "p99 of 1.2 s requests");
+    assert_eq!(cells("GET /health")[2], "401 µs", "p50 of 0.4 ms requests");
+    assert_eq!(cells("GET /spread")[4], "198 ms", "p99 of 1–200 ms");
+    assert_eq!(cells("GET /fast")[1], "▼ 95.00%");
+    assert_eq!(
+        cells("GET /mid")[5],
+        "96.77%",
+        "30 of 31 requests traced, rounded down"
+    );
+    assert_eq!(cells("GET /spread")[0], "5.00", "200 requests in 40 s");
+    let once = rows
+        .iter()
+        .find(|r| r["feature"] == "GET /once")
+        .expect("once");
+    assert_eq!(
+        once["reasons"][0],
+        "1 request in the window, fewer than completeness.min_events (10)"
+    );
+
+    // The SLO cards: every figure.
+    let cards = cards.as_array().expect("cards");
+    let api = slos["slos"].as_array().expect("slos");
+    assert_eq!(cards.len(), api.len());
+    for s in api {
+        let card = cards
+            .iter()
+            .find(|c| c["name"] == s["name"])
+            .unwrap_or_else(|| panic!("no card for {s}"));
+        let alert = match s["alert"].as_str() {
+            Some("ok") => "✓ OK",
+            Some("ticket") => "▲ TICKET",
+            Some("page") => "■ PAGE",
+            Some("no_data") => "○ NO DATA",
+            Some("insufficient") => "⚠ INSUFFICIENT DATA",
+            other => panic!("alert {other:?}"),
+        };
+        let what = match s["threshold_seconds"].as_f64() {
+            Some(t) => format!("requests faster than {}", rule::seconds(Some(t))),
+            None => "successful requests".into(),
+        };
+        let remaining = s["error_budget_remaining"].as_f64();
+        let burn: serde_json::Map<String, Value> = s["burn_rates"]
+            .as_object()
+            .expect("burn rates")
+            .iter()
+            .map(|(w, b)| (w.clone(), Value::from(rule::decimal(b.as_f64()))))
+            .collect();
+        let want = serde_json::json!({
+            "name": s["name"],
+            "alert": alert,
+            "what": format!("{} · {} · {what} · {} window", s["service"].as_str().unwrap_or(""),
+                s["feature"].as_str().unwrap_or(""), s["window"].as_str().unwrap_or("")),
+            "sli": format!("{} (objective {})", rule::percent(s["sli_value"].as_f64(), false),
+                rule::objective(s["objective"].as_f64().expect("objective"))),
+            "requests": format!("{} total, {} bad", rule::whole(s["total"].as_f64().unwrap_or(0.0)),
+                rule::whole(s["bad"].as_f64().unwrap_or(0.0))),
+            "budget": match remaining {
+                Some(_) => format!("{} remaining", rule::percent(remaining, false)),
+                None => "no data".into(),
+            },
+            "eta": rule::eta(s["exhaustion_eta_seconds"].as_f64()),
+            "burn": burn,
+        });
+        assert_eq!(card, &want, "API {s}");
+    }
+    let card = |name: &str| cards.iter().find(|c| c["name"] == name).expect("card");
+    assert_eq!(card("fast-availability")["sli"], "95.00% (objective 99.9%)");
+    assert_eq!(card("spread-latency")["sli"], "75.00% (objective 50%)");
+    assert_eq!(
+        card("slow-latency")["what"],
+        "web · POST /slow · requests faster than 1.00 s · 30d window"
+    );
+    assert_eq!(card("slow-latency")["budget"], "-9900.00% remaining");
+    assert_eq!(card("fast-availability")["burn"]["5m"], "50.00");
+    assert_eq!(card("spread-latency")["eta"], "30d 0h");
+    assert_eq!(card("mid-availability")["sli"], "100% (objective 99.5%)");
     server.stop().await;
 }

@@ -1,5 +1,5 @@
-//! The built-in dashboard's static assets (`/`, `/dashboard.js`, `/dashboard.css`,
-//! `/favicon.svg`), embedded in the binary and served with their content type, an `ETag`
+//! The built-in dashboard's static assets (`/`, `/format.js`, `/dashboard.js`,
+//! `/dashboard.css`, `/favicon.svg`), embedded in the binary and served with their content type, an `ETag`
 //! (`Cache-Control: no-cache`: the browser revalidates and gets `304` until the binary
 //! changes) and a strict `Content-Security-Policy` (scripts, styles and requests from this
 //! origin only; no inline script or style; no framing).
@@ -26,11 +26,16 @@ pub struct Asset {
 }
 
 /// Every asset of the dashboard.
-pub static ASSETS: [Asset; 4] = [
+pub static ASSETS: [Asset; 5] = [
     Asset {
         path: "/",
         content_type: "text/html; charset=utf-8",
         body: include_bytes!("dashboard/index.html"),
+    },
+    Asset {
+        path: "/format.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("dashboard/format.js"),
     },
     Asset {
         path: "/dashboard.js",
@@ -108,18 +113,26 @@ mod tests {
     #[test]
     fn the_page_loads_only_its_own_files_and_no_inline_script() {
         let html = std::str::from_utf8(ASSETS[0].body).expect("utf-8");
-        assert!(html.contains(r#"<script src="/dashboard.js" defer></script>"#));
+        // The formatters first: `defer` runs the scripts in document order.
+        assert!(html.contains(
+            "<script src=\"/format.js\" defer></script>\n<script src=\"/dashboard.js\" defer></script>"
+        ));
         assert!(html.contains(r#"<link rel="stylesheet" href="/dashboard.css">"#));
         assert!(!html.contains("<script>"), "no inline script");
         assert!(!html.contains(" style="), "no inline style");
         assert!(!html.contains("http://") && !html.contains("https://"));
-        let js = std::str::from_utf8(ASSETS[1].body).expect("utf-8");
-        let js = js.replace("http://www.w3.org/2000/svg", "");
-        assert!(
-            !js.contains("http://") && !js.contains("https://"),
-            "no remote requests"
-        );
-        assert!(!js.contains("innerHTML"), "DOM built from text nodes only");
+        for script in ["/format.js", "/dashboard.js"] {
+            let js = std::str::from_utf8(find(script).expect("script").body).expect("utf-8");
+            let js = js.replace("http://www.w3.org/2000/svg", "");
+            assert!(
+                !js.contains("http://") && !js.contains("https://"),
+                "{script}: no remote requests"
+            );
+            assert!(
+                !js.contains("innerHTML"),
+                "{script}: DOM from text nodes only"
+            );
+        }
     }
 
     fn find(path: &str) -> Option<&'static Asset> {

@@ -51,43 +51,9 @@
     return e;
   }
 
-  // ---- formatting --------------------------------------------------------------------
+  // ---- formatting (format.js: one formatter per unit, docs/dashboard.md) ---------------
+  const F = window.OtelSliFormat;
   const isNum = (x) => typeof x === 'number' && Number.isFinite(x);
-  function pct(r) {
-    if (!isNum(r)) return '—';
-    if (r >= 1) return '100%';
-    return (Math.floor(r * 10000) / 100).toFixed(2) + '%';
-  }
-  function objective(o) {
-    return isNum(o) ? String(+(o * 100).toFixed(4)) + '%' : '—';
-  }
-  function seconds(s) {
-    if (!isNum(s)) return '—';
-    if (s < 0.001) return (s * 1e6).toFixed(0) + ' µs';
-    if (s < 1) return (s * 1e3).toPrecision(3).replace(/\.?0+$/, '') + ' ms';
-    return s.toFixed(s < 10 ? 2 : 1) + ' s';
-  }
-  function rate(x) {
-    if (!isNum(x)) return '—';
-    if (x === 0) return '0';
-    if (x < 0.01) return '<0.01';
-    if (x < 100) return x.toFixed(2);
-    return Math.round(x).toLocaleString('en');
-  }
-  function count(x) {
-    return isNum(x) ? Math.round(x).toLocaleString('en') : '—';
-  }
-  function duration(sec) {
-    if (!isNum(sec)) return '—';
-    if (sec <= 0) return 'exhausted';
-    const d = Math.floor(sec / 86400);
-    const h = Math.floor((sec % 86400) / 3600);
-    const m = Math.floor((sec % 3600) / 60);
-    if (d > 0) return d + 'd ' + h + 'h';
-    if (h > 0) return h + 'h ' + m + 'm';
-    if (m > 0) return m + 'm';
-    return Math.ceil(sec) + 's';
-  }
   function time(t) {
     const d = new Date(t);
     return isNaN(d) ? String(t) : d.toLocaleString();
@@ -239,10 +205,10 @@
     const pv = p95.filter((v) => v !== null);
     const lo = sv.length ? Math.min(...sv, 0.99) : 0;
     const sLabel = sv.length
-      ? 'Success ratio per minute, last hour: lowest ' + pct(Math.min(...sv)) + ', latest ' + pct(sv[sv.length - 1])
+      ? 'Success ratio per minute, last hour: lowest ' + F.ratio(Math.min(...sv)) + ', latest ' + F.ratio(sv[sv.length - 1])
       : 'No requests in the last hour';
     const pLabel = pv.length
-      ? 'p95 latency per minute, last hour: highest ' + seconds(Math.max(...pv)) + ', latest ' + seconds(pv[pv.length - 1])
+      ? 'p95 latency per minute, last hour: highest ' + F.seconds(Math.max(...pv)) + ', latest ' + F.seconds(pv[pv.length - 1])
       : 'No latency data in the last hour';
     const sSpark = sparkline(succ, lo, 1, 'success', sLabel);
     if (sv.some((v) => v < 0.99)) sSpark.classList.add('dipped');
@@ -275,12 +241,12 @@
       frag.append(el('tr', { 'data-key': r.key, 'data-service': r.service, 'data-feature': r.feature },
         el('td', { text: r.service }),
         el('th', { scope: 'row' }, r.feature, r.dims ? el('span', { class: 'dims', text: r.dims }) : null),
-        el('td', { class: 'num', 'data-value': r.rate, text: rate(r.rate) }),
-        el('td', { class: 'num' + (lowSuccess ? ' low' : ''), 'data-value': r.success, text: (lowSuccess ? '▼ ' : '') + pct(r.success) }),
-        el('td', { class: 'num', 'data-value': r.p50, text: seconds(r.p50) }),
-        el('td', { class: 'num', 'data-value': r.p95, text: seconds(r.p95) }),
-        el('td', { class: 'num', 'data-value': r.p99, text: seconds(r.p99) }),
-        el('td', { class: 'num', 'data-value': r.coverage, text: isNum(r.coverage) ? pct(r.coverage) : 'no metrics' }),
+        el('td', { class: 'num', 'data-value': r.rate, text: F.rate(r.rate) }),
+        el('td', { class: 'num' + (lowSuccess ? ' low' : ''), 'data-value': r.success, text: (lowSuccess ? '▼ ' : '') + F.ratio(r.success) }),
+        el('td', { class: 'num', 'data-value': r.p50, text: F.seconds(r.p50) }),
+        el('td', { class: 'num', 'data-value': r.p95, text: F.seconds(r.p95) }),
+        el('td', { class: 'num', 'data-value': r.p99, text: F.seconds(r.p99) }),
+        el('td', { class: 'num', 'data-value': r.coverage, text: isNum(r.coverage) ? F.ratio(r.coverage) : 'no metrics' }),
         qualityCell(r, open.has(r.key)),
         ...trendCells(r)));
     }
@@ -318,7 +284,7 @@
   function sloCard(s) {
     const [cls, label] = ALERTS[s.alert] || ['neutral', String(s.alert).toUpperCase()];
     const what = s.sli === 'latency'
-      ? 'requests faster than ' + seconds(s.threshold_seconds)
+      ? 'requests faster than ' + F.seconds(s.threshold_seconds)
       : 'successful requests';
     const remaining = s.error_budget_remaining;
     const fill = el('div', { class: 'fill' });
@@ -330,27 +296,28 @@
     const burn = el('table', { class: 'burn' },
       el('caption', { text: 'Burn rate per window (1 = spending the budget exactly over ' + s.window + ')' }),
       el('thead', {}, el('tr', {}, ...burns.map(([w]) => el('th', { scope: 'col', text: w })))),
-      el('tbody', {}, el('tr', {}, ...burns.map(([, b]) => el('td', {
+      el('tbody', {}, el('tr', {}, ...burns.map(([w, b]) => el('td', {
         class: isNum(b) && b >= 1 ? 'hot' : null,
-        text: isNum(b) ? (b >= 100 ? b.toFixed(0) : b.toFixed(2)) : '—',
+        'data-window': w,
+        text: F.burn(b),
       })))));
     const reasons = (s.alert_reasons || []);
     return el('article', { class: 'card', 'data-slo': s.name, 'data-alert': s.alert, 'aria-labelledby': 'slo-' + s.name },
       el('div', { class: 'card-head' },
         el('h3', { id: 'slo-' + s.name, text: s.name }),
         el('span', { class: 'badge ' + cls, 'data-role': 'alert', text: label })),
-      el('p', { class: 'sub', text: s.service + ' · ' + s.feature + ' · ' + what + ' · ' + s.window + ' window' }),
+      el('p', { class: 'sub', 'data-role': 'what', text: s.service + ' · ' + s.feature + ' · ' + what + ' · ' + s.window + ' window' }),
       el('dl', {},
         el('dt', { text: 'SLI' }),
-        el('dd', { 'data-role': 'sli', text: pct(s.sli_value) + ' (objective ' + objective(s.objective) + ')' }),
+        el('dd', { 'data-role': 'sli', text: F.ratio(s.sli_value) + ' (objective ' + F.objective(s.objective) + ')' }),
         el('dt', { text: 'Requests' }),
-        el('dd', { text: count(s.total) + ' total, ' + count(s.bad) + ' bad' }),
+        el('dd', { 'data-role': 'requests', text: F.count(s.total) + ' total, ' + F.count(s.bad) + ' bad' }),
         el('dt', { text: 'Error budget' }),
         el('dd', {},
-          el('span', { 'data-role': 'budget', text: isNum(remaining) ? (remaining * 100).toFixed(1) + '% remaining' : 'no data' }),
+          el('span', { 'data-role': 'budget', text: isNum(remaining) ? F.ratio(remaining) + ' remaining' : 'no data' }),
           el('div', { class: 'bar', 'aria-hidden': 'true' }, fill)),
         el('dt', { text: 'Exhausted in' }),
-        el('dd', { 'data-role': 'eta', text: s.exhaustion_eta_seconds === null || s.exhaustion_eta_seconds === undefined ? 'not burning' : duration(s.exhaustion_eta_seconds) })),
+        el('dd', { 'data-role': 'eta', text: s.exhaustion_eta_seconds === null || s.exhaustion_eta_seconds === undefined ? 'not burning' : F.eta(s.exhaustion_eta_seconds) })),
       burns.length ? burn : null,
       reasons.length ? el('ul', { class: 'reasons' }, ...reasons.map((r) => el('li', { text: r }))) : null);
   }
@@ -399,7 +366,7 @@
       el('ul', {}, ...list.map((g) => el('li', { 'data-kind': g.kind },
         el('strong', { text: GAP_NAMES[g.kind] || g.kind }),
         g.feature ? ' · ' + g.feature : null,
-        el('div', { class: 'facts', text: count(g.count) + ' · ' + pct(g.ratio) + ' affected · since ' + time(g.since) + ' · last seen ' + time(g.last_seen) }),
+        el('div', { class: 'facts', text: F.count(g.count) + ' · ' + F.badRatio(g.ratio) + ' affected · since ' + time(g.since) + ' · last seen ' + time(g.last_seen) }),
         el('p', { text: g.detail }))))));
     box.replaceChildren(...groups);
     message('gap-message', gaps.length ? '' : '✓ No telemetry gaps in the last 5 minutes: traces are whole, every service reports, and request metrics match the spans.');
@@ -472,10 +439,10 @@
   function cohortCells(c) {
     c = c || {};
     return [
-      el('td', { class: 'num', text: count(c.requests) }),
-      el('td', { class: 'num', text: isNum(c.error_ratio) ? (c.error_ratio * 100).toFixed(2) + '%' : '—' }),
-      el('td', { class: 'num', text: seconds(c.p95_seconds) }),
-      el('td', { class: 'num', text: seconds(c.p99_seconds) }),
+      el('td', { class: 'num', text: F.count(c.requests) }),
+      el('td', { class: 'num', text: F.badRatio(c.error_ratio) }),
+      el('td', { class: 'num', text: F.seconds(c.p95_seconds) }),
+      el('td', { class: 'num', text: F.seconds(c.p99_seconds) }),
     ];
   }
 
