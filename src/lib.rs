@@ -20,4 +20,5 @@ pub mod receiver;
 pub mod sli;
 pub mod slo;
 pub mod telemetry;
+pub mod text;
 pub mod ticker;

@@ -6,6 +6,7 @@
 
 use crate::completeness::{GapCounts, KindCounts};
 use crate::pipeline::snapshot::View;
+use crate::text::{agree, counted};
 use serde::Serialize;
 
 /// How long a gap stays active after it was last seen, nanoseconds (5 minutes).
@@ -40,11 +41,13 @@ const KINDS: [Kind; 3] = [
         name: "orphan_spans",
         of: |c| &c.orphans,
         detail: |service, c| {
+            let n = c.orphans.count;
             format!(
-                "{} spans of {service} have a parent that should have been reported by this node but never arrived: \
+                "{} of {service} {} a parent that should have been reported by this node but never arrived: \
                  the parent span was probably never ended or exported (a crash, a leaked span, an exporter dropping data), \
                  or its service sends to another collector",
-                c.orphans.count
+                counted(n, "span", "spans"),
+                agree(n, "has", "have")
             )
         },
     },
@@ -52,10 +55,12 @@ const KINDS: [Kind; 3] = [
         name: "missing_root",
         of: |c| &c.missing_roots,
         detail: |service, c| {
+            let n = c.missing_roots.count;
             format!(
-                "{} traces starting at {service} have no root span and no remote parent: the request's entry span \
+                "{} starting at {service} {} no root span and no remote parent: the request's entry span \
                  was not exported, or the service that started the trace does not send to this node",
-                c.missing_roots.count
+                counted(n, "trace", "traces"),
+                agree(n, "has", "have")
             )
         },
     },
@@ -63,12 +68,17 @@ const KINDS: [Kind; 3] = [
         name: "invalid_spans",
         of: |c| &c.invalid,
         detail: |service, c| {
+            let n = c.invalid.count;
             format!(
-                "{} spans of {service} are invalid: {} with a trace or span id that is empty, all zero \
-                 or of the wrong length (rejected), {} request spans ending before they start or \
+                "{} of {service} {} invalid: {} with a trace or span id that is empty, all zero \
+                 or of the wrong length (rejected), {} ending before they start or \
                  missing a timestamp (their latency counts as 0), {} with an end time beyond the \
                  allowed clock skew (the host clock is wrong, or timestamps are not in nanoseconds)",
-                c.invalid.count, c.invalid_ids, c.invalid_durations, c.clock_skew
+                counted(n, "span", "spans"),
+                agree(n, "is", "are"),
+                c.invalid_ids,
+                counted(c.invalid_durations, "request span", "request spans"),
+                c.clock_skew
             )
         },
     },
@@ -147,9 +157,10 @@ pub fn render(view: &View, silence_after: u64, coverage_target: f64) -> Vec<u8> 
                 since: rfc3339(c.last_signal_unix_nanos),
                 last_seen: rfc3339(c.last_signal_unix_nanos),
                 detail: format!(
-                    "{} sends metrics ({} data points) but none of its spans arrive: tracing is off, \
+                    "{} sends metrics ({}) but none of its spans arrive: tracing is off, \
                      sampled to nothing, or exported elsewhere, so it has no SLIs here",
-                    g.service, c.metric_points
+                    g.service,
+                    counted(c.metric_points, "data point", "data points")
                 ),
             });
         }
@@ -174,11 +185,11 @@ pub fn render(view: &View, silence_after: u64, coverage_target: f64) -> Vec<u8> 
             since: t.clone(),
             last_seen: t,
             detail: format!(
-                "request metrics count {} requests of {} {} in the last 5 minutes but only {:.0} \
+                "request metrics count {} of {} {} in the last 5 minutes but only {:.0} \
                  arrived as spans (trace coverage {coverage:.2}): spans are dropped on the way \
                  (exporter queues, a sampler that does not record its probability), or part of \
                  the service's instances do not send traces here",
-                w.metric_requests,
+                counted(w.metric_requests, "request", "requests"),
                 series.service(),
                 series.feature(),
                 w.est_requests
@@ -193,16 +204,18 @@ pub fn render(view: &View, silence_after: u64, coverage_target: f64) -> Vec<u8> 
         let service = series.service();
         let detail = if service.starts_with("unknown_service") {
             format!(
-                "{} requests come from spans with no service.name: set OTEL_SERVICE_NAME (or the \
+                "{} {} from spans with no service.name: set OTEL_SERVICE_NAME (or the \
                  service.name resource attribute) in the application",
-                u.count
+                counted(u.count, "request", "requests"),
+                agree(u.count, "comes", "come")
             )
         } else {
             format!(
-                "{} requests of {service} were named after their span name \"{}\" because the \
+                "{} of {service} {} named after their span name \"{}\" because the \
                  attributes the feature rules need (for example http.route) are missing: the \
                  instrumentation does not record the route, or the rules do not fit this service",
-                u.count,
+                counted(u.count, "request", "requests"),
+                agree(u.count, "was", "were"),
                 series.feature()
             )
         };

@@ -118,8 +118,8 @@ pub fn render(pipeline: &Pipeline, window: &str) -> Result<Vec<u8>, String> {
             }
             if ws.requests < min_events {
                 reasons.push(format!(
-                    "{} requests in the window, fewer than completeness.min_events ({min_events})",
-                    ws.requests
+                    "{} in the window, fewer than completeness.min_events ({min_events})",
+                    crate::text::counted(ws.requests, "request", "requests")
                 ));
             }
             if silent.contains(s.service()) {

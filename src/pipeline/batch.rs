@@ -139,15 +139,15 @@ impl Tally {
         let mut parts = Vec::new();
         if self.bad_trace_id > 0 {
             parts.push(format!(
-                "{} spans rejected: {}",
-                self.bad_trace_id,
+                "{} rejected: {}",
+                crate::text::counted(self.bad_trace_id, "span", "spans"),
                 Reject::TraceId.message()
             ));
         }
         if self.bad_span_id > 0 {
             parts.push(format!(
-                "{} spans rejected: {}",
-                self.bad_span_id,
+                "{} rejected: {}",
+                crate::text::counted(self.bad_span_id, "span", "spans"),
                 Reject::SpanId.message()
             ));
         }

@@ -296,8 +296,10 @@ impl Comparison {
             ] {
                 if n < self.min_requests {
                     self.reasons.push(format!(
-                        "{}: {who} has {n} requests, fewer than the {} needed (canary.min_requests)",
-                        self.scope, self.min_requests
+                        "{}: {who} has {}, fewer than the {} needed (canary.min_requests)",
+                        self.scope,
+                        crate::text::counted(n, "request", "requests"),
+                        self.min_requests
                     ));
                 }
             }

@@ -129,8 +129,8 @@ pub fn evaluate(
     };
     if window.total > 0 && window.total < min_events {
         quality.push(format!(
-            "{} requests in the {} window, fewer than completeness.min_events ({min_events})",
-            window.total,
+            "{} in the {} window, fewer than completeness.min_events ({min_events})",
+            crate::text::counted(window.total, "request", "requests"),
             super::def::duration_name(def.window)
         ));
     }
