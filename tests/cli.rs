@@ -184,3 +184,94 @@ fn shipped_example_configs_are_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The README's first example, run as a newcomer runs it (with `sh`, against the binary on
+/// its defaults): its span is timed now, so it shows as the `cart` SLI and raises no
+/// "invalid spans" gap (a fixed timestamp from the past, or a future one, would).
+#[test]
+fn the_readme_first_span_is_valid_and_shows_the_sli() {
+    if !tool_available("curl") {
+        return;
+    }
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    let block = readme
+        .split("Send it a span and read the SLI:\n\n```sh\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("the README's first span example");
+    let (grpc, http, admin) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let script = block
+        .replace("localhost:4318", &http)
+        .replace("localhost:9464", &admin);
+    assert_ne!(script, block, "the example uses the default addresses");
+    let mut child = Command::new(BIN)
+        .args([
+            "--otlp-grpc",
+            &grpc,
+            "--otlp-http",
+            &http,
+            "--admin",
+            &admin,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http_get(&admin, "/readyz").is_none_or(|r| !r.starts_with("HTTP/1.1 200")) {
+        assert!(Instant::now() < deadline, "not ready in time");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .expect("sh runs");
+    let shown = String::from_utf8_lossy(&out.stdout).to_string();
+    let gaps = http_get(&admin, "/api/v1/gaps").expect("gaps");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(out.status.success(), "{shown}");
+    // What the example prints last: the SLI of the one span, 120 ms long.
+    let json = shown
+        .rfind("{\"window\"")
+        .map(|i| &shown[i..])
+        .unwrap_or_else(|| panic!("no SLI answer in {shown}"));
+    let slis: serde_json::Value = serde_json::from_str(json.trim()).expect("JSON");
+    let cart = &slis["slis"][0];
+    assert_eq!(cart["service"], "cart", "{slis}");
+    assert_eq!(cart["feature"], "GET /cart");
+    assert_eq!(cart["requests"], 1);
+    assert_eq!(cart["errors"], 0);
+    let p50 = cart["latency_seconds"]["p50"].as_f64().expect("p50");
+    assert!((0.119..=0.122).contains(&p50), "120 ms span: p50 {p50}");
+    assert_eq!(
+        cart["data_quality_reasons"][0],
+        "1 request in the window, fewer than completeness.min_events (10)"
+    );
+    assert!(
+        !gaps.contains("invalid_spans"),
+        "the example's span is valid: {gaps}"
+    );
+}
+
+/// True when `tool` runs; otherwise prints `skipped` (or fails under
+/// `OTEL_SLI_REQUIRE_TOOLS=1`, where `.ci/run` installs every tool).
+fn tool_available(tool: &str) -> bool {
+    let found = Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var("OTEL_SLI_REQUIRE_TOOLS").as_deref() != Ok("1"),
+            "{tool} not installed and OTEL_SLI_REQUIRE_TOOLS=1 (see .ci/run)"
+        );
+        eprintln!("skipped: {tool} not installed");
+    }
+    found
+}
