@@ -283,6 +283,51 @@ mod tests {
     }
 
     #[test]
+    fn details_agree_with_their_counts() {
+        let one = KindCounts {
+            count: 1,
+            spans: 1,
+            ..KindCounts::default()
+        };
+        let c = GapCounts {
+            orphans: one.clone(),
+            missing_roots: one.clone(),
+            invalid: one,
+            invalid_durations: 1,
+            ..GapCounts::default()
+        };
+        let details: Vec<String> = KINDS.iter().map(|k| (k.detail)("cart", &c)).collect();
+        assert!(
+            details[0].starts_with("1 span of cart has a parent"),
+            "{}",
+            details[0]
+        );
+        assert!(
+            details[1].starts_with("1 trace starting at cart has no root"),
+            "{}",
+            details[1]
+        );
+        assert!(
+            details[2].starts_with("1 span of cart is invalid"),
+            "{}",
+            details[2]
+        );
+        assert!(
+            details[2].contains(", 1 request span ending before"),
+            "{}",
+            details[2]
+        );
+        let two = GapCounts {
+            orphans: KindCounts {
+                count: 2,
+                ..KindCounts::default()
+            },
+            ..GapCounts::default()
+        };
+        assert!((KINDS[0].detail)("cart", &two).starts_with("2 spans of cart have a parent"));
+    }
+
+    #[test]
     fn only_active_gaps_most_severe_first() {
         let min = 60 * 1_000_000_000;
         let counts = |spans, orphans, last| GapCounts {
