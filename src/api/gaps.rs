@@ -290,8 +290,8 @@ mod tests {
             ..KindCounts::default()
         };
         let c = GapCounts {
-            orphans: one.clone(),
-            missing_roots: one.clone(),
+            orphans: one,
+            missing_roots: one,
             invalid: one,
             invalid_durations: 1,
             ..GapCounts::default()
