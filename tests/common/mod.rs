@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod collector;
+pub mod sdk;
 
 use bytes::{Buf, BufMut, Bytes};
 use otel_sli::app::{self, Running};
@@ -182,6 +184,20 @@ pub fn free_addr() -> String {
         .and_then(|l| l.local_addr())
         .expect("free port")
         .to_string()
+}
+
+/// `GET path` over HTTP/1.0 (blocking): the body of a 200 answer.
+pub fn http_get_text(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    head.split(' ').nth(1).filter(|c| *c == "200")?;
+    Some(body.to_string())
 }
 
 /// Finds a sample by its exact `name{labels}` text.

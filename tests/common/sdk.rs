@@ -1,0 +1,113 @@
+//! Request spans sent by the OpenTelemetry SDK (`opentelemetry-otlp`), over OTLP/gRPC or
+//! OTLP/HTTP, with the durations, statuses and kinds a test needs.
+
+use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
+use opentelemetry::KeyValue;
+use opentelemetry_otlp::{SpanExporter, WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::Resource;
+use std::time::{Duration, SystemTime};
+
+/// The OTLP transport of an exporter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// OTLP/gRPC.
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies.
+    Http,
+}
+
+/// One request span: an HTTP `method route` span of `kind` taking `latency`, answered with
+/// `status` (0: no status code attribute), its span status ERROR when `error`.
+#[derive(Clone, Debug)]
+pub struct Req {
+    pub method: &'static str,
+    pub route: String,
+    pub latency: Duration,
+    pub status: u16,
+    pub error: bool,
+    pub kind: SpanKind,
+}
+
+impl Req {
+    /// A SERVER span of `method route` answered `status` after `latency`.
+    pub fn server(method: &'static str, route: &str, latency: Duration, status: u16) -> Self {
+        Self {
+            method,
+            route: route.to_string(),
+            latency,
+            status,
+            error: false,
+            kind: SpanKind::Server,
+        }
+    }
+}
+
+/// A tracer provider for `service` exporting to `endpoint` (`host:port`) over `transport`,
+/// gzip-compressed when `gzip`, with a batch processor.
+pub fn provider(endpoint: &str, transport: Transport, gzip: bool, service: &str) -> SdkTracerProvider {
+    let exporter = match transport {
+        Transport::Grpc => {
+            let b = SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(format!("http://{endpoint}"));
+            if gzip {
+                b.with_compression(opentelemetry_otlp::Compression::Gzip).build()
+            } else {
+                b.build()
+            }
+        }
+        Transport::Http => {
+            let b = SpanExporter::builder()
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_endpoint(format!("http://{endpoint}/v1/traces"));
+            if gzip {
+                b.with_compression(opentelemetry_otlp::Compression::Gzip).build()
+            } else {
+                b.build()
+            }
+        }
+    }
+    .expect("exporter");
+    SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(Resource::builder().with_service_name(service.to_string()).build())
+        .build()
+}
+
+/// Sends `reqs` as spans of `service` through the SDK to `endpoint` and waits until the
+/// exporter has flushed them.
+pub async fn send(endpoint: String, transport: Transport, gzip: bool, service: &str, reqs: Vec<Req>) {
+    let service = service.to_string();
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let _g = handle.enter();
+        let p = provider(&endpoint, transport, gzip, &service);
+        let tracer = p.tracer("otel-sli-tests");
+        for r in reqs {
+            let end = SystemTime::now();
+            let mut attrs = vec![
+                KeyValue::new("http.request.method", r.method),
+                KeyValue::new("http.route", r.route.clone()),
+            ];
+            if r.status > 0 {
+                attrs.push(KeyValue::new("http.response.status_code", i64::from(r.status)));
+            }
+            let mut span = tracer
+                .span_builder(format!("{} {}", r.method, r.route))
+                .with_kind(r.kind.clone())
+                .with_start_time(end - r.latency)
+                .with_attributes(attrs)
+                .start(&tracer);
+            if r.error {
+                span.set_status(Status::error("failed"));
+            }
+            span.end_with_timestamp(end);
+        }
+        p.force_flush().expect("flush");
+        p.shutdown().expect("shutdown");
+    })
+    .await
+    .expect("sdk thread");
+}
