@@ -89,7 +89,11 @@ async fn assert_exact(server: &TestServer, service: &str, reqs: &[Req]) {
     let features = ["GET /cart", "POST /checkout"];
     let want: Vec<(&str, u64)> = features.iter().map(|f| (*f, truth(reqs, f).0)).collect();
     let got = slis_holding(server, service, &want).await;
-    assert!(got.is_some(), "not all requests arrived: {}", server.slis("all").await);
+    assert!(
+        got.is_some(),
+        "not all requests arrived: {}",
+        server.slis("all").await
+    );
     // Nothing arrives twice: a second later the counts are the same.
     tokio::time::sleep(Duration::from_secs(1)).await;
     for feature in features {
@@ -142,14 +146,22 @@ async fn behind_a_collector(example: &str, transport: Transport) {
         "{metrics}"
     );
     let sent = c.self_metric("otelcol_exporter_sent_spans", &[]);
-    assert_eq!(sent, reqs.len() as f64, "the Collector's own count of spans sent");
+    assert_eq!(
+        sent,
+        reqs.len() as f64,
+        "the Collector's own count of spans sent"
+    );
     c.stop();
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_a_collector_over_grpc_with_gzip_every_request_is_counted_once() {
-    behind_a_collector("deploy/examples/collector-to-otel-sli.yaml", Transport::Grpc).await;
+    behind_a_collector(
+        "deploy/examples/collector-to-otel-sli.yaml",
+        Transport::Grpc,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,4 +171,87 @@ async fn behind_a_collector_over_otlphttp_every_request_is_counted_once() {
         Transport::Http,
     )
     .await;
+}
+
+/// otel-sli refuses (its only shard queue is full) while a Collector on
+/// `deploy/examples/topology-2-collector.yaml` sends; the Collector's exporter retries, as
+/// its log shows, and once otel-sli drains every span is counted exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_pressure_makes_the_collector_retry_and_nothing_is_lost_or_doubled() {
+    let Some(bin) = collector::binary() else {
+        return;
+    };
+    let mut otel_sli = common::stalled::Stalled::start(
+        "pipeline:\n  shards: 1\n  queue_capacity: 1\n  retry_after: 1s\n",
+    )
+    .await;
+    let collector_grpc = free_addr();
+    let mut c = Collector::start(
+        &bin,
+        &collector::repo("deploy/examples/topology-2-collector.yaml"),
+        &[
+            ("COLLECTOR_GRPC_ENDPOINT", collector_grpc.clone()),
+            ("COLLECTOR_HTTP_ENDPOINT", free_addr()),
+            ("OTEL_SLI_GRPC_ENDPOINT", otel_sli.grpc.to_string()),
+        ],
+    );
+    // Four waves, each its own batch at the Collector (its batch processor waits 200 ms).
+    let wave: Vec<Req> = (0..100)
+        .map(|i| Req::server("GET", "/cart", Duration::from_millis(10 + i), 200))
+        .collect();
+    for _ in 0..4 {
+        sdk::send(
+            collector_grpc.clone(),
+            Transport::Grpc,
+            false,
+            "shop",
+            wave.clone(),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    use otel_sli::telemetry::{RefuseReason, Transport as Wire};
+    let refused = until(30, || async {
+        let busy = otel_sli
+            .telemetry
+            .refused_spans_count(Wire::Grpc, RefuseReason::Busy);
+        let retrying = c.log().contains("Will retry the request after interval");
+        (busy > 0 && retrying).then_some(busy)
+    })
+    .await;
+    let log = c.log();
+    let refused = refused.unwrap_or_else(|| panic!("no refusal and retry seen:\n{log}"));
+    // The Collector logged the refusal it will retry, with otel-sli's status.
+    let retry_line = log
+        .lines()
+        .find(|l| l.contains("Will retry the request after interval"))
+        .unwrap_or_default()
+        .to_string();
+    // UNAVAILABLE, and the wait otel-sli asked for in RetryInfo (retry_after: 1s).
+    assert!(
+        retry_line.contains("Throttle (1s)") && retry_line.contains("Unavailable"),
+        "{retry_line}"
+    );
+
+    otel_sli.resume();
+    let counted = until(60, || async {
+        let n = otel_sli.requests().await;
+        (n >= 400).then_some(n)
+    })
+    .await;
+    assert_eq!(counted, Some(400), "{}", c.log());
+    // Nothing arrives twice, and the Collector gave up on nothing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(otel_sli.requests().await, 400);
+    assert_eq!(c.self_metric("otelcol_exporter_sent_spans", &[]), 400.0);
+    assert_eq!(
+        c.self_metric("otelcol_exporter_send_failed_spans", &[]),
+        0.0
+    );
+    eprintln!(
+        "refused {refused} spans at first; the Collector retried ({} retry lines) and delivered all 400",
+        c.log().matches("Will retry the request after interval").count()
+    );
+    c.stop();
+    otel_sli.stop().await;
 }

@@ -433,45 +433,12 @@ async fn grpc_bad_input_gets_spec_errors_and_counts_stay_exact() {
 /// Receivers in front of a pipeline whose shard is not running, so queues fill on demand.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_pipeline_asks_clients_to_retry() {
-    use otel_sli::pipeline::Pipeline;
-    use otel_sli::receiver::grpc::{OtlpGrpc, Traces};
-    use otel_sli::receiver::{http, Ingest};
-    use std::sync::Arc;
-
-    let mut c =
-        common::config("pipeline:\n  shards: 1\n  queue_capacity: 1\n  retry_after: 1500ms\n");
-    c.max_series = 100;
-    let classifier = otel_sli::sli::classify::Classifier::new(c.classify.clone()).expect("rules");
-    let settings = Arc::new(otel_sli::sli::series::SeriesSettings::new(
-        c.layout,
-        &[0.001],
-        100,
-        2,
-    ));
-    let (pipeline, workers) =
-        Pipeline::build(&c.pipeline, classifier, settings, otel_sli::clock::system());
-    let telemetry: Arc<otel_sli::telemetry::Telemetry> = Arc::default();
-    let ingest = Ingest {
-        pipeline: pipeline.clone(),
-        telemetry: Arc::clone(&telemetry),
-        forward: Default::default(),
-        memory: None,
-        auth: None,
-    };
-    let http_l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let http_addr = http_l.local_addr().expect("addr");
-    let app = http::router(ingest.clone(), 1 << 20, std::time::Duration::from_secs(30));
-    tokio::spawn(async move { axum::serve(http_l, app).await });
-    let grpc_l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let grpc_addr = grpc_l.local_addr().expect("addr");
-    let grpc =
-        tonic::transport::Server::builder().add_service(OtlpGrpc::<Traces>::new(ingest, 4 << 20));
-    tokio::spawn(grpc.serve_with_incoming(tonic::transport::server::TcpIncoming::from(grpc_l)));
-
+    let mut stalled = common::stalled::Stalled::start(
+        "pipeline:\n  shards: 1\n  queue_capacity: 1\n  retry_after: 1500ms\n",
+    )
+    .await;
+    let (http_addr, grpc_addr) = (stalled.http, stalled.grpc);
+    let telemetry = std::sync::Arc::clone(&stalled.telemetry);
     let (body, entries, _) = good_request(4, 100);
     // Fills the only slot.
     let r = http_post(
@@ -522,14 +489,8 @@ async fn full_pipeline_asks_clients_to_retry() {
     );
 
     // Once the shard runs, the queue drains and requests are accepted again.
-    let threads: Vec<_> = workers
-        .into_iter()
-        .map(|w| std::thread::spawn(move || w.run()))
-        .collect();
-    let p = pipeline.clone();
-    tokio::task::spawn_blocking(move || p.flush_now())
-        .await
-        .expect("flush");
+    stalled.resume();
+    stalled.flush().await;
     let r = http_post(
         http_addr,
         "/v1/traces",
@@ -539,19 +500,8 @@ async fn full_pipeline_asks_clients_to_retry() {
     )
     .await;
     assert_eq!(r.status(), 200);
-    let p = pipeline.clone();
-    tokio::task::spawn_blocking(move || p.shutdown())
-        .await
-        .expect("shutdown");
-    for t in threads {
-        t.join().expect("worker");
-    }
-    let counted: u64 = pipeline
-        .view()
-        .series
-        .iter()
-        .map(|s| s.requests_total)
-        .sum();
+    let counted = stalled.requests().await;
+    stalled.stop().await;
     assert_eq!(
         counted,
         2 * entries,

@@ -31,7 +31,9 @@ pub fn binary() -> Option<PathBuf> {
             std::env::var("OTEL_SLI_REQUIRE_TOOLS").as_deref() != Ok("1"),
             "the test Collector (tests/collector/build.sh) is missing and OTEL_SLI_REQUIRE_TOOLS=1"
         );
-        eprintln!("skipped: the test Collector could not be built (needs go; tests/collector/build.sh)");
+        eprintln!(
+            "skipped: the test Collector could not be built (needs go; tests/collector/build.sh)"
+        );
     }
     found
 }
@@ -91,7 +93,10 @@ impl Collector {
                 "--config".into(),
                 format!("file:{}", overlay.display()),
             ],
-            env: env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
             dir,
             telemetry,
             starts: 0,
@@ -121,14 +126,15 @@ impl Collector {
         self.starts += 1;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let ready = self
-                .log()
-                .matches("Everything is ready")
-                .count();
+            let ready = self.log().matches("Everything is ready").count();
             if ready >= self.starts as usize {
                 return;
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("the Collector exited ({status}):\n{}", self.log());
             }
             assert!(

@@ -5,6 +5,7 @@
 pub mod browser;
 pub mod collector;
 pub mod sdk;
+pub mod stalled;
 
 use bytes::{Buf, BufMut, Bytes};
 use otel_sli::app::{self, Running};

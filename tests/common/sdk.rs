@@ -45,14 +45,20 @@ impl Req {
 
 /// A tracer provider for `service` exporting to `endpoint` (`host:port`) over `transport`,
 /// gzip-compressed when `gzip`, with a batch processor.
-pub fn provider(endpoint: &str, transport: Transport, gzip: bool, service: &str) -> SdkTracerProvider {
+pub fn provider(
+    endpoint: &str,
+    transport: Transport,
+    gzip: bool,
+    service: &str,
+) -> SdkTracerProvider {
     let exporter = match transport {
         Transport::Grpc => {
             let b = SpanExporter::builder()
                 .with_tonic()
                 .with_endpoint(format!("http://{endpoint}"));
             if gzip {
-                b.with_compression(opentelemetry_otlp::Compression::Gzip).build()
+                b.with_compression(opentelemetry_otlp::Compression::Gzip)
+                    .build()
             } else {
                 b.build()
             }
@@ -63,7 +69,8 @@ pub fn provider(endpoint: &str, transport: Transport, gzip: bool, service: &str)
                 .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                 .with_endpoint(format!("http://{endpoint}/v1/traces"));
             if gzip {
-                b.with_compression(opentelemetry_otlp::Compression::Gzip).build()
+                b.with_compression(opentelemetry_otlp::Compression::Gzip)
+                    .build()
             } else {
                 b.build()
             }
@@ -72,13 +79,23 @@ pub fn provider(endpoint: &str, transport: Transport, gzip: bool, service: &str)
     .expect("exporter");
     SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        .with_resource(Resource::builder().with_service_name(service.to_string()).build())
+        .with_resource(
+            Resource::builder()
+                .with_service_name(service.to_string())
+                .build(),
+        )
         .build()
 }
 
 /// Sends `reqs` as spans of `service` through the SDK to `endpoint` and waits until the
 /// exporter has flushed them.
-pub async fn send(endpoint: String, transport: Transport, gzip: bool, service: &str, reqs: Vec<Req>) {
+pub async fn send(
+    endpoint: String,
+    transport: Transport,
+    gzip: bool,
+    service: &str,
+    reqs: Vec<Req>,
+) {
     let service = service.to_string();
     let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
@@ -92,7 +109,10 @@ pub async fn send(endpoint: String, transport: Transport, gzip: bool, service: &
                 KeyValue::new("http.route", r.route.clone()),
             ];
             if r.status > 0 {
-                attrs.push(KeyValue::new("http.response.status_code", i64::from(r.status)));
+                attrs.push(KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(r.status),
+                ));
             }
             let mut span = tracer
                 .span_builder(format!("{} {}", r.method, r.route))
