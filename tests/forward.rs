@@ -9,6 +9,7 @@ mod common;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use common::otlp::{logs_request, metrics_request};
 use common::TestServer;
 use opentelemetry::trace::{Span as _, SpanKind, Tracer as _, TracerProvider as _};
 use opentelemetry::KeyValue;
@@ -16,12 +17,7 @@ use opentelemetry_otlp::{SpanExporter, WithExportConfig};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-use opentelemetry_proto::tonic::metrics::v1::{
-    metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
-};
-use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::metrics::v1::number_data_point;
 use prost::Message;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -91,61 +87,6 @@ async fn capture_server() -> (SocketAddr, Capture) {
     (addr, c)
 }
 
-use otel_sli::otlp::synth::kv_str as kv;
-
-fn metrics_request(points: usize) -> Vec<u8> {
-    ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", "shop")],
-                ..Default::default()
-            }),
-            scope_metrics: vec![ScopeMetrics {
-                metrics: vec![Metric {
-                    name: "queue.depth".into(),
-                    data: Some(metric::Data::Gauge(Gauge {
-                        data_points: (0..points)
-                            .map(|i| NumberDataPoint {
-                                time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
-                                value: Some(number_data_point::Value::AsInt(i as i64)),
-                                ..Default::default()
-                            })
-                            .collect(),
-                    })),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
-}
-
-fn logs_request(records: usize) -> Vec<u8> {
-    ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", "shop")],
-                ..Default::default()
-            }),
-            scope_logs: vec![ScopeLogs {
-                log_records: (0..records)
-                    .map(|i| LogRecord {
-                        time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
-                        body: Some(AnyValue {
-                            value: Some(any_value::Value::StringValue(format!("line {i}"))),
-                        }),
-                        ..Default::default()
-                    })
-                    .collect(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
-}
 
 /// Sends `n` server spans to the agent with the OpenTelemetry SDK over gRPC.
 async fn sdk_spans(agent: &TestServer, n: usize) {

@@ -4,6 +4,7 @@
 
 pub mod browser;
 pub mod collector;
+pub mod otlp;
 pub mod sdk;
 pub mod stalled;
 
