@@ -255,3 +255,220 @@ async fn back_pressure_makes_the_collector_retry_and_nothing_is_lost_or_doubled(
     c.stop();
     otel_sli.stop().await;
 }
+
+/// What a vendor Collector wrote to its file: span ids (with their `http.route`), metric
+/// points (their `point` attribute) and log records (their `line` attribute), each with
+/// the service of its resource.
+#[derive(Debug, Default)]
+struct Received {
+    spans: Vec<(String, String, String)>,
+    points: Vec<(String, String)>,
+    records: Vec<(String, String)>,
+}
+
+fn attr(item: &Value, key: &str) -> String {
+    item["attributes"]
+        .as_array()
+        .and_then(|a| a.iter().find(|kv| kv["key"] == key))
+        .map(|kv| {
+            let v = &kv["value"];
+            v["stringValue"]
+                .as_str()
+                .map(str::to_string)
+                .or_else(|| v["intValue"].as_str().map(str::to_string))
+                .unwrap_or_else(|| v.to_string())
+        })
+        .unwrap_or_default()
+}
+
+fn received(file: &std::path::Path) -> Received {
+    let mut r = Received::default();
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let Ok(doc) = serde_json::from_str::<Value>(line) else {
+            continue; // a line being written
+        };
+        let each = |key: &str| doc[key].as_array().cloned().unwrap_or_default();
+        for rs in each("resourceSpans") {
+            let service = attr(&rs["resource"], "service.name");
+            for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                for s in ss["spans"].as_array().into_iter().flatten() {
+                    let id = s["spanId"].as_str().unwrap_or("").to_string();
+                    r.spans.push((service.clone(), id, attr(s, "http.route")));
+                }
+            }
+        }
+        for rm in each("resourceMetrics") {
+            let service = attr(&rm["resource"], "service.name");
+            for sm in rm["scopeMetrics"].as_array().into_iter().flatten() {
+                for m in sm["metrics"].as_array().into_iter().flatten() {
+                    for p in m["gauge"]["dataPoints"].as_array().into_iter().flatten() {
+                        r.points.push((service.clone(), attr(p, "point")));
+                    }
+                }
+            }
+        }
+        for rl in each("resourceLogs") {
+            let service = attr(&rl["resource"], "service.name");
+            for sl in rl["scopeLogs"].as_array().into_iter().flatten() {
+                for l in sl["logRecords"].as_array().into_iter().flatten() {
+                    r.records.push((service.clone(), attr(l, "line")));
+                }
+            }
+        }
+    }
+    r
+}
+
+/// Sends `spans` SDK spans (gzip, gRPC), `points` metric points and `records` log records to
+/// the agent's gRPC receiver.
+async fn feed(agent_grpc: &str, spans: usize, points: usize, records: usize) {
+    use common::{grpc_raw, LOGS_EXPORT, METRICS_EXPORT};
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
+    let reqs = (0..spans)
+        .map(|i| {
+            Req::server(
+                "GET",
+                "/cart",
+                Duration::from_millis(5 + i as u64 % 50),
+                200,
+            )
+        })
+        .collect();
+    sdk::send(agent_grpc.to_string(), Transport::Grpc, true, "shop", reqs).await;
+    let addr = agent_grpc.parse().expect("addr");
+    let m = common::otlp::metrics_request(points);
+    grpc_raw::<ExportMetricsServiceResponse>(addr, METRICS_EXPORT, m.into(), true)
+        .await
+        .expect("metrics accepted");
+    let l = common::otlp::logs_request(records);
+    grpc_raw::<ExportLogsServiceResponse>(addr, LOGS_EXPORT, l.into(), false)
+        .await
+        .expect("logs accepted");
+}
+
+/// otel-sli on `deploy/examples/topology-2-otel-sli.yaml` (verbatim) forwards to a vendor
+/// Collector over `protocol`; everything arrives with its attributes; the vendor is stopped
+/// for a while and started again, and with the spool nothing is lost or doubled.
+async fn ahead_of_a_vendor_collector(protocol: &str) {
+    let Some(bin) = collector::binary() else {
+        return;
+    };
+    let dir = collector::scratch("vendor");
+    let file = dir.join("vendor.jsonl");
+    let (vendor_grpc, vendor_http) = (free_addr(), free_addr());
+    let mut vendor = Collector::start(
+        &bin,
+        &collector::repo("tests/collector/vendor.yaml"),
+        &[
+            ("VENDOR_GRPC_ENDPOINT", vendor_grpc.clone()),
+            ("VENDOR_HTTP_ENDPOINT", vendor_http.clone()),
+            ("VENDOR_FILE", file.display().to_string()),
+        ],
+    );
+    let upstream = if protocol == "grpc" {
+        &vendor_grpc
+    } else {
+        &vendor_http
+    };
+    let (grpc, http, admin) = (free_addr(), free_addr(), free_addr());
+    let mut agent = common::spawn_with_env(
+        env!("CARGO_BIN_EXE_otel-sli"),
+        &collector::repo("deploy/examples/topology-2-otel-sli.yaml"),
+        &grpc,
+        &http,
+        &admin,
+        &[
+            ("VENDOR_OTLP_ENDPOINT", format!("http://{upstream}")),
+            ("VENDOR_OTLP_PROTOCOL", protocol.to_string()),
+            ("VENDOR_API_KEY", "test-key".to_string()),
+            (
+                "OTEL_SLI_STORAGE",
+                dir.join("storage").display().to_string(),
+            ),
+        ],
+    );
+    common::wait_ready(&admin);
+
+    feed(&grpc, 300, 50, 40).await;
+    let arrived = until(30, || async {
+        let r = received(&file);
+        (r.spans.len() >= 300 && r.points.len() >= 50 && r.records.len() >= 40).then_some(r)
+    })
+    .await;
+    let r = arrived.unwrap_or_else(|| panic!("not everything arrived: {:?}", received(&file)));
+    assert!(
+        r.spans
+            .iter()
+            .all(|(svc, _, route)| svc == "shop" && route == "/cart"),
+        "{r:?}"
+    );
+    let mut points: Vec<String> = r.points.iter().map(|(_, p)| p.clone()).collect();
+    points.sort_by_key(|p| p.parse::<u32>().unwrap_or(u32::MAX));
+    assert_eq!(points, (0..50).map(|i| i.to_string()).collect::<Vec<_>>());
+    assert!(r.records.iter().all(|(svc, _)| svc == "shop"));
+
+    // The vendor goes away; what arrives meanwhile waits in the spool.
+    vendor.stop();
+    feed(&grpc, 200, 10, 10).await;
+    let spooled = until(30, || async {
+        let m = common::http_get_text(&admin, "/metrics").unwrap_or_default();
+        let items = collector::sum_samples(&m, "otel_sli_exporter_spooled_items_total", &[]);
+        (items >= 220.0).then_some(items)
+    })
+    .await;
+    assert!(
+        spooled.is_some(),
+        "{}",
+        common::http_get_text(&admin, "/metrics").unwrap_or_default()
+    );
+    // The file exporter starts its file afresh: the restarted vendor writes to a second one.
+    let file2 = dir.join("vendor-after-restart.jsonl");
+    vendor.set_env("VENDOR_FILE", file2.display().to_string());
+    vendor.restart();
+    let both = || {
+        let (mut a, b) = (received(&file), received(&file2));
+        a.spans.extend(b.spans);
+        a.points.extend(b.points);
+        a.records.extend(b.records);
+        a
+    };
+    let all = until(60, || async {
+        let r = both();
+        (r.spans.len() >= 500 && r.points.len() >= 60 && r.records.len() >= 50).then_some(r)
+    })
+    .await;
+    let r = all.unwrap_or_else(|| panic!("after the restart: {:?}", both()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let r2 = both();
+    assert_eq!(
+        (r2.spans.len(), r2.points.len(), r2.records.len()),
+        (500, 60, 50),
+        "each item exactly once"
+    );
+    let mut ids: Vec<&String> = r.spans.iter().map(|(_, id, _)| id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 500, "distinct spans");
+    let metrics = common::http_get_text(&admin, "/metrics").unwrap_or_default();
+    assert_eq!(
+        collector::sum_samples(&metrics, "otel_sli_exporter_dropped_items_total", &[]),
+        0.0,
+        "nothing dropped"
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
+    vendor.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ahead_of_a_collector_over_grpc_everything_arrives_and_the_spool_bridges_a_restart() {
+    ahead_of_a_vendor_collector("grpc").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ahead_of_a_collector_over_http_everything_arrives_and_the_spool_bridges_a_restart() {
+    ahead_of_a_vendor_collector("http").await;
+}

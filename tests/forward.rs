@@ -87,7 +87,6 @@ async fn capture_server() -> (SocketAddr, Capture) {
     (addr, c)
 }
 
-
 /// Sends `n` server spans to the agent with the OpenTelemetry SDK over gRPC.
 async fn sdk_spans(agent: &TestServer, n: usize) {
     let endpoint = format!("http://{}", agent.grpc);

@@ -166,6 +166,12 @@ impl Collector {
         }
     }
 
+    /// Sets (or replaces) `key` in the environment of the next start.
+    pub fn set_env(&mut self, key: &str, value: String) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value));
+    }
+
     /// Starts it again with the same configuration.
     pub fn restart(&mut self) {
         self.stop();

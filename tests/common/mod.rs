@@ -170,14 +170,36 @@ pub fn spawn_binary(
     http: &str,
     admin: &str,
 ) -> std::process::Child {
+    spawn_with_env(bin, config, grpc, http, admin, &[])
+}
+
+/// [`spawn_binary`] with `env` set for the process (for a configuration's `${env:…}`).
+pub fn spawn_with_env(
+    bin: &str,
+    config: &std::path::Path,
+    grpc: &str,
+    http: &str,
+    admin: &str,
+    env: &[(&str, String)],
+) -> std::process::Child {
     std::process::Command::new(bin)
         .arg("--config")
         .arg(config)
         .args(["--otlp-grpc", grpc, "--otlp-http", http, "--admin", admin])
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("otel-sli starts")
+}
+
+/// Waits up to 20 s until the admin server at `admin` answers `/readyz` with 200.
+pub fn wait_ready(admin: &str) {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while http_get_text(admin, "/readyz").is_none() {
+        assert!(std::time::Instant::now() < end, "{admin} not ready in 20 s");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// A free loopback address, `127.0.0.1:port`.
