@@ -472,3 +472,229 @@ async fn ahead_of_a_collector_over_grpc_everything_arrives_and_the_spool_bridges
 async fn ahead_of_a_collector_over_http_everything_arrives_and_the_spool_bridges_a_restart() {
     ahead_of_a_vendor_collector("http").await;
 }
+
+/// A gateway: otel-sli on `grpc` judging traces 10 s after their last span.
+async fn gateway(grpc: &str) -> TestServer {
+    gateway_judging_after(grpc, "10s").await
+}
+
+async fn gateway_judging_after(grpc: &str, trace_timeout: &str) -> TestServer {
+    let mut c = common::config(&format!(
+        "completeness:\n  trace_timeout: {trace_timeout}\n"
+    ));
+    c.grpc.endpoint = grpc.to_string();
+    TestServer::start_with(c).await
+}
+
+/// Spans of `service` that make up traces, and the requests (one span each) that carry
+/// them: `complete` whole traces (SERVER root, INTERNAL child, CLIENT grandchild), `orphans`
+/// traces whose child never comes (its grandchild is an orphan), and `rootless` traces
+/// whose root never comes (an orphan child and a missing root). Ids start at `first`.
+fn traces(first: u64, complete: u64, orphans: u64, rootless: u64) -> Vec<Vec<u8>> {
+    use common::otlp::{traces_request, SpanIds};
+    let mut requests = Vec::new();
+    for t in first..first + complete + orphans + rootless {
+        // Spread the trace ids over the hash ring.
+        let trace = u128::from(t).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835) | 1;
+        let span = |n: u64| SpanIds {
+            trace,
+            span: t * 16 + n,
+            parent: if n == 1 { 0 } else { t * 16 + n - 1 },
+            kind: [0, 2, 1, 3][n as usize],
+            name: ["", "GET /orders", "load", "SELECT orders"][n as usize],
+        };
+        let sent: &[u64] = if t < first + complete {
+            &[3, 2, 1]
+        } else if t < first + complete + orphans {
+            &[3, 1]
+        } else {
+            &[3, 2]
+        };
+        for n in sent {
+            requests.push(traces_request("shop", &[span(*n)]));
+        }
+    }
+    requests
+}
+
+/// Sends each request as its own gRPC Export to `addr`.
+async fn export_each(addr: &str, requests: Vec<Vec<u8>>) {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+    let addr = addr.parse().expect("addr");
+    for r in requests {
+        common::grpc_raw::<ExportTraceServiceResponse>(addr, common::TRACE_EXPORT, r.into(), false)
+            .await
+            .expect("accepted");
+    }
+}
+
+/// (requests, orphan spans, missing-root traces) a gateway has counted.
+async fn judged(g: &TestServer) -> (f64, f64, f64) {
+    let m = g.metrics().await;
+    (
+        collector::sum_samples(&m, "sli_requests_total", &["service=\"shop\""]),
+        collector::sum_samples(&m, "telemetry_gap_spans_total", &["kind=\"orphan_spans\""]),
+        collector::sum_samples(&m, "telemetry_gap_traces_total", &["kind=\"missing_root\""]),
+    )
+}
+
+/// The Collector of `deploy/examples/topology-3-collector-static.yaml` routes traces whose
+/// spans come in separate requests to two gateways: every trace arrives whole at one of
+/// them, so complete traces raise no gap and exactly the injected incomplete ones are
+/// reported, once across both. The same spans sent to the gateways round-robin, without the
+/// router, raise false orphans. Then one gateway stops: its share waits in the Collector's
+/// queue and is retried, the other gateway is unaffected, and when it comes back it receives
+/// its share, whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_routing_by_trace_id_gives_each_gateway_whole_traces() {
+    let Some(bin) = collector::binary() else {
+        return;
+    };
+    let (addr_a, addr_b) = (free_addr(), free_addr());
+    let a = gateway(&addr_a).await;
+    let mut b = gateway(&addr_b).await;
+    let router = free_addr();
+    let c = Collector::start(
+        &bin,
+        &collector::repo("deploy/examples/topology-3-collector-static.yaml"),
+        &[
+            ("COLLECTOR_GRPC_ENDPOINT", router.clone()),
+            ("GATEWAY_1", addr_a.clone()),
+            ("GATEWAY_2", addr_b.clone()),
+        ],
+    );
+    // 40 whole traces, 5 with an orphan, 3 without their root: 45 requests (root spans).
+    export_each(&router, traces(1, 40, 5, 3)).await;
+    let both = || async {
+        let (x, y) = (judged(&a).await, judged(&b).await);
+        (x, y, (x.0 + y.0, x.1 + y.1, x.2 + y.2))
+    };
+    let done = until(40, || async {
+        let (_, _, sum) = both().await;
+        (sum == (45.0, 8.0, 3.0)).then_some(sum)
+    })
+    .await;
+    let (ga, gb, sum) = both().await;
+    assert_eq!(
+        done,
+        Some((45.0, 8.0, 3.0)),
+        "A {ga:?}, B {gb:?}, sum {sum:?}"
+    );
+    assert!(
+        ga.0 > 0.0 && gb.0 > 0.0,
+        "both gateways have a share: A {ga:?}, B {gb:?}"
+    );
+    // Judged once: nothing more comes of it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(both().await.2, (45.0, 8.0, 3.0));
+
+    // Without the router, the same kind of traces sent round-robin come apart.
+    let direct = traces(100, 20, 0, 0);
+    let (mut to_a, mut to_b) = (Vec::new(), Vec::new());
+    for (i, r) in direct.into_iter().enumerate() {
+        if i % 2 == 0 {
+            to_a.push(r)
+        } else {
+            to_b.push(r)
+        }
+    }
+    export_each(&addr_a, to_a).await;
+    export_each(&addr_b, to_b).await;
+    let split = until(40, || async {
+        let (_, _, sum) = both().await;
+        (sum.0 == 65.0 && sum.1 > 8.0).then_some(sum.1 - 8.0)
+    })
+    .await;
+    let now = both().await;
+    let false_orphans = split.unwrap_or_else(|| panic!("A {:?}, B {:?}", now.0, now.1));
+    assert!(
+        false_orphans >= 10.0,
+        "round-robin splits traces: {false_orphans} orphans"
+    );
+    let before = both().await;
+
+    // Gateway B stops. 20 more whole traces go through the router.
+    b.stop().await;
+    export_each(&router, traces(200, 20, 0, 0)).await;
+    let retried = until(20, || async {
+        c.log()
+            .lines()
+            .any(|l| l.contains("Will retry the request after interval") && l.contains(&addr_b))
+            .then_some(())
+    })
+    .await;
+    assert!(
+        retried.is_some(),
+        "the Collector retries B's share:\n{}",
+        c.log()
+    );
+    let a_share = judged(&a).await.0 - before.0 .0;
+    assert!(
+        a_share > 0.0 && a_share < 20.0,
+        "A takes only its own share: {a_share}"
+    );
+    // B comes back on its address; the Collector delivers what it held for it.
+    b = gateway(&addr_b).await;
+    let b_share = until(30, || async {
+        let n = judged(&b).await.0;
+        (n + a_share >= 20.0).then_some(n)
+    })
+    .await;
+    assert_eq!(b_share.map(|n| n + a_share), Some(20.0), "{}", c.log());
+    // Whole traces on both sides once judged (after trace_timeout).
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(judged(&a).await.1, before.0 .1, "no new orphan at A");
+    assert_eq!(
+        judged(&b).await,
+        (20.0 - a_share, 0.0, 0.0),
+        "B's share arrived whole"
+    );
+    eprintln!(
+        "routed (requests, orphan spans, missing roots): A {ga:?} B {gb:?}; round-robin \
+         without the router: {false_orphans} false orphans; B stopped: A took {a_share} of 20, \
+         B's {} came after its restart",
+        20.0 - a_share
+    );
+    drop(c);
+    a.stop().await;
+    b.stop().await;
+}
+
+/// `deploy/examples/topology-3-collector.yaml` (the DNS resolver, as in Kubernetes) with
+/// `localhost` as the gateways' name: the one gateway it resolves to gets every trace whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dns_router_example_sends_whole_traces_to_the_gateway_it_resolves() {
+    let Some(bin) = collector::binary() else {
+        return;
+    };
+    let port = common::free_addr()
+        .rsplit_once(':')
+        .map(|(_, p)| p.to_string())
+        .expect("port");
+    let g = gateway_judging_after(&format!("127.0.0.1:{port}"), "2s").await;
+    let router = free_addr();
+    let c = Collector::start(
+        &bin,
+        &collector::repo("deploy/examples/topology-3-collector.yaml"),
+        &[
+            ("COLLECTOR_GRPC_ENDPOINT", router.clone()),
+            ("GATEWAY_HOSTNAME", "localhost".to_string()),
+            ("GATEWAY_PORT", port),
+        ],
+    );
+    export_each(&router, traces(1, 30, 2, 0)).await;
+    let done = until(30, || async {
+        let j = judged(&g).await;
+        (j == (32.0, 2.0, 0.0)).then_some(j)
+    })
+    .await;
+    assert_eq!(
+        done,
+        Some((32.0, 2.0, 0.0)),
+        "{:?}\n{}",
+        judged(&g).await,
+        c.log()
+    );
+    drop(c);
+    g.stop().await;
+}
