@@ -17,10 +17,12 @@ pub enum Transport {
     Http,
 }
 
-/// One request span: an HTTP `method route` span of `kind` taking `latency`, answered with
-/// `status` (0: no status code attribute), its span status ERROR when `error`.
+/// One request span: an HTTP span of `kind` taking `latency`, answered with `status` (0: no
+/// status code attribute), its span status ERROR when `error`, named `name` (by default
+/// `method route`, as HTTP instrumentations name server spans).
 #[derive(Clone, Debug)]
 pub struct Req {
+    pub name: Option<String>,
     pub method: &'static str,
     pub route: String,
     pub latency: Duration,
@@ -33,6 +35,7 @@ impl Req {
     /// A SERVER span of `method route` answered `status` after `latency`.
     pub fn server(method: &'static str, route: &str, latency: Duration, status: u16) -> Self {
         Self {
+            name: None,
             method,
             route: route.to_string(),
             latency,
@@ -115,7 +118,11 @@ pub async fn send(
                 ));
             }
             let mut span = tracer
-                .span_builder(format!("{} {}", r.method, r.route))
+                .span_builder(
+                    r.name
+                        .clone()
+                        .unwrap_or_else(|| format!("{} {}", r.method, r.route)),
+                )
                 .with_kind(r.kind.clone())
                 .with_start_time(end - r.latency)
                 .with_attributes(attrs)
