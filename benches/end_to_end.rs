@@ -135,10 +135,22 @@ fn grpc_sink() -> SocketAddr {
             let app = axum::Router::new().route(
                 "/{*method}",
                 axum::routing::post(|_body: axum::body::Bytes| async {
+                    // An empty Export response (a zero-length message) and grpc-status 0 in
+                    // the trailers: what a gRPC server answers, and what Go clients require
+                    // (no message at all is a protocol error to them).
+                    let mut trailers = axum::http::HeaderMap::new();
+                    trailers.insert("grpc-status", axum::http::HeaderValue::from_static("0"));
+                    let frames = [
+                        Ok::<_, std::convert::Infallible>(http_body::Frame::data(
+                            Bytes::from_static(&[0u8; 5]),
+                        )),
+                        Ok(http_body::Frame::trailers(trailers)),
+                    ];
                     axum::response::Response::builder()
                         .header("content-type", "application/grpc")
-                        .header("grpc-status", "0")
-                        .body(axum::body::Body::empty())
+                        .body(axum::body::Body::new(http_body_util::StreamBody::new(
+                            futures_util::stream::iter(frames),
+                        )))
                         .expect("response")
                 }),
             );
@@ -196,7 +208,18 @@ fn sink_connection(mut s: TcpStream) {
     }
 }
 
-fn start_server() -> Server {
+/// The discarding sink of `E2E_FORWARD` (`http` or `grpc`), if set.
+fn forward_sink() -> Option<(String, SocketAddr)> {
+    let mode = std::env::var("E2E_FORWARD").ok()?;
+    let sink = match mode.as_str() {
+        "http" => http_sink(),
+        "grpc" => grpc_sink(),
+        other => panic!("E2E_FORWARD={other:?}: use http or grpc"),
+    };
+    Some((mode, sink))
+}
+
+fn start_server(forward: Option<&(String, SocketAddr)>) -> Server {
     let [grpc, http, admin] = free_ports();
     let ip = server_ip();
     let addr = |p: u16| SocketAddr::new(ip, p);
@@ -219,12 +242,7 @@ fn start_server() -> Server {
     if let Ok(config) = std::env::var("E2E_CONFIG") {
         cmd.args(["--config", &config]);
     }
-    if let Ok(mode) = std::env::var("E2E_FORWARD") {
-        let sink = match mode.as_str() {
-            "http" => http_sink(),
-            "grpc" => grpc_sink(),
-            other => panic!("E2E_FORWARD={other:?}: use http or grpc"),
-        };
+    if let Some((mode, sink)) = forward {
         let compression: String = env_or("E2E_FORWARD_COMPRESSION", "none".to_string());
         let batch = std::env::var("E2E_FORWARD_BATCH")
             .map(|wait| format!("    batch: {{ wait: {wait} }}\n"))
@@ -702,10 +720,12 @@ async fn phase(
                     }
                     Err(s)
                         if s.code() == Code::Unavailable
-                            && s.message().contains("queues are full") =>
+                            && (s.message().contains("queues are full")
+                                || s.message().contains("sending queue is full")) =>
                     {
-                        // Pipeline queues full: the request counted nothing; back off briefly.
-                        // (Other UNAVAILABLE errors, e.g. a dead connection, fail the run.)
+                        // Pipeline queues full (otel-sli), or the sending queue (the Collector
+                        // peer): the request counted nothing; back off briefly. (Other
+                        // UNAVAILABLE errors, e.g. a dead connection, fail the run.)
                         totals.busy.fetch_add(1, Ordering::Relaxed);
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
@@ -864,7 +884,8 @@ fn main() {
         bytes as f64 / bodies.iter().map(|b| b.spans).sum::<u64>() as f64
     );
 
-    let server = start_server();
+    let forward = forward_sink();
+    let server = start_server(forward.as_ref());
     let ticks = clock_ticks_per_second();
     println!(
         "server pid {} (gRPC {}, admin {}); client: {inflight} in flight over {conns} connections, {client_threads} runtime threads; CLK_TCK {ticks}",
@@ -895,7 +916,8 @@ fn main() {
             })
             .collect()
     });
-    let (results, baseline) = rt.block_on(async {
+    let peer_kind = std::env::var("E2E_PEER").ok();
+    let (results, baseline, peer) = rt.block_on(async {
         let channels = connect(conns, server.grpc).await;
         let probe = match probe_rate {
             r if r > 0.0 => connect(1, server.grpc).await.pop().map(|c| (c, r)),
@@ -936,6 +958,69 @@ fn main() {
             results.push(max);
             results.push(paced);
         }
+        // The same load against the OpenTelemetry Collector doing the comparable job.
+        let peer = match peer_kind.as_deref() {
+            Some(kind) => {
+                let sink = forward
+                    .as_ref()
+                    .filter(|(mode, _)| mode == "grpc")
+                    .map(|(_, sink)| *sink)
+                    .unwrap_or_else(grpc_sink);
+                let p = common::collector::start(
+                    kind,
+                    sink,
+                    &env_or("E2E_FORWARD_COMPRESSION", "none".to_string()),
+                );
+                let psetup = Setup {
+                    server_pid: p.child.id().to_string(),
+                    channels: connect(conns, p.grpc).await,
+                    probe: None,
+                    bodies: Arc::clone(&setup.bodies),
+                    inflight,
+                    warmup,
+                    ticks,
+                    totals: Arc::new(Totals::default()),
+                    server_cpus: setup.server_cpus.clone(),
+                };
+                let mut peer_results = Vec::new();
+                for (i, mode) in modes
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|m| !m.is_empty())
+                    .enumerate()
+                {
+                    let gzip = mode == "gzip";
+                    let r = phase(
+                        &psetup,
+                        &format!("collector {mode} max"),
+                        gzip,
+                        None,
+                        measure,
+                    )
+                    .await;
+                    print_phase(&r);
+                    peer_results.push((2 * i, r));
+                    // At the rate otel-sli's paced phase achieved: the same load for both.
+                    if let Some(ours) = results.get(2 * i + 1) {
+                        let rate = ours.rps();
+                        let r = phase(
+                            &psetup,
+                            &format!("collector {mode} {rate:.0}/s"),
+                            gzip,
+                            Some(rate),
+                            paced_secs,
+                        )
+                        .await;
+                        print_phase(&r);
+                        peer_results.push((2 * i + 1, r));
+                    }
+                }
+                let sent = psetup.totals.spans.load(Ordering::Relaxed);
+                let check = common::collector::check(&p, sent);
+                Some((kind.to_string(), peer_results, check))
+            }
+            None => None,
+        };
         // The same load against the straightforward receiver, for the ratio.
         let mut baseline = Vec::new();
         if with_baseline {
@@ -964,7 +1049,7 @@ fn main() {
                 baseline.push(r);
             }
         }
-        (results, baseline)
+        (results, baseline, peer)
     });
     drop(rt);
     for b in &baseline {
@@ -977,6 +1062,25 @@ fn main() {
                 ours.spans_per_cpu() / b.spans_per_cpu()
             );
         }
+    }
+
+    if let Some((kind, peer_results, check)) = &peer {
+        for (i, theirs) in peer_results {
+            let Some(ours) = results.get(*i) else {
+                continue;
+            };
+            let phase = &theirs.name;
+            let per_span = |r: &PhaseResult| 1e6 * r.server_cpu / r.spans.max(1) as f64;
+            println!(
+                "vs collector ({kind}) {phase}: otel-sli {} / Collector {} spans per server CPU-second = {:.1}x; server CPU per span {:.3} µs vs {:.3} µs",
+                thousands(ours.spans_per_cpu()),
+                thousands(theirs.spans_per_cpu()),
+                ours.spans_per_cpu() / theirs.spans_per_cpu(),
+                per_span(ours),
+                per_span(theirs)
+            );
+        }
+        println!("collector check: {check}");
     }
 
     // Correctness: the server counted exactly the spans of the requests it answered OK.

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod baseline;
+pub mod collector;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use otel_sli::otlp::synth::{traces_request, Rng, Workload};
