@@ -669,7 +669,11 @@ async fn phase(
         tasks.push(tokio::spawn(async move {
             let mut grpc = tonic::client::Grpc::new(channel);
             if gzip {
-                grpc = grpc.send_compressed(CompressionEncoding::Gzip);
+                // As an SDK's gzip exporter does: compressed requests, compressed answers
+                // accepted (the Collector compresses its answers to a gzip client).
+                grpc = grpc
+                    .send_compressed(CompressionEncoding::Gzip)
+                    .accept_compressed(CompressionEncoding::Gzip);
             }
             // Each slot sends every n-th request; staggered start when paced.
             let mut ticker = rate.map(|r| {

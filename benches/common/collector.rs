@@ -55,8 +55,9 @@ pub fn start(kind: &str, sink: SocketAddr, compression: &str) -> Peer {
         .parse()
         .expect("E2E_SERVER_IP");
     let grpc = SocketAddr::new(ip, free_port());
-    let telemetry = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let prometheus = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    // On the server's address too: reachable from here when it runs in a namespace.
+    let telemetry = SocketAddr::new(ip, free_port());
+    let prometheus = SocketAddr::new(ip, free_port());
     let prefix: Vec<String> = std::env::var("E2E_SERVER_PREFIX")
         .unwrap_or_default()
         .split_whitespace()
@@ -75,6 +76,7 @@ pub fn start(kind: &str, sink: SocketAddr, compression: &str) -> Peer {
         .arg("--config")
         .arg(format!("file:{}", config.display()))
         .env("PEER_GRPC_ENDPOINT", grpc.to_string())
+        .env("PEER_TELEMETRY_HOST", telemetry.ip().to_string())
         .env("PEER_TELEMETRY_PORT", telemetry.port().to_string())
         .env("PEER_PROMETHEUS_ENDPOINT", prometheus.to_string())
         .env("PEER_SINK", sink.to_string())
