@@ -45,6 +45,13 @@
 //! without the span work, so the Export latency can be read against it. The probe's
 //! requests are load too (the server's CPU time includes them, the request count does not):
 //! set it to `0` when comparing CPU figures at low request rates.
+//! `E2E_PEER` [off] `spanmetrics` or `passthrough`: after otel-sli, the same load against
+//! the real OpenTelemetry Collector (the test distribution of `tests/collector/`, built by
+//! `tests/collector/build.sh`) on `benches/collector/<peer>.yaml`, started the same way
+//! (`E2E_SERVER_PREFIX`, `E2E_SERVER_IP`) and measured the same way, at its maximum and at
+//! the rate otel-sli's paced phase achieved; the ratios are printed, and the Collector's own
+//! counts are checked against the spans sent. `passthrough` forwards to the same discarding
+//! gRPC sink as `E2E_FORWARD=grpc`, compressing as `E2E_FORWARD_COMPRESSION` says.
 //! Without `--bench` (as under `cargo test`) it runs a short smoke version.
 
 mod common;
@@ -540,6 +547,8 @@ struct Setup {
     totals: Arc<Totals>,
     /// The CPUs only the server runs on (`E2E_SERVER_CPUS`), whose busy time is reported too.
     server_cpus: Option<Vec<usize>>,
+    /// The admin address of a forwarding otel-sli, whose dropped items each phase reports.
+    forwarder_admin: Option<SocketAddr>,
 }
 
 /// Counters and CPU times at one instant.
@@ -573,6 +582,8 @@ struct PhaseResult {
     latencies: Vec<Duration>,
     /// Round trips of the floor probe's empty Exports (paced phases only).
     floor: Vec<Duration>,
+    /// Items the forwarder dropped from the warm-up's end to the phase's end (queue full).
+    forward_dropped: f64,
 }
 
 impl PhaseResult {
@@ -760,7 +771,16 @@ async fn phase(
         server_ctx: context_switches(&setup.server_pid),
         server_cpus: setup.server_cpus.as_deref().map(idle_and_stolen_ticks),
     };
+    let dropped = || {
+        setup.forwarder_admin.map_or(0.0, |admin| {
+            http_get(admin, "/metrics")
+                .ok()
+                .and_then(|(_, m)| metric_sum(&m, "otel_sli_exporter_dropped_items_total", ""))
+                .unwrap_or(0.0)
+        })
+    };
     tokio::time::sleep(setup.warmup).await;
+    let dropped_before = dropped();
     let a = sample(&setup.totals);
     measuring.store(true, Ordering::Relaxed);
     tokio::time::sleep(measure).await;
@@ -780,6 +800,7 @@ async fn phase(
         None => Vec::new(),
     };
     floor.sort_unstable();
+    let forward_dropped = dropped() - dropped_before;
     let ticks = |(u, s): (u64, u64)| (u + s) as f64 / setup.ticks;
     PhaseResult {
         name: name.to_string(),
@@ -808,6 +829,7 @@ async fn phase(
         client_cpu: ticks(b.client) - ticks(a.client),
         latencies,
         floor,
+        forward_dropped,
     }
 }
 
@@ -817,7 +839,7 @@ fn ms(d: Duration) -> String {
 
 fn print_phase(r: &PhaseResult) {
     println!(
-        "  {:<14} {:>8.1} req/s {:>11} spans/s  server CPU {:>5.2} s ({:.2} cores)  {:>11} spans/CPU-s  p50 {} ms  p99 {} ms{}{}",
+        "  {:<14} {:>8.1} req/s {:>11} spans/s  server CPU {:>5.2} s ({:.2} cores)  {:>11} spans/CPU-s  p50 {} ms  p99 {} ms{}{}{}",
         r.name,
         r.rps(),
         thousands(r.spans_per_sec()),
@@ -832,6 +854,11 @@ fn print_phase(r: &PhaseResult) {
         },
         if r.busy > 0 {
             format!("  ({} busy refusals)", r.busy)
+        } else {
+            String::new()
+        },
+        if r.forward_dropped > 0.0 {
+            format!("  ({} forwarded items dropped: queue full)", r.forward_dropped)
         } else {
             String::new()
         }
@@ -937,6 +964,7 @@ fn main() {
             ticks,
             totals: Arc::clone(&totals),
             server_cpus,
+            forwarder_admin: forwarding.then_some(server.admin),
         };
         let mut results = Vec::new();
         for mode in modes.split(',').map(str::trim).filter(|m| !m.is_empty()) {
@@ -985,6 +1013,7 @@ fn main() {
                     ticks,
                     totals: Arc::new(Totals::default()),
                     server_cpus: setup.server_cpus.clone(),
+                    forwarder_admin: None,
                 };
                 let mut peer_results = Vec::new();
                 for (i, mode) in modes
@@ -1039,6 +1068,7 @@ fn main() {
                 ticks,
                 totals: Arc::new(Totals::default()),
                 server_cpus: setup.server_cpus.clone(),
+                forwarder_admin: None,
             };
             for mode in modes.split(',').map(str::trim).filter(|m| !m.is_empty()) {
                 let r = phase(
