@@ -80,6 +80,8 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     /// The pipeline.
     pub pipeline: Pipeline,
+    /// The read model over the pipeline, as the admin server and the exporters read it.
+    pub reader: crate::report::Reader,
     /// Self-telemetry.
     pub telemetry: Arc<Telemetry>,
     ready: Arc<AtomicBool>,
@@ -145,9 +147,15 @@ pub fn build_pipeline(config: &Config, clock: SharedClock) -> Result<Pipeline, A
         )
         .with_expiry(config.series_expiry)
         .with_start(clock.now_unix_nanos())
-        .with_slos(config.slos.clone().into()),
+        .with_slos(
+            config
+                .slos
+                .iter()
+                .map(|d| (d.service.clone(), d.feature.clone())),
+        ),
     );
-    Pipeline::start(&config.pipeline, classifier, settings, clock).map_err(AppError::Pipeline)
+    let slos = Arc::from(config.slos.clone());
+    Pipeline::start(&config.pipeline, classifier, settings, slos, clock).map_err(AppError::Pipeline)
 }
 
 /// Starts everything and returns once all listeners are bound.
@@ -174,6 +182,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
         (_, None) => None,
     };
     let telemetry = Arc::new(Telemetry::default());
+    let reader = crate::report::Reader::new(pipeline.clone(), config.thresholds);
     let (forward, forwarders) = Forwarders::start(&config.forward)?;
     let mut exporters: Vec<crate::export::delivery::Queue> = forward.queues();
     let otlp_metrics = match &config.otlp_metrics {
@@ -182,7 +191,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
                 crate::export::otlp_client::OtlpClient::new(cfg.transport.client_config()?)?;
             let e = crate::export::otlp_metrics::OtlpMetricsExporter::start(
                 cfg,
-                pipeline.clone(),
+                reader.clone(),
                 Arc::new(client),
             )?;
             exporters.push(e.queue().clone());
@@ -197,7 +206,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
             let e = crate::export::otlp_metrics::OtlpMetricsExporter::start_named(
                 &format!("forward_{i}_derived"),
                 d,
-                pipeline.clone(),
+                reader.clone(),
                 Arc::new(client),
             )?;
             exporters.push(e.queue().clone());
@@ -206,7 +215,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
     }
     let remote_write = match &config.remote_write {
         Some(cfg) => {
-            let e = crate::export::remote_write::RemoteWriteExporter::start(cfg, pipeline.clone())?;
+            let e = crate::export::remote_write::RemoteWriteExporter::start(cfg, reader.clone())?;
             exporters.push(e.queue().clone());
             Some(e)
         }
@@ -310,7 +319,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
         config.max_series,
     )));
     let admin_app = api::router(ApiState {
-        pipeline: pipeline.clone(),
+        reader: reader.clone(),
         telemetry: Arc::clone(&telemetry),
         ready: Arc::clone(&ready),
         canary: config.canary.clone(),
@@ -375,6 +384,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
         http_addr,
         admin_addr,
         pipeline,
+        reader,
         telemetry,
         ready,
         stop_receivers,

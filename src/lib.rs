@@ -17,6 +17,7 @@ pub mod net;
 pub mod otlp;
 pub mod pipeline;
 pub mod receiver;
+pub mod report;
 pub mod sli;
 pub mod slo;
 pub mod telemetry;

@@ -159,9 +159,9 @@ async fn cumulative_export_counts_what_was_sent() {
     let config = common::config(CUMULATIVE);
     let cfg = config.otlp_metrics.clone().expect("section validated");
     let server = TestServer::start_with(config).await;
-    let pipeline = server.running.as_ref().expect("running").pipeline.clone();
+    let reader = server.running.as_ref().expect("running").reader.clone();
     let capture = Arc::new(Capture::default());
-    let exporter = OtlpMetricsExporter::start(&cfg, pipeline, capture.clone()).expect("start");
+    let exporter = OtlpMetricsExporter::start(&cfg, reader, capture.clone()).expect("start");
 
     send(&server, 200, 10, Duration::from_millis(50)).await;
     server.flush().await;
@@ -225,9 +225,9 @@ async fn delta_exports_add_up_to_what_was_sent() {
     let config = common::config(DELTA);
     let cfg = config.otlp_metrics.clone().expect("section validated");
     let server = TestServer::start_with(config).await;
-    let pipeline = server.running.as_ref().expect("running").pipeline.clone();
+    let reader = server.running.as_ref().expect("running").reader.clone();
     let capture = Arc::new(Capture::default());
-    let exporter = OtlpMetricsExporter::start(&cfg, pipeline, capture.clone()).expect("start");
+    let exporter = OtlpMetricsExporter::start(&cfg, reader, capture.clone()).expect("start");
 
     send(&server, 30, 3, Duration::from_millis(20)).await;
     server.flush().await;

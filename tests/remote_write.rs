@@ -251,8 +251,8 @@ async fn classic_histograms_reach_prometheus() {
     // out of order); the watched exporter ticks every second.
     let (server, mut cfg) = server(&prom.write_url(), "1h", "").await;
     cfg.interval = Duration::from_secs(1);
-    let pipeline = server.running.as_ref().expect("running").pipeline.clone();
-    let exporter = RemoteWriteExporter::start(&cfg, pipeline).expect("start");
+    let reader = server.running.as_ref().expect("running").reader.clone();
+    let exporter = RemoteWriteExporter::start(&cfg, reader).expect("start");
     traffic(&server).await;
     // The ticker (1s) writes on its own.
     prom.expect("sum(sli_requests_total)", 30.0).await;
@@ -306,8 +306,8 @@ async fn native_histograms_reach_prometheus() {
     let prom = Prometheus::start("native", true).await;
     let (server, cfg) = server(&prom.write_url(), "1h", "    native_histograms: true").await;
     assert!(cfg.native_histograms);
-    let pipeline = server.running.as_ref().expect("running").pipeline.clone();
-    let exporter = RemoteWriteExporter::start(&cfg, pipeline).expect("start");
+    let reader = server.running.as_ref().expect("running").reader.clone();
+    let exporter = RemoteWriteExporter::start(&cfg, reader).expect("start");
     traffic(&server).await;
     exporter.export_now().await;
     prom.expect("sum(sli_requests_total)", 30.0).await;
@@ -393,8 +393,8 @@ async fn fake_endpoint(answers: Vec<u16>) -> (String, Arc<Mutex<Seen>>) {
 async fn a_400_is_dropped_after_one_attempt_and_counted() {
     let (url, seen) = fake_endpoint(vec![400]).await;
     let (server, cfg) = server(&url, "1h", "").await;
-    let pipeline = server.running.as_ref().expect("running").pipeline.clone();
-    let exporter = RemoteWriteExporter::start(&cfg, pipeline).expect("start");
+    let reader = server.running.as_ref().expect("running").reader.clone();
+    let exporter = RemoteWriteExporter::start(&cfg, reader).expect("start");
     traffic(&server).await;
     exporter.export_now().await;
     let stats = Arc::clone(exporter.queue().stats());
@@ -429,8 +429,8 @@ async fn a_400_is_dropped_after_one_attempt_and_counted() {
 async fn a_429_is_retried_after_its_retry_after() {
     let (url, seen) = fake_endpoint(vec![429, 200]).await;
     let (server, cfg) = server(&url, "1h", "").await;
-    let pipeline = server.running.as_ref().expect("running").pipeline.clone();
-    let exporter = RemoteWriteExporter::start(&cfg, pipeline).expect("start");
+    let reader = server.running.as_ref().expect("running").reader.clone();
+    let exporter = RemoteWriteExporter::start(&cfg, reader).expect("start");
     traffic(&server).await;
     exporter.export_now().await;
     let stats = Arc::clone(exporter.queue().stats());
@@ -455,8 +455,8 @@ async fn a_429_is_retried_after_its_retry_after() {
 async fn shutdown_writes_the_latest_view_once_more() {
     let (url, seen) = fake_endpoint(vec![200]).await;
     let (server, cfg) = server(&url, "1h", "").await;
-    let pipeline = server.running.as_ref().expect("running").pipeline.clone();
-    let exporter = RemoteWriteExporter::start(&cfg, pipeline).expect("start");
+    let reader = server.running.as_ref().expect("running").reader.clone();
+    let exporter = RemoteWriteExporter::start(&cfg, reader).expect("start");
     traffic(&server).await;
     exporter
         .shutdown(Instant::now() + Duration::from_secs(5))

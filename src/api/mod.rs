@@ -18,7 +18,7 @@ pub mod prometheus;
 pub mod slis;
 pub mod slos;
 
-use crate::pipeline::Pipeline;
+use crate::report::Reader;
 use crate::telemetry::Telemetry;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
@@ -32,8 +32,8 @@ use std::sync::Arc;
 /// What the admin server reads.
 #[derive(Clone, Debug)]
 pub struct ApiState {
-    /// The pipeline whose snapshots are served.
-    pub pipeline: Pipeline,
+    /// The read model over the pipeline whose snapshots are served.
+    pub reader: Reader,
     /// Self-telemetry counters.
     pub telemetry: Arc<Telemetry>,
     /// Set once every listener is bound.
@@ -102,8 +102,7 @@ async fn require_token(
 }
 
 async fn metrics(State(s): State<ApiState>) -> Response {
-    let view = s.pipeline.view();
-    let mut body = prometheus::render(&view, &s.pipeline, &s.telemetry);
+    let mut body = prometheus::render(&s.reader.report(), &s.telemetry);
     prometheus::exporters(&mut body, &s.exporters);
     prometheus::memory(&mut body, s.memory.as_deref());
     (
@@ -121,14 +120,14 @@ async fn slis_handler(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let window = q.get("window").map(String::as_str).unwrap_or("all");
-    match slis::render(&s.pipeline, window) {
+    match slis::render(&s.reader.report(), window) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(msg) => json_error(StatusCode::BAD_REQUEST, &msg),
     }
 }
 
 async fn slos_handler(State(s): State<ApiState>) -> Response {
-    let body = slos::render(&s.pipeline);
+    let body = slos::render(&s.reader.report());
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
@@ -136,9 +135,10 @@ async fn canary_handler(
     State(s): State<ApiState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let answer =
-        tokio::task::spawn_blocking(move || canary::render(&s.pipeline, s.canary.as_ref(), &q))
-            .await;
+    let answer = tokio::task::spawn_blocking(move || {
+        canary::render(s.reader.pipeline(), s.canary.as_ref(), &q)
+    })
+    .await;
     match answer {
         Ok(Ok(body)) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Ok(Err(canary::CanaryError::BadRequest(msg))) => json_error(StatusCode::BAD_REQUEST, &msg),
@@ -158,9 +158,7 @@ async fn canary_handler(
 }
 
 async fn gaps_handler(State(s): State<ApiState>) -> Response {
-    let view = s.pipeline.view();
-    let silence = s.pipeline.silence_after_nanos();
-    let body = gaps::render(&view, silence, s.pipeline.coverage_target());
+    let body = gaps::render(&s.reader.report());
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
@@ -177,8 +175,8 @@ async fn history_handler(
         Ok(m) => m,
         Err(msg) => return json_error(StatusCode::BAD_REQUEST, &msg),
     };
-    let view = s.pipeline.view();
-    let names = s.pipeline.classifier().label_names();
+    let view = s.reader.pipeline().view();
+    let names = s.reader.pipeline().classifier().label_names();
     let body = s
         .history
         .lock()
@@ -194,7 +192,7 @@ async fn info_handler(State(s): State<ApiState>, headers: axum::http::HeaderMap)
 }
 
 async fn readyz(State(s): State<ApiState>) -> Response {
-    if s.ready.load(Ordering::Acquire) && s.pipeline.is_running() {
+    if s.ready.load(Ordering::Acquire) && s.reader.pipeline().is_running() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()

@@ -1,8 +1,11 @@
-//! Prometheus text exposition (format 0.0.4) of the derived SLIs and self-telemetry.
+//! Prometheus text exposition (format 0.0.4) of the read model's answers (SLIs,
+//! completeness, SLOs) and of self-telemetry. Formats values; computes none of its own.
 
-use crate::api::gaps;
 use crate::pipeline::snapshot::View;
 use crate::pipeline::Pipeline;
+use crate::report::quality::{is_active, metrics_without_traces};
+use crate::report::series::{coverage_5m, success_ratio};
+use crate::report::Report;
 use crate::sli::series::QUANTILES;
 use crate::sli::window::Window;
 use crate::telemetry::{Outcome, RefuseReason, Signal, Telemetry, Transport};
@@ -62,7 +65,8 @@ pub(crate) fn float(v: f64) -> String {
 }
 
 /// Renders everything.
-pub fn render(view: &View, pipeline: &Pipeline, t: &Telemetry) -> String {
+pub fn render(report: &Report<'_>, t: &Telemetry) -> String {
+    let (view, pipeline) = (report.view(), report.pipeline());
     let mut out = String::with_capacity(1024 + view.series.len() * 2048);
     let names = pipeline.classifier().label_names();
     let settings = pipeline.settings();
@@ -128,11 +132,7 @@ pub fn render(view: &View, pipeline: &Pipeline, t: &Telemetry) -> String {
             }
             out.push_str("sli_success_ratio");
             labels(&mut out, &names, &s.labels);
-            let ratio = if ws.est_requests > 0.0 {
-                ((ws.est_requests - ws.est_errors) / ws.est_requests).clamp(0.0, 1.0)
-            } else {
-                0.0
-            };
+            let ratio = success_ratio(ws).unwrap_or(0.0);
             let _ = writeln!(out, ",window=\"{}\"}} {}", w.name(), float(ratio));
         }
     }
@@ -159,13 +159,14 @@ pub fn render(view: &View, pipeline: &Pipeline, t: &Telemetry) -> String {
             }
         }
     }
-    completeness(&mut out, view, pipeline);
-    super::slos::prometheus(&mut out, pipeline, view);
+    completeness(&mut out, report);
+    super::slos::prometheus(&mut out, report);
     self_metrics(&mut out, view, pipeline, t);
     out
 }
 
-fn completeness(out: &mut String, view: &View, pipeline: &Pipeline) {
+fn completeness(out: &mut String, report: &Report<'_>) {
+    let (view, pipeline) = (report.view(), report.pipeline());
     let service = |g: &crate::completeness::ServiceGaps| escaped(&g.service);
     header(out, "telemetry_gap_spans_total", "counter", "Spans affected by telemetry gaps: orphan_spans (local parent never arrived), missing_root (in traces with no root and no remote parent), unattributed_spans (entry spans named after the span name for lack of attributes, or without service.name).");
     for g in &view.gaps {
@@ -186,10 +187,7 @@ fn completeness(out: &mut String, view: &View, pipeline: &Pipeline) {
         let e = unattributed.entry(s.service()).or_default();
         e.0 += s.unattributed.count;
         e.1 |= s.unattributed.count > 0
-            && view
-                .flushed_at_unix_nanos
-                .saturating_sub(s.unattributed.last_unix_nanos)
-                <= gaps::ACTIVE_FOR;
+            && crate::report::quality::seen_within(s.unattributed.last_unix_nanos, report.now());
     }
     for (svc, (n, _)) in &unattributed {
         let escaped = escaped(svc);
@@ -200,10 +198,8 @@ fn completeness(out: &mut String, view: &View, pipeline: &Pipeline) {
     }
     header(out, "telemetry_trace_coverage_ratio", "gauge", "Requests seen as spans / requests counted by request metrics over the last 5 minutes (absent without request metrics).");
     let names = pipeline.classifier().label_names();
-    let m5 = crate::sli::window::Window::M5.index();
     for s in &view.series {
-        let w = &s.windows[m5];
-        if let Some(c) = crate::api::slis::coverage(w.est_requests, w.metric_requests) {
+        if let Some(c) = coverage_5m(s) {
             out.push_str("telemetry_trace_coverage_ratio");
             labels(out, &names, &s.labels);
             let _ = writeln!(out, "}} {}", float(c));
@@ -238,9 +234,8 @@ fn completeness(out: &mut String, view: &View, pipeline: &Pipeline) {
         "gauge",
         "1 when the service sent telemetry and then nothing for completeness.silence_after.",
     );
-    let silence = pipeline.silence_after_nanos();
     for g in &view.gaps {
-        let silent = gaps::is_silent(&g.counts, view.flushed_at_unix_nanos, silence);
+        let silent = report.is_silent(&g.counts);
         let _ = writeln!(
             out,
             "telemetry_service_silent{{service=\"{}\"}} {}",
@@ -276,7 +271,7 @@ fn completeness(out: &mut String, view: &View, pipeline: &Pipeline) {
             ("missing_root", &g.counts.missing_roots),
             ("invalid_spans", &g.counts.invalid),
         ] {
-            let active = gaps::is_active(k, now);
+            let active = is_active(k, now);
             let _ = writeln!(
                 out,
                 "telemetry_gap_active{{service=\"{svc}\",kind=\"{kind}\"}} {}",
@@ -293,14 +288,9 @@ fn completeness(out: &mut String, view: &View, pipeline: &Pipeline) {
         );
     }
     // Untraced requests: any series of the service below the coverage target (5 minutes).
-    let target = pipeline.coverage_target();
-    let m5 = crate::sli::window::Window::M5.index();
     let mut untraced: std::collections::BTreeMap<&str, bool> = Default::default();
     for s in &view.series {
-        let w = &s.windows[m5];
-        let low = crate::api::slis::coverage(w.est_requests, w.metric_requests)
-            .is_some_and(|c| c < target);
-        *untraced.entry(s.service()).or_default() |= low;
+        *untraced.entry(s.service()).or_default() |= report.under_covered(s);
     }
     for (svc, low) in &untraced {
         let escaped = escaped(svc);
@@ -310,11 +300,10 @@ fn completeness(out: &mut String, view: &View, pipeline: &Pipeline) {
             u8::from(*low)
         );
     }
-    let silence = pipeline.silence_after_nanos();
     for g in &view.gaps {
         let svc = service(g);
-        let silent = gaps::is_silent(&g.counts, view.flushed_at_unix_nanos, silence);
-        let no_traces = gaps::metrics_without_traces(&g.counts);
+        let silent = report.is_silent(&g.counts);
+        let no_traces = metrics_without_traces(&g.counts);
         let _ = writeln!(
             out,
             "telemetry_gap_active{{service=\"{svc}\",kind=\"silent_service\"}} {}\n\

@@ -1,75 +1,13 @@
 //! `GET /api/v1/slos`: every SLO's SLI, error budget, burn rates and alert state as JSON,
-//! and the `slo_*` Prometheus series. Both evaluate the SLO engine at the pipeline clock's
-//! current time, with the completeness checks of the latest snapshot deciding whether an
-//! SLO's data is sufficient.
+//! and the `slo_*` Prometheus series, both rendered from the read model's SLO statuses
+//! ([`crate::report::slos`]).
 
-use crate::pipeline::snapshot::View;
-use crate::pipeline::Pipeline;
-use crate::sli::window::Window;
+use crate::report::slos::SloReport;
+use crate::report::Report;
 use crate::slo::def::{duration_name, Severity, SloDef};
 use crate::slo::status::Status;
 use serde::Serialize;
 use std::collections::BTreeMap;
-
-/// Every SLO with its status, in configuration order; empty without SLOs. The completeness
-/// checks run before the engine lock is taken, so shards flushing are held up only for the
-/// bucket sums.
-pub fn statuses(pipeline: &Pipeline, view: &View) -> Vec<(SloDef, Status)> {
-    let Some(engine) = pipeline.slo_engine() else {
-        return Vec::new();
-    };
-    let defs = std::sync::Arc::clone(
-        engine
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .defs(),
-    );
-    let reasons: Vec<Vec<String>> = defs.iter().map(|d| quality(d, pipeline, view)).collect();
-    let now = pipeline.now_unix_nanos();
-    let st = engine
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .evaluate(now, pipeline.min_events(), |i| {
-            reasons.get(i).cloned().unwrap_or_default()
-        });
-    defs.iter().cloned().zip(st).collect()
-}
-
-/// Reasons an SLO's data cannot be trusted: its service went silent, or its series' trace
-/// coverage (requests seen as spans ÷ requests counted by metrics) is below the target.
-fn quality(def: &SloDef, pipeline: &Pipeline, view: &View) -> Vec<String> {
-    let mut reasons = Vec::new();
-    let silence = pipeline.silence_after_nanos();
-    if view.gaps.iter().any(|g| {
-        *g.service == *def.service
-            && crate::api::gaps::is_silent(&g.counts, view.flushed_at_unix_nanos, silence)
-    }) {
-        reasons.push(format!(
-            "{} has sent no telemetry for completeness.silence_after",
-            def.service
-        ));
-    }
-    let target = pipeline.coverage_target();
-    let m5 = Window::M5.index();
-    let (mut spans, mut metrics) = (0.0, 0u64);
-    for s in view
-        .series
-        .iter()
-        .filter(|s| def.matches(s.service(), s.feature()))
-    {
-        let w = &s.windows[m5];
-        if w.metric_requests > 0 {
-            spans += w.est_requests;
-            metrics += w.metric_requests;
-        }
-    }
-    if let Some(c) = crate::api::slis::coverage(spans, metrics).filter(|c| *c < target) {
-        reasons.push(format!(
-            "trace coverage {c:.2} over the last 5m is below completeness.coverage_target ({target})"
-        ));
-    }
-    reasons
-}
 
 #[derive(Serialize)]
 struct Response<'a> {
@@ -119,16 +57,11 @@ impl Serialize for Ordered {
     }
 }
 
-/// Renders `/api/v1/slos`.
-pub fn render(pipeline: &Pipeline) -> Vec<u8> {
-    let view = pipeline.view();
-    let all = statuses(pipeline, &view);
-    let late_spans = pipeline.slo_engine().map_or(0, |e| {
-        e.lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .late_spans()
-    });
-    let slos = all
+/// Renders `/api/v1/slos` from `report`.
+pub fn render(report: &Report<'_>) -> Vec<u8> {
+    let r = report.slos();
+    let slos = r
+        .statuses
         .iter()
         .map(|(d, s)| Slo {
             name: &d.name,
@@ -158,8 +91,8 @@ pub fn render(pipeline: &Pipeline) -> Vec<u8> {
         })
         .collect();
     serde_json::to_vec(&Response {
-        evaluated_at_unix_nano: pipeline.now_unix_nanos(),
-        late_spans,
+        evaluated_at_unix_nano: r.evaluated_at_unix_nanos,
+        late_spans: r.late_spans,
         slos,
     })
     .unwrap_or_default()
@@ -177,15 +110,14 @@ fn slo_labels(d: &SloDef) -> String {
 
 /// Writes the `slo_*` series (only when SLOs are configured; `otel_sli_late_spans_total`
 /// is always written).
-pub fn prometheus(out: &mut String, pipeline: &Pipeline, view: &View) {
+pub fn prometheus(out: &mut String, report: &Report<'_>) {
     use super::prometheus::{float, header};
     use std::fmt::Write;
-    let all = statuses(pipeline, view);
-    let late = pipeline.slo_engine().map_or(0, |e| {
-        e.lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .late_spans()
-    });
+    let SloReport {
+        late_spans: late,
+        statuses: all,
+        ..
+    } = report.slos();
     header(
         out,
         "otel_sli_late_spans_total",

@@ -125,6 +125,9 @@ pub struct Config {
     pub admin_auth: Option<crate::auth::Token>,
     /// Pipeline settings.
     pub pipeline: PipelineOptions,
+    /// What readers judge data quality by (`completeness.silence_after`, `min_events`,
+    /// `coverage_target`).
+    pub thresholds: crate::report::Thresholds,
     /// Classification rules.
     pub classify: ClassifyConfig,
     /// Histogram layout.
@@ -320,10 +323,7 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         flush_interval,
         retry_after,
         traces: None,
-        silence_after: Duration::from_secs(300),
         max_clock_skew: Duration::from_secs(3600),
-        min_events: 10,
-        coverage_target: 0.9,
         slo: SloSettings::default(),
     };
 
@@ -489,6 +489,7 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         None
     };
 
+    let mut thresholds = crate::report::Thresholds::default();
     if let Some(d) = c.silence_after {
         if d.0 < Duration::from_secs(10) {
             return Err(invalid(
@@ -496,7 +497,7 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
                 "must be at least 10s",
             ));
         }
-        pipeline.silence_after = d.0;
+        thresholds.silence_after = d.0;
     }
     if let Some(t) = c.coverage_target {
         if !(0.0..=1.0).contains(&t) {
@@ -505,10 +506,10 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
                 "must be between 0 and 1",
             ));
         }
-        pipeline.coverage_target = t;
+        thresholds.coverage_target = t;
     }
     if let Some(n) = c.min_events {
-        pipeline.min_events = n;
+        thresholds.min_events = n;
     }
     if let Some(d) = c.max_clock_skew {
         if d.0 < Duration::from_secs(1) {
@@ -594,6 +595,7 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         receivers_auth,
         admin_auth,
         pipeline,
+        thresholds,
         classify,
         layout,
         buckets,

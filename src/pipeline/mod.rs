@@ -21,7 +21,7 @@ use crate::otlp::scan::{
 use crate::sli::classify::Classifier;
 use crate::sli::series::MetricPoint;
 use crate::sli::series::{SeriesSettings, SeriesTable};
-use crate::slo::def::SloSettings;
+use crate::slo::def::{SloDef, SloSettings};
 use crate::slo::engine::SloEngine;
 use crate::slo::tally::SloTally;
 use crate::telemetry::Signal;
@@ -52,14 +52,8 @@ pub struct PipelineOptions {
     /// Trace-structure tracking per shard (limits already divided by the shard count);
     /// `None` when completeness tracking is off.
     pub traces: Option<TrackerConfig>,
-    /// A service that reported and then sent nothing for this long is silent.
-    pub silence_after: Duration,
     /// Spans whose end time is further than this from their arrival are clock-skewed.
     pub max_clock_skew: Duration,
-    /// An SLI window with fewer requests than this has insufficient data.
-    pub min_events: u64,
-    /// Trace coverage below this is a gap (`untraced_requests`) and insufficient data.
-    pub coverage_target: f64,
     /// Settings shared by the SLOs (the SLOs themselves are in the series settings).
     pub slo: SloSettings,
 }
@@ -99,10 +93,7 @@ struct Inner {
     capacity: usize,
     retry_after: Duration,
     track_traces: bool,
-    silence_after: Duration,
     max_clock_skew: u64,
-    min_events: u64,
-    coverage_target: f64,
     clock: SharedClock,
     /// The SLO engine; `None` without SLOs.
     slo: Option<Arc<Mutex<SloEngine>>>,
@@ -152,9 +143,10 @@ impl Pipeline {
         opts: &PipelineOptions,
         classifier: Classifier,
         settings: Arc<SeriesSettings>,
+        slos: Arc<[SloDef]>,
         clock: SharedClock,
     ) -> std::io::Result<Self> {
-        let (pipeline, workers) = Self::build(opts, classifier, settings, clock);
+        let (pipeline, workers) = Self::build(opts, classifier, settings, slos, clock);
         let mut threads = Vec::with_capacity(workers.len());
         for (i, worker) in workers.into_iter().enumerate() {
             let spawned = std::thread::Builder::new()
@@ -181,12 +173,13 @@ impl Pipeline {
         opts: &PipelineOptions,
         classifier: Classifier,
         settings: Arc<SeriesSettings>,
+        slos: Arc<[SloDef]>,
         clock: SharedClock,
     ) -> (Self, Vec<Worker>) {
         let n = opts.shards.max(1);
-        let engine = (!settings.slos.is_empty()).then(|| {
+        let engine = (!slos.is_empty()).then(|| {
             Arc::new(Mutex::new(SloEngine::new(
-                Arc::clone(&settings.slos),
+                Arc::clone(&slos),
                 opts.slo.clone(),
             )))
         });
@@ -204,12 +197,9 @@ impl Pipeline {
                 clock: Arc::clone(&clock),
                 publish: Arc::clone(&publish),
                 flush_interval: opts.flush_interval,
-                slo: engine.as_ref().map(|e| {
-                    (
-                        SloTally::new(&settings.slos, opts.slo.max_lateness),
-                        Arc::clone(e),
-                    )
-                }),
+                slo: engine
+                    .as_ref()
+                    .map(|e| (SloTally::new(&slos, opts.slo.max_lateness), Arc::clone(e))),
             });
             shards.push(ShardHandle {
                 tx,
@@ -225,11 +215,8 @@ impl Pipeline {
                 capacity: opts.queue_capacity.max(1),
                 retry_after: opts.retry_after,
                 track_traces: opts.traces.is_some(),
-                silence_after: opts.silence_after,
                 max_clock_skew: u64::try_from(opts.max_clock_skew.as_nanos()).unwrap_or(u64::MAX),
                 clock: Arc::clone(&clock),
-                min_events: opts.min_events,
-                coverage_target: opts.coverage_target,
                 slo: engine,
                 queries: AtomicUsize::new(0),
                 closed: AtomicBool::new(false),
@@ -493,21 +480,6 @@ impl Pipeline {
         &self.inner.settings
     }
 
-    /// After how many nanoseconds without telemetry a service counts as silent.
-    pub fn silence_after_nanos(&self) -> u64 {
-        u64::try_from(self.inner.silence_after.as_nanos()).unwrap_or(u64::MAX)
-    }
-
-    /// Fewest requests in a window for its SLI to have sufficient data.
-    pub fn min_events(&self) -> u64 {
-        self.inner.min_events
-    }
-
-    /// Trace coverage below which a series has a gap.
-    pub fn coverage_target(&self) -> f64 {
-        self.inner.coverage_target
-    }
-
     /// Runs `q` on every shard's live state and merges the answers. Blocks until
     /// `q.deadline` at most (queued batches are applied first). At most
     /// [`query::MAX_CONCURRENT_QUERIES`] run at once.
@@ -629,14 +601,11 @@ mod tests {
                 max_traces: 10_000,
                 max_spans_per_trace: 100,
             }),
-            silence_after: Duration::from_secs(300),
             max_clock_skew: Duration::from_secs(3600),
-            min_events: 10,
-            coverage_target: 0.9,
             slo: SloSettings::default(),
         };
         let classifier = Classifier::new(ClassifyConfig::default()).expect("rules");
-        Pipeline::build(&opts, classifier, settings, clock)
+        Pipeline::build(&opts, classifier, settings, Arc::from(Vec::new()), clock)
     }
 
     fn build(shards: usize, capacity: usize) -> (Pipeline, Vec<Worker>) {

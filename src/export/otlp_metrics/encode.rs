@@ -4,8 +4,7 @@
 //! were reset (expired and recreated), and compute deltas. It never touches the network.
 
 use super::config::{HistogramMode, OtlpMetricsConfig, Temporality};
-use crate::pipeline::snapshot::View;
-use crate::pipeline::Pipeline;
+use crate::report::Report;
 use crate::sli::series::SeriesSnapshot;
 use crate::slo::def::{duration_name, Severity};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -265,7 +264,7 @@ impl Encoder {
         }
     }
 
-    /// Encodes `view` (and the SLO statuses of `pipeline`) as of `now_unix_nanos`.
+    /// Encodes the series and SLO statuses of `report` as of `now_unix_nanos`.
     ///
     /// Start times: a series present at the first export starts at the process start; one
     /// first seen later starts at the previous export; a series whose totals went down (or
@@ -274,10 +273,10 @@ impl Encoder {
     /// at the first export, which covers process start to now.
     pub fn encode(
         &mut self,
-        view: &View,
-        pipeline: &Pipeline,
+        report: &Report<'_>,
         now_unix_nanos: u64,
     ) -> ExportMetricsServiceRequest {
+        let (view, pipeline) = (report.view(), report.pipeline());
         let settings = pipeline.settings();
         let process_start = match settings.started_unix_nanos {
             0 => now_unix_nanos,
@@ -388,7 +387,7 @@ impl Encoder {
                 latency,
             ));
         }
-        slo_gauges(&mut metrics, pipeline, view, now_unix_nanos);
+        slo_gauges(&mut metrics, report, now_unix_nanos);
 
         ExportMetricsServiceRequest {
             resource_metrics: vec![ResourceMetrics {
@@ -453,8 +452,8 @@ impl Encoder {
 }
 
 /// The SLO gauges, from the same evaluation as `/api/v1/slos`.
-fn slo_gauges(metrics: &mut Vec<Metric>, pipeline: &Pipeline, view: &View, now: u64) {
-    let all = crate::api::slos::statuses(pipeline, view);
+fn slo_gauges(metrics: &mut Vec<Metric>, report: &Report<'_>, now: u64) {
+    let all = report.slos().statuses;
     if all.is_empty() {
         return;
     }
@@ -546,6 +545,8 @@ fn slo_gauges(metrics: &mut Vec<Metric>, pipeline: &Pipeline, view: &View, now: 
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
+    use crate::pipeline::snapshot::View;
+    use crate::pipeline::Pipeline;
     use crate::sli::series::Flagged;
     use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
 
@@ -564,6 +565,12 @@ slos:
     objective: 99.9
     labels: { team: payments }
 "#;
+
+    /// Encodes `view` with the SLO statuses of `p` (default thresholds).
+    fn enc(e: &mut Encoder, view: View, p: &Pipeline, now: u64) -> ExportMetricsServiceRequest {
+        let reader = crate::report::Reader::new(p.clone(), crate::report::Thresholds::default());
+        e.encode(&reader.report_of(view), now)
+    }
 
     fn pipeline(yaml: &str) -> Pipeline {
         let c = crate::config::parse(yaml, |_| None).expect("config");
@@ -675,8 +682,9 @@ slos:
         let mut e = Encoder::new(&cfg(Temporality::Cumulative, HistogramMode::Explicit));
         let a = labels(&["pay", "POST /pay", "prod"]);
         let b = labels(&["pay", "GET /status", ""]);
-        let req = e.encode(
-            &view(vec![
+        let req = enc(
+            &mut e,
+            view(vec![
                 series(&a, 10, 2, [5, 3, 1, 1]),
                 series(&b, 4, 0, [4, 0, 0, 0]),
             ]),
@@ -747,14 +755,20 @@ slos:
         let start = |req: &ExportMetricsServiceRequest, i: usize| {
             sum_points(req, "sli.requests")[i].start_time_unix_nano
         };
-        let r1 = e.encode(&view(vec![series(&a, 1, 0, [1, 0, 0, 0])]), &p, T0 + 15 * S);
+        let r1 = enc(
+            &mut e,
+            view(vec![series(&a, 1, 0, [1, 0, 0, 0])]),
+            &p,
+            T0 + 15 * S,
+        );
         assert_eq!(
             start(&r1, 0),
             T0,
             "present at the first export: process start"
         );
-        let r2 = e.encode(
-            &view(vec![
+        let r2 = enc(
+            &mut e,
+            view(vec![
                 series(&a, 3, 0, [3, 0, 0, 0]),
                 series(&b, 1, 0, [1, 0, 0, 0]),
             ]),
@@ -769,8 +783,9 @@ slos:
         );
         // `a` went down: reset. `b` was recreated (new shard object) with a higher total.
         let b2 = labels(&["pay", "GET /status", ""]);
-        let r3 = e.encode(
-            &view(vec![
+        let r3 = enc(
+            &mut e,
+            view(vec![
                 series(&a, 2, 0, [2, 0, 0, 0]),
                 series(&b2, 5, 0, [5, 0, 0, 0]),
             ]),
@@ -780,11 +795,17 @@ slos:
         assert_eq!(start(&r3, 0), T0 + 30 * S, "total went down: restarted");
         assert_eq!(start(&r3, 1), T0 + 30 * S, "new shard object: restarted");
         assert_eq!(hist_points(&r3)[0].start_time_unix_nano, T0 + 30 * S);
-        let r4 = e.encode(&view(vec![series(&a, 2, 0, [2, 0, 0, 0])]), &p, T0 + 60 * S);
+        let r4 = enc(
+            &mut e,
+            view(vec![series(&a, 2, 0, [2, 0, 0, 0])]),
+            &p,
+            T0 + 60 * S,
+        );
         assert_eq!(start(&r4, 0), T0 + 30 * S);
         assert_eq!(e.tracked_series(), 1, "b is absent and forgotten");
-        let r5 = e.encode(
-            &view(vec![
+        let r5 = enc(
+            &mut e,
+            view(vec![
                 series(&a, 2, 0, [2, 0, 0, 0]),
                 series(&b2, 5, 0, [5, 0, 0, 0]),
             ]),
@@ -815,8 +836,8 @@ slos:
         let mut last = None;
         for (i, s) in steps.iter().enumerate() {
             let now = T0 + (i as u64 + 1) * 15 * S;
-            let req = d.encode(&view(vec![Arc::clone(s)]), &p, now);
-            last = Some(c.encode(&view(vec![Arc::clone(s)]), &p, now));
+            let req = enc(&mut d, view(vec![Arc::clone(s)]), &p, now);
+            last = Some(enc(&mut c, view(vec![Arc::clone(s)]), &p, now));
             let pt = &sum_points(&req, "sli.requests")[0];
             let expect_start = if i == 0 { T0 } else { now - 15 * S };
             assert_eq!(pt.start_time_unix_nano, expect_start, "export {i}");
@@ -853,11 +874,26 @@ slos:
         let p = pipeline(YAML);
         let mut d = Encoder::new(&cfg(Temporality::Delta, HistogramMode::Explicit));
         let a = labels(&["pay", "POST /pay", "prod"]);
-        d.encode(&view(vec![series(&a, 9, 0, [9, 0, 0, 0])]), &p, T0 + 15 * S);
-        let req = d.encode(&view(vec![series(&a, 2, 0, [2, 0, 0, 0])]), &p, T0 + 30 * S);
+        enc(
+            &mut d,
+            view(vec![series(&a, 9, 0, [9, 0, 0, 0])]),
+            &p,
+            T0 + 15 * S,
+        );
+        let req = enc(
+            &mut d,
+            view(vec![series(&a, 2, 0, [2, 0, 0, 0])]),
+            &p,
+            T0 + 30 * S,
+        );
         let pt = &sum_points(&req, "sli.requests")[0];
         assert_eq!((value(pt), pt.start_time_unix_nano), (2.0, T0 + 15 * S));
-        let req = d.encode(&view(vec![series(&a, 5, 0, [5, 0, 0, 0])]), &p, T0 + 45 * S);
+        let req = enc(
+            &mut d,
+            view(vec![series(&a, 5, 0, [5, 0, 0, 0])]),
+            &p,
+            T0 + 45 * S,
+        );
         assert_eq!(value(&sum_points(&req, "sli.requests")[0]), 3.0);
         p.shutdown();
     }
@@ -866,7 +902,7 @@ slos:
     fn slo_gauges_carry_the_slo_and_its_labels() {
         let p = pipeline(YAML);
         let mut e = Encoder::new(&cfg(Temporality::Cumulative, HistogramMode::Explicit));
-        let req = e.encode(&View::default(), &p, T0 + 15 * S);
+        let req = enc(&mut e, View::default(), &p, T0 + 15 * S);
         assert!(
             metrics(&req).iter().all(|m| m.name.starts_with("slo.")),
             "no series, no sli.* metrics"
@@ -899,7 +935,7 @@ slos:
 
         let p = pipeline("");
         let mut e = Encoder::new(&cfg(Temporality::Cumulative, HistogramMode::Explicit));
-        let req = e.encode(&View::default(), &p, T0 + 15 * S);
+        let req = enc(&mut e, View::default(), &p, T0 + 15 * S);
         assert!(metrics(&req).is_empty(), "no SLOs, no series: nothing");
         assert_eq!(data_points(&req), 0);
         p.shutdown();
@@ -910,8 +946,9 @@ slos:
         let p = pipeline(YAML);
         let mut e = Encoder::new(&cfg(Temporality::Cumulative, HistogramMode::Exponential));
         let a = labels(&["pay", "POST /pay", "prod"]);
-        let req = e.encode(
-            &view(vec![series(&a, 10, 0, [5, 3, 1, 1])]),
+        let req = enc(
+            &mut e,
+            view(vec![series(&a, 10, 0, [5, 3, 1, 1])]),
             &p,
             T0 + 15 * S,
         );

@@ -7,7 +7,7 @@ use super::config::OtlpMetricsConfig;
 use super::encode::{data_points, Encoder};
 use crate::export::delivery::{self, DeliveryConfig, Payload, Queue, Upstream};
 use crate::export::spool::SpoolError;
-use crate::pipeline::Pipeline;
+use crate::report::Reader;
 use crate::telemetry::Signal;
 use bytes::Bytes;
 use prost::Message;
@@ -39,15 +39,15 @@ pub struct OtlpMetricsExporter {
 }
 
 impl OtlpMetricsExporter {
-    /// Starts exporting `pipeline`'s metrics every `cfg.interval` to `upstream`, on the
+    /// Starts exporting what `reader` reports every `cfg.interval` to `upstream`, on the
     /// current runtime. The first export happens one interval after the start.
     /// Fails only when its spool cannot be opened.
     pub fn start(
         cfg: &OtlpMetricsConfig,
-        pipeline: Pipeline,
+        reader: Reader,
         upstream: Arc<dyn Upstream>,
     ) -> Result<Self, SpoolError> {
-        Self::start_named(NAME, cfg, pipeline, upstream)
+        Self::start_named(NAME, cfg, reader, upstream)
     }
 
     /// Like [`OtlpMetricsExporter::start`], with `name` as the `exporter` label of its
@@ -55,7 +55,7 @@ impl OtlpMetricsExporter {
     pub fn start_named(
         name: &str,
         cfg: &OtlpMetricsConfig,
-        pipeline: Pipeline,
+        reader: Reader,
         upstream: Arc<dyn Upstream>,
     ) -> Result<Self, SpoolError> {
         let delivery =
@@ -63,7 +63,7 @@ impl OtlpMetricsExporter {
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(run(
             Encoder::new(cfg),
-            pipeline,
+            reader,
             delivery.queue.clone(),
             cfg.interval,
             stopped,
@@ -104,7 +104,7 @@ impl OtlpMetricsExporter {
 
 async fn run(
     mut encoder: Encoder,
-    pipeline: Pipeline,
+    reader: Reader,
     queue: Queue,
     interval: Duration,
     mut stopped: oneshot::Receiver<()>,
@@ -116,7 +116,7 @@ async fn run(
             _ = tick.tick() => false,
             _ = &mut stopped => true,
         };
-        encoder = match export(encoder, &pipeline, &queue).await {
+        encoder = match export(encoder, &reader, &queue).await {
             Some(e) => e,
             None => return,
         };
@@ -128,12 +128,12 @@ async fn run(
 
 /// Encodes the latest view on a blocking thread (large views take a while, and the SLO
 /// evaluation takes the engine lock) and submits it. `None` if the encoding panicked.
-async fn export(mut encoder: Encoder, pipeline: &Pipeline, queue: &Queue) -> Option<Encoder> {
-    let p = pipeline.clone();
+async fn export(mut encoder: Encoder, reader: &Reader, queue: &Queue) -> Option<Encoder> {
+    let r = reader.clone();
     let done = tokio::task::spawn_blocking(move || {
-        let view = p.view();
-        let now = p.now_unix_nanos();
-        let req = encoder.encode(&view, &p, now);
+        let report = r.report();
+        let now = r.pipeline().now_unix_nanos();
+        let req = encoder.encode(&report, now);
         (encoder, req)
     })
     .await;

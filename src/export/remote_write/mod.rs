@@ -21,7 +21,7 @@ pub use config::{validate, RemoteWriteConfig, TlsSettings};
 pub use encode::{encode, Shape};
 
 use crate::export::delivery::{self, Queue};
-use crate::pipeline::Pipeline;
+use crate::report::Reader;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::task::JoinHandle;
@@ -29,9 +29,9 @@ use tokio::task::JoinHandle;
 /// Name of the delivery queue (the `exporter` label of its counters).
 pub const QUEUE_NAME: &str = "prometheus_remote_write";
 
-/// What one export needs: the pipeline to read and how to label what it holds.
+/// What one export needs: the read model and how to label what it holds.
 struct Job {
-    pipeline: Pipeline,
+    reader: Reader,
     external: Vec<(String, String)>,
     native: bool,
 }
@@ -39,15 +39,23 @@ struct Job {
 impl Job {
     /// The latest view as request bodies. CPU-bound: run it on a blocking thread.
     fn payloads(&self) -> Vec<delivery::Payload> {
-        let view = self.pipeline.view();
-        let slos = crate::api::slos::statuses(&self.pipeline, &view);
-        let names = self.pipeline.classifier().label_names();
+        let report = self.reader.report();
+        let slos = report.slos().statuses;
+        let pipeline = self.reader.pipeline();
+        let names = pipeline.classifier().label_names();
         let shape = Shape {
             label_names: &names,
-            bounds_ns: &self.pipeline.settings().bounds_ns,
+            bounds_ns: &pipeline.settings().bounds_ns,
         };
-        let now_ms = i64::try_from(self.pipeline.now_unix_nanos() / 1_000_000).unwrap_or(i64::MAX);
-        let series = encode(&view, shape, &slos, now_ms, &self.external, self.native);
+        let now_ms = i64::try_from(pipeline.now_unix_nanos() / 1_000_000).unwrap_or(i64::MAX);
+        let series = encode(
+            report.view(),
+            shape,
+            &slos,
+            now_ms,
+            &self.external,
+            self.native,
+        );
         encode::payloads(series)
     }
 
@@ -87,18 +95,18 @@ impl std::fmt::Debug for Job {
 }
 
 impl RemoteWriteExporter {
-    /// Starts exporting `pipeline`'s series on the current tokio runtime: the first write
+    /// Starts exporting the series `reader` reports on the current tokio runtime: the first write
     /// one interval from now, then every interval. Fails only when its spool cannot be
     /// opened.
     pub fn start(
         cfg: &RemoteWriteConfig,
-        pipeline: Pipeline,
+        reader: Reader,
     ) -> Result<Self, crate::export::spool::SpoolError> {
         let upstream = Arc::new(client::RemoteWriteClient::new(cfg));
         let running =
             delivery::spawn_spooled(QUEUE_NAME, upstream, cfg.delivery, cfg.spool.clone())?;
         let job = Arc::new(Job {
-            pipeline,
+            reader,
             external: cfg.external_labels.clone(),
             native: cfg.native_histograms,
         });
