@@ -177,7 +177,7 @@ fn main() {
             .collect();
         let settings = Arc::new(
             SeriesSettings::new(Layout::new(2).expect("layout"), &DEFAULT_BUCKETS, 10_000, 2)
-                .with_slos(slos.clone().into()),
+                .with_slos(slos.iter().map(|d| (d.service.clone(), d.feature.clone()))),
         );
         let mut table = SeriesTable::new(settings);
         let mut tally = SloTally::new(&slos, Duration::from_secs(3600));

@@ -5,10 +5,47 @@
 
 pub mod traces;
 
-use crate::pipeline::batch::{Batch, EventKind};
 use hashbrown::HashMap;
 use std::sync::Arc;
 use traces::{SpanFacts, TraceGap, TraceTracker, TrackerStats};
+
+/// What completeness tracking observes of one shard batch: the service names its spans and
+/// events refer to (by index), the per-service events, and the spans of tracked traces.
+#[derive(Clone, Copy, Debug)]
+pub struct Observed<'a> {
+    /// Service names, indexed by [`ServiceEvent::service`] and [`SpanFacts::service`].
+    pub services: &'a [Box<str>],
+    /// Per-service events: metrics and logs reported, invalid spans.
+    pub signals: &'a [ServiceEvent],
+    /// Spans of the traces this shard tracks.
+    pub spans: &'a [SpanFacts],
+}
+
+/// What a service's telemetry in one request amounted to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// Metric data points received.
+    MetricPoints,
+    /// Log records received.
+    LogRecords,
+    /// Spans rejected for an invalid trace or span id.
+    InvalidIds,
+    /// Entry spans whose end was before their start, or with a missing timestamp.
+    InvalidDurations,
+    /// Spans whose end time is further from the arrival time than the allowed clock skew.
+    ClockSkew,
+}
+
+/// A count of one [`EventKind`] from one service.
+#[derive(Clone, Copy, Debug)]
+pub struct ServiceEvent {
+    /// Index into [`Observed::services`].
+    pub service: u32,
+    /// What was counted.
+    pub kind: EventKind,
+    /// How many.
+    pub items: u64,
+}
 
 /// One kind of gap of one service, since start.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -153,19 +190,19 @@ impl GapState {
         Some(id)
     }
 
-    /// Tracks the spans and signals of a batch seen at `now`.
-    pub fn observe(&mut self, now: u64, batch: &Batch) {
+    /// Tracks the spans and signals of one batch seen at `now`.
+    pub fn observe(&mut self, now: u64, batch: Observed<'_>) {
         if self.tracker.is_none() || (batch.spans.is_empty() && batch.signals.is_empty()) {
             return;
         }
         let mut remap = std::mem::take(&mut self.remap);
         remap.clear();
-        for name in &batch.services {
+        for name in batch.services {
             let id = self.intern(name);
             remap.push(id);
         }
         let id_of = |i: u32| remap.get(i as usize).copied().flatten();
-        for sig in &batch.signals {
+        for sig in batch.signals {
             let Some(c) = id_of(sig.service).and_then(|id| self.counts.get_mut(id as usize)) else {
                 self.untracked_services += 1;
                 continue;
@@ -194,7 +231,7 @@ impl GapState {
             }
         }
         if let Some(tracker) = self.tracker.as_mut() {
-            for s in &batch.spans {
+            for s in batch.spans {
                 let Some(service) = id_of(s.service) else {
                     self.untracked_services += 1;
                     continue;

@@ -31,6 +31,7 @@ pub struct Item {
 
 /// One span for the trace tracker; `facts.service` indexes [`Batch::services`].
 pub type TraceItem = SpanFacts;
+pub use crate::completeness::{EventKind, Observed, ServiceEvent};
 
 /// Observations for one shard from one request.
 #[derive(Debug, Default)]
@@ -62,33 +63,16 @@ pub struct MetricItem {
     pub point: crate::sli::series::MetricPoint,
 }
 
-/// What a service's telemetry in one request amounted to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventKind {
-    /// Metric data points received.
-    MetricPoints,
-    /// Log records received.
-    LogRecords,
-    /// Spans rejected for an invalid trace or span id.
-    InvalidIds,
-    /// Entry spans whose end was before their start, or with a missing timestamp.
-    InvalidDurations,
-    /// Spans whose end time is further from the arrival time than the allowed clock skew.
-    ClockSkew,
-}
-
-/// A count of one [`EventKind`] from one service.
-#[derive(Clone, Copy, Debug)]
-pub struct ServiceEvent {
-    /// Index into [`Batch::services`].
-    pub service: u32,
-    /// What was counted.
-    pub kind: EventKind,
-    /// How many.
-    pub items: u64,
-}
-
 impl Batch {
+    /// What completeness tracking observes of the batch.
+    pub fn observed(&self) -> Observed<'_> {
+        Observed {
+            services: &self.services,
+            signals: &self.signals,
+            spans: &self.spans,
+        }
+    }
+
     /// True when the batch carries nothing.
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()

@@ -106,7 +106,7 @@ impl Worker {
 
     fn apply(&mut self, batch: &Batch) {
         let now = self.clock.now_unix_nanos();
-        self.gaps.observe(now, batch);
+        self.gaps.observe(now, batch.observed());
         let slot = slot_of(now);
         match &mut self.slo {
             None => {

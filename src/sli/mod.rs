@@ -3,5 +3,6 @@
 pub mod classify;
 pub mod hist;
 pub mod key;
+pub mod matcher;
 pub mod series;
 pub mod window;

@@ -5,8 +5,8 @@
 use crate::sli::classify::Observation;
 use crate::sli::hist::{Layout, SparseHist};
 use crate::sli::key;
+use crate::sli::matcher::FeatureMatch;
 use crate::sli::window::{Window, Windows};
-use crate::slo::def::SloDef;
 use hashbrown::HashTable;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -34,8 +34,9 @@ pub struct SeriesSettings {
     pub expiry_slots: Option<u64>,
     /// When the process started, Unix nanoseconds (see [`SeriesTable::record_metric`]).
     pub started_unix_nanos: u64,
-    /// The SLOs; each series knows which of them it counts toward.
-    pub slos: Arc<[SloDef]>,
+    /// The scope (service, feature pattern) of each SLO, by SLO index; each series knows
+    /// which of them it counts toward.
+    slo_scopes: Vec<(String, FeatureMatch)>,
     /// SLO indices by service, so matching a request folded into the overflow series (done
     /// per request) only tries its own service's SLOs.
     slos_by_service: std::collections::HashMap<String, Vec<u16>>,
@@ -61,24 +62,30 @@ impl SeriesSettings {
             active: AtomicUsize::new(0),
             expiry_slots: None,
             started_unix_nanos: 0,
-            slos: Arc::from(Vec::new()),
+            slo_scopes: Vec::new(),
             slos_by_service: Default::default(),
         }
     }
 
-    /// Sets the SLOs series are matched against.
-    pub fn with_slos(mut self, slos: Arc<[SloDef]>) -> Self {
+    /// Sets the scopes (service, feature pattern) of the SLOs series are matched against,
+    /// in SLO order.
+    pub fn with_slos(mut self, scopes: impl IntoIterator<Item = (String, FeatureMatch)>) -> Self {
+        self.slo_scopes = scopes.into_iter().collect();
         self.slos_by_service.clear();
-        for (i, s) in slos.iter().enumerate() {
+        for (i, (service, _)) in self.slo_scopes.iter().enumerate() {
             if let Ok(i) = u16::try_from(i) {
                 self.slos_by_service
-                    .entry(s.service.clone())
+                    .entry(service.clone())
                     .or_default()
                     .push(i);
             }
         }
-        self.slos = slos;
         self
+    }
+
+    /// Whether any SLO is configured.
+    pub fn has_slos(&self) -> bool {
+        !self.slo_scopes.is_empty()
     }
 
     /// Indices of the SLOs covering `service`/`feature`.
@@ -96,9 +103,9 @@ impl SeriesSettings {
             return;
         };
         out.extend(candidates.iter().copied().filter(|&i| {
-            self.slos
+            self.slo_scopes
                 .get(usize::from(i))
-                .is_some_and(|s| s.feature.matches(feature))
+                .is_some_and(|(_, f)| f.matches(feature))
         }));
     }
 
@@ -262,7 +269,7 @@ impl Series {
     fn new(key: &[u8], hash: u64, settings: &SeriesSettings, slot: u64) -> Self {
         let labels: Arc<[Box<str>]> = key::labels(key).map(Box::from).collect();
         let slos = match (labels.first(), labels.get(1)) {
-            (Some(service), Some(feature)) if !settings.slos.is_empty() => {
+            (Some(service), Some(feature)) if settings.has_slos() => {
                 settings.slo_matches(service, feature)
             }
             _ => Box::default(),
@@ -503,7 +510,7 @@ impl SeriesTable {
         }
         let mut labels = key::labels(key);
         match (labels.next(), labels.next()) {
-            (Some(service), Some(feature)) if !settings.slos.is_empty() => {
+            (Some(service), Some(feature)) if settings.has_slos() => {
                 settings.slo_matches_into(service, feature, &mut self.overflow_slos);
             }
             _ => self.overflow_slos.clear(),
@@ -701,23 +708,9 @@ mod tests {
 
     #[test]
     fn slo_matches_hold_for_overflowed_requests_too() {
-        use crate::slo::def::{FeatureMatch, SliKind};
-        let slo = |name: &str, service: &str, feature: &str| SloDef {
-            name: name.into(),
-            service: service.into(),
-            feature: FeatureMatch::new(feature),
-            sli: SliKind::Availability,
-            objective: 0.99,
-            window: std::time::Duration::from_secs(86_400),
-            description: None,
-            labels: Default::default(),
-        };
-        let slos: Arc<[SloDef]> = vec![
-            slo("all", "a", "*"),
-            slo("gets", "a", "GET *"),
-            slo("other", "b", "*"),
-        ]
-        .into();
+        // The scopes of three SLOs: "all" (a, *), "gets" (a, GET *), "other" (b, *).
+        let slos = [("a", "*"), ("a", "GET *"), ("b", "*")]
+            .map(|(service, feature)| (service.to_string(), FeatureMatch::new(feature)));
         let settings = Arc::new(
             SeriesSettings::new(Layout::new(2).expect("layout"), &[0.1], 1, 2).with_slos(slos),
         );

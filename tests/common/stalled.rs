@@ -31,8 +31,13 @@ impl Stalled {
             100,
             2,
         ));
-        let (pipeline, workers) =
-            Pipeline::build(&c.pipeline, classifier, settings, otel_sli::clock::system());
+        let (pipeline, workers) = Pipeline::build(
+            &c.pipeline,
+            classifier,
+            settings,
+            Arc::from(Vec::new()),
+            otel_sli::clock::system(),
+        );
         let telemetry: Arc<otel_sli::telemetry::Telemetry> = Arc::default();
         let ingest = Ingest {
             pipeline: pipeline.clone(),
