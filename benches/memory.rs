@@ -27,8 +27,8 @@
 mod common;
 
 use common::{is_bench_run, thousands};
-use otel_sli::config::DEFAULT_BUCKETS;
 use otel_sli::otlp::synth::Rng;
+use otel_sli::settings::DEFAULT_BUCKETS;
 use otel_sli::sli::classify::Observation;
 use otel_sli::sli::hist::Layout;
 use otel_sli::sli::key;

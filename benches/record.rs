@@ -25,9 +25,9 @@ mod common;
 
 use common::encoded_requests;
 use criterion::{BenchmarkId, Criterion, Throughput};
-use otel_sli::config::DEFAULT_BUCKETS;
 use otel_sli::otlp::scan::{scan_traces, ResourceView, SpanSink, SpanView};
 use otel_sli::pipeline::batch::{Batch, Collector};
+use otel_sli::settings::DEFAULT_BUCKETS;
 use otel_sli::sli::classify::{kind, Classifier, ClassifyConfig, ResourceValues, Verdict};
 use otel_sli::sli::hist::Layout;
 use otel_sli::sli::series::{SeriesSettings, SeriesTable};

@@ -217,7 +217,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let _ = fs::remove_dir_all(&dir);
 
     // state: a state file (mode 0) and its body alone (mode 1) for the SLOs the target has.
-    let config = otel_sli::config::parse(
+    let config = otel_sli::settings::parse(
         "slos:\n  - name: checkout-availability\n    service: checkout\n    feature: \"POST /checkout\"\n    sli: availability\n    objective: 99.9\n    window: 30d\n  - name: checkout-latency\n    service: checkout\n    feature: \"POST /checkout\"\n    sli: latency\n    threshold: 300ms\n    objective: 99\n    window: 7d\n",
         |_| None,
     )?;

@@ -19,10 +19,10 @@
 //! Prints `spans=<n>` (the spans the measured part processed).
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use otel_sli::config::DEFAULT_BUCKETS;
 use otel_sli::otlp::scan::{scan_traces, ResourceView, SpanSink, SpanView};
 use otel_sli::otlp::synth::{traces_request, Rng, Workload};
 use otel_sli::pipeline::batch::Collector;
+use otel_sli::settings::DEFAULT_BUCKETS;
 use otel_sli::sli::classify::{Classifier, ClassifyConfig};
 use otel_sli::sli::hist::Layout;
 use otel_sli::sli::series::{SeriesSettings, SeriesTable};

@@ -8,13 +8,13 @@
 
 use crate::api::{self, ApiState};
 use crate::clock::SharedClock;
-use crate::config::Config;
 use crate::export::forward::Forwarders;
 use crate::net::tls::ServerTls;
 use crate::net::{Acceptor, ALPN_GRPC, ALPN_HTTP};
 use crate::pipeline::Pipeline;
 use crate::receiver::grpc::{Logs, Metrics, OtlpGrpc, Traces};
 use crate::receiver::{http, Ingest};
+use crate::settings::Config;
 use crate::sli::classify::Classifier;
 use crate::sli::series::SeriesSettings;
 use crate::slo::persist;
@@ -343,7 +343,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
     if let Some(m) = memory {
         tokio::spawn(sample_memory(m, stop_rx.clone()));
     }
-    let admin_limits = crate::config::listeners::ADMIN_LIMITS;
+    let admin_limits = crate::settings::listeners::ADMIN_LIMITS;
     let admin_conns = Acceptor {
         tcp: admin_l,
         tls: admin_tls,
@@ -402,10 +402,10 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
 
 /// The memory budget `limit` asks for; `None` for none.
 fn memory_budget(
-    limit: crate::config::MemoryLimit,
+    limit: crate::settings::MemoryLimit,
     retry_after: std::time::Duration,
 ) -> Option<Arc<crate::memory::MemoryBudget>> {
-    use crate::config::MemoryLimit;
+    use crate::settings::MemoryLimit;
     let bytes = match limit {
         MemoryLimit::Off => return None,
         MemoryLimit::Bytes(b) => {

@@ -18,6 +18,7 @@ pub mod otlp;
 pub mod pipeline;
 pub mod receiver;
 pub mod report;
+pub mod settings;
 pub mod sli;
 pub mod slo;
 pub mod telemetry;

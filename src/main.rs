@@ -105,11 +105,11 @@ enum Format {
 fn load(
     path: Option<&PathBuf>,
     openslo: Option<&PathBuf>,
-) -> anyhow::Result<otel_sli::config::Config> {
+) -> anyhow::Result<otel_sli::settings::Config> {
     let mut config = match path {
-        Some(p) => otel_sli::config::load(p)
+        Some(p) => otel_sli::settings::load(p)
             .with_context(|| format!("invalid configuration {}", p.display()))?,
-        None => otel_sli::config::Config::default(),
+        None => otel_sli::settings::Config::default(),
     };
     if let Some(f) = openslo {
         let slos = otel_sli::slo::openslo::load(f)

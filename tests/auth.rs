@@ -181,7 +181,7 @@ async fn receivers_and_admin_require_their_tokens_and_never_show_them() {
 
 #[test]
 fn config_errors_name_the_key_not_the_token() {
-    let both = otel_sli::config::parse(
+    let both = otel_sli::settings::parse(
         &format!("receivers:\n  auth: {{bearer_token: \"{RECV_TOKEN}\", bearer_token_file: /x}}\n"),
         |_| None,
     )
@@ -189,7 +189,7 @@ fn config_errors_name_the_key_not_the_token() {
     let msg = both.to_string();
     assert!(msg.starts_with("receivers.auth"), "{msg}");
     assert!(!msg.contains(RECV_TOKEN), "{msg}");
-    let missing = otel_sli::config::parse(
+    let missing = otel_sli::settings::parse(
         "admin:\n  auth: {bearer_token_file: /nonexistent/otel-sli-token}\n",
         |_| None,
     )
@@ -199,7 +199,7 @@ fn config_errors_name_the_key_not_the_token() {
         missing.starts_with("admin.auth.bearer_token_file"),
         "{missing}"
     );
-    let empty = otel_sli::config::parse("admin:\n  auth: {bearer_token: \" \"}\n", |_| None)
+    let empty = otel_sli::settings::parse("admin:\n  auth: {bearer_token: \" \"}\n", |_| None)
         .expect_err("empty")
         .to_string();
     assert!(empty.contains("empty"), "{empty}");
@@ -304,7 +304,7 @@ exporters:
     endpoint: http://collector.example:4317
     headers: { x-token: "om-07aa-secret" }
 "#;
-    let config = otel_sli::config::parse(yaml, |_| None).expect("valid");
+    let config = otel_sli::settings::parse(yaml, |_| None).expect("valid");
     let dump = format!("{config:?}");
     for secret in ["fwd-9b1c-secret", "rw-44e1-secret", "om-07aa-secret"] {
         assert!(!dump.contains(secret), "{secret} shows in the dump");

@@ -102,7 +102,7 @@ async fn one_client_address_cannot_take_every_connection() {
 
 #[test]
 fn the_per_client_cap_may_not_exceed_the_listener_cap() {
-    let e = otel_sli::config::parse(
+    let e = otel_sli::settings::parse(
         "receivers: { otlp_grpc: { max_connections: 10, max_connections_per_client: 11 } }",
         |_| None,
     )

@@ -278,9 +278,9 @@ fn every_shipped_configuration_loads() {
     };
     for f in &files {
         let text = std::fs::read_to_string(f).expect("read");
-        otel_sli::config::parse(&text, |_| None)
+        otel_sli::settings::parse(&text, |_| None)
             .unwrap_or_else(|e| panic!("{} (no environment): {e}", f.display()));
-        let c = otel_sli::config::parse(&text, pod)
+        let c = otel_sli::settings::parse(&text, pod)
             .unwrap_or_else(|e| panic!("{} (pod environment): {e}", f.display()));
         // All of the pod's addresses: pod IP, hostPort and port-forward (loopback).
         assert_eq!(c.grpc.endpoint, "0.0.0.0:4317", "{}", f.display());

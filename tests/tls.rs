@@ -402,7 +402,7 @@ async fn a_missing_or_mismatched_certificate_fails_validation_with_the_key_path(
         dir.path("a.crt"),
         dir.path("b.key")
     );
-    let e = otel_sli::config::parse(&yaml, |_| None)
+    let e = otel_sli::settings::parse(&yaml, |_| None)
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
@@ -411,13 +411,13 @@ async fn a_missing_or_mismatched_certificate_fails_validation_with_the_key_path(
         "receivers: {{ otlp_http: {{ tls: {{ cert_file: {:?} }} }} }}",
         dir.path("a.crt")
     );
-    let e = otel_sli::config::parse(&yaml, |_| None)
+    let e = otel_sli::settings::parse(&yaml, |_| None)
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(e.contains("receivers.otlp_http.tls.key_file"), "{e}");
     let yaml = "receivers: { otlp_grpc: { tls: { cert_file: /nonexistent.crt, key_file: /nonexistent.key } } }";
-    let e = otel_sli::config::parse(yaml, |_| None)
+    let e = otel_sli::settings::parse(yaml, |_| None)
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();

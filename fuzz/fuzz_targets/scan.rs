@@ -75,7 +75,7 @@ fuzz_target!(|data: &[u8]| {
             let mut table = SeriesTable::new(otel_sli_fuzz::series_settings());
             let mut gaps = GapState::new(cfg.pipeline.traces.map(TraceTracker::new));
             for batch in &col.batches {
-                gaps.observe(now, batch);
+                gaps.observe(now, batch.observed());
                 for item in &batch.items {
                     let _ = table.record(item.hash, batch.key(item), &item.obs, slot_of(now));
                 }

@@ -1,7 +1,8 @@
 //! Shared set-up for the fuzz targets: the default configuration's classification and
 //! series settings, built once per process, so each run spends its time on the input.
 
-use otel_sli::config::{self, Config};
+use otel_sli::config::ConfigError;
+use otel_sli::settings::{self, Config};
 use otel_sli::sli::classify::Classifier;
 use otel_sli::sli::series::SeriesSettings;
 use std::sync::{Arc, OnceLock};
@@ -53,8 +54,8 @@ pub fn series_settings() -> Arc<SeriesSettings> {
 }
 
 /// Parses `yaml` as a configuration with [`env`] as the environment.
-pub fn parse_config(yaml: &str) -> Result<Config, config::ConfigError> {
-    config::parse(yaml, env)
+pub fn parse_config(yaml: &str) -> Result<Config, ConfigError> {
+    settings::parse(yaml, env)
 }
 
 /// A configuration with two SLOs (availability and latency) on `checkout`/`POST /checkout`.

@@ -662,7 +662,7 @@ mod tests {
     fn a_busy_series_stays_within_its_memory_budget() {
         let settings = Arc::new(SeriesSettings::new(
             Layout::new(2).expect("layout"),
-            &crate::config::DEFAULT_BUCKETS,
+            &crate::settings::DEFAULT_BUCKETS,
             100,
             2,
         ));

@@ -7,6 +7,7 @@
 
 pub mod buckets;
 pub mod canary;
+pub mod config;
 pub mod def;
 pub mod engine;
 pub mod openslo;

@@ -2,7 +2,7 @@
 //! file (many YAML documents), resolving `indicatorRef`s to `kind: SLI` documents, mapping
 //! each `kind: SLO` onto a [`RawSlo`] and refusing, with the document and key named, what
 //! has no `otel-sli` meaning. Validation is not done here: the mapped SLOs go through
-//! [`crate::config::slos::slos`] like the configuration's own `slos:` list, and its errors
+//! [`crate::slo::config::slos`] like the configuration's own `slos:` list, and its errors
 //! are translated back to OpenSLO keys. It must not touch the rest of the configuration.
 //! `docs/openslo.md` documents the mapping.
 
@@ -108,7 +108,7 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<SloDef>, OpenSloError> {
         });
     }
     let raw: Vec<RawSlo> = mapped.iter().map(|m| m.raw.clone()).collect();
-    crate::config::slos::slos(&raw, file).map_err(|e| translate(e, &mapped, file))
+    crate::slo::config::slos(&raw, file).map_err(|e| translate(e, &mapped, file))
 }
 
 /// The YAML documents of `text` with their positions (from 1); empty documents are skipped.
@@ -938,7 +938,7 @@ spec:
 
     #[test]
     fn target_fraction_equals_the_native_percentage() {
-        let native = crate::config::parse(
+        let native = crate::settings::parse(
             "slos:\n  - {name: a, service: s, feature: f, objective: 99.9}\n",
             |_| None,
         )

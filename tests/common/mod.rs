@@ -10,7 +10,7 @@ pub mod stalled;
 
 use bytes::{Buf, BufMut, Bytes};
 use otel_sli::app::{self, Running};
-use otel_sli::config::{self, Config};
+use otel_sli::settings::{self as config, Config};
 use serde_json::Value;
 use std::net::SocketAddr;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};

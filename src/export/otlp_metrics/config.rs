@@ -489,7 +489,7 @@ exporters:
 
     #[test]
     fn whole_config_accepts_the_section() {
-        let c = crate::config::parse(
+        let c = crate::settings::parse(
             "exporters:\n  otlp_metrics:\n    endpoint: http://c:4317\n",
             |_| None,
         )

@@ -573,7 +573,7 @@ slos:
     }
 
     fn pipeline(yaml: &str) -> Pipeline {
-        let c = crate::config::parse(yaml, |_| None).expect("config");
+        let c = crate::settings::parse(yaml, |_| None).expect("config");
         crate::app::build_pipeline(&c, Arc::new(ManualClock::new(T0))).expect("pipeline")
     }
 
@@ -984,7 +984,7 @@ slos:
     #[test]
     fn exponential_scale_fits_the_bounds_in_160_buckets() {
         let ns = |s: &[f64]| s.iter().map(|v| (v * 1e9) as u64).collect::<Vec<_>>();
-        let default = ExponentialMapping::new(&ns(&crate::config::DEFAULT_BUCKETS));
+        let default = ExponentialMapping::new(&ns(&crate::settings::DEFAULT_BUCKETS));
         assert_eq!(default.scale, 3);
         let span = default.index.last().expect("inf") - default.index[0] + 1;
         assert!(span <= MAX_EXPONENTIAL_BUCKETS, "{span}");

@@ -2,8 +2,9 @@
 //! TLS files are loaded once here, so `otel-sli validate` reports a bad certificate or a
 //! key that does not fit it by key path.
 
-use super::raw::{RawAdmin, RawReceivers, RawServerTls};
-use super::{invalid, ConfigError};
+use super::invalid;
+use crate::config::raw::{RawAdmin, RawReceivers, RawServerTls};
+use crate::config::ConfigError;
 use crate::net::tls::TlsFiles;
 use crate::net::ConnLimits;
 use std::path::PathBuf;

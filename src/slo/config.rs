@@ -1,14 +1,13 @@
-//! Validation of the `slos:`, `slo:`, `canary:` and `storage:` sections. Every error names
-//! the SLO (by position and name) and the key.
+//! Validation of the `slos:`, `slo:` and `canary:` sections, for the configuration file and
+//! for OpenSLO documents alike. Every error names the SLO (by position and name) and the key.
 
-use super::raw::{RawAlertRule, RawCanary, RawSlo, RawSloSettings, RawStorage};
-use super::{invalid, ConfigError};
+use crate::config::raw::{RawAlertRule, RawCanary, RawSlo, RawSloSettings};
+use crate::config::{invalid_key as invalid, ConfigError};
 use crate::sli::classify::{label_name, RESERVED_LABELS};
 use crate::slo::def::{
     AlertRule, BurnThreshold, CanaryConfig, FeatureMatch, Severity, SliKind, SloDef, SloSettings,
 };
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// Labels the SLO metrics and rules use themselves.
@@ -17,15 +16,6 @@ const SLO_RESERVED: [&str; 6] = ["slo", "severity", "window", "service", "featur
 pub const MAX_SLOS: usize = 10_000;
 const MIN_WINDOW: Duration = Duration::from_secs(3600);
 const MAX_WINDOW: Duration = Duration::from_secs(90 * 86_400);
-
-/// Validated `storage:`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct StorageConfig {
-    /// Directory of the state file; `None`: state is not persisted.
-    pub directory: Option<PathBuf>,
-    /// Time between state-file writes.
-    pub interval: Duration,
-}
 
 /// Validates the SLO list. `what` prefixes the path (`slos`, or the OpenSLO file name).
 pub fn slos(raw: &[RawSlo], what: &str) -> Result<Vec<SloDef>, ConfigError> {
@@ -286,25 +276,4 @@ pub fn canary(raw: RawCanary) -> Result<Option<CanaryConfig>, ConfigError> {
         c.latency_tolerance = t;
     }
     Ok(Some(c))
-}
-
-/// Validates `storage:`.
-pub fn storage(raw: RawStorage) -> Result<StorageConfig, ConfigError> {
-    let interval = raw.interval.map_or(Duration::from_secs(60), |d| d.0);
-    if interval < Duration::from_secs(1) || interval > Duration::from_secs(3600) {
-        return Err(invalid("storage.interval", "must be between 1s and 1h"));
-    }
-    let directory = match raw.directory {
-        Some(d) if d.is_empty() => {
-            return Err(invalid(
-                "storage.directory",
-                "empty; remove the key to keep state in memory only",
-            ))
-        }
-        d => d.map(PathBuf::from),
-    };
-    Ok(StorageConfig {
-        directory,
-        interval,
-    })
 }
