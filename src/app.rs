@@ -1,10 +1,13 @@
 //! Wiring and ordered shutdown.
 //!
-//! Start: pipeline (shard threads) → bind every listener (so a port conflict fails fast,
-//! before anything is served) → serve. Shutdown, in this order: stop the OTLP receivers
-//! (in-flight requests finish) → drain the shards and publish their final snapshots →
-//! write the SLO state file → stop the admin server last, so the final state stays
-//! readable until the end.
+//! Start: pipeline (shard threads) → the read model, forwarders and metric exporters →
+//! bind every listener (so a port conflict fails fast, before anything is served) → serve.
+//!
+//! Shutdown, in this order: `/readyz` answers 503 → stop the OTLP receivers (in-flight
+//! requests finish, [`RECEIVER_GRACE`]) → forwarders deliver what they hold (or spool it) →
+//! the pipeline refuses new requests, drains the shards and publishes their final
+//! snapshots → the metric exporters send that final snapshot → write the SLO state file →
+//! stop the admin server last, so the final state stays readable until the end.
 
 use crate::api::{self, ApiState};
 use crate::clock::SharedClock;

@@ -1,4 +1,6 @@
-//! Zero-copy scanner for OTLP `ExportTraceServiceRequest` protobuf payloads.
+//! Zero-copy scanner for OTLP protobuf payloads: trace requests span by span, and metrics
+//! and logs requests validated and counted ([`count_metric_points`], [`count_log_records`])
+//! without decoding them.
 //!
 //! # What this module owns
 //!

@@ -1,7 +1,8 @@
-//! Metrics and logs requests: validated and counted by walking the wire format (see
-//! [`crate::otlp::scan::count_metric_points`]), so a request of millions of tiny items costs
-//! no memory beyond its own bytes. Counting agrees with a full `prost` decode; the tests
-//! check that.
+//! Metrics and logs requests under their signals' names: the scanner's counting functions
+//! ([`crate::otlp::scan::count_metric_points`], [`crate::otlp::scan::count_log_records`]),
+//! which validate and count by walking the wire format, so a request of millions of tiny
+//! items costs no memory beyond its own bytes; and the property tests that check their
+//! counts against a full `prost` decode.
 
 pub use crate::otlp::scan::{count_log_records, count_metric_points};
 
