@@ -4,7 +4,7 @@
 //! bind every listener (so a port conflict fails fast, before anything is served) → serve.
 //!
 //! Shutdown, in this order: `/readyz` answers 503 → stop the OTLP receivers (in-flight
-//! requests finish, [`RECEIVER_GRACE`]) → forwarders deliver what they hold (or spool it) →
+//! requests finish, `RECEIVER_GRACE`) → forwarders deliver what they hold (or spool it) →
 //! the pipeline refuses new requests, drains the shards and publishes their final
 //! snapshots → the metric exporters send that final snapshot → write the SLO state file →
 //! stop the admin server last, so the final state stays readable until the end.
