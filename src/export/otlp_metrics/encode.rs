@@ -1,5 +1,5 @@
-//! Turns a read-model [`Report`] (series and SLO statuses) into one `ExportMetricsServiceRequest`. Plain
-//! synchronous code: the [`Encoder`] remembers, per series, what it exported last (start
+//! Turns a read-model [`Report`] (series and SLO statuses) into one
+//! `ExportMetricsServiceRequest`. Plain synchronous code: the [`Encoder`] remembers, per series, what it exported last (start
 //! time, totals) so it can give cumulative points stable start times, recognise series that
 //! were reset (expired and recreated), and compute deltas. It never touches the network.
 
