@@ -1,7 +1,8 @@
 //! Turns a read-model [`Report`] (series and SLO statuses) into one
-//! `ExportMetricsServiceRequest`. Plain synchronous code: the [`Encoder`] remembers, per series, what it exported last (start
-//! time, totals) so it can give cumulative points stable start times, recognise series that
-//! were reset (expired and recreated), and compute deltas. It never touches the network.
+//! `ExportMetricsServiceRequest`. Plain synchronous code: the [`Encoder`] remembers, per
+//! series, what it exported last (start time, totals) so it can give cumulative points
+//! stable start times, recognise series that were reset (expired and recreated), and compute
+//! deltas. It never touches the network.
 
 use super::config::{HistogramMode, OtlpMetricsConfig, Temporality};
 use crate::report::Report;
