@@ -10,6 +10,7 @@
 
 pub mod canary;
 pub mod dashboard;
+pub mod exposition;
 pub mod gaps;
 pub mod history;
 pub mod info;

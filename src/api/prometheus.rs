@@ -1,127 +1,75 @@
 //! Prometheus text exposition (format 0.0.4) of the read model's answers (SLIs,
-//! completeness, SLOs) and of self-telemetry. Formats values; computes none of its own.
+//! completeness, SLOs) and of self-telemetry, each family declared once through
+//! [`super::exposition`]. Formats values; computes none of its own.
 
+use super::exposition::{family, float, Kind};
 use crate::pipeline::snapshot::View;
 use crate::pipeline::Pipeline;
-use crate::report::quality::{is_active, metrics_without_traces};
+use crate::report::quality::{is_active, metrics_without_traces, seen_within};
 use crate::report::series::{coverage_5m, success_ratio};
 use crate::report::Report;
 use crate::sli::series::QUANTILES;
 use crate::sli::window::Window;
 use crate::telemetry::{Outcome, RefuseReason, Signal, Telemetry, Transport};
-use std::fmt::Write;
-
-/// Escapes a label value.
-fn esc(v: &str, out: &mut String) {
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-}
-
-/// An escaped copy of a label value.
-pub(crate) fn escaped(v: &str) -> String {
-    let mut s = String::with_capacity(v.len());
-    esc(v, &mut s);
-    s
-}
-
-pub(crate) fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
-/// Writes `{a="x",b="y"` (no closing brace) for a series' labels. A dimension with an
-/// empty value is left out, as Prometheus treats an empty label as an absent one.
-fn labels(out: &mut String, names: &[String], values: &[Box<str>]) {
-    out.push('{');
-    for (i, (n, v)) in names.iter().zip(values.iter()).enumerate() {
-        if i >= 2 && v.is_empty() {
-            continue;
-        }
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(n);
-        out.push_str("=\"");
-        esc(v, out);
-        out.push('"');
-    }
-}
-
-pub(crate) fn float(v: f64) -> String {
-    if v.is_infinite() {
-        if v > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        }
-    } else {
-        format!("{v}")
-    }
-}
+use std::collections::BTreeMap;
 
 /// Renders everything.
 pub fn render(report: &Report<'_>, t: &Telemetry) -> String {
-    let (view, pipeline) = (report.view(), report.pipeline());
+    let view = report.view();
     let mut out = String::with_capacity(1024 + view.series.len() * 2048);
-    let names = pipeline.classifier().label_names();
-    let settings = pipeline.settings();
+    slis(&mut out, report);
+    completeness(&mut out, report);
+    super::slos::prometheus(&mut out, report);
+    self_metrics(&mut out, view, report.pipeline(), t);
+    out
+}
 
-    header(
-        &mut out,
+/// The `sli_*` families, one sample (or bucket set) per series.
+fn slis(out: &mut String, report: &Report<'_>) {
+    let (view, pipeline) = (report.view(), report.pipeline());
+    let names = pipeline.classifier().label_names();
+    let bounds = &pipeline.settings().bounds_ns;
+    let mut f = family(
+        out,
         "sli_requests_total",
-        "counter",
+        Kind::Counter,
         "Requests per feature: entry spans, each weighted by its sampling adjusted count (exact when nothing is sampled).",
     );
     for s in &view.series {
-        out.push_str("sli_requests_total");
-        labels(&mut out, &names, &s.labels);
-        let _ = writeln!(out, "}} {}", float(s.est_requests_total));
+        f.series_sample("", &names, &s.labels, &[], float(s.est_requests_total));
     }
-    header(
-        &mut out,
+    let mut f = family(
+        out,
         "sli_errors_total",
-        "counter",
+        Kind::Counter,
         "Bad requests per feature, by the outcome rules, weighted like sli_requests_total.",
     );
     for s in &view.series {
-        out.push_str("sli_errors_total");
-        labels(&mut out, &names, &s.labels);
-        let _ = writeln!(out, "}} {}", float(s.est_errors_total));
+        f.series_sample("", &names, &s.labels, &[], float(s.est_errors_total));
     }
-    header(
-        &mut out,
+    let mut f = family(
+        out,
         "sli_latency_seconds",
-        "histogram",
+        Kind::Histogram,
         "Request duration (span end - start).",
     );
     for s in &view.series {
         let mut cum = 0u64;
         for (i, c) in s.buckets.iter().enumerate() {
             cum += c;
-            let le = settings
-                .bounds_ns
+            let le = bounds
                 .get(i)
                 .map_or("+Inf".to_string(), |b| float(*b as f64 / 1e9));
-            out.push_str("sli_latency_seconds_bucket");
-            labels(&mut out, &names, &s.labels);
-            let _ = writeln!(out, ",le=\"{le}\"}} {cum}");
+            f.series_sample("_bucket", &names, &s.labels, &[("le", &le)], cum);
         }
-        out.push_str("sli_latency_seconds_sum");
-        labels(&mut out, &names, &s.labels);
-        let _ = writeln!(out, "}} {}", float(s.duration_sum_ns as f64 / 1e9));
-        out.push_str("sli_latency_seconds_count");
-        labels(&mut out, &names, &s.labels);
-        let _ = writeln!(out, "}} {}", s.requests_total);
+        let sum = float(s.duration_sum_ns as f64 / 1e9);
+        f.series_sample("_sum", &names, &s.labels, &[], sum);
+        f.series_sample("_count", &names, &s.labels, &[], s.requests_total);
     }
-    header(
-        &mut out,
+    let mut f = family(
+        out,
         "sli_success_ratio",
-        "gauge",
+        Kind::Gauge,
         "Good requests / requests over the window; absent when the window has no requests.",
     );
     for s in &view.series {
@@ -130,16 +78,14 @@ pub fn render(report: &Report<'_>, t: &Telemetry) -> String {
             if ws.requests == 0 {
                 continue;
             }
-            out.push_str("sli_success_ratio");
-            labels(&mut out, &names, &s.labels);
             let ratio = success_ratio(ws).unwrap_or(0.0);
-            let _ = writeln!(out, ",window=\"{}\"}} {}", w.name(), float(ratio));
+            f.series_sample("", &names, &s.labels, &[("window", w.name())], float(ratio));
         }
     }
-    header(
-        &mut out,
+    let mut f = family(
+        out,
         "sli_latency_quantile_seconds",
-        "gauge",
+        Kind::Gauge,
         "Latency quantile over the window, from an HDR histogram.",
     );
     for s in &view.series {
@@ -147,369 +93,304 @@ pub fn render(report: &Report<'_>, t: &Telemetry) -> String {
             let ws = &s.windows[w.index()];
             for (q, v) in QUANTILES.iter().zip(ws.quantiles_ns.iter()) {
                 if let Some(ns) = v {
-                    out.push_str("sli_latency_quantile_seconds");
-                    labels(&mut out, &names, &s.labels);
-                    let _ = writeln!(
-                        out,
-                        ",window=\"{}\",quantile=\"{q}\"}} {}",
-                        w.name(),
-                        float(*ns as f64 / 1e9)
-                    );
+                    let extra = [("window", w.name()), ("quantile", &q.to_string())];
+                    f.series_sample("", &names, &s.labels, &extra, float(*ns as f64 / 1e9));
                 }
             }
         }
     }
-    completeness(&mut out, report);
-    super::slos::prometheus(&mut out, report);
-    self_metrics(&mut out, view, pipeline, t);
-    out
 }
 
+/// Per-service figures of the completeness checks, summed over the service's series.
+#[derive(Default)]
+struct ServiceFigures {
+    unattributed: u64,
+    unattributed_active: bool,
+    spans: u64,
+    est_requests: f64,
+    under_covered: bool,
+}
+
+/// The `telemetry_*` families and the completeness self-telemetry.
 fn completeness(out: &mut String, report: &Report<'_>) {
     let (view, pipeline) = (report.view(), report.pipeline());
-    let service = |g: &crate::completeness::ServiceGaps| escaped(&g.service);
-    header(out, "telemetry_gap_spans_total", "counter", "Spans affected by telemetry gaps: orphan_spans (local parent never arrived), missing_root (in traces with no root and no remote parent), unattributed_spans (entry spans named after the span name for lack of attributes, or without service.name).");
+    let mut services: BTreeMap<&str, ServiceFigures> = BTreeMap::new();
+    for s in &view.series {
+        let e = services.entry(s.service()).or_default();
+        e.unattributed += s.unattributed.count;
+        e.unattributed_active |=
+            s.unattributed.count > 0 && seen_within(s.unattributed.last_unix_nanos, report.now());
+        e.spans += s.requests_total;
+        e.est_requests += s.est_requests_total;
+        e.under_covered |= report.under_covered(s);
+    }
+    let mut f = family(out, "telemetry_gap_spans_total", Kind::Counter, "Spans affected by telemetry gaps: orphan_spans (local parent never arrived), missing_root (in traces with no root and no remote parent), unattributed_spans (entry spans named after the span name for lack of attributes, or without service.name).");
     for g in &view.gaps {
-        let svc = service(g);
         for (kind, n) in [
             ("orphan_spans", g.counts.orphans.spans),
             ("missing_root", g.counts.missing_roots.spans),
             ("invalid_spans", g.counts.invalid.spans),
         ] {
-            let _ = writeln!(
-                out,
-                "telemetry_gap_spans_total{{service=\"{svc}\",kind=\"{kind}\"}} {n}"
-            );
+            f.sample(&[("service", &g.service), ("kind", kind)], n);
         }
     }
-    let mut unattributed: std::collections::BTreeMap<&str, (u64, bool)> = Default::default();
-    for s in &view.series {
-        let e = unattributed.entry(s.service()).or_default();
-        e.0 += s.unattributed.count;
-        e.1 |= s.unattributed.count > 0
-            && crate::report::quality::seen_within(s.unattributed.last_unix_nanos, report.now());
-    }
-    for (svc, (n, _)) in &unattributed {
-        let escaped = escaped(svc);
-        let _ = writeln!(
-            out,
-            "telemetry_gap_spans_total{{service=\"{escaped}\",kind=\"unattributed_spans\"}} {n}"
+    for (svc, s) in &services {
+        f.sample(
+            &[("service", svc), ("kind", "unattributed_spans")],
+            s.unattributed,
         );
     }
-    header(out, "telemetry_trace_coverage_ratio", "gauge", "Requests seen as spans / requests counted by request metrics over the last 5 minutes (absent without request metrics).");
+    let mut f = family(out, "telemetry_trace_coverage_ratio", Kind::Gauge, "Requests seen as spans / requests counted by request metrics over the last 5 minutes (absent without request metrics).");
     let names = pipeline.classifier().label_names();
     for s in &view.series {
         if let Some(c) = coverage_5m(s) {
-            out.push_str("telemetry_trace_coverage_ratio");
-            labels(out, &names, &s.labels);
-            let _ = writeln!(out, "}} {}", float(c));
+            f.series_sample("", &names, &s.labels, &[], float(c));
         }
     }
-    let mut sampling: std::collections::BTreeMap<&str, (u64, f64)> = Default::default();
-    for s in &view.series {
-        let e = sampling.entry(s.service()).or_default();
-        e.0 += s.requests_total;
-        e.1 += s.est_requests_total;
-    }
-    header(out, "telemetry_sampling_ratio", "gauge", "Entry spans received / requests they stand for (by their tracestate adjusted counts), per service since start; 1 when nothing is sampled.");
-    for (svc, (spans, est)) in &sampling {
-        if *est > 0.0 {
-            let escaped = escaped(svc);
-            let _ = writeln!(
-                out,
-                "telemetry_sampling_ratio{{service=\"{escaped}\"}} {}",
-                float((*spans as f64 / est).min(1.0))
-            );
+    let mut f = family(out, "telemetry_sampling_ratio", Kind::Gauge, "Entry spans received / requests they stand for (by their tracestate adjusted counts), per service since start; 1 when nothing is sampled.");
+    for (svc, s) in &services {
+        if s.est_requests > 0.0 {
+            let ratio = (s.spans as f64 / s.est_requests).min(1.0);
+            f.sample(&[("service", svc)], float(ratio));
         }
     }
-    header(out, "otel_sli_completeness_untracked_services_total", "counter", "Spans, metrics and logs whose service was not tracked for completeness because a shard already tracked 10000 services.");
-    let _ = writeln!(
-        out,
-        "otel_sli_completeness_untracked_services_total {}",
-        view.untracked_service_items
-    );
-    header(
+    family(out, "otel_sli_completeness_untracked_services_total", Kind::Counter, "Spans, metrics and logs whose service was not tracked for completeness because a shard already tracked 10000 services.")
+        .sample(&[], view.untracked_service_items);
+    let mut f = family(
         out,
         "telemetry_service_silent",
-        "gauge",
+        Kind::Gauge,
         "1 when the service sent telemetry and then nothing for completeness.silence_after.",
     );
     for g in &view.gaps {
         let silent = report.is_silent(&g.counts);
-        let _ = writeln!(
-            out,
-            "telemetry_service_silent{{service=\"{}\"}} {}",
-            service(g),
-            u8::from(silent)
-        );
+        f.sample(&[("service", &g.service)], u8::from(silent));
     }
-    header(
+    let mut f = family(
         out,
         "telemetry_gap_traces_total",
-        "counter",
+        Kind::Counter,
         "Traces with no root and no remote parent, by the service of their first span.",
     );
     for g in &view.gaps {
-        let _ = writeln!(
-            out,
-            "telemetry_gap_traces_total{{service=\"{}\",kind=\"missing_root\"}} {}",
-            service(g),
-            g.counts.missing_roots.count
-        );
+        let n = g.counts.missing_roots.count;
+        f.sample(&[("service", &g.service), ("kind", "missing_root")], n);
     }
-    header(
+    let mut f = family(
         out,
         "telemetry_gap_active",
-        "gauge",
+        Kind::Gauge,
         "1 while a gap of this kind was seen in the last 5 minutes (see /api/v1/gaps).",
     );
-    let now = view.flushed_at_unix_nanos;
+    let now = report.now();
     for g in &view.gaps {
-        let svc = service(g);
         for (kind, k) in [
             ("orphan_spans", &g.counts.orphans),
             ("missing_root", &g.counts.missing_roots),
             ("invalid_spans", &g.counts.invalid),
         ] {
-            let active = is_active(k, now);
-            let _ = writeln!(
-                out,
-                "telemetry_gap_active{{service=\"{svc}\",kind=\"{kind}\"}} {}",
-                u8::from(active)
+            f.sample(
+                &[("service", &g.service), ("kind", kind)],
+                u8::from(is_active(k, now)),
             );
         }
     }
-    for (svc, (_, active)) in &unattributed {
-        let escaped = escaped(svc);
-        let _ = writeln!(
-            out,
-            "telemetry_gap_active{{service=\"{escaped}\",kind=\"unattributed_spans\"}} {}",
-            u8::from(*active)
-        );
+    for (svc, s) in &services {
+        let active = u8::from(s.unattributed_active);
+        f.sample(&[("service", svc), ("kind", "unattributed_spans")], active);
     }
     // Untraced requests: any series of the service below the coverage target (5 minutes).
-    let mut untraced: std::collections::BTreeMap<&str, bool> = Default::default();
-    for s in &view.series {
-        *untraced.entry(s.service()).or_default() |= report.under_covered(s);
-    }
-    for (svc, low) in &untraced {
-        let escaped = escaped(svc);
-        let _ = writeln!(
-            out,
-            "telemetry_gap_active{{service=\"{escaped}\",kind=\"untraced_requests\"}} {}",
-            u8::from(*low)
-        );
+    for (svc, s) in &services {
+        let low = u8::from(s.under_covered);
+        f.sample(&[("service", svc), ("kind", "untraced_requests")], low);
     }
     for g in &view.gaps {
-        let svc = service(g);
-        let silent = report.is_silent(&g.counts);
-        let no_traces = metrics_without_traces(&g.counts);
-        let _ = writeln!(
-            out,
-            "telemetry_gap_active{{service=\"{svc}\",kind=\"silent_service\"}} {}\n\
-             telemetry_gap_active{{service=\"{svc}\",kind=\"metrics_without_traces\"}} {}",
-            u8::from(silent),
-            u8::from(no_traces)
+        let silent = u8::from(report.is_silent(&g.counts));
+        let no_traces = u8::from(metrics_without_traces(&g.counts));
+        f.sample(
+            &[("service", &g.service), ("kind", "silent_service")],
+            silent,
+        );
+        f.sample(
+            &[("service", &g.service), ("kind", "metrics_without_traces")],
+            no_traces,
         );
     }
 }
 
+/// A family with one unlabelled sample.
+fn single(out: &mut String, name: &str, kind: Kind, help: &str, value: impl std::fmt::Display) {
+    family(out, name, kind, help).sample(&[], value);
+}
+
 fn self_metrics(out: &mut String, view: &View, pipeline: &Pipeline, t: &Telemetry) {
-    header(
+    let mut f = family(
         out,
         "otel_sli_requests_total",
-        "counter",
+        Kind::Counter,
         "Export requests by transport, signal and outcome.",
     );
     for tr in Transport::ALL {
         for s in Signal::ALL {
             for o in Outcome::ALL {
-                let _ = writeln!(
-                    out,
-                    "otel_sli_requests_total{{transport=\"{}\",signal=\"{}\",outcome=\"{}\"}} {}",
-                    tr.name(),
-                    s.name(),
-                    o.name(),
-                    t.requests_count(tr, s, o)
-                );
+                let labels = [
+                    ("transport", tr.name()),
+                    ("signal", s.name()),
+                    ("outcome", o.name()),
+                ];
+                f.sample(&labels, t.requests_count(tr, s, o));
             }
         }
     }
     listeners(out, t);
-    header(
+    let mut f = family(
         out,
         "otel_sli_accepted_spans_total",
-        "counter",
+        Kind::Counter,
         "Spans accepted.",
     );
     for tr in Transport::ALL {
-        let _ = writeln!(
-            out,
-            "otel_sli_accepted_spans_total{{transport=\"{}\"}} {}",
-            tr.name(),
-            t.accepted_spans_count(tr)
-        );
+        f.sample(&[("transport", tr.name())], t.accepted_spans_count(tr));
     }
-    header(
+    let mut f = family(
         out,
         "otel_sli_refused_spans_total",
-        "counter",
+        Kind::Counter,
         "Spans refused, by reason.",
     );
     for tr in Transport::ALL {
         for r in RefuseReason::ALL {
-            let _ = writeln!(
-                out,
-                "otel_sli_refused_spans_total{{transport=\"{}\",reason=\"{}\"}} {}",
-                tr.name(),
-                r.name(),
-                t.refused_spans_count(tr, r)
-            );
+            let labels = [("transport", tr.name()), ("reason", r.name())];
+            f.sample(&labels, t.refused_spans_count(tr, r));
         }
     }
-    header(
+    let mut f = family(
         out,
         "otel_sli_received_items_total",
-        "counter",
+        Kind::Counter,
         "Items in accepted requests: spans, metric data points, log records.",
     );
     for tr in Transport::ALL {
         for s in Signal::ALL {
-            let _ = writeln!(
-                out,
-                "otel_sli_received_items_total{{transport=\"{}\",signal=\"{}\"}} {}",
-                tr.name(),
-                s.name(),
-                t.items_count(tr, s)
-            );
+            let labels = [("transport", tr.name()), ("signal", s.name())];
+            f.sample(&labels, t.items_count(tr, s));
         }
     }
-    header(
+    single(
         out,
         "otel_sli_entry_spans_total",
-        "counter",
+        Kind::Counter,
         "Entry spans recorded as requests.",
+        t.entry_spans_count(),
     );
-    let _ = writeln!(out, "otel_sli_entry_spans_total {}", t.entry_spans_count());
-    header(
+    single(
         out,
         "otel_sli_invalid_durations_total",
-        "counter",
+        Kind::Counter,
         "Entry spans whose end was before their start (duration clamped to 0).",
+        t.invalid_durations_count(),
     );
-    let _ = writeln!(
-        out,
-        "otel_sli_invalid_durations_total {}",
-        t.invalid_durations_count()
-    );
-    header(
+    let mut f = family(
         out,
         "otel_sli_queue_depth",
-        "gauge",
+        Kind::Gauge,
         "Batches queued per shard.",
     );
     for (i, d) in pipeline.queue_depths().iter().enumerate() {
-        let _ = writeln!(out, "otel_sli_queue_depth{{shard=\"{i}\"}} {d}");
+        f.sample(&[("shard", &i.to_string())], d);
     }
-    header(
-        out,
-        "otel_sli_queue_capacity",
-        "gauge",
-        "Batches each shard queue holds before requests are refused.",
-    );
-    let _ = writeln!(out, "otel_sli_queue_capacity {}", pipeline.queue_capacity());
-    header(
-        out,
-        "otel_sli_active_series",
-        "gauge",
-        "SLI series alive (overflow series not counted).",
-    );
-    let _ = writeln!(out, "otel_sli_active_series {}", view.active_series);
-    header(out, "otel_sli_series_limit", "gauge", "limits.max_series.");
-    let _ = writeln!(
-        out,
-        "otel_sli_series_limit {}",
-        pipeline.settings().max_series
-    );
-    header(
-        out,
-        "otel_sli_overflow_spans_total",
-        "counter",
-        "Entry spans folded into the overflow series because of the series limit.",
-    );
-    let _ = writeln!(out, "otel_sli_overflow_spans_total {}", view.overflow_spans);
-    header(
-        out,
-        "otel_sli_expired_series_total",
-        "counter",
-        "Series dropped after being idle past limits.series_expiry.",
-    );
-    let _ = writeln!(out, "otel_sli_expired_series_total {}", view.expired_series);
-    header(
-        out,
-        "otel_sli_tracked_traces",
-        "gauge",
-        "Traces being tracked for completeness checks.",
-    );
-    let _ = writeln!(out, "otel_sli_tracked_traces {}", view.tracked_traces);
-    header(
-        out,
-        "otel_sli_completeness_evicted_total",
-        "counter",
-        "Traces dropped unjudged because completeness.max_traces was reached.",
-    );
-    let _ = writeln!(
-        out,
-        "otel_sli_completeness_evicted_total {}",
-        view.trace_stats.evicted_traces
-    );
-    header(
-        out,
-        "otel_sli_completeness_untracked_spans_total",
-        "counter",
-        "Spans not tracked because their trace reached completeness.max_spans_per_trace.",
-    );
-    let _ = writeln!(
-        out,
-        "otel_sli_completeness_untracked_spans_total {}",
-        view.trace_stats.untracked_spans
-    );
-    header(
-        out,
-        "otel_sli_series_memory_bytes",
-        "gauge",
-        "Approximate bytes held by SLI series state.",
-    );
-    let _ = writeln!(out, "otel_sli_series_memory_bytes {}", view.memory_bytes);
-    header(out, "otel_sli_build_info", "gauge", "Build information.");
-    let _ = writeln!(
-        out,
-        "otel_sli_build_info{{version=\"{}\"}} 1",
-        env!("CARGO_PKG_VERSION")
-    );
+    let settings = pipeline.settings();
+    let stats = &view.trace_stats;
+    let singles: [(&str, Kind, &str, u64); 10] = [
+        (
+            "otel_sli_queue_capacity",
+            Kind::Gauge,
+            "Batches each shard queue holds before requests are refused.",
+            pipeline.queue_capacity() as u64,
+        ),
+        (
+            "otel_sli_active_series",
+            Kind::Gauge,
+            "SLI series alive (overflow series not counted).",
+            view.active_series as u64,
+        ),
+        (
+            "otel_sli_series_limit",
+            Kind::Gauge,
+            "limits.max_series.",
+            settings.max_series as u64,
+        ),
+        (
+            "otel_sli_overflow_spans_total",
+            Kind::Counter,
+            "Entry spans folded into the overflow series because of the series limit.",
+            view.overflow_spans,
+        ),
+        (
+            "otel_sli_expired_series_total",
+            Kind::Counter,
+            "Series dropped after being idle past limits.series_expiry.",
+            view.expired_series,
+        ),
+        (
+            "otel_sli_tracked_traces",
+            Kind::Gauge,
+            "Traces being tracked for completeness checks.",
+            view.tracked_traces as u64,
+        ),
+        (
+            "otel_sli_completeness_evicted_total",
+            Kind::Counter,
+            "Traces dropped unjudged because completeness.max_traces was reached.",
+            stats.evicted_traces,
+        ),
+        (
+            "otel_sli_completeness_untracked_spans_total",
+            Kind::Counter,
+            "Spans not tracked because their trace reached completeness.max_spans_per_trace.",
+            stats.untracked_spans,
+        ),
+        (
+            "otel_sli_series_memory_bytes",
+            Kind::Gauge,
+            "Approximate bytes held by SLI series state.",
+            view.memory_bytes as u64,
+        ),
+        ("otel_sli_build_info", Kind::Gauge, "Build information.", 1),
+    ];
+    for (name, kind, help, value) in singles {
+        let mut f = family(out, name, kind, help);
+        if name == "otel_sli_build_info" {
+            f.sample(&[("version", env!("CARGO_PKG_VERSION"))], value);
+        } else {
+            f.sample(&[], value);
+        }
+    }
 }
 
 /// Connection and TLS self-telemetry of the three listeners.
 fn listeners(out: &mut String, t: &Telemetry) {
     use crate::telemetry::{ConnStats, Listener};
     type Field = fn(&ConnStats) -> &std::sync::atomic::AtomicU64;
-    let families: [(&str, &str, &str, Field); 4] = [
-        ("otel_sli_connections_open", "gauge", "Connections open now, TLS handshakes in progress included.", |c| &c.open),
-        ("otel_sli_tls_handshake_failures_total", "counter", "TLS handshakes that failed or timed out (a client without a valid certificate under mutual TLS, a plaintext client).", |c| &c.handshake_failures),
-        ("otel_sli_tls_reloads_total", "counter", "Certificate files that changed and took effect for new connections.", |c| &c.reloads),
-        ("otel_sli_tls_reload_failures_total", "counter", "Certificate files that changed but did not load; the previous certificate stays in use.", |c| &c.reload_failures),
+    let families: [(&str, Kind, &str, Field); 4] = [
+        ("otel_sli_connections_open", Kind::Gauge, "Connections open now, TLS handshakes in progress included.", |c| &c.open),
+        ("otel_sli_tls_handshake_failures_total", Kind::Counter, "TLS handshakes that failed or timed out (a client without a valid certificate under mutual TLS, a plaintext client).", |c| &c.handshake_failures),
+        ("otel_sli_tls_reloads_total", Kind::Counter, "Certificate files that changed and took effect for new connections.", |c| &c.reloads),
+        ("otel_sli_tls_reload_failures_total", Kind::Counter, "Certificate files that changed but did not load; the previous certificate stays in use.", |c| &c.reload_failures),
     ];
     for (name, kind, help, field) in families {
-        header(out, name, kind, help);
+        let mut f = family(out, name, kind, help);
         for l in Listener::ALL {
-            let v = ConnStats::read(field(t.listener(l)));
-            let _ = writeln!(out, "{name}{{listener=\"{}\"}} {v}", l.name());
+            f.sample(
+                &[("listener", l.name())],
+                ConnStats::read(field(t.listener(l))),
+            );
         }
     }
-    header(
+    let mut f = family(
         out,
         "otel_sli_connections_refused_total",
-        "counter",
+        Kind::Counter,
         "Connections closed at once: reason max_connections (the listener's cap) or per_client (the client address's cap).",
     );
     for l in Listener::ALL {
@@ -518,29 +399,19 @@ fn listeners(out: &mut String, t: &Telemetry) {
             ("max_connections", ConnStats::read(&c.refused)),
             ("per_client", ConnStats::read(&c.refused_per_client)),
         ] {
-            let _ = writeln!(
-                out,
-                "otel_sli_connections_refused_total{{listener=\"{}\",reason=\"{reason}\"}} {v}",
-                l.name()
-            );
+            f.sample(&[("listener", l.name()), ("reason", reason)], v);
         }
     }
-    header(
+    let mut f = family(
         out,
         "otel_sli_tls_certificate_expiry_timestamp_seconds",
-        "gauge",
+        Kind::Gauge,
         "When the certificate a TLS listener serves expires (notAfter), Unix seconds.",
     );
     for l in Listener::ALL {
         match ConnStats::read(&t.listener(l).cert_not_after) {
             0 => {}
-            v => {
-                let _ = writeln!(
-                    out,
-                    "otel_sli_tls_certificate_expiry_timestamp_seconds{{listener=\"{}\"}} {v}",
-                    l.name()
-                );
-            }
+            v => f.sample(&[("listener", l.name())], v),
         }
     }
 }
@@ -575,8 +446,7 @@ pub fn memory(out: &mut String, budget: Option<&crate::memory::MemoryBudget>) {
             b.in_flight().used(),
         ),
     ] {
-        header(out, name, "gauge", help);
-        let _ = writeln!(out, "{name} {value}");
+        single(out, name, Kind::Gauge, help, value);
     }
 }
 
@@ -609,91 +479,67 @@ pub fn exporters(out: &mut String, queues: &[crate::export::delivery::Queue]) {
         ),
     ];
     for (name, help, get) in counters {
-        header(out, name, "counter", help);
+        let mut f = family(out, name, Kind::Counter, help);
         for q in queues {
-            let _ = writeln!(
-                out,
-                "{name}{{exporter=\"{}\"}} {}",
-                escaped(q.name()),
-                get(q.stats())
-            );
+            f.sample(&[("exporter", q.name())], get(q.stats()));
         }
     }
-    header(
+    let mut f = family(
         out,
         "otel_sli_exporter_dropped_items_total",
-        "counter",
+        Kind::Counter,
         "Items dropped: queue_full, rejected (the upstream refused them for good), retries_exhausted, shutdown (still queued when the shutdown grace period ended), spool_full (oldest spooled data dropped for room), spool_error (spooled data that could not be written or read back).",
     );
     for q in queues {
         for r in DropReason::ALL {
-            let _ = writeln!(
-                out,
-                "otel_sli_exporter_dropped_items_total{{exporter=\"{}\",reason=\"{}\"}} {}",
-                escaped(q.name()),
-                r.name(),
-                q.stats().dropped(r)
-            );
+            let labels = [("exporter", q.name()), ("reason", r.name())];
+            f.sample(&labels, q.stats().dropped(r));
         }
     }
-    header(
+    let mut f = family(
         out,
         "otel_sli_exporter_queue_size",
-        "gauge",
+        Kind::Gauge,
         "Requests waiting or being sent.",
     );
     for q in queues {
-        let _ = writeln!(
-            out,
-            "otel_sli_exporter_queue_size{{exporter=\"{}\"}} {}",
-            escaped(q.name()),
-            q.stats().queued.load(Relaxed)
-        );
+        f.sample(&[("exporter", q.name())], q.stats().queued.load(Relaxed));
     }
     let spooled: Vec<_> = queues.iter().filter(|q| q.has_spool()).collect();
-    let spool: [(&str, &str, &str, Get); 3] = [
+    let spool: [(&str, Kind, &str, Get); 3] = [
         (
             "otel_sli_exporter_spooled_items_total",
-            "counter",
+            Kind::Counter,
             "Items written to the disk spool (the upstream was failing or its queue full).",
             |s| s.spooled_items.load(Relaxed),
         ),
         (
             "otel_sli_exporter_spool_items",
-            "gauge",
+            Kind::Gauge,
             "Items in the disk spool, not yet delivered.",
             |s| s.spool_items.load(Relaxed),
         ),
         (
             "otel_sli_exporter_spool_size_bytes",
-            "gauge",
+            Kind::Gauge,
             "Bytes of the disk spool's segment files.",
             |s| s.spool_bytes.load(Relaxed),
         ),
     ];
     for (name, kind, help, get) in spool {
-        header(out, name, kind, help);
+        let mut f = family(out, name, kind, help);
         for q in &spooled {
-            let _ = writeln!(
-                out,
-                "{name}{{exporter=\"{}\"}} {}",
-                escaped(q.name()),
-                get(q.stats())
-            );
+            f.sample(&[("exporter", q.name())], get(q.stats()));
         }
     }
-    header(
+    let mut f = family(
         out,
         "otel_sli_exporter_last_success_timestamp_seconds",
-        "gauge",
+        Kind::Gauge,
         "Unix time of the last delivery (0: none yet).",
     );
     for q in queues {
-        let _ = writeln!(
-            out,
-            "otel_sli_exporter_last_success_timestamp_seconds{{exporter=\"{}\"}} {}",
-            escaped(q.name()),
-            q.stats().last_success_unix.load(Relaxed)
-        );
+        let last = q.stats().last_success_unix.load(Relaxed);
+        f.sample(&[("exporter", q.name())], last);
     }
 }

@@ -98,121 +98,105 @@ pub fn render(report: &Report<'_>) -> Vec<u8> {
     .unwrap_or_default()
 }
 
-/// The labels of an SLO's series: `slo` then its own labels, as `name="value"` pairs.
-fn slo_labels(d: &SloDef) -> String {
-    use super::prometheus::escaped;
-    let mut out = format!("slo=\"{}\"", escaped(&d.name));
-    for (k, v) in &d.labels {
-        out.push_str(&format!(",{k}=\"{}\"", escaped(v)));
-    }
-    out
+/// The labels of an SLO's series: `slo` then its own labels.
+fn slo_labels(d: &SloDef) -> Vec<(&str, &str)> {
+    std::iter::once(("slo", d.name.as_str()))
+        .chain(d.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .collect()
 }
 
 /// Writes the `slo_*` series (only when SLOs are configured; `otel_sli_late_spans_total`
 /// is always written).
 pub fn prometheus(out: &mut String, report: &Report<'_>) {
-    use super::prometheus::{float, header};
-    use std::fmt::Write;
+    use super::exposition::{family, float, Kind};
     let SloReport {
         late_spans: late,
         statuses: all,
         ..
     } = report.slos();
-    header(
+    family(
         out,
         "otel_sli_late_spans_total",
-        "counter",
+        Kind::Counter,
         "Entry spans of an SLO that arrived more than slo.max_lateness after they ended; left out of SLO windows.",
-    );
-    let _ = writeln!(out, "otel_sli_late_spans_total {late}");
+    )
+    .sample(&[], late);
     if all.is_empty() {
         return;
     }
-    let labelled: Vec<(String, &Status, &SloDef)> =
-        all.iter().map(|(d, s)| (slo_labels(d), s, d)).collect();
-    let gauge = |out: &mut String,
-                 name: &str,
-                 help: &str,
-                 value: &dyn Fn(&SloDef, &Status) -> Option<f64>| {
-        header(out, name, "gauge", help);
-        for (l, s, d) in &labelled {
+    type Value = fn(&SloDef, &Status) -> Option<f64>;
+    let gauges: [(&str, &str, Value); 5] = [
+        (
+            "slo_objective_ratio",
+            "Target fraction of good requests.",
+            |d, _| Some(d.objective),
+        ),
+        (
+            "slo_sli_ratio",
+            "Good ÷ total requests over the SLO window (absent without requests).",
+            |_, s| s.sli,
+        ),
+        (
+            "slo_error_budget_remaining_ratio",
+            "1 − bad ÷ ((1 − objective) × total) over the SLO window; negative once overspent.",
+            |_, s| s.budget_remaining,
+        ),
+        (
+            "slo_window_requests",
+            "Requests counted over the SLO window.",
+            |_, s| Some(s.window.total as f64),
+        ),
+        (
+            "slo_window_bad_requests",
+            "Bad requests counted over the SLO window.",
+            |_, s| Some(s.window.bad as f64),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let mut f = family(out, name, Kind::Gauge, help);
+        for (d, s) in &all {
             if let Some(v) = value(d, s) {
-                let _ = writeln!(out, "{name}{{{l}}} {}", float(v));
+                f.sample(&slo_labels(d), float(v));
             }
         }
-    };
-    gauge(
-        out,
-        "slo_objective_ratio",
-        "Target fraction of good requests.",
-        &|d, _| Some(d.objective),
-    );
-    gauge(
-        out,
-        "slo_sli_ratio",
-        "Good ÷ total requests over the SLO window (absent without requests).",
-        &|_, s| s.sli,
-    );
-    gauge(
-        out,
-        "slo_error_budget_remaining_ratio",
-        "1 − bad ÷ ((1 − objective) × total) over the SLO window; negative once overspent.",
-        &|_, s| s.budget_remaining,
-    );
-    gauge(
-        out,
-        "slo_window_requests",
-        "Requests counted over the SLO window.",
-        &|_, s| Some(s.window.total as f64),
-    );
-    gauge(
-        out,
-        "slo_window_bad_requests",
-        "Bad requests counted over the SLO window.",
-        &|_, s| Some(s.window.bad as f64),
-    );
-    header(
+    }
+    let mut f = family(
         out,
         "slo_burn_rate",
-        "gauge",
+        Kind::Gauge,
         "Bad ratio over the window ÷ (1 − objective); 1 spends the budget exactly over the SLO window.",
     );
-    for (l, s, _) in &labelled {
+    for (d, s) in &all {
         for (w, b) in &s.burn_rates {
             if let Some(b) = b {
-                let _ = writeln!(
-                    out,
-                    "slo_burn_rate{{{l},window=\"{}\"}} {}",
-                    duration_name(*w),
-                    float(*b)
-                );
+                let window = duration_name(*w);
+                let mut labels = slo_labels(d);
+                labels.push(("window", &window));
+                f.sample(&labels, float(*b));
             }
         }
     }
-    header(
+    let mut f = family(
         out,
         "slo_alert_active",
-        "gauge",
+        Kind::Gauge,
         "1 while a multi-window burn-rate rule of the severity fires.",
     );
-    for (l, s, _) in &labelled {
+    for (d, s) in &all {
         for sev in [Severity::Page, Severity::Ticket] {
-            let _ = writeln!(
-                out,
-                "slo_alert_active{{{l},severity=\"{}\"}} {}",
-                sev.name(),
-                u8::from(s.firing.contains(&sev))
-            );
+            let mut labels = slo_labels(d);
+            labels.push(("severity", sev.name()));
+            f.sample(&labels, u8::from(s.firing.contains(&sev)));
         }
     }
-    header(
+    let mut f = family(
         out,
         "slo_data_sufficient",
-        "gauge",
+        Kind::Gauge,
         "0 when the SLO has no data or its data is insufficient (completeness gaps, too few requests).",
     );
-    for (l, s, _) in &labelled {
+    for (d, s) in &all {
         let ok = s.window.total > 0 && s.reasons.is_empty();
-        let _ = writeln!(out, "slo_data_sufficient{{{l}}} {}", u8::from(ok));
+        f.sample(&slo_labels(d), u8::from(ok));
     }
 }
