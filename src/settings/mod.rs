@@ -229,35 +229,96 @@ fn auth(at: &str, raw: Option<raw::RawAuth>) -> Result<Option<crate::auth::Token
 
 fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
     let listeners = listeners::listeners(&raw.receivers, &raw.admin)?;
+    let (grpc, http) = receivers(&raw.receivers)?;
+    let admin = endpoint("admin.endpoint", raw.admin.endpoint, DEFAULT_ADMIN)?;
+    let receivers_auth = auth("receivers.auth", raw.receivers.auth)?;
+    let admin_auth = auth("admin.auth", raw.admin.auth)?;
+    let mut pipeline = pipeline_options(raw.pipeline)?;
+    let sli = raw.sli;
+    let mut classify = classify_config(
+        sli.entry_span_kinds,
+        sli.feature_rules,
+        sli.dimensions,
+        sli.outcome,
+    )?;
+    let limits = limits(raw.limits, &mut classify)?;
+    let (completeness, thresholds) = completeness(raw.completeness, &mut pipeline)?;
+    let (layout, mut buckets) = latency(sli.latency)?;
+    let slos = slos::slos(&raw.slos, "slos")?;
+    add_thresholds(&mut buckets, &slos);
+    let slo = slos::settings(raw.slo)?;
+    pipeline.slo = slo.clone();
+    let canary = slos::canary(raw.canary)?;
+    if let Some(c) = &canary {
+        canary_dimension(c, &mut classify)?;
+    }
+    let storage = storage(raw.storage)?;
+    let (forward, remote_write, otlp_metrics) = exporters(&raw.forward, &raw.exporters, &storage)?;
+
+    // Check the rules compile (attribute count) now rather than at start-up.
+    crate::sli::classify::Classifier::new(classify.clone())
+        .map_err(|e| invalid("sli.feature_rules", e))?;
+
+    Ok(Config {
+        grpc,
+        http,
+        listeners,
+        admin,
+        receivers_auth,
+        admin_auth,
+        pipeline,
+        thresholds,
+        classify,
+        layout,
+        buckets,
+        max_series: limits.max_series,
+        memory: limits.memory,
+        series_expiry: limits.series_expiry,
+        completeness,
+        log_level: raw.log.level.unwrap_or_else(|| "info".into()),
+        warnings: slos::warnings(&slos, &slo),
+        forward,
+        remote_write,
+        otlp_metrics,
+        slos,
+        slo,
+        canary,
+        storage,
+    })
+}
+
+/// The OTLP receivers' addresses and size limits (`receivers.otlp_grpc`, `.otlp_http`).
+fn receivers(r: &raw::RawReceivers) -> Result<(Listen, Listen), ConfigError> {
     let grpc = Listen {
         endpoint: endpoint(
             "receivers.otlp_grpc.endpoint",
-            raw.receivers.otlp_grpc.endpoint,
+            r.otlp_grpc.endpoint.clone(),
             DEFAULT_GRPC,
         )?,
         max_bytes: size(
             "receivers.otlp_grpc.max_recv_msg_size",
-            raw.receivers.otlp_grpc.max_recv_msg_size,
+            r.otlp_grpc.max_recv_msg_size,
             4 << 20,
         )?,
     };
     let http = Listen {
         endpoint: endpoint(
             "receivers.otlp_http.endpoint",
-            raw.receivers.otlp_http.endpoint,
+            r.otlp_http.endpoint.clone(),
             DEFAULT_HTTP,
         )?,
         max_bytes: size(
             "receivers.otlp_http.max_request_body_size",
-            raw.receivers.otlp_http.max_request_body_size,
+            r.otlp_http.max_request_body_size,
             20 << 20,
         )?,
     };
-    let admin = endpoint("admin.endpoint", raw.admin.endpoint, DEFAULT_ADMIN)?;
-    let receivers_auth = auth("receivers.auth", raw.receivers.auth)?;
-    let admin_auth = auth("admin.auth", raw.admin.auth)?;
+    Ok((grpc, http))
+}
 
-    let p = raw.pipeline;
+/// `pipeline:`. Trace tracking, clock skew and the SLO settings are filled in later by
+/// their own sections.
+fn pipeline_options(p: raw::RawPipeline) -> Result<PipelineOptions, ConfigError> {
     let shards = match p.shards {
         None | Some(0) => std::thread::available_parallelism().map_or(1, |n| n.get()),
         Some(n) if n > 1024 => return Err(invalid("pipeline.shards", "at most 1024")),
@@ -275,7 +336,7 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         ));
     }
     let retry_after = p.retry_after.map_or(Duration::from_secs(1), |d| d.0);
-    let mut pipeline = PipelineOptions {
+    Ok(PipelineOptions {
         shards,
         queue_capacity,
         flush_interval,
@@ -283,11 +344,19 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         traces: None,
         max_clock_skew: Duration::from_secs(3600),
         slo: SloSettings::default(),
-    };
+    })
+}
 
-    let sli = raw.sli;
+/// `sli.entry_span_kinds`, `sli.feature_rules`, `sli.dimensions` and `sli.outcome`: the
+/// classification rules.
+fn classify_config(
+    kinds: Option<Vec<String>>,
+    rules: Option<Vec<String>>,
+    dims: Option<Vec<String>>,
+    o: raw::RawOutcome,
+) -> Result<ClassifyConfig, ConfigError> {
     let mut classify = ClassifyConfig::default();
-    if let Some(kinds) = sli.entry_span_kinds {
+    if let Some(kinds) = kinds {
         if kinds.is_empty() {
             return Err(invalid(
                 "sli.entry_span_kinds",
@@ -305,7 +374,7 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
             classify.entry_kinds |= 1 << kind;
         }
     }
-    if let Some(rules) = sli.feature_rules {
+    if let Some(rules) = rules {
         if rules.is_empty() {
             return Err(invalid("sli.feature_rules", "must have at least one rule"));
         }
@@ -318,7 +387,7 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
             })
             .collect::<Result<_, _>>()?;
     }
-    if let Some(dims) = sli.dimensions {
+    if let Some(dims) = dims {
         for (i, d) in dims.iter().enumerate() {
             if d.is_empty() {
                 return Err(invalid(
@@ -352,7 +421,6 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         }
         classify.dimensions = dims;
     }
-    let o = sli.outcome;
     if let Some(b) = o.status_error_is_bad {
         classify.status_error_is_bad = b;
     }
@@ -380,7 +448,18 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
             classify.grpc_bad |= 1 << code;
         }
     }
-    let limits = raw.limits;
+    Ok(classify)
+}
+
+/// What `limits:` sets besides the label length (which goes into the classification rules).
+struct Limits {
+    memory: MemoryLimit,
+    max_series: usize,
+    series_expiry: Option<Duration>,
+}
+
+/// `limits:`.
+fn limits(limits: raw::RawLimits, classify: &mut ClassifyConfig) -> Result<Limits, ConfigError> {
     classify.max_label_bytes = limits.max_label_bytes.unwrap_or(256);
     if classify.max_label_bytes < 16 || classify.max_label_bytes > 4096 {
         return Err(invalid(
@@ -418,7 +497,19 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         ));
     }
 
-    let c = raw.completeness;
+    Ok(Limits {
+        memory,
+        max_series,
+        series_expiry,
+    })
+}
+
+/// `completeness:`: trace tracking (into the pipeline options), the clock skew allowed, and
+/// the thresholds readers judge data quality by.
+fn completeness(
+    c: raw::RawCompleteness,
+    pipeline: &mut PipelineOptions,
+) -> Result<(Option<CompletenessConfig>, crate::report::Thresholds), ConfigError> {
     let completeness = if c.enabled.unwrap_or(true) {
         let trace_timeout = c.trace_timeout.map_or(Duration::from_secs(30), |d| d.0);
         if trace_timeout < Duration::from_secs(1) || trace_timeout > Duration::from_secs(3600) {
@@ -484,13 +575,15 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         max_spans_per_trace: c.max_spans_per_trace,
     });
 
-    let digits = sli.latency.significant_digits.unwrap_or(2);
+    Ok((completeness, thresholds))
+}
+
+/// `sli.latency`: the histogram layout and the exported bucket bounds.
+fn latency(l: raw::RawLatency) -> Result<(Layout, Vec<f64>), ConfigError> {
+    let digits = l.significant_digits.unwrap_or(2);
     let layout = Layout::new(digits)
         .map_err(|e| invalid("sli.latency.significant_digits", e.to_string()))?;
-    let buckets = sli
-        .latency
-        .buckets
-        .unwrap_or_else(|| DEFAULT_BUCKETS.to_vec());
+    let buckets = l.buckets.unwrap_or_else(|| DEFAULT_BUCKETS.to_vec());
     if buckets.is_empty() {
         return Err(invalid(
             "sli.latency.buckets",
@@ -516,61 +609,29 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         ));
     }
 
-    let slos = slos::slos(&raw.slos, "slos")?;
-    let mut buckets = buckets;
-    add_thresholds(&mut buckets, &slos);
-    let slo = slos::settings(raw.slo)?;
-    pipeline.slo = slo.clone();
-    let canary = slos::canary(raw.canary)?;
-    if let Some(c) = &canary {
-        // Cohorts are told apart by a series dimension.
-        if !classify.dimensions.contains(&c.attribute) {
-            let label = label_name(&c.attribute);
-            if RESERVED_LABELS.contains(&label.as_str())
-                || label.starts_with("__")
-                || classify.dimensions.iter().any(|d| label_name(d) == label)
-            {
-                return Err(invalid(
-                    "canary.attribute",
-                    format!("{:?} would be exported as label {label:?}, which is reserved or taken by a dimension", c.attribute),
-                ));
-            }
-            classify.dimensions.push(c.attribute.clone());
+    Ok((layout, buckets))
+}
+
+/// Makes the canary's attribute a series dimension, unless its label would clash.
+fn canary_dimension(c: &CanaryConfig, classify: &mut ClassifyConfig) -> Result<(), ConfigError> {
+    // Cohorts are told apart by a series dimension.
+    if !classify.dimensions.contains(&c.attribute) {
+        let label = label_name(&c.attribute);
+        if RESERVED_LABELS.contains(&label.as_str())
+            || label.starts_with("__")
+            || classify.dimensions.iter().any(|d| label_name(d) == label)
+        {
+            return Err(invalid(
+                "canary.attribute",
+                format!(
+                    "{:?} would be exported as label {label:?}, which is reserved or taken by a dimension",
+                    c.attribute
+                ),
+            ));
         }
+        classify.dimensions.push(c.attribute.clone());
     }
-    let storage = storage(raw.storage)?;
-    let (forward, remote_write, otlp_metrics) = exporters(&raw.forward, &raw.exporters, &storage)?;
-
-    // Check the rules compile (attribute count) now rather than at start-up.
-    crate::sli::classify::Classifier::new(classify.clone())
-        .map_err(|e| invalid("sli.feature_rules", e))?;
-
-    Ok(Config {
-        grpc,
-        http,
-        listeners,
-        admin,
-        receivers_auth,
-        admin_auth,
-        pipeline,
-        thresholds,
-        classify,
-        layout,
-        buckets,
-        max_series,
-        memory,
-        series_expiry,
-        completeness,
-        log_level: raw.log.level.unwrap_or_else(|| "info".into()),
-        warnings: slos::warnings(&slos, &slo),
-        forward,
-        remote_write,
-        otlp_metrics,
-        slos,
-        slo,
-        canary,
-        storage,
-    })
+    Ok(())
 }
 
 type Exporters = (
