@@ -169,61 +169,17 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
         tracing::warn!("{w}");
     }
     let pipeline = build_pipeline(config, clock)?;
-    let state = match (&config.storage.directory, pipeline.slo_engine()) {
-        (Some(dir), Some(engine)) => {
-            let file = StateFile::new(dir);
-            let (engine, f) = (Arc::clone(engine), file.clone());
-            let now = pipeline.now_unix_nanos();
-            let usable =
-                tokio::task::spawn_blocking(move || persist::restore(&engine, &f, now)).await;
-            usable.unwrap_or(false).then_some(file)
-        }
-        (None, Some(_)) => {
-            tracing::info!("storage.directory is not set: SLO windows are kept in memory only and start empty after a restart");
-            None
-        }
-        (_, None) => None,
-    };
+    let state = restore_slo_state(config, &pipeline).await;
     let telemetry = Arc::new(Telemetry::default());
     let reader = crate::report::Reader::new(pipeline.clone(), config.thresholds);
-    let (forward, forwarders) = Forwarders::start(&config.forward)?;
-    let mut exporters: Vec<crate::export::delivery::Queue> = forward.queues();
-    let otlp_metrics = match &config.otlp_metrics {
-        Some(cfg) => {
-            let client =
-                crate::export::otlp_client::OtlpClient::new(cfg.transport.client_config()?)?;
-            let e = crate::export::otlp_metrics::OtlpMetricsExporter::start(
-                cfg,
-                reader.clone(),
-                Arc::new(client),
-            )?;
-            exporters.push(e.queue().clone());
-            Some(e)
-        }
-        None => None,
-    };
-    let mut derived = Vec::new();
-    for (i, f) in config.forward.iter().enumerate() {
-        if let Some(d) = &f.derived {
-            let client = crate::export::otlp_client::OtlpClient::new(d.transport.client_config()?)?;
-            let e = crate::export::otlp_metrics::OtlpMetricsExporter::start_named(
-                &format!("forward_{i}_derived"),
-                d,
-                reader.clone(),
-                Arc::new(client),
-            )?;
-            exporters.push(e.queue().clone());
-            derived.push(e);
-        }
-    }
-    let remote_write = match &config.remote_write {
-        Some(cfg) => {
-            let e = crate::export::remote_write::RemoteWriteExporter::start(cfg, reader.clone())?;
-            exporters.push(e.queue().clone());
-            Some(e)
-        }
-        None => None,
-    };
+    let Upstreams {
+        forward,
+        forwarders,
+        otlp_metrics,
+        derived,
+        remote_write,
+        queues: exporters,
+    } = start_upstreams(config, &reader)?;
     let memory = memory_budget(config.memory, config.pipeline.retry_after);
     let ingest = Ingest {
         pipeline: pipeline.clone(),
@@ -234,26 +190,11 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
     };
 
     let l = &config.listeners;
-    let grpc_tls = server_tls(
-        l.grpc_tls.as_ref(),
-        ALPN_GRPC,
-        Listener::OtlpGrpc,
-        &telemetry,
-    )?;
-    let http_tls = server_tls(
-        l.http_tls.as_ref(),
-        ALPN_HTTP,
-        Listener::OtlpHttp,
-        &telemetry,
-    )?;
-    let admin_tls = server_tls(l.admin_tls.as_ref(), ALPN_HTTP, Listener::Admin, &telemetry)?;
-
-    let grpc_l = bind("otlp grpc", &config.grpc.endpoint).await?;
-    let http_l = bind("otlp http", &config.http.endpoint).await?;
-    let admin_l = bind("admin", &config.admin).await?;
-    let grpc_addr = local(&grpc_l, "otlp grpc", &config.grpc.endpoint)?;
-    let http_addr = local(&http_l, "otlp http", &config.http.endpoint)?;
-    let admin_addr = local(&admin_l, "admin", &config.admin)?;
+    let Bound {
+        grpc: (grpc_l, grpc_addr, grpc_tls),
+        http: (http_l, http_addr, http_tls),
+        admin: (admin_l, admin_addr, admin_tls),
+    } = bind_listeners(config, &telemetry).await?;
 
     let (stop_receivers, stop_rx) = watch::channel(false);
     let (stop_admin, admin_rx) = watch::channel(false);
@@ -269,48 +210,19 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
     let (grpc_tls_on, http_tls_on, admin_tls_on) =
         (grpc_tls.is_some(), http_tls.is_some(), admin_tls.is_some());
 
-    let max_grpc = config.grpc.max_bytes;
-    let grpc_server = tonic::transport::Server::builder()
-        // A client that stalls mid-message is cut off (CANCELLED) instead of holding a stream.
-        .timeout(l.grpc_request_timeout)
-        .add_service(OtlpGrpc::<Traces>::new(ingest.clone(), max_grpc))
-        .add_service(OtlpGrpc::<Metrics>::new(ingest.clone(), max_grpc))
-        .add_service(OtlpGrpc::<Logs>::new(ingest.clone(), max_grpc));
-    let grpc_conns = Acceptor {
-        tcp: grpc_l,
-        tls: grpc_tls,
-        limits: l.grpc_conn,
-        listener: Listener::OtlpGrpc,
-    }
-    .start(Arc::clone(&telemetry), stop_rx.clone());
-    let incoming = futures_util::stream::unfold(grpc_conns, |mut conns| async move {
-        conns
-            .recv()
-            .await
-            .map(|c| (Ok::<_, std::io::Error>(c), conns))
-    });
-    let rx = stop_rx.clone();
-    let grpc_task = tokio::spawn(async move {
-        if let Err(e) = grpc_server
-            .serve_with_incoming_shutdown(incoming, stopped(rx))
-            .await
-        {
-            tracing::error!(error = %e, "OTLP/gRPC server failed");
-        }
-    });
-
-    let http_app = http::router(
-        ingest.clone(),
-        config.http.max_bytes,
-        l.http_conn.read_timeout,
-    );
-    let http_conns = Acceptor {
-        tcp: http_l,
-        tls: http_tls,
-        limits: l.http_conn,
-        listener: Listener::OtlpHttp,
-    }
-    .start(Arc::clone(&telemetry), stop_rx.clone());
+    let accept = |tcp, tls, limits, listener, stop: &watch::Receiver<bool>| {
+        let acceptor = Acceptor {
+            tcp,
+            tls,
+            limits,
+            listener,
+        };
+        acceptor.start(Arc::clone(&telemetry), stop.clone())
+    };
+    let grpc_conns = accept(grpc_l, grpc_tls, l.grpc_conn, Listener::OtlpGrpc, &stop_rx);
+    let grpc_task = serve_grpc(config, ingest.clone(), grpc_conns, stop_rx.clone());
+    let http_app = http::router(ingest, config.http.max_bytes, l.http_conn.read_timeout);
+    let http_conns = accept(http_l, http_tls, l.http_conn, Listener::OtlpHttp, &stop_rx);
     let http_task = tokio::spawn(crate::net::serve::serve(
         http_conns,
         http_app,
@@ -318,42 +230,20 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
         stop_rx.clone(),
     ));
 
-    let history = Arc::new(std::sync::Mutex::new(api::history::History::new(
-        config.max_series,
-    )));
-    let admin_app = api::router(ApiState {
-        reader: reader.clone(),
-        telemetry: Arc::clone(&telemetry),
-        ready: Arc::clone(&ready),
-        canary: config.canary.clone(),
-        exporters: Arc::new(exporters),
-        memory: memory.clone(),
-        auth: config.admin_auth.clone(),
-        info: Arc::new(api::info::Info {
-            otlp_grpc: grpc_addr,
-            otlp_http: http_addr,
-            receivers_auth: config.receivers_auth.is_some(),
-            canary_attribute: config.canary.as_ref().map(|c| c.attribute.clone()),
-            history_series_limit: config.max_series,
-        }),
-        history: Arc::clone(&history),
-    });
-    tokio::spawn(api::history::sample_every(
-        history,
-        pipeline.clone(),
+    let admin_app = admin_router(
+        config,
+        AdminParts {
+            reader: reader.clone(),
+            telemetry: Arc::clone(&telemetry),
+            ready: Arc::clone(&ready),
+            exporters,
+            memory,
+            otlp: (grpc_addr, http_addr),
+        },
         stop_rx.clone(),
-    ));
-    if let Some(m) = memory {
-        tokio::spawn(sample_memory(m, stop_rx.clone()));
-    }
+    );
     let admin_limits = crate::settings::listeners::ADMIN_LIMITS;
-    let admin_conns = Acceptor {
-        tcp: admin_l,
-        tls: admin_tls,
-        limits: admin_limits,
-        listener: Listener::Admin,
-    }
-    .start(Arc::clone(&telemetry), admin_rx.clone());
+    let admin_conns = accept(admin_l, admin_tls, admin_limits, Listener::Admin, &admin_rx);
     let admin = tokio::spawn(crate::net::serve::serve(
         admin_conns,
         admin_app,
@@ -361,15 +251,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
         admin_rx,
     ));
 
-    let saver = match (&state, pipeline.slo_engine()) {
-        (Some(file), Some(engine)) => Some(tokio::spawn(save_every(
-            config.storage.interval,
-            Arc::clone(engine),
-            file.clone(),
-            stop_rx.clone(),
-        ))),
-        _ => None,
-    };
+    let saver = spawn_saver(config, state.as_ref(), &pipeline, stop_rx);
 
     ready.store(true, Ordering::Release);
     tracing::info!(
@@ -400,6 +282,211 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
         otlp_metrics,
         remote_write,
         derived,
+    })
+}
+
+/// What the admin server reads, besides the configuration.
+struct AdminParts {
+    reader: crate::report::Reader,
+    telemetry: Arc<Telemetry>,
+    ready: Arc<AtomicBool>,
+    exporters: Vec<crate::export::delivery::Queue>,
+    memory: Option<Arc<crate::memory::MemoryBudget>>,
+    /// The OTLP receivers' addresses (gRPC, HTTP), for `/api/v1/info`.
+    otlp: (SocketAddr, SocketAddr),
+}
+
+/// The admin routes, with the history ring and the memory reading sampled in the
+/// background until `stop`.
+fn admin_router(config: &Config, p: AdminParts, stop: watch::Receiver<bool>) -> axum::Router {
+    let history = Arc::new(std::sync::Mutex::new(api::history::History::new(
+        config.max_series,
+    )));
+    tokio::spawn(api::history::sample_every(
+        Arc::clone(&history),
+        p.reader.pipeline().clone(),
+        stop.clone(),
+    ));
+    if let Some(m) = &p.memory {
+        tokio::spawn(sample_memory(Arc::clone(m), stop));
+    }
+    api::router(ApiState {
+        reader: p.reader,
+        telemetry: p.telemetry,
+        ready: p.ready,
+        canary: config.canary.clone(),
+        exporters: Arc::new(p.exporters),
+        memory: p.memory,
+        auth: config.admin_auth.clone(),
+        info: Arc::new(api::info::Info {
+            otlp_grpc: p.otlp.0,
+            otlp_http: p.otlp.1,
+            receivers_auth: config.receivers_auth.is_some(),
+            canary_attribute: config.canary.as_ref().map(|c| c.attribute.clone()),
+            history_series_limit: config.max_series,
+        }),
+        history,
+    })
+}
+
+/// A bound listener: the socket, its address, its TLS (if any).
+type BoundListener = (TcpListener, SocketAddr, Option<Arc<ServerTls>>);
+
+/// The three listeners, bound.
+struct Bound {
+    grpc: BoundListener,
+    http: BoundListener,
+    admin: BoundListener,
+}
+
+/// Loads each listener's TLS files and binds the three listeners, so that a bad
+/// certificate or a port in use fails the start before anything is served.
+async fn bind_listeners(config: &Config, telemetry: &Arc<Telemetry>) -> Result<Bound, AppError> {
+    let l = &config.listeners;
+    let grpc_tls = server_tls(
+        l.grpc_tls.as_ref(),
+        ALPN_GRPC,
+        Listener::OtlpGrpc,
+        telemetry,
+    )?;
+    let http_tls = server_tls(
+        l.http_tls.as_ref(),
+        ALPN_HTTP,
+        Listener::OtlpHttp,
+        telemetry,
+    )?;
+    let admin_tls = server_tls(l.admin_tls.as_ref(), ALPN_HTTP, Listener::Admin, telemetry)?;
+    let grpc_l = bind("otlp grpc", &config.grpc.endpoint).await?;
+    let http_l = bind("otlp http", &config.http.endpoint).await?;
+    let admin_l = bind("admin", &config.admin).await?;
+    let grpc_addr = local(&grpc_l, "otlp grpc", &config.grpc.endpoint)?;
+    let http_addr = local(&http_l, "otlp http", &config.http.endpoint)?;
+    let admin_addr = local(&admin_l, "admin", &config.admin)?;
+    Ok(Bound {
+        grpc: (grpc_l, grpc_addr, grpc_tls),
+        http: (http_l, http_addr, http_tls),
+        admin: (admin_l, admin_addr, admin_tls),
+    })
+}
+
+/// Writes the SLO state file every `storage.interval` until `stop`, when there is one.
+fn spawn_saver(
+    config: &Config,
+    state: Option<&StateFile>,
+    pipeline: &Pipeline,
+    stop: watch::Receiver<bool>,
+) -> Option<JoinHandle<()>> {
+    let (file, engine) = (state?, pipeline.slo_engine()?);
+    Some(tokio::spawn(save_every(
+        config.storage.interval,
+        Arc::clone(engine),
+        file.clone(),
+        stop,
+    )))
+}
+
+/// Restores the SLO windows from the state file under `storage.directory`; the file to keep
+/// writing, or `None` when there is no SLO, no directory, or the file is unusable.
+async fn restore_slo_state(config: &Config, pipeline: &Pipeline) -> Option<StateFile> {
+    match (&config.storage.directory, pipeline.slo_engine()) {
+        (Some(dir), Some(engine)) => {
+            let file = StateFile::new(dir);
+            let (engine, f) = (Arc::clone(engine), file.clone());
+            let now = pipeline.now_unix_nanos();
+            let usable =
+                tokio::task::spawn_blocking(move || persist::restore(&engine, &f, now)).await;
+            usable.unwrap_or(false).then_some(file)
+        }
+        (None, Some(_)) => {
+            tracing::info!("storage.directory is not set: SLO windows are kept in memory only and start empty after a restart");
+            None
+        }
+        (_, None) => None,
+    }
+}
+
+/// The forwarders and metric exporters, running.
+struct Upstreams {
+    forward: Forwarders,
+    forwarders: Vec<crate::export::delivery::Running>,
+    otlp_metrics: Option<crate::export::otlp_metrics::OtlpMetricsExporter>,
+    derived: Vec<crate::export::otlp_metrics::OtlpMetricsExporter>,
+    remote_write: Option<crate::export::remote_write::RemoteWriteExporter>,
+    /// Every delivery queue, for self-telemetry.
+    queues: Vec<crate::export::delivery::Queue>,
+}
+
+/// Starts the forwarders (`forward:`), their derived-metrics exporters
+/// (`include_derived`) and the metric exporters (`exporters:`), reading `reader`.
+fn start_upstreams(config: &Config, reader: &crate::report::Reader) -> Result<Upstreams, AppError> {
+    use crate::export::otlp_client::OtlpClient;
+    use crate::export::otlp_metrics::OtlpMetricsExporter;
+    let (forward, forwarders) = Forwarders::start(&config.forward)?;
+    let mut queues: Vec<crate::export::delivery::Queue> = forward.queues();
+    let otlp_metrics = match &config.otlp_metrics {
+        Some(cfg) => {
+            let client = OtlpClient::new(cfg.transport.client_config()?)?;
+            let e = OtlpMetricsExporter::start(cfg, reader.clone(), Arc::new(client))?;
+            queues.push(e.queue().clone());
+            Some(e)
+        }
+        None => None,
+    };
+    let mut derived = Vec::new();
+    for (i, f) in config.forward.iter().enumerate() {
+        if let Some(d) = &f.derived {
+            let client = OtlpClient::new(d.transport.client_config()?)?;
+            let name = format!("forward_{i}_derived");
+            let e = OtlpMetricsExporter::start_named(&name, d, reader.clone(), Arc::new(client))?;
+            queues.push(e.queue().clone());
+            derived.push(e);
+        }
+    }
+    let remote_write = match &config.remote_write {
+        Some(cfg) => {
+            let e = crate::export::remote_write::RemoteWriteExporter::start(cfg, reader.clone())?;
+            queues.push(e.queue().clone());
+            Some(e)
+        }
+        None => None,
+    };
+    Ok(Upstreams {
+        forward,
+        forwarders,
+        otlp_metrics,
+        derived,
+        remote_write,
+        queues,
+    })
+}
+
+/// Serves OTLP/gRPC on the accepted connections `conns` until `stop`.
+fn serve_grpc(
+    config: &Config,
+    ingest: Ingest,
+    conns: tokio::sync::mpsc::Receiver<crate::net::conn::Conn>,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let max = config.grpc.max_bytes;
+    let server = tonic::transport::Server::builder()
+        // A client that stalls mid-message is cut off (CANCELLED) instead of holding a stream.
+        .timeout(config.listeners.grpc_request_timeout)
+        .add_service(OtlpGrpc::<Traces>::new(ingest.clone(), max))
+        .add_service(OtlpGrpc::<Metrics>::new(ingest.clone(), max))
+        .add_service(OtlpGrpc::<Logs>::new(ingest, max));
+    let incoming = futures_util::stream::unfold(conns, |mut conns| async move {
+        conns
+            .recv()
+            .await
+            .map(|c| (Ok::<_, std::io::Error>(c), conns))
+    });
+    tokio::spawn(async move {
+        if let Err(e) = server
+            .serve_with_incoming_shutdown(incoming, stopped(stop))
+            .await
+        {
+            tracing::error!(error = %e, "OTLP/gRPC server failed");
+        }
     })
 }
 
