@@ -223,6 +223,7 @@ fn single(out: &mut String, name: &str, kind: Kind, help: &str, value: impl std:
     family(out, name, kind, help).sample(&[], value);
 }
 
+/// Self-telemetry: what the receivers took in, then what the pipeline holds.
 fn self_metrics(out: &mut String, view: &View, pipeline: &Pipeline, t: &Telemetry) {
     let mut f = family(
         out,
@@ -276,6 +277,11 @@ fn self_metrics(out: &mut String, view: &View, pipeline: &Pipeline, t: &Telemetr
             f.sample(&labels, t.items_count(tr, s));
         }
     }
+    pipeline_families(out, view, pipeline, t);
+}
+
+/// What the pipeline holds and did: entry spans, queues, series, trace tracking, build.
+fn pipeline_families(out: &mut String, view: &View, pipeline: &Pipeline, t: &Telemetry) {
     single(
         out,
         "otel_sli_entry_spans_total",

@@ -100,143 +100,158 @@ impl Report<'_> {
 /// The gaps of `view` active at its flush time, judged by `t`, the largest share affected
 /// first.
 pub fn active<'v>(view: &'v View, t: &Thresholds) -> Vec<Gap<'v>> {
-    {
-        let now = view.flushed_at_unix_nanos;
-        let mut gaps: Vec<Gap<'_>> = view
-            .gaps
-            .iter()
-            .flat_map(|g| KINDS.iter().map(move |kind| (kind, g)))
-            .filter(|(kind, g)| is_active((kind.of)(&g.counts), now))
-            .map(|(kind, g)| {
-                let k = (kind.of)(&g.counts);
-                Gap {
-                    kind: kind.name,
-                    service: &g.service,
-                    feature: None,
-                    count: k.count,
-                    ratio: if g.counts.spans == 0 {
-                        1.0
-                    } else {
-                        (k.spans as f64 / g.counts.spans as f64).min(1.0)
-                    },
-                    since_unix_nanos: k.first_unix_nanos,
-                    last_seen_unix_nanos: k.last_unix_nanos,
-                    detail: (kind.detail)(&g.service, &g.counts),
-                }
-            })
-            .collect();
-        let silence_after = t.silence_after_nanos();
-        for g in &view.gaps {
-            let c = &g.counts;
-            if is_silent(c, now, silence_after) {
-                let last = c.last_seen_unix_nanos();
-                gaps.push(Gap {
-                    kind: "silent_service",
-                    service: &g.service,
-                    feature: None,
-                    count: 1,
-                    ratio: 1.0,
-                    since_unix_nanos: last,
-                    last_seen_unix_nanos: last,
-                    detail: format!(
-                        "{} sent spans, metrics or logs until {} and nothing since: the service or its \
-                         exporter stopped, or its telemetry now goes elsewhere; its SLIs are not current",
-                        g.service,
-                        rfc3339(last)
-                    ),
-                });
+    let now = view.flushed_at_unix_nanos;
+    let mut gaps = trace_structure(view, now);
+    service_gaps(view, t, now, &mut gaps);
+    untraced(view, t, now, &mut gaps);
+    unattributed(view, now, &mut gaps);
+    gaps.sort_by(|a, b| b.ratio.total_cmp(&a.ratio).then(b.count.cmp(&a.count)));
+    gaps
+}
+
+/// Orphan spans, missing roots and invalid spans, per service.
+fn trace_structure(view: &View, now: u64) -> Vec<Gap<'_>> {
+    view.gaps
+        .iter()
+        .flat_map(|g| KINDS.iter().map(move |kind| (kind, g)))
+        .filter(|(kind, g)| is_active((kind.of)(&g.counts), now))
+        .map(|(kind, g)| {
+            let k = (kind.of)(&g.counts);
+            Gap {
+                kind: kind.name,
+                service: &g.service,
+                feature: None,
+                count: k.count,
+                ratio: if g.counts.spans == 0 {
+                    1.0
+                } else {
+                    (k.spans as f64 / g.counts.spans as f64).min(1.0)
+                },
+                since_unix_nanos: k.first_unix_nanos,
+                last_seen_unix_nanos: k.last_unix_nanos,
+                detail: (kind.detail)(&g.service, &g.counts),
             }
-            if metrics_without_traces(c)
-                && now.saturating_sub(c.last_signal_unix_nanos) <= ACTIVE_FOR
-            {
-                gaps.push(Gap {
-                    kind: "metrics_without_traces",
-                    service: &g.service,
-                    feature: None,
-                    count: c.metric_points,
-                    ratio: 1.0,
-                    since_unix_nanos: c.last_signal_unix_nanos,
-                    last_seen_unix_nanos: c.last_signal_unix_nanos,
-                    detail: format!(
-                        "{} sends metrics ({}) but none of its spans arrive: tracing is off, \
-                         sampled to nothing, or exported elsewhere, so it has no SLIs here",
-                        g.service,
-                        counted(c.metric_points, "data point", "data points")
-                    ),
-                });
-            }
-        }
-        let target = t.coverage_target;
-        let m5 = crate::sli::window::Window::M5.index();
-        for series in &view.series {
-            let w = &series.windows[m5];
-            let Some(coverage) = coverage(w.est_requests, w.metric_requests) else {
-                continue;
-            };
-            if coverage >= target {
-                continue;
-            }
-            let missing = (w.metric_requests as f64 - w.est_requests).max(0.0).round() as u64;
+        })
+        .collect()
+}
+
+/// Silent services, and services with metrics but no traces.
+fn service_gaps<'v>(view: &'v View, t: &Thresholds, now: u64, gaps: &mut Vec<Gap<'v>>) {
+    let silence_after = t.silence_after_nanos();
+    for g in &view.gaps {
+        let c = &g.counts;
+        if is_silent(c, now, silence_after) {
+            let last = c.last_seen_unix_nanos();
             gaps.push(Gap {
-                kind: "untraced_requests",
-                service: series.service(),
-                feature: Some(series.feature()),
-                count: missing,
-                ratio: 1.0 - coverage,
-                since_unix_nanos: now,
-                last_seen_unix_nanos: now,
+                kind: "silent_service",
+                service: &g.service,
+                feature: None,
+                count: 1,
+                ratio: 1.0,
+                since_unix_nanos: last,
+                last_seen_unix_nanos: last,
                 detail: format!(
-                    "request metrics count {} of {} {} in the last 5 minutes but only {:.0} \
-                     arrived as spans (trace coverage {coverage:.2}): spans are dropped on the way \
-                     (exporter queues, a sampler that does not record its probability), or part of \
-                     the service's instances do not send traces here",
-                    counted(w.metric_requests, "request", "requests"),
-                    series.service(),
-                    series.feature(),
-                    w.est_requests
+                    "{} sent spans, metrics or logs until {} and nothing since: the service or its \
+                     exporter stopped, or its telemetry now goes elsewhere; its SLIs are not current",
+                    g.service,
+                    rfc3339(last)
                 ),
             });
         }
-        for series in &view.series {
-            let u = &series.unattributed;
-            if u.count == 0 || now.saturating_sub(u.last_unix_nanos) > ACTIVE_FOR {
-                continue;
-            }
-            let service = series.service();
-            let detail = if service.starts_with("unknown_service") {
-                format!(
-                    "{} {} from spans with no service.name: set OTEL_SERVICE_NAME (or the \
-                     service.name resource attribute) in the application",
-                    counted(u.count, "request", "requests"),
-                    agree(u.count, "comes", "come")
-                )
-            } else {
-                format!(
-                    "{} of {service} {} named after their span name \"{}\" because the \
-                     attributes the feature rules need (for example http.route) are missing: the \
-                     instrumentation does not record the route, or the rules do not fit this service",
-                    counted(u.count, "request", "requests"),
-                    agree(u.count, "was", "were"),
-                    series.feature()
-                )
-            };
+        if metrics_without_traces(c) && now.saturating_sub(c.last_signal_unix_nanos) <= ACTIVE_FOR {
             gaps.push(Gap {
-                kind: "unattributed_spans",
-                service,
-                feature: Some(series.feature()),
-                count: u.count,
-                ratio: if series.requests_total == 0 {
-                    1.0
-                } else {
-                    (u.count as f64 / series.requests_total as f64).min(1.0)
-                },
-                since_unix_nanos: u.first_unix_nanos,
-                last_seen_unix_nanos: u.last_unix_nanos,
-                detail,
+                kind: "metrics_without_traces",
+                service: &g.service,
+                feature: None,
+                count: c.metric_points,
+                ratio: 1.0,
+                since_unix_nanos: c.last_signal_unix_nanos,
+                last_seen_unix_nanos: c.last_signal_unix_nanos,
+                detail: format!(
+                    "{} sends metrics ({}) but none of its spans arrive: tracing is off, \
+                     sampled to nothing, or exported elsewhere, so it has no SLIs here",
+                    g.service,
+                    counted(c.metric_points, "data point", "data points")
+                ),
             });
         }
-        gaps.sort_by(|a, b| b.ratio.total_cmp(&a.ratio).then(b.count.cmp(&a.count)));
-        gaps
+    }
+}
+
+/// Series whose request metrics count more requests than arrived as spans.
+fn untraced<'v>(view: &'v View, t: &Thresholds, now: u64, gaps: &mut Vec<Gap<'v>>) {
+    let target = t.coverage_target;
+    let m5 = crate::sli::window::Window::M5.index();
+    for series in &view.series {
+        let w = &series.windows[m5];
+        let Some(coverage) = coverage(w.est_requests, w.metric_requests) else {
+            continue;
+        };
+        if coverage >= target {
+            continue;
+        }
+        let missing = (w.metric_requests as f64 - w.est_requests).max(0.0).round() as u64;
+        gaps.push(Gap {
+            kind: "untraced_requests",
+            service: series.service(),
+            feature: Some(series.feature()),
+            count: missing,
+            ratio: 1.0 - coverage,
+            since_unix_nanos: now,
+            last_seen_unix_nanos: now,
+            detail: format!(
+                "request metrics count {} of {} {} in the last 5 minutes but only {:.0} \
+                 arrived as spans (trace coverage {coverage:.2}): spans are dropped on the way \
+                 (exporter queues, a sampler that does not record its probability), or part of \
+                 the service's instances do not send traces here",
+                counted(w.metric_requests, "request", "requests"),
+                series.service(),
+                series.feature(),
+                w.est_requests
+            ),
+        });
+    }
+}
+
+/// Requests named after their span name, or without a service name.
+fn unattributed<'v>(view: &'v View, now: u64, gaps: &mut Vec<Gap<'v>>) {
+    for series in &view.series {
+        let u = &series.unattributed;
+        if u.count == 0 || now.saturating_sub(u.last_unix_nanos) > ACTIVE_FOR {
+            continue;
+        }
+        let service = series.service();
+        let detail = if service.starts_with("unknown_service") {
+            format!(
+                "{} {} from spans with no service.name: set OTEL_SERVICE_NAME (or the \
+                 service.name resource attribute) in the application",
+                counted(u.count, "request", "requests"),
+                agree(u.count, "comes", "come")
+            )
+        } else {
+            format!(
+                "{} of {service} {} named after their span name \"{}\" because the \
+                 attributes the feature rules need (for example http.route) are missing: the \
+                 instrumentation does not record the route, or the rules do not fit this service",
+                counted(u.count, "request", "requests"),
+                agree(u.count, "was", "were"),
+                series.feature()
+            )
+        };
+        gaps.push(Gap {
+            kind: "unattributed_spans",
+            service,
+            feature: Some(series.feature()),
+            count: u.count,
+            ratio: if series.requests_total == 0 {
+                1.0
+            } else {
+                (u.count as f64 / series.requests_total as f64).min(1.0)
+            },
+            since_unix_nanos: u.first_unix_nanos,
+            last_seen_unix_nanos: u.last_unix_nanos,
+            detail,
+        });
     }
 }
 
