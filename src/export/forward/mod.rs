@@ -101,6 +101,72 @@ pub fn tls(raw: Option<&RawClientTls>, at: &str) -> Result<TlsSettings, ConfigEr
     })
 }
 
+/// `forward[i].headers` and `.headers_from_files`, names lower-cased, checked as header
+/// names and values.
+fn headers(raw: &RawForward, at: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    let key = |k: &str| format!("{at}.{k}");
+    let mut headers = Vec::new();
+    for (k, v) in raw.headers.iter().flatten() {
+        headers.push((k.to_ascii_lowercase(), v.clone()));
+    }
+    for (k, path) in raw.headers_from_files.iter().flatten() {
+        let bytes = read_file(path, &format!("{}.{k}", key("headers_from_files")))?;
+        let value = String::from_utf8(bytes).map_err(|_| {
+            invalid_key(
+                &format!("{}.{k}", key("headers_from_files")),
+                format!("{path} is not text"),
+            )
+        })?;
+        headers.push((
+            k.to_ascii_lowercase(),
+            value.trim_end_matches(['\n', '\r']).to_string(),
+        ));
+    }
+    for (k, v) in &headers {
+        let valid_name = !k.is_empty()
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !valid_name || v.bytes().any(|b| b < 0x20 && b != b'\t') {
+            return Err(invalid_key(
+                &format!("{}.{k}", key("headers")),
+                "not a valid header name or value",
+            ));
+        }
+    }
+    Ok(headers)
+}
+
+/// `forward[i].signals`: which of traces, metrics and logs go to the upstream (all three
+/// by default).
+fn signals(list: Option<&[String]>, at: &str) -> Result<[bool; 3], ConfigError> {
+    let key = |k: &str| format!("{at}.{k}");
+    let mut signals = [false; 3];
+    match list {
+        None => signals = [true; 3],
+        Some(list) if list.is_empty() => {
+            return Err(invalid_key(
+                &key("signals"),
+                "must name at least one signal",
+            ))
+        }
+        Some(list) => {
+            for (i, s) in list.iter().enumerate() {
+                let sig = Signal::ALL
+                    .into_iter()
+                    .find(|x| x.name() == s)
+                    .ok_or_else(|| {
+                        invalid_key(
+                            &format!("{}[{i}]", key("signals")),
+                            format!("unknown signal {s:?} (use traces, metrics or logs)"),
+                        )
+                    })?;
+                signals[sig as usize] = true;
+            }
+        }
+    }
+    Ok(signals)
+}
+
 /// Validates `forward[i]` (`at` is its key path).
 pub fn validate(raw: &RawForward, at: &str) -> Result<ForwardConfig, ConfigError> {
     let key = |k: &str| format!("{at}.{k}");
@@ -130,58 +196,8 @@ pub fn validate(raw: &RawForward, at: &str) -> Result<ForwardConfig, ConfigError
             ))
         }
     };
-    let mut headers = Vec::new();
-    for (k, v) in raw.headers.iter().flatten() {
-        headers.push((k.to_ascii_lowercase(), v.clone()));
-    }
-    for (k, path) in raw.headers_from_files.iter().flatten() {
-        let bytes = read_file(path, &format!("{}.{k}", key("headers_from_files")))?;
-        let value = String::from_utf8(bytes).map_err(|_| {
-            invalid_key(
-                &format!("{}.{k}", key("headers_from_files")),
-                format!("{path} is not text"),
-            )
-        })?;
-        headers.push((
-            k.to_ascii_lowercase(),
-            value.trim_end_matches(['\n', '\r']).to_string(),
-        ));
-    }
-    for (k, v) in &headers {
-        let valid_name = !k.is_empty()
-            && k.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-        if !valid_name || v.bytes().any(|b| b < 0x20 && b != b'\t') {
-            return Err(invalid_key(
-                &format!("{}.{k}", key("headers")),
-                "not a valid header name or value",
-            ));
-        }
-    }
-    let mut signals = [false; 3];
-    match &raw.signals {
-        None => signals = [true; 3],
-        Some(list) if list.is_empty() => {
-            return Err(invalid_key(
-                &key("signals"),
-                "must name at least one signal",
-            ))
-        }
-        Some(list) => {
-            for (i, s) in list.iter().enumerate() {
-                let sig = Signal::ALL
-                    .into_iter()
-                    .find(|x| x.name() == s)
-                    .ok_or_else(|| {
-                        invalid_key(
-                            &format!("{}[{i}]", key("signals")),
-                            format!("unknown signal {s:?} (use traces, metrics or logs)"),
-                        )
-                    })?;
-                signals[sig as usize] = true;
-            }
-        }
-    }
+    let headers = headers(raw, at)?;
+    let signals = signals(raw.signals.as_deref(), at)?;
     let derived = if raw.include_derived == Some(true) {
         let metrics = crate::config::raw::RawOtlpMetrics {
             endpoint: raw.endpoint.clone(),
