@@ -143,7 +143,7 @@ fn signals(list: Option<&[String]>, at: &str) -> Result<[bool; 3], ConfigError> 
     let mut signals = [false; 3];
     match list {
         None => signals = [true; 3],
-        Some(list) if list.is_empty() => {
+        Some([]) => {
             return Err(invalid_key(
                 &key("signals"),
                 "must name at least one signal",
