@@ -347,49 +347,67 @@ impl Encoder {
         self.series.retain(|_, l| l.seen == generation);
         self.last_export = Some(now_unix_nanos);
 
+        let mut metrics = if view.series.is_empty() {
+            Vec::new()
+        } else {
+            self.sli_metrics(requests, errors, explicit, exponential)
+        };
+        slo_gauges(&mut metrics, report, now_unix_nanos);
+        self.request(metrics)
+    }
+
+    /// The `sli.requests`, `sli.errors` and `sli.latency` metrics of the points.
+    fn sli_metrics(
+        &self,
+        requests: Vec<NumberDataPoint>,
+        errors: Vec<NumberDataPoint>,
+        explicit: Vec<HistogramDataPoint>,
+        exponential: Vec<ExponentialHistogramDataPoint>,
+    ) -> Vec<Metric> {
         let temporality = self.temporality();
         let mut metrics = Vec::new();
-        if !view.series.is_empty() {
-            metrics.push(metric(
-                "sli.requests",
-                "Requests per feature: entry spans, each weighted by its sampling adjusted count (exact when nothing is sampled).",
-                "{request}",
-                Data::Sum(Sum {
-                    data_points: requests,
-                    aggregation_temporality: temporality,
-                    is_monotonic: true,
-                }),
-            ));
-            metrics.push(metric(
-                "sli.errors",
-                "Bad requests per feature, by the outcome rules, weighted like sli.requests.",
-                "{request}",
-                Data::Sum(Sum {
-                    data_points: errors,
-                    aggregation_temporality: temporality,
-                    is_monotonic: true,
-                }),
-            ));
-            let latency = if self.histogram == HistogramMode::Exponential {
-                Data::ExponentialHistogram(ExponentialHistogram {
-                    data_points: exponential,
-                    aggregation_temporality: temporality,
-                })
-            } else {
-                Data::Histogram(Histogram {
-                    data_points: explicit,
-                    aggregation_temporality: temporality,
-                })
-            };
-            metrics.push(metric(
-                "sli.latency",
-                "Request duration (span end - start), one count per entry span received.",
-                "s",
-                latency,
-            ));
-        }
-        slo_gauges(&mut metrics, report, now_unix_nanos);
+        metrics.push(metric(
+            "sli.requests",
+            "Requests per feature: entry spans, each weighted by its sampling adjusted count (exact when nothing is sampled).",
+            "{request}",
+            Data::Sum(Sum {
+                data_points: requests,
+                aggregation_temporality: temporality,
+                is_monotonic: true,
+            }),
+        ));
+        metrics.push(metric(
+            "sli.errors",
+            "Bad requests per feature, by the outcome rules, weighted like sli.requests.",
+            "{request}",
+            Data::Sum(Sum {
+                data_points: errors,
+                aggregation_temporality: temporality,
+                is_monotonic: true,
+            }),
+        ));
+        let latency = if self.histogram == HistogramMode::Exponential {
+            Data::ExponentialHistogram(ExponentialHistogram {
+                data_points: exponential,
+                aggregation_temporality: temporality,
+            })
+        } else {
+            Data::Histogram(Histogram {
+                data_points: explicit,
+                aggregation_temporality: temporality,
+            })
+        };
+        metrics.push(metric(
+            "sli.latency",
+            "Request duration (span end - start), one count per entry span received.",
+            "s",
+            latency,
+        ));
+        metrics
+    }
 
+    /// The request carrying `metrics`, with the exporter's resource and scope.
+    fn request(&self, metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
         ExportMetricsServiceRequest {
             resource_metrics: vec![ResourceMetrics {
                 resource: Some(self.resource.clone()),
