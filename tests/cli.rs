@@ -5,6 +5,8 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_otel-sli");
 
 /// A minimal temporary file helper (no extra dependency).
@@ -190,7 +192,7 @@ fn shipped_example_configs_are_valid() {
 /// "invalid spans" gap (a fixed timestamp from the past, or a future one, would).
 #[test]
 fn the_readme_first_span_is_valid_and_shows_the_sli() {
-    if !tool_available("curl") {
+    if !common::tool_available("curl", &["--version"]) {
         return;
     }
     let readme =
@@ -257,21 +259,4 @@ fn the_readme_first_span_is_valid_and_shows_the_sli() {
         !gaps.contains("invalid_spans"),
         "the example's span is valid: {gaps}"
     );
-}
-
-/// True when `tool` runs; otherwise prints `skipped` (or fails under
-/// `OTEL_SLI_REQUIRE_TOOLS=1`, where `.ci/run` installs every tool).
-fn tool_available(tool: &str) -> bool {
-    let found = Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var("OTEL_SLI_REQUIRE_TOOLS").as_deref() != Ok("1"),
-            "{tool} not installed and OTEL_SLI_REQUIRE_TOOLS=1 (see .ci/run)"
-        );
-        eprintln!("skipped: {tool} not installed");
-    }
-    found
 }

@@ -303,38 +303,16 @@ async fn metrics_without_traces_and_metrics_keep_a_service_alive() {
 /// `untraced_requests` gap; its SLI is marked insufficient.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_metrics_reveal_untraced_requests() {
-    use opentelemetry::metrics::MeterProvider as _;
-    use opentelemetry_otlp::MetricExporter;
-    use opentelemetry_sdk::metrics::SdkMeterProvider;
     let server = TestServer::start("").await;
     let endpoint = format!("http://{}", server.grpc);
     let handle = tokio::runtime::Handle::current();
     std::thread::spawn(move || {
         let _g = handle.enter();
-        let resource = || Resource::builder().with_service_name("shop").build();
-        let meters = SdkMeterProvider::builder()
-            .with_periodic_exporter(
-                MetricExporter::builder()
-                    .with_tonic()
-                    .with_endpoint(&endpoint)
-                    .build()
-                    .expect("metric exporter"),
-            )
-            .with_resource(resource())
-            .build();
-        let duration = meters
-            .meter("http")
-            .f64_histogram("http.server.request.duration")
-            .with_unit("s")
-            .build();
         let attrs = [
             KeyValue::new("http.request.method", "GET"),
             KeyValue::new("http.route", "/items"),
             KeyValue::new("http.response.status_code", 200),
         ];
-        for _ in 0..200 {
-            duration.record(0.02, &attrs);
-        }
         let traces = provider(&endpoint, "shop");
         let tracer = traces.tracer("t");
         for _ in 0..100 {
@@ -346,9 +324,10 @@ async fn request_metrics_reveal_untraced_requests() {
                 .end();
         }
         traces.force_flush().expect("flush spans");
-        meters.force_flush().expect("flush metrics");
         traces.shutdown().expect("shutdown");
-        meters.shutdown().expect("shutdown");
+        // Request metrics count the series' requests once its spans made it exist.
+        let resource = Resource::builder().with_service_name("shop").build();
+        common::sdk::request_metrics(&endpoint, resource, "/items", 200, 0.02);
     })
     .join()
     .expect("sdk thread");

@@ -702,7 +702,6 @@ slos:
 /// stands still, so the page and the test read the same answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_figure_on_the_page_is_the_api_value_written_by_the_documented_rule() {
-    use opentelemetry::metrics::MeterProvider as _;
     use otel_sli::clock::ManualClock;
     if !browser::available() {
         return;
@@ -738,36 +737,11 @@ async fn every_figure_on_the_page_is_the_api_value_written_by_the_documented_rul
     let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let _g = handle.enter();
-        let meters = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
-            .with_periodic_exporter(
-                opentelemetry_otlp::MetricExporter::builder()
-                    .with_tonic()
-                    .with_endpoint(&endpoint)
-                    .build()
-                    .expect("metric exporter"),
-            )
-            .with_resource(
-                Resource::builder()
-                    .with_service_name("web")
-                    .with_attribute(KeyValue::new("service.version", "1.0.0"))
-                    .build(),
-            )
+        let resource = Resource::builder()
+            .with_service_name("web")
+            .with_attribute(KeyValue::new("service.version", "1.0.0"))
             .build();
-        let duration = meters
-            .meter("http")
-            .f64_histogram("http.server.request.duration")
-            .with_unit("s")
-            .build();
-        let attrs = [
-            KeyValue::new("http.request.method", "GET"),
-            KeyValue::new("http.route", "/mid"),
-            KeyValue::new("http.response.status_code", 200),
-        ];
-        for _ in 0..31 {
-            duration.record(0.15, &attrs);
-        }
-        meters.force_flush().expect("flush metrics");
-        meters.shutdown().expect("shutdown");
+        common::sdk::request_metrics(&endpoint, resource, "/mid", 31, 0.15);
     })
     .await
     .expect("sdk thread");
