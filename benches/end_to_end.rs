@@ -57,7 +57,10 @@
 mod common;
 
 use bytes::{Buf, BufMut, Bytes};
-use common::{encoded_requests, env_or, is_bench_run, thousands};
+use common::{
+    encoded_requests, env_or, http_get, is_bench_run, metric_sum, server_command, server_ip,
+    thousands,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 use std::io::{Read, Write};
@@ -91,13 +94,6 @@ impl Drop for Server {
 }
 
 /// Three distinct free loopback ports (all bound at once, then released).
-/// The address the server listens on (`E2E_SERVER_IP`, default loopback).
-fn server_ip() -> std::net::IpAddr {
-    env_or("E2E_SERVER_IP", "127.0.0.1".to_string())
-        .parse()
-        .expect("E2E_SERVER_IP is an IP address")
-}
-
 /// The address the forwarding sink listens on (`E2E_SINK_IP`, default loopback).
 fn sink_listener() -> TcpListener {
     let ip: std::net::IpAddr = env_or("E2E_SINK_IP", "127.0.0.1".to_string())
@@ -230,22 +226,9 @@ fn start_server(forward: Option<&(String, SocketAddr)>) -> Server {
     let [grpc, http, admin] = free_ports();
     let ip = server_ip();
     let addr = |p: u16| SocketAddr::new(ip, p);
-    // `E2E_SERVER_PREFIX`: a command the server is started under, e.g.
-    // `ip netns exec osli taskset -c 0` (see benches/netns.sh).
-    let prefix: Vec<String> = env_or("E2E_SERVER_PREFIX", String::new())
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
     // E2E_BIN: another build of the server (e.g. an older commit's) to compare against.
     let bin = env_or("E2E_BIN", env!("CARGO_BIN_EXE_otel-sli").to_string());
-    let mut cmd = match prefix.split_first() {
-        Some((first, rest)) => {
-            let mut c = Command::new(first);
-            c.args(rest).arg(&bin);
-            c
-        }
-        None => Command::new(&bin),
-    };
+    let mut cmd = server_command(&bin);
     if let Ok(config) = std::env::var("E2E_CONFIG") {
         cmd.args(["--config", &config]);
     }
@@ -293,7 +276,6 @@ fn start_server(forward: Option<&(String, SocketAddr)>) -> Server {
     }
 }
 
-/// A minimal HTTP/1.1 GET: status code and body.
 /// `conns` HTTP/2 connections (one `Endpoint::connect` each) to a gRPC receiver.
 async fn connect(conns: usize, addr: SocketAddr) -> Vec<Channel> {
     let mut channels = Vec::with_capacity(conns);
@@ -315,19 +297,7 @@ async fn connect(conns: usize, addr: SocketAddr) -> Vec<Channel> {
 fn start_baseline() -> Server {
     let [grpc, _, _] = free_ports();
     let addr = SocketAddr::new(server_ip(), grpc);
-    let prefix: Vec<String> = env_or("E2E_SERVER_PREFIX", String::new())
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
-    let exe = std::env::current_exe().expect("own path");
-    let mut cmd = match prefix.split_first() {
-        Some((first, rest)) => {
-            let mut c = Command::new(first);
-            c.args(rest).arg(&exe);
-            c
-        }
-        None => Command::new(&exe),
-    };
+    let mut cmd = server_command(std::env::current_exe().expect("own path"));
     let child = cmd
         .args(["--baseline-server", &addr.to_string()])
         .stdin(Stdio::null())
@@ -360,32 +330,6 @@ async fn forward_drained(admin: SocketAddr) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     println!("  (the forwarder still held requests after a minute)");
-}
-
-fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let bad = || std::io::Error::other(format!("malformed HTTP response to GET {path}"));
-    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(bad)?;
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        return Err(std::io::Error::other("chunked responses are not supported"));
-    }
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(bad)?;
-    Ok((status, body.to_string()))
 }
 
 /// User and system CPU time of a process, in clock ticks.
@@ -457,23 +401,6 @@ fn clock_ticks_per_second() -> f64 {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(100.0)
-}
-
-/// Sum of all samples of a Prometheus metric family whose labels contain `filter`.
-fn metric_sum(text: &str, name: &str, filter: &str) -> Option<f64> {
-    let mut found = None;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some(rest) = line.strip_prefix(name) else {
-            continue;
-        };
-        if !(rest.starts_with('{') || rest.starts_with(' ')) || !rest.contains(filter) {
-            continue;
-        }
-        if let Some(v) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
-            *found.get_or_insert(0.0) += v;
-        }
-    }
-    found
 }
 
 // ---------------------------------------------------------------------------------------
@@ -549,6 +476,25 @@ struct Setup {
     server_cpus: Option<Vec<usize>>,
     /// The admin address of a forwarding otel-sli, whose dropped items each phase reports.
     forwarder_admin: Option<SocketAddr>,
+}
+
+impl Setup {
+    /// The same load against another server (the baseline receiver, the Collector): its
+    /// process, its connections, counters of its own, no floor probe.
+    fn for_other(&self, pid: u32, channels: Vec<Channel>) -> Setup {
+        Setup {
+            server_pid: pid.to_string(),
+            channels,
+            probe: None,
+            bodies: Arc::clone(&self.bodies),
+            inflight: self.inflight,
+            warmup: self.warmup,
+            ticks: self.ticks,
+            totals: Arc::new(Totals::default()),
+            server_cpus: self.server_cpus.clone(),
+            forwarder_admin: None,
+        }
+    }
 }
 
 /// Counters and CPU times at one instant.
@@ -1003,18 +949,7 @@ fn main() {
                     sink,
                     &env_or("E2E_FORWARD_COMPRESSION", "none".to_string()),
                 );
-                let psetup = Setup {
-                    server_pid: p.child.id().to_string(),
-                    channels: connect(conns, p.grpc).await,
-                    probe: None,
-                    bodies: Arc::clone(&setup.bodies),
-                    inflight,
-                    warmup,
-                    ticks,
-                    totals: Arc::new(Totals::default()),
-                    server_cpus: setup.server_cpus.clone(),
-                    forwarder_admin: None,
-                };
+                let psetup = setup.for_other(p.child.id(), connect(conns, p.grpc).await);
                 let mut peer_results = Vec::new();
                 for (i, mode) in modes
                     .split(',')
@@ -1058,18 +993,7 @@ fn main() {
         let mut baseline = Vec::new();
         if with_baseline {
             let b = start_baseline();
-            let bsetup = Setup {
-                server_pid: b.child.id().to_string(),
-                channels: connect(conns, b.grpc).await,
-                probe: None,
-                bodies: Arc::clone(&setup.bodies),
-                inflight,
-                warmup,
-                ticks,
-                totals: Arc::new(Totals::default()),
-                server_cpus: setup.server_cpus.clone(),
-                forwarder_admin: None,
-            };
+            let bsetup = setup.for_other(b.child.id(), connect(conns, b.grpc).await);
             for mode in modes.split(',').map(str::trim).filter(|m| !m.is_empty()) {
                 let r = phase(
                     &bsetup,

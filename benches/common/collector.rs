@@ -50,27 +50,12 @@ pub fn start(kind: &str, sink: SocketAddr, compression: &str) -> Peer {
         built && bin.is_file(),
         "E2E_PEER needs the test Collector (tests/collector/build.sh, needs go)"
     );
-    let ip: std::net::IpAddr = std::env::var("E2E_SERVER_IP")
-        .unwrap_or_else(|_| "127.0.0.1".into())
-        .parse()
-        .expect("E2E_SERVER_IP");
+    let ip = super::server_ip();
     let grpc = SocketAddr::new(ip, free_port());
     // On the server's address too: reachable from here when it runs in a namespace.
     let telemetry = SocketAddr::new(ip, free_port());
     let prometheus = SocketAddr::new(ip, free_port());
-    let prefix: Vec<String> = std::env::var("E2E_SERVER_PREFIX")
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
-    let mut cmd = match prefix.split_first() {
-        Some((first, rest)) => {
-            let mut c = Command::new(first);
-            c.args(rest).arg(&bin);
-            c
-        }
-        None => Command::new(&bin),
-    };
+    let mut cmd = super::server_command(&bin);
     let config = root.join(format!("benches/collector/{kind}.yaml"));
     let child = cmd
         .arg("--config")
@@ -107,20 +92,13 @@ pub fn start(kind: &str, sink: SocketAddr, compression: &str) -> Peer {
     peer
 }
 
-/// The sum of the samples of `family` in the Prometheus text at `addr`.
+/// The sum of the samples of `family` in the Prometheus text at `addr` (0 when there is
+/// none, or no answer).
 fn scrape_sum(addr: SocketAddr, family: &str) -> f64 {
-    use std::io::{Read, Write};
-    let Ok(mut s) = TcpStream::connect(addr) else {
-        return 0.0;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    text.lines()
-        .filter(|l| l.starts_with(family) && l[family.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
+    super::http_get(addr, "/metrics")
+        .ok()
+        .and_then(|(_, text)| super::metric_sum(&text, family, ""))
+        .unwrap_or(0.0)
 }
 
 /// That the Collector did the whole job for the `sent` spans of its answered requests:

@@ -81,3 +81,70 @@ pub fn thousands(n: f64) -> String {
     }
     out
 }
+
+/// The address servers under test listen on (`E2E_SERVER_IP`, default loopback).
+pub fn server_ip() -> std::net::IpAddr {
+    env_or("E2E_SERVER_IP", "127.0.0.1".to_string())
+        .parse()
+        .expect("E2E_SERVER_IP is an IP address")
+}
+
+/// A command running `bin` under `E2E_SERVER_PREFIX`, when set: a command the server is
+/// started under, e.g. `ip netns exec osli taskset -c 0` (see benches/netns.sh).
+pub fn server_command(bin: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    let prefix: Vec<String> = env_or("E2E_SERVER_PREFIX", String::new())
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut c = std::process::Command::new(first);
+            c.args(rest).arg(bin);
+            c
+        }
+        None => std::process::Command::new(bin),
+    }
+}
+
+/// A minimal HTTP/1.0 GET (so the answer is never chunked): status code and body.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let bad = || std::io::Error::other(format!("malformed HTTP response to GET {path}"));
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(bad)?;
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return Err(std::io::Error::other("chunked responses are not supported"));
+    }
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(bad)?;
+    Ok((status, body.to_string()))
+}
+
+/// Sum of all samples of a Prometheus metric family whose labels contain `filter`.
+pub fn metric_sum(text: &str, name: &str, filter: &str) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        if !(rest.starts_with('{') || rest.starts_with(' ')) || !rest.contains(filter) {
+            continue;
+        }
+        if let Some(v) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
+            *found.get_or_insert(0.0) += v;
+        }
+    }
+    found
+}
