@@ -7,12 +7,13 @@
 
 mod common;
 
+use common::otlp::trace_request;
 use common::{http_post, sample, TestServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::{span, Span};
 use otel_sli::otlp::synth::{kv_int, kv_str};
 use prost::Message;
 use std::time::SystemTime;
@@ -45,22 +46,6 @@ fn entry_span() -> Span {
             kv_int("http.response.status_code", 200),
         ],
         ..Default::default()
-    }
-}
-
-fn request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![kv_str("service.name", service)],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
     }
 }
 
@@ -291,7 +276,7 @@ async fn invalid_utf8_is_accepted_replaced_and_counted() {
     // replaced by invalid bytes in the encoded request.
     let mut span = entry_span();
     span.attributes[1] = kv_str("http.route", "/caXX");
-    let mut body = request("svcXX", vec![span]).encode_to_vec();
+    let mut body = trace_request("svcXX", vec![span]).encode_to_vec();
     let replace = |body: &mut Vec<u8>, from: &[u8], to: &[u8]| {
         let at = body
             .windows(from.len())
@@ -364,7 +349,7 @@ async fn ids_of_the_wrong_length_reject_only_their_spans() {
         "/v1/traces",
         PROTO,
         None,
-        request("cart", spans).encode_to_vec(),
+        trace_request("cart", spans).encode_to_vec(),
     )
     .await;
     assert_eq!(r.status(), 200);
@@ -419,7 +404,7 @@ async fn extreme_timestamps_count_as_requests_and_invalid_durations() {
         "/v1/traces",
         PROTO,
         None,
-        request("cart", spans).encode_to_vec(),
+        trace_request("cart", spans).encode_to_vec(),
     )
     .await;
     assert_eq!(r.status(), 200);

@@ -350,23 +350,11 @@ pub fn assert_close(reported: &Value, exact: f64, what: &str) {
     );
 }
 
-/// An OpenTelemetry SDK tracer provider exporting to `endpoint` over OTLP/gRPC with a batch
-/// processor, for service `service`.
+/// An OpenTelemetry SDK tracer provider exporting to `endpoint` (`http://host:port`) over
+/// OTLP/gRPC with a batch processor, for service `service` ([`sdk::provider`]).
 pub fn sdk_provider(endpoint: &str, service: &str) -> opentelemetry_sdk::trace::SdkTracerProvider {
-    use opentelemetry_otlp::WithExportConfig;
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(endpoint)
-        .build()
-        .expect("exporter");
-    opentelemetry_sdk::trace::SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
-        .with_resource(
-            opentelemetry_sdk::Resource::builder()
-                .with_service_name(service.to_string())
-                .build(),
-        )
-        .build()
+    let host_port = endpoint.trim_start_matches("http://");
+    sdk::provider(host_port, sdk::Transport::Grpc, false, service)
 }
 
 /// True when `tool` runs (with `args`, e.g. `--version`); otherwise prints

@@ -93,6 +93,37 @@ pub fn traces_request(service: &str, spans: &[SpanIds]) -> Vec<u8> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
+    let spans = spans
+        .iter()
+        .map(|s| Span {
+            trace_id: s.trace.to_be_bytes().to_vec(),
+            span_id: s.span.to_be_bytes().to_vec(),
+            parent_span_id: if s.parent == 0 {
+                Vec::new()
+            } else {
+                s.parent.to_be_bytes().to_vec()
+            },
+            name: s.name.into(),
+            kind: s.kind,
+            start_time_unix_nano: end - 20_000_000,
+            end_time_unix_nano: end,
+            attributes: if s.kind == span::SpanKind::Server as i32 {
+                vec![
+                    kv_str("http.request.method", "GET"),
+                    kv_str("http.route", "/orders"),
+                    kv_int("http.response.status_code", 200),
+                ]
+            } else {
+                Vec::new()
+            },
+            ..Default::default()
+        })
+        .collect();
+    trace_request(service, spans).encode_to_vec()
+}
+
+/// A trace request holding `spans` of one resource, service `service`.
+pub fn trace_request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource {
@@ -100,36 +131,10 @@ pub fn traces_request(service: &str, spans: &[SpanIds]) -> Vec<u8> {
                 ..Default::default()
             }),
             scope_spans: vec![ScopeSpans {
-                spans: spans
-                    .iter()
-                    .map(|s| Span {
-                        trace_id: s.trace.to_be_bytes().to_vec(),
-                        span_id: s.span.to_be_bytes().to_vec(),
-                        parent_span_id: if s.parent == 0 {
-                            Vec::new()
-                        } else {
-                            s.parent.to_be_bytes().to_vec()
-                        },
-                        name: s.name.into(),
-                        kind: s.kind,
-                        start_time_unix_nano: end - 20_000_000,
-                        end_time_unix_nano: end,
-                        attributes: if s.kind == span::SpanKind::Server as i32 {
-                            vec![
-                                kv_str("http.request.method", "GET"),
-                                kv_str("http.route", "/orders"),
-                                kv_int("http.response.status_code", 200),
-                            ]
-                        } else {
-                            Vec::new()
-                        },
-                        ..Default::default()
-                    })
-                    .collect(),
+                spans,
                 ..Default::default()
             }],
             ..Default::default()
         }],
     }
-    .encode_to_vec()
 }
