@@ -5,13 +5,12 @@
 use super::exposition::{family, float, Kind};
 use crate::pipeline::snapshot::View;
 use crate::pipeline::Pipeline;
-use crate::report::quality::{is_active, metrics_without_traces, seen_within};
+use crate::report::quality::{is_active, metrics_without_traces};
 use crate::report::series::{coverage_5m, success_ratio};
 use crate::report::Report;
 use crate::sli::series::QUANTILES;
 use crate::sli::window::Window;
 use crate::telemetry::{Outcome, RefuseReason, Signal, Telemetry, Transport};
-use std::collections::BTreeMap;
 
 /// Renders everything.
 pub fn render(report: &Report<'_>, t: &Telemetry) -> String {
@@ -101,29 +100,10 @@ fn slis(out: &mut String, report: &Report<'_>) {
     }
 }
 
-/// Per-service figures of the completeness checks, summed over the service's series.
-#[derive(Default)]
-struct ServiceFigures {
-    unattributed: u64,
-    unattributed_active: bool,
-    spans: u64,
-    est_requests: f64,
-    under_covered: bool,
-}
-
 /// The `telemetry_*` families and the completeness self-telemetry.
 fn completeness(out: &mut String, report: &Report<'_>) {
     let (view, pipeline) = (report.view(), report.pipeline());
-    let mut services: BTreeMap<&str, ServiceFigures> = BTreeMap::new();
-    for s in &view.series {
-        let e = services.entry(s.service()).or_default();
-        e.unattributed += s.unattributed.count;
-        e.unattributed_active |=
-            s.unattributed.count > 0 && seen_within(s.unattributed.last_unix_nanos, report.now());
-        e.spans += s.requests_total;
-        e.est_requests += s.est_requests_total;
-        e.under_covered |= report.under_covered(s);
-    }
+    let services = report.services();
     let mut f = family(out, "telemetry_gap_spans_total", Kind::Counter, "Spans affected by telemetry gaps: orphan_spans (local parent never arrived), missing_root (in traces with no root and no remote parent), unattributed_spans (entry spans named after the span name for lack of attributes, or without service.name).");
     for g in &view.gaps {
         for (kind, n) in [
@@ -149,8 +129,7 @@ fn completeness(out: &mut String, report: &Report<'_>) {
     }
     let mut f = family(out, "telemetry_sampling_ratio", Kind::Gauge, "Entry spans received / requests they stand for (by their tracestate adjusted counts), per service since start; 1 when nothing is sampled.");
     for (svc, s) in &services {
-        if s.est_requests > 0.0 {
-            let ratio = (s.spans as f64 / s.est_requests).min(1.0);
+        if let Some(ratio) = s.sampling_ratio {
             f.sample(&[("service", svc)], float(ratio));
         }
     }

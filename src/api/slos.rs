@@ -196,7 +196,6 @@ pub fn prometheus(out: &mut String, report: &Report<'_>) {
         "0 when the SLO has no data or its data is insufficient (completeness gaps, too few requests).",
     );
     for (d, s) in &all {
-        let ok = s.window.total > 0 && s.reasons.is_empty();
-        f.sample(&slo_labels(d), u8::from(ok));
+        f.sample(&slo_labels(d), u8::from(s.data_sufficient()));
     }
 }

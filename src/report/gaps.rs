@@ -7,7 +7,9 @@
 //! injected clock). Its ratio is the share it affects: of the service's tracked spans for
 //! trace-structure gaps, of the series' requests for unattributed spans.
 
-use super::quality::{coverage, is_active, is_silent, metrics_without_traces, ACTIVE_FOR};
+use super::quality::{
+    coverage, is_active, is_silent, metrics_without_traces, unattributed_active, ACTIVE_FOR,
+};
 use super::{Report, Thresholds};
 use crate::completeness::{GapCounts, KindCounts};
 use crate::pipeline::snapshot::View;
@@ -217,7 +219,7 @@ fn untraced<'v>(view: &'v View, t: &Thresholds, now: u64, gaps: &mut Vec<Gap<'v>
 fn unattributed<'v>(view: &'v View, now: u64, gaps: &mut Vec<Gap<'v>>) {
     for series in &view.series {
         let u = &series.unattributed;
-        if u.count == 0 || now.saturating_sub(u.last_unix_nanos) > ACTIVE_FOR {
+        if !unattributed_active(u, now) {
             continue;
         }
         let service = series.service();

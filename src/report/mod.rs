@@ -12,6 +12,7 @@
 pub mod gaps;
 pub mod quality;
 pub mod series;
+pub mod services;
 pub mod slos;
 
 use crate::pipeline::snapshot::View;

@@ -5,6 +5,7 @@
 use super::{Report, Thresholds};
 use crate::completeness::{GapCounts, KindCounts};
 use crate::pipeline::snapshot::View;
+use crate::sli::series::Flagged;
 use std::collections::HashSet;
 
 /// How long a gap stays active after it was last seen, nanoseconds (5 minutes).
@@ -21,10 +22,10 @@ pub fn is_active(k: &KindCounts, now: u64) -> bool {
     k.count > 0 && now.saturating_sub(k.last_unix_nanos) <= ACTIVE_FOR
 }
 
-/// Whether something last seen at `last` (Unix nanoseconds, 0: never) is still active at
+/// Whether requests named after their span name (`f`) were seen within [`ACTIVE_FOR`] of
 /// `now`.
-pub fn seen_within(last: u64, now: u64) -> bool {
-    last != 0 && now.saturating_sub(last) <= ACTIVE_FOR
+pub fn unattributed_active(f: &Flagged, now: u64) -> bool {
+    f.count > 0 && now.saturating_sub(f.last_unix_nanos) <= ACTIVE_FOR
 }
 
 /// Whether a service that reported at some point has been silent for `silence_after`

@@ -58,6 +58,11 @@ pub struct Status {
 }
 
 impl Status {
+    /// Whether the SLO has data, and enough of it to be judged (no insufficiency reason).
+    pub fn data_sufficient(&self) -> bool {
+        self.window.total > 0 && self.reasons.is_empty()
+    }
+
     /// Budget consumed: `1 − remaining`.
     pub fn budget_consumed(&self) -> Option<f64> {
         self.budget_remaining.map(|r| 1.0 - r)

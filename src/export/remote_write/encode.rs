@@ -193,7 +193,7 @@ fn slo_gauges(out: &mut Out<'_>, slos: &[(SloDef, Status)]) {
             let firing = s.firing.contains(&sev);
             out.sample("slo_alert_active", &ls, f64::from(u8::from(firing)));
         }
-        let ok = s.window.total > 0 && s.reasons.is_empty();
+        let ok = s.data_sufficient();
         out.sample("slo_data_sufficient", &l, f64::from(u8::from(ok)));
     }
 }
