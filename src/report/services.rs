@@ -42,7 +42,6 @@ impl Report<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::otlp::synth::{traces_request, Rng, Workload};
     use prost::Message;
 
