@@ -7,7 +7,7 @@ pub mod listeners;
 
 use crate::completeness::traces::TrackerConfig;
 use crate::config::raw::{self, RawConfig, RawStorage, StatusSpec};
-use crate::config::{env, units, ConfigError};
+use crate::config::{env, invalid_key as invalid, units, ConfigError};
 use crate::pipeline::PipelineOptions;
 use crate::sli::classify::{
     grpc_code_by_name, label_name, span_kind_by_name, ClassifyConfig, FeatureTemplate, GRPC_CODES,
@@ -18,10 +18,6 @@ use crate::slo::config as slos;
 use crate::slo::def::{CanaryConfig, SliKind, SloDef, SloSettings};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-fn invalid(path: &str, reason: impl Into<String>) -> ConfigError {
-    crate::config::invalid_key(path, reason)
-}
 
 /// Default OTLP/gRPC listen address.
 pub const DEFAULT_GRPC: &str = "127.0.0.1:4317";

@@ -53,7 +53,7 @@
 
   // ---- formatting (format.js: one formatter per unit, docs/dashboard.md) ---------------
   const F = window.OtelSliFormat;
-  const isNum = (x) => typeof x === 'number' && Number.isFinite(x);
+  const isNum = F.isNum;
   function time(t) {
     const d = new Date(t);
     return isNaN(d) ? String(t) : d.toLocaleString();

@@ -91,7 +91,7 @@
     return m + 'm';
   }
 
-  const api = Object.freeze({ seconds, ratio, badRatio, objective, rate, burn, count, eta });
+  const api = Object.freeze({ isNum, seconds, ratio, badRatio, objective, rate, burn, count, eta });
   if (typeof module === 'object' && module.exports) module.exports = api;
   else root.OtelSliFormat = api;
 })(typeof globalThis === 'object' ? globalThis : this);
