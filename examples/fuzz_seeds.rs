@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
     metric, Histogram, HistogramDataPoint, Metric, ResourceMetrics, ScopeMetrics,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use otel_sli::export::spool::{Record, Spool, SpoolConfig};
+use otel_sli::export::delivery::spool::{Record, Spool, SpoolConfig};
 use otel_sli::otlp::synth::{kv_int, kv_str, traces_request, Rng, Workload};
 use otel_sli::slo::buckets::BucketsState;
 use otel_sli::slo::engine::{EngineState, SloState};

@@ -59,7 +59,7 @@ pub enum AppError {
     Forward(#[from] crate::export::forward::StartError),
     /// An exporter's client could not be set up.
     #[error("cannot set up an exporter: {0}")]
-    Exporter(#[from] crate::export::otlp_client::ClientError),
+    Exporter(#[from] crate::export::upstream::otlp_client::ClientError),
     /// A listener's TLS certificate or key could not be loaded.
     #[error("cannot set up TLS for the {what} listener: {source}")]
     Tls {
@@ -70,7 +70,7 @@ pub enum AppError {
     },
     /// An exporter's spool could not be opened.
     #[error("cannot open an exporter's spool: {0}")]
-    Spool(#[from] crate::export::spool::SpoolError),
+    Spool(#[from] crate::export::delivery::spool::SpoolError),
 }
 
 /// A running instance.
@@ -164,7 +164,7 @@ pub fn build_pipeline(config: &Config, clock: SharedClock) -> Result<Pipeline, A
 /// Starts everything and returns once all listeners are bound.
 pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppError> {
     // TLS clients (forwarders, exporters) use `ring`; make it the process default once.
-    crate::export::otlp_client::install_crypto_provider();
+    crate::export::upstream::otlp_client::install_crypto_provider();
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
@@ -419,8 +419,8 @@ struct Upstreams {
 /// Starts the forwarders (`forward:`), their derived-metrics exporters
 /// (`include_derived`) and the metric exporters (`exporters:`), reading `reader`.
 fn start_upstreams(config: &Config, reader: &crate::report::Reader) -> Result<Upstreams, AppError> {
-    use crate::export::otlp_client::OtlpClient;
     use crate::export::otlp_metrics::OtlpMetricsExporter;
+    use crate::export::upstream::otlp_client::OtlpClient;
     let (forward, forwarders) = Forwarders::start(&config.forward)?;
     let mut queues: Vec<crate::export::delivery::Queue> = forward.queues();
     let otlp_metrics = match &config.otlp_metrics {

@@ -606,7 +606,7 @@ fn gzip_best(body: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     std::io::Write::write_all(&mut e, body).expect("gzip");
     let z = e.finish().expect("gzip");
-    assert_ne!(z, otel_sli::export::otlp_client::gzip(body));
+    assert_ne!(z, otel_sli::export::upstream::otlp_client::gzip(body));
     z
 }
 
@@ -622,9 +622,12 @@ async fn gzip_messages_pass_through_between_grpc_and_http_without_recompression(
     let z = gzip_best(&body);
 
     // A gzip-compressed gRPC message, framed by hand so its bytes are known.
-    let client =
-        otel_sli::export::http2::H2Pool::new(&Default::default(), Duration::from_secs(5), 1)
-            .expect("client");
+    let client = otel_sli::export::upstream::http2::H2Pool::new(
+        &Default::default(),
+        Duration::from_secs(5),
+        1,
+    )
+    .expect("client");
     let mut frame = vec![1u8];
     frame.extend_from_slice(&(z.len() as u32).to_be_bytes());
     let req = http::Request::builder()

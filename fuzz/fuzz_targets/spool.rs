@@ -12,7 +12,7 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use otel_sli::export::spool::{Record, Spool, SpoolConfig};
+use otel_sli::export::delivery::spool::{Record, Spool, SpoolConfig};
 use otel_sli::telemetry::Signal;
 use std::path::PathBuf;
 use std::sync::OnceLock;

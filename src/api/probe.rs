@@ -81,12 +81,12 @@ pub fn probe(url: &str, timeout: Duration, tls: &ProbeTls) -> Result<String, Pro
     if !https {
         return exchange(url, authority, path, tcp, &left);
     }
-    let settings = crate::export::http::TlsSettings {
+    let settings = crate::export::upstream::http::TlsSettings {
         ca_pem: tls.ca_pem.clone(),
         identity_pem: None,
         insecure_skip_verify: tls.insecure_skip_verify,
     };
-    let config = crate::export::http::tls_config(&settings)
+    let config = crate::export::upstream::http::tls_config(&settings)
         .map_err(|e| ProbeError::Tls(url.to_string(), e))?;
     let host = match authority.rsplit_once(':') {
         Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),

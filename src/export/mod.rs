@@ -1,15 +1,15 @@
-//! Getting data out: reliable [`delivery`] to upstreams, used by the exporters of derived
-//! metrics and by the raw pass-through forwarders.
+//! Getting data out, in three layers that depend downwards only:
+//!
+//! - [`upstream`]: the client stack (HTTP/1.1, HTTP/2, TLS, the OTLP client); one call is
+//!   one attempt to send one payload.
+//! - [`delivery`]: reliable delivery to one upstream (queue, retries, disk spool, counters),
+//!   a synchronous decision core ([`delivery::policy`]) in a thin async shell.
+//! - The exporters: [`remote_write`] and [`otlp_metrics`] encode the read model every
+//!   interval through the shared [`periodic`] loop; [`forward`] passes raw telemetry on.
 
-pub mod batch;
-pub mod coalesce;
 pub mod delivery;
-pub mod driven;
 pub mod forward;
-pub mod http;
-pub mod http1;
-pub mod http2;
-pub mod otlp_client;
 pub mod otlp_metrics;
+pub mod periodic;
 pub mod remote_write;
-pub mod spool;
+pub mod upstream;

@@ -642,7 +642,7 @@ fn exporters(
     raw: &raw::RawExporters,
     storage: &StorageConfig,
 ) -> Result<Exporters, ConfigError> {
-    use crate::export::spool;
+    use crate::export::delivery::spool;
     let dir = storage.directory.as_deref();
     let mut spool_dirs = std::collections::HashMap::new();
     let mut fwd = Vec::with_capacity(forward.len());
@@ -776,7 +776,10 @@ mod tests {
         let c = p("storage: {directory: /var/lib/otel-sli}\nforward:\n  - endpoint: http://a:4317\n    spool: {}\n  - endpoint: http://b:4318\n    protocol: http\nexporters:\n  prometheus_remote_write:\n    endpoint: http://p:9090/api/v1/write\n    spool: {max_bytes: 2MiB}\n")
             .expect("valid");
         let fwd = c.forward[0].spool.as_ref().expect("forward spool");
-        assert_eq!(fwd.max_bytes, crate::export::spool::DEFAULT_MAX_BYTES);
+        assert_eq!(
+            fwd.max_bytes,
+            crate::export::delivery::spool::DEFAULT_MAX_BYTES
+        );
         assert!(
             fwd.dir
                 .to_string_lossy()

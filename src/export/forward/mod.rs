@@ -4,9 +4,9 @@
 //! vendor never holds up ingestion or the other upstreams. Requests refused as malformed,
 //! too large or for backpressure are not forwarded: the client was told and will retry.
 
-use super::batch::Batching;
+use super::delivery::batch::Batching;
 use super::delivery::{self, DeliveryConfig, Payload, Queue};
-use super::otlp_client::{
+use super::upstream::otlp_client::{
     ClientConfig, ClientError, Compression, OtlpClient, Protocol, TlsSettings,
 };
 use crate::config::raw::{RawBatch, RawClientTls, RawForward};
@@ -31,7 +31,7 @@ pub struct ForwardConfig {
     /// Requests sent at once.
     pub max_in_flight: usize,
     /// Disk spool (`spool:`), resolved against `storage.directory`; `None`: memory only.
-    pub spool: Option<crate::export::spool::SpoolConfig>,
+    pub spool: Option<crate::export::delivery::spool::SpoolConfig>,
     /// Merging of queued requests (`batch:`); `None`: one upstream request each.
     pub batch: Option<Batching>,
 }
@@ -170,7 +170,7 @@ fn signals(list: Option<&[String]>, at: &str) -> Result<[bool; 3], ConfigError> 
 /// Validates `forward[i]` (`at` is its key path).
 pub fn validate(raw: &RawForward, at: &str) -> Result<ForwardConfig, ConfigError> {
     let key = |k: &str| format!("{at}.{k}");
-    let endpoint = crate::export::http::endpoint_url(
+    let endpoint = crate::export::upstream::http::endpoint_url(
         raw.endpoint.as_deref(),
         &key("endpoint"),
         "https://otlp.vendor.example:4317",
@@ -262,7 +262,7 @@ pub enum StartError {
     Client(#[from] ClientError),
     /// A spool could not be opened.
     #[error(transparent)]
-    Spool(#[from] crate::export::spool::SpoolError),
+    Spool(#[from] crate::export::delivery::spool::SpoolError),
 }
 
 struct Target {

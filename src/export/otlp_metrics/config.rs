@@ -90,7 +90,10 @@ impl std::fmt::Debug for Transport {
         f.debug_struct("Transport")
             .field("endpoint", &self.endpoint)
             .field("protocol", &self.protocol)
-            .field("headers", &crate::export::http::header_names(&self.headers))
+            .field(
+                "headers",
+                &crate::export::upstream::http::header_names(&self.headers),
+            )
             .field("compression", &self.compression)
             .field("tls", &self.tls)
             .field("timeout", &self.timeout)
@@ -112,7 +115,7 @@ pub struct OtlpMetricsConfig {
     /// Resource attributes added to `service.name = otel-sli` (they win on a clash).
     pub resource_attributes: BTreeMap<String, String>,
     /// Disk spool (`spool:`), resolved against `storage.directory`; `None`: memory only.
-    pub spool: Option<crate::export::spool::SpoolConfig>,
+    pub spool: Option<crate::export::delivery::spool::SpoolConfig>,
 }
 
 fn key(k: &str) -> String {
@@ -228,7 +231,7 @@ fn resource_attributes(
 
 /// Validates `exporters.otlp_metrics`.
 pub fn validate(raw: &RawOtlpMetrics) -> Result<OtlpMetricsConfig, ConfigError> {
-    let endpoint = crate::export::http::endpoint_url(
+    let endpoint = crate::export::upstream::http::endpoint_url(
         raw.endpoint.as_deref(),
         &key("endpoint"),
         "http://collector:4317",
@@ -294,9 +297,11 @@ impl Transport {
     /// The OTLP client settings for this transport (reads the TLS files).
     pub fn client_config(
         &self,
-    ) -> Result<crate::export::otlp_client::ClientConfig, crate::export::otlp_client::ClientError>
-    {
-        use crate::export::otlp_client as c;
+    ) -> Result<
+        crate::export::upstream::otlp_client::ClientConfig,
+        crate::export::upstream::otlp_client::ClientError,
+    > {
+        use crate::export::upstream::otlp_client as c;
         let read = |p: &PathBuf| {
             std::fs::read(p).map_err(|e| c::ClientError::Tls(format!("{}: {e}", p.display())))
         };

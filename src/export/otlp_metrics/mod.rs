@@ -4,7 +4,8 @@
 //! - [`config`]: `exporters.otlp_metrics` validation and defaults.
 //! - [`encode`]: the [`Encoder`], plain sync code turning a view into an
 //!   `ExportMetricsServiceRequest` (start times, resets, deltas, histogram modes).
-//! - [`exporter`]: the interval task feeding a [`crate::export::delivery`] queue.
+//! - [`exporter`]: the encoder in the shared [`crate::export::periodic`] loop, feeding a
+//!   [`crate::export::delivery`] queue.
 //!
 //! It owns no connection: the [`crate::export::delivery::Upstream`] it is given does the
 //! sending. It reads the pipeline only through views and the SLO statuses. Metric names,

@@ -3,12 +3,12 @@
 //! (honouring `Retry-After`, in seconds or as an HTTP date); any other status permanent;
 //! connection errors and timeouts retryable.
 //!
-//! The HTTP client is the shared one of [`crate::export::http`].
+//! The HTTP client is the shared one of [`crate::export::upstream::http`].
 
 use super::config::RemoteWriteConfig;
 use crate::export::delivery::{Payload, SendError, Upstream};
-use crate::export::http::read_prefix;
-pub use crate::export::http::{
+use crate::export::upstream::http::read_prefix;
+pub use crate::export::upstream::http::{
     error_chain, https_client, parse_retry_after, tls_config, HttpsClient, USER_AGENT,
 };
 use bytes::Bytes;

@@ -23,7 +23,7 @@ const PROTOCOL_HEADERS: [&str; 5] = [
     "x-prometheus-remote-write-version",
 ];
 
-pub use crate::export::http::TlsSettings;
+pub use crate::export::upstream::http::TlsSettings;
 
 /// Validated `exporters.prometheus_remote_write`. Its `Debug` output names the headers but
 /// not their values.
@@ -46,7 +46,7 @@ pub struct RemoteWriteConfig {
     /// Queue and retry settings (derived from `interval`; not configurable in the file).
     pub delivery: DeliveryConfig,
     /// Disk spool (`spool:`), resolved against `storage.directory`; `None`: memory only.
-    pub spool: Option<crate::export::spool::SpoolConfig>,
+    pub spool: Option<crate::export::delivery::spool::SpoolConfig>,
 }
 
 impl std::fmt::Debug for RemoteWriteConfig {
@@ -58,7 +58,9 @@ impl std::fmt::Debug for RemoteWriteConfig {
             .field("native_histograms", &self.native_histograms)
             .field(
                 "headers",
-                &crate::export::http::header_names(self.headers.iter().map(|(k, v)| (k, v))),
+                &crate::export::upstream::http::header_names(
+                    self.headers.iter().map(|(k, v)| (k, v)),
+                ),
             )
             .field("tls", &self.tls)
             .field("timeout", &self.timeout)
@@ -96,7 +98,7 @@ pub fn delivery_for(interval: Duration) -> DeliveryConfig {
 
 /// Validates `exporters.prometheus_remote_write`.
 pub fn validate(raw: &RawRemoteWrite) -> Result<RemoteWriteConfig, ConfigError> {
-    let endpoint = crate::export::http::endpoint_url(
+    let endpoint = crate::export::upstream::http::endpoint_url(
         raw.endpoint.as_deref(),
         &format!("{AT}.endpoint"),
         "http://prometheus:9090/api/v1/write",

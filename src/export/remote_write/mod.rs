@@ -1,10 +1,10 @@
 //! Prometheus remote write 1.0 of the derived metrics: every `interval`, the latest
 //! [`View`](crate::pipeline::snapshot::View) and SLO statuses are encoded
 //! ([`encode`]) into write requests of at most 2,000 series, which the
-//! [`delivery`] queue `prometheus_remote_write` sends ([`client`]) with retries.
+//! [`delivery`] queue `prometheus_remote_write` sends ([`client`]) with retries, driven by
+//! the shared [`periodic`](crate::export::periodic) loop.
 //!
-//! Owns: its configuration ([`config`]), the encoding, the HTTP client and the export
-//! ticker. Reads the pipeline through `view()` only; never touches shards or the receiver.
+//! Owns: its configuration ([`config`]), the encoding and the HTTP client. Reads the pipeline through `view()` only; never touches shards or the receiver.
 //! User documentation: `docs/remote-write.md`.
 
 pub mod client;
@@ -21,27 +21,26 @@ pub use config::{validate, RemoteWriteConfig, TlsSettings};
 pub use encode::{encode, Shape};
 
 use crate::export::delivery::{self, Queue};
+use crate::export::periodic::{Encode, Periodic};
 use crate::report::Reader;
-use std::sync::Arc;
 use std::time::Instant;
-use tokio::task::JoinHandle;
 
 /// Name of the delivery queue (the `exporter` label of its counters).
 pub const QUEUE_NAME: &str = "prometheus_remote_write";
 
-/// What one export needs: the read model and how to label what it holds.
-struct Job {
-    reader: Reader,
+/// How the report is labelled and shaped into write requests. It keeps no state between
+/// exports: every request carries the cumulative values.
+#[derive(Clone, Debug)]
+struct RemoteWriteEncoder {
     external: Vec<(String, String)>,
     native: bool,
 }
 
-impl Job {
-    /// The latest view as request bodies. CPU-bound: run it on a blocking thread.
-    fn payloads(&self) -> Vec<delivery::Payload> {
-        let report = self.reader.report();
+impl Encode for RemoteWriteEncoder {
+    fn payloads(&mut self, reader: &Reader) -> Vec<delivery::Payload> {
+        let report = reader.report();
         let slos = report.slos().statuses;
-        let pipeline = self.reader.pipeline();
+        let pipeline = reader.pipeline();
         let names = pipeline.classifier().label_names();
         let shape = Shape {
             label_names: &names,
@@ -58,40 +57,13 @@ impl Job {
         );
         encode::payloads(series)
     }
-
-    /// Encodes the latest view and queues its requests (nothing when there is no series).
-    async fn export(self: &Arc<Self>, queue: &Queue) {
-        let job = Arc::clone(self);
-        match tokio::task::spawn_blocking(move || job.payloads()).await {
-            Ok(payloads) => {
-                for p in payloads {
-                    queue.submit(p);
-                }
-            }
-            Err(e) => {
-                tracing::warn!(exporter = QUEUE_NAME, error = %e, "encoding a remote write failed")
-            }
-        }
-    }
 }
 
-/// The running exporter: a ticker encoding the latest view every interval and the delivery
-/// queue sending what it encodes.
+/// The running exporter: the [`Periodic`] loop encoding the latest report every interval
+/// and the delivery queue sending what it encodes.
 #[derive(Debug)]
 pub struct RemoteWriteExporter {
-    running: delivery::Running,
-    job: Arc<Job>,
-    stop: tokio::sync::watch::Sender<bool>,
-    ticker: JoinHandle<()>,
-}
-
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job")
-            .field("external", &self.external)
-            .field("native", &self.native)
-            .finish()
-    }
+    periodic: Periodic,
 }
 
 impl RemoteWriteExporter {
@@ -101,34 +73,16 @@ impl RemoteWriteExporter {
     pub fn start(
         cfg: &RemoteWriteConfig,
         reader: Reader,
-    ) -> Result<Self, crate::export::spool::SpoolError> {
-        let upstream = Arc::new(client::RemoteWriteClient::new(cfg));
+    ) -> Result<Self, crate::export::delivery::spool::SpoolError> {
+        let upstream = std::sync::Arc::new(client::RemoteWriteClient::new(cfg));
         let running =
             delivery::spawn_spooled(QUEUE_NAME, upstream, cfg.delivery, cfg.spool.clone())?;
-        let job = Arc::new(Job {
-            reader,
+        let encoder = RemoteWriteEncoder {
             external: cfg.external_labels.clone(),
             native: cfg.native_histograms,
-        });
-        let (stop, mut stopped) = tokio::sync::watch::channel(false);
-        let interval = cfg.interval;
-        let queue = running.queue.clone();
-        let ticking = Arc::clone(&job);
-        let ticker = tokio::spawn(async move {
-            let mut tick =
-                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                // Any change (or the exporter going away) means stop.
-                let due = tokio::select! {
-                    _ = tick.tick() => true,
-                    _ = stopped.changed() => false,
-                };
-                if !due {
-                    return;
-                }
-                ticking.export(&queue).await;
-            }
+        };
+        let periodic = Periodic::start(reader, cfg.interval, running, move || {
+            Box::new(encoder.clone())
         });
         tracing::info!(
             exporter = QUEUE_NAME,
@@ -137,46 +91,22 @@ impl RemoteWriteExporter {
             native_histograms = cfg.native_histograms,
             "remote write started"
         );
-        Ok(Self {
-            running,
-            job,
-            stop,
-            ticker,
-        })
+        Ok(Self { periodic })
     }
 
     /// The delivery queue, for its counters.
     pub fn queue(&self) -> &Queue {
-        &self.running.queue
+        self.periodic.queue()
     }
 
     /// Encodes the latest view and queues it now, besides the regular ticks.
     pub async fn export_now(&self) {
-        self.job.export(&self.running.queue).await;
+        self.periodic.export_now().await;
     }
 
     /// Stops the ticker, exports the latest view once more (flush the pipeline first) and
-    /// gives the queue until `deadline` to deliver; what is left then is counted dropped.
+    /// gives the queue until `deadline` to deliver; what is left is spooled or counted.
     pub async fn shutdown(self, deadline: Instant) {
-        let Self {
-            running,
-            job,
-            stop,
-            ticker,
-        } = self;
-        let _ = stop.send(true);
-        let left = deadline.saturating_duration_since(Instant::now());
-        let abort = ticker.abort_handle();
-        if tokio::time::timeout(left, ticker).await.is_err() {
-            abort.abort();
-            tracing::warn!(
-                exporter = QUEUE_NAME,
-                "export ticker did not stop before the deadline"
-            );
-        }
-        if Instant::now() < deadline {
-            job.export(&running.queue).await;
-        }
-        running.shutdown(deadline).await;
+        self.periodic.shutdown(deadline).await;
     }
 }

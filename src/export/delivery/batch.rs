@@ -9,7 +9,7 @@
 //! it came is sent on its own: concatenated gzip members are valid gzip, but not every
 //! decompressor reads past the first.
 
-use super::delivery::Payload;
+use super::Payload;
 use bytes::BytesMut;
 use std::collections::VecDeque;
 use std::time::Duration;

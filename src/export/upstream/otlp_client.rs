@@ -5,10 +5,10 @@
 //! `DATA_LOSS` (and `RESOURCE_EXHAUSTED` with `RetryInfo`) and HTTP 429/502/503/504 are
 //! retried, honouring `RetryInfo` / `Retry-After`; anything else is permanent.
 
-use super::delivery::{Payload, SendError, Upstream};
 use super::http::{parse_retry_after, USER_AGENT};
 use super::http1::H1Pool;
 use super::http2::H2Pool;
+use crate::export::delivery::{Payload, SendError, Upstream};
 use crate::telemetry::Signal;
 use bytes::{BufMut, Bytes};
 use std::future::Future;

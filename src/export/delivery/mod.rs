@@ -16,10 +16,13 @@
 //! replay task sends the spool oldest first, retrying until each record is delivered or
 //! refused, and acknowledges records in order.
 
-use super::batch::{gather, Batching, Gathered, Source};
-use super::spool::{Position, Record, Spool, SpoolConfig, SpoolError};
+pub mod batch;
+pub mod spool;
+
+use batch::{gather, Batching, Gathered, Source};
 use bytes::Bytes;
 use futures_util::stream::{FuturesOrdered, StreamExt};
+use spool::{Position, Record, Spool, SpoolConfig, SpoolError};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -86,7 +89,7 @@ pub struct DeliveryConfig {
     /// Give up on a payload after this long (counted `retries_exhausted`). Spooled payloads
     /// are retried until delivered, refused, or dropped for room.
     pub max_elapsed: Duration,
-    /// Merge queued payloads into one send ([`super::batch`]); `None`: one send each.
+    /// Merge queued payloads into one send ([`batch`]); `None`: one send each.
     pub batch: Option<Batching>,
 }
 
