@@ -12,17 +12,31 @@
 //! been delivered. While the upstream fails, a queue with several workers (forwarders)
 //! moves its payloads to disk at once, so nothing waits in memory for it; a single-worker
 //! queue (whose payloads must arrive in order) keeps retrying in memory and spools what
-//! arrives meanwhile, behind. A writer thread appends (disk I/O never runs on the submitters' threads); a
-//! replay task sends the spool oldest first, retrying until each record is delivered or
-//! refused, and acknowledges records in order.
+//! arrives meanwhile, behind. A writer thread appends (disk I/O never runs on the
+//! submitters' threads); a replay task sends the spool oldest first, retrying until each
+//! record is delivered or refused, and acknowledges records in order.
+//!
+//! The parts:
+//! - [`policy`]: every decision (send, retry after how long, spool, drop and why, what a
+//!   stop leaves, which replayed records to acknowledge) as synchronous code;
+//! - `worker`: the tasks that take payloads from memory and carry the decisions out;
+//! - `spill`: the writer thread and the replay task around the [`spool`] files;
+//! - [`batch`]: merging queued requests into fewer upstream requests;
+//! - [`stats`]: the counters, and the one place that counts payloads into and out of memory.
 
 pub mod batch;
+pub mod policy;
+mod spill;
 pub mod spool;
+pub mod stats;
+mod worker;
 
-use batch::{gather, Batching, Gathered, Source};
+pub use stats::{DropReason, Stats};
+
+use batch::{Batching, Source};
 use bytes::Bytes;
-use futures_util::stream::{FuturesOrdered, StreamExt};
-use spool::{Position, Record, Spool, SpoolConfig, SpoolError};
+use spill::{Spill, SPILL_CHANNEL};
+use spool::{Spool, SpoolConfig, SpoolError};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,6 +44,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
+use worker::{Shared, Worker};
 
 /// One unit of delivery: an encoded request and the items it carries (for the counters).
 #[derive(Clone, Debug)]
@@ -107,93 +122,6 @@ impl Default for DeliveryConfig {
     }
 }
 
-/// Why payloads were dropped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DropReason {
-    /// The queue was full.
-    QueueFull = 0,
-    /// The upstream refused it for good.
-    Rejected = 1,
-    /// Retried until `max_elapsed`.
-    RetriesExhausted = 2,
-    /// Still queued when shutdown ended.
-    Shutdown = 3,
-    /// The oldest spooled data made room for newer (`spool.max_bytes`).
-    SpoolFull = 4,
-    /// A spooled record could not be written or read back (disk error, torn or corrupt).
-    SpoolError = 5,
-}
-
-impl DropReason {
-    /// All reasons.
-    pub const ALL: [DropReason; 6] = [
-        DropReason::QueueFull,
-        DropReason::Rejected,
-        DropReason::RetriesExhausted,
-        DropReason::Shutdown,
-        DropReason::SpoolFull,
-        DropReason::SpoolError,
-    ];
-    /// Label value.
-    pub fn name(self) -> &'static str {
-        match self {
-            DropReason::QueueFull => "queue_full",
-            DropReason::Rejected => "rejected",
-            DropReason::RetriesExhausted => "retries_exhausted",
-            DropReason::Shutdown => "shutdown",
-            DropReason::SpoolFull => "spool_full",
-            DropReason::SpoolError => "spool_error",
-        }
-    }
-}
-
-/// Counters of one upstream.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Payloads delivered.
-    pub sent_requests: AtomicU64,
-    /// Items delivered.
-    pub sent_items: AtomicU64,
-    /// Failed attempts (each retry follows one).
-    pub failed_attempts: AtomicU64,
-    /// Retries made.
-    pub retries: AtomicU64,
-    /// Items dropped, by [`DropReason`].
-    pub dropped_items: [AtomicU64; 6],
-    /// Payloads waiting or being sent (in memory).
-    pub queued: AtomicU64,
-    /// Bytes of the payloads waiting or being sent (in memory).
-    pub queued_bytes: AtomicU64,
-    /// Unix seconds of the last delivery (0: never).
-    pub last_success_unix: AtomicU64,
-    /// Items written to the spool.
-    pub spooled_items: AtomicU64,
-    /// Items in the spool, not yet delivered.
-    pub spool_items: AtomicU64,
-    /// Bytes of the spool's segment files.
-    pub spool_bytes: AtomicU64,
-}
-
-impl Stats {
-    fn drop_items(&self, reason: DropReason, items: u64) {
-        self.dropped_items[reason as usize].fetch_add(items, Ordering::Relaxed);
-    }
-
-    /// Items dropped for `reason`.
-    pub fn dropped(&self, reason: DropReason) -> u64 {
-        self.dropped_items[reason as usize].load(Ordering::Relaxed)
-    }
-
-    fn delivered(&self, items: u64) {
-        self.sent_requests.fetch_add(1, Ordering::Relaxed);
-        self.sent_items.fetch_add(items, Ordering::Relaxed);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        self.last_success_unix.store(now, Ordering::Relaxed);
-    }
-}
-
 /// Where payloads for one upstream are submitted.
 #[derive(Clone, Debug)]
 pub struct Queue {
@@ -214,23 +142,13 @@ impl Queue {
             }
         }
         let len = payload.body.len() as u64;
-        let reserved = self
-            .stats
-            .queued_bytes
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
-                (b + len <= self.max_bytes || b == 0).then_some(b + len)
-            })
-            .is_ok();
-        if !reserved {
+        if !self.stats.reserve(len, self.max_bytes) {
             return self.overflow(payload);
         }
-        // Counted before sending: a worker may take it (and decrement) at once.
-        self.stats.queued.fetch_add(1, Ordering::Relaxed);
         match self.tx.try_send(payload) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(p) | mpsc::error::TrySendError::Closed(p)) => {
-                self.stats.queued.fetch_sub(1, Ordering::Relaxed);
-                self.stats.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+                self.stats.release(1, len);
                 self.overflow(p)
             }
         }
@@ -260,94 +178,6 @@ impl Queue {
     /// The counters.
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
-    }
-}
-
-/// Messages (one or more payloads each) on their way to the spool writer, at least.
-const SPILL_CHANNEL: usize = 4096;
-
-/// The disk side of a spooled queue.
-struct Spill {
-    /// Records to append, a received request each; a merged request's come as one message.
-    tx: crossbeam::channel::Sender<Vec<Payload>>,
-    /// Bytes of payloads on their way to the writer (memory bound).
-    pending_bytes: AtomicU64,
-    max_pending_bytes: u64,
-    /// Payloads handed to the writer and not yet appended: they count as spooled, so what
-    /// comes after them is spooled too, behind them.
-    pending: AtomicU64,
-    /// Shutdown: the writer appends what it holds, syncs and stops.
-    closing: AtomicBool,
-    /// The spool holds undelivered records.
-    nonempty: AtomicBool,
-    /// The last attempt failed (retryably).
-    failing: AtomicBool,
-    spool: Mutex<Spool>,
-    /// Records were appended.
-    wake: Notify,
-}
-
-impl std::fmt::Debug for Spill {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Spill")
-            .field("nonempty", &self.nonempty)
-            .field("failing", &self.failing)
-            .finish()
-    }
-}
-
-impl Spill {
-    /// New payloads go to disk: the upstream is failing, or older ones wait there (or are
-    /// on their way there).
-    fn diverting(&self) -> bool {
-        self.nonempty.load(Ordering::Acquire)
-            || self.pending.load(Ordering::Acquire) > 0
-            || self.failing.load(Ordering::Acquire)
-    }
-
-    /// Hands `payload` to the writer thread; never waits.
-    fn offer(&self, payload: Payload, stats: &Stats) -> bool {
-        self.offer_all(vec![payload], stats, DropReason::QueueFull)
-    }
-
-    /// Offers the requests `g` holds, as they were received: one record each (a merged
-    /// request is not spooled merged, so replayed, each is judged on its own), handed over
-    /// together. Counts a refusal as `reason`.
-    fn offer_received(&self, g: &Gathered, stats: &Stats, reason: DropReason) {
-        self.offer_all(g.received().to_vec(), stats, reason);
-    }
-
-    /// Hands `records` (in order) to the writer thread as one message, or counts them as
-    /// dropped for `reason`; never waits.
-    fn offer_all(&self, records: Vec<Payload>, stats: &Stats, reason: DropReason) -> bool {
-        let items: u64 = records.iter().map(|p| p.items).sum();
-        let len: u64 = records.iter().map(|p| p.body.len() as u64).sum();
-        let count = records.len() as u64;
-        let reserved = self
-            .pending_bytes
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
-                (b + len <= self.max_pending_bytes || b == 0).then_some(b + len)
-            })
-            .is_ok();
-        if reserved {
-            self.pending.fetch_add(count, Ordering::AcqRel);
-            if self.tx.try_send(records).is_ok() {
-                return true;
-            }
-            self.pending.fetch_sub(count, Ordering::AcqRel);
-            self.pending_bytes.fetch_sub(len, Ordering::AcqRel);
-        }
-        stats.drop_items(reason, items);
-        false
-    }
-
-    /// Publishes the spool's size and losses to `stats`.
-    fn publish(spool: &mut Spool, stats: &Stats) {
-        stats.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
-        stats.spool_items.store(spool.items(), Ordering::Relaxed);
-        let lost = spool.take_lost();
-        stats.drop_items(DropReason::SpoolFull, lost.full);
-        stats.drop_items(DropReason::SpoolError, lost.corrupt);
     }
 }
 
@@ -414,47 +244,6 @@ impl Running {
     }
 }
 
-/// Rate-limits the log line for permanent failures to one per interval.
-#[derive(Debug)]
-struct LogLimit {
-    every: Duration,
-    state: Mutex<(Option<Instant>, u64)>,
-}
-
-impl LogLimit {
-    fn note(&self, name: &str, err: &SendError) {
-        let Ok(mut s) = self.state.lock() else {
-            return;
-        };
-        let now = Instant::now();
-        match s.0 {
-            Some(last) if now.duration_since(last) < self.every => s.1 += 1,
-            _ => {
-                tracing::warn!(
-                    exporter = name,
-                    error = %err,
-                    suppressed = s.1,
-                    "upstream refused a payload; it is dropped (further refusals are logged at most every {:?})",
-                    self.every
-                );
-                *s = (Some(now), 0);
-            }
-        }
-    }
-}
-
-/// A small xorshift generator for jitter: no need for cryptographic randomness here.
-fn jitter(seed: &AtomicU64, d: Duration) -> Duration {
-    let mut x = seed.load(Ordering::Relaxed);
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    seed.store(x, Ordering::Relaxed);
-    // Between 0.5 and 1.5 times `d`.
-    let f = 0.5 + (x % 1_000_001) as f64 / 1_000_000.0;
-    d.mul_f64(f)
-}
-
 /// Starts `config.workers` tasks delivering to `upstream` on the current runtime.
 pub fn spawn(name: &str, upstream: Arc<dyn Upstream>, config: DeliveryConfig) -> Running {
     start(name, upstream, config, None)
@@ -503,28 +292,18 @@ fn start(
         let (sp2, st2, n2) = (Arc::clone(&sp), Arc::clone(&stats), Arc::clone(&name));
         writer = std::thread::Builder::new()
             .name(format!("spool-{name}"))
-            .spawn(move || write_spool(&sp2, &st2, &n2, &srx))
+            .spawn(move || spill::write_spool(&sp2, &st2, &n2, &srx))
             .map_err(|e| tracing::error!(exporter = %name, error = %e, "cannot start the spool writer; spooled payloads will be dropped"))
             .ok();
         sp
     });
-    let shared = Arc::new(Shared {
-        name: Arc::clone(&name),
+    let shared = Arc::new(Shared::new(
+        Arc::clone(&name),
         upstream,
-        stats: Arc::clone(&stats),
+        Arc::clone(&stats),
         config,
-        limit: LogLimit {
-            every: Duration::from_secs(10),
-            state: Mutex::new((None, 0)),
-        },
-        seed: AtomicU64::new(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0x9e37_79b9, |d| d.as_nanos() as u64)
-                | 1,
-        ),
-        spill: spill.clone(),
-    });
+        spill.clone(),
+    ));
     let mut workers: Vec<JoinHandle<()>> = (0..config.workers.max(1))
         .map(|_| {
             let w = Worker {
@@ -536,7 +315,7 @@ fn start(
         })
         .collect();
     if let Some(sp) = &spill {
-        workers.push(tokio::spawn(replay(
+        workers.push(tokio::spawn(spill::replay(
             Arc::clone(&shared),
             Arc::clone(sp),
             stop_rx.clone(),
@@ -554,428 +333,6 @@ fn start(
         stop,
         writer,
     }
-}
-
-/// The spool writer thread: appends what it is handed until shutdown, then syncs. Segments
-/// filled meanwhile are synced outside the spool's lock.
-fn write_spool(
-    sp: &Spill,
-    stats: &Stats,
-    name: &str,
-    rx: &crossbeam::channel::Receiver<Vec<Payload>>,
-) {
-    let mut last_error: Option<Instant> = None;
-    loop {
-        let records = match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(r) => r,
-            Err(crossbeam::channel::RecvTimeoutError::Timeout) => {
-                if sp.closing.load(Ordering::Acquire) && rx.is_empty() {
-                    break;
-                }
-                continue;
-            }
-            Err(crossbeam::channel::RecvTimeoutError::Disconnected) => break,
-        };
-        for p in records {
-            if !append_one(sp, stats, name, p, &mut last_error) {
-                return;
-            }
-        }
-    }
-    if let Ok(mut spool) = sp.spool.lock() {
-        if let Err(e) = spool.close(Instant::now()) {
-            tracing::error!(exporter = name, error = %e, "cannot sync the spool");
-        }
-        Spill::publish(&mut spool, stats);
-    }
-}
-
-/// Appends one payload to the spool and accounts for it; `false` if the spool's lock is
-/// poisoned (the writer then stops).
-fn append_one(
-    sp: &Spill,
-    stats: &Stats,
-    name: &str,
-    p: Payload,
-    last_error: &mut Option<Instant>,
-) -> bool {
-    let items = p.items;
-    let len = p.body.len() as u64;
-    let rec = Record {
-        body: p.body,
-        items,
-        signal: p.signal,
-        gzipped: p.gzipped,
-    };
-    let sealed = {
-        let Ok(mut spool) = sp.spool.lock() else {
-            return false;
-        };
-        match spool.append(&rec) {
-            Ok(true) => {
-                stats.spooled_items.fetch_add(items, Ordering::Relaxed);
-                sp.nonempty.store(true, Ordering::Release);
-            }
-            Ok(false) => {}
-            Err(e) => {
-                stats.drop_items(DropReason::SpoolError, items);
-                if last_error.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-                    tracing::error!(exporter = name, error = %e, "cannot spool a payload; it is dropped");
-                    *last_error = Some(Instant::now());
-                }
-            }
-        }
-        Spill::publish(&mut spool, stats);
-        spool.take_sealed()
-    };
-    sp.pending_bytes.fetch_sub(len, Ordering::AcqRel);
-    sp.pending.fetch_sub(1, Ordering::AcqRel);
-    sp.wake.notify_one();
-    for f in sealed {
-        if let Err(e) = f.sync_data() {
-            tracing::warn!(exporter = name, error = %e, "cannot sync a full spool segment");
-        }
-    }
-    true
-}
-
-/// What became of one payload.
-enum Outcome {
-    Delivered,
-    Dropped(DropReason),
-    /// Handed to the spool (the upstream is failing, or retries ran out).
-    Spooled,
-    /// Stopped before it was delivered.
-    Stopped,
-}
-
-/// What the workers and the replay task share.
-struct Shared {
-    name: Arc<str>,
-    upstream: Arc<dyn Upstream>,
-    stats: Arc<Stats>,
-    config: DeliveryConfig,
-    limit: LogLimit,
-    seed: AtomicU64,
-    spill: Option<Arc<Spill>>,
-}
-
-impl Shared {
-    /// One worker: payloads must reach the upstream in the order they were submitted
-    /// (remote write, OTLP metrics). Such a queue keeps retrying a failed payload in memory
-    /// and sends the spool only once the memory queue is empty, so the spool only ever
-    /// holds payloads newer than those in memory.
-    fn ordered(&self) -> bool {
-        self.config.workers <= 1
-    }
-
-    /// Sends with retries. `spooled`: the payload came from the spool, so it is retried
-    /// until delivered or refused. Otherwise `max_elapsed` bounds the retries, after which
-    /// it goes to the spool (if there is one) or is dropped; a queue that is not
-    /// [`Shared::ordered`] spools it at the first retryable failure.
-    async fn deliver(
-        &self,
-        g: &Gathered,
-        spooled: bool,
-        stop: &mut tokio::sync::watch::Receiver<bool>,
-    ) -> Outcome {
-        let payload = &g.payload;
-        let start = Instant::now();
-        let mut backoff = self.config.initial_backoff;
-        loop {
-            let attempt = tokio::select! {
-                r = self.upstream.send(payload) => r,
-                // Past the shutdown deadline an attempt that hangs is given up: the payload
-                // is then spooled or counted, never lost with an aborted task.
-                _ = stop.wait_for(|s| *s) => return Outcome::Stopped,
-            };
-            match attempt {
-                Ok(()) => {
-                    self.stats.delivered(payload.items);
-                    if let Some(sp) = &self.spill {
-                        sp.failing.store(false, Ordering::Release);
-                    }
-                    return Outcome::Delivered;
-                }
-                Err(e @ SendError::Permanent { .. }) => {
-                    self.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
-                    self.limit.note(&self.name, &e);
-                    return Outcome::Dropped(DropReason::Rejected);
-                }
-                Err(SendError::Retryable {
-                    reason,
-                    retry_after,
-                }) => {
-                    self.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
-                    if let Some(sp) = &self.spill {
-                        sp.failing.store(true, Ordering::Release);
-                        if !spooled && !self.ordered() {
-                            tracing::debug!(exporter = %self.name, %reason, "upstream failing; spooling");
-                            sp.offer_received(g, &self.stats, DropReason::QueueFull);
-                            return Outcome::Spooled;
-                        }
-                    }
-                    let delay = retry_after
-                        .unwrap_or_else(|| jitter(&self.seed, backoff))
-                        .min(self.config.max_elapsed);
-                    // With a spool an ordered queue keeps retrying: spooling the payload would
-                    // put it behind newer ones.
-                    let unlimited = spooled || (self.spill.is_some() && self.ordered());
-                    if !unlimited && start.elapsed() + delay > self.config.max_elapsed {
-                        if let Some(sp) = &self.spill {
-                            sp.offer_received(g, &self.stats, DropReason::QueueFull);
-                            return Outcome::Spooled;
-                        }
-                        tracing::warn!(exporter = %self.name, %reason, "giving up on a payload after retrying for {:?}", start.elapsed());
-                        return Outcome::Dropped(DropReason::RetriesExhausted);
-                    }
-                    tracing::debug!(exporter = %self.name, %reason, ?delay, "retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = stop.wait_for(|s| *s) => return Outcome::Stopped,
-                    }
-                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                    backoff = (backoff * 2).min(self.config.max_backoff);
-                }
-            }
-        }
-    }
-}
-
-struct Worker {
-    shared: Arc<Shared>,
-    src: Arc<tokio::sync::Mutex<Source>>,
-    stop: tokio::sync::watch::Receiver<bool>,
-}
-
-impl Worker {
-    /// The next payload to send (several merged, with batching: see [`Gathered`]); `None`
-    /// at shutdown.
-    async fn take(&mut self) -> Option<Gathered> {
-        let mut src = self.src.lock().await;
-        let first = tokio::select! {
-            p = src.next() => p?,
-            _ = self.stop.wait_for(|s| *s) => return None,
-        };
-        let Some(b) = self.shared.config.batch else {
-            return Some(Gathered::one(first));
-        };
-        let mut stop = self.stop.clone();
-        let stopped = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
-        Some(gather(first, &mut src, &b, stopped).await)
-    }
-
-    async fn run(mut self) {
-        loop {
-            let Some(g) = self.take().await else {
-                self.leftovers().await;
-                return;
-            };
-            let s = Arc::clone(&self.shared);
-            let payload = &g.payload;
-            // While the upstream fails, what was queued in memory goes to disk untried.
-            let outcome = match &s.spill {
-                Some(sp) if sp.failing.load(Ordering::Acquire) && !s.ordered() => {
-                    sp.offer_received(&g, &s.stats, DropReason::QueueFull);
-                    Outcome::Spooled
-                }
-                _ => s.deliver(&g, false, &mut self.stop).await,
-            };
-            s.stats.queued.fetch_sub(g.requests(), Ordering::Relaxed);
-            s.stats
-                .queued_bytes
-                .fetch_sub(payload.body.len() as u64, Ordering::AcqRel);
-            match outcome {
-                Outcome::Delivered | Outcome::Spooled => {}
-                // A merged request refused as a whole: its requests are sent one by one, so
-                // each is judged on its own and a bad one costs only its own items.
-                Outcome::Dropped(DropReason::Rejected) if !g.parts.is_empty() => {
-                    for part in &g.parts {
-                        let one = Gathered::one(part.clone());
-                        match s.deliver(&one, false, &mut self.stop).await {
-                            Outcome::Delivered | Outcome::Spooled => {}
-                            Outcome::Dropped(reason) => s.stats.drop_items(reason, part.items),
-                            Outcome::Stopped => self.keep_or_drop(&one),
-                        }
-                    }
-                }
-                Outcome::Dropped(reason) => s.stats.drop_items(reason, payload.items),
-                Outcome::Stopped => self.keep_or_drop(&g),
-            }
-            if *self.stop.borrow() {
-                self.leftovers().await;
-                return;
-            }
-        }
-    }
-
-    /// At shutdown: spooled if there is a spool, else dropped and counted.
-    fn keep_or_drop(&self, g: &Gathered) {
-        let s = &self.shared;
-        match &s.spill {
-            Some(sp) => sp.offer_received(g, &s.stats, DropReason::Shutdown),
-            None => s.stats.drop_items(DropReason::Shutdown, g.payload.items),
-        }
-    }
-
-    /// After the shutdown deadline: what is still queued is spooled or dropped and counted.
-    async fn leftovers(&self) {
-        let mut src = self.src.lock().await;
-        while let Some(p) = src.try_next() {
-            let s = &self.shared;
-            s.stats.queued.fetch_sub(1, Ordering::Relaxed);
-            s.stats
-                .queued_bytes
-                .fetch_sub(p.body.len() as u64, Ordering::AcqRel);
-            self.keep_or_drop(&Gathered::one(p));
-        }
-    }
-}
-
-/// Sends the spool, oldest first, up to `workers` records at once, acknowledging them in
-/// order. Records still unacknowledged at shutdown stay on disk for the next run.
-async fn replay(shared: Arc<Shared>, sp: Arc<Spill>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    type InFlight = Pin<Box<dyn Future<Output = (Position, u64, Outcome)> + Send>>;
-    let window = shared.config.workers.max(1);
-    let mut inflight: FuturesOrdered<InFlight> = FuturesOrdered::new();
-    let mut held_back = false;
-    loop {
-        if *stop.borrow() {
-            break;
-        }
-        // An ordered queue sends what waits in memory first: it is older.
-        if shared.ordered() && shared.stats.queued.load(Ordering::Acquire) > 0 {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
-                _ = stop.wait_for(|s| *s) => break,
-            }
-            continue;
-        }
-        // Reads are small and hit the page cache; the lock is never held across an await.
-        let mut read_failed = false;
-        while inflight.len() < window {
-            // File reads, off the runtime's threads (the writer may hold the lock).
-            let (sh, spc) = (Arc::clone(&shared), Arc::clone(&sp));
-            let next = tokio::task::spawn_blocking(move || {
-                let mut spool = spc.spool.lock().ok()?;
-                let r = spool.read_next();
-                Spill::publish(&mut spool, &sh.stats);
-                Some(r)
-            })
-            .await;
-            let Ok(Some(next)) = next else { return };
-            match next {
-                Ok(Some((rec, pos))) => {
-                    let (s, mut st) = (Arc::clone(&shared), stop.clone());
-                    inflight.push_back(Box::pin(async move {
-                        let items = rec.items;
-                        let p = Payload {
-                            body: rec.body,
-                            items,
-                            signal: rec.signal,
-                            gzipped: rec.gzipped,
-                        };
-                        let outcome = s.deliver(&Gathered::one(p), true, &mut st).await;
-                        (pos, items, outcome)
-                    }));
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::error!(exporter = %shared.name, error = %e, "cannot read the spool");
-                    read_failed = true;
-                    break;
-                }
-            }
-        }
-        if inflight.is_empty() {
-            if let Ok(spool) = sp.spool.lock() {
-                if spool.is_empty() && sp.pending.load(Ordering::Acquire) == 0 {
-                    sp.nonempty.store(false, Ordering::Release);
-                }
-            }
-            let pause = if read_failed {
-                Duration::from_secs(1)
-            } else {
-                Duration::from_secs(3600)
-            };
-            tokio::select! {
-                _ = sp.wake.notified() => {}
-                _ = tokio::time::sleep(pause) => {}
-                _ = stop.wait_for(|s| *s) => break,
-            }
-            continue;
-        }
-        let room = inflight.len() < window && !read_failed;
-        let done = tokio::select! {
-            done = inflight.next() => done,
-            _ = sp.wake.notified(), if room => None,
-            _ = stop.wait_for(|s| *s) => break,
-        };
-        if let Some((pos, items, outcome)) = done {
-            held_back = settle_off_runtime(&shared, &sp, pos, items, outcome, held_back).await;
-        }
-    }
-    // Stopped: let the in-flight sends see the stop and account for them.
-    while let Some((pos, items, outcome)) = inflight.next().await {
-        held_back = settle_off_runtime(&shared, &sp, pos, items, outcome, held_back).await;
-    }
-}
-
-/// [`settle`] on the blocking pool: acknowledging can delete files and write the cursor.
-async fn settle_off_runtime(
-    shared: &Arc<Shared>,
-    sp: &Arc<Spill>,
-    pos: Position,
-    items: u64,
-    outcome: Outcome,
-    mut held_back: bool,
-) -> bool {
-    let (sh, spc) = (Arc::clone(shared), Arc::clone(sp));
-    tokio::task::spawn_blocking(move || {
-        settle(&sh, &spc, pos, items, outcome, &mut held_back);
-        held_back
-    })
-    .await
-    .unwrap_or(true)
-}
-
-/// Accounts for one replayed record, in spool order. Once one was not delivered
-/// (`held_back`), no later one is acknowledged either, since an acknowledgement covers
-/// everything before it: those are sent again after a restart.
-fn settle(
-    shared: &Shared,
-    sp: &Spill,
-    pos: Position,
-    items: u64,
-    outcome: Outcome,
-    held_back: &mut bool,
-) {
-    let Ok(mut spool) = sp.spool.lock() else {
-        return;
-    };
-    let ack = match outcome {
-        Outcome::Delivered | Outcome::Spooled => true,
-        Outcome::Dropped(reason) => {
-            shared.stats.drop_items(reason, items);
-            true
-        }
-        Outcome::Stopped => {
-            if !spool.holds(pos) {
-                // Dropped from disk for room while it was being sent.
-                shared.stats.drop_items(DropReason::SpoolFull, items);
-            }
-            *held_back = true;
-            false
-        }
-    };
-    if ack && !*held_back {
-        if let Err(e) = spool.ack(pos, items, Instant::now()) {
-            tracing::warn!(exporter = %shared.name, error = %e, "cannot record spool progress; delivered records may be sent again after a restart");
-        }
-    }
-    Spill::publish(&mut spool, &shared.stats);
 }
 
 #[cfg(test)]
