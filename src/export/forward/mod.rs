@@ -6,10 +6,9 @@
 
 use super::delivery::batch::Batching;
 use super::delivery::{self, DeliveryConfig, Payload, Queue};
-use super::upstream::otlp_client::{
-    ClientConfig, ClientError, Compression, OtlpClient, Protocol, TlsSettings,
-};
-use crate::config::raw::{RawBatch, RawClientTls, RawForward};
+use super::upstream::otlp_client::{ClientConfig, ClientError, OtlpClient};
+use super::upstream::settings::{self, Compression};
+use crate::config::raw::{RawBatch, RawForward};
 use crate::config::{invalid_key, ConfigError};
 use crate::telemetry::Signal;
 use bytes::Bytes;
@@ -65,75 +64,27 @@ fn read_file(path: &str, at: &str) -> Result<Vec<u8>, ConfigError> {
     std::fs::read(path).map_err(|e| invalid_key(at, format!("cannot read {path}: {e}")))
 }
 
-/// Validates `tls:` of a client.
-pub fn tls(raw: Option<&RawClientTls>, at: &str) -> Result<TlsSettings, ConfigError> {
-    let Some(t) = raw else {
-        return Ok(TlsSettings::default());
-    };
-    if t.insecure_skip_verify == Some(true) {
-        return Err(invalid_key(
-            &format!("{at}.insecure_skip_verify"),
-            "not supported: trust the upstream's CA with ca_file instead",
-        ));
-    }
-    let ca_pem = t
-        .ca_file
-        .as_deref()
-        .map(|f| read_file(f, &format!("{at}.ca_file")))
-        .transpose()?;
-    let identity_pem = match (&t.cert_file, &t.key_file) {
-        (Some(c), Some(k)) => Some((
-            read_file(c, &format!("{at}.cert_file"))?,
-            read_file(k, &format!("{at}.key_file"))?,
-        )),
-        (None, None) => None,
-        _ => {
-            return Err(invalid_key(
-                at,
-                "cert_file and key_file go together (mutual TLS)",
-            ))
-        }
-    };
-    Ok(TlsSettings {
-        ca_pem,
-        identity_pem,
-        insecure_skip_verify: false,
-    })
-}
-
 /// `forward[i].headers` and `.headers_from_files`, names lower-cased, checked as header
 /// names and values.
 fn headers(raw: &RawForward, at: &str) -> Result<Vec<(String, String)>, ConfigError> {
-    let key = |k: &str| format!("{at}.{k}");
-    let mut headers = Vec::new();
+    let mut entries: Vec<(String, &str, String)> = Vec::new();
     for (k, v) in raw.headers.iter().flatten() {
-        headers.push((k.to_ascii_lowercase(), v.clone()));
+        entries.push((format!("{at}.headers.{k}"), k, v.clone()));
     }
     for (k, path) in raw.headers_from_files.iter().flatten() {
-        let bytes = read_file(path, &format!("{}.{k}", key("headers_from_files")))?;
-        let value = String::from_utf8(bytes).map_err(|_| {
-            invalid_key(
-                &format!("{}.{k}", key("headers_from_files")),
-                format!("{path} is not text"),
-            )
-        })?;
-        headers.push((
-            k.to_ascii_lowercase(),
-            value.trim_end_matches(['\n', '\r']).to_string(),
-        ));
+        let key = format!("{at}.headers_from_files.{k}");
+        let bytes = read_file(path, &key)?;
+        let value = String::from_utf8(bytes)
+            .map_err(|_| invalid_key(&key, format!("{path} is not text")))?;
+        let value = value.trim_end_matches(['\n', '\r']).to_string();
+        entries.push((key, k, value));
     }
-    for (k, v) in &headers {
-        let valid_name = !k.is_empty()
-            && k.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-        if !valid_name || v.bytes().any(|b| b < 0x20 && b != b'\t') {
-            return Err(invalid_key(
-                &format!("{}.{k}", key("headers")),
-                "not a valid header name or value",
-            ));
-        }
-    }
-    Ok(headers)
+    settings::headers(
+        entries
+            .iter()
+            .map(|(key, k, v)| (key.clone(), *k, v.as_str())),
+        &[],
+    )
 }
 
 /// `forward[i].signals`: which of traces, metrics and logs go to the upstream (all three
@@ -176,26 +127,9 @@ pub fn validate(raw: &RawForward, at: &str) -> Result<ForwardConfig, ConfigError
         "https://otlp.vendor.example:4317",
         true,
     )?;
-    let protocol = match raw.protocol.as_deref().unwrap_or("grpc") {
-        "grpc" => Protocol::Grpc,
-        "http" => Protocol::Http,
-        other => {
-            return Err(invalid_key(
-                &key("protocol"),
-                format!("unknown protocol {other:?} (use grpc or http)"),
-            ))
-        }
-    };
-    let compression = match raw.compression.as_deref().unwrap_or("gzip") {
-        "gzip" => Compression::Gzip,
-        "none" => Compression::None,
-        other => {
-            return Err(invalid_key(
-                &key("compression"),
-                format!("unknown compression {other:?} (use none or gzip)"),
-            ))
-        }
-    };
+    let protocol = settings::protocol(&key("protocol"), raw.protocol.as_deref())?;
+    let compression = settings::compression(&key("compression"), raw.compression.as_deref())?;
+    let tls = settings::tls_loaded(raw.tls.as_ref(), &key("tls"), &endpoint, protocol)?;
     let headers = headers(raw, at)?;
     let signals = signals(raw.signals.as_deref(), at)?;
     let derived = if raw.include_derived == Some(true) {
@@ -216,10 +150,7 @@ pub fn validate(raw: &RawForward, at: &str) -> Result<ForwardConfig, ConfigError
     } else {
         None
     };
-    let timeout = raw.timeout.map_or(Duration::from_secs(10), |d| d.0);
-    if timeout < Duration::from_millis(100) || timeout > Duration::from_secs(300) {
-        return Err(invalid_key(&key("timeout"), "must be between 100ms and 5m"));
-    }
+    let timeout = settings::timeout(&key("timeout"), raw.timeout.map(|d| d.0))?;
     let queue_size = raw.queue_size.unwrap_or(1000);
     if queue_size == 0 {
         return Err(invalid_key(&key("queue_size"), "must be at least 1"));
@@ -238,7 +169,7 @@ pub fn validate(raw: &RawForward, at: &str) -> Result<ForwardConfig, ConfigError
             protocol,
             headers,
             compression,
-            tls: tls(raw.tls.as_ref(), &key("tls"))?,
+            tls,
             timeout,
         },
         signals,
@@ -366,6 +297,7 @@ impl Forwarders {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::export::upstream::settings::Protocol;
 
     fn v(yaml: &str) -> Result<ForwardConfig, String> {
         let raw: RawForward = serde_norway::from_str(yaml).map_err(|e| e.to_string())?;

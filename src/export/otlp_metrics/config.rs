@@ -1,36 +1,19 @@
 //! `exporters.otlp_metrics`: validation of the raw section into [`OtlpMetricsConfig`]. The
 //! defaults live here; every refusal names the key path.
 
-use crate::config::raw::{RawClientTls, RawOtlpMetrics};
+use crate::config::raw::RawOtlpMetrics;
 use crate::config::{invalid_key, ConfigError};
+use crate::export::upstream::settings;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 const AT: &str = "exporters.otlp_metrics";
 
 /// Default time between exports.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);
-/// Default per-request timeout.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+pub use crate::export::upstream::settings::DEFAULT_TIMEOUT;
 
-/// OTLP transport.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
-    /// OTLP/gRPC (`MetricsService/Export`).
-    Grpc,
-    /// OTLP/HTTP with a binary protobuf body (`POST …/v1/metrics`).
-    Http,
-}
-
-/// Request body compression.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compression {
-    /// Uncompressed.
-    None,
-    /// gzip (`grpc-encoding: gzip` / `Content-Encoding: gzip`).
-    Gzip,
-}
+pub use crate::export::upstream::settings::{ClientTls, Compression, Protocol};
 
 /// Aggregation temporality of the exported sums and histograms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,19 +33,6 @@ pub enum HistogramMode {
     /// An OTLP `ExponentialHistogram` derived from the explicit buckets (see
     /// `docs/otlp-metrics.md` for what that can and cannot tell).
     Exponential,
-}
-
-/// TLS settings of the client connection.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ClientTls {
-    /// PEM CA certificates trusted instead of the system roots.
-    pub ca_file: Option<PathBuf>,
-    /// PEM client certificate (mutual TLS); always set together with `key_file`.
-    pub cert_file: Option<PathBuf>,
-    /// PEM private key of `cert_file`.
-    pub key_file: Option<PathBuf>,
-    /// Skip verifying the server certificate (testing only).
-    pub insecure_skip_verify: bool,
 }
 
 /// Everything a sender needs to reach the upstream; the exporter itself never opens a
@@ -128,92 +98,7 @@ fn choice<T: Copy>(
     default: T,
     options: &[(&str, T)],
 ) -> Result<T, ConfigError> {
-    let Some(v) = value else {
-        return Ok(default);
-    };
-    options
-        .iter()
-        .find(|(name, _)| *name == v)
-        .map(|(_, t)| *t)
-        .ok_or_else(|| {
-            let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
-            invalid_key(&key(k), format!("{v:?} is not one of {}", names.join(", ")))
-        })
-}
-
-fn headers(
-    raw: Option<&BTreeMap<String, String>>,
-) -> Result<BTreeMap<String, String>, ConfigError> {
-    let mut out = BTreeMap::new();
-    for (name, value) in raw.into_iter().flatten() {
-        let at = key(&format!("headers.{name}"));
-        let lower = name.to_ascii_lowercase();
-        if http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
-            return Err(invalid_key(&at, "not a valid header name"));
-        }
-        if lower.starts_with(':') || lower.starts_with("grpc-") {
-            return Err(invalid_key(&at, "reserved by the protocol"));
-        }
-        if matches!(
-            lower.as_str(),
-            "content-type" | "content-encoding" | "content-length" | "te" | "host"
-        ) {
-            return Err(invalid_key(&at, "set by the exporter itself"));
-        }
-        if http::HeaderValue::from_str(value).is_err() {
-            return Err(invalid_key(
-                &at,
-                "value has characters not allowed in a header (control characters or non-ASCII)",
-            ));
-        }
-        if out.insert(lower, value.clone()).is_some() {
-            return Err(invalid_key(
-                &at,
-                "given twice (header names are case-insensitive)",
-            ));
-        }
-    }
-    Ok(out)
-}
-
-fn tls(raw: Option<&RawClientTls>, endpoint: &str) -> Result<Option<ClientTls>, ConfigError> {
-    let Some(t) = raw else {
-        return Ok(None);
-    };
-    let path = |k: &str, v: &Option<String>| -> Result<Option<PathBuf>, ConfigError> {
-        match v.as_deref() {
-            Some("") => Err(invalid_key(&key(&format!("tls.{k}")), "empty path")),
-            v => Ok(v.map(PathBuf::from)),
-        }
-    };
-    let out = ClientTls {
-        ca_file: path("ca_file", &t.ca_file)?,
-        cert_file: path("cert_file", &t.cert_file)?,
-        key_file: path("key_file", &t.key_file)?,
-        insecure_skip_verify: t.insecure_skip_verify.unwrap_or(false),
-    };
-    match (&out.cert_file, &out.key_file) {
-        (Some(_), None) => {
-            return Err(invalid_key(
-                &key("tls.key_file"),
-                "required with tls.cert_file",
-            ))
-        }
-        (None, Some(_)) => {
-            return Err(invalid_key(
-                &key("tls.cert_file"),
-                "required with tls.key_file",
-            ))
-        }
-        _ => {}
-    }
-    if endpoint.starts_with("http://") && out != ClientTls::default() {
-        return Err(invalid_key(
-            &key("tls"),
-            "set, but the endpoint is http:// (use https:// for TLS)",
-        ));
-    }
-    Ok(Some(out))
+    settings::choice(&key(k), value, default, options)
 }
 
 fn resource_attributes(
@@ -237,12 +122,7 @@ pub fn validate(raw: &RawOtlpMetrics) -> Result<OtlpMetricsConfig, ConfigError> 
         "http://collector:4317",
         false,
     )?;
-    let protocol = choice(
-        "protocol",
-        raw.protocol.as_deref(),
-        Protocol::Grpc,
-        &[("grpc", Protocol::Grpc), ("http", Protocol::Http)],
-    )?;
+    let protocol = settings::protocol(&key("protocol"), raw.protocol.as_deref())?;
     let interval = raw.interval.map_or(DEFAULT_INTERVAL, |d| d.0);
     if interval < Duration::from_secs(1) || interval > Duration::from_secs(3600) {
         return Err(invalid_key(&key("interval"), "must be between 1s and 1h"));
@@ -265,22 +145,21 @@ pub fn validate(raw: &RawOtlpMetrics) -> Result<OtlpMetricsConfig, ConfigError> 
             ("exponential", HistogramMode::Exponential),
         ],
     )?;
-    let compression = choice(
-        "compression",
-        raw.compression.as_deref(),
-        Compression::Gzip,
-        &[("none", Compression::None), ("gzip", Compression::Gzip)],
+    let compression = settings::compression(&key("compression"), raw.compression.as_deref())?;
+    let timeout = settings::timeout(&key("timeout"), raw.timeout.map(|d| d.0))?;
+    let tls = settings::tls(raw.tls.as_ref(), &key("tls"), &endpoint, protocol)?;
+    let headers = settings::headers(
+        raw.headers
+            .iter()
+            .flatten()
+            .map(|(k, v)| (key(&format!("headers.{k}")), k.as_str(), v.as_str())),
+        &[],
     )?;
-    let timeout = raw.timeout.map_or(DEFAULT_TIMEOUT, |d| d.0);
-    if timeout < Duration::from_millis(100) || timeout > Duration::from_secs(300) {
-        return Err(invalid_key(&key("timeout"), "must be between 100ms and 5m"));
-    }
-    let tls = tls(raw.tls.as_ref(), &endpoint)?;
     Ok(OtlpMetricsConfig {
         transport: Transport {
             endpoint,
             protocol,
-            headers: headers(raw.headers.as_ref())?,
+            headers: headers.into_iter().collect(),
             compression,
             tls,
             timeout,
@@ -302,35 +181,19 @@ impl Transport {
         crate::export::upstream::otlp_client::ClientError,
     > {
         use crate::export::upstream::otlp_client as c;
-        let read = |p: &PathBuf| {
-            std::fs::read(p).map_err(|e| c::ClientError::Tls(format!("{}: {e}", p.display())))
-        };
         let tls = match &self.tls {
             None => c::TlsSettings::default(),
-            Some(t) => c::TlsSettings {
-                insecure_skip_verify: t.insecure_skip_verify,
-                ca_pem: t.ca_file.as_ref().map(read).transpose()?,
-                identity_pem: match (&t.cert_file, &t.key_file) {
-                    (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
-                    _ => None,
-                },
-            },
+            Some(t) => t.load().map_err(|e| c::ClientError::Tls(e.to_string()))?,
         };
         Ok(c::ClientConfig {
             endpoint: self.endpoint.clone(),
-            protocol: match self.protocol {
-                Protocol::Grpc => c::Protocol::Grpc,
-                Protocol::Http => c::Protocol::Http,
-            },
+            protocol: self.protocol,
             headers: self
                 .headers
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-            compression: match self.compression {
-                Compression::None => c::Compression::None,
-                Compression::Gzip => c::Compression::Gzip,
-            },
+            compression: self.compression,
             tls,
             timeout: self.timeout,
         })
@@ -341,6 +204,7 @@ impl Transport {
 mod tests {
     use super::*;
     use crate::config::raw::RawConfig;
+    use std::path::PathBuf;
 
     fn parse(yaml: &str) -> Result<OtlpMetricsConfig, ConfigError> {
         let raw: RawConfig = serde_norway::from_str(yaml).expect("yaml");

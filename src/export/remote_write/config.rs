@@ -2,26 +2,22 @@
 //! exporter runs with. TLS files are read (and parsed) here, so a bad certificate stops
 //! start-up instead of every write failing later.
 
-use crate::config::raw::{RawClientTls, RawRemoteWrite};
+use crate::config::raw::RawRemoteWrite;
 use crate::config::{invalid_key, ConfigError};
 use crate::export::delivery::DeliveryConfig;
+use crate::export::upstream::settings;
 use std::time::Duration;
 
 const AT: &str = "exporters.prometheus_remote_write";
 
 /// Default time between writes.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);
-/// Default per-request timeout.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default per-request timeout, shared by every upstream client.
+pub use settings::DEFAULT_TIMEOUT;
 
-/// Headers the protocol sets itself; configuring them is refused.
-const PROTOCOL_HEADERS: [&str; 5] = [
-    "content-encoding",
-    "content-type",
-    "content-length",
-    "host",
-    "x-prometheus-remote-write-version",
-];
+/// Headers the remote-write protocol sets besides those every client sets; configuring
+/// them is refused.
+const PROTOCOL_HEADERS: [&str; 1] = ["x-prometheus-remote-write-version"];
 
 pub use crate::export::upstream::http::TlsSettings;
 
@@ -111,13 +107,7 @@ pub fn validate(raw: &RawRemoteWrite) -> Result<RemoteWriteConfig, ConfigError> 
             format!("{interval:?} is outside 1s..1h"),
         ));
     }
-    let timeout = raw.timeout.map_or(DEFAULT_TIMEOUT, |d| d.0);
-    if timeout.is_zero() || timeout > Duration::from_secs(300) {
-        return Err(invalid_key(
-            &format!("{AT}.timeout"),
-            format!("{timeout:?} is outside (0s, 5m]"),
-        ));
-    }
+    let timeout = settings::timeout(&format!("{AT}.timeout"), raw.timeout.map(|d| d.0))?;
     let mut external_labels = Vec::new();
     for (name, value) in raw.external_labels.iter().flatten() {
         let at = format!("{AT}.external_labels.{name}");
@@ -145,21 +135,17 @@ pub fn validate(raw: &RawRemoteWrite) -> Result<RemoteWriteConfig, ConfigError> 
         external_labels.push((name.clone(), value.clone()));
     }
     external_labels.sort();
-    let mut headers = Vec::new();
-    for (name, value) in raw.headers.iter().flatten() {
-        let at = format!("{AT}.headers.{name}");
-        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            return Err(invalid_key(&at, "not a valid HTTP header name"));
-        }
-        if PROTOCOL_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-            return Err(invalid_key(&at, "set by the remote-write protocol itself"));
-        }
-        if http::HeaderValue::from_str(value).is_err() {
-            return Err(invalid_key(&at, "not a valid HTTP header value"));
-        }
-        headers.push((name.clone(), value.clone()));
-    }
-    let tls = tls(raw.tls.as_ref(), &endpoint)?;
+    let headers = settings::headers(
+        raw.headers
+            .iter()
+            .flatten()
+            .map(|(k, v)| (format!("{AT}.headers.{k}"), k.as_str(), v.as_str())),
+        &PROTOCOL_HEADERS,
+    )?;
+    let at = format!("{AT}.tls");
+    let tls = settings::tls_loaded(raw.tls.as_ref(), &at, &endpoint, settings::Protocol::Http)?;
+    // Parse now so a bad file is reported at start-up.
+    super::client::tls_config(&tls).map_err(|e| invalid_key(&at, e))?;
     Ok(RemoteWriteConfig {
         endpoint,
         interval,
@@ -173,54 +159,10 @@ pub fn validate(raw: &RawRemoteWrite) -> Result<RemoteWriteConfig, ConfigError> 
     })
 }
 
-fn read(at: &str, path: &str) -> Result<Vec<u8>, ConfigError> {
-    std::fs::read(path).map_err(|e| invalid_key(at, format!("cannot read {path}: {e}")))
-}
-
-fn tls(raw: Option<&RawClientTls>, endpoint: &str) -> Result<TlsSettings, ConfigError> {
-    let Some(raw) = raw else {
-        return Ok(TlsSettings::default());
-    };
-    let at = format!("{AT}.tls");
-    let mut out = TlsSettings {
-        insecure_skip_verify: raw.insecure_skip_verify.unwrap_or(false),
-        ..TlsSettings::default()
-    };
-    if let Some(ca) = &raw.ca_file {
-        out.ca_pem = Some(read(&format!("{at}.ca_file"), ca)?);
-    }
-    match (&raw.cert_file, &raw.key_file) {
-        (Some(c), Some(k)) => {
-            out.identity_pem = Some((
-                read(&format!("{at}.cert_file"), c)?,
-                read(&format!("{at}.key_file"), k)?,
-            ));
-        }
-        (None, None) => {}
-        (Some(_), None) => {
-            return Err(invalid_key(
-                &format!("{at}.key_file"),
-                "required with cert_file",
-            ))
-        }
-        (None, Some(_)) => {
-            return Err(invalid_key(
-                &format!("{at}.cert_file"),
-                "required with key_file",
-            ))
-        }
-    }
-    if out != TlsSettings::default() && !endpoint.starts_with("https://") {
-        return Err(invalid_key(&at, "TLS settings need an https:// endpoint"));
-    }
-    // Parse now so a bad file is reported at start-up.
-    super::client::tls_config(&out).map_err(|e| invalid_key(&at, e))?;
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::raw::RawClientTls;
     use crate::config::units::HumanDuration;
 
     fn raw(endpoint: &str) -> RawRemoteWrite {

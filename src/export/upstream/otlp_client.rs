@@ -17,25 +17,8 @@ use std::pin::Pin;
 use std::time::Duration;
 use thiserror::Error;
 
-/// Transport.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
-    /// OTLP/gRPC.
-    Grpc,
-    /// OTLP/HTTP with protobuf bodies.
-    Http,
-}
-
-/// Body compression.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compression {
-    /// None.
-    None,
-    /// gzip.
-    Gzip,
-}
-
 pub use super::http::TlsSettings;
+pub use super::settings::{Compression, Protocol};
 
 /// Everything needed to reach one upstream. Its `Debug` output names the headers but not
 /// their values.
