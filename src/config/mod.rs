@@ -1,11 +1,10 @@
-//! The configuration's leaf: the raw document as serde reads it ([`raw`], unknown keys
-//! rejected), `${env:…}` expansion ([`env`]), units ([`units`]), and the error type every
-//! validator returns, which names the key path and the reason. It imports nothing of
-//! otel-sli's own, so every component can validate its own section with it; the validated
-//! whole is assembled by `settings`.
+//! The configuration's leaf: `${env:…}` expansion ([`env`]), units ([`units`]), and the
+//! error type every validator returns, which names the key path and the reason. It imports
+//! nothing of otel-sli's own, so every component defines and validates its own section
+//! with it (as serde structs beside its validator); the document's top level and the
+//! validated whole are assembled by `settings`.
 
 pub mod env;
-pub mod raw;
 pub mod units;
 
 use thiserror::Error;

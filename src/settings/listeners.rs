@@ -3,7 +3,7 @@
 //! key that does not fit it by key path.
 
 use super::invalid;
-use crate::config::raw::{RawAdmin, RawReceivers, RawServerTls};
+use super::raw::{RawAdmin, RawReceivers, RawServerTls};
 use crate::config::ConfigError;
 use crate::net::tls::TlsFiles;
 use crate::net::ConnLimits;

@@ -4,9 +4,9 @@
 //! and the reason.
 
 pub mod listeners;
+pub mod raw;
 
 use crate::completeness::traces::TrackerConfig;
-use crate::config::raw::{self, RawConfig, RawStorage, StatusSpec};
 use crate::config::{env, invalid_key as invalid, units, ConfigError};
 use crate::pipeline::PipelineOptions;
 use crate::sli::classify::{
@@ -16,6 +16,7 @@ use crate::sli::classify::{
 use crate::sli::hist::Layout;
 use crate::slo::config as slos;
 use crate::slo::def::{CanaryConfig, SliKind, SloDef, SloSettings};
+use raw::{RawConfig, RawStorage, StatusSpec};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -638,7 +639,7 @@ type Exporters = (
 
 /// Validates `forward:` and `exporters:`, with their spools under `storage.directory`.
 fn exporters(
-    forward: &[raw::RawForward],
+    forward: &[crate::export::forward::RawForward],
     raw: &raw::RawExporters,
     storage: &StorageConfig,
 ) -> Result<Exporters, ConfigError> {
@@ -663,7 +664,7 @@ fn exporters(
         fwd.push(c);
     }
     // An exporter's spool folder is named like its key under `exporters:`.
-    let spool_of = |raw: Option<&raw::RawSpool>, name: &str| {
+    let spool_of = |raw: Option<&crate::export::delivery::spool::RawSpool>, name: &str| {
         spool::validate(raw, &format!("exporters.{name}.spool"), dir, name)
     };
     let remote_write = raw

@@ -1,14 +1,94 @@
 //! Validation of the `slos:`, `slo:` and `canary:` sections, for the configuration file and
 //! for OpenSLO documents alike. Every error names the SLO (by position and name) and the key.
 
-use crate::config::raw::{RawAlertRule, RawCanary, RawSlo, RawSloSettings};
+use crate::config::units::HumanDuration;
 use crate::config::{invalid_key as invalid, ConfigError};
 use crate::sli::classify::{label_name, RESERVED_LABELS};
 use crate::slo::def::{
     AlertRule, BurnThreshold, CanaryConfig, FeatureMatch, Severity, SliKind, SloDef, SloSettings,
 };
+use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
+
+/// One entry of `slos:`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSlo {
+    /// Unique name, used as the `slo` label. Letters, digits, `.`, `_`, `:` and `-`. Required.
+    pub name: Option<String>,
+    /// `service.name` of the service. Required.
+    pub service: Option<String>,
+    /// Feature covered: an exact feature name or a glob (`*`, `?`). Required.
+    pub feature: Option<String>,
+    /// `availability` (good = not bad by the outcome rules) or `latency` (good = not bad
+    /// and not slower than `threshold`). Default `availability`.
+    pub sli: Option<String>,
+    /// Latency SLOs only: the slowest good duration, e.g. `300ms`. Also added to the
+    /// exported `sli_latency_seconds` bucket bounds so rules computed from it are exact.
+    pub threshold: Option<HumanDuration>,
+    /// Target percentage of good requests, e.g. `99.9`. Required; above 0 and below 100.
+    pub objective: Option<f64>,
+    /// Rolling window of the objective, `1h` to `90d`. Default `30d`.
+    pub window: Option<HumanDuration>,
+    /// Free text shown in the API and put on generated alerts.
+    pub description: Option<String>,
+    /// Extra labels for this SLO's metrics and generated rules.
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// `slo:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSloSettings {
+    /// Spans that end longer ago than this when they arrive are counted in
+    /// `otel_sli_late_spans_total` and not placed into SLO windows. `1m` to `6h`.
+    /// Default `1h`.
+    pub max_lateness: Option<HumanDuration>,
+    /// Multi-window burn-rate alert rules. Default: the SRE workbook's four rules (page: 2%
+    /// of the budget in `1h` checked over `5m`, 5% in `6h` over `30m`; ticket: 10% in `1d`
+    /// over `2h`, 10% in `3d` over `6h`), which are burn rates 14.4, 6, 3 and 1 for a
+    /// 30-day window and scale with other windows.
+    pub alerts: Option<Vec<RawAlertRule>>,
+}
+
+/// One entry of `slo.alerts:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAlertRule {
+    /// `page` or `ticket`. Required.
+    pub severity: Option<String>,
+    /// Long window, e.g. `1h`. Required.
+    pub long_window: Option<HumanDuration>,
+    /// Short window, e.g. `5m`. Required; shorter than `long_window`.
+    pub short_window: Option<HumanDuration>,
+    /// Fraction of the whole error budget that, spent within `long_window`, fires the
+    /// rule (`0.02`). The burn-rate factor is `budget_consumed × slo window ÷ long_window`.
+    /// Give this or `burn_rate`.
+    pub budget_consumed: Option<f64>,
+    /// A fixed burn-rate factor, the same for every SLO window. Give this or
+    /// `budget_consumed`.
+    pub burn_rate: Option<f64>,
+}
+
+/// `canary:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCanary {
+    /// Attribute that tells a canary from its baseline (span attribute, then resource
+    /// attribute). It is recorded as a series dimension (label with `.` → `_`). `""`
+    /// turns canary analysis off. Default `service.version`.
+    pub attribute: Option<String>,
+    /// Fewest requests each cohort needs before the verdict can be other than
+    /// `inconclusive`. Default `100`.
+    pub min_requests: Option<u64>,
+    /// Significance level of the one-sided error-ratio test, between 0 and 0.5.
+    /// Default `0.05`.
+    pub significance: Option<f64>,
+    /// Tolerated relative p95/p99 latency regression (`0.2`: up to 20% slower passes).
+    /// Default `0.2`.
+    pub latency_tolerance: Option<f64>,
+}
 
 /// Labels the SLO metrics and rules use themselves.
 const SLO_RESERVED: [&str; 6] = ["slo", "severity", "window", "service", "feature", "sli"];

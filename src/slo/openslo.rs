@@ -6,10 +6,10 @@
 //! are translated back to OpenSLO keys. It must not touch the rest of the configuration.
 //! `docs/openslo.md` documents the mapping.
 
-use crate::config::raw::RawSlo;
 use crate::config::units::HumanDuration;
 use crate::config::ConfigError;
 use crate::sli::classify::label_name;
+use crate::slo::config::RawSlo;
 use crate::slo::def::SloDef;
 use serde::Deserialize;
 use serde_json::{Map, Value};

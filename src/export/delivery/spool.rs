@@ -23,14 +23,27 @@
 //! items, read from its header, are counted as lost; a corrupt record ends its segment's
 //! readable part: its items are counted and the bytes after it are logged as lost.
 
+use crate::config::units::ByteSize;
 use crate::telemetry::Signal;
 use bytes::Bytes;
+use serde::Deserialize;
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use thiserror::Error;
+
+/// `spool:` of a forwarder or exporter: payloads that cannot be delivered now are kept on
+/// disk under `storage.directory/spool/` and sent when the upstream takes them again, also
+/// after a restart.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSpool {
+    /// Disk space at most; when it is reached the oldest spooled data is dropped (and
+    /// counted). At least `1MiB`. Default `1GiB`.
+    pub max_bytes: Option<ByteSize>,
+}
 
 const MAGIC: &[u8; 8] = b"OTSLSPL1";
 const HEADER: u64 = 18;
@@ -70,7 +83,7 @@ pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
 /// Validates `spool:` at key path `at` for the upstream whose spool directory is
 /// `storage/spool/<name>`.
 pub fn validate(
-    raw: Option<&crate::config::raw::RawSpool>,
+    raw: Option<&RawSpool>,
     at: &str,
     storage: Option<&Path>,
     name: &str,

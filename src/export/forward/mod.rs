@@ -5,15 +5,70 @@
 //! too large or for backpressure are not forwarded: the client was told and will retry.
 
 use super::delivery::batch::Batching;
+use super::delivery::spool::RawSpool;
 use super::delivery::{self, DeliveryConfig, Payload, Queue};
 use super::upstream::otlp_client::{ClientConfig, ClientError, OtlpClient};
-use super::upstream::settings::{self, Compression};
-use crate::config::raw::{RawBatch, RawForward};
+use super::upstream::settings::{self, Compression, RawClientTls};
+use crate::config::units::{ByteSize, HumanDuration};
 use crate::config::{invalid_key, ConfigError};
 use crate::telemetry::Signal;
 use bytes::Bytes;
+use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// One entry of `forward:`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawForward {
+    /// Upstream URL: `https://host:4317` (gRPC) or `https://host:4318` (HTTP; the
+    /// `/v1/{signal}` path is appended unless the URL already has a path). Required.
+    pub endpoint: Option<String>,
+    /// `grpc` or `http`. Default `grpc`.
+    pub protocol: Option<String>,
+    /// Headers sent with every request (API keys). Values may use `${ENV}`.
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+    /// Headers whose values are read from files (e.g. mounted secrets), trailing newline
+    /// removed: `{ x-api-key: /var/run/secrets/vendor/key }`.
+    pub headers_from_files: Option<std::collections::BTreeMap<String, String>>,
+    /// `none` or `gzip`. Default `gzip`.
+    pub compression: Option<String>,
+    /// TLS settings for `https` endpoints.
+    pub tls: Option<RawClientTls>,
+    /// Signals forwarded. Default `[traces, metrics, logs]`.
+    pub signals: Option<Vec<String>>,
+    /// Also send the derived SLI/SLO metrics to this upstream as OTLP metrics.
+    /// Default `false`.
+    pub include_derived: Option<bool>,
+    /// Per-request timeout. Default `10s`.
+    pub timeout: Option<HumanDuration>,
+    /// Requests waiting to be forwarded before new ones are dropped (and counted).
+    /// Default `1000`.
+    pub queue_size: Option<usize>,
+    /// Requests sent to this upstream at once, 1 to 1024, each on a connection of its own
+    /// (kept open for the next). Default `16`.
+    pub max_in_flight: Option<usize>,
+    /// Disk spool for when the upstream fails or falls behind (needs `storage.directory`).
+    /// Unset: queued data is kept in memory only.
+    pub spool: Option<RawSpool>,
+    /// Merge queued requests of one signal into fewer, larger ones (each received request's
+    /// bytes unchanged, back to back); `batch: {}` for the defaults. Unset (or `batch:`
+    /// with no value): one upstream request per received request.
+    pub batch: Option<RawBatch>,
+}
+
+/// `forward[].batch`: how received requests are merged for the upstream.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBatch {
+    /// A merged request's size at most, before compression (a larger received request
+    /// goes alone). Keep it under what the upstream accepts (gRPC servers commonly take
+    /// 4 MiB). 1KiB to 64MiB. Default `1MiB`.
+    pub max_bytes: Option<ByteSize>,
+    /// How long a request waits for others to merge with. `0s`: merge only what is
+    /// already queued. At most `1s`. Default `5ms`.
+    pub wait: Option<HumanDuration>,
+}
 
 /// Validated `forward[]` entry.
 #[derive(Clone, Debug, PartialEq)]
@@ -133,7 +188,7 @@ pub fn validate(raw: &RawForward, at: &str) -> Result<ForwardConfig, ConfigError
     let headers = headers(raw, at)?;
     let signals = signals(raw.signals.as_deref(), at)?;
     let derived = if raw.include_derived == Some(true) {
-        let metrics = crate::config::raw::RawOtlpMetrics {
+        let metrics = crate::export::otlp_metrics::config::RawOtlpMetrics {
             endpoint: raw.endpoint.clone(),
             protocol: raw.protocol.clone(),
             headers: None,

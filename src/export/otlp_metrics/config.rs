@@ -1,9 +1,11 @@
 //! `exporters.otlp_metrics`: validation of the raw section into [`OtlpMetricsConfig`]. The
 //! defaults live here; every refusal names the key path.
 
-use crate::config::raw::RawOtlpMetrics;
+use crate::config::units::HumanDuration;
 use crate::config::{invalid_key, ConfigError};
-use crate::export::upstream::settings;
+use crate::export::delivery::spool::RawSpool;
+use crate::export::upstream::settings::{self, RawClientTls};
+use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -14,6 +16,35 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);
 pub use crate::export::upstream::settings::DEFAULT_TIMEOUT;
 
 pub use crate::export::upstream::settings::{ClientTls, Compression, Protocol};
+
+/// `exporters.otlp_metrics:`
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawOtlpMetrics {
+    /// Upstream URL. Required.
+    pub endpoint: Option<String>,
+    /// `grpc` or `http`. Default `grpc`.
+    pub protocol: Option<String>,
+    /// Time between exports. Default `15s`.
+    pub interval: Option<HumanDuration>,
+    /// `cumulative` or `delta`. Default `cumulative`.
+    pub temporality: Option<String>,
+    /// `explicit` (the exported bucket bounds) or `exponential`. Default `explicit`.
+    pub histogram: Option<String>,
+    /// Resource attributes added to the exported metrics (e.g. `k8s.node.name`).
+    pub resource_attributes: Option<std::collections::BTreeMap<String, String>>,
+    /// Extra headers.
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+    /// `none` or `gzip`. Default `gzip`.
+    pub compression: Option<String>,
+    /// TLS settings for `https` endpoints.
+    pub tls: Option<RawClientTls>,
+    /// Per-request timeout. Default `10s`.
+    pub timeout: Option<HumanDuration>,
+    /// Disk spool for when the upstream fails or falls behind (needs `storage.directory`).
+    /// Unset: queued data is kept in memory only.
+    pub spool: Option<RawSpool>,
+}
 
 /// Aggregation temporality of the exported sums and histograms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -203,7 +234,7 @@ impl Transport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::raw::RawConfig;
+    use crate::settings::raw::RawConfig;
     use std::path::PathBuf;
 
     fn parse(yaml: &str) -> Result<OtlpMetricsConfig, ConfigError> {

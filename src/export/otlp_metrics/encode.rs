@@ -597,7 +597,7 @@ slos:
     }
 
     fn cfg(temporality: Temporality, histogram: HistogramMode) -> OtlpMetricsConfig {
-        let mut c = super::super::validate(&crate::config::raw::RawOtlpMetrics {
+        let mut c = super::super::validate(&super::super::config::RawOtlpMetrics {
             endpoint: Some("http://c:4317".into()),
             resource_attributes: Some([("k8s.node.name".to_string(), "n1".to_string())].into()),
             ..Default::default()

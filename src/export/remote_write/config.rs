@@ -2,10 +2,12 @@
 //! exporter runs with. TLS files are read (and parsed) here, so a bad certificate stops
 //! start-up instead of every write failing later.
 
-use crate::config::raw::RawRemoteWrite;
+use crate::config::units::HumanDuration;
 use crate::config::{invalid_key, ConfigError};
+use crate::export::delivery::spool::RawSpool;
 use crate::export::delivery::DeliveryConfig;
-use crate::export::upstream::settings;
+use crate::export::upstream::settings::{self, RawClientTls};
+use serde::Deserialize;
 use std::time::Duration;
 
 const AT: &str = "exporters.prometheus_remote_write";
@@ -20,6 +22,33 @@ pub use settings::DEFAULT_TIMEOUT;
 const PROTOCOL_HEADERS: [&str; 1] = ["x-prometheus-remote-write-version"];
 
 pub use crate::export::upstream::http::TlsSettings;
+
+/// `exporters.prometheus_remote_write:`
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRemoteWrite {
+    /// Remote-write URL, e.g. `http://prometheus:9090/api/v1/write`. Required.
+    pub endpoint: Option<String>,
+    /// Time between writes. Default `15s`.
+    pub interval: Option<HumanDuration>,
+    /// Labels added to every series (e.g. `node: ${K8S_NODE_NAME}`), so agents never
+    /// collide. Prometheus label names, not `__*` nor `le`; values not empty. A series' own
+    /// label of the same name wins.
+    pub external_labels: Option<std::collections::BTreeMap<String, String>>,
+    /// Send Prometheus native histograms instead of classic `_bucket` series: the exported
+    /// buckets converted to exponential schema 8 (each request reads as its bucket's upper
+    /// bound, within 0.27%; count and sum exact). Default `false`.
+    pub native_histograms: Option<bool>,
+    /// Extra headers (e.g. `X-Scope-OrgID` for Mimir, `Authorization`).
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+    /// TLS settings for `https` endpoints.
+    pub tls: Option<RawClientTls>,
+    /// Per-request timeout. Default `10s`.
+    pub timeout: Option<HumanDuration>,
+    /// Disk spool for when the upstream fails or falls behind (needs `storage.directory`).
+    /// Unset: queued data is kept in memory only.
+    pub spool: Option<RawSpool>,
+}
 
 /// Validated `exporters.prometheus_remote_write`. Its `Debug` output names the headers but
 /// not their values.
@@ -162,7 +191,7 @@ pub fn validate(raw: &RawRemoteWrite) -> Result<RemoteWriteConfig, ConfigError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::raw::RawClientTls;
+
     use crate::config::units::HumanDuration;
 
     fn raw(endpoint: &str) -> RawRemoteWrite {

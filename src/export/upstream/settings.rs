@@ -12,10 +12,24 @@
 //!   [`ClientTls::load`], at start-up.
 
 use super::http::TlsSettings;
-use crate::config::raw::RawClientTls;
 use crate::config::{invalid_key, ConfigError};
+use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// TLS settings of a client connection (`forward[].tls`, `exporters.*.tls`).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawClientTls {
+    /// PEM file of CA certificates to trust instead of the system roots.
+    pub ca_file: Option<String>,
+    /// PEM client certificate for mutual TLS (with `key_file`).
+    pub cert_file: Option<String>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<String>,
+    /// Skip verifying the server certificate. Default `false`. For testing only.
+    pub insecure_skip_verify: Option<bool>,
+}
 
 /// OTLP transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,8 +1,16 @@
-//! The configuration file as users write it: plain serde structs, unknown keys rejected,
-//! every field documented with its default. `docs/configuration.md` mirrors these comments.
-//! Nothing here is interpreted; `super::validate` turns it into runtime settings.
+//! The configuration file as users write it, at its top level and in the sections
+//! `settings` validates itself: plain serde structs, unknown keys rejected, every field
+//! documented with its default. A component's own section is defined beside its validator
+//! (`forward:` in `export::forward`, `exporters.*` in their exporters, `slos:`/`slo:`/
+//! `canary:` in `slo::config`, `spool:` in `export::delivery::spool`, a client's `tls:` in
+//! `export::upstream::settings`). `docs/configuration.md` mirrors these comments. Nothing
+//! here is interpreted; `settings::from_raw` turns it into runtime settings.
 
-use super::units::{ByteSize, HumanDuration};
+use crate::config::units::{ByteSize, HumanDuration};
+use crate::export::forward::RawForward;
+use crate::export::otlp_metrics::config::RawOtlpMetrics;
+use crate::export::remote_write::config::RawRemoteWrite;
+use crate::slo::config::{RawCanary, RawSlo, RawSloSettings};
 use serde::Deserialize;
 
 /// Top level of `otel-sli.yaml`.
@@ -274,85 +282,6 @@ pub struct RawLog {
     pub level: Option<String>,
 }
 
-/// One entry of `slos:`.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawSlo {
-    /// Unique name, used as the `slo` label. Letters, digits, `.`, `_`, `:` and `-`. Required.
-    pub name: Option<String>,
-    /// `service.name` of the service. Required.
-    pub service: Option<String>,
-    /// Feature covered: an exact feature name or a glob (`*`, `?`). Required.
-    pub feature: Option<String>,
-    /// `availability` (good = not bad by the outcome rules) or `latency` (good = not bad
-    /// and not slower than `threshold`). Default `availability`.
-    pub sli: Option<String>,
-    /// Latency SLOs only: the slowest good duration, e.g. `300ms`. Also added to the
-    /// exported `sli_latency_seconds` bucket bounds so rules computed from it are exact.
-    pub threshold: Option<HumanDuration>,
-    /// Target percentage of good requests, e.g. `99.9`. Required; above 0 and below 100.
-    pub objective: Option<f64>,
-    /// Rolling window of the objective, `1h` to `90d`. Default `30d`.
-    pub window: Option<HumanDuration>,
-    /// Free text shown in the API and put on generated alerts.
-    pub description: Option<String>,
-    /// Extra labels for this SLO's metrics and generated rules.
-    pub labels: Option<std::collections::BTreeMap<String, String>>,
-}
-
-/// `slo:`
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawSloSettings {
-    /// Spans that end longer ago than this when they arrive are counted in
-    /// `otel_sli_late_spans_total` and not placed into SLO windows. `1m` to `6h`.
-    /// Default `1h`.
-    pub max_lateness: Option<HumanDuration>,
-    /// Multi-window burn-rate alert rules. Default: the SRE workbook's four rules (page: 2%
-    /// of the budget in `1h` checked over `5m`, 5% in `6h` over `30m`; ticket: 10% in `1d`
-    /// over `2h`, 10% in `3d` over `6h`), which are burn rates 14.4, 6, 3 and 1 for a
-    /// 30-day window and scale with other windows.
-    pub alerts: Option<Vec<RawAlertRule>>,
-}
-
-/// One entry of `slo.alerts:`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawAlertRule {
-    /// `page` or `ticket`. Required.
-    pub severity: Option<String>,
-    /// Long window, e.g. `1h`. Required.
-    pub long_window: Option<HumanDuration>,
-    /// Short window, e.g. `5m`. Required; shorter than `long_window`.
-    pub short_window: Option<HumanDuration>,
-    /// Fraction of the whole error budget that, spent within `long_window`, fires the
-    /// rule (`0.02`). The burn-rate factor is `budget_consumed × slo window ÷ long_window`.
-    /// Give this or `burn_rate`.
-    pub budget_consumed: Option<f64>,
-    /// A fixed burn-rate factor, the same for every SLO window. Give this or
-    /// `budget_consumed`.
-    pub burn_rate: Option<f64>,
-}
-
-/// `canary:`
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawCanary {
-    /// Attribute that tells a canary from its baseline (span attribute, then resource
-    /// attribute). It is recorded as a series dimension (label with `.` → `_`). `""`
-    /// turns canary analysis off. Default `service.version`.
-    pub attribute: Option<String>,
-    /// Fewest requests each cohort needs before the verdict can be other than
-    /// `inconclusive`. Default `100`.
-    pub min_requests: Option<u64>,
-    /// Significance level of the one-sided error-ratio test, between 0 and 0.5.
-    /// Default `0.05`.
-    pub significance: Option<f64>,
-    /// Tolerated relative p95/p99 latency regression (`0.2`: up to 20% slower passes).
-    /// Default `0.2`.
-    pub latency_tolerance: Option<f64>,
-}
-
 /// `storage:`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -365,84 +294,6 @@ pub struct RawStorage {
     pub interval: Option<HumanDuration>,
 }
 
-/// `spool:` of a forwarder or exporter: payloads that cannot be delivered now are kept on
-/// disk under `storage.directory/spool/` and sent when the upstream takes them again, also
-/// after a restart.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawSpool {
-    /// Disk space at most; when it is reached the oldest spooled data is dropped (and
-    /// counted). At least `1MiB`. Default `1GiB`.
-    pub max_bytes: Option<ByteSize>,
-}
-
-/// TLS settings of a client connection (`forward[].tls`, `exporters.*.tls`).
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawClientTls {
-    /// PEM file of CA certificates to trust instead of the system roots.
-    pub ca_file: Option<String>,
-    /// PEM client certificate for mutual TLS (with `key_file`).
-    pub cert_file: Option<String>,
-    /// PEM private key of `cert_file`.
-    pub key_file: Option<String>,
-    /// Skip verifying the server certificate. Default `false`. For testing only.
-    pub insecure_skip_verify: Option<bool>,
-}
-
-/// One entry of `forward:`.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawForward {
-    /// Upstream URL: `https://host:4317` (gRPC) or `https://host:4318` (HTTP; the
-    /// `/v1/{signal}` path is appended unless the URL already has a path). Required.
-    pub endpoint: Option<String>,
-    /// `grpc` or `http`. Default `grpc`.
-    pub protocol: Option<String>,
-    /// Headers sent with every request (API keys). Values may use `${ENV}`.
-    pub headers: Option<std::collections::BTreeMap<String, String>>,
-    /// Headers whose values are read from files (e.g. mounted secrets), trailing newline
-    /// removed: `{ x-api-key: /var/run/secrets/vendor/key }`.
-    pub headers_from_files: Option<std::collections::BTreeMap<String, String>>,
-    /// `none` or `gzip`. Default `gzip`.
-    pub compression: Option<String>,
-    /// TLS settings for `https` endpoints.
-    pub tls: Option<RawClientTls>,
-    /// Signals forwarded. Default `[traces, metrics, logs]`.
-    pub signals: Option<Vec<String>>,
-    /// Also send the derived SLI/SLO metrics to this upstream as OTLP metrics.
-    /// Default `false`.
-    pub include_derived: Option<bool>,
-    /// Per-request timeout. Default `10s`.
-    pub timeout: Option<HumanDuration>,
-    /// Requests waiting to be forwarded before new ones are dropped (and counted).
-    /// Default `1000`.
-    pub queue_size: Option<usize>,
-    /// Requests sent to this upstream at once, 1 to 1024, each on a connection of its own
-    /// (kept open for the next). Default `16`.
-    pub max_in_flight: Option<usize>,
-    /// Disk spool for when the upstream fails or falls behind (needs `storage.directory`).
-    /// Unset: queued data is kept in memory only.
-    pub spool: Option<RawSpool>,
-    /// Merge queued requests of one signal into fewer, larger ones (each received request's
-    /// bytes unchanged, back to back); `batch: {}` for the defaults. Unset (or `batch:`
-    /// with no value): one upstream request per received request.
-    pub batch: Option<RawBatch>,
-}
-
-/// `forward[].batch`: how received requests are merged for the upstream.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawBatch {
-    /// A merged request's size at most, before compression (a larger received request
-    /// goes alone). Keep it under what the upstream accepts (gRPC servers commonly take
-    /// 4 MiB). 1KiB to 64MiB. Default `1MiB`.
-    pub max_bytes: Option<ByteSize>,
-    /// How long a request waits for others to merge with. `0s`: merge only what is
-    /// already queued. At most `1s`. Default `5ms`.
-    pub wait: Option<HumanDuration>,
-}
-
 /// `exporters:`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -451,60 +302,4 @@ pub struct RawExporters {
     pub prometheus_remote_write: Option<RawRemoteWrite>,
     /// OTLP metrics.
     pub otlp_metrics: Option<RawOtlpMetrics>,
-}
-
-/// `exporters.prometheus_remote_write:`
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawRemoteWrite {
-    /// Remote-write URL, e.g. `http://prometheus:9090/api/v1/write`. Required.
-    pub endpoint: Option<String>,
-    /// Time between writes. Default `15s`.
-    pub interval: Option<HumanDuration>,
-    /// Labels added to every series (e.g. `node: ${K8S_NODE_NAME}`), so agents never
-    /// collide. Prometheus label names, not `__*` nor `le`; values not empty. A series' own
-    /// label of the same name wins.
-    pub external_labels: Option<std::collections::BTreeMap<String, String>>,
-    /// Send Prometheus native histograms instead of classic `_bucket` series: the exported
-    /// buckets converted to exponential schema 8 (each request reads as its bucket's upper
-    /// bound, within 0.27%; count and sum exact). Default `false`.
-    pub native_histograms: Option<bool>,
-    /// Extra headers (e.g. `X-Scope-OrgID` for Mimir, `Authorization`).
-    pub headers: Option<std::collections::BTreeMap<String, String>>,
-    /// TLS settings for `https` endpoints.
-    pub tls: Option<RawClientTls>,
-    /// Per-request timeout. Default `10s`.
-    pub timeout: Option<HumanDuration>,
-    /// Disk spool for when the upstream fails or falls behind (needs `storage.directory`).
-    /// Unset: queued data is kept in memory only.
-    pub spool: Option<RawSpool>,
-}
-
-/// `exporters.otlp_metrics:`
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawOtlpMetrics {
-    /// Upstream URL. Required.
-    pub endpoint: Option<String>,
-    /// `grpc` or `http`. Default `grpc`.
-    pub protocol: Option<String>,
-    /// Time between exports. Default `15s`.
-    pub interval: Option<HumanDuration>,
-    /// `cumulative` or `delta`. Default `cumulative`.
-    pub temporality: Option<String>,
-    /// `explicit` (the exported bucket bounds) or `exponential`. Default `explicit`.
-    pub histogram: Option<String>,
-    /// Resource attributes added to the exported metrics (e.g. `k8s.node.name`).
-    pub resource_attributes: Option<std::collections::BTreeMap<String, String>>,
-    /// Extra headers.
-    pub headers: Option<std::collections::BTreeMap<String, String>>,
-    /// `none` or `gzip`. Default `gzip`.
-    pub compression: Option<String>,
-    /// TLS settings for `https` endpoints.
-    pub tls: Option<RawClientTls>,
-    /// Per-request timeout. Default `10s`.
-    pub timeout: Option<HumanDuration>,
-    /// Disk spool for when the upstream fails or falls behind (needs `storage.directory`).
-    /// Unset: queued data is kept in memory only.
-    pub spool: Option<RawSpool>,
 }
