@@ -3,58 +3,33 @@
 
 mod common;
 
+use common::sdk::{self, Req, Transport};
 use common::TestServer;
-use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
-use opentelemetry::KeyValue;
-use opentelemetry_otlp::{SpanExporter, WithExportConfig};
-use opentelemetry_sdk::trace::SdkTracerProvider;
-use opentelemetry_sdk::Resource;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// Sends `n` requests of `service` at `version`, `errors` of them failed, through the SDK's
 /// HTTP/protobuf exporter.
 async fn send(server: &TestServer, service: &str, version: &str, n: usize, errors: usize) {
-    let endpoint = format!("http://{}/v1/traces", server.http);
-    let (service, version) = (service.to_string(), version.to_string());
-    let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || {
-        let _g = handle.enter();
-        let exporter = SpanExporter::builder()
-            .with_http()
-            .with_endpoint(endpoint)
-            .build()
-            .expect("exporter");
-        let p = SdkTracerProvider::builder()
-            .with_batch_exporter(exporter)
-            .with_resource(
-                Resource::builder()
-                    .with_service_name(service)
-                    .with_attribute(KeyValue::new("service.version", version))
-                    .build(),
+    let reqs = (0..n)
+        .map(|i| Req {
+            error: i < errors,
+            ..Req::server(
+                "GET",
+                "/items",
+                Duration::from_millis(20 + (i % 10) as u64),
+                0,
             )
-            .build();
-        let tracer = p.tracer("canary-test");
-        for i in 0..n {
-            let end = SystemTime::now();
-            let mut span = tracer
-                .span_builder("GET /items")
-                .with_kind(SpanKind::Server)
-                .with_start_time(end - Duration::from_millis(20 + (i % 10) as u64))
-                .with_attributes(vec![
-                    KeyValue::new("http.request.method", "GET"),
-                    KeyValue::new("http.route", "/items"),
-                ])
-                .start(&tracer);
-            if i < errors {
-                span.set_status(Status::error("boom"));
-            }
-            span.end_with_timestamp(end);
-        }
-        p.force_flush().expect("flush");
-        p.shutdown().expect("shutdown");
-    })
-    .await
-    .expect("sdk thread");
+        })
+        .collect();
+    let resource = sdk::resource(service, &[("service.version", version)]);
+    sdk::send_with_resource(
+        server.http.to_string(),
+        Transport::Http,
+        false,
+        resource,
+        reqs,
+    )
+    .await;
 }
 
 async fn verdict(server: &TestServer, service: &str, extra: &str) -> serde_json::Value {

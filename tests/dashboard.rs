@@ -8,10 +8,10 @@
 mod common;
 
 use common::browser::{self, Browser, Page};
+use common::sdk::{self, Transport};
 use common::TestServer;
 use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
 use opentelemetry::KeyValue;
-use opentelemetry_otlp::{SpanExporter, WithExportConfig};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 use serde_json::Value;
@@ -45,7 +45,7 @@ fn batch(service: &'static str, route: &str, n: usize, failed_every: usize) -> B
 /// Sends the batches through the SDK's OTLP/gRPC exporter, one provider per service and
 /// version (`service.version` on the resource), and waits for the exports.
 async fn send(server: &TestServer, batches: Vec<Batch>) {
-    let endpoint = format!("http://{}", server.grpc);
+    let endpoint = server.grpc.to_string();
     let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let _g = handle.enter();
@@ -53,20 +53,8 @@ async fn send(server: &TestServer, batches: Vec<Batch>) {
             std::collections::BTreeMap::new();
         for b in batches {
             let p = providers.entry((b.service, b.version)).or_insert_with(|| {
-                let exporter = SpanExporter::builder()
-                    .with_tonic()
-                    .with_endpoint(endpoint.clone())
-                    .build()
-                    .expect("exporter");
-                SdkTracerProvider::builder()
-                    .with_batch_exporter(exporter)
-                    .with_resource(
-                        Resource::builder()
-                            .with_service_name(b.service)
-                            .with_attribute(KeyValue::new("service.version", b.version))
-                            .build(),
-                    )
-                    .build()
+                let resource = sdk::resource(b.service, &[("service.version", b.version)]);
+                sdk::provider_with_resource(&endpoint, Transport::Grpc, false, resource)
             });
             let tracer = p.tracer("dashboard-test");
             let name = match &b.route {

@@ -10,10 +10,10 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use common::otlp::{logs_request, metrics_request};
+use common::sdk::{self, Req, Transport};
 use common::TestServer;
 use opentelemetry::trace::{Span as _, SpanKind, Tracer as _, TracerProvider as _};
-use opentelemetry::KeyValue;
-use opentelemetry_otlp::{SpanExporter, WithExportConfig};
+
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -89,40 +89,8 @@ async fn capture_server() -> (SocketAddr, Capture) {
 
 /// Sends `n` server spans to the agent with the OpenTelemetry SDK over gRPC.
 async fn sdk_spans(agent: &TestServer, n: usize) {
-    let endpoint = format!("http://{}", agent.grpc);
-    let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || {
-        let _g = handle.enter();
-        let exporter = SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint)
-            .build()
-            .expect("exporter");
-        let p = opentelemetry_sdk::trace::SdkTracerProvider::builder()
-            .with_batch_exporter(exporter)
-            .with_resource(
-                opentelemetry_sdk::Resource::builder()
-                    .with_service_name("shop")
-                    .build(),
-            )
-            .build();
-        let tracer = p.tracer("fwd");
-        for _ in 0..n {
-            let mut s = tracer
-                .span_builder("GET /cart")
-                .with_kind(SpanKind::Server)
-                .with_attributes(vec![
-                    KeyValue::new("http.request.method", "GET"),
-                    KeyValue::new("http.route", "/cart"),
-                ])
-                .start(&tracer);
-            s.end();
-        }
-        p.force_flush().expect("flush");
-        p.shutdown().expect("shutdown");
-    })
-    .await
-    .expect("sdk thread");
+    let reqs = vec![Req::server("GET", "/cart", Duration::ZERO, 0); n];
+    sdk::send(agent.grpc.to_string(), Transport::Grpc, false, "shop", reqs).await;
 }
 
 /// Waits until `f` holds, up to `secs` seconds.

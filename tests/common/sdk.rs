@@ -46,6 +46,16 @@ impl Req {
     }
 }
 
+/// The resource of `service`: `service.name` and the `(key, value)` attributes given (for
+/// example `service.version`, which tells canary cohorts apart).
+pub fn resource(service: &str, attrs: &[(&str, &str)]) -> Resource {
+    let mut b = Resource::builder().with_service_name(service.to_string());
+    for (k, v) in attrs {
+        b = b.with_attribute(KeyValue::new(k.to_string(), v.to_string()));
+    }
+    b.build()
+}
+
 /// A tracer provider for `service` exporting to `endpoint` (`host:port`) over `transport`,
 /// gzip-compressed when `gzip`, with a batch processor.
 pub fn provider(
@@ -53,6 +63,16 @@ pub fn provider(
     transport: Transport,
     gzip: bool,
     service: &str,
+) -> SdkTracerProvider {
+    provider_with_resource(endpoint, transport, gzip, resource(service, &[]))
+}
+
+/// [`provider`] with a resource of the caller's.
+pub fn provider_with_resource(
+    endpoint: &str,
+    transport: Transport,
+    gzip: bool,
+    resource: Resource,
 ) -> SdkTracerProvider {
     let exporter = match transport {
         Transport::Grpc => {
@@ -82,11 +102,7 @@ pub fn provider(
     .expect("exporter");
     SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        .with_resource(
-            Resource::builder()
-                .with_service_name(service.to_string())
-                .build(),
-        )
+        .with_resource(resource)
         .build()
 }
 
@@ -99,11 +115,21 @@ pub async fn send(
     service: &str,
     reqs: Vec<Req>,
 ) {
-    let service = service.to_string();
+    send_with_resource(endpoint, transport, gzip, resource(service, &[]), reqs).await;
+}
+
+/// [`send`] from a resource of the caller's.
+pub async fn send_with_resource(
+    endpoint: String,
+    transport: Transport,
+    gzip: bool,
+    resource: Resource,
+    reqs: Vec<Req>,
+) {
     let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let _g = handle.enter();
-        let p = provider(&endpoint, transport, gzip, &service);
+        let p = provider_with_resource(&endpoint, transport, gzip, resource);
         let tracer = p.tracer("otel-sli-tests");
         for r in reqs {
             let end = SystemTime::now();
