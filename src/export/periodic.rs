@@ -152,8 +152,12 @@ impl Periodic {
                 "the export ticker did not stop before the shutdown deadline"
             );
         }
-        if Instant::now() < deadline {
-            job.export().await;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if !left.is_zero() && tokio::time::timeout(left, job.export()).await.is_err() {
+            tracing::warn!(
+                exporter = %job.queue.name(),
+                "the final export did not finish before the shutdown deadline"
+            );
         }
         delivery.shutdown(deadline).await;
     }

@@ -201,6 +201,10 @@ pub fn validate(raw: &RawForward, at: &str) -> Result<ForwardConfig, ConfigError
             .map_err(|e| invalid_key(&key("include_derived"), e.to_string()))?;
         // The same headers as the raw requests, those read from files included.
         c.transport.headers = headers.iter().cloned().collect();
+        // Errors reading its TLS files at start name this forwarder's key.
+        if let Some(t) = c.transport.tls.as_mut() {
+            t.at = key("tls");
+        }
         Some(c)
     } else {
         None

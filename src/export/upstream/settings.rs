@@ -52,14 +52,14 @@ pub enum Compression {
 /// Default per-request timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Headers every client sets itself; configuring them is refused.
-const CLIENT_HEADERS: [&str; 6] = [
+/// Headers every client sets itself; configuring them is refused. (`user-agent` is set
+/// too, but a configured one replaces it.)
+const CLIENT_HEADERS: [&str; 5] = [
     "content-type",
     "content-encoding",
     "content-length",
     "te",
     "host",
-    "user-agent",
 ];
 
 /// One of `options` by name (`default` when `value` is absent).
