@@ -10,15 +10,22 @@
 //!
 //! * `scan`: the zero-copy wire scan alone (`scan_traces` into a sink that counts);
 //! * `collect`: the per-request ingest work: scan, classify, key hashing and per-shard
-//!   batching (`pipeline::batch::Collector`, 2 shards);
+//!   batching (`pipeline::batch::Collector`, 2 shards), with every span's trace facts
+//!   gathered for completeness tracking as the pipeline does by default;
 //! * `record`: recording the entry spans' observations into the series table
-//!   (`SeriesTable::record`), the shard side of ingest.
+//!   (`SeriesTable::record`), the shard side of ingest;
+//! * `track`: completeness tracking of every span (`GapState::observe`, the trace
+//!   tracker), with each round of the distinct requests judged (`GapState::expire`) once
+//!   the trace timeout has passed, so every trace is created, judged and forgotten: the
+//!   steady state of a shard.
 //!
 //! Setup (encoding the requests, warming the table) is the same whatever `requests` is, so
 //! the difference between two runs divided by the difference in spans is the cost per span.
 //! Prints `spans=<n>` (the spans the measured part processed).
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use otel_sli::completeness::traces::{TraceTracker, TrackerConfig};
+use otel_sli::completeness::GapState;
 use otel_sli::otlp::scan::{scan_traces, ResourceView, SpanSink, SpanView};
 use otel_sli::otlp::synth::{traces_request, Rng, Workload};
 use otel_sli::pipeline::batch::Collector;
@@ -66,7 +73,7 @@ fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(workload), Some(n)) = (args.first(), args.get(1)) else {
         // Built and run without arguments by `cargo test`: nothing to measure.
-        eprintln!("usage: instructions scan|collect|record <requests>");
+        eprintln!("usage: instructions scan|collect|record|track <requests>");
         return Ok(());
     };
     let n: usize = n.parse().map_err(|e| format!("requests {n:?}: {e}"))?;
@@ -83,8 +90,10 @@ fn main() -> Result<(), String> {
         }
         "collect" => {
             for i in 0..n {
-                let mut col = Collector::new(&classifier, 2);
+                let mut col =
+                    Collector::new(&classifier, 2).with_traces(true, START_UNIX_NANOS, u64::MAX);
                 scan_traces(black_box(&reqs[i % DISTINCT]), &mut col).map_err(|e| e.to_string())?;
+                col.finish();
                 spans += col.tally.spans;
                 black_box(col.batches);
             }
@@ -121,9 +130,52 @@ fn main() -> Result<(), String> {
             }
             black_box(&table);
         }
+        "track" => {
+            const TIMEOUT: u64 = 30_000_000_000;
+            let batches: Vec<_> = reqs
+                .iter()
+                .map(|r| {
+                    let mut col = Collector::new(&classifier, 1).with_traces(
+                        true,
+                        START_UNIX_NANOS,
+                        u64::MAX,
+                    );
+                    scan_traces(r, &mut col).map(|_| {
+                        col.finish();
+                        (col.tally.spans, col.batches)
+                    })
+                })
+                .collect::<Result<_, _>>()
+                .map_err(|e| e.to_string())?;
+            let mut gaps = GapState::new(Some(TraceTracker::new(TrackerConfig {
+                timeout_nanos: TIMEOUT,
+                max_traces: 200_000,
+                max_spans_per_trace: 1_000,
+            })));
+            let mut now = START_UNIX_NANOS;
+            // Warm: every service is known and the tables have grown before measuring.
+            for (_, b) in &batches {
+                gaps.observe(now, b[0].observed());
+            }
+            now += TIMEOUT;
+            gaps.expire(now);
+            for i in 0..n {
+                if i % DISTINCT == 0 {
+                    // The previous round's traces time out and are judged.
+                    now += TIMEOUT;
+                    gaps.expire(now);
+                }
+                let (request_spans, b) = &batches[i % DISTINCT];
+                gaps.observe(now, black_box(b[0].observed()));
+                spans += request_spans;
+            }
+            now += TIMEOUT;
+            gaps.expire(now);
+            black_box(&gaps);
+        }
         other => {
             return Err(format!(
-                "unknown workload {other:?} (scan, collect, record)"
+                "unknown workload {other:?} (scan, collect, record, track)"
             ))
         }
     }
