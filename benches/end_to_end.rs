@@ -52,6 +52,11 @@
 //! the rate otel-sli's paced phase achieved; the ratios are printed, and the Collector's own
 //! counts are checked against the spans sent. `passthrough` forwards to the same discarding
 //! gRPC sink as `E2E_FORWARD=grpc`, compressing as `E2E_FORWARD_COMPRESSION` says.
+//! `E2E_UNIQUE_TRACES` [0] `1`: every request sent gets trace ids of its own (the distinct
+//! requests' ids with a per-send counter mixed into their low 8 bytes; the client copies
+//! each body to do it), so the server sees a stream of new traces, as in production, rather
+//! than the same `E2E_REQUESTS` requests' traces again; the completeness tracker's figures
+//! (traces judged, on arrival, evicted, waiting, memory) are printed at the end either way.
 //! Without `--bench` (as under `cargo test`) it runs a short smoke version.
 
 mod common;
@@ -460,6 +465,48 @@ struct Body {
     bytes: Bytes,
     spans: u64,
     entries: u64,
+    /// Where each span's trace id starts in `bytes`.
+    trace_ids: Vec<usize>,
+}
+
+impl Body {
+    /// The body to send: as it is, or (with `unique`) a copy whose trace ids have `n` mixed
+    /// into their low 8 bytes, the same for every span of a trace.
+    fn for_send(&self, unique: bool, n: u64) -> Bytes {
+        if !unique {
+            return self.bytes.clone();
+        }
+        let mut b = self.bytes.to_vec();
+        for &at in &self.trace_ids {
+            if let Some(low) = b.get_mut(at + 8..at + 16) {
+                for (x, k) in low.iter_mut().zip(n.to_le_bytes()) {
+                    *x ^= k;
+                }
+            }
+        }
+        Bytes::from(b)
+    }
+}
+
+/// Requests sent so far, all phases: what makes each one's trace ids its own.
+static SENDS: AtomicU64 = AtomicU64::new(1);
+
+/// Offsets of every span's 16-byte trace id in an encoded request.
+fn trace_id_offsets(body: &[u8]) -> Vec<usize> {
+    use otel_sli::otlp::scan::{scan_traces, ResourceView, SpanSink, SpanView};
+    struct Offsets<'b>(&'b [u8], Vec<usize>);
+    impl<'a> SpanSink<'a> for Offsets<'_> {
+        fn resource(&mut self, _: ResourceView<'a>) {}
+        fn span(&mut self, s: SpanView<'a>) {
+            if s.trace_id.len() == 16 {
+                self.1
+                    .push(s.trace_id.as_ptr() as usize - self.0.as_ptr() as usize);
+            }
+        }
+    }
+    let mut o = Offsets(body, Vec::new());
+    scan_traces(body, &mut o).expect("the generated request scans");
+    o.1
 }
 
 struct Setup {
@@ -642,6 +689,7 @@ async fn phase(
             });
             let mut latencies = Vec::new();
             let mut k = t * 7;
+            let unique = env_or("E2E_UNIQUE_TRACES", 0u8) == 1;
             while !stop.load(Ordering::Relaxed) {
                 if let Some(i) = ticker.as_mut() {
                     i.tick().await;
@@ -651,17 +699,14 @@ async fn phase(
                 }
                 k = (k + 1) % bodies.len();
                 let body = &bodies[k];
+                let bytes = body.for_send(unique, SENDS.fetch_add(1, Ordering::Relaxed));
                 let in_window = measuring.load(Ordering::Relaxed);
                 let start = Instant::now();
                 if let Err(e) = grpc.ready().await {
                     panic!("gRPC channel failed: {e}");
                 }
                 let result = grpc
-                    .unary(
-                        tonic::Request::new(body.bytes.clone()),
-                        path.clone(),
-                        RawCodec,
-                    )
+                    .unary(tonic::Request::new(bytes), path.clone(), RawCodec)
                     .await;
                 let took = start.elapsed();
                 match result {
@@ -850,6 +895,7 @@ fn main() {
         .map(|e| Body {
             spans: e.spans as u64,
             entries: e.entries,
+            trace_ids: trace_id_offsets(&e.body),
             bytes: Bytes::from(e.body),
         })
         .collect();
@@ -1056,6 +1102,13 @@ fn main() {
     let forward_dropped =
         metric_sum(&metrics, "otel_sli_exporter_dropped_items_total", "").unwrap_or(0.0);
     let forward_queued = metric_sum(&metrics, "otel_sli_exporter_queue_size", "").unwrap_or(0.0);
+    let tracking = |name: &str| metric_sum(&metrics, name, "").unwrap_or(0.0);
+    let judged = tracking("otel_sli_completeness_judged_traces_total");
+    let on_arrival = tracking("otel_sli_completeness_judged_on_arrival_total");
+    let evicted = tracking("otel_sli_completeness_evicted_total");
+    let waiting = tracking("otel_sli_tracked_traces");
+    let tracking_bytes = tracking("otel_sli_completeness_memory_bytes");
+    let forgotten_early = tracking("otel_sli_completeness_forgotten_early_total");
     let rss_kib = std::fs::read_to_string(format!("/proc/{}/status", server.child.id()))
         .ok()
         .and_then(|s| {
@@ -1124,6 +1177,16 @@ fn main() {
     );
     println!("\ncheck: spans in answered requests  {sent_spans}");
     println!("       otel_sli_accepted_spans_total {accepted}");
+    println!(
+        "completeness: {} traces judged ({} on arrival), {} evicted unjudged ({:.3}% of judged + evicted), {} waiting, {:.1} MiB held, {} generations forgotten early",
+        thousands(judged),
+        thousands(on_arrival),
+        thousands(evicted),
+        100.0 * evicted / (judged + evicted).max(1.0),
+        thousands(waiting),
+        tracking_bytes / f64::from(1 << 20),
+        thousands(forgotten_early)
+    );
     if std::env::var("E2E_FORWARD").is_ok() {
         println!(
             "       forwarded: items sent {forwarded}, dropped {forward_dropped}, requests still queued {forward_queued}"

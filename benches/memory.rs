@@ -122,6 +122,7 @@ fn tracker(traces: usize, children_first: bool) -> (usize, usize) {
         timeout_nanos: 30_000_000_000,
         max_traces: traces,
         max_spans_per_trace: 1_000,
+        max_bytes: 1 << 30,
     });
     let mut rng = Rng::new(3);
     for i in 0..traces {

@@ -151,6 +151,7 @@ fn main() -> Result<(), String> {
                 timeout_nanos: TIMEOUT,
                 max_traces: 200_000,
                 max_spans_per_trace: 1_000,
+                max_bytes: 64 << 20,
             })));
             let mut now = START_UNIX_NANOS;
             // Warm: every service is known and the tables have grown before measuring.

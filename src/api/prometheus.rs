@@ -286,7 +286,7 @@ fn pipeline_families(out: &mut String, view: &View, pipeline: &Pipeline, t: &Tel
     }
     let settings = pipeline.settings();
     let stats = &view.trace_stats;
-    let singles: [(&str, Kind, &str, u64); 10] = [
+    let singles: [(&str, Kind, &str, u64); 14] = [
         (
             "otel_sli_queue_capacity",
             Kind::Gauge,
@@ -326,7 +326,7 @@ fn pipeline_families(out: &mut String, view: &View, pipeline: &Pipeline, t: &Tel
         (
             "otel_sli_completeness_evicted_total",
             Kind::Counter,
-            "Traces dropped unjudged because completeness.max_traces was reached.",
+            "Traces dropped unjudged because completeness.max_traces or completeness.max_memory was reached.",
             stats.evicted_traces,
         ),
         (
@@ -334,6 +334,30 @@ fn pipeline_families(out: &mut String, view: &View, pipeline: &Pipeline, t: &Tel
             Kind::Counter,
             "Spans not tracked because their trace reached completeness.max_spans_per_trace.",
             stats.untracked_spans,
+        ),
+        (
+            "otel_sli_completeness_judged_traces_total",
+            Kind::Counter,
+            "Traces judged for completeness, on arrival or at their timeout.",
+            stats.judged_traces,
+        ),
+        (
+            "otel_sli_completeness_judged_on_arrival_total",
+            Kind::Counter,
+            "Traces judged complete on arrival, without waiting in the tracker's table.",
+            stats.judged_on_arrival,
+        ),
+        (
+            "otel_sli_completeness_forgotten_early_total",
+            Kind::Counter,
+            "Generations of judged traces forgotten before completeness.trace_timeout because completeness.max_memory filled.",
+            stats.forgotten_early,
+        ),
+        (
+            "otel_sli_completeness_memory_bytes",
+            Kind::Gauge,
+            "Approximate bytes held by trace tracking (waiting traces and judged traces' fingerprints).",
+            view.tracker_bytes as u64,
         ),
         (
             "otel_sli_series_memory_bytes",

@@ -3,6 +3,7 @@
 //! [`traces`] judges trace structure; [`GapState`] is what one shard keeps of it: the
 //! tracker, the services it has seen, and per-service gap counts it publishes.
 
+pub mod recent;
 pub mod traces;
 
 use hashbrown::HashMap;
@@ -154,6 +155,8 @@ pub struct GapState {
     counts: Vec<GapCounts>,
     /// Batch service index → shard service id, reused between batches.
     remap: Vec<Option<u32>>,
+    /// Spans of one trace in a batch, handed to the tracker together; reused.
+    run: Vec<SpanFacts>,
     untracked_services: u64,
 }
 
@@ -231,6 +234,10 @@ impl GapState {
             }
         }
         if let Some(tracker) = self.tracker.as_mut() {
+            // Consecutive spans of one trace (how exporters send them) go to the tracker
+            // together, so a trace complete in the request is judged on arrival.
+            let mut run = std::mem::take(&mut self.run);
+            run.clear();
             for s in batch.spans {
                 let Some(service) = id_of(s.service) else {
                     self.untracked_services += 1;
@@ -240,8 +247,14 @@ impl GapState {
                     c.spans += 1;
                     c.last_span_unix_nanos = c.last_span_unix_nanos.max(now);
                 }
-                tracker.observe(now, SpanFacts { service, ..*s });
+                if run.first().is_some_and(|f| f.trace_id != s.trace_id) {
+                    tracker.observe_trace(now, &run);
+                    run.clear();
+                }
+                run.push(SpanFacts { service, ..*s });
             }
+            tracker.observe_trace(now, &run);
+            self.run = run;
         }
         self.remap = remap;
     }
@@ -296,5 +309,10 @@ impl GapState {
     /// Traces being tracked.
     pub fn tracked_traces(&self) -> usize {
         self.tracker.as_ref().map_or(0, TraceTracker::len)
+    }
+
+    /// Approximate bytes the trace tracker holds.
+    pub fn tracker_bytes(&self) -> usize {
+        self.tracker.as_ref().map_or(0, TraceTracker::bytes)
     }
 }

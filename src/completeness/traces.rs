@@ -2,8 +2,18 @@
 //! have arrived here but did not within the trace timeout) and **missing roots** (a trace
 //! with spans here, no root, and no remote parent that explains it).
 //!
-//! Plain synchronous state driven by the caller's clock: [`TraceTracker::observe`] for each
-//! span, [`TraceTracker::expire`] on a tick. Memory is bounded by `max_traces` and
+//! Plain synchronous state driven by the caller's clock: [`TraceTracker::observe_trace`]
+//! for the spans of one trace that arrived together, [`TraceTracker::expire`] on a tick.
+//!
+//! Most traces can be judged the moment they arrive: a request's spans usually come in
+//! one export, with their root (or the entry span whose parent is remote) and every local
+//! parent among them. Such a trace is judged complete on arrival and never enters the
+//! table; only its fingerprints are remembered ([`super::recent`]) so that spans of it
+//! arriving later (a late child, another service's spans of the same trace) find their
+//! parent and root. The table holds only traces still waiting for a parent or a root.
+//!
+//! Memory is bounded by a byte budget (`max_bytes`: half for the table of waiting traces,
+//! counted approximately, half for the fingerprints), by `max_traces` and by
 //! `max_spans_per_trace`; whatever is dropped early is counted, never silently lost.
 //!
 //! Rule for "the parent should be here": the span has a parent and that parent is not
@@ -12,6 +22,7 @@
 //! in from elsewhere) and any other span's parent as local. Parents often end, and so
 //! arrive, after their children; nothing is reported before the timeout.
 
+use super::recent::Recent;
 use hashbrown::HashMap;
 use std::collections::VecDeque;
 
@@ -73,18 +84,39 @@ pub struct TrackerConfig {
     pub max_traces: usize,
     /// Most spans tracked per trace; later spans of the trace are counted, not tracked.
     pub max_spans_per_trace: usize,
+    /// Bytes at most for the waiting traces and the fingerprints of judged ones; when the
+    /// waiting traces need more, the oldest is dropped unjudged and counted in
+    /// [`TrackerStats::evicted_traces`].
+    pub max_bytes: usize,
 }
 
 #[derive(Debug)]
 struct TraceState {
     last_seen: u64,
     first_service: u32,
-    has_root: bool,
-    remote_parent: bool,
+    /// A root, or a span whose parent is remote, has been seen (here, or in a part of the
+    /// trace judged earlier).
+    rooted: bool,
+    /// Spans of the trace were judged before (these came late): it is not counted again.
+    judged_before: bool,
     /// Span ids seen here.
     spans: Vec<u64>,
     /// (parent id, child service) of spans whose local parent has not arrived yet.
     waiting: Vec<(u64, u32)>,
+}
+
+/// What one waiting trace costs besides its vectors: its table entry (with the table's
+/// control byte) and its deadline.
+const TRACE_BYTES: usize =
+    std::mem::size_of::<(u128, TraceState)>() + 1 + std::mem::size_of::<Due>();
+
+impl TraceState {
+    /// Approximate bytes held (the table's spare capacity is not counted).
+    fn bytes(&self) -> usize {
+        TRACE_BYTES
+            + self.spans.capacity() * std::mem::size_of::<u64>()
+            + self.waiting.capacity() * std::mem::size_of::<(u64, u32)>()
+    }
 }
 
 /// A trace's deadline. The id is kept as two halves so an entry takes 24 bytes, not the 32
@@ -114,8 +146,13 @@ pub struct TrackerStats {
     pub evicted_traces: u64,
     /// Spans not tracked because their trace reached `max_spans_per_trace`.
     pub untracked_spans: u64,
-    /// Traces judged at their timeout.
+    /// Traces judged, on arrival or at their timeout.
     pub judged_traces: u64,
+    /// Of those, traces judged complete on arrival (they never waited in the table).
+    pub judged_on_arrival: u64,
+    /// Generations of judged traces' fingerprints forgotten before `timeout_nanos` had
+    /// passed, because the span rate filled them (see [`super::recent`]).
+    pub forgotten_early: u64,
 }
 
 /// In-flight traces of one shard.
@@ -126,6 +163,9 @@ pub struct TraceTracker {
     /// Traces in the order they were created, with their deadlines; stale entries are
     /// re-queued.
     deadlines: VecDeque<Due>,
+    /// Approximate bytes of `traces` and `deadlines`.
+    table_bytes: usize,
+    recent: Recent,
     stats: TrackerStats,
 }
 
@@ -136,53 +176,130 @@ impl TraceTracker {
             cfg,
             traces: HashMap::new(),
             deadlines: VecDeque::new(),
+            table_bytes: 0,
+            recent: Recent::new(cfg.timeout_nanos, cfg.max_bytes / 2, 0),
             stats: TrackerStats::default(),
         }
     }
 
     /// Records one span seen at `now` (Unix nanoseconds).
     pub fn observe(&mut self, now: u64, span: SpanFacts) {
-        if !self.traces.contains_key(&span.trace_id) {
-            if self.traces.len() >= self.cfg.max_traces {
-                self.evict_oldest();
-            }
-            self.traces.insert(
-                span.trace_id,
-                TraceState {
-                    last_seen: now,
-                    first_service: span.service,
-                    has_root: false,
-                    remote_parent: false,
-                    spans: Vec::new(),
-                    waiting: Vec::new(),
-                },
-            );
-            self.deadlines.push_back(Due::new(
-                now.saturating_add(self.cfg.timeout_nanos),
-                span.trace_id,
-            ));
-        }
-        let Some(t) = self.traces.get_mut(&span.trace_id) else {
+        self.observe_trace(now, std::slice::from_ref(&span));
+    }
+
+    /// Records spans of one trace that arrived together at `now` (Unix nanoseconds): all
+    /// of `spans` must have the trace id of the first.
+    pub fn observe_trace(&mut self, now: u64, spans: &[SpanFacts]) {
+        let Some(first) = spans.first() else {
             return;
         };
+        let id = first.trace_id;
+        if let Some(t) = self.traces.get_mut(&id) {
+            let before = t.bytes();
+            for s in spans {
+                Self::apply(t, s, now, &self.cfg, &self.recent, &mut self.stats);
+            }
+            self.table_bytes = (self.table_bytes + t.bytes()).saturating_sub(before);
+            self.keep_within_budget();
+            return;
+        }
+        let known = self.recent.contains(Recent::fingerprint(id, 0));
+        let rooted = known || spans.iter().any(|s| s.parent.is_none() || s.parent_remote);
+        if rooted && self.parents_known(id, spans) {
+            // Late spans of a trace judged before do not make it count twice.
+            if !known {
+                self.stats.judged_traces += 1;
+                self.stats.judged_on_arrival += 1;
+            }
+            self.remember(now, id, spans.iter().map(|s| s.span_id));
+            return;
+        }
+        if self.traces.len() >= self.cfg.max_traces {
+            self.evict_oldest();
+        }
+        let mut t = TraceState {
+            last_seen: now,
+            first_service: first.service,
+            rooted,
+            judged_before: known,
+            spans: Vec::new(),
+            waiting: Vec::new(),
+        };
+        for s in spans {
+            Self::apply(&mut t, s, now, &self.cfg, &self.recent, &mut self.stats);
+        }
+        self.table_bytes += t.bytes();
+        self.traces.insert(id, t);
+        self.deadlines
+            .push_back(Due::new(now.saturating_add(self.cfg.timeout_nanos), id));
+        self.keep_within_budget();
+    }
+
+    /// Whether every span of `spans` (one trace) with a local parent finds it among them or
+    /// among the remembered spans of the trace.
+    fn parents_known(&self, id: u128, spans: &[SpanFacts]) -> bool {
+        let local = |s: &&SpanFacts| !s.parent_remote;
+        let remembered = |p: u64| self.recent.contains(Recent::fingerprint(id, p));
+        if spans.len() <= 32 {
+            return spans.iter().filter(local).all(|s| match s.parent {
+                None => true,
+                Some(p) => spans.iter().any(|o| o.span_id == p) || remembered(p),
+            });
+        }
+        let mut ids: Vec<u64> = spans.iter().map(|s| s.span_id).collect();
+        ids.sort_unstable();
+        spans.iter().filter(local).all(|s| match s.parent {
+            None => true,
+            Some(p) => ids.binary_search(&p).is_ok() || remembered(p),
+        })
+    }
+
+    /// Adds one span to a waiting trace.
+    fn apply(
+        t: &mut TraceState,
+        span: &SpanFacts,
+        now: u64,
+        cfg: &TrackerConfig,
+        recent: &Recent,
+        stats: &mut TrackerStats,
+    ) {
         t.last_seen = t.last_seen.max(now);
         // This span may be the parent others are waiting for, or the root: that is always
         // recorded, even past the span cap, so a big trace is not misjudged.
         t.waiting.retain(|&(parent, _)| parent != span.span_id);
-        let full = t.spans.len() >= self.cfg.max_spans_per_trace;
+        let full = t.spans.len() >= cfg.max_spans_per_trace;
         match span.parent {
-            None => t.has_root = true,
-            Some(_) if span.parent_remote => t.remote_parent = true,
+            None => t.rooted = true,
+            Some(_) if span.parent_remote => t.rooted = true,
             Some(parent) => {
-                if !full && !t.spans.contains(&parent) {
+                let here = t.spans.contains(&parent)
+                    || recent.contains(Recent::fingerprint(span.trace_id, parent));
+                if !full && !here {
                     t.waiting.push((parent, span.service));
                 }
             }
         }
         if full {
-            self.stats.untracked_spans += 1;
+            stats.untracked_spans += 1;
         } else {
             t.spans.push(span.span_id);
+        }
+    }
+
+    /// Remembers a judged trace and its spans, for their late relatives.
+    fn remember(&mut self, now: u64, id: u128, spans: impl Iterator<Item = u64>) {
+        self.recent.insert(now, Recent::fingerprint(id, 0));
+        for span in spans {
+            self.recent.insert(now, Recent::fingerprint(id, span));
+        }
+        self.stats.forgotten_early = self.recent.retired_full();
+    }
+
+    /// Drops the oldest waiting traces, unjudged and counted, while the table is over its
+    /// half of the byte budget.
+    fn keep_within_budget(&mut self) {
+        while self.table_bytes > self.cfg.max_bytes / 2 && !self.traces.is_empty() {
+            self.evict_oldest();
         }
     }
 
@@ -205,27 +322,37 @@ impl TraceTracker {
                 continue;
             }
             if let Some(t) = self.traces.remove(&id) {
-                self.stats.judged_traces += 1;
+                self.table_bytes = self.table_bytes.saturating_sub(t.bytes());
+                if !t.judged_before {
+                    self.stats.judged_traces += 1;
+                }
                 for &(_, service) in &t.waiting {
                     report(TraceGap::Orphan { service });
                 }
-                if !t.has_root && !t.remote_parent {
+                if !t.rooted {
                     report(TraceGap::MissingRoot {
                         service: t.first_service,
                         spans: u32::try_from(t.spans.len()).unwrap_or(u32::MAX),
                     });
                 }
+                self.remember(now, id, t.spans.iter().copied());
             }
         }
     }
 
     fn evict_oldest(&mut self) {
         while let Some(due) = self.deadlines.pop_front() {
-            if self.traces.remove(&due.id()).is_some() {
+            if let Some(t) = self.traces.remove(&due.id()) {
+                self.table_bytes = self.table_bytes.saturating_sub(t.bytes());
                 self.stats.evicted_traces += 1;
                 return;
             }
         }
+    }
+
+    /// Approximate bytes held: the waiting traces and the judged traces' fingerprints.
+    pub fn bytes(&self) -> usize {
+        self.table_bytes + self.recent.bytes()
     }
 
     /// Traces being tracked.
@@ -255,6 +382,7 @@ mod tests {
             timeout_nanos: 30 * SEC,
             max_traces: 100,
             max_spans_per_trace: 50,
+            max_bytes: 64 << 20,
         })
     }
 
@@ -361,10 +489,12 @@ mod tests {
             timeout_nanos: 30 * SEC,
             max_traces: 2,
             max_spans_per_trace: 2,
+            max_bytes: 64 << 20,
         });
-        t.observe(0, span(5, 1, None, false, 0));
+        // Children before their parent: the trace waits, and its third span is past the cap.
         t.observe(0, span(5, 2, Some(1), false, 0));
         t.observe(0, span(5, 3, Some(2), false, 0));
+        t.observe(0, span(5, 4, Some(3), false, 0));
         t.observe(1, span(6, 1, Some(9), false, 0));
         t.observe(2, span(7, 1, Some(9), false, 0));
         assert_eq!(t.len(), 2);
@@ -372,5 +502,80 @@ mod tests {
         assert_eq!((s.untracked_spans, s.evicted_traces), (1, 1));
         // Trace 5 was evicted unjudged; 6 and 7 are judged.
         assert_eq!(gaps(&mut t, 40 * SEC).len(), 4);
+    }
+
+    fn tracker_with(max_bytes: usize) -> TraceTracker {
+        TraceTracker::new(TrackerConfig {
+            timeout_nanos: 30 * SEC,
+            max_traces: 1_000_000,
+            max_spans_per_trace: 50,
+            max_bytes,
+        })
+    }
+
+    #[test]
+    fn a_trace_complete_on_arrival_never_waits_in_the_table() {
+        let mut t = tracker();
+        // An entry span (remote parent) and its children, in any order, in one request.
+        t.observe_trace(
+            0,
+            &[
+                span(8, 82, Some(81), false, 1),
+                span(8, 83, Some(81), false, 1),
+                span(8, 81, Some(80), true, 1),
+            ],
+        );
+        // A root trace of another service.
+        t.observe_trace(0, &[span(9, 91, None, false, 2)]);
+        assert!(t.is_empty());
+        let s = t.stats();
+        assert_eq!((s.judged_traces, s.judged_on_arrival), (2, 2));
+        assert_eq!(gaps(&mut t, 60 * SEC), []);
+    }
+
+    #[test]
+    fn late_spans_of_a_judged_trace_find_their_parent_and_root() {
+        let mut t = tracker();
+        t.observe_trace(
+            0,
+            &[
+                span(10, 100, None, false, 1),
+                span(10, 101, Some(100), false, 1),
+            ],
+        );
+        // Seconds later: an async child of the root, and a grandchild through it.
+        t.observe_trace(5 * SEC, &[span(10, 102, Some(100), false, 1)]);
+        t.observe_trace(6 * SEC, &[span(10, 103, Some(102), false, 1)]);
+        assert!(t.is_empty(), "judged on arrival: parents remembered");
+        assert_eq!(t.stats().judged_traces, 1, "one trace, judged once");
+        assert_eq!(gaps(&mut t, 60 * SEC), []);
+    }
+
+    #[test]
+    fn a_late_span_whose_parent_never_came_is_an_orphan_but_its_trace_has_a_root() {
+        let mut t = tracker();
+        t.observe_trace(0, &[span(11, 110, None, false, 1)]);
+        t.observe_trace(SEC, &[span(11, 112, Some(111), false, 4)]);
+        assert_eq!(t.len(), 1, "waits for 111");
+        assert_eq!(gaps(&mut t, 31 * SEC), [TraceGap::Orphan { service: 4 }]);
+        assert_eq!(t.stats().judged_traces, 1, "one trace, judged once");
+    }
+
+    #[test]
+    fn waiting_traces_stay_within_their_half_of_the_byte_budget() {
+        let budget = 1 << 20;
+        let mut t = tracker_with(budget);
+        for i in 0..100_000u64 {
+            // Children whose parent has not arrived: each trace waits.
+            t.observe_trace(i, &[span(u128::from(i) + 1, 2, Some(1), false, 0)]);
+        }
+        let s = t.stats();
+        assert!(s.evicted_traces > 0);
+        assert_eq!(s.evicted_traces + t.len() as u64, 100_000);
+        assert!(t.table_bytes <= budget / 2, "{}", t.table_bytes);
+        assert!(t.bytes() <= budget, "{} > {budget}", t.bytes());
+        // The newest are kept, the oldest went first.
+        assert!(t.traces.contains_key(&100_000));
+        assert!(!t.traces.contains_key(&1));
     }
 }

@@ -600,6 +600,7 @@ mod tests {
                 timeout_nanos: 30_000_000_000,
                 max_traces: 10_000,
                 max_spans_per_trace: 100,
+                max_bytes: 64 << 20,
             }),
             max_clock_skew: Duration::from_secs(3600),
             slo: SloSettings::default(),

@@ -149,6 +149,7 @@ impl Worker {
             gaps: self.gaps.snapshot(),
             trace_stats: self.gaps.stats(),
             tracked_traces: self.gaps.tracked_traces(),
+            tracker_bytes: self.gaps.tracker_bytes(),
             untracked_service_items: self.gaps.untracked_services(),
             memory_bytes: self.table.memory_bytes(),
             flushed_at_unix_nanos: now,

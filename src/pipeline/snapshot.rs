@@ -25,6 +25,8 @@ pub struct ShardSnapshot {
     pub trace_stats: TrackerStats,
     /// Traces being tracked.
     pub tracked_traces: usize,
+    /// Approximate bytes the trace tracker holds.
+    pub tracker_bytes: usize,
     /// Spans and signals not tracked because the shard knew too many services.
     pub untracked_service_items: u64,
     /// Approximate bytes held by the shard's series.
@@ -50,6 +52,8 @@ pub struct View {
     pub trace_stats: TrackerStats,
     /// Traces being tracked, all shards.
     pub tracked_traces: usize,
+    /// Approximate bytes the trace trackers hold, all shards.
+    pub tracker_bytes: usize,
     /// Spans and signals not tracked because a shard knew too many services.
     pub untracked_service_items: u64,
     /// Approximate bytes held by all series.
@@ -76,10 +80,13 @@ impl View {
             view.overflow_spans += shard.overflow_spans;
             view.expired_series += shard.expired_series;
             view.tracked_traces += shard.tracked_traces;
+            view.tracker_bytes += shard.tracker_bytes;
             view.untracked_service_items += shard.untracked_service_items;
             view.trace_stats.evicted_traces += shard.trace_stats.evicted_traces;
             view.trace_stats.untracked_spans += shard.trace_stats.untracked_spans;
             view.trace_stats.judged_traces += shard.trace_stats.judged_traces;
+            view.trace_stats.judged_on_arrival += shard.trace_stats.judged_on_arrival;
+            view.trace_stats.forgotten_early += shard.trace_stats.forgotten_early;
             for g in &shard.gaps {
                 match gap_index.get(&g.service) {
                     Some(&i) => {

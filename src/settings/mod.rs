@@ -50,7 +50,12 @@ pub struct CompletenessConfig {
     pub max_traces: usize,
     /// Most spans tracked per trace.
     pub max_spans_per_trace: usize,
+    /// Bytes for trace tracking, all shards together.
+    pub max_memory: u64,
 }
+
+/// Default `completeness.max_memory`.
+pub const DEFAULT_TRACKING_MEMORY: u64 = 64 << 20;
 
 /// Where the memory budget comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -526,10 +531,15 @@ fn completeness(
                 "must be at least 1",
             ));
         }
+        let max_memory = c.max_memory.map_or(DEFAULT_TRACKING_MEMORY, |b| b.0);
+        if max_memory < 1 << 20 {
+            return Err(invalid("completeness.max_memory", "must be at least 1MiB"));
+        }
         Some(CompletenessConfig {
             trace_timeout,
             max_traces,
             max_spans_per_trace,
+            max_memory,
         })
     } else {
         None
@@ -570,6 +580,8 @@ fn completeness(
         timeout_nanos: u64::try_from(c.trace_timeout.as_nanos()).unwrap_or(u64::MAX),
         max_traces: c.max_traces.div_ceil(pipeline.shards).max(1),
         max_spans_per_trace: c.max_spans_per_trace,
+        max_bytes: usize::try_from(c.max_memory.div_ceil(pipeline.shards as u64))
+            .unwrap_or(usize::MAX),
     });
 
     Ok((completeness, thresholds))

@@ -236,6 +236,11 @@ pub struct RawCompleteness {
     /// Most spans tracked per trace; further spans of a huge trace are counted, not
     /// tracked. Default `1000`.
     pub max_spans_per_trace: Option<usize>,
+    /// Memory for trace tracking, all shards together: half for traces still waiting for a
+    /// parent or root (the oldest is dropped unjudged, and counted, when it is spent), half
+    /// for remembering judged traces so their late spans are not misjudged. At least
+    /// `1MiB`. Default `64MiB`.
+    pub max_memory: Option<ByteSize>,
     /// A service that sent spans, metrics or logs and then nothing for this long is
     /// reported silent. Default `5m`.
     pub silence_after: Option<HumanDuration>,
