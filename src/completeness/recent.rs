@@ -42,9 +42,9 @@ impl Generation {
         self.len * 4 >= self.slots.len() * 3
     }
 
-    fn insert(&mut self, fp: u64) {
+    fn insert(&mut self, fp: u64, home: u64) {
         let mask = self.mask();
-        let mut i = (fp as usize) & mask;
+        let mut i = (home as usize) & mask;
         loop {
             match self.slots.get_mut(i) {
                 Some(s) if *s == fp => return,
@@ -59,9 +59,9 @@ impl Generation {
         }
     }
 
-    fn contains(&self, fp: u64) -> bool {
+    fn contains(&self, fp: u64, home: u64) -> bool {
         let mask = self.mask();
-        let mut i = (fp as usize) & mask;
+        let mut i = (home as usize) & mask;
         // Never full (retired at 3/4), so an empty slot ends every probe.
         loop {
             match self.slots.get(i) {
@@ -71,6 +71,20 @@ impl Generation {
             }
         }
     }
+}
+
+/// A remembered span (or trace): see [`Recent::key`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Key {
+    fp: u64,
+    home: u64,
+}
+
+/// splitmix64's finalizer.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 /// Fingerprints of recently judged traces and their spans.
@@ -103,31 +117,31 @@ impl Recent {
         }
     }
 
-    /// The fingerprint of span `span_id` of trace `trace_id`; span id 0 (never a valid
-    /// span id) stands for the trace itself.
-    pub fn fingerprint(trace_id: u128, span_id: u64) -> u64 {
-        let mut x = (trace_id as u64) ^ ((trace_id >> 64) as u64).rotate_left(29);
-        x ^= span_id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        // splitmix64's finalizer.
-        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        x ^= x >> 31;
-        // 0 marks an empty slot.
-        x.max(1)
+    /// The key of span `span_id` of trace `trace_id` (span id 0, never a valid span id,
+    /// stands for the trace itself): its fingerprint, and where its probe starts. Every
+    /// key of a trace starts from the same place, so a trace's spans share a cache line or
+    /// two instead of each costing a miss of its own.
+    pub fn key(trace_id: u128, span_id: u64) -> Key {
+        let t = mix((trace_id as u64) ^ ((trace_id >> 64) as u64).rotate_left(29));
+        Key {
+            // 0 marks an empty slot.
+            fp: mix(t ^ span_id.wrapping_mul(0x9e37_79b9_7f4a_7c15)).max(1),
+            home: t,
+        }
     }
 
-    /// Remembers `fp` at `now`.
-    pub fn insert(&mut self, now: u64, fp: u64) {
+    /// Remembers `key` at `now`.
+    pub fn insert(&mut self, now: u64, key: Key) {
         let aged = now.saturating_sub(self.current.started) >= self.window;
         if aged || self.current.full() {
             self.retire(now, !aged);
         }
-        self.current.insert(fp);
+        self.current.insert(key.fp, key.home);
     }
 
-    /// Whether `fp` was remembered and not yet forgotten.
-    pub fn contains(&self, fp: u64) -> bool {
-        self.current.contains(fp) || self.previous.contains(fp)
+    /// Whether `key` was remembered and not yet forgotten.
+    pub fn contains(&self, key: Key) -> bool {
+        self.current.contains(key.fp, key.home) || self.previous.contains(key.fp, key.home)
     }
 
     /// Generations retired early because they filled before their window passed.
@@ -169,27 +183,27 @@ mod tests {
     fn remembers_what_was_inserted_and_nothing_else() {
         let mut r = Recent::new(30 * SEC, 1 << 20, 0);
         for i in 1..=1000u64 {
-            r.insert(0, Recent::fingerprint(u128::from(i), i));
+            r.insert(0, Recent::key(u128::from(i), i));
         }
         for i in 1..=1000u64 {
-            assert!(r.contains(Recent::fingerprint(u128::from(i), i)));
-            assert!(!r.contains(Recent::fingerprint(u128::from(i), i + 1)));
+            assert!(r.contains(Recent::key(u128::from(i), i)));
+            assert!(!r.contains(Recent::key(u128::from(i), i + 1)));
         }
         // The trace itself is told apart from its spans.
-        assert_ne!(Recent::fingerprint(7, 0), Recent::fingerprint(7, 1));
+        assert_ne!(Recent::key(7, 0), Recent::key(7, 1));
     }
 
     #[test]
     fn forgets_after_two_windows_and_remembers_for_one() {
         let mut r = Recent::new(10 * SEC, 1 << 20, 0);
-        let fp = Recent::fingerprint(1, 1);
+        let fp = Recent::key(1, 1);
         r.insert(0, fp);
-        r.insert(10 * SEC, Recent::fingerprint(2, 2));
+        r.insert(10 * SEC, Recent::key(2, 2));
         assert!(
             r.contains(fp),
             "one window later: in the previous generation"
         );
-        r.insert(20 * SEC, Recent::fingerprint(3, 3));
+        r.insert(20 * SEC, Recent::key(3, 3));
         assert!(!r.contains(fp), "two windows later: forgotten");
         assert_eq!(r.retired_full(), 0);
     }
@@ -200,14 +214,14 @@ mod tests {
         let mut r = Recent::new(30 * SEC, budget, 0);
         let start = r.bytes();
         for i in 0..200_000u64 {
-            r.insert(0, Recent::fingerprint(u128::from(i), 1));
+            r.insert(0, Recent::key(u128::from(i), 1));
         }
         assert!(r.bytes() > start);
         assert!(r.bytes() <= budget, "{} > {budget}", r.bytes());
         assert!(r.retired_full() > 0);
         // The most recent ones are still there.
         for i in 199_000..200_000u64 {
-            assert!(r.contains(Recent::fingerprint(u128::from(i), 1)));
+            assert!(r.contains(Recent::key(u128::from(i), 1)));
         }
     }
 }

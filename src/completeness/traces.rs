@@ -105,6 +105,11 @@ struct TraceState {
     waiting: Vec<(u64, u32)>,
 }
 
+/// Spans remembered per judged trace. A trace's keys sit side by side in the table (one
+/// cache miss for a whole small trace); the cap keeps a huge trace from making a long run
+/// of them. A late child of a bigger trace whose parent was past the cap waits for it.
+const REMEMBERED_SPANS: usize = 64;
+
 /// What one waiting trace costs besides its vectors: its table entry (with the table's
 /// control byte) and its deadline.
 const TRACE_BYTES: usize =
@@ -203,7 +208,7 @@ impl TraceTracker {
             self.keep_within_budget();
             return;
         }
-        let known = self.recent.contains(Recent::fingerprint(id, 0));
+        let known = self.recent.contains(Recent::key(id, 0));
         let rooted = known || spans.iter().any(|s| s.parent.is_none() || s.parent_remote);
         if rooted && self.parents_known(id, spans) {
             // Late spans of a trace judged before do not make it count twice.
@@ -239,7 +244,7 @@ impl TraceTracker {
     /// among the remembered spans of the trace.
     fn parents_known(&self, id: u128, spans: &[SpanFacts]) -> bool {
         let local = |s: &&SpanFacts| !s.parent_remote;
-        let remembered = |p: u64| self.recent.contains(Recent::fingerprint(id, p));
+        let remembered = |p: u64| self.recent.contains(Recent::key(id, p));
         if spans.len() <= 32 {
             return spans.iter().filter(local).all(|s| match s.parent {
                 None => true,
@@ -273,7 +278,7 @@ impl TraceTracker {
             Some(_) if span.parent_remote => t.rooted = true,
             Some(parent) => {
                 let here = t.spans.contains(&parent)
-                    || recent.contains(Recent::fingerprint(span.trace_id, parent));
+                    || recent.contains(Recent::key(span.trace_id, parent));
                 if !full && !here {
                     t.waiting.push((parent, span.service));
                 }
@@ -286,11 +291,12 @@ impl TraceTracker {
         }
     }
 
-    /// Remembers a judged trace and its spans, for their late relatives.
+    /// Remembers a judged trace and its first [`REMEMBERED_SPANS`] spans, for their late
+    /// relatives.
     fn remember(&mut self, now: u64, id: u128, spans: impl Iterator<Item = u64>) {
-        self.recent.insert(now, Recent::fingerprint(id, 0));
-        for span in spans {
-            self.recent.insert(now, Recent::fingerprint(id, span));
+        self.recent.insert(now, Recent::key(id, 0));
+        for span in spans.take(REMEMBERED_SPANS) {
+            self.recent.insert(now, Recent::key(id, span));
         }
         self.stats.forgotten_early = self.recent.retired_full();
     }
