@@ -105,9 +105,8 @@ struct TraceState {
     waiting: Vec<(u64, u32)>,
 }
 
-/// Spans remembered per judged trace. A trace's keys sit side by side in the table (one
-/// cache miss for a whole small trace); the cap keeps a huge trace from making a long run
-/// of them. A late child of a bigger trace whose parent was past the cap waits for it.
+/// Spans remembered per judged trace, so one huge trace cannot crowd the others out of the
+/// fingerprints. A late child of a bigger trace whose parent was past the cap waits for it.
 const REMEMBERED_SPANS: usize = 64;
 
 /// What one waiting trace costs besides its vectors: its table entry (with the table's
