@@ -215,7 +215,7 @@ impl TraceTracker {
                 self.stats.judged_traces += 1;
                 self.stats.judged_on_arrival += 1;
             }
-            self.remember(now, id, spans.iter().map(|s| s.span_id));
+            self.remember(now, id, true, spans.iter().map(|s| s.span_id));
             return;
         }
         if self.traces.len() >= self.cfg.max_traces {
@@ -290,10 +290,12 @@ impl TraceTracker {
         }
     }
 
-    /// Remembers a judged trace and its first [`REMEMBERED_SPANS`] spans, for their late
-    /// relatives.
-    fn remember(&mut self, now: u64, id: u128, spans: impl Iterator<Item = u64>) {
-        self.recent.insert(now, Recent::key(id, 0));
+    /// Remembers the first [`REMEMBERED_SPANS`] spans of a judged trace for their late
+    /// relatives, and the trace itself (which makes late spans of it rooted) when `rooted`.
+    fn remember(&mut self, now: u64, id: u128, rooted: bool, spans: impl Iterator<Item = u64>) {
+        if rooted {
+            self.recent.insert(now, Recent::key(id, 0));
+        }
         for span in spans.take(REMEMBERED_SPANS) {
             self.recent.insert(now, Recent::key(id, span));
         }
@@ -340,7 +342,7 @@ impl TraceTracker {
                         spans: u32::try_from(t.spans.len()).unwrap_or(u32::MAX),
                     });
                 }
-                self.remember(now, id, t.spans.iter().copied());
+                self.remember(now, id, t.rooted, t.spans.iter().copied());
             }
         }
     }
@@ -582,5 +584,32 @@ mod tests {
         // The newest are kept, the oldest went first.
         assert!(t.traces.contains_key(&100_000));
         assert!(!t.traces.contains_key(&1));
+    }
+
+    #[test]
+    fn a_trace_judged_rootless_stays_rootless_for_its_late_spans() {
+        let mut t = tracker();
+        t.observe_trace(0, &[span(12, 121, Some(120), false, 5)]);
+        assert_eq!(
+            gaps(&mut t, 30 * SEC),
+            [
+                TraceGap::Orphan { service: 5 },
+                TraceGap::MissingRoot {
+                    service: 5,
+                    spans: 1
+                }
+            ]
+        );
+        // A child of the judged span, late: its parent is remembered, but the trace has
+        // still no root, so it waits and is judged rootless again.
+        t.observe_trace(31 * SEC, &[span(12, 122, Some(121), false, 5)]);
+        assert_eq!(t.len(), 1);
+        assert_eq!(
+            gaps(&mut t, 61 * SEC),
+            [TraceGap::MissingRoot {
+                service: 5,
+                spans: 1
+            }]
+        );
     }
 }
