@@ -10,8 +10,9 @@
 //!
 //! * `scan`: the zero-copy wire scan alone (`scan_traces` into a sink that counts);
 //! * `collect`: the per-request ingest work: scan, classify, key hashing and per-shard
-//!   batching (`pipeline::batch::Collector`, 2 shards), with every span's trace facts
-//!   gathered for completeness tracking as the pipeline does by default;
+//!   batching (`pipeline::batch::Collector`, 2 shards, its batches sized from the request
+//!   as the pipeline sizes them), with every span's trace facts gathered for completeness
+//!   tracking as the pipeline does by default;
 //! * `record`: recording the entry spans' observations into the series table
 //!   (`SeriesTable::record`), the shard side of ingest;
 //! * `track`: completeness tracking of every span (`GapState::observe`, the trace
@@ -90,9 +91,11 @@ fn main() -> Result<(), String> {
         }
         "collect" => {
             for i in 0..n {
-                let mut col =
-                    Collector::new(&classifier, 2).with_traces(true, START_UNIX_NANOS, u64::MAX);
-                scan_traces(black_box(&reqs[i % DISTINCT]), &mut col).map_err(|e| e.to_string())?;
+                let req = black_box(&reqs[i % DISTINCT]);
+                let mut col = Collector::new(&classifier, 2)
+                    .with_traces(true, START_UNIX_NANOS, u64::MAX)
+                    .with_size_hint(req.len());
+                scan_traces(req, &mut col).map_err(|e| e.to_string())?;
                 col.finish();
                 spans += col.tally.spans;
                 black_box(col.batches);

@@ -23,7 +23,7 @@ const BUDGETS: [(&str, u64, u64); 4] = [
     // Scan, classify, key hashing and per-shard batching, with every span's trace facts
     // gathered for completeness tracking (the default): all of a request's work on the
     // receiving thread.
-    ("collect", 2_500, 2_347),
+    ("collect", 2_450, 2_294),
     // Recording the entry spans' observations into the series table (per span of the
     // request; one span in four is an entry span).
     ("record", 105, 100),

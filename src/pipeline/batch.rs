@@ -244,12 +244,36 @@ impl Collector<'_, '_> {
         }
     }
 
+    /// Sizes the batches for a request of `bytes` bytes, so they do not grow (and copy
+    /// themselves) span by span: room for a span every [`BYTES_PER_SPAN_HINT`] bytes, spread
+    /// over the shards, and for an entry span in four. A request of larger spans leaves
+    /// room unused until the batches are dropped; one of smaller spans grows as before.
+    pub fn with_size_hint(mut self, bytes: usize) -> Self {
+        let shards = self.batches.len().max(1);
+        let spans = (bytes / BYTES_PER_SPAN_HINT).min(MAX_SPANS_HINT) / shards + 8;
+        for b in &mut self.batches {
+            if self.track_traces {
+                b.spans.reserve(spans);
+            }
+            b.items.reserve(spans / 4);
+        }
+        self
+    }
+
     /// Lowers the key-bytes limit (at most [`MAX_KEY_BYTES_PER_REQUEST`]).
     pub fn with_key_limit(mut self, bytes: usize) -> Self {
         self.key_limit = bytes.min(MAX_KEY_BYTES_PER_REQUEST);
         self
     }
 }
+
+/// Bytes of request per span assumed when sizing batches ([`Collector::with_size_hint`]):
+/// small for a span with a few attributes, so most requests need no growth.
+pub const BYTES_PER_SPAN_HINT: usize = 128;
+
+/// Spans reserved for at most, however large the request (a request's batches grow past it
+/// as needed).
+const MAX_SPANS_HINT: usize = 1 << 16;
 
 /// The shard that owns a key hash.
 ///

@@ -237,11 +237,9 @@ impl Pipeline {
             return Err(IngestError::ShuttingDown);
         };
         let now = inner.clock.now_unix_nanos();
-        let mut collector = Collector::new(&inner.classifier, inner.shards.len()).with_traces(
-            inner.track_traces,
-            now,
-            inner.max_clock_skew,
-        );
+        let mut collector = Collector::new(&inner.classifier, inner.shards.len())
+            .with_traces(inner.track_traces, now, inner.max_clock_skew)
+            .with_size_hint(body.len());
         scan_traces(body, &mut collector)?;
         collector.finish();
         if collector.too_large {
