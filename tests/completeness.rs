@@ -153,6 +153,14 @@ async fn unfinished_parent_is_an_orphan_and_a_missing_root_healthy_service_is_cl
     }
     assert_eq!(s("otel_sli_tracked_traces"), Some(0.0));
     assert_eq!(s("otel_sli_completeness_evicted_total"), Some(0.0));
+    // Ten traces: the healthy ones' children were exported before their parents (simple
+    // exporter) and the broken one never got its parent, so those six waited for the
+    // timeout; the four one-span traces of `vague` were whole on arrival.
+    assert_eq!(s("otel_sli_completeness_judged_traces_total"), Some(10.0));
+    assert_eq!(
+        s("otel_sli_completeness_judged_on_arrival_total"),
+        Some(4.0)
+    );
 
     assert_eq!(
         s("telemetry_gap_spans_total{service=\"vague\",kind=\"unattributed_spans\"}"),
