@@ -242,20 +242,21 @@ impl TraceTracker {
     /// Whether every span of `spans` (one trace) with a local parent finds it among them or
     /// among the remembered spans of the trace.
     fn parents_known(&self, id: u128, spans: &[SpanFacts]) -> bool {
-        let local = |s: &&SpanFacts| !s.parent_remote;
-        let remembered = |p: u64| self.recent.contains(Recent::key(id, p));
-        if spans.len() <= 32 {
-            return spans.iter().filter(local).all(|s| match s.parent {
-                None => true,
-                Some(p) => spans.iter().any(|o| o.span_id == p) || remembered(p),
-            });
-        }
-        let mut ids: Vec<u64> = spans.iter().map(|s| s.span_id).collect();
-        ids.sort_unstable();
-        spans.iter().filter(local).all(|s| match s.parent {
-            None => true,
-            Some(p) => ids.binary_search(&p).is_ok() || remembered(p),
-        })
+        // A sorted copy of the ids only for big groups; a small one is scanned.
+        let sorted: Option<Vec<u64>> = (spans.len() > 32).then(|| {
+            let mut ids: Vec<u64> = spans.iter().map(|s| s.span_id).collect();
+            ids.sort_unstable();
+            ids
+        });
+        let in_group = |p: u64| match &sorted {
+            Some(ids) => ids.binary_search(&p).is_ok(),
+            None => spans.iter().any(|o| o.span_id == p),
+        };
+        spans
+            .iter()
+            .filter(|s| !s.parent_remote)
+            .filter_map(|s| s.parent)
+            .all(|p| in_group(p) || self.recent.contains(Recent::key(id, p)))
     }
 
     /// Adds one span to a waiting trace.
