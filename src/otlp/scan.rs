@@ -133,81 +133,103 @@ const DEPTH_STATUS: u32 = 96;
 
 #[cold]
 #[inline(never)]
-fn error(offset: usize, kind: ScanErrorKind) -> ScanError {
-    ScanError { offset, kind }
+fn error(at: usize, kind: ScanErrorKind) -> ScanError {
+    ScanError { offset: at, kind }
 }
 
-/// A read position inside one message's bytes; `base` is the absolute offset of
-/// `buf[0]` in the request, used for error reporting only.
+impl ScanError {
+    /// Turns the address the scan recorded into an offset from the start of `request`.
+    fn relative_to(self, request: &[u8]) -> Self {
+        ScanError {
+            offset: self.offset.wrapping_sub(request.as_ptr() as usize),
+            kind: self.kind,
+        }
+    }
+}
+
+/// Runs a scan of `request`, reporting error positions as offsets into it.
+#[inline(always)]
+fn from_request<'a, T>(
+    request: &'a [u8],
+    scan: impl FnOnce(Cursor<'a>) -> Result<T, ScanError>,
+) -> Result<T, ScanError> {
+    scan(Cursor::new(request)).map_err(|e| e.relative_to(request))
+}
+
+/// A read position inside one message's bytes: what is left of them.
+///
+/// Two words, so that it lives in registers through the hot loops. While the scan runs,
+/// positions (`at`, and [`ScanError::offset`]) are addresses of bytes of the request;
+/// the public entry points turn them into offsets from its start ([`from_request`]).
 #[derive(Clone, Copy, Debug)]
 struct Cursor<'a> {
-    buf: &'a [u8],
-    pos: usize,
-    base: usize,
+    rest: &'a [u8],
 }
 
 impl<'a> Cursor<'a> {
     #[inline(always)]
-    fn new(buf: &'a [u8], base: usize) -> Self {
-        Cursor { buf, pos: 0, base }
+    fn new(buf: &'a [u8]) -> Self {
+        Cursor { rest: buf }
     }
 
     #[inline(always)]
     fn has_more(&self) -> bool {
-        self.pos < self.buf.len()
+        !self.rest.is_empty()
     }
 
+    /// The address of the next byte, for error positions.
     #[inline(always)]
-    fn abs(&self, pos: usize) -> usize {
-        self.base.saturating_add(pos)
+    fn at(&self) -> usize {
+        self.rest.as_ptr() as usize
+    }
+
+    /// Bytes left: within one message, a position counted from its end.
+    #[inline(always)]
+    fn left(&self) -> usize {
+        self.rest.len()
     }
 
     #[inline(always)]
     fn varint(&mut self) -> Result<u64, ScanError> {
-        if let Some(&b0) = self.buf.get(self.pos) {
-            if b0 < 0x80 {
-                self.pos += 1;
-                return Ok(u64::from(b0));
+        match *self.rest {
+            [b0, ref tail @ ..] if b0 < 0x80 => {
+                self.rest = tail;
+                Ok(u64::from(b0))
             }
-            if let Some(&b1) = self.buf.get(self.pos + 1) {
-                if b1 < 0x80 {
-                    self.pos += 2;
-                    return Ok(u64::from(b0 & 0x7f) | (u64::from(b1) << 7));
-                }
+            [b0, b1, ref tail @ ..] if b1 < 0x80 => {
+                self.rest = tail;
+                Ok(u64::from(b0 & 0x7f) | (u64::from(b1) << 7))
             }
+            _ => self.varint_slow(),
         }
-        self.varint_slow()
     }
 
     #[inline(always)]
     fn varint_slow(&mut self) -> Result<u64, ScanError> {
-        match varint_slow(self.buf, self.pos) {
-            Ok((value, pos)) => {
-                self.pos = pos;
+        match varint_slow(self.rest) {
+            Ok((value, len)) => {
+                self.rest = self.rest.get(len..).unwrap_or_default();
                 Ok(value)
             }
-            Err(kind) => Err(error(self.abs(self.pos), kind)),
+            Err(kind) => Err(error(self.at(), kind)),
         }
     }
 
     /// Reads a field key: `(field number, wire type)`.
     #[inline(always)]
     fn key(&mut self) -> Result<(u32, u8), ScanError> {
-        let at = self.pos;
+        let at = self.at();
         let key = self.varint()?;
         let Ok(key) = u32::try_from(key) else {
-            return Err(error(self.abs(at), ScanErrorKind::InvalidKey));
+            return Err(error(at, ScanErrorKind::InvalidKey));
         };
         let wire_type = (key & 7) as u8;
         if wire_type > WT_I32 {
-            return Err(error(
-                self.abs(at),
-                ScanErrorKind::UnknownWireType { wire_type },
-            ));
+            return Err(error(at, ScanErrorKind::UnknownWireType { wire_type }));
         }
         let field = key >> 3;
         if field == 0 {
-            return Err(error(self.abs(at), ScanErrorKind::InvalidKey));
+            return Err(error(at, ScanErrorKind::InvalidKey));
         }
         Ok((field, wire_type))
     }
@@ -219,7 +241,7 @@ impl<'a> Cursor<'a> {
             Ok(())
         } else {
             Err(error(
-                self.abs(at),
+                at,
                 ScanErrorKind::InvalidWireType { field, wire_type },
             ))
         }
@@ -228,43 +250,34 @@ impl<'a> Cursor<'a> {
     /// Reads a length-delimited payload as a cursor over it.
     #[inline(always)]
     fn sub(&mut self) -> Result<Cursor<'a>, ScanError> {
-        let at = self.pos;
-        let len = self.varint()?;
-        let start = self.pos;
-        let remaining = self.buf.len().saturating_sub(start);
-        match usize::try_from(len) {
-            Ok(len) if len <= remaining => {
-                let end = start + len;
-                match self.buf.get(start..end) {
-                    Some(buf) => {
-                        self.pos = end;
-                        Ok(Cursor::new(buf, self.abs(start)))
-                    }
-                    None => Err(error(self.abs(at), ScanErrorKind::LengthOutOfBounds)),
-                }
-            }
-            _ => Err(error(self.abs(at), ScanErrorKind::LengthOutOfBounds)),
-        }
+        self.bytes().map(Cursor::new)
     }
 
     /// Reads a length-delimited payload.
     #[inline(always)]
     fn bytes(&mut self) -> Result<&'a [u8], ScanError> {
-        self.sub().map(|c| c.buf)
+        let at = self.at();
+        let len = self.varint()?;
+        match usize::try_from(len)
+            .ok()
+            .and_then(|n| self.rest.split_at_checked(n))
+        {
+            Some((payload, tail)) => {
+                self.rest = tail;
+                Ok(payload)
+            }
+            None => Err(error(at, ScanErrorKind::LengthOutOfBounds)),
+        }
     }
 
     #[inline(always)]
     fn fixed<const N: usize>(&mut self) -> Result<[u8; N], ScanError> {
-        let start = self.pos;
-        match self.buf.get(start..start + N) {
-            Some(b) => match <[u8; N]>::try_from(b) {
-                Ok(arr) => {
-                    self.pos = start + N;
-                    Ok(arr)
-                }
-                Err(_) => Err(error(self.abs(start), ScanErrorKind::TruncatedFixed)),
-            },
-            None => Err(error(self.abs(start), ScanErrorKind::TruncatedFixed)),
+        match self.rest.split_first_chunk::<N>() {
+            Some((value, tail)) => {
+                self.rest = tail;
+                Ok(*value)
+            }
+            None => Err(error(self.at(), ScanErrorKind::TruncatedFixed)),
         }
     }
 
@@ -282,26 +295,28 @@ impl<'a> Cursor<'a> {
     /// `depth` is the recursion budget of the enclosing message (see prost).
     #[inline(always)]
     fn skip(&mut self, field: u32, wire_type: u8, depth: u32, at: usize) -> Result<(), ScanError> {
-        match skip_value(self.buf, self.pos, field, wire_type, depth, at) {
-            Ok(pos) => {
-                self.pos = pos;
-                Ok(())
-            }
-            Err((pos, kind)) => Err(error(self.abs(pos), kind)),
-        }
+        self.rest = skip_value(self.rest, field, wire_type, depth, at)?;
+        Ok(())
     }
+}
+
+/// The bytes of `msg` between two positions in it, given as bytes left ([`Cursor::left`]).
+#[inline(always)]
+fn between(msg: &[u8], first_left: usize, last_left: usize) -> &[u8] {
+    let len = msg.len();
+    msg.get(len.saturating_sub(first_left)..len.saturating_sub(last_left))
+        .unwrap_or_default()
 }
 
 // The out-of-line helpers below take and return plain values rather than
 // `&mut Cursor`, so that callers' cursors can stay in registers.
 
-/// Decodes a varint of any length starting at `start`; returns it and the
-/// position after it.
+/// Decodes a varint of any length at the start of `buf`; returns it and its length.
 #[inline(never)]
-fn varint_slow(buf: &[u8], start: usize) -> Result<(u64, usize), ScanErrorKind> {
+fn varint_slow(buf: &[u8]) -> Result<(u64, usize), ScanErrorKind> {
     let mut value = 0u64;
     for i in 0..10usize {
-        let Some(&b) = buf.get(start + i) else {
+        let Some(&b) = buf.get(i) else {
             return Err(ScanErrorKind::TruncatedVarint);
         };
         value |= u64::from(b & 0x7f) << (7 * i);
@@ -310,53 +325,48 @@ fn varint_slow(buf: &[u8], start: usize) -> Result<(u64, usize), ScanErrorKind> 
             if i == 9 && b > 1 {
                 break;
             }
-            return Ok((value, start + i + 1));
+            return Ok((value, i + 1));
         }
     }
     Err(ScanErrorKind::VarintTooLong)
 }
 
-/// Skips the value of field `field` (wire type `wire_type`, key at `at`) that
-/// starts at `pos` in `buf`; returns the position after it, or the (relative)
-/// error position and kind.
+/// Skips the value of field `field` (wire type `wire_type`, key at `at`) at the start of
+/// `rest`; returns what follows it.
 #[inline(never)]
 fn skip_value(
-    buf: &[u8],
-    pos: usize,
+    rest: &[u8],
     field: u32,
     wire_type: u8,
     depth: u32,
     at: usize,
-) -> Result<usize, (usize, ScanErrorKind)> {
+) -> Result<&[u8], ScanError> {
     if depth == 0 {
-        return Err((at, ScanErrorKind::RecursionLimit));
+        return Err(error(at, ScanErrorKind::RecursionLimit));
     }
-    let mut c = Cursor::new(buf, 0);
-    c.pos = pos;
-    // `c` has base 0, so its error offsets are relative to `buf`.
-    let relative = |e: ScanError| (e.offset, e.kind);
+    let mut c = Cursor::new(rest);
     match wire_type {
-        WT_VARINT => c.varint().map(drop).map_err(relative)?,
-        WT_I64 => c.fixed::<8>().map(drop).map_err(relative)?,
-        WT_LEN => c.sub().map(drop).map_err(relative)?,
-        WT_I32 => c.fixed::<4>().map(drop).map_err(relative)?,
+        WT_VARINT => drop(c.varint()?),
+        WT_I64 => drop(c.fixed::<8>()?),
+        WT_LEN => drop(c.bytes()?),
+        WT_I32 => drop(c.fixed::<4>()?),
         WT_START_GROUP => loop {
             if !c.has_more() {
-                return Err((at, ScanErrorKind::UnterminatedGroup));
+                return Err(error(at, ScanErrorKind::UnterminatedGroup));
             }
-            let inner_at = c.pos;
-            let (inner_field, inner_wt) = c.key().map_err(relative)?;
+            let inner_at = c.at();
+            let (inner_field, inner_wt) = c.key()?;
             if inner_wt == WT_END_GROUP {
                 if inner_field != field {
-                    return Err((inner_at, ScanErrorKind::UnmatchedEndGroup));
+                    return Err(error(inner_at, ScanErrorKind::UnmatchedEndGroup));
                 }
                 break;
             }
-            c.pos = skip_value(buf, c.pos, inner_field, inner_wt, depth - 1, inner_at)?;
+            c.rest = skip_value(c.rest, inner_field, inner_wt, depth - 1, inner_at)?;
         },
-        _ => return Err((at, ScanErrorKind::UnmatchedEndGroup)),
+        _ => return Err(error(at, ScanErrorKind::UnmatchedEndGroup)),
     };
-    Ok(c.pos)
+    Ok(c.rest)
 }
 
 /// Attributes of a span or resource: the repeated `KeyValue` field of an
@@ -389,14 +399,16 @@ impl<'a> AttrsRef<'a> {
             && self.len == other.len
     }
 
+    const EMPTY: Self = AttrsRef {
+        buf: &[],
+        field: 1,
+        outer_field: 0,
+        len: 0,
+    };
+
     /// No attributes.
     pub fn empty() -> Self {
-        AttrsRef {
-            buf: &[],
-            field: 1,
-            outer_field: 0,
-            len: 0,
-        }
+        Self::EMPTY
     }
 
     fn flat(buf: &'a [u8], field: u32, len: usize) -> Self {
@@ -413,8 +425,8 @@ impl<'a> AttrsRef<'a> {
 
     /// Iterates `(key, value)` pairs in wire order (duplicates included).
     pub fn iter(&self) -> AttrIter<'a> {
-        let empty = Cursor::new(&[], 0);
-        let whole = Cursor::new(self.buf, 0);
+        let empty = Cursor::new(&[]);
+        let whole = Cursor::new(self.buf);
         let (outer, inner) = if self.outer_field == 0 {
             (empty, whole)
         } else {
@@ -477,8 +489,8 @@ pub struct AttrIter<'a> {
 
 impl AttrIter<'_> {
     fn finish(&mut self) {
-        self.outer = Cursor::new(&[], 0);
-        self.inner = Cursor::new(&[], 0);
+        self.outer = Cursor::new(&[]);
+        self.inner = Cursor::new(&[]);
         self.remaining = 0;
     }
 }
@@ -488,7 +500,7 @@ impl AttrIter<'_> {
 #[inline]
 fn next_occurrence<'a>(c: &mut Cursor<'a>, field: u32) -> Result<Option<Cursor<'a>>, ScanError> {
     while c.has_more() {
-        let at = c.pos;
+        let at = c.at();
         let (f, wt) = c.key()?;
         if f == field && wt == WT_LEN {
             return c.sub().map(Some);
@@ -593,6 +605,24 @@ pub struct SpanView<'a> {
     pub status_message: &'a [u8],
 }
 
+impl SpanView<'_> {
+    /// A span with every field at its protobuf default.
+    const EMPTY: Self = SpanView {
+        trace_id: &[],
+        span_id: &[],
+        trace_state: &[],
+        parent_span_id: &[],
+        flags: 0,
+        name: &[],
+        kind: 0,
+        start_time_unix_nano: 0,
+        end_time_unix_nano: 0,
+        attributes: AttrsRef::EMPTY,
+        status_code: 0,
+        status_message: &[],
+    };
+}
+
 /// The resource of one `ResourceSpans` (empty attributes if it has none).
 #[derive(Clone, Copy, Debug)]
 pub struct ResourceView<'a> {
@@ -612,20 +642,21 @@ pub trait SpanSink<'a> {
 /// Everything the scan descends into is validated before the sink sees it; an
 /// error may still come after the sink received earlier resources and spans.
 pub fn scan_traces<'a, S: SpanSink<'a>>(buf: &'a [u8], sink: &mut S) -> Result<usize, ScanError> {
-    let mut c = Cursor::new(buf, 0);
-    let mut spans = 0usize;
-    while c.has_more() {
-        let at = c.pos;
-        let (field, wt) = c.key()?;
-        if field == 1 {
-            c.want(field, wt, WT_LEN, at)?;
-            let rs = c.sub()?;
-            spans += scan_resource_spans(rs, sink)?;
-        } else {
-            c.skip(field, wt, DEPTH_REQUEST, at)?;
+    from_request(buf, |mut c| {
+        let mut spans = 0usize;
+        while c.has_more() {
+            let at = c.at();
+            let (field, wt) = c.key()?;
+            if field == 1 {
+                c.want(field, wt, WT_LEN, at)?;
+                let rs = c.sub()?;
+                spans += scan_resource_spans(rs, sink)?;
+            } else {
+                c.skip(field, wt, DEPTH_REQUEST, at)?;
+            }
         }
-    }
-    Ok(spans)
+        Ok(spans)
+    })
 }
 
 fn scan_resource_spans<'a, S: SpanSink<'a>>(
@@ -637,9 +668,10 @@ fn scan_resource_spans<'a, S: SpanSink<'a>>(
     let mut occurrences = 0usize;
     let mut attrs = 0usize;
     let mut single: &'a [u8] = &[];
-    let (mut first_at, mut last_end) = (0usize, 0usize);
+    let (mut first_left, mut last_left) = (0usize, 0usize);
     while c.has_more() {
-        let at = c.pos;
+        let left = c.left();
+        let at = c.at();
         let (field, wt) = c.key()?;
         match field {
             1 => {
@@ -648,10 +680,10 @@ fn scan_resource_spans<'a, S: SpanSink<'a>>(
                 let (n, range) = scan_resource(resource)?;
                 occurrences += 1;
                 if occurrences == 1 {
-                    first_at = at;
+                    first_left = left;
                     single = range;
                 }
-                last_end = c.pos;
+                last_left = c.left();
                 attrs += n;
             }
             2 | 3 => {
@@ -667,7 +699,7 @@ fn scan_resource_spans<'a, S: SpanSink<'a>>(
         AttrsRef::flat(single, 1, attrs)
     } else {
         AttrsRef {
-            buf: rs.buf.get(first_at..last_end).unwrap_or_default(),
+            buf: between(rs.rest, first_left, last_left),
             field: 1,
             outer_field: 1,
             len: attrs,
@@ -679,7 +711,7 @@ fn scan_resource_spans<'a, S: SpanSink<'a>>(
     let mut c = rs;
     let mut spans = 0usize;
     while c.has_more() {
-        let at = c.pos;
+        let at = c.at();
         let (field, wt) = c.key()?;
         match field {
             2 => {
@@ -700,10 +732,12 @@ fn scan_resource_spans<'a, S: SpanSink<'a>>(
 /// Validates a `Resource`; returns its attribute count and the byte range
 /// covering its attributes.
 fn scan_resource(mut c: Cursor<'_>) -> Result<(usize, &[u8]), ScanError> {
+    let msg = c.rest;
     let mut n = 0usize;
     let (mut first, mut last) = (0usize, 0usize);
     while c.has_more() {
-        let at = c.pos;
+        let left = c.left();
+        let at = c.at();
         let (field, wt) = c.key()?;
         match field {
             1 => {
@@ -711,9 +745,9 @@ fn scan_resource(mut c: Cursor<'_>) -> Result<(usize, &[u8]), ScanError> {
                 let kv = c.sub()?;
                 parse_key_value(kv, DEPTH_RESOURCE - 1)?;
                 if n == 0 {
-                    first = at;
+                    first = left;
                 }
-                last = c.pos;
+                last = c.left();
                 n += 1;
             }
             2 => {
@@ -727,7 +761,7 @@ fn scan_resource(mut c: Cursor<'_>) -> Result<(usize, &[u8]), ScanError> {
             _ => c.skip(field, wt, DEPTH_RESOURCE, at)?,
         }
     }
-    Ok((n, c.buf.get(first..last).unwrap_or_default()))
+    Ok((n, between(msg, first, last)))
 }
 
 fn scan_scope_spans<'a, S: SpanSink<'a>>(
@@ -736,12 +770,13 @@ fn scan_scope_spans<'a, S: SpanSink<'a>>(
 ) -> Result<usize, ScanError> {
     let mut spans = 0usize;
     while c.has_more() {
-        let at = c.pos;
+        let at = c.at();
         let (field, wt) = c.key()?;
         match field {
             2 => {
                 c.want(field, wt, WT_LEN, at)?;
-                let span = parse_span(c.sub()?)?;
+                let mut span = SpanView::EMPTY;
+                parse_span(c.sub()?, &mut span)?;
                 sink.span(span);
                 spans += 1;
             }
@@ -755,25 +790,13 @@ fn scan_scope_spans<'a, S: SpanSink<'a>>(
     Ok(spans)
 }
 
-fn parse_span(mut c: Cursor<'_>) -> Result<SpanView<'_>, ScanError> {
-    let mut s = SpanView {
-        trace_id: &[],
-        span_id: &[],
-        trace_state: &[],
-        parent_span_id: &[],
-        flags: 0,
-        name: &[],
-        kind: 0,
-        start_time_unix_nano: 0,
-        end_time_unix_nano: 0,
-        attributes: AttrsRef::empty(),
-        status_code: 0,
-        status_message: &[],
-    };
+fn parse_span<'a>(mut c: Cursor<'a>, s: &mut SpanView<'a>) -> Result<(), ScanError> {
+    let msg = c.rest;
     let mut n_attrs = 0usize;
     let (mut attrs_first, mut attrs_last) = (0usize, 0usize);
     while c.has_more() {
-        let at = c.pos;
+        let left = c.left();
+        let at = c.at();
         let (field, wt) = c.key()?;
         match field {
             1 => {
@@ -813,9 +836,9 @@ fn parse_span(mut c: Cursor<'_>) -> Result<SpanView<'_>, ScanError> {
                 let kv = c.sub()?;
                 parse_key_value(kv, DEPTH_SPAN - 1)?;
                 if n_attrs == 0 {
-                    attrs_first = at;
+                    attrs_first = left;
                 }
-                attrs_last = c.pos;
+                attrs_last = c.left();
                 n_attrs += 1;
             }
             10 | 12 | 14 => {
@@ -829,7 +852,7 @@ fn parse_span(mut c: Cursor<'_>) -> Result<SpanView<'_>, ScanError> {
             15 => {
                 c.want(field, wt, WT_LEN, at)?;
                 let status = c.sub()?;
-                merge_status(status, &mut s)?;
+                merge_status(status, s)?;
             }
             16 => {
                 c.want(field, wt, WT_I32, at)?;
@@ -839,19 +862,15 @@ fn parse_span(mut c: Cursor<'_>) -> Result<SpanView<'_>, ScanError> {
         }
     }
     if n_attrs != 0 {
-        s.attributes = AttrsRef::flat(
-            c.buf.get(attrs_first..attrs_last).unwrap_or_default(),
-            9,
-            n_attrs,
-        );
+        s.attributes = AttrsRef::flat(between(msg, attrs_first, attrs_last), 9, n_attrs);
     }
-    Ok(s)
+    Ok(())
 }
 
 /// Merges one `Status` occurrence into the span (present fields override).
 fn merge_status<'a>(mut c: Cursor<'a>, s: &mut SpanView<'a>) -> Result<(), ScanError> {
     while c.has_more() {
-        let at = c.pos;
+        let at = c.at();
         let (field, wt) = c.key()?;
         match field {
             2 => {
@@ -874,7 +893,7 @@ fn parse_key_value(mut c: Cursor<'_>, depth: u32) -> Result<(&[u8], AnyValueRef<
     let mut key: &[u8] = &[];
     let mut value = AnyValueRef::Empty;
     while c.has_more() {
-        let at = c.pos;
+        let at = c.at();
         let (field, wt) = c.key()?;
         match field {
             1 => {
@@ -904,7 +923,7 @@ fn merge_any_value<'a>(
     value: &mut AnyValueRef<'a>,
 ) -> Result<(), ScanError> {
     while c.has_more() {
-        let at = c.pos;
+        let at = c.at();
         let (field, wt) = c.key()?;
         match field {
             1 => {
@@ -962,7 +981,7 @@ fn count_items(
     };
     let mut n = 0u64;
     while c.has_more() {
-        let at = c.pos;
+        let at = c.at();
         let (field, wt) = c.key()?;
         if field == field_here {
             c.want(field, wt, WT_LEN, at)?;
@@ -981,7 +1000,7 @@ fn count_items(
 fn metric_points(mut c: Cursor<'_>) -> Result<u64, ScanError> {
     let (mut current, mut n) = (0u32, 0u64);
     while c.has_more() {
-        let at = c.pos;
+        let at = c.at();
         let (field, wt) = c.key()?;
         match field {
             5 | 7 | 9 | 10 | 11 => {
@@ -1008,10 +1027,17 @@ fn items_by_resource<'a>(
     leaf: &dyn Fn(Cursor<'_>) -> Result<u64, ScanError>,
     sink: &mut dyn FnMut(AttrsRef<'a>, u64),
 ) -> Result<u64, ScanError> {
-    let mut c = Cursor::new(buf, 0);
+    from_request(buf, |c| items_by_resource_in(c, leaf, sink))
+}
+
+fn items_by_resource_in<'a>(
+    mut c: Cursor<'a>,
+    leaf: &dyn Fn(Cursor<'_>) -> Result<u64, ScanError>,
+    sink: &mut dyn FnMut(AttrsRef<'a>, u64),
+) -> Result<u64, ScanError> {
     let mut total = 0u64;
     while c.has_more() {
-        let at = c.pos;
+        let at = c.at();
         let (field, wt) = c.key()?;
         if field != 1 {
             c.skip(field, wt, DEPTH_REQUEST, at)?;
@@ -1022,7 +1048,7 @@ fn items_by_resource<'a>(
         let mut attrs = AttrsRef::empty();
         let mut items = 0u64;
         while r.has_more() {
-            let at = r.pos;
+            let at = r.at();
             let (field, wt) = r.key()?;
             match field {
                 1 => {
@@ -1072,7 +1098,7 @@ fn each_sub<'a>(
     f: &mut dyn FnMut(Cursor<'a>) -> Result<(), ScanError>,
 ) -> Result<(), ScanError> {
     while c.has_more() {
-        let at = c.pos;
+        let at = c.at();
         let (got, wt) = c.key()?;
         if got == field {
             c.want(got, wt, WT_LEN, at)?;
@@ -1126,11 +1152,13 @@ pub fn scan_request_points<'a>(
     buf: &'a [u8],
     sink: &mut dyn FnMut(AttrsRef<'a>, RequestPoint<'a>),
 ) -> Result<(), ScanError> {
-    each_sub(Cursor::new(buf, 0), 1, DEPTH_REQUEST, &mut |rm| {
-        let resource = first_resource(rm)?;
-        each_sub(rm, 2, DEPTH_RESOURCE_SPANS, &mut |scope| {
-            each_sub(scope, 2, DEPTH_SCOPE_SPANS, &mut |metric| {
-                request_metric(metric, resource, sink)
+    from_request(buf, |c| {
+        each_sub(c, 1, DEPTH_REQUEST, &mut |rm| {
+            let resource = first_resource(rm)?;
+            each_sub(rm, 2, DEPTH_RESOURCE_SPANS, &mut |scope| {
+                each_sub(scope, 2, DEPTH_SCOPE_SPANS, &mut |metric| {
+                    request_metric(metric, resource, sink)
+                })
             })
         })
     })
@@ -1145,7 +1173,7 @@ fn request_metric<'a>(
     let mut c = m;
     let mut name: &[u8] = &[];
     while c.has_more() {
-        let at = c.pos;
+        let at = c.at();
         let (field, wt) = c.key()?;
         if field == 1 {
             c.want(field, wt, WT_LEN, at)?;
@@ -1159,7 +1187,7 @@ fn request_metric<'a>(
     };
     let mut c = m;
     while c.has_more() {
-        let at = c.pos;
+        let at = c.at();
         let (field, wt) = c.key()?;
         // Histogram (9): points' attributes are field 9; exponential histogram (10): 1.
         let attr_field = match field {
@@ -1175,7 +1203,7 @@ fn request_metric<'a>(
         let mut h = hist;
         let mut temporality = 0i32;
         while h.has_more() {
-            let at = h.pos;
+            let at = h.at();
             let (field, wt) = h.key()?;
             if field == 2 {
                 h.want(field, wt, WT_VARINT, at)?;
@@ -1186,7 +1214,7 @@ fn request_metric<'a>(
         }
         let mut h = hist;
         while h.has_more() {
-            let at = h.pos;
+            let at = h.at();
             let (field, wt) = h.key()?;
             if field != 1 {
                 h.skip(field, wt, DEPTH_STATUS, at)?;
@@ -1194,19 +1222,20 @@ fn request_metric<'a>(
             }
             h.want(field, wt, WT_LEN, at)?;
             let mut p = h.sub()?;
-            let point_buf = p.buf;
+            let point_buf = p.rest;
             let (mut start, mut count, mut flags) = (0u64, 0u64, 0u64);
             let (mut first, mut last, mut n) = (0usize, 0usize, 0usize);
             while p.has_more() {
-                let at = p.pos;
+                let left = p.left();
+                let at = p.at();
                 let (f, wt) = p.key()?;
                 if f == attr_field {
                     p.want(f, wt, WT_LEN, at)?;
                     parse_key_value(p.sub()?, DEPTH_STATUS - 1)?;
                     if n == 0 {
-                        first = at;
+                        first = left;
                     }
-                    last = p.pos;
+                    last = p.left();
                     n += 1;
                 } else if f == 2 {
                     p.want(f, wt, WT_I64, at)?;
@@ -1225,11 +1254,7 @@ fn request_metric<'a>(
             if flags & 1 != 0 {
                 continue;
             }
-            let attributes = AttrsRef::flat(
-                point_buf.get(first..last).unwrap_or_default(),
-                attr_field,
-                n,
-            );
+            let attributes = AttrsRef::flat(between(point_buf, first, last), attr_field, n);
             sink(
                 resource,
                 RequestPoint {
@@ -1248,18 +1273,17 @@ fn request_metric<'a>(
 /// Number of data points in an `ExportMetricsServiceRequest`
 /// (`resource_metrics` → `scope_metrics` → `metrics` → data → `data_points`).
 pub fn count_metric_points(buf: &[u8]) -> Result<u64, ScanError> {
-    count_items(
-        Cursor::new(buf, 0),
-        &[1, 2, 2],
-        &metric_points,
-        DEPTH_REQUEST,
-    )
+    from_request(buf, |c| {
+        count_items(c, &[1, 2, 2], &metric_points, DEPTH_REQUEST)
+    })
 }
 
 /// Number of log records in an `ExportLogsServiceRequest`
 /// (`resource_logs` → `scope_logs` → `log_records`).
 pub fn count_log_records(buf: &[u8]) -> Result<u64, ScanError> {
-    count_items(Cursor::new(buf, 0), &[1, 2, 2], &|_| Ok(1), DEPTH_REQUEST)
+    from_request(buf, |c| {
+        count_items(c, &[1, 2, 2], &|_| Ok(1), DEPTH_REQUEST)
+    })
 }
 
 #[cfg(test)]
