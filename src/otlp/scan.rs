@@ -888,8 +888,57 @@ fn merge_status<'a>(mut c: Cursor<'a>, s: &mut SpanView<'a>) -> Result<(), ScanE
 }
 
 /// Parses (and thereby validates) one `KeyValue`; `depth` is its recursion budget.
-#[inline]
-fn parse_key_value(mut c: Cursor<'_>, depth: u32) -> Result<(&[u8], AnyValueRef<'_>), ScanError> {
+#[inline(always)]
+fn parse_key_value(c: Cursor<'_>, depth: u32) -> Result<(&[u8], AnyValueRef<'_>), ScanError> {
+    match key_value_fast(c.rest) {
+        Some(kv) => Ok(kv),
+        None => parse_key_value_slow(c, depth),
+    }
+}
+
+/// The `KeyValue` shape SDKs write, read without a field loop: the key (field 1), then the
+/// value (field 2) holding one string, bool, int or double variant (or none), every length
+/// in one byte. `None` for anything else, which [`parse_key_value_slow`] then reads; for the
+/// shapes it accepts, the result is the one the general path gives.
+#[inline(always)]
+fn key_value_fast(kv: &[u8]) -> Option<(&[u8], AnyValueRef<'_>)> {
+    let [0x0a, klen, ref rest @ ..] = *kv else {
+        return None;
+    };
+    if klen >= 0x80 {
+        return None;
+    }
+    let (key, rest) = rest.split_at_checked(usize::from(klen))?;
+    let [0x12, vlen, ref any @ ..] = *rest else {
+        return None;
+    };
+    if vlen >= 0x80 || usize::from(vlen) != any.len() {
+        return None;
+    }
+    let value = match *any {
+        [] => AnyValueRef::Empty,
+        [0x0a, slen, ref s @ ..] if slen < 0x80 && usize::from(slen) == s.len() => {
+            AnyValueRef::Str(s)
+        }
+        [0x10, b] if b < 0x80 => AnyValueRef::Bool(b != 0),
+        [0x18, b] if b < 0x80 => AnyValueRef::Int(i64::from(b)),
+        [0x18, b0, b1] if b0 >= 0x80 && b1 < 0x80 => {
+            AnyValueRef::Int(i64::from(b0 & 0x7f) | (i64::from(b1) << 7))
+        }
+        [0x21, b0, b1, b2, b3, b4, b5, b6, b7] => {
+            AnyValueRef::Double(f64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]))
+        }
+        _ => return None,
+    };
+    Some((key, value))
+}
+
+/// [`parse_key_value`] for any encoding prost accepts, and the errors for what it refuses.
+#[inline(never)]
+fn parse_key_value_slow(
+    mut c: Cursor<'_>,
+    depth: u32,
+) -> Result<(&[u8], AnyValueRef<'_>), ScanError> {
     let mut key: &[u8] = &[];
     let mut value = AnyValueRef::Empty;
     while c.has_more() {

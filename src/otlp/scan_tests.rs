@@ -922,6 +922,73 @@ fn scanner_errors_but_prost_rejects_too_or_accepts_more() {
     assert_eq!(out.spans[0].attrs[0].1, Ov::Array(vec![0xff]));
 }
 
+#[test]
+fn key_value_fast_path_agrees_with_the_general_path() {
+    let long = "k".repeat(127);
+    let longer = "v".repeat(128);
+    let values = [
+        None,
+        Some(Value::StringValue(String::new())),
+        Some(Value::StringValue("GET".into())),
+        Some(Value::StringValue(long.clone())),
+        Some(Value::StringValue(longer.clone())),
+        Some(Value::BoolValue(true)),
+        Some(Value::BoolValue(false)),
+        Some(Value::IntValue(0)),
+        Some(Value::IntValue(127)),
+        Some(Value::IntValue(128)),
+        Some(Value::IntValue(200)),
+        Some(Value::IntValue(16_383)),
+        Some(Value::IntValue(16_384)),
+        Some(Value::IntValue(-1)),
+        Some(Value::DoubleValue(-0.5)),
+        Some(Value::BytesValue(vec![1, 2])),
+        Some(Value::StringValueStrindex(3)),
+    ];
+    let mut fast = 0;
+    for key in ["http.route", "", long.as_str(), longer.as_str()] {
+        for value in &values {
+            for with_value in [true, false] {
+                let kv = KeyValue {
+                    key: key.into(),
+                    value: with_value.then(|| AnyValue {
+                        value: value.clone(),
+                    }),
+                    ..Default::default()
+                };
+                let buf = kv.encode_to_vec();
+                let general = parse_key_value_slow(Cursor::new(&buf), DEPTH_SPAN - 1)
+                    .expect("prost's encoding");
+                if let Some(got) = key_value_fast(&buf) {
+                    assert_eq!(got, general, "{kv:?}");
+                    fast += 1;
+                }
+                assert_eq!(
+                    parse_key_value(Cursor::new(&buf), DEPTH_SPAN - 1),
+                    Ok(general)
+                );
+            }
+        }
+    }
+    // Both non-empty keys of up to 127 bytes (an empty key is not on the wire), each with
+    // the 11 values that are empty, a string of up to 127 bytes, a bool, an int of up to
+    // two varint bytes or a double.
+    assert_eq!(fast, 2 * 11);
+    // Shapes the fast path leaves alone: a repeated key, a value before its key, a
+    // string with trailing bytes in its AnyValue.
+    for buf in [
+        [ld(1, b"a"), ld(1, b"b"), ld(2, &ld(1, b"v"))].concat(),
+        [ld(2, &ld(1, b"v")), ld(1, b"a")].concat(),
+        [ld(1, b"a"), ld(2, &[ld(1, b"v"), vi(3, 1)].concat())].concat(),
+    ] {
+        assert_eq!(key_value_fast(&buf), None, "{buf:?}");
+        let kv = KeyValue::decode(&buf[..]).expect("valid");
+        let (k, v) = parse_key_value(Cursor::new(&buf), DEPTH_SPAN - 1).expect("valid");
+        assert_eq!(k, kv.key.as_bytes());
+        assert_eq!(ov(v), prost_ov(&kv.value));
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Property tests.
 
@@ -1126,6 +1193,8 @@ fn any_value() -> impl Strategy<Value = AnyValue> {
         text().prop_map(|s| Some(Value::StringValue(s))),
         any::<bool>().prop_map(|b| Some(Value::BoolValue(b))),
         any::<i64>().prop_map(|i| Some(Value::IntValue(i))),
+        // Status codes and the like: one- and two-byte varints.
+        (-2i64..300).prop_map(|i| Some(Value::IntValue(i))),
         any::<f64>().prop_map(|d| Some(Value::DoubleValue(d))),
         bytes(6).prop_map(|b| Some(Value::BytesValue(b))),
         (0i32..4).prop_map(|i| Some(Value::StringValueStrindex(i))),
