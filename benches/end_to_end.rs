@@ -497,7 +497,7 @@ fn trace_id_offsets(body: &[u8]) -> Vec<usize> {
     struct Offsets<'b>(&'b [u8], Vec<usize>);
     impl<'a> SpanSink<'a> for Offsets<'_> {
         fn resource(&mut self, _: ResourceView<'a>) {}
-        fn span(&mut self, s: SpanView<'a>) {
+        fn span(&mut self, s: &SpanView<'a>) {
             if s.trace_id.len() == 16 {
                 self.1
                     .push(s.trace_id.as_ptr() as usize - self.0.as_ptr() as usize);

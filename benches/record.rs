@@ -49,8 +49,9 @@ impl<'a> SpanSink<'a> for Gather<'a, '_> {
     fn resource(&mut self, r: ResourceView<'a>) {
         self.resources.push(self.classifier.resource(r.attributes));
     }
-    fn span(&mut self, s: SpanView<'a>) {
-        self.spans.push((s, self.resources.len().saturating_sub(1)));
+    fn span(&mut self, s: &SpanView<'a>) {
+        self.spans
+            .push((*s, self.resources.len().saturating_sub(1)));
     }
 }
 

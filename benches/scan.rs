@@ -41,7 +41,7 @@ impl<'a> SpanSink<'a> for TouchFields {
         self.acc = self.acc.wrapping_add(r.attributes.len() as u64);
     }
 
-    fn span(&mut self, s: SpanView<'a>) {
+    fn span(&mut self, s: &SpanView<'a>) {
         let s = black_box(s);
         self.acc = self.acc.wrapping_add(touch_view(&s));
     }
@@ -88,7 +88,7 @@ impl<'a> SpanSink<'a> for TouchAttrs {
         }
     }
 
-    fn span(&mut self, s: SpanView<'a>) {
+    fn span(&mut self, s: &SpanView<'a>) {
         let s = black_box(s);
         let mut acc = touch_view(&s);
         for (k, v) in s.attributes {

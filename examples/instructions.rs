@@ -49,7 +49,7 @@ impl<'a> SpanSink<'a> for Count {
     fn resource(&mut self, r: ResourceView<'a>) {
         black_box(r);
     }
-    fn span(&mut self, s: SpanView<'a>) {
+    fn span(&mut self, s: &SpanView<'a>) {
         black_box(s);
         self.0 += 1;
     }

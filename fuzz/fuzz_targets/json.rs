@@ -15,7 +15,7 @@ struct Count(usize);
 
 impl<'a> SpanSink<'a> for Count {
     fn resource(&mut self, _: ResourceView<'a>) {}
-    fn span(&mut self, _: SpanView<'a>) {
+    fn span(&mut self, _: &SpanView<'a>) {
         self.0 += 1;
     }
 }

@@ -40,7 +40,7 @@ impl<'a> SpanSink<'a> for Walk {
     fn resource(&mut self, r: ResourceView<'a>) {
         self.0 += walk(r.attributes);
     }
-    fn span(&mut self, s: SpanView<'a>) {
+    fn span(&mut self, s: &SpanView<'a>) {
         self.1 += 1;
         self.0 += walk(s.attributes);
         self.0 += tracestate::sampling(s.trace_state).weight() as usize;

@@ -634,7 +634,7 @@ pub trait SpanSink<'a> {
     /// Called once per `ResourceSpans`, before its spans (empty attrs if no resource).
     fn resource(&mut self, resource: ResourceView<'a>);
     /// Called for each span of the current resource, in wire order.
-    fn span(&mut self, span: SpanView<'a>);
+    fn span(&mut self, span: &SpanView<'a>);
 }
 
 /// Walks an ExportTraceServiceRequest. Returns the number of spans seen.
@@ -777,7 +777,7 @@ fn scan_scope_spans<'a, S: SpanSink<'a>>(
                 c.want(field, wt, WT_LEN, at)?;
                 let mut span = SpanView::EMPTY;
                 parse_span(c.sub()?, &mut span)?;
-                sink.span(span);
+                sink.span(&span);
                 spans += 1;
             }
             1 | 3 => {

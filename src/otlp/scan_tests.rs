@@ -104,7 +104,7 @@ impl<'a> SpanSink<'a> for Out {
     fn resource(&mut self, r: ResourceView<'a>) {
         self.resources.push(attrs(r.attributes));
     }
-    fn span(&mut self, s: SpanView<'a>) {
+    fn span(&mut self, s: &SpanView<'a>) {
         let resource = self
             .resources
             .len()
@@ -381,8 +381,8 @@ fn view_accessors() {
         fn resource(&mut self, r: ResourceView<'a>) {
             self.1.get_or_insert(r);
         }
-        fn span(&mut self, s: SpanView<'a>) {
-            self.0.get_or_insert(s);
+        fn span(&mut self, s: &SpanView<'a>) {
+            self.0.get_or_insert(*s);
         }
     }
     let mut sink = First(None, None);
@@ -580,7 +580,7 @@ fn attrs_interleaved_with_other_fields_and_first_key_wins() {
     struct Get(Option<Ov>);
     impl<'a> SpanSink<'a> for Get {
         fn resource(&mut self, _: ResourceView<'a>) {}
-        fn span(&mut self, s: SpanView<'a>) {
+        fn span(&mut self, s: &SpanView<'a>) {
             self.0 = s.attributes.get(b"a").map(ov);
         }
     }

@@ -329,7 +329,7 @@ impl<'a> SpanSink<'a> for Collector<'a, '_> {
         self.service_index.iter_mut().for_each(|i| *i = None);
     }
 
-    fn span(&mut self, span: SpanView<'a>) {
+    fn span(&mut self, span: &SpanView<'a>) {
         self.tally.spans += 1;
         let resource = match &self.resource {
             Some(r) => r,

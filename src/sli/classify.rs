@@ -665,7 +665,7 @@ mod tests {
             fn resource(&mut self, r: ResourceView<'a>) {
                 self.res = Some(self.c.resource(r.attributes));
             }
-            fn span(&mut self, span: SpanView<'a>) {
+            fn span(&mut self, span: &SpanView<'a>) {
                 let mut buf = Vec::new();
                 let res = self.res.expect("resource first");
                 let v = self.c.classify(&span, &res, &mut buf);
