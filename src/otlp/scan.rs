@@ -234,6 +234,22 @@ impl<'a> Cursor<'a> {
         Ok((field, wire_type))
     }
 
+    /// Reads a field key whole, `field << 3 | wire type`, unchecked: for a dispatch in
+    /// which every key but the expected ones goes to [`other_field`], which checks it.
+    #[inline(always)]
+    fn tag(&mut self) -> Result<u32, ScanError> {
+        match *self.rest {
+            [t, ref tail @ ..] if t < 0x80 => {
+                self.rest = tail;
+                Ok(u32::from(t))
+            }
+            _ => {
+                let at = self.at();
+                u32::try_from(self.varint()?).map_err(|_| error(at, ScanErrorKind::InvalidKey))
+            }
+        }
+    }
+
     /// Checks that known field `field` (key at `at`) has wire type `want`.
     #[inline(always)]
     fn want(&self, field: u32, wire_type: u8, want: u8, at: usize) -> Result<(), ScanError> {
@@ -797,42 +813,18 @@ fn parse_span<'a>(mut c: Cursor<'a>, s: &mut SpanView<'a>) -> Result<(), ScanErr
     while c.has_more() {
         let left = c.left();
         let at = c.at();
-        let (field, wt) = c.key()?;
-        match field {
-            1 => {
-                c.want(field, wt, WT_LEN, at)?;
-                s.trace_id = c.bytes()?;
-            }
-            2 => {
-                c.want(field, wt, WT_LEN, at)?;
-                s.span_id = c.bytes()?;
-            }
-            3 => {
-                c.want(field, wt, WT_LEN, at)?;
-                s.trace_state = c.bytes()?;
-            }
-            4 => {
-                c.want(field, wt, WT_LEN, at)?;
-                s.parent_span_id = c.bytes()?;
-            }
-            5 => {
-                c.want(field, wt, WT_LEN, at)?;
-                s.name = c.bytes()?;
-            }
-            6 => {
-                c.want(field, wt, WT_VARINT, at)?;
-                s.kind = c.varint()? as i32;
-            }
-            7 => {
-                c.want(field, wt, WT_I64, at)?;
-                s.start_time_unix_nano = c.fixed64()?;
-            }
-            8 => {
-                c.want(field, wt, WT_I64, at)?;
-                s.end_time_unix_nano = c.fixed64()?;
-            }
-            9 => {
-                c.want(field, wt, WT_LEN, at)?;
+        // One dispatch on the whole key: a known field with the wire type the schema gives
+        // it matches an arm; anything else goes to `other_field`.
+        match c.tag()? {
+            0x0a => s.trace_id = c.bytes()?,
+            0x12 => s.span_id = c.bytes()?,
+            0x1a => s.trace_state = c.bytes()?,
+            0x22 => s.parent_span_id = c.bytes()?,
+            0x2a => s.name = c.bytes()?,
+            0x30 => s.kind = c.varint()? as i32,
+            0x39 => s.start_time_unix_nano = c.fixed64()?,
+            0x41 => s.end_time_unix_nano = c.fixed64()?,
+            0x4a => {
                 let kv = c.sub()?;
                 parse_key_value(kv, DEPTH_SPAN - 1)?;
                 if n_attrs == 0 {
@@ -841,30 +833,49 @@ fn parse_span<'a>(mut c: Cursor<'a>, s: &mut SpanView<'a>) -> Result<(), ScanErr
                 attrs_last = c.left();
                 n_attrs += 1;
             }
-            10 | 12 | 14 => {
-                c.want(field, wt, WT_VARINT, at)?;
-                c.varint()?;
-            }
-            11 | 13 => {
-                c.want(field, wt, WT_LEN, at)?;
-                c.sub()?;
-            }
-            15 => {
-                c.want(field, wt, WT_LEN, at)?;
+            // dropped attributes, events and links counts; events; links.
+            0x50 | 0x60 | 0x70 => drop(c.varint()?),
+            0x5a | 0x6a => drop(c.bytes()?),
+            0x7a => {
                 let status = c.sub()?;
                 merge_status(status, s)?;
             }
-            16 => {
-                c.want(field, wt, WT_I32, at)?;
-                s.flags = c.fixed32()?;
-            }
-            _ => c.skip(field, wt, DEPTH_SPAN, at)?,
+            0x85 => s.flags = c.fixed32()?,
+            tag => c.rest = other_field(c.rest, tag, 16, DEPTH_SPAN, at)?,
         }
     }
     if n_attrs != 0 {
         s.attributes = AttrsRef::flat(between(msg, attrs_first, attrs_last), 9, n_attrs);
     }
     Ok(())
+}
+
+/// A field key (`tag`, at `at`) that none of a message's arms matched: an error if the key
+/// is invalid or names one of the message's fields (`1..=known`) with another wire type,
+/// else an unknown field, skipped. Returns what follows it.
+#[cold]
+#[inline(never)]
+fn other_field(
+    rest: &[u8],
+    tag: u32,
+    known: u32,
+    depth: u32,
+    at: usize,
+) -> Result<&[u8], ScanError> {
+    let (field, wire_type) = (tag >> 3, (tag & 7) as u8);
+    if wire_type > WT_I32 {
+        return Err(error(at, ScanErrorKind::UnknownWireType { wire_type }));
+    }
+    if field == 0 {
+        return Err(error(at, ScanErrorKind::InvalidKey));
+    }
+    if field <= known {
+        return Err(error(
+            at,
+            ScanErrorKind::InvalidWireType { field, wire_type },
+        ));
+    }
+    skip_value(rest, field, wire_type, depth, at)
 }
 
 /// Merges one `Status` occurrence into the span (present fields override).
