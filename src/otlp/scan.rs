@@ -457,6 +457,23 @@ impl<'a> AttrsRef<'a> {
         }
     }
 
+    /// Calls `f` with each `(key, value)` pair in wire order, as [`AttrsRef::iter`] yields
+    /// them; a tighter loop, for walks over all of them.
+    #[inline]
+    pub fn for_each(&self, mut f: impl FnMut(&'a [u8], AnyValueRef<'a>)) {
+        if self.outer_field != 0 {
+            self.iter().for_each(|(k, v)| f(k, v));
+            return;
+        }
+        let mut c = Cursor::new(self.buf);
+        while let Ok(Some(kv)) = next_occurrence(&mut c, self.field) {
+            match parse_key_value(kv, DEPTH_REQUEST) {
+                Ok((k, v)) => f(k, v),
+                Err(_) => return,
+            }
+        }
+    }
+
     /// The value of the FIRST attribute with key `key` (keys should be unique;
     /// if a sender repeats one, the first occurrence on the wire is returned).
     pub fn get(&self, key: &[u8]) -> Option<AnyValueRef<'a>> {
@@ -513,15 +530,16 @@ impl AttrIter<'_> {
 
 /// Advances `c` to the next length-delimited occurrence of `field`, skipping
 /// anything else; `Ok(None)` at the end of the message.
-#[inline]
+#[inline(always)]
 fn next_occurrence<'a>(c: &mut Cursor<'a>, field: u32) -> Result<Option<Cursor<'a>>, ScanError> {
+    let want = field << 3 | u32::from(WT_LEN);
     while c.has_more() {
         let at = c.at();
-        let (f, wt) = c.key()?;
-        if f == field && wt == WT_LEN {
+        let tag = c.tag()?;
+        if tag == want {
             return c.sub().map(Some);
         }
-        c.skip(f, wt, DEPTH_REQUEST, at)?;
+        c.rest = skip_value(c.rest, tag >> 3, (tag & 7) as u8, DEPTH_REQUEST, at)?;
     }
     Ok(None)
 }

@@ -92,6 +92,9 @@ fn attrs(a: AttrsRef<'_>) -> Attrs {
     let out: Attrs = it.map(|(k, v)| (k.to_vec(), ov(v))).collect();
     assert_eq!(out.len(), a.len());
     assert_eq!(a.is_empty(), out.is_empty());
+    let mut walked = Attrs::new();
+    a.for_each(|k, v| walked.push((k.to_vec(), ov(v))));
+    assert_eq!(walked, out);
     for (k, _) in &out {
         let first = out.iter().find(|(k2, _)| k2 == k).map(|(_, v)| v.clone());
         assert_eq!(a.get(k).map(ov), first);

@@ -380,9 +380,7 @@ impl Classifier {
     #[inline]
     fn slots<'a>(&self, attrs: &AttrsRef<'a>) -> [Option<AnyValueRef<'a>>; MAX_ATTRIBUTES] {
         let mut slots = [None; MAX_ATTRIBUTES];
-        for (k, v) in attrs.iter() {
-            self.put(&mut slots, k, v);
-        }
+        attrs.for_each(|k, v| self.put(&mut slots, k, v));
         slots
     }
 
