@@ -803,22 +803,19 @@ fn scan_scope_spans<'a, S: SpanSink<'a>>(
     sink: &mut S,
 ) -> Result<usize, ScanError> {
     let mut spans = 0usize;
+    let mut span = SpanView::EMPTY;
     while c.has_more() {
         let at = c.at();
-        let (field, wt) = c.key()?;
-        match field {
-            2 => {
-                c.want(field, wt, WT_LEN, at)?;
-                let mut span = SpanView::EMPTY;
+        match c.tag()? {
+            0x12 => {
                 parse_span(c.sub()?, &mut span)?;
                 sink.span(&span);
+                span = SpanView::EMPTY;
                 spans += 1;
             }
-            1 | 3 => {
-                c.want(field, wt, WT_LEN, at)?;
-                c.sub()?;
-            }
-            _ => c.skip(field, wt, DEPTH_SCOPE_SPANS, at)?,
+            // scope, schema_url
+            0x0a | 0x1a => drop(c.bytes()?),
+            tag => c.rest = other_field(c.rest, tag, 3, DEPTH_SCOPE_SPANS, at)?,
         }
     }
     Ok(spans)
