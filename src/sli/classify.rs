@@ -378,10 +378,12 @@ impl Classifier {
 
     /// The values of the attributes of interest in `attrs` (first occurrence wins).
     #[inline]
-    fn slots<'a>(&self, attrs: &AttrsRef<'a>) -> [Option<AnyValueRef<'a>>; MAX_ATTRIBUTES] {
-        let mut slots = [None; MAX_ATTRIBUTES];
-        attrs.for_each(|k, v| self.put(&mut slots, k, v));
-        slots
+    fn slots<'a>(
+        &self,
+        attrs: &AttrsRef<'a>,
+        slots: &mut [Option<AnyValueRef<'a>>; MAX_ATTRIBUTES],
+    ) {
+        attrs.for_each(|k, v| self.put(slots, k, v));
     }
 
     #[inline]
@@ -432,7 +434,8 @@ impl Classifier {
         if !(0..8).contains(&kind) || self.cfg.entry_kinds & (1 << kind) == 0 {
             return Verdict::NotEntry;
         }
-        let slots = self.slots(&span.attributes);
+        let mut slots = [None; MAX_ATTRIBUTES];
+        self.slots(&span.attributes, &mut slots);
         let lookup = |i: usize| value(&slots, resource, i);
 
         let max = self.cfg.max_label_bytes;
@@ -520,7 +523,8 @@ impl Classifier {
         attributes: AttrsRef<'a>,
         key_buf: &mut Vec<u8>,
     ) -> bool {
-        let slots = self.slots(&attributes);
+        let mut slots = [None; MAX_ATTRIBUTES];
+        self.slots(&attributes, &mut slots);
         let lookup = |i: usize| value(&slots, resource, i);
         let max = self.cfg.max_label_bytes;
         key::push_label(key_buf, resource.service(), max);
@@ -616,6 +620,11 @@ fn render(v: AnyValueRef<'_>, buf: &mut Vec<u8>) {
 
 /// Appends bytes that should be UTF-8; invalid sequences become U+FFFD (rare, cold).
 fn push_utf8(bytes: &[u8], buf: &mut Vec<u8>) {
+    // ASCII (what names and routes nearly always are) is checked a word at a time.
+    if bytes.is_ascii() {
+        buf.extend_from_slice(bytes);
+        return;
+    }
     match std::str::from_utf8(bytes) {
         Ok(s) => buf.extend_from_slice(s.as_bytes()),
         Err(_) => buf.extend_from_slice(String::from_utf8_lossy(bytes).as_bytes()),
