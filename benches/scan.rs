@@ -43,7 +43,7 @@ impl<'a> SpanSink<'a> for TouchFields {
 
     fn span(&mut self, s: &SpanView<'a>) {
         let s = black_box(s);
-        self.acc = self.acc.wrapping_add(touch_view(&s));
+        self.acc = self.acc.wrapping_add(touch_view(s));
     }
 }
 
@@ -90,7 +90,7 @@ impl<'a> SpanSink<'a> for TouchAttrs {
 
     fn span(&mut self, s: &SpanView<'a>) {
         let s = black_box(s);
-        let mut acc = touch_view(&s);
+        let mut acc = touch_view(s);
         for (k, v) in s.attributes {
             acc = acc.wrapping_add(k.len() as u64 ^ weigh_value(v));
         }

@@ -341,7 +341,7 @@ impl<'a> SpanSink<'a> for Collector<'a, '_> {
             }
         };
         self.scratch.clear();
-        let verdict = self.classifier.classify(&span, resource, &mut self.scratch);
+        let verdict = self.classifier.classify(span, resource, &mut self.scratch);
         if self.track_traces {
             match verdict {
                 Verdict::Rejected(_) => self.invalid[0] += 1,
@@ -354,7 +354,7 @@ impl<'a> SpanSink<'a> for Collector<'a, '_> {
                         self.invalid[2] += 1;
                     }
                     let service = resource.service();
-                    self.track(&span, service);
+                    self.track(span, service);
                 }
             }
         }

@@ -5,6 +5,7 @@
 //! `otlp::scan`; writes the series key into a caller-supplied buffer. No allocation per span.
 
 use crate::otlp::scan::{AnyValueRef, AttrsRef, SpanView};
+use crate::sli::attr_keys::AttrKeys;
 use crate::sli::key;
 use std::io::Write as _;
 
@@ -280,8 +281,8 @@ pub struct Observation {
 #[derive(Debug)]
 pub struct Classifier {
     cfg: ClassifyConfig,
-    /// Attribute keys of interest; a span's values land in the slot of the same index.
-    keys: Vec<Box<[u8]>>,
+    /// Attribute keys of interest; a span's values land in the slot of each key's index.
+    keys: AttrKeys,
     rules: Vec<Vec<Part>>,
     dims: Vec<usize>,
     http_status: [usize; 2],
@@ -355,7 +356,7 @@ impl Classifier {
         }
         Ok(Self {
             cfg,
-            keys,
+            keys: AttrKeys::new(&keys),
             rules,
             dims,
             http_status,
@@ -393,7 +394,7 @@ impl Classifier {
         k: &[u8],
         v: AnyValueRef<'a>,
     ) {
-        if let Some(i) = self.keys.iter().position(|key| **key == *k) {
+        if let Some(i) = self.keys.slot(k) {
             if let Some(s) = slots.get_mut(i) {
                 if s.is_none() {
                     *s = Some(v);
@@ -675,7 +676,7 @@ mod tests {
             fn span(&mut self, span: &SpanView<'a>) {
                 let mut buf = Vec::new();
                 let res = self.res.expect("resource first");
-                let v = self.c.classify(&span, &res, &mut buf);
+                let v = self.c.classify(span, &res, &mut buf);
                 self.out
                     .push((v, key::labels(&buf).map(String::from).collect()));
             }

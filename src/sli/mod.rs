@@ -1,5 +1,6 @@
 //! Per-feature SLI derivation: classification, series keys, histograms, windows, series.
 
+pub mod attr_keys;
 pub mod classify;
 pub mod hist;
 pub mod key;
