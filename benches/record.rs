@@ -25,7 +25,7 @@ mod common;
 
 use common::encoded_requests;
 use criterion::{BenchmarkId, Criterion, Throughput};
-use otel_sli::otlp::scan::{scan_traces, ResourceView, SpanSink, SpanView};
+use otel_sli::otlp::scan::{scan_traces, ResourceView, ScanError, SpanSink, SpanView};
 use otel_sli::pipeline::batch::{Batch, Collector};
 use otel_sli::settings::DEFAULT_BUCKETS;
 use otel_sli::sli::classify::{kind, Classifier, ClassifyConfig, ResourceValues, Verdict};
@@ -49,9 +49,10 @@ impl<'a> SpanSink<'a> for Gather<'a, '_> {
     fn resource(&mut self, r: ResourceView<'a>) {
         self.resources.push(self.classifier.resource(r.attributes));
     }
-    fn span(&mut self, s: &SpanView<'a>) {
+    fn span(&mut self, s: &SpanView<'a>) -> Result<(), ScanError> {
         self.spans
             .push((*s, self.resources.len().saturating_sub(1)));
+        Ok(())
     }
 }
 
@@ -108,7 +109,7 @@ fn main() {
                 for (span, r) in set.iter() {
                     key_buf.clear();
                     let v = classifier.classify(black_box(span), &resources[*r], &mut key_buf);
-                    n += u64::from(matches!(v, Verdict::Entry(_)));
+                    n += u64::from(matches!(v, Ok(Verdict::Entry(_))));
                     black_box(&key_buf);
                 }
                 black_box(n)

@@ -20,7 +20,7 @@ use common::{encoded_requests, thousands, Encoded};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
-use otel_sli::otlp::scan::{scan_traces, AnyValueRef, ResourceView, SpanSink, SpanView};
+use otel_sli::otlp::scan::{scan_traces, AnyValueRef, ResourceView, ScanError, SpanSink, SpanView};
 use prost::Message;
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -41,9 +41,10 @@ impl<'a> SpanSink<'a> for TouchFields {
         self.acc = self.acc.wrapping_add(r.attributes.len() as u64);
     }
 
-    fn span(&mut self, s: &SpanView<'a>) {
+    fn span(&mut self, s: &SpanView<'a>) -> Result<(), ScanError> {
         let s = black_box(s);
         self.acc = self.acc.wrapping_add(touch_view(s));
+        Ok(())
     }
 }
 
@@ -88,13 +89,14 @@ impl<'a> SpanSink<'a> for TouchAttrs {
         }
     }
 
-    fn span(&mut self, s: &SpanView<'a>) {
+    fn span(&mut self, s: &SpanView<'a>) -> Result<(), ScanError> {
         let s = black_box(s);
         let mut acc = touch_view(s);
-        for (k, v) in s.attributes {
-            acc = acc.wrapping_add(k.len() as u64 ^ weigh_value(v));
-        }
+        // Read (and validated) as the classifier reads an entry span's attributes.
+        s.attributes
+            .try_for_each(|k, v| acc = acc.wrapping_add(k.len() as u64 ^ weigh_value(v)))?;
         self.acc = self.acc.wrapping_add(acc);
+        Ok(())
     }
 }
 

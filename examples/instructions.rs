@@ -27,7 +27,7 @@
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use otel_sli::completeness::traces::{TraceTracker, TrackerConfig};
 use otel_sli::completeness::GapState;
-use otel_sli::otlp::scan::{scan_traces, ResourceView, SpanSink, SpanView};
+use otel_sli::otlp::scan::{scan_traces, ResourceView, ScanError, SpanSink, SpanView};
 use otel_sli::otlp::synth::{traces_request, Rng, Workload};
 use otel_sli::pipeline::batch::Collector;
 use otel_sli::settings::DEFAULT_BUCKETS;
@@ -49,9 +49,10 @@ impl<'a> SpanSink<'a> for Count {
     fn resource(&mut self, r: ResourceView<'a>) {
         black_box(r);
     }
-    fn span(&mut self, s: &SpanView<'a>) {
+    fn span(&mut self, s: &SpanView<'a>) -> Result<(), ScanError> {
         black_box(s);
         self.0 += 1;
+        Ok(())
     }
 }
 

@@ -7,7 +7,8 @@
 use libfuzzer_sys::fuzz_target;
 use otel_sli::otlp::json;
 use otel_sli::otlp::scan::{
-    count_log_records, count_metric_points, scan_traces, ResourceView, SpanSink, SpanView,
+    count_log_records, count_metric_points, scan_traces, ResourceView, ScanError, SpanSink,
+    SpanView,
 };
 use otel_sli::telemetry::Signal;
 
@@ -15,8 +16,9 @@ struct Count(usize);
 
 impl<'a> SpanSink<'a> for Count {
     fn resource(&mut self, _: ResourceView<'a>) {}
-    fn span(&mut self, _: &SpanView<'a>) {
+    fn span(&mut self, _: &SpanView<'a>) -> Result<(), ScanError> {
         self.0 += 1;
+        Ok(())
     }
 }
 

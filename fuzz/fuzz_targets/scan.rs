@@ -14,7 +14,7 @@ use otel_sli::completeness::traces::TraceTracker;
 use otel_sli::completeness::GapState;
 use otel_sli::otlp::scan::{
     count_log_records, count_metric_points, log_records_by_resource, metric_points_by_resource,
-    scan_request_points, scan_traces, AttrsRef, ResourceView, SpanSink, SpanView,
+    scan_request_points, scan_traces, AttrsRef, ResourceView, ScanError, SpanSink, SpanView,
 };
 use otel_sli::otlp::tracestate;
 use otel_sli::pipeline::batch::Collector;
@@ -40,10 +40,13 @@ impl<'a> SpanSink<'a> for Walk {
     fn resource(&mut self, r: ResourceView<'a>) {
         self.0 += walk(r.attributes);
     }
-    fn span(&mut self, s: &SpanView<'a>) {
+    fn span(&mut self, s: &SpanView<'a>) -> Result<(), ScanError> {
+        // Every span's attributes validated, as a full decode does.
+        s.attributes.try_for_each(|_, _| ())?;
         self.1 += 1;
         self.0 += walk(s.attributes);
         self.0 += tracestate::sampling(s.trace_state).weight() as usize;
+        Ok(())
     }
 }
 

@@ -9,7 +9,11 @@
 //! [`SpanView`] whose byte fields borrow from the request buffer. Resources are
 //! handed over as [`ResourceView`]s, once per `ResourceSpans`, before that
 //! resource's spans. Attributes are exposed lazily through [`AttrsRef`], which
-//! re-walks the (already validated) bytes on demand.
+//! walks the bytes on demand. A span's attributes are only bounds-checked by the scan (one
+//! length-delimited field each): they are parsed, and validated, by whoever reads them,
+//! with [`AttrsRef::try_for_each`], whose error the sink returns to fail the scan. The
+//! pipeline reads only entry spans' attributes, once; three spans in four are not entry
+//! spans, and nothing of theirs but ids, kind, flags and times is needed.
 //!
 //! # What it must not do
 //!
@@ -50,7 +54,9 @@
 //!
 //! * UTF-8 of `string` fields is not checked.
 //! * Skipped sub-messages (scope, events, links, nested array/kvlist values) are
-//!   not validated internally.
+//!   not validated internally; nor are a span's attributes unless the sink reads them
+//!   (the pipeline reads entry spans' attributes, so a malformed `KeyValue` there refuses
+//!   the request, while one in a CLIENT or INTERNAL span is forwarded as it came).
 //! * When an `AnyValue` sets `array_value` (or `kvlist_value`) more than once,
 //!   prost concatenates the lists; the scanner reports the last occurrence only.
 //! * `string_value_strindex` (AnyValue field 8, profiling only) is treated as an
@@ -457,21 +463,28 @@ impl<'a> AttrsRef<'a> {
         }
     }
 
-    /// Calls `f` with each `(key, value)` pair in wire order, as [`AttrsRef::iter`] yields
-    /// them; a tighter loop, for walks over all of them.
+    /// Calls `f` with each `(key, value)` pair in wire order, validating each `KeyValue` as
+    /// prost would: a span's attributes are only bounds-checked by the scan, and this is
+    /// where they are read. On the first malformed one, stops with its error (after `f` saw
+    /// the attributes before it); a [`SpanSink`] returns that error to fail the scan.
+    ///
+    /// The attributes of resources, metric points and log records were validated by the
+    /// scan; for them this is [`AttrsRef::iter`] in a tighter loop.
     #[inline]
-    pub fn for_each(&self, mut f: impl FnMut(&'a [u8], AnyValueRef<'a>)) {
+    pub fn try_for_each(
+        &self,
+        mut f: impl FnMut(&'a [u8], AnyValueRef<'a>),
+    ) -> Result<(), ScanError> {
         if self.outer_field != 0 {
             self.iter().for_each(|(k, v)| f(k, v));
-            return;
+            return Ok(());
         }
         let mut c = Cursor::new(self.buf);
-        while let Ok(Some(kv)) = next_occurrence(&mut c, self.field) {
-            match parse_key_value(kv, DEPTH_REQUEST) {
-                Ok((k, v)) => f(k, v),
-                Err(_) => return,
-            }
+        while let Some(kv) = next_occurrence(&mut c, self.field)? {
+            let (k, v) = parse_key_value(kv, DEPTH_SPAN - 1)?;
+            f(k, v);
         }
+        Ok(())
     }
 
     /// The value of the FIRST attribute with key `key` (keys should be unique;
@@ -509,8 +522,8 @@ impl<'a> IntoIterator for AttrsRef<'a> {
 
 /// Iterator over the attributes of an [`AttrsRef`], in wire order.
 ///
-/// The bytes were validated by the scan, so this never meets malformed data;
-/// if it somehow did, it would simply end.
+/// Ends at the first malformed `KeyValue` (a span's attributes are not validated by the
+/// scan; [`AttrsRef::try_for_each`] reports what this stops at).
 #[derive(Clone, Debug)]
 pub struct AttrIter<'a> {
     outer: Cursor<'a>,
@@ -685,13 +698,16 @@ pub struct ResourceView<'a> {
 pub trait SpanSink<'a> {
     /// Called once per `ResourceSpans`, before its spans (empty attrs if no resource).
     fn resource(&mut self, resource: ResourceView<'a>);
-    /// Called for each span of the current resource, in wire order.
-    fn span(&mut self, span: &SpanView<'a>);
+    /// Called for each span of the current resource, in wire order. The span's attributes
+    /// are not validated yet: a sink that reads them does so with
+    /// [`AttrsRef::try_for_each`] and returns its error, which ends the scan with it.
+    fn span(&mut self, span: &SpanView<'a>) -> Result<(), ScanError>;
 }
 
 /// Walks an ExportTraceServiceRequest. Returns the number of spans seen.
 ///
-/// Everything the scan descends into is validated before the sink sees it; an
+/// Everything the scan descends into is validated before the sink sees it (a span's
+/// attributes are the sink's to validate as it reads them, see [`SpanSink::span`]); an
 /// error may still come after the sink received earlier resources and spans.
 pub fn scan_traces<'a, S: SpanSink<'a>>(buf: &'a [u8], sink: &mut S) -> Result<usize, ScanError> {
     from_request(buf, |mut c| {
@@ -827,7 +843,7 @@ fn scan_scope_spans<'a, S: SpanSink<'a>>(
         match c.tag()? {
             0x12 => {
                 parse_span(c.sub()?, &mut span)?;
-                sink.span(&span);
+                sink.span(&span)?;
                 span.clear();
                 spans += 1;
             }
@@ -857,9 +873,10 @@ fn parse_span<'a>(mut c: Cursor<'a>, s: &mut SpanView<'a>) -> Result<(), ScanErr
             0x30 => s.kind = c.varint()? as i32,
             0x39 => s.start_time_unix_nano = c.fixed64()?,
             0x41 => s.end_time_unix_nano = c.fixed64()?,
+            // Attributes are read (and validated) by whoever walks them, with
+            // `AttrsRef::try_for_each`: only entry spans' are.
             0x4a => {
-                let kv = c.sub()?;
-                parse_key_value(kv, DEPTH_SPAN - 1)?;
+                c.bytes()?;
                 if n_attrs == 0 {
                     attrs_first = left;
                 }

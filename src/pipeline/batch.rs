@@ -6,7 +6,7 @@
 //! scanned cleanly, so a malformed request never counts partially.
 
 use crate::completeness::traces::{parent_is_remote, SpanFacts};
-use crate::otlp::scan::{ResourceView, SpanSink, SpanView};
+use crate::otlp::scan::{ResourceView, ScanError, SpanSink, SpanView};
 use crate::sli::classify::{Classifier, Observation, Reject, ResourceValues, Verdict};
 use crate::sli::key;
 use hashbrown::HashTable;
@@ -329,7 +329,7 @@ impl<'a> SpanSink<'a> for Collector<'a, '_> {
         self.service_index.iter_mut().for_each(|i| *i = None);
     }
 
-    fn span(&mut self, span: &SpanView<'a>) {
+    fn span(&mut self, span: &SpanView<'a>) -> Result<(), ScanError> {
         self.tally.spans += 1;
         let resource = match &self.resource {
             Some(r) => r,
@@ -341,7 +341,9 @@ impl<'a> SpanSink<'a> for Collector<'a, '_> {
             }
         };
         self.scratch.clear();
-        let verdict = self.classifier.classify(span, resource, &mut self.scratch);
+        let verdict = self
+            .classifier
+            .classify(span, resource, &mut self.scratch)?;
         if self.track_traces {
             match verdict {
                 Verdict::Rejected(_) => self.invalid[0] += 1,
@@ -368,7 +370,7 @@ impl<'a> SpanSink<'a> for Collector<'a, '_> {
                 let hash = key::hash_key(&self.scratch);
                 let n = self.batches.len();
                 let Some(batch) = self.batches.get_mut(shard_of(hash, n)) else {
-                    return;
+                    return Ok(());
                 };
                 let scratch = &self.scratch;
                 let found = self.seen.find(hash, |&(h, start, len)| {
@@ -381,7 +383,7 @@ impl<'a> SpanSink<'a> for Collector<'a, '_> {
                         self.key_bytes += scratch.len();
                         if self.key_bytes > self.key_limit {
                             self.too_large = true;
-                            return;
+                            return Ok(());
                         }
                         // Both fit in u32: a batch holds at most MAX_KEY_BYTES_PER_REQUEST.
                         let start = batch.keys.len() as u32;
@@ -400,6 +402,7 @@ impl<'a> SpanSink<'a> for Collector<'a, '_> {
                 });
             }
         }
+        Ok(())
     }
 }
 
@@ -438,6 +441,52 @@ mod tests {
         let mut tight = super::Collector::new(&c, 2).with_key_limit(key_bytes - 1);
         scan_traces(&body, &mut tight).expect("valid");
         assert!(tight.too_large, "one byte short of the distinct keys");
+    }
+
+    /// A request of one resource with one span of `kind` whose only attribute is `attr`
+    /// (raw `KeyValue` bytes), and where in the request that attribute starts.
+    fn request_with_attribute(kind: u8, attr: &[u8]) -> (Vec<u8>, usize) {
+        fn ld(field: u8, payload: &[u8]) -> Vec<u8> {
+            assert!(payload.len() < 0x80);
+            [&[field << 3 | 2, payload.len() as u8][..], payload].concat()
+        }
+        let head = [ld(1, &[7; 16]), ld(2, &[9; 8]), vec![0x30, kind]].concat();
+        let span = [head.clone(), ld(9, attr)].concat();
+        let body = ld(1, &ld(2, &ld(2, &span)));
+        // Three levels of key and length (two bytes each), the span's fields, the
+        // attribute's key and length.
+        (body, 2 * 3 + head.len() + 2)
+    }
+
+    #[test]
+    fn only_entry_spans_attributes_are_read_and_a_malformed_one_refuses_the_request() {
+        use crate::otlp::scan::{scan_traces, ScanErrorKind};
+        use crate::sli::classify::{Classifier, ClassifyConfig};
+        let c = Classifier::new(ClassifyConfig::default()).expect("rules");
+        // A KeyValue whose key has the wrong wire type (varint): prost refuses it.
+        let bad = [0x08, 0x01];
+        let good = [0x0a, 0x01, b'k', 0x12, 0x03, 0x0a, 0x01, b'v'];
+        // SERVER (2) is an entry kind; CLIENT (3) is not.
+        for (kind, attr, refused) in [(2, &bad[..], true), (3, &bad, false), (2, &good, false)] {
+            let (body, at) = request_with_attribute(kind, attr);
+            let mut col = super::Collector::new(&c, 1).with_traces(true, 0, u64::MAX);
+            let got = scan_traces(&body, &mut col);
+            if refused {
+                let err = got.expect_err("a malformed attribute of an entry span");
+                assert_eq!(
+                    err.kind,
+                    ScanErrorKind::InvalidWireType {
+                        field: 1,
+                        wire_type: 0
+                    }
+                );
+                assert_eq!(err.offset, at, "the offset of the malformed KeyValue's key");
+            } else {
+                assert_eq!(got, Ok(1), "kind {kind}, attribute {attr:?}");
+                assert_eq!(col.tally.entries, u64::from(kind == 2));
+                assert_eq!(col.batches[0].spans.len(), 1, "tracked");
+            }
+        }
     }
 
     #[test]

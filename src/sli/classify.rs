@@ -4,7 +4,7 @@
 //! Owns the feature-key rules and outcome rules. Reads only borrowed views from
 //! `otlp::scan`; writes the series key into a caller-supplied buffer. No allocation per span.
 
-use crate::otlp::scan::{AnyValueRef, AttrsRef, SpanView};
+use crate::otlp::scan::{AnyValueRef, AttrsRef, ScanError, SpanView};
 use crate::sli::attr_keys::AttrKeys;
 use crate::sli::key;
 use std::io::Write as _;
@@ -377,14 +377,15 @@ impl Classifier {
         names
     }
 
-    /// The values of the attributes of interest in `attrs` (first occurrence wins).
+    /// The values of the attributes of interest in `attrs` (first occurrence wins), in one
+    /// pass that also validates every attribute; the error is the first malformed one's.
     #[inline]
     fn slots<'a>(
         &self,
         attrs: &AttrsRef<'a>,
         slots: &mut [Option<AnyValueRef<'a>>; MAX_ATTRIBUTES],
-    ) {
-        attrs.for_each(|k, v| self.put(slots, k, v));
+    ) -> Result<(), ScanError> {
+        attrs.try_for_each(|k, v| self.put(slots, k, v))
     }
 
     #[inline]
@@ -419,24 +420,28 @@ impl Classifier {
     }
 
     /// Classifies one span. For an entry span, appends its encoded series key to `key_buf`.
+    ///
+    /// Only an entry span's attributes are read, in one pass that validates them too: a
+    /// malformed one is the error (the request is malformed), `key_buf` then holds part of
+    /// a key.
     pub fn classify<'a>(
         &self,
         span: &SpanView<'a>,
         resource: &ResourceValues<'a>,
         key_buf: &mut Vec<u8>,
-    ) -> Verdict {
+    ) -> Result<Verdict, ScanError> {
         if span.trace_id.len() != 16 || span.trace_id.iter().all(|b| *b == 0) {
-            return Verdict::Rejected(Reject::TraceId);
+            return Ok(Verdict::Rejected(Reject::TraceId));
         }
         if span.span_id.len() != 8 || span.span_id.iter().all(|b| *b == 0) {
-            return Verdict::Rejected(Reject::SpanId);
+            return Ok(Verdict::Rejected(Reject::SpanId));
         }
         let kind = span.kind;
         if !(0..8).contains(&kind) || self.cfg.entry_kinds & (1 << kind) == 0 {
-            return Verdict::NotEntry;
+            return Ok(Verdict::NotEntry);
         }
         let mut slots = [None; MAX_ATTRIBUTES];
-        self.slots(&span.attributes, &mut slots);
+        self.slots(&span.attributes, &mut slots)?;
         let lookup = |i: usize| value(&slots, resource, i);
 
         let max = self.cfg.max_label_bytes;
@@ -459,14 +464,14 @@ impl Classifier {
             Some(d) if start != 0 && end != 0 => (d, false),
             _ => (0, true),
         };
-        Verdict::Entry(Observation {
+        Ok(Verdict::Entry(Observation {
             bad,
             duration_ns,
             invalid_duration,
             unattributed: !attributed,
             weight: crate::otlp::tracestate::sampling(span.trace_state).weight(),
             end_unix_nanos: end,
-        })
+        }))
     }
 
     /// Writes the feature label; returns false when it fell back to the span name (the
@@ -525,7 +530,10 @@ impl Classifier {
         key_buf: &mut Vec<u8>,
     ) -> bool {
         let mut slots = [None; MAX_ATTRIBUTES];
-        self.slots(&attributes, &mut slots);
+        // The scan validated the points' attributes; were one malformed, no key.
+        if self.slots(&attributes, &mut slots).is_err() {
+            return false;
+        }
         let lookup = |i: usize| value(&slots, resource, i);
         let max = self.cfg.max_label_bytes;
         key::push_label(key_buf, resource.service(), max);
@@ -673,12 +681,13 @@ mod tests {
             fn resource(&mut self, r: ResourceView<'a>) {
                 self.res = Some(self.c.resource(r.attributes));
             }
-            fn span(&mut self, span: &SpanView<'a>) {
+            fn span(&mut self, span: &SpanView<'a>) -> Result<(), ScanError> {
                 let mut buf = Vec::new();
                 let res = self.res.expect("resource first");
-                let v = self.c.classify(span, &res, &mut buf);
+                let v = self.c.classify(span, &res, &mut buf)?;
                 self.out
                     .push((v, key::labels(&buf).map(String::from).collect()));
+                Ok(())
             }
         }
         let mut s = S {
