@@ -42,6 +42,7 @@ impl Generation {
         self.len * 4 >= self.slots.len() * 3
     }
 
+    #[inline]
     fn insert(&mut self, fp: u64, home: u64) {
         let mask = self.mask();
         let mut i = (home as usize) & mask;
@@ -134,6 +135,7 @@ impl Recent {
     }
 
     /// Remembers `key` at `now`.
+    #[inline]
     pub fn insert(&mut self, now: u64, key: Key) {
         let aged = now.saturating_sub(self.current.started) >= self.window;
         if aged || self.current.full() {
@@ -157,6 +159,8 @@ impl Recent {
         (self.current.slots.len() + self.previous.slots.len()) * 8
     }
 
+    #[cold]
+    #[inline(never)]
     fn retire(&mut self, now: u64, full: bool) {
         let slots = if full {
             self.retired_full += 1;
