@@ -55,8 +55,11 @@
 //! * UTF-8 of `string` fields is not checked.
 //! * Skipped sub-messages (scope, events, links, nested array/kvlist values) are
 //!   not validated internally; nor are a span's attributes unless the sink reads them
-//!   (the pipeline reads entry spans' attributes, so a malformed `KeyValue` there refuses
-//!   the request, while one in a CLIENT or INTERNAL span is forwarded as it came).
+//!   (the pipeline reads the attributes of entry spans with valid ids, so a malformed
+//!   `KeyValue` there refuses the request, while one in a span of a kind the entry kinds
+//!   leave out, or in a span rejected for its ids, is forwarded as it came). As a span's
+//!   attributes are read after the span, a span with several faults may be refused for a
+//!   later one than prost names.
 //! * When an `AnyValue` sets `array_value` (or `kvlist_value`) more than once,
 //!   prost concatenates the lists; the scanner reports the last occurrence only.
 //! * `string_value_strindex` (AnyValue field 8, profiling only) is treated as an
@@ -407,7 +410,8 @@ pub struct AttrsRef<'a> {
     /// 0: `buf` is the message itself. Otherwise `buf` holds length-delimited
     /// `outer_field` occurrences, each a message containing `field`.
     outer_field: u32,
-    /// Number of attributes, counted during validation.
+    /// Number of `KeyValue` fields, counted by the scan (for a span, before they are
+    /// validated: if one is malformed, iteration stops there, short of this count).
     len: usize,
 }
 
@@ -466,10 +470,14 @@ impl<'a> AttrsRef<'a> {
     /// Calls `f` with each `(key, value)` pair in wire order, validating each `KeyValue` as
     /// prost would: a span's attributes are only bounds-checked by the scan, and this is
     /// where they are read. On the first malformed one, stops with its error (after `f` saw
-    /// the attributes before it); a [`SpanSink`] returns that error to fail the scan.
+    /// the attributes before it).
+    ///
+    /// The error's `offset` is where the fault is in memory, not yet an offset into the
+    /// request: a [`SpanSink`] returns the error from [`SpanSink::span`], and
+    /// [`scan_traces`] turns it into the offset from the start of its request.
     ///
     /// The attributes of resources, metric points and log records were validated by the
-    /// scan; for them this is [`AttrsRef::iter`] in a tighter loop.
+    /// scan; for them this is [`AttrsRef::iter`] in a tighter loop, and never an error.
     #[inline]
     pub fn try_for_each(
         &self,
@@ -479,9 +487,18 @@ impl<'a> AttrsRef<'a> {
             self.iter().for_each(|(k, v)| f(k, v));
             return Ok(());
         }
+        // A span's attributes (field 9 of a span) get prost's recursion budget at that
+        // depth. Those of other messages were validated with a smaller or equal budget than
+        // the largest, which therefore refuses nothing the scan accepted (a resource's
+        // attributes, field 1, are validated one level above a span's).
+        let depth = if self.field == 9 {
+            DEPTH_SPAN - 1
+        } else {
+            DEPTH_REQUEST
+        };
         let mut c = Cursor::new(self.buf);
         while let Some(kv) = next_occurrence(&mut c, self.field)? {
-            let (k, v) = parse_key_value(kv, DEPTH_SPAN - 1)?;
+            let (k, v) = parse_key_value(kv, depth)?;
             f(k, v);
         }
         Ok(())

@@ -735,6 +735,11 @@ fn recursion_limit_matches_prost() {
             wrap_spans(&[nested(depth, 70)]),
             wrap_spans(&[ld(9, &[ld(1, b"k"), ld(2, &nested(depth, 70))].concat())]),
             ld(1, &ld(1, &nested(depth, 70))),
+            // A resource attribute, walked again (`try_for_each`) at its own depth.
+            ld(
+                1,
+                &ld(1, &ld(1, &[ld(1, b"k"), nested(depth, 70)].concat())),
+            ),
         ] {
             let prost_ok = ExportTraceServiceRequest::decode(&buf[..]).is_ok();
             let got = check_against_prost(&buf);

@@ -1,16 +1,18 @@
 //! Finding an attribute key among the few that the classification rules read, once per
 //! attribute of every entry span: the keys are grouped by length, so a key of a length no
-//! rule reads costs one table lookup, and bytes are compared only between keys of one length.
+//! rule reads costs one table lookup, and bytes are compared only between keys of one length
+//! (keys of [`GROUPED_LENGTHS`] bytes or more share one group).
 
-/// Lengths with a group of their own; longer keys share the last group.
+/// Lengths below this have a group each; keys this long or longer share the last group.
 const GROUPED_LENGTHS: usize = 64;
 
 /// A set of attribute keys, each with the index of its slot.
 #[derive(Clone, Debug, Default)]
 pub struct AttrKeys {
-    /// The keys in order of length (longer than [`GROUPED_LENGTHS`] last), with their slots.
+    /// The keys in order of group (length, capped at [`GROUPED_LENGTHS`]), with their slots.
     keys: Vec<(Box<[u8]>, usize)>,
-    /// `keys[starts[n]..starts[n + 1]]` are the keys of length `n`.
+    /// `keys[starts[n]..starts[n + 1]]` are the keys of group `n`: of length `n`, or of
+    /// [`GROUPED_LENGTHS`] bytes or more for the last.
     starts: Vec<u16>,
 }
 

@@ -421,9 +421,11 @@ impl Classifier {
 
     /// Classifies one span. For an entry span, appends its encoded series key to `key_buf`.
     ///
-    /// Only an entry span's attributes are read, in one pass that validates them too: a
-    /// malformed one is the error (the request is malformed), `key_buf` then holds part of
-    /// a key.
+    /// Only an entry span's attributes are read (once its ids are found valid), in one pass
+    /// that validates them too: a malformed one is the error (the request is malformed),
+    /// `key_buf` then holds part of a key. The error's offset is a position in memory that
+    /// [`crate::otlp::scan::scan_traces`] turns into one in its request when the error is
+    /// returned from [`crate::otlp::scan::SpanSink::span`].
     pub fn classify<'a>(
         &self,
         span: &SpanView<'a>,
