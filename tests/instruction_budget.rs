@@ -19,11 +19,11 @@ use std::process::Command;
 /// (workload, instructions per span at most, measured when set).
 const BUDGETS: [(&str, u64, u64); 4] = [
     // The wire scan alone (spans handed over with their attributes unread).
-    ("scan", 460, 429),
+    ("scan", 460, 425),
     // Scan, classify (reading and validating entry spans' attributes), key hashing and
     // per-shard batching, with every span's trace facts gathered for completeness tracking
     // (the default): all of a request's work on the receiving thread.
-    ("collect", 1_140, 1_080),
+    ("collect", 1_140, 1_082),
     // Recording the entry spans' observations into the series table (per span of the
     // request; one span in four is an entry span).
     ("record", 105, 100),

@@ -228,35 +228,16 @@ impl<'a> Cursor<'a> {
     #[inline(always)]
     fn key(&mut self) -> Result<(u32, u8), ScanError> {
         let at = self.at();
-        let key = self.varint()?;
-        let Ok(key) = u32::try_from(key) else {
-            return Err(error(at, ScanErrorKind::InvalidKey));
-        };
-        let wire_type = (key & 7) as u8;
-        if wire_type > WT_I32 {
-            return Err(error(at, ScanErrorKind::UnknownWireType { wire_type }));
-        }
-        let field = key >> 3;
-        if field == 0 {
-            return Err(error(at, ScanErrorKind::InvalidKey));
-        }
-        Ok((field, wire_type))
+        let tag = self.tag()?;
+        split_tag(tag, at)
     }
 
     /// Reads a field key whole, `field << 3 | wire type`, unchecked: for a dispatch in
     /// which every key but the expected ones goes to [`other_field`], which checks it.
     #[inline(always)]
     fn tag(&mut self) -> Result<u32, ScanError> {
-        match *self.rest {
-            [t, ref tail @ ..] if t < 0x80 => {
-                self.rest = tail;
-                Ok(u32::from(t))
-            }
-            _ => {
-                let at = self.at();
-                u32::try_from(self.varint()?).map_err(|_| error(at, ScanErrorKind::InvalidKey))
-            }
-        }
+        let at = self.at();
+        u32::try_from(self.varint()?).map_err(|_| error(at, ScanErrorKind::InvalidKey))
     }
 
     /// Checks that known field `field` (key at `at`) has wire type `want`.
@@ -331,6 +312,21 @@ fn between(msg: &[u8], first_left: usize, last_left: usize) -> &[u8] {
     let len = msg.len();
     msg.get(len.saturating_sub(first_left)..len.saturating_sub(last_left))
         .unwrap_or_default()
+}
+
+/// The field number and wire type of a key read whole ([`Cursor::tag`], at `at`), or the
+/// error for a key no message may have.
+#[inline(always)]
+fn split_tag(tag: u32, at: usize) -> Result<(u32, u8), ScanError> {
+    let wire_type = (tag & 7) as u8;
+    if wire_type > WT_I32 {
+        return Err(error(at, ScanErrorKind::UnknownWireType { wire_type }));
+    }
+    let field = tag >> 3;
+    if field == 0 {
+        return Err(error(at, ScanErrorKind::InvalidKey));
+    }
+    Ok((field, wire_type))
 }
 
 // The out-of-line helpers below take and return plain values rather than
@@ -929,13 +925,7 @@ fn other_field(
     depth: u32,
     at: usize,
 ) -> Result<&[u8], ScanError> {
-    let (field, wire_type) = (tag >> 3, (tag & 7) as u8);
-    if wire_type > WT_I32 {
-        return Err(error(at, ScanErrorKind::UnknownWireType { wire_type }));
-    }
-    if field == 0 {
-        return Err(error(at, ScanErrorKind::InvalidKey));
-    }
+    let (field, wire_type) = split_tag(tag, at)?;
     if field <= known {
         return Err(error(
             at,
