@@ -157,6 +157,8 @@ pub struct GapState {
     remap: Vec<Option<u32>>,
     /// Spans of one trace in a batch, handed to the tracker together; reused.
     run: Vec<SpanFacts>,
+    /// Where each trace's spans start in `run`, and its end; reused.
+    starts: Vec<usize>,
     untracked_services: u64,
 }
 
@@ -237,7 +239,9 @@ impl GapState {
             // Consecutive spans of one trace (how exporters send them) go to the tracker
             // together, so a trace complete in the request is judged on arrival.
             let mut run = std::mem::take(&mut self.run);
+            let mut starts = std::mem::take(&mut self.starts);
             run.clear();
+            starts.clear();
             for s in batch.spans {
                 let Some(service) = id_of(s.service) else {
                     self.untracked_services += 1;
@@ -247,14 +251,27 @@ impl GapState {
                     c.spans += 1;
                     c.last_span_unix_nanos = c.last_span_unix_nanos.max(now);
                 }
-                if run.first().is_some_and(|f| f.trace_id != s.trace_id) {
-                    tracker.observe_trace(now, &run);
-                    run.clear();
+                if run.last().is_none_or(|f| f.trace_id != s.trace_id) {
+                    starts.push(run.len());
                 }
                 run.push(SpanFacts { service, ..*s });
             }
-            tracker.observe_trace(now, &run);
+            starts.push(run.len());
+            // The tracker's tables are far larger than the caches: the lines of every trace
+            // of the batch are asked for first, so their misses overlap.
+            tracker.warm(
+                starts
+                    .iter()
+                    .filter_map(|&at| run.get(at))
+                    .map(|s| s.trace_id),
+            );
+            for w in starts.windows(2) {
+                if let Some(spans) = run.get(w[0]..w[1]) {
+                    tracker.observe_trace(now, spans);
+                }
+            }
             self.run = run;
+            self.starts = starts;
         }
         self.remap = remap;
     }

@@ -11,67 +11,140 @@
 //! as large, up to `max_bytes / 2` each: the memory follows the span rate and never exceeds
 //! the budget. Generations retired early because they were full are counted.
 //!
+//! The table is made of 64-byte buckets (one cache line), and every fingerprint of a
+//! trace starts its probe at the trace's bucket: judging a trace on arrival touches one
+//! line per generation, where a probe start per span touched one line per span. Tables
+//! far larger than the caches made those misses most of the tracking cost. A bucket
+//! fills from its first slot and nothing is ever removed from a generation (it is cleared
+//! whole), so an empty slot ends every probe.
+//!
 //! Exact for what is stored (a false match needs two 64-bit fingerprints to collide).
 
-/// Slots of a generation when it is first made.
-const INITIAL_SLOTS: usize = 1 << 12;
+/// Fingerprints per bucket: 8 × 8 bytes, one cache line.
+const SLOTS: usize = 8;
 
-/// One generation: linear probing over a power-of-two array; 0 marks an empty slot.
+/// Buckets of a generation when it is first made.
+const INITIAL_BUCKETS: usize = 1 << 9;
+
+/// Most keys remembered together by [`Recent::insert_after`]: a quarter of the smallest
+/// generation is always free when they start.
+pub const MAX_GROUP: usize = 128;
+const _: () = assert!(MAX_GROUP <= INITIAL_BUCKETS * SLOTS / 4);
+
+/// One bucket, aligned to its cache line.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(align(64))]
+struct Bucket([u64; SLOTS]);
+
+/// Where a probe ended: the bucket and slot of the fingerprint, or of the first empty slot.
+#[derive(Clone, Copy, Debug)]
+struct Probe {
+    bucket: usize,
+    slot: usize,
+    found: bool,
+}
+
+/// One generation: linear probing over a power-of-two array of buckets; 0 marks an empty
+/// slot.
 #[derive(Debug)]
 struct Generation {
-    slots: Vec<u64>,
+    buckets: Vec<Bucket>,
     len: usize,
     /// When it became the current generation (Unix nanoseconds).
     started: u64,
 }
 
 impl Generation {
-    fn new(slots: usize, started: u64) -> Self {
+    fn new(buckets: usize, started: u64) -> Self {
         Generation {
-            slots: vec![0; slots],
+            buckets: vec![Bucket::default(); buckets],
             len: 0,
             started,
         }
     }
 
-    fn mask(&self) -> usize {
-        self.slots.len() - 1
-    }
-
     fn full(&self) -> bool {
-        self.len * 4 >= self.slots.len() * 3
+        self.len * 4 >= self.buckets.len() * SLOTS * 3
     }
 
+    /// Probes for `fp` from bucket `home`.
     #[inline]
-    fn insert(&mut self, fp: u64, home: u64) {
-        let mask = self.mask();
-        let mut i = (home as usize) & mask;
-        loop {
-            match self.slots.get_mut(i) {
-                Some(s) if *s == fp => return,
-                Some(s) if *s == 0 => {
-                    *s = fp;
-                    self.len += 1;
-                    return;
+    fn probe(&self, fp: u64, home: u64) -> Probe {
+        let mask = self.buckets.len().wrapping_sub(1);
+        let mut bucket = (home as usize) & mask;
+        // Never more than three quarters full, so an empty slot ends the probe; the bound
+        // only keeps an empty (never allocated) generation from looping.
+        for _ in 0..self.buckets.len() {
+            let Some(b) = self.buckets.get(bucket) else {
+                break;
+            };
+            for (slot, &s) in b.0.iter().enumerate() {
+                if s == fp || s == 0 {
+                    return Probe {
+                        bucket,
+                        slot,
+                        found: s != 0,
+                    };
                 }
-                Some(_) => i = (i + 1) & mask,
-                None => return,
             }
+            bucket = (bucket + 1) & mask;
+        }
+        Probe {
+            bucket: 0,
+            slot: SLOTS,
+            found: false,
         }
     }
 
     fn contains(&self, fp: u64, home: u64) -> bool {
-        let mask = self.mask();
-        let mut i = (home as usize) & mask;
-        // Never full (retired at 3/4), so an empty slot ends every probe.
-        loop {
-            match self.slots.get(i) {
-                Some(&s) if s == fp => return true,
-                Some(&0) | None => return false,
-                Some(_) => i = (i + 1) & mask,
-            }
-        }
+        self.probe(fp, home).found
     }
+
+    /// Stores `fp` in the first empty slot at or after `at`, unless `fp` is met first, and
+    /// returns where it is. Keys of one trace are stored one after another in its probe, so
+    /// a trace's keys given again in the same order are each met at once.
+    #[inline]
+    fn put(&mut self, at: Probe, fp: u64) -> Probe {
+        let mask = self.buckets.len().wrapping_sub(1);
+        let (mut bucket, mut slot) = (at.bucket, at.slot);
+        for _ in 0..=self.buckets.len() {
+            let Some(b) = self.buckets.get_mut(bucket) else {
+                break;
+            };
+            while let Some(s) = b.0.get_mut(slot) {
+                if *s == fp {
+                    return Probe {
+                        bucket,
+                        slot,
+                        found: true,
+                    };
+                }
+                if *s == 0 {
+                    *s = fp;
+                    self.len += 1;
+                    return Probe {
+                        bucket,
+                        slot,
+                        found: true,
+                    };
+                }
+                slot += 1;
+            }
+            bucket = (bucket + 1) & mask;
+            slot = 0;
+        }
+        at
+    }
+}
+
+/// What [`Recent::find`] found of a key, and where it would go.
+#[derive(Clone, Copy, Debug)]
+pub struct Found {
+    key: Key,
+    /// Where the probe of the current generation ended.
+    current: Probe,
+    /// The key is remembered.
+    pub known: bool,
 }
 
 /// A remembered span (or trace): see [`Recent::key`].
@@ -88,65 +161,131 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// A trace as the table sees it: its id hashed to 64 bits, which chooses its bucket and is
+/// its own fingerprint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceRef {
+    home: u64,
+}
+
+impl TraceRef {
+    /// The trace `trace_id`.
+    pub fn new(trace_id: u128) -> Self {
+        let folded = (trace_id as u64) ^ ((trace_id >> 64) as u64).rotate_left(29);
+        TraceRef { home: mix(folded) }
+    }
+
+    /// The key of span `span_id` of this trace (span id 0, never a valid span id, stands
+    /// for the trace itself).
+    ///
+    /// The fingerprint is the trace's hash with the span id multiplied in by an odd
+    /// constant: distinct for distinct spans of one trace (the product is a bijection),
+    /// and for keys of two traces equal only with the chance of two random 64-bit values.
+    /// The span id needs no mixing of its own, as every key of a trace probes from the
+    /// trace's bucket.
+    #[inline]
+    pub fn key(self, span_id: u64) -> Key {
+        let fp = self.home ^ span_id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        // 0 marks an empty slot.
+        Key {
+            fp: fp.max(1),
+            home: self.home,
+        }
+    }
+}
+
 /// Fingerprints of recently judged traces and their spans.
 #[derive(Debug)]
 pub struct Recent {
     current: Generation,
     previous: Generation,
     window: u64,
-    max_slots: usize,
+    max_buckets: usize,
     retired_full: u64,
 }
 
 impl Recent {
     /// Remembers for at least `window` nanoseconds, in at most `max_bytes`.
     pub fn new(window: u64, max_bytes: usize, now: u64) -> Self {
-        // Two generations of 8-byte slots.
-        let max_slots = (max_bytes / 16).max(INITIAL_SLOTS);
-        let max_slots = if max_slots.is_power_of_two() {
-            max_slots
+        // Two generations of 64-byte buckets.
+        let max_buckets = (max_bytes / (2 * std::mem::size_of::<Bucket>())).max(INITIAL_BUCKETS);
+        let max_buckets = if max_buckets.is_power_of_two() {
+            max_buckets
         } else {
-            max_slots.next_power_of_two() / 2
+            max_buckets.next_power_of_two() / 2
         };
-        let first = INITIAL_SLOTS.min(max_slots);
+        let first = INITIAL_BUCKETS.min(max_buckets);
         Recent {
             current: Generation::new(first, now),
             previous: Generation::new(first, now),
             window,
-            max_slots,
+            max_buckets,
             retired_full: 0,
         }
     }
 
-    /// The key of span `span_id` of trace `trace_id` (span id 0, never a valid span id,
-    /// stands for the trace itself): its fingerprint, and where its probe starts.
-    ///
-    /// Each key probes from a place of its own. Starting all of a trace's keys at one place
-    /// (one cache line for a small trace) was measured too: it lengthened the probes by 58
-    /// instructions per span (`track` 210 → 268) and showed no gain beyond the noise end
-    /// to end.
+    /// The key of span `span_id` of trace `trace_id` (span id 0 stands for the trace).
     pub fn key(trace_id: u128, span_id: u64) -> Key {
-        let x = (trace_id as u64)
-            ^ ((trace_id >> 64) as u64).rotate_left(29)
-            ^ span_id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        // 0 marks an empty slot.
-        let fp = mix(x).max(1);
-        Key { fp, home: fp }
+        TraceRef::new(trace_id).key(span_id)
     }
 
     /// Remembers `key` at `now`.
-    #[inline]
     pub fn insert(&mut self, now: u64, key: Key) {
+        let found = self.find(key);
+        self.insert_after(now, found, std::iter::empty());
+    }
+
+    /// Looks for `key`; what [`Self::insert_after`] starts from.
+    #[inline]
+    pub fn find(&self, key: Key) -> Found {
+        let current = self.current.probe(key.fp, key.home);
+        let known = current.found || self.previous.contains(key.fp, key.home);
+        Found {
+            key,
+            current,
+            known,
+        }
+    }
+
+    /// Remembers at `now` the key that `found` looked for, then the keys `more` (of the
+    /// same trace) after it in its probe. Nothing may have been inserted since `found`.
+    #[inline]
+    pub fn insert_after(&mut self, now: u64, found: Found, more: impl Iterator<Item = Key>) {
         let aged = now.saturating_sub(self.current.started) >= self.window;
+        let mut at = found.current;
         if aged || self.current.full() {
             self.retire(now, !aged);
+            at = self.current.probe(found.key.fp, found.key.home);
         }
-        self.current.insert(key.fp, key.home);
+        at = self.current.put(at, found.key.fp);
+        // At most [`MAX_GROUP`] keys past three quarters of the table: it never fills.
+        for key in more.take(MAX_GROUP - 1) {
+            debug_assert_eq!(key.home, found.key.home);
+            at.slot += 1;
+            at = self.current.put(at, key.fp);
+        }
     }
 
     /// Whether `key` was remembered and not yet forgotten.
+    #[inline]
     pub fn contains(&self, key: Key) -> bool {
         self.current.contains(key.fp, key.home) || self.previous.contains(key.fp, key.home)
+    }
+
+    /// Reads the first slot of each trace's bucket in both generations, one independent
+    /// load after another, so the lines of all of them are on their way into the cache
+    /// together; the misses then overlap instead of each waiting for the one before.
+    #[inline]
+    pub fn warm(&self, traces: impl Iterator<Item = TraceRef>) {
+        let (cur, prev) = (&self.current.buckets, &self.previous.buckets);
+        let (cur_mask, prev_mask) = (cur.len().wrapping_sub(1), prev.len().wrapping_sub(1));
+        let mut acc = 0u64;
+        for t in traces {
+            let home = t.home as usize;
+            acc ^= cur.get(home & cur_mask).map_or(0, |b| b.0[0]);
+            acc ^= prev.get(home & prev_mask).map_or(0, |b| b.0[0]);
+        }
+        std::hint::black_box(acc);
     }
 
     /// Generations retired early because they filled before their window passed.
@@ -156,30 +295,29 @@ impl Recent {
 
     /// Bytes of both generations' tables.
     pub fn bytes(&self) -> usize {
-        (self.current.slots.len() + self.previous.slots.len()) * 8
+        (self.current.buckets.len() + self.previous.buckets.len()) * std::mem::size_of::<Bucket>()
     }
 
     #[cold]
     #[inline(never)]
     fn retire(&mut self, now: u64, full: bool) {
-        let slots = if full {
+        let buckets = if full {
             self.retired_full += 1;
-            (self.current.slots.len() * 2).min(self.max_slots)
+            (self.current.buckets.len() * 2).min(self.max_buckets)
         } else {
-            self.current.slots.len()
+            self.current.buckets.len()
         };
         let mut next = std::mem::replace(&mut self.previous, Generation::new(0, 0));
-        if next.slots.len() == slots {
-            next.slots.fill(0);
+        if next.buckets.len() == buckets {
+            next.buckets.fill(Bucket::default());
             next.len = 0;
             next.started = now;
         } else {
-            next = Generation::new(slots, now);
+            next = Generation::new(buckets, now);
         }
         self.previous = std::mem::replace(&mut self.current, next);
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,6 +336,43 @@ mod tests {
         }
         // The trace itself is told apart from its spans.
         assert_ne!(Recent::key(7, 0), Recent::key(7, 1));
+    }
+
+    /// Remembers trace `t` and its spans `1..=spans` as the tracker does.
+    fn remember(r: &mut Recent, now: u64, t: u128, spans: u64) {
+        let trace = TraceRef::new(t);
+        let found = r.find(trace.key(0));
+        r.insert_after(now, found, (1..=spans).map(|s| trace.key(s)));
+    }
+
+    #[test]
+    fn a_trace_given_again_takes_no_more_room_and_big_traces_spill_into_later_buckets() {
+        let mut r = Recent::new(30 * SEC, 1 << 20, 0);
+        // 40 traces of 1 + 60 keys in 512 buckets of 8: most spill over several buckets.
+        for t in 1..=40u128 {
+            remember(&mut r, 0, t, 60);
+        }
+        let len = r.current.len;
+        assert_eq!(len, 40 * 61);
+        for t in 1..=40u128 {
+            remember(&mut r, 0, t, 60);
+            for s in 0..=60u64 {
+                assert!(r.contains(Recent::key(t, s)), "trace {t} span {s}");
+            }
+            assert!(!r.contains(Recent::key(t, 61)));
+        }
+        assert_eq!(r.current.len, len, "the same keys again take no slot");
+        // A trace's keys probe from its bucket: a span of another trace is not found there.
+        assert!(!r.contains(Recent::key(41, 1)));
+    }
+
+    #[test]
+    fn warming_reads_without_changing_anything() {
+        let mut r = Recent::new(30 * SEC, 1 << 20, 0);
+        remember(&mut r, 0, 9, 3);
+        r.warm((1..100u128).map(TraceRef::new));
+        assert_eq!(r.current.len, 4);
+        assert!(r.contains(Recent::key(9, 3)));
     }
 
     #[test]

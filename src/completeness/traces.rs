@@ -22,7 +22,7 @@
 //! in from elsewhere) and any other span's parent as local. Parents often end, and so
 //! arrive, after their children; nothing is reported before the timeout.
 
-use super::recent::Recent;
+use super::recent::{Recent, TraceRef, MAX_GROUP};
 use hashbrown::HashMap;
 use std::collections::VecDeque;
 
@@ -108,6 +108,7 @@ struct TraceState {
 /// Spans remembered per judged trace, so one huge trace cannot crowd the others out of the
 /// fingerprints. A late child of a bigger trace whose parent was past the cap waits for it.
 const REMEMBERED_SPANS: usize = 64;
+const _: () = assert!(REMEMBERED_SPANS < MAX_GROUP);
 
 /// What one waiting trace costs besides its vectors: its table entry (with the table's
 /// control byte) and its deadline.
@@ -207,15 +208,20 @@ impl TraceTracker {
             self.keep_within_budget();
             return;
         }
-        let known = self.recent.contains(Recent::key(id, 0));
+        let trace = TraceRef::new(id);
+        let found = self.recent.find(trace.key(0));
+        let known = found.known;
         let rooted = known || spans.iter().any(|s| s.parent.is_none() || s.parent_remote);
-        if rooted && self.parents_known(id, spans) {
+        if rooted && self.parents_known(trace, spans) {
             // Late spans of a trace judged before do not make it count twice.
             if !known {
                 self.stats.judged_traces += 1;
                 self.stats.judged_on_arrival += 1;
             }
-            self.remember(now, id, true, spans.iter().map(|s| s.span_id));
+            let keys = spans.iter().take(REMEMBERED_SPANS);
+            self.recent
+                .insert_after(now, found, keys.map(|s| trace.key(s.span_id)));
+            self.stats.forgotten_early = self.recent.retired_full();
             return;
         }
         if self.traces.len() >= self.cfg.max_traces {
@@ -239,9 +245,15 @@ impl TraceTracker {
         self.keep_within_budget();
     }
 
+    /// Brings in the memory that [`Self::observe_trace`] of the traces `ids` will read,
+    /// all of it at once: call it before observing them.
+    pub fn warm(&self, ids: impl Iterator<Item = u128>) {
+        self.recent.warm(ids.map(TraceRef::new));
+    }
+
     /// Whether every span of `spans` (one trace) with a local parent finds it among them or
     /// among the remembered spans of the trace.
-    fn parents_known(&self, id: u128, spans: &[SpanFacts]) -> bool {
+    fn parents_known(&self, trace: TraceRef, spans: &[SpanFacts]) -> bool {
         // A sorted copy of the ids only for big groups; a small one is scanned.
         let sorted: Option<Vec<u64>> = (spans.len() > 32).then(|| {
             let mut ids: Vec<u64> = spans.iter().map(|s| s.span_id).collect();
@@ -256,7 +268,7 @@ impl TraceTracker {
             .iter()
             .filter(|s| !s.parent_remote)
             .filter_map(|s| s.parent)
-            .all(|p| in_group(p) || self.recent.contains(Recent::key(id, p)))
+            .all(|p| in_group(p) || self.recent.contains(trace.key(p)))
     }
 
     /// Adds one span to a waiting trace.
@@ -293,12 +305,22 @@ impl TraceTracker {
 
     /// Remembers the first [`REMEMBERED_SPANS`] spans of a judged trace for their late
     /// relatives, and the trace itself (which makes late spans of it rooted) when `rooted`.
-    fn remember(&mut self, now: u64, id: u128, rooted: bool, spans: impl Iterator<Item = u64>) {
-        if rooted {
-            self.recent.insert(now, Recent::key(id, 0));
-        }
-        for span in spans.take(REMEMBERED_SPANS) {
-            self.recent.insert(now, Recent::key(id, span));
+    fn remember(
+        &mut self,
+        now: u64,
+        trace: TraceRef,
+        rooted: bool,
+        spans: impl Iterator<Item = u64>,
+    ) {
+        let mut keys = spans.take(REMEMBERED_SPANS).map(|s| trace.key(s));
+        let first = if rooted {
+            Some(trace.key(0))
+        } else {
+            keys.next()
+        };
+        if let Some(first) = first {
+            let found = self.recent.find(first);
+            self.recent.insert_after(now, found, keys);
         }
         self.stats.forgotten_early = self.recent.retired_full();
     }
@@ -343,7 +365,7 @@ impl TraceTracker {
                         spans: u32::try_from(t.spans.len()).unwrap_or(u32::MAX),
                     });
                 }
-                self.remember(now, id, t.rooted, t.spans.iter().copied());
+                self.remember(now, TraceRef::new(id), t.rooted, t.spans.iter().copied());
             }
         }
     }
