@@ -162,6 +162,14 @@ pub struct GapState {
     untracked_services: u64,
 }
 
+/// Counts `spans` spans of `service` seen at `now`.
+fn count_spans(counts: &mut [GapCounts], (service, spans): (Option<u32>, u64), now: u64) {
+    if let Some(c) = service.and_then(|id| counts.get_mut(id as usize)) {
+        c.spans += spans;
+        c.last_span_unix_nanos = c.last_span_unix_nanos.max(now);
+    }
+}
+
 /// Most services one shard keeps completeness state for.
 pub const MAX_SERVICES: usize = 10_000;
 
@@ -242,20 +250,27 @@ impl GapState {
             let mut starts = std::mem::take(&mut self.starts);
             run.clear();
             starts.clear();
+            // Spans come grouped by resource, so a service's spans are counted per stretch.
+            let mut stretch: (Option<u32>, u64) = (None, 0);
+            // Differs from the first span's trace id, so that span starts a trace.
+            let mut last_trace = batch.spans.first().map_or(0, |s| !s.trace_id);
             for s in batch.spans {
                 let Some(service) = id_of(s.service) else {
                     self.untracked_services += 1;
                     continue;
                 };
-                if let Some(c) = self.counts.get_mut(service as usize) {
-                    c.spans += 1;
-                    c.last_span_unix_nanos = c.last_span_unix_nanos.max(now);
+                if stretch.0 != Some(service) {
+                    count_spans(&mut self.counts, stretch, now);
+                    stretch = (Some(service), 0);
                 }
-                if run.last().is_none_or(|f| f.trace_id != s.trace_id) {
+                stretch.1 += 1;
+                if s.trace_id != last_trace {
+                    last_trace = s.trace_id;
                     starts.push(run.len());
                 }
                 run.push(SpanFacts { service, ..*s });
             }
+            count_spans(&mut self.counts, stretch, now);
             starts.push(run.len());
             // The tracker's tables are far larger than the caches: the lines of every trace
             // of the batch are asked for first, so their misses overlap.

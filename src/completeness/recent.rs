@@ -36,11 +36,11 @@ const _: () = assert!(MAX_GROUP <= INITIAL_BUCKETS * SLOTS / 4);
 #[repr(align(64))]
 struct Bucket([u64; SLOTS]);
 
-/// Where a probe ended: the bucket and slot of the fingerprint, or of the first empty slot.
+/// Where a probe ended: the position (bucket × [`SLOTS`] + slot) of the fingerprint, or of
+/// the first empty slot.
 #[derive(Clone, Copy, Debug)]
 struct Probe {
-    bucket: usize,
-    slot: usize,
+    pos: usize,
     found: bool,
 }
 
@@ -81,8 +81,7 @@ impl Generation {
             for (slot, &s) in b.0.iter().enumerate() {
                 if s == fp || s == 0 {
                     return Probe {
-                        bucket,
-                        slot,
+                        pos: bucket * SLOTS + slot,
                         found: s != 0,
                     };
                 }
@@ -90,8 +89,7 @@ impl Generation {
             bucket = (bucket + 1) & mask;
         }
         Probe {
-            bucket: 0,
-            slot: SLOTS,
+            pos: 0,
             found: false,
         }
     }
@@ -100,40 +98,30 @@ impl Generation {
         self.probe(fp, home).found
     }
 
-    /// Stores `fp` in the first empty slot at or after `at`, unless `fp` is met first, and
-    /// returns where it is. Keys of one trace are stored one after another in its probe, so
-    /// a trace's keys given again in the same order are each met at once.
+    /// Stores `fp` in the first empty slot at or after position `pos`, unless `fp` is met
+    /// first, and returns its position. Keys of one trace are stored one after another in
+    /// its probe, so a trace's keys given again in the same order are each met at once.
     #[inline]
-    fn put(&mut self, at: Probe, fp: u64) -> Probe {
-        let mask = self.buckets.len().wrapping_sub(1);
-        let (mut bucket, mut slot) = (at.bucket, at.slot);
-        for _ in 0..=self.buckets.len() {
-            let Some(b) = self.buckets.get_mut(bucket) else {
-                break;
-            };
-            while let Some(s) = b.0.get_mut(slot) {
-                if *s == fp {
-                    return Probe {
-                        bucket,
-                        slot,
-                        found: true,
-                    };
-                }
+    fn put(&mut self, mut pos: usize, fp: u64) -> usize {
+        let mask = (self.buckets.len() * SLOTS).wrapping_sub(1);
+        for _ in 0..self.buckets.len() * SLOTS {
+            let slot = self
+                .buckets
+                .get_mut(pos / SLOTS)
+                .and_then(|b| b.0.get_mut(pos % SLOTS));
+            if let Some(s) = slot {
                 if *s == 0 {
                     *s = fp;
                     self.len += 1;
-                    return Probe {
-                        bucket,
-                        slot,
-                        found: true,
-                    };
+                    return pos;
                 }
-                slot += 1;
+                if *s == fp {
+                    return pos;
+                }
             }
-            bucket = (bucket + 1) & mask;
-            slot = 0;
+            pos = (pos + 1) & mask;
         }
-        at
+        pos
     }
 }
 
@@ -252,17 +240,16 @@ impl Recent {
     #[inline]
     pub fn insert_after(&mut self, now: u64, found: Found, more: impl Iterator<Item = Key>) {
         let aged = now.saturating_sub(self.current.started) >= self.window;
-        let mut at = found.current;
+        let mut at = found.current.pos;
         if aged || self.current.full() {
             self.retire(now, !aged);
-            at = self.current.probe(found.key.fp, found.key.home);
+            at = self.current.probe(found.key.fp, found.key.home).pos;
         }
         at = self.current.put(at, found.key.fp);
         // At most [`MAX_GROUP`] keys past three quarters of the table: it never fills.
         for key in more.take(MAX_GROUP - 1) {
             debug_assert_eq!(key.home, found.key.home);
-            at.slot += 1;
-            at = self.current.put(at, key.fp);
+            at = self.current.put(at + 1, key.fp);
         }
     }
 
