@@ -104,6 +104,8 @@ impl Generation {
     #[inline]
     fn put(&mut self, mut pos: usize, fp: u64) -> usize {
         let mask = (self.buckets.len() * SLOTS).wrapping_sub(1);
+        // The slot after the last one is the first.
+        pos &= mask;
         for _ in 0..self.buckets.len() * SLOTS {
             let slot = self
                 .buckets
@@ -351,6 +353,23 @@ mod tests {
         assert_eq!(r.current.len, len, "the same keys again take no slot");
         // A trace's keys probe from its bucket: a span of another trace is not found there.
         assert!(!r.contains(Recent::key(41, 1)));
+    }
+
+    #[test]
+    fn a_probe_that_runs_off_the_last_bucket_goes_on_at_the_first() {
+        let mut g = Generation::new(4, 0);
+        let mut at = g.probe(1, 3).pos;
+        assert_eq!(at, 3 * SLOTS);
+        for fp in 1..=SLOTS as u64 {
+            at = g.put(at, fp) + 1;
+        }
+        // The last bucket is full: the next key of its probe goes to the first slot, and
+        // is found from the last bucket.
+        assert_eq!(g.put(at, 99), 0);
+        assert!((1..=SLOTS as u64).all(|fp| g.contains(fp, 3)));
+        assert!(g.contains(99, 3));
+        assert!(!g.contains(100, 3));
+        assert_eq!(g.len, SLOTS + 1);
     }
 
     #[test]
