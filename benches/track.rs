@@ -4,8 +4,8 @@
 //!
 //! * `track/unique_traces`: every 500-span batch brings 125 new 4-span traces (a SERVER
 //!   root and three children), each complete in its batch and so judged on arrival;
-//! * `track/repeated_traces`: the same 2,000 batches again and again, so the traces are
-//!   already remembered and their lines mostly cached.
+//! * `track/repeated_traces`: the same 2,000 batches again and again, so every trace is
+//!   found already remembered and its keys are met again rather than stored.
 //!
 //! `cargo bench --bench track [-- --warm-up-time 3 --measurement-time 5]`
 

@@ -23,13 +23,13 @@ const BUDGETS: [(&str, u64, u64); 4] = [
     // Scan, classify (reading and validating entry spans' attributes), key hashing and
     // per-shard batching, with every span's trace facts gathered for completeness tracking
     // (the default): all of a request's work on the receiving thread.
-    ("collect", 1_140, 1_077),
+    ("collect", 1_140, 1_076),
     // Recording the entry spans' observations into the series table (per span of the
     // request; one span in four is an entry span).
     ("record", 105, 100),
     // Completeness tracking on the shard: every span into the trace tracker, every trace
     // judged at its timeout.
-    ("track", 200, 190),
+    ("track", 195, 184),
 ];
 
 fn have_valgrind() -> bool {

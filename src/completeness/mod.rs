@@ -272,19 +272,7 @@ impl GapState {
             }
             count_spans(&mut self.counts, stretch, now);
             starts.push(run.len());
-            // The tracker's tables are far larger than the caches: the lines of every trace
-            // of the batch are asked for first, so their misses overlap.
-            tracker.warm(
-                starts
-                    .iter()
-                    .filter_map(|&at| run.get(at))
-                    .map(|s| s.trace_id),
-            );
-            for w in starts.windows(2) {
-                if let Some(spans) = run.get(w[0]..w[1]) {
-                    tracker.observe_trace(now, spans);
-                }
-            }
+            tracker.observe_batch(now, &run, &starts);
             self.run = run;
             self.starts = starts;
         }

@@ -219,12 +219,6 @@ impl Recent {
         TraceRef::new(trace_id).key(span_id)
     }
 
-    /// Remembers `key` at `now`.
-    pub fn insert(&mut self, now: u64, key: Key) {
-        let found = self.find(key);
-        self.insert_after(now, found, std::iter::empty());
-    }
-
     /// Looks for `key`; what [`Self::insert_after`] starts from.
     #[inline]
     pub fn find(&self, key: Key) -> Found {
@@ -313,11 +307,17 @@ mod tests {
 
     const SEC: u64 = 1_000_000_000;
 
+    /// Remembers `key` at `now`.
+    fn insert(r: &mut Recent, now: u64, key: Key) {
+        let found = r.find(key);
+        r.insert_after(now, found, std::iter::empty());
+    }
+
     #[test]
     fn remembers_what_was_inserted_and_nothing_else() {
         let mut r = Recent::new(30 * SEC, 1 << 20, 0);
         for i in 1..=1000u64 {
-            r.insert(0, Recent::key(u128::from(i), i));
+            insert(&mut r, 0, Recent::key(u128::from(i), i));
         }
         for i in 1..=1000u64 {
             assert!(r.contains(Recent::key(u128::from(i), i)));
@@ -385,13 +385,13 @@ mod tests {
     fn forgets_after_two_windows_and_remembers_for_one() {
         let mut r = Recent::new(10 * SEC, 1 << 20, 0);
         let fp = Recent::key(1, 1);
-        r.insert(0, fp);
-        r.insert(10 * SEC, Recent::key(2, 2));
+        insert(&mut r, 0, fp);
+        insert(&mut r, 10 * SEC, Recent::key(2, 2));
         assert!(
             r.contains(fp),
             "one window later: in the previous generation"
         );
-        r.insert(20 * SEC, Recent::key(3, 3));
+        insert(&mut r, 20 * SEC, Recent::key(3, 3));
         assert!(!r.contains(fp), "two windows later: forgotten");
         assert_eq!(r.retired_full(), 0);
     }
@@ -402,7 +402,7 @@ mod tests {
         let mut r = Recent::new(30 * SEC, budget, 0);
         let start = r.bytes();
         for i in 0..200_000u64 {
-            r.insert(0, Recent::key(u128::from(i), 1));
+            insert(&mut r, 0, Recent::key(u128::from(i), 1));
         }
         assert!(r.bytes() > start);
         assert!(r.bytes() <= budget, "{} > {budget}", r.bytes());

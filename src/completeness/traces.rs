@@ -2,8 +2,9 @@
 //! have arrived here but did not within the trace timeout) and **missing roots** (a trace
 //! with spans here, no root, and no remote parent that explains it).
 //!
-//! Plain synchronous state driven by the caller's clock: [`TraceTracker::observe_trace`]
-//! for the spans of one trace that arrived together, [`TraceTracker::expire`] on a tick.
+//! Plain synchronous state driven by the caller's clock: [`TraceTracker::observe_batch`]
+//! for a batch's spans grouped by trace (or [`TraceTracker::observe_trace`] for one
+//! trace's), [`TraceTracker::expire`] on a tick.
 //!
 //! Most traces can be judged the moment they arrive: a request's spans usually come in
 //! one export, with their root (or the entry span whose parent is remote) and every local
@@ -22,7 +23,7 @@
 //! in from elsewhere) and any other span's parent as local. Parents often end, and so
 //! arrive, after their children; nothing is reported before the timeout.
 
-use super::recent::{Recent, TraceRef, MAX_GROUP};
+use super::recent::{Found, Recent, TraceRef, MAX_GROUP};
 use hashbrown::HashMap;
 use std::collections::VecDeque;
 
@@ -172,6 +173,8 @@ pub struct TraceTracker {
     table_bytes: usize,
     recent: Recent,
     stats: TrackerStats,
+    /// The traces of the batch being observed ([`Self::observe_batch`]); reused.
+    batch_traces: Vec<TraceRef>,
 }
 
 impl TraceTracker {
@@ -184,6 +187,7 @@ impl TraceTracker {
             table_bytes: 0,
             recent: Recent::new(cfg.timeout_nanos, cfg.max_bytes / 2, 0),
             stats: TrackerStats::default(),
+            batch_traces: Vec::new(),
         }
     }
 
@@ -192,9 +196,40 @@ impl TraceTracker {
         self.observe_trace(now, std::slice::from_ref(&span));
     }
 
+    /// Records the spans of one batch seen at `now` (Unix nanoseconds), grouped by trace:
+    /// `spans[starts[i]..starts[i + 1]]` are spans of one trace that arrived together, and
+    /// the last of `starts` is `spans.len()`.
+    ///
+    /// The fingerprint tables are far larger than the caches, so the lines of every trace
+    /// of the batch are asked for first ([`Recent::warm`]), and their misses overlap.
+    pub fn observe_batch(&mut self, now: u64, spans: &[SpanFacts], starts: &[usize]) {
+        let mut traces = std::mem::take(&mut self.batch_traces);
+        traces.clear();
+        traces.extend(
+            starts
+                .iter()
+                .filter_map(|&at| spans.get(at))
+                .map(|s| TraceRef::new(s.trace_id)),
+        );
+        self.recent.warm(traces.iter().copied());
+        for (w, &trace) in starts.windows(2).zip(&traces) {
+            if let Some(group) = spans.get(w[0]..w[1]) {
+                self.observe_group(now, trace, group);
+            }
+        }
+        self.batch_traces = traces;
+    }
+
     /// Records spans of one trace that arrived together at `now` (Unix nanoseconds): all
     /// of `spans` must have the trace id of the first.
     pub fn observe_trace(&mut self, now: u64, spans: &[SpanFacts]) {
+        if let Some(first) = spans.first() {
+            self.observe_group(now, TraceRef::new(first.trace_id), spans);
+        }
+    }
+
+    /// [`Self::observe_trace`] of `spans`, whose trace is `trace`.
+    fn observe_group(&mut self, now: u64, trace: TraceRef, spans: &[SpanFacts]) {
         let Some(first) = spans.first() else {
             return;
         };
@@ -208,7 +243,6 @@ impl TraceTracker {
             self.keep_within_budget();
             return;
         }
-        let trace = TraceRef::new(id);
         let found = self.recent.find(trace.key(0));
         let known = found.known;
         let rooted = known || spans.iter().any(|s| s.parent.is_none() || s.parent_remote);
@@ -218,10 +252,7 @@ impl TraceTracker {
                 self.stats.judged_traces += 1;
                 self.stats.judged_on_arrival += 1;
             }
-            let keys = spans.iter().take(REMEMBERED_SPANS);
-            self.recent
-                .insert_after(now, found, keys.map(|s| trace.key(s.span_id)));
-            self.stats.forgotten_early = self.recent.retired_full();
+            self.remember_after(now, trace, found, spans.iter().map(|s| s.span_id));
             return;
         }
         if self.traces.len() >= self.cfg.max_traces {
@@ -243,12 +274,6 @@ impl TraceTracker {
         self.deadlines
             .push_back(Due::new(now.saturating_add(self.cfg.timeout_nanos), id));
         self.keep_within_budget();
-    }
-
-    /// Brings in the memory that [`Self::observe_trace`] of the traces `ids` will read,
-    /// all of it at once: call it before observing them.
-    pub fn warm(&self, ids: impl Iterator<Item = u128>) {
-        self.recent.warm(ids.map(TraceRef::new));
     }
 
     /// Whether every span of `spans` (one trace) with a local parent finds it among them or
@@ -312,16 +337,29 @@ impl TraceTracker {
         rooted: bool,
         spans: impl Iterator<Item = u64>,
     ) {
-        let mut keys = spans.take(REMEMBERED_SPANS).map(|s| trace.key(s));
+        let mut spans = spans.peekable();
         let first = if rooted {
-            Some(trace.key(0))
+            trace.key(0)
+        } else if let Some(&span) = spans.peek() {
+            trace.key(span)
         } else {
-            keys.next()
+            return;
         };
-        if let Some(first) = first {
-            let found = self.recent.find(first);
-            self.recent.insert_after(now, found, keys);
-        }
+        let found = self.recent.find(first);
+        self.remember_after(now, trace, found, spans);
+    }
+
+    /// Remembers the key that `found` looked for, then the first [`REMEMBERED_SPANS`] of
+    /// `spans` (a key met again is not stored twice).
+    fn remember_after(
+        &mut self,
+        now: u64,
+        trace: TraceRef,
+        found: Found,
+        spans: impl Iterator<Item = u64>,
+    ) {
+        let keys = spans.take(REMEMBERED_SPANS).map(|s| trace.key(s));
+        self.recent.insert_after(now, found, keys);
         self.stats.forgotten_early = self.recent.retired_full();
     }
 
@@ -443,6 +481,40 @@ mod tests {
         let mut out = Vec::new();
         t.expire(now, |g| out.push(g));
         out
+    }
+
+    #[test]
+    fn a_batch_is_judged_trace_by_trace() {
+        let mut t = tracker();
+        let spans = [
+            // Trace 1: whole.
+            span(1, 10, None, false, 1),
+            span(1, 11, Some(10), false, 1),
+            // Trace 2: a child whose parent never comes.
+            span(2, 21, Some(20), false, 2),
+            // Trace 3: whole, its root last.
+            span(3, 31, Some(30), false, 3),
+            span(3, 30, Some(99), true, 3),
+        ];
+        t.observe_batch(0, &spans, &[0, 2, 3, 5]);
+        let s = t.stats();
+        assert_eq!((s.judged_traces, s.judged_on_arrival), (2, 2));
+        assert_eq!(t.len(), 1, "trace 2 waits");
+        // Trace 1 and 3 were remembered under their own ids: late children find their
+        // parents there, and do not count their traces again.
+        t.observe_trace(SEC, &[span(1, 12, Some(11), false, 1)]);
+        t.observe_trace(SEC, &[span(3, 32, Some(31), false, 3)]);
+        assert_eq!((t.len(), t.stats().judged_traces), (1, 2));
+        assert_eq!(
+            gaps(&mut t, 31 * SEC),
+            vec![
+                TraceGap::Orphan { service: 2 },
+                TraceGap::MissingRoot {
+                    service: 2,
+                    spans: 1
+                }
+            ]
+        );
     }
 
     #[test]
