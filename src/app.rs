@@ -172,6 +172,15 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
     let state = restore_slo_state(config, &pipeline).await;
     let telemetry = Arc::new(Telemetry::default());
     let reader = crate::report::Reader::new(pipeline.clone(), config.thresholds);
+
+    let l = &config.listeners;
+    let Bound {
+        grpc: (grpc_l, grpc_addr, grpc_tls),
+        http: (http_l, http_addr, http_tls),
+        admin: (admin_l, admin_addr, admin_tls),
+    } = bind_listeners(config, &telemetry).await?;
+    // Exporters start once the admin port is known: it is part of the default identity.
+    let instance = crate::identity::detect(admin_addr.port());
     let Upstreams {
         forward,
         forwarders,
@@ -179,7 +188,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
         derived,
         remote_write,
         queues: exporters,
-    } = start_upstreams(config, &reader)?;
+    } = start_upstreams(config, &reader, &instance)?;
     let memory = memory_budget(config.memory, config.pipeline.retry_after);
     let ingest = Ingest {
         pipeline: pipeline.clone(),
@@ -188,13 +197,6 @@ pub async fn start(config: &Config, clock: SharedClock) -> Result<Running, AppEr
         memory: memory.clone(),
         auth: config.receivers_auth.clone(),
     };
-
-    let l = &config.listeners;
-    let Bound {
-        grpc: (grpc_l, grpc_addr, grpc_tls),
-        http: (http_l, http_addr, http_tls),
-        admin: (admin_l, admin_addr, admin_tls),
-    } = bind_listeners(config, &telemetry).await?;
 
     let (stop_receivers, stop_rx) = watch::channel(false);
     let (stop_admin, admin_rx) = watch::channel(false);
@@ -418,7 +420,13 @@ struct Upstreams {
 
 /// Starts the forwarders (`forward:`), their derived-metrics exporters
 /// (`include_derived`) and the metric exporters (`exporters:`), reading `reader`.
-fn start_upstreams(config: &Config, reader: &crate::report::Reader) -> Result<Upstreams, AppError> {
+/// `instance` is the identity the metric exporters give their series unless configured
+/// otherwise (see [`crate::identity`]).
+fn start_upstreams(
+    config: &Config,
+    reader: &crate::report::Reader,
+    instance: &str,
+) -> Result<Upstreams, AppError> {
     use crate::export::otlp_metrics::OtlpMetricsExporter;
     use crate::export::upstream::otlp_client::OtlpClient;
     let (forward, forwarders) = Forwarders::start(&config.forward)?;
@@ -426,6 +434,7 @@ fn start_upstreams(config: &Config, reader: &crate::report::Reader) -> Result<Up
     let otlp_metrics = match &config.otlp_metrics {
         Some(cfg) => {
             let client = OtlpClient::new(cfg.transport.client_config()?)?;
+            let cfg = &cfg.clone().identified(instance);
             let e = OtlpMetricsExporter::start(cfg, reader.clone(), Arc::new(client))?;
             queues.push(e.queue().clone());
             Some(e)
@@ -437,6 +446,7 @@ fn start_upstreams(config: &Config, reader: &crate::report::Reader) -> Result<Up
         if let Some(d) = &f.derived {
             let client = OtlpClient::new(d.transport.client_config()?)?;
             let name = format!("forward_{i}_derived");
+            let d = &d.clone().identified(instance);
             let e = OtlpMetricsExporter::start_named(&name, d, reader.clone(), Arc::new(client))?;
             queues.push(e.queue().clone());
             derived.push(e);
@@ -444,6 +454,7 @@ fn start_upstreams(config: &Config, reader: &crate::report::Reader) -> Result<Up
     }
     let remote_write = match &config.remote_write {
         Some(cfg) => {
+            let cfg = &cfg.clone().identified(instance);
             let e = crate::export::remote_write::RemoteWriteExporter::start(cfg, reader.clone())?;
             queues.push(e.queue().clone());
             Some(e)

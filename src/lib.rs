@@ -11,6 +11,7 @@ pub mod clock;
 pub mod completeness;
 pub mod config;
 pub mod export;
+pub mod identity;
 pub mod inflight;
 pub mod memory;
 pub mod net;

@@ -472,7 +472,13 @@ async fn shutdown_writes_the_latest_view_once_more() {
                 .iter()
                 .any(|l| l.name == "__name__" && l.value == "sli_requests_total")
         })
-        .map(|t| t.samples[0].value)
+        .map(|t| {
+            // Each series' first write starts with a zero at the process start.
+            assert_eq!(t.samples.len(), 2, "{:?}", t.labels);
+            assert_eq!(t.samples[0].value, 0.0);
+            assert!(t.samples[0].timestamp < t.samples[1].timestamp);
+            t.samples[1].value
+        })
         .sum();
     assert_eq!(requests, 30.0);
     server.stop().await;

@@ -119,6 +119,18 @@ pub struct OtlpMetricsConfig {
     pub spool: Option<crate::export::delivery::spool::SpoolConfig>,
 }
 
+impl OtlpMetricsConfig {
+    /// This configuration with `service.instance.id` set to `instance` unless the
+    /// configuration sets it (see [`crate::identity`]).
+    #[must_use]
+    pub fn identified(mut self, instance: &str) -> Self {
+        self.resource_attributes
+            .entry(crate::identity::ATTRIBUTE.to_string())
+            .or_insert_with(|| instance.to_string());
+        self
+    }
+}
+
 fn key(k: &str) -> String {
     format!("{AT}.{k}")
 }
@@ -308,6 +320,30 @@ exporters:
         assert_eq!(c.temporality, Temporality::Delta);
         assert_eq!(c.histogram, HistogramMode::Exponential);
         assert_eq!(c.resource_attributes.len(), 2);
+    }
+
+    #[test]
+    fn the_identity_attribute_is_added_unless_configured() {
+        let mut c = parse(
+            "exporters:\n  otlp_metrics:\n    endpoint: http://c:4317\n    resource_attributes: { k8s.node.name: node-1 }\n",
+        )
+        .expect("valid");
+        c = c.identified("node-1:9464");
+        assert_eq!(
+            c.resource_attributes
+                .get("service.instance.id")
+                .map(String::as_str),
+            Some("node-1:9464")
+        );
+        c.resource_attributes
+            .insert("service.instance.id".into(), "mine".into());
+        let c = c.identified("other");
+        assert_eq!(
+            c.resource_attributes
+                .get("service.instance.id")
+                .map(String::as_str),
+            Some("mine")
+        );
     }
 
     #[test]

@@ -95,6 +95,21 @@ impl std::fmt::Debug for RemoteWriteConfig {
     }
 }
 
+impl RemoteWriteConfig {
+    /// This configuration with the `otel_sli_instance` external label set to `instance`
+    /// unless the configuration sets it (see [`crate::identity`]).
+    #[must_use]
+    pub fn identified(mut self, instance: &str) -> Self {
+        let label = crate::identity::LABEL;
+        if !self.external_labels.iter().any(|(n, _)| n == label) {
+            self.external_labels
+                .push((label.to_string(), instance.to_string()));
+            self.external_labels.sort();
+        }
+        self
+    }
+}
+
 /// True for a valid Prometheus label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
 pub fn is_label_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -266,6 +281,32 @@ mod tests {
         }
         r.external_labels = Some([("node".to_string(), String::new())].into());
         assert!(err(&r).contains("empty"));
+    }
+
+    #[test]
+    fn the_identity_label_is_added_unless_configured() {
+        let c = validate(&raw("http://p/w"))
+            .expect("valid")
+            .identified("node-1");
+        assert_eq!(
+            c.external_labels,
+            vec![("otel_sli_instance".into(), "node-1".into())]
+        );
+        let mut r = raw("http://p/w");
+        r.external_labels = Some(
+            [("otel_sli_instance", "mine"), ("cluster", "c")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        let c = validate(&r).expect("valid").identified("node-1");
+        assert_eq!(
+            c.external_labels,
+            vec![
+                ("cluster".into(), "c".into()),
+                ("otel_sli_instance".into(), "mine".into())
+            ]
+        );
     }
 
     #[test]
