@@ -17,6 +17,7 @@ pub mod memory;
 pub mod net;
 pub mod otlp;
 pub mod pipeline;
+pub mod process;
 pub mod receiver;
 pub mod report;
 pub mod settings;

@@ -101,13 +101,7 @@ pub fn resident_bytes() -> Option<u64> {
 
 /// `VmRSS` of a `/proc/<pid>/status` text, bytes.
 pub fn parse_vm_rss(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let mut words = line["VmRSS:".len()..].split_whitespace();
-    let n: u64 = words.next()?.parse().ok()?;
-    match words.next() {
-        Some("kB") => n.checked_mul(1024),
-        _ => None,
-    }
+    crate::process::parse_status_bytes(status, "VmRSS")
 }
 
 /// The memory limit of the cgroup this process runs in, bytes; `None` without one.
