@@ -9,133 +9,16 @@
 
 mod common;
 
+use common::tsdb::{prometheus_available, PromOptions, Prometheus};
 use common::TestServer;
 use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
 use opentelemetry::KeyValue;
 use otel_sli::export::delivery::{DropReason, Stats};
 use otel_sli::export::remote_write::{encode, RemoteWriteConfig, RemoteWriteExporter};
-use serde_json::Value;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-
-/// A Prometheus with the remote-write receiver on, its data in a scratch directory; killed
-/// and cleaned up on drop.
-struct Prometheus {
-    child: Child,
-    dir: PathBuf,
-    addr: String,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// True when the prometheus binary can be run (see [`common::tool_available`]).
-fn prometheus_available() -> bool {
-    common::tool_available("prometheus", &["--version"])
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
-impl Prometheus {
-    async fn start(tag: &str, native: bool) -> Self {
-        Self::start_on(tag, native, format!("127.0.0.1:{}", free_port())).await
-    }
-
-    /// Like [`Prometheus::start`], listening on `addr`.
-    async fn start_on(tag: &str, native: bool, addr: String) -> Self {
-        let dir = std::env::temp_dir().join(format!("otel-sli-rw-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("data")).expect("scratch dir");
-        let config = dir.join("prometheus.yml");
-        std::fs::write(&config, "global:\n  scrape_interval: 15s\n").expect("config");
-        let mut cmd = Command::new("prometheus");
-        cmd.arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .arg("--web.enable-remote-write-receiver")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if native {
-            cmd.arg("--enable-feature=native-histograms");
-        }
-        let child = cmd.spawn().expect("prometheus starts");
-        let p = Prometheus { child, dir, addr };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let ready = reqwest::get(format!("http://{}/-/ready", p.addr))
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ready {
-                return p;
-            }
-            assert!(Instant::now() < deadline, "prometheus not ready in 60s");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    fn write_url(&self) -> String {
-        format!("http://{}/api/v1/write", self.addr)
-    }
-
-    /// The value of an instant query returning one sample, `None` while it returns none.
-    async fn query(&self, q: &str) -> Option<f64> {
-        let r: Value = reqwest::get(format!(
-            "http://{}/api/v1/query?query={}",
-            self.addr,
-            urlencode(q)
-        ))
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-        assert_eq!(r["status"], "success", "{q}: {r}");
-        let v = r["data"]["result"].get(0)?["value"][1].as_str()?;
-        v.parse().ok()
-    }
-
-    /// Waits until `q` returns `want` (within 1e-9), for at most 30 s.
-    async fn expect(&self, q: &str, want: f64) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut last = None;
-        while Instant::now() < deadline {
-            last = self.query(q).await;
-            if last.is_some_and(|v| (v - want).abs() < 1e-9) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        panic!("{q}: got {last:?}, want {want}");
-    }
-}
-
-/// Percent-encodes a query parameter value.
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                char::from(b).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
 
 use common::sdk_provider as provider;
 
@@ -245,7 +128,7 @@ async fn classic_histograms_reach_prometheus() {
     if !prometheus_available() {
         return;
     }
-    let prom = Prometheus::start("classic", false).await;
+    let prom = Prometheus::start("classic", PromOptions::default()).await;
     // The server's own exporter writes only at start and stop (1h), so that it cannot write
     // an older view after the watched one has written a newer (Prometheus would refuse it as
     // out of order); the watched exporter ticks every second.
@@ -303,7 +186,11 @@ async fn native_histograms_reach_prometheus() {
     if !prometheus_available() {
         return;
     }
-    let prom = Prometheus::start("native", true).await;
+    let native = PromOptions {
+        native_histograms: true,
+        ..PromOptions::default()
+    };
+    let prom = Prometheus::start("native", native).await;
     let (server, cfg) = server(&prom.write_url(), "1h", "    native_histograms: true").await;
     assert!(cfg.native_histograms);
     let reader = server.running.as_ref().expect("running").reader.clone();
@@ -489,7 +376,7 @@ async fn writes_spooled_while_prometheus_is_down_arrive_in_order_once_it_is_up()
     if !prometheus_available() {
         return;
     }
-    let addr = format!("127.0.0.1:{}", free_port());
+    let addr = common::free_addr();
     let state = std::env::temp_dir().join(format!("otel-sli-rw-state-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state);
     // The server's own exporter this time (the others start one by hand).
@@ -514,7 +401,7 @@ async fn writes_spooled_while_prometheus_is_down_arrive_in_order_once_it_is_up()
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(server.metric(&m("sent_requests_total")).await, 0.0);
-    let prom = Prometheus::start_on("spool", false, addr).await;
+    let prom = Prometheus::start_on("spool", PromOptions::default(), addr).await;
     prom.expect("sum(sli_requests_total)", 30.0).await;
     let deadline = Instant::now() + Duration::from_secs(90);
     while server.metric(&m("spool_items")).await > 0.0 {
@@ -571,7 +458,7 @@ async fn sigterm_delivers_the_final_counts_to_prometheus() {
     if !prometheus_available() {
         return;
     }
-    let prom = Prometheus::start("sigterm", false).await;
+    let prom = Prometheus::start("sigterm", PromOptions::default()).await;
     let dir = prom.dir.clone();
     let config = dir.join("otel-sli.yaml");
     std::fs::write(

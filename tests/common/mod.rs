@@ -7,6 +7,7 @@ pub mod collector;
 pub mod otlp;
 pub mod sdk;
 pub mod stalled;
+pub mod tsdb;
 
 use bytes::{Buf, BufMut, Bytes};
 use otel_sli::app::{self, Running};
