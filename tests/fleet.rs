@@ -11,6 +11,7 @@
 
 mod common;
 
+use common::collector::{self, Collector};
 use common::sdk::{self, Req, Transport};
 use common::tsdb::{self, Prometheus, VictoriaMetrics, VmAlert};
 use serde_json::Value;
@@ -62,6 +63,7 @@ impl Drop for Scratch {
 struct Agent {
     child: Option<Child>,
     config: PathBuf,
+    env: Vec<(&'static str, String)>,
     grpc: String,
     http: String,
     admin: String,
@@ -69,9 +71,15 @@ struct Agent {
 
 impl Agent {
     fn start(config: &Path) -> Self {
+        Self::start_with_env(config, Vec::new())
+    }
+
+    /// [`Agent::start`] with `env` set (for a configuration's `${env:…}`).
+    fn start_with_env(config: &Path, env: Vec<(&'static str, String)>) -> Self {
         let mut a = Agent {
             child: None,
             config: config.to_path_buf(),
+            env,
             grpc: common::free_addr(),
             http: common::free_addr(),
             admin: common::free_addr(),
@@ -88,6 +96,7 @@ impl Agent {
             .args(["--admin", &self.admin])
             .env_remove("MY_POD_NAME")
             .env_remove("K8S_NODE_NAME")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -661,4 +670,153 @@ async fn two_default_agents_write_distinct_series() {
     )
     .await;
     db.expect_near("sum(sli_requests_total)", 24.0, 0.0).await;
+}
+
+/// Topology 3 of docs/deploy.md with its documented files, verbatim: two agents
+/// (`deploy/examples/topology-3-agent-otel-sli.yaml`) forward to a Collector routing by
+/// trace ID (`topology-3-collector-static.yaml`) in front of two gateways
+/// (`deploy/kubernetes/overlays/gateway/config.yaml`), which remote-write to Prometheus.
+/// Every request is counted once in the fleet: by exactly one gateway, and not by the
+/// agents, whose own counts stay on their `/metrics` (scraping those too would count every
+/// request twice, as the docs say).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_topology_counts_every_request_once() {
+    let Some(bin) = collector::binary() else {
+        return;
+    };
+    if !tsdb::prometheus_available() {
+        return;
+    }
+    let scratch = Scratch::new("gateways");
+    let rules = rules_file(&scratch, &agent_config(&scratch, "rules-input.yaml", None));
+    let prom = Prometheus::start(
+        "fleet-gateways",
+        tsdb::PromOptions {
+            native_histograms: false,
+            rules: Some(rules),
+            evaluation_interval: Duration::from_secs(1),
+        },
+    )
+    .await;
+    let gateway_config = collector::repo("deploy/kubernetes/overlays/gateway/config.yaml");
+    let mut gateways: Vec<Agent> = ["otel-sli-gateway-0", "otel-sli-gateway-1"]
+        .into_iter()
+        .map(|pod| {
+            Agent::start_with_env(
+                &gateway_config,
+                vec![
+                    ("PROMETHEUS_REMOTE_WRITE_URL", prom.write_url()),
+                    ("MY_POD_NAME", pod.to_string()),
+                    (
+                        "OTEL_SLI_STORAGE",
+                        scratch.0.join(pod).display().to_string(),
+                    ),
+                ],
+            )
+        })
+        .collect();
+    let router = common::free_addr();
+    let _collector = Collector::start(
+        &bin,
+        &collector::repo("deploy/examples/topology-3-collector-static.yaml"),
+        &[
+            ("COLLECTOR_GRPC_ENDPOINT", router.clone()),
+            ("GATEWAY_1", gateways[0].grpc.clone()),
+            ("GATEWAY_2", gateways[1].grpc.clone()),
+        ],
+    );
+    let agent_config = collector::repo("deploy/examples/topology-3-agent-otel-sli.yaml");
+    let agents: Vec<Agent> = ["node-a", "node-b"]
+        .into_iter()
+        .map(|node| {
+            Agent::start_with_env(
+                &agent_config,
+                vec![
+                    ("ROUTER_OTLP_ENDPOINT", format!("http://{router}")),
+                    (
+                        "OTEL_SLI_STORAGE",
+                        scratch.0.join(node).display().to_string(),
+                    ),
+                ],
+            )
+        })
+        .collect();
+
+    let shares = [(120, 3), (80, 1)];
+    for (a, (n, bad)) in agents.iter().zip(shares) {
+        a.send(n, bad).await;
+        a.counted(n as f64).await;
+    }
+    // Each request reaches exactly one gateway.
+    let series = format!("sli_requests_total{{service=\"{SERVICE}\",feature=\"POST {ROUTE}\"}}");
+    let end = Instant::now() + Duration::from_secs(30);
+    let counts = loop {
+        let counts: Vec<f64> = gateways
+            .iter()
+            .map(|g| {
+                common::http_get_text(&g.admin, "/metrics")
+                    .and_then(|m| common::sample(&m, &series))
+                    .unwrap_or(0.0)
+            })
+            .collect();
+        if counts.iter().sum::<f64>() >= 200.0 {
+            break counts;
+        }
+        assert!(Instant::now() < end, "gateways counted {counts:?} of 200");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(counts.iter().sum::<f64>(), 200.0, "{counts:?}");
+    assert!(
+        counts.iter().all(|c| *c > 0.0),
+        "both gateways have a share: {counts:?}"
+    );
+    // The gateways' remote write (every 15 s by default) delivers the final counts on
+    // SIGTERM at the latest.
+    for g in &mut gateways {
+        g.terminate().await;
+    }
+    let db = Db::Prom(&prom);
+    let sel = format!("{{service=\"{SERVICE}\",feature=\"POST {ROUTE}\"}}");
+    db.expect_near(&format!("sum(sli_requests_total{sel})"), 200.0, 0.0)
+        .await;
+    db.expect_near(&format!("sum(sli_errors_total{sel})"), 4.0, 0.0)
+        .await;
+    let instances = prom
+        .query_vector(&format!(
+            "count by (otel_sli_instance) (sli_requests_total{sel})"
+        ))
+        .await;
+    let mut names: Vec<String> = instances
+        .iter()
+        .filter_map(|(l, _)| l.get("otel_sli_instance").cloned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["otel-sli-gateway-0", "otel-sli-gateway-1"],
+        "only the gateways write"
+    );
+    // The fleet SLO's recorded error ratio: each gateway's errors and requests share
+    // timestamps, so its own ratio is exact, and the fleet's is a weighted mean of them.
+    let mut own = Vec::new();
+    for (g, n) in gateways.iter().zip(&counts) {
+        let pod = g
+            .env
+            .iter()
+            .find(|(k, _)| *k == "MY_POD_NAME")
+            .map_or("", |(_, v)| v);
+        let q = format!(
+            "sum(sli_errors_total{{service=\"{SERVICE}\",feature=\"POST {ROUTE}\",otel_sli_instance=\"{pod}\"}})"
+        );
+        own.push(db.query(&q).await.expect("gateway errors") / n);
+    }
+    let (lo, hi) = (own[0].min(own[1]), own[0].max(own[1]));
+    let ratio = db
+        .expect_near(
+            &format!("slo:sli_error:ratio_rate5m{{slo=\"{SLO}\"}}"),
+            (lo + hi) / 2.0,
+            (hi - lo) / 2.0 + 1e-12,
+        )
+        .await;
+    eprintln!("gateways counted {counts:?}; fleet error ratio over 5m {ratio} (truth 0.02)");
 }
