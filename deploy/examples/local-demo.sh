@@ -59,7 +59,7 @@ global:
   scrape_interval: 1s
 scrape_configs:
   # The vendor's own counters, to check what it received (its sli_* series are
-  # scraped too; the agent's are told apart by their node label).
+  # scraped too; the agent's are told apart by their otel_sli_instance label).
   - job_name: vendor
     static_configs: [{ targets: ["127.0.0.1:$vendor_admin"] }]
 EOF
@@ -97,18 +97,18 @@ query() {
 echo "== waiting for Prometheus to hold every request (remote write every 2s)"
 got=""
 for _ in $(seq 1 60); do
-  got=$(query 'sum(sli_requests_total{node="demo-node"})')
+  got=$(query 'sum(sli_requests_total{otel_sli_instance="demo-node"})')
   vendor=$(query 'sum(otel_sli_accepted_spans_total{job="vendor"})')
   if [ "${got:-0}" = "$expect_requests" ] && [ "${vendor:-0}" = "$expect_spans" ]; then break; fi
   sleep 1
 done
 
 echo
-echo "SLIs in Prometheus (remote-written by otel-sli, node=\"demo-node\"):"
+echo "SLIs in Prometheus (remote-written by otel-sli, otel_sli_instance=\"demo-node\"):"
 printf '%-10s %-16s %9s %7s %9s %9s\n' service feature requests errors success p99
 for s in ${services//,/ }; do
   for f in "GET /items" "POST /checkout"; do
-    sel="node=\"demo-node\",service=\"$s\",feature=\"$f\""
+    sel="otel_sli_instance=\"demo-node\",service=\"$s\",feature=\"$f\""
     r=$(query "sum(sli_requests_total{$sel})")
     e=$(query "sum(sli_errors_total{$sel})")
     ok=$(query "100 * (1 - sum(sli_errors_total{$sel}) / sum(sli_requests_total{$sel}))")
@@ -130,7 +130,7 @@ if [ "${vendor:-0}" != "$expect_spans" ]; then
   exit 1
 fi
 expect_errors=$((n_services * features * (requests / error_every)))
-errors=$(query 'sum(sli_errors_total{node="demo-node"})')
+errors=$(query 'sum(sli_errors_total{otel_sli_instance="demo-node"})')
 if [ "${errors:-0}" != "$expect_errors" ]; then
   echo "local-demo: FAILED: Prometheus holds ${errors:-no} errors, expected $expect_errors" >&2
   exit 1

@@ -31,9 +31,10 @@ pub struct RawRemoteWrite {
     pub endpoint: Option<String>,
     /// Time between writes. Default `15s`.
     pub interval: Option<HumanDuration>,
-    /// Labels added to every series (e.g. `node: ${K8S_NODE_NAME}`), so agents never
-    /// collide. Prometheus label names, not `__*` nor `le`; values not empty. A series' own
-    /// label of the same name wins.
+    /// Labels added to every series (e.g. `cluster: prod`). `otel_sli_instance` is added
+    /// with the agent's identity (pod name, node name, else `<host>:<admin port>`) unless
+    /// set here, so agents never collide. Prometheus label names, not `__*` nor `le`;
+    /// values not empty. A series' own label of the same name wins.
     pub external_labels: Option<std::collections::BTreeMap<String, String>>,
     /// Send Prometheus native histograms instead of classic `_bucket` series: the exported
     /// buckets converted to exponential schema 8 (each request reads as its bucket's upper
