@@ -203,7 +203,7 @@ fn observations(rng: &mut Rng, spread: Spread) -> Vec<Observation> {
                 invalid_duration: false,
                 unattributed: false,
                 weight: 1.0,
-                end_unix_nanos: 0,
+                ..Observation::default()
             }
         })
         .collect()

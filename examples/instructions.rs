@@ -103,12 +103,16 @@ fn main() -> Result<(), String> {
             }
         }
         "record" => {
-            let settings = Arc::new(SeriesSettings::new(
-                Layout::new(2).map_err(|e| e.to_string())?,
-                &DEFAULT_BUCKETS,
-                10_000,
-                2,
-            ));
+            let settings = Arc::new(
+                SeriesSettings::new(
+                    Layout::new(2).map_err(|e| e.to_string())?,
+                    &DEFAULT_BUCKETS,
+                    10_000,
+                    2,
+                )
+                // Example requests are kept by default.
+                .with_exemplars(true),
+            );
             let mut table = SeriesTable::new(settings);
             let batches: Vec<_> = reqs
                 .iter()
@@ -128,7 +132,8 @@ fn main() -> Result<(), String> {
             for i in 0..n {
                 let (request_spans, b) = &batches[i % DISTINCT];
                 for item in &b[0].items {
-                    table.record(item.hash, b[0].key(item), black_box(&item.obs), slot);
+                    let (obs, ids) = (black_box(&item.obs), Some(&item.ids));
+                    table.record_with(item.hash, b[0].key(item), obs, ids, slot);
                 }
                 spans += request_spans;
             }

@@ -149,6 +149,7 @@ pub fn build_pipeline(config: &Config, clock: SharedClock) -> Result<Pipeline, A
             2 + config.classify.dimensions.len(),
         )
         .with_expiry(config.series_expiry)
+        .with_exemplars(config.exemplars)
         .with_start(clock.now_unix_nanos())
         .with_slos(
             config

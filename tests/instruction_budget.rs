@@ -23,13 +23,17 @@ const BUDGETS: [(&str, u64, u64); 4] = [
     // Scan, classify (reading and validating entry spans' attributes), key hashing and
     // per-shard batching, with every span's trace facts gathered for completeness tracking
     // (the default): all of a request's work on the receiving thread.
-    ("collect", 1_140, 1_076),
+    // (Each entry span carries its trace and span ids for the example requests: 1,076
+    // before.)
+    ("collect", 1_140, 1_085),
     // Recording the entry spans' observations into the series table (per span of the
-    // request; one span in four is an entry span).
-    ("record", 105, 100),
+    // request; one span in four is an entry span), keeping example requests (the default:
+    // 100 before they were kept).
+    ("record", 114, 108),
     // Completeness tracking on the shard: every span into the trace tracker, every trace
-    // judged at its timeout.
-    ("track", 195, 184),
+    // judged at its timeout. Unchanged tracker code has measured 184 to 196 as code
+    // elsewhere in the crate changed (inlining and layout), hence the wider margin.
+    ("track", 205, 192),
 ];
 
 fn have_valgrind() -> bool {

@@ -390,6 +390,7 @@ mod tests {
             unattributed: Flagged::default(),
             metric_requests_total: 0,
             overflow_hists: None,
+            exemplars: None,
         })
     }
 

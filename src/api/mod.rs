@@ -1,5 +1,5 @@
 //! Admin HTTP server: `/metrics` (Prometheus text); the JSON API `/api/v1/slis`,
-//! `/api/v1/gaps`, `/api/v1/slos`, `/api/v1/canary`, `/api/v1/history` (per-minute points of
+//! `/api/v1/gaps`, `/api/v1/exemplars`, `/api/v1/slos`, `/api/v1/canary`, `/api/v1/history` (per-minute points of
 //! the last hour) and `/api/v1/info` (receiver endpoints for clients); the built-in
 //! dashboard (`/` and its assets, embedded); `/healthz` and `/readyz`.
 //!
@@ -10,6 +10,7 @@
 
 pub mod canary;
 pub mod dashboard;
+pub mod exemplars;
 pub mod exposition;
 pub mod gaps;
 pub mod history;
@@ -60,6 +61,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/slis", get(slis_handler))
         .route("/api/v1/gaps", get(gaps_handler))
+        .route("/api/v1/exemplars", get(exemplars_handler))
         .route("/api/v1/slos", get(slos_handler))
         .route("/api/v1/canary", get(canary_handler))
         .route("/api/v1/history", get(history_handler))
@@ -125,6 +127,18 @@ async fn slis_handler(
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(msg) => json_error(StatusCode::BAD_REQUEST, &msg),
     }
+}
+
+async fn exemplars_handler(
+    State(s): State<ApiState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let body = exemplars::render(
+        &s.reader.report(),
+        q.get("service").map(String::as_str),
+        q.get("feature").map(String::as_str),
+    );
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 async fn slos_handler(State(s): State<ApiState>) -> Response {

@@ -7,7 +7,7 @@
 
 use crate::completeness::traces::{parent_is_remote, SpanFacts};
 use crate::otlp::scan::{ResourceView, ScanError, SpanSink, SpanView};
-use crate::sli::classify::{Classifier, Observation, Reject, ResourceValues, Verdict};
+use crate::sli::classify::{Classifier, Observation, Reject, ResourceValues, SpanIds, Verdict};
 use crate::sli::key;
 use hashbrown::HashTable;
 
@@ -27,6 +27,8 @@ pub struct Item {
     pub key_len: u32,
     /// The observation.
     pub obs: Observation,
+    /// The span's ids (for the series' example requests).
+    pub ids: SpanIds,
 }
 
 /// One span for the trace tracker; `facts.service` indexes [`Batch::services`].
@@ -399,6 +401,7 @@ impl<'a> SpanSink<'a> for Collector<'a, '_> {
                     key_start,
                     key_len,
                     obs,
+                    ids: SpanIds::of(span),
                 });
             }
         }

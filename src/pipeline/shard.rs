@@ -111,15 +111,17 @@ impl Worker {
         match &mut self.slo {
             None => {
                 for item in &batch.items {
+                    let ids = Some(&item.ids);
                     self.table
-                        .record(item.hash, batch.key(item), &item.obs, slot);
+                        .record_with(item.hash, batch.key(item), &item.obs, ids, slot);
                 }
             }
             Some((tally, _)) => {
                 for item in &batch.items {
-                    let slos = self
-                        .table
-                        .record(item.hash, batch.key(item), &item.obs, slot);
+                    let ids = Some(&item.ids);
+                    let slos =
+                        self.table
+                            .record_with(item.hash, batch.key(item), &item.obs, ids, slot);
                     tally.record(slos, &item.obs, now);
                 }
             }

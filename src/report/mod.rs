@@ -1,7 +1,7 @@
 //! The read model: the one place that turns a pipeline snapshot ([`View`]) plus the reader's
 //! thresholds ([`Thresholds`]) into domain answers: per-series SLIs with their data quality
 //! ([`series`]), trace coverage and silence ([`quality`]), the active completeness gaps
-//! ([`gaps`]) and SLO statuses ([`slos`]). Renderers (`api`: the JSON API the dashboard
+//! ([`gaps`]), SLO statuses ([`slos`]) and example requests ([`exemplars`]). Renderers (`api`: the JSON API the dashboard
 //! reads, `/metrics`) and encoders (`export`: remote write, OTLP metrics) format what it
 //! returns and compute no domain value of their own.
 //!
@@ -9,6 +9,7 @@
 //! `completeness`; imports neither `api` nor `export`, so data flows one way: shards →
 //! snapshots → report → renderers and encoders.
 
+pub mod exemplars;
 pub mod gaps;
 pub mod quality;
 pub mod series;

@@ -100,6 +100,8 @@ pub struct Config {
     pub memory: MemoryLimit,
     /// Idle time after which a series is dropped; `None`: never.
     pub series_expiry: Option<Duration>,
+    /// Keep example requests per series (`sli.exemplars.enabled`).
+    pub exemplars: bool,
     /// Trace-structure tracking; `None` when disabled.
     pub completeness: Option<CompletenessConfig>,
     /// Log filter.
@@ -276,6 +278,7 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         max_series: limits.max_series,
         memory: limits.memory,
         series_expiry: limits.series_expiry,
+        exemplars: sli.exemplars.enabled.unwrap_or(true),
         completeness,
         log_level: raw.log.level.unwrap_or_else(|| "info".into()),
         warnings: slos::warnings(&slos, &slo),

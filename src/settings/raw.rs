@@ -182,6 +182,18 @@ pub struct RawSli {
     pub outcome: RawOutcome,
     /// Latency histogram settings.
     pub latency: RawLatency,
+    /// Example requests kept per series (docs/exemplars.md).
+    pub exemplars: RawExemplars,
+}
+
+/// `sli.exemplars:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawExemplars {
+    /// Keep example requests per series: the latest sampled request of each latency bucket
+    /// and the last 4 bad ones (trace id, span id, duration, outcome reason, end time),
+    /// under 1 KiB per series with the default buckets. Default `true`.
+    pub enabled: Option<bool>,
 }
 
 /// `sli.outcome:`

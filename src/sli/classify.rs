@@ -257,8 +257,70 @@ pub enum Verdict {
     Entry(Observation),
 }
 
+/// Why a request was bad, packed in 32 bits: what said so (span status, HTTP status code,
+/// gRPC status code) and the code. [`Reason::NONE`] for a good request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Reason(u32);
+
+impl Reason {
+    /// A good request.
+    pub const NONE: Reason = Reason(0);
+    /// The span's status is ERROR.
+    pub const STATUS_ERROR: Reason = Reason(1 << 24);
+
+    /// An HTTP status code that fails the request.
+    pub fn http(code: u16) -> Self {
+        Reason(2 << 24 | u32::from(code))
+    }
+
+    /// A gRPC status code that fails the request.
+    pub fn grpc(code: u32) -> Self {
+        Reason(3 << 24 | (code & 0xffff))
+    }
+
+    /// How a user reads it: `http 503`, `grpc UNAVAILABLE`, `status ERROR`; `None` for a
+    /// good request.
+    pub fn describe(self) -> Option<String> {
+        let code = self.0 & 0xffff;
+        match self.0 >> 24 {
+            1 => Some("status ERROR".to_string()),
+            2 => Some(format!("http {code}")),
+            3 => Some(match GRPC_CODES.get(code as usize) {
+                Some(name) => format!("grpc {name}"),
+                None => format!("grpc {code}"),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The ids of an entry span, sent beside its observation for the series' example requests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpanIds {
+    /// Trace id.
+    pub trace_id: [u8; 16],
+    /// Span id.
+    pub span_id: [u8; 8],
+    /// The span was sampled (its W3C sampled flag is set, or its exporter left the flags
+    /// unset, as older SDKs do: an SDK exports only sampled spans), so its trace can be
+    /// found at the vendor.
+    pub sampled: bool,
+}
+
+impl SpanIds {
+    /// The ids of `span` (zeros where an id is not of its length).
+    #[inline]
+    pub fn of(span: &SpanView<'_>) -> Self {
+        SpanIds {
+            trace_id: <[u8; 16]>::try_from(span.trace_id).unwrap_or_default(),
+            span_id: <[u8; 8]>::try_from(span.span_id).unwrap_or_default(),
+            sampled: span.flags == 0 || span.flags & 1 == 1,
+        }
+    }
+}
+
 /// One request observation.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Observation {
     /// The request failed by the outcome rules.
     pub bad: bool,
@@ -275,6 +337,8 @@ pub struct Observation {
     /// End time of the span, Unix nanoseconds (0 when missing): SLO windows are kept in
     /// event time.
     pub end_unix_nanos: u64,
+    /// Why it was bad ([`Reason::NONE`] when good).
+    pub reason: Reason,
 }
 
 /// Compiled classifier. Build once, share read-only across receiver tasks.
@@ -458,7 +522,7 @@ impl Classifier {
             key::finish_label(key_buf, start, max);
         }
 
-        let bad = self.is_bad(span, &lookup);
+        let reason = self.outcome(span, &lookup);
         // A missing (zero) timestamp would make a duration of decades; like end < start it
         // counts as an invalid duration of 0.
         let (start, end) = (span.start_time_unix_nano, span.end_time_unix_nano);
@@ -467,12 +531,13 @@ impl Classifier {
             _ => (0, true),
         };
         Ok(Verdict::Entry(Observation {
-            bad,
+            bad: reason != Reason::NONE,
             duration_ns,
             invalid_duration,
             unattributed: !attributed,
             weight: crate::otlp::tracestate::sampling(span.trace_state).weight(),
             end_unix_nanos: end,
+            reason,
         }))
     }
 
@@ -552,29 +617,33 @@ impl Classifier {
         true
     }
 
-    fn is_bad<'a>(
+    /// Why the request failed by the outcome rules, [`Reason::NONE`] when it did not.
+    fn outcome<'a>(
         &self,
         span: &SpanView<'a>,
         lookup: &impl Fn(usize) -> Option<AnyValueRef<'a>>,
-    ) -> bool {
+    ) -> Reason {
         if self.cfg.status_error_is_bad && span.status_code == STATUS_ERROR {
-            return true;
+            return Reason::STATUS_ERROR;
         }
         if span.kind != kind::SERVER {
-            return false;
+            return Reason::NONE;
         }
         let http = self
             .http_status
             .iter()
             .find_map(|&i| lookup(i).and_then(|v| v.as_i64()));
         if let Some(code) = http {
-            if usize::try_from(code)
-                .ok()
-                .and_then(|c| self.cfg.http_bad.get(c))
-                .copied()
-                .unwrap_or(false)
-            {
-                return true;
+            if let Ok(c) = u16::try_from(code) {
+                if self
+                    .cfg
+                    .http_bad
+                    .get(usize::from(c))
+                    .copied()
+                    .unwrap_or(false)
+                {
+                    return Reason::http(c);
+                }
             }
         }
         let grpc = lookup(self.grpc_int).and_then(|v| v.as_i64()).or_else(|| {
@@ -586,10 +655,10 @@ impl Classifier {
         });
         if let Some(code) = grpc {
             if (0..32).contains(&code) && self.cfg.grpc_bad & (1 << code) != 0 {
-                return true;
+                return Reason::grpc(code as u32);
             }
         }
-        false
+        Reason::NONE
     }
 }
 
@@ -834,7 +903,7 @@ mod tests {
             invalid_duration: true,
             unattributed: true,
             weight: 1.0,
-            end_unix_nanos: 0,
+            ..Observation::default()
         });
         // The end time is kept as sent, whatever the duration.
         let no_end = |v: Verdict| match v {
@@ -860,36 +929,84 @@ mod tests {
             message: "x".into(),
         });
         let cases = vec![
-            (http(200, kind::SERVER), false),
-            (http(404, kind::SERVER), false),
-            (http(429, kind::SERVER), false),
-            (http(500, kind::SERVER), true),
-            (http(503, kind::SERVER), true),
+            (http(200, kind::SERVER), None),
+            (http(404, kind::SERVER), None),
+            (http(429, kind::SERVER), None),
+            (http(500, kind::SERVER), Some("http 500")),
+            (http(503, kind::SERVER), Some("http 503")),
             // 5xx on a consumer span is not a server response.
-            (http(503, kind::CONSUMER), false),
+            (http(503, kind::CONSUMER), None),
             (
                 span(kind::SERVER, "o", vec![kv_str("http.status_code", "502")]),
-                true,
+                Some("http 502"),
             ),
             (
                 span(kind::SERVER, "g", vec![kv_int("rpc.grpc.status_code", 14)]),
-                true,
+                Some("grpc UNAVAILABLE"),
             ),
             (
                 span(kind::SERVER, "g", vec![kv_int("rpc.grpc.status_code", 5)]),
-                false,
+                None,
             ),
-            (grpc_str("DEADLINE_EXCEEDED"), true),
-            (grpc_str("NOT_FOUND"), false),
-            (grpc_str("13"), true),
-            (error_status, true),
+            (
+                grpc_str("DEADLINE_EXCEEDED"),
+                Some("grpc DEADLINE_EXCEEDED"),
+            ),
+            (grpc_str("NOT_FOUND"), None),
+            (grpc_str("13"), Some("grpc INTERNAL")),
+            (error_status, Some("status ERROR")),
         ];
         let (spans, want): (Vec<_>, Vec<_>) = cases.into_iter().unzip();
-        let got: Vec<bool> = classify_all(&c, vec![], spans)
+        let got: Vec<(bool, Option<String>)> = classify_all(&c, vec![], spans)
             .into_iter()
-            .map(|(v, _)| matches!(v, Verdict::Entry(o) if o.bad))
+            .map(|(v, _)| match v {
+                Verdict::Entry(o) => (o.bad, o.reason.describe()),
+                _ => (false, Some("not an entry span".into())),
+            })
+            .collect();
+        let want: Vec<(bool, Option<String>)> = want
+            .into_iter()
+            .map(|w| (w.is_some(), w.map(str::to_string)))
             .collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn span_ids_and_the_sampled_flag() {
+        let mut sampled = span(kind::SERVER, "s", vec![]);
+        sampled.flags = 0x101;
+        let mut unsampled = span(kind::SERVER, "u", vec![]);
+        unsampled.flags = 0x100;
+        let unset = span(kind::SERVER, "n", vec![]);
+        let bytes = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: None,
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![sampled, unsampled, unset],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec();
+        struct S(Vec<SpanIds>);
+        impl<'a> SpanSink<'a> for S {
+            fn resource(&mut self, _: ResourceView<'a>) {}
+            fn span(&mut self, span: &SpanView<'a>) -> Result<(), ScanError> {
+                self.0.push(SpanIds::of(span));
+                Ok(())
+            }
+        }
+        let mut s = S(Vec::new());
+        scan_traces(&bytes, &mut s).expect("valid request");
+        let ids = s.0;
+        assert_eq!(
+            ids.iter().map(|i| i.sampled).collect::<Vec<_>>(),
+            [true, false, true]
+        );
+        let first = span(kind::SERVER, "s", vec![]);
+        assert_eq!(ids[0].trace_id.as_slice(), first.trace_id.as_slice());
+        assert_eq!(ids[0].span_id.as_slice(), first.span_id.as_slice());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub mod attr_keys;
 pub mod classify;
+pub mod exemplar;
 pub mod hist;
 pub mod key;
 pub mod matcher;

@@ -2,7 +2,8 @@
 //! all-time counters, exported histogram buckets and rolling windows, bounded by the
 //! cardinality guard. Plain synchronous code, driven by the shard worker; no locks.
 
-use crate::sli::classify::Observation;
+use crate::sli::classify::{Observation, SpanIds};
+use crate::sli::exemplar::{Exemplar, Exemplars};
 use crate::sli::hist::{Layout, SparseHist};
 use crate::sli::key;
 use crate::sli::matcher::FeatureMatch;
@@ -34,6 +35,8 @@ pub struct SeriesSettings {
     pub expiry_slots: Option<u64>,
     /// When the process started, Unix nanoseconds (see [`SeriesTable::record_metric`]).
     pub started_unix_nanos: u64,
+    /// Keep example requests per series (`sli.exemplars.enabled`).
+    pub exemplars: bool,
     /// The scope (service, feature pattern) of each SLO, by SLO index; each series knows
     /// which of them it counts toward.
     slo_scopes: Vec<(String, FeatureMatch)>,
@@ -62,6 +65,7 @@ impl SeriesSettings {
             active: AtomicUsize::new(0),
             expiry_slots: None,
             started_unix_nanos: 0,
+            exemplars: false,
             slo_scopes: Vec::new(),
             slos_by_service: Default::default(),
         }
@@ -107,6 +111,12 @@ impl SeriesSettings {
                 .get(usize::from(i))
                 .is_some_and(|(_, f)| f.matches(feature))
         }));
+    }
+
+    /// Keeps example requests per series when `on` ([`crate::sli::exemplar`]).
+    pub fn with_exemplars(mut self, on: bool) -> Self {
+        self.exemplars = on;
+        self
     }
 
     /// Records when the process started.
@@ -222,6 +232,9 @@ pub struct SeriesSnapshot {
     /// The overflow series keeps its window histograms so shards' overflow series can be
     /// merged by readers; other series are never merged and leave this `None`.
     pub overflow_hists: Option<Box<[SparseHist; 4]>>,
+    /// Example requests (sampled spans only); `None` when exemplars are off, for the
+    /// overflow series, and until the first sampled request.
+    pub exemplars: Option<Arc<Exemplars>>,
 }
 
 impl SeriesSnapshot {
@@ -263,6 +276,8 @@ struct Series {
     published: Option<Arc<SeriesSnapshot>>,
     /// Indices of the SLOs this series counts toward.
     slos: Box<[u16]>,
+    /// Example requests (a snapshot takes a copy: no atomic on the recording path).
+    exemplars: Option<Box<Exemplars>>,
 }
 
 impl Series {
@@ -293,11 +308,19 @@ impl Series {
             best_metric: u8::MAX,
             dirty: true,
             published: None,
+            exemplars: None,
         }
     }
 
+    /// Records `obs`; with `ids`, keeps it as an example request too.
     #[inline]
-    fn record(&mut self, obs: &Observation, settings: &SeriesSettings, slot: u64) {
+    fn record(
+        &mut self,
+        obs: &Observation,
+        settings: &SeriesSettings,
+        slot: u64,
+        ids: Option<&SpanIds>,
+    ) {
         self.windows.advance(slot);
         self.last_slot = self.last_slot.max(slot);
         if obs.unattributed {
@@ -316,6 +339,21 @@ impl Series {
         let b = settings.bounds_ns.partition_point(|&bound| bound < d);
         if let Some(c) = self.buckets.get_mut(b) {
             *c += 1;
+        }
+        if let Some(ids) = ids {
+            let n = self.buckets.len();
+            self.exemplars
+                .get_or_insert_with(|| Box::new(Exemplars::new(n)))
+                .record(
+                    b,
+                    Exemplar {
+                        trace_id: ids.trace_id,
+                        span_id: ids.span_id,
+                        duration_ns: d,
+                        end_unix_nanos: obs.end_unix_nanos,
+                        reason: obs.reason,
+                    },
+                );
         }
         self.dirty = true;
     }
@@ -367,6 +405,7 @@ impl Series {
             unattributed: self.unattributed,
             metric_requests_total: self.metric_requests,
             overflow_hists: overflow.then(|| Box::new(hists)),
+            exemplars: self.exemplars.as_ref().map(|e| Arc::new((**e).clone())),
         });
         self.published = Some(Arc::clone(&snap));
         self.dirty = false;
@@ -411,6 +450,7 @@ impl Series {
             + self.labels.iter().map(|l| l.len() + 16).sum::<usize>()
             + self.buckets.len() * 8
             + self.windows.heap_bytes()
+            + self.exemplars.as_ref().map_or(0, |e| e.memory_bytes())
     }
 }
 
@@ -495,6 +535,20 @@ impl SeriesTable {
     /// even when the cardinality guard folded it into the overflow series.
     #[inline]
     pub fn record(&mut self, hash: u64, key: &[u8], obs: &Observation, slot: u64) -> &[u16] {
+        self.record_with(hash, key, obs, None, slot)
+    }
+
+    /// [`SeriesTable::record`] of a span with ids `ids`, kept as an example request when
+    /// examples are on and the span was sampled.
+    #[inline]
+    pub fn record_with(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        obs: &Observation,
+        ids: Option<&SpanIds>,
+        slot: u64,
+    ) -> &[u16] {
         let settings = &*self.settings;
         let (series, overflowed) = series_for(
             settings,
@@ -503,7 +557,8 @@ impl SeriesTable {
             &self.overflow_key,
             (hash, key, slot),
         );
-        series.record(obs, settings, slot);
+        let ids = ids.filter(|i| settings.exemplars && i.sampled && !overflowed);
+        series.record(obs, settings, slot, ids);
         self.overflow_spans += u64::from(overflowed);
         if !overflowed {
             return &series.slos;
@@ -645,7 +700,7 @@ mod tests {
             invalid_duration: false,
             unattributed: false,
             weight: 1.0,
-            end_unix_nanos: 0,
+            ..Observation::default()
         }
     }
 

@@ -215,6 +215,7 @@ mod tests {
             unattributed: false,
             weight: 1.0,
             end_unix_nanos: now,
+            ..Observation::default()
         };
         t1.record(&[0, 1], &o(true, 5), now);
         t2.record(&[0, 1], &o(false, 500), now);

@@ -110,6 +110,7 @@ mod tests {
             unattributed: false,
             weight: 1.0,
             end_unix_nanos: end,
+            ..Observation::default()
         }
     }
 

@@ -623,6 +623,7 @@ slos:
             unattributed: Flagged::default(),
             metric_requests_total: 0,
             overflow_hists: None,
+            exemplars: None,
         })
     }
 

@@ -350,6 +350,7 @@ mod tests {
             unattributed: Default::default(),
             metric_requests_total: 0,
             overflow_hists: None,
+            exemplars: None,
         })
     }
 

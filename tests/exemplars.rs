@@ -1,0 +1,233 @@
+//! Example requests end to end: requests sent with the OpenTelemetry SDK come back from
+//! `/api/v1/exemplars` with the trace and span ids the SDK gave them: the last bad ones
+//! with their reason, one per latency bucket, the slowest first; spans that were not
+//! sampled are never examples; `sli.exemplars.enabled: false` keeps none.
+
+mod common;
+
+use common::TestServer;
+use opentelemetry::trace::{Span as _, SpanKind, Tracer as _, TracerProvider as _};
+use opentelemetry::KeyValue;
+use serde_json::Value;
+use std::time::{Duration, SystemTime};
+
+/// One request sent: its ids (hex), status and duration.
+#[derive(Clone, Debug)]
+struct Sent {
+    trace_id: String,
+    span_id: String,
+    status: u16,
+    took: Duration,
+}
+
+/// Sends `POST /pay` requests of `checkout` (status, duration) through the SDK and returns
+/// them with the ids the SDK gave them, in sending order.
+async fn send(server: &TestServer, reqs: Vec<(u16, Duration)>) -> Vec<Sent> {
+    let endpoint = format!("http://{}", server.grpc);
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let _g = handle.enter();
+        let p = common::sdk_provider(&endpoint, "checkout");
+        let tracer = p.tracer("exemplar-test");
+        let mut sent = Vec::new();
+        for (status, took) in reqs {
+            let end = SystemTime::now();
+            let mut span = tracer
+                .span_builder("POST /pay")
+                .with_kind(SpanKind::Server)
+                .with_start_time(end - took)
+                .with_attributes(vec![
+                    KeyValue::new("http.request.method", "POST"),
+                    KeyValue::new("http.route", "/pay"),
+                    KeyValue::new("http.response.status_code", i64::from(status)),
+                ])
+                .start(&tracer);
+            let cx = span.span_context().clone();
+            span.end_with_timestamp(end);
+            sent.push(Sent {
+                trace_id: cx.trace_id().to_string(),
+                span_id: cx.span_id().to_string(),
+                status,
+                took,
+            });
+        }
+        p.force_flush().expect("flush");
+        p.shutdown().expect("shutdown");
+        sent
+    })
+    .await
+    .expect("sdk thread")
+}
+
+async fn exemplars(server: &TestServer, query: &str) -> Value {
+    let (status, v) = server.get_json(&format!("/api/v1/exemplars{query}")).await;
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
+const CONFIG: &str = "sli:\n  latency:\n    buckets: [0.01, 0.1, 1]\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exemplars_are_the_requests_that_were_sent() {
+    let server = TestServer::start(CONFIG).await;
+    let ms = Duration::from_millis;
+    // Buckets (le): 0.01 → 5 ms; 0.1 → 50 ms and 60 ms; 1 → 500 ms; +Inf → 2 s.
+    let reqs = vec![
+        (200, ms(5)),
+        (503, ms(50)),
+        (200, ms(500)),
+        (500, ms(60)),
+        (200, ms(2000)),
+        (502, ms(5)),
+        (200, ms(6)),
+        (503, ms(7)),
+        (504, ms(8)),
+        (200, ms(9)),
+    ];
+    let sent = send(&server, reqs).await;
+    server.flush().await;
+    let v = exemplars(&server, "").await;
+    let series = v["series"].as_array().expect("series");
+    assert_eq!(series.len(), 1, "{v}");
+    let s = &series[0];
+    assert_eq!(s["service"], "checkout");
+    assert_eq!(s["feature"], "POST /pay");
+
+    // The last four bad requests, newest first, with their reasons.
+    let bad: Vec<&Sent> = sent
+        .iter()
+        .filter(|r| r.status >= 500)
+        .rev()
+        .take(4)
+        .collect();
+    let got: Vec<(String, String, String)> = s["bad"]
+        .as_array()
+        .expect("bad")
+        .iter()
+        .map(|e| {
+            (
+                e["trace_id"].as_str().unwrap_or("").to_string(),
+                e["span_id"].as_str().unwrap_or("").to_string(),
+                e["reason"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String, String)> = bad
+        .iter()
+        .map(|r| {
+            (
+                r.trace_id.clone(),
+                r.span_id.clone(),
+                format!("http {}", r.status),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+
+    // One per bucket: the latest request that fell in it.
+    let latest_in = |lo: Duration, hi: Duration| {
+        sent.iter()
+            .rev()
+            .find(|r| r.took > lo && r.took <= hi)
+            .expect("a request in the bucket")
+    };
+    let buckets = s["buckets"].as_array().expect("buckets");
+    let got: Vec<(String, String, f64)> = buckets
+        .iter()
+        .map(|b| {
+            (
+                b["le"].as_str().unwrap_or("").to_string(),
+                b["exemplar"]["trace_id"].as_str().unwrap_or("").to_string(),
+                b["exemplar"]["duration_seconds"].as_f64().unwrap_or(-1.0),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String, f64)> = [
+        ("0.01", ms(0), ms(10)),
+        ("0.1", ms(10), ms(100)),
+        ("1", ms(100), ms(1000)),
+        ("+Inf", ms(1000), Duration::MAX),
+    ]
+    .into_iter()
+    .map(|(le, lo, hi)| {
+        let r = latest_in(lo, hi);
+        (le.to_string(), r.trace_id.clone(), r.took.as_secs_f64())
+    })
+    .collect();
+    assert_eq!(got, want);
+    // A good request has no reason.
+    assert!(
+        buckets[2]["exemplar"].get("reason").is_none(),
+        "{}",
+        buckets[2]
+    );
+
+    // The slowest requests of each window, slowest first.
+    for w in ["1m", "5m", "1h", "all"] {
+        let slow: Vec<f64> = s["slowest"][w]
+            .as_array()
+            .expect("window")
+            .iter()
+            .filter_map(|e| e["duration_seconds"].as_f64())
+            .collect();
+        assert_eq!(slow, vec![2.0, 0.5, 0.06], "{w}");
+    }
+
+    // Filters.
+    let none = exemplars(&server, "?service=search").await;
+    assert_eq!(none["series"], serde_json::json!([]));
+    let one = exemplars(&server, "?service=checkout&feature=POST%20/pay").await;
+    assert_eq!(one["series"].as_array().map(Vec::len), Some(1));
+    server.stop().await;
+}
+
+/// A span whose W3C sampled flag is clear (flags say the flags are known) is counted but
+/// is never an example: its trace is not at the vendor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsampled_spans_are_counted_but_never_examples() {
+    use opentelemetry_proto::tonic::trace::v1::span::SpanKind as Kind;
+    let server = TestServer::start(CONFIG).await;
+    let span = |trace: u8, flags: u32| opentelemetry_proto::tonic::trace::v1::Span {
+        trace_id: vec![trace; 16],
+        span_id: vec![trace; 8],
+        name: "GET /x".into(),
+        kind: Kind::Server as i32,
+        start_time_unix_nano: 1,
+        end_time_unix_nano: 2_000_001,
+        flags,
+        ..Default::default()
+    };
+    // 0x100: "has is-remote" is set, so the trace flags are known, and sampled is clear.
+    let req = common::otlp::trace_request("inventory", vec![span(1, 0x100), span(2, 0x101)]);
+    let r = common::post_protobuf(
+        server.http,
+        "/v1/traces",
+        prost::Message::encode_to_vec(&req),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    server.flush().await;
+    let sli = server.sli("all", "inventory", "GET /x").await;
+    assert_eq!(sli["requests"], 2, "{sli}");
+    let v = exemplars(&server, "?service=inventory").await;
+    let ids: Vec<&str> = v["series"][0]["buckets"]
+        .as_array()
+        .expect("buckets")
+        .iter()
+        .filter_map(|b| b["exemplar"]["trace_id"].as_str())
+        .collect();
+    assert_eq!(ids, vec!["02".repeat(16)], "{v}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switched_off_keeps_none() {
+    let server = TestServer::start("sli:\n  exemplars:\n    enabled: false\n").await;
+    send(&server, vec![(503, Duration::from_millis(5))]).await;
+    server.flush().await;
+    let sli = server.sli("all", "checkout", "POST /pay").await;
+    assert_eq!(sli["errors"], 1, "{sli}");
+    let v = exemplars(&server, "").await;
+    assert_eq!(v["series"], serde_json::json!([]));
+    server.stop().await;
+}
