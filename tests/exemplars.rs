@@ -231,3 +231,155 @@ async fn switched_off_keeps_none() {
     assert_eq!(v["series"], serde_json::json!([]));
     server.stop().await;
 }
+
+/// `/metrics` as OpenMetrics when asked (as Prometheus asks by default): counters declared
+/// without `_total`, `# EOF` at the end, exemplars on `sli_errors_total` and the latency
+/// buckets; the classic text format is unchanged and carries none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_metrics_carries_exemplars_and_the_text_format_does_not() {
+    let server = TestServer::start(CONFIG).await;
+    let ms = Duration::from_millis;
+    let sent = send(&server, vec![(200, ms(5)), (503, ms(50))]).await;
+    server.flush().await;
+    let text = server.metrics().await;
+    assert!(!text.contains(" # {"), "no exemplar in the text format");
+    assert!(text.contains("# TYPE sli_requests_total counter"));
+
+    let r = reqwest::Client::new()
+        .get(format!("http://{}/metrics", server.admin))
+        .header(
+            "Accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let om = r.text().await.expect("body");
+    assert!(
+        om.ends_with("# EOF\n"),
+        "{}",
+        &om[om.len().saturating_sub(200)..]
+    );
+    assert!(
+        om.contains("# TYPE sli_requests counter\n"),
+        "counters lose _total"
+    );
+    assert!(!om.contains("# TYPE sli_requests_total"));
+    let bad = &sent[1];
+    let errors = om
+        .lines()
+        .find(|l| l.starts_with("sli_errors_total{service=\"checkout\""))
+        .expect("errors line");
+    assert!(
+        errors.contains(&format!(
+            "# {{trace_id=\"{}\",span_id=\"{}\"}} 1 ",
+            bad.trace_id, bad.span_id
+        )),
+        "{errors}"
+    );
+    let bucket = om
+        .lines()
+        .find(|l| l.starts_with("sli_latency_seconds_bucket{") && l.contains("le=\"0.01\""))
+        .expect("bucket line");
+    assert!(
+        bucket.contains(&format!("trace_id=\"{}\"", sent[0].trace_id))
+            && bucket.contains("} 0.005 "),
+        "{bucket}"
+    );
+    server.stop().await;
+}
+
+/// A real Prometheus with exemplar storage scrapes `/metrics` (it asks for OpenMetrics by
+/// default): the scrape succeeds with every family, and `/api/v1/query_exemplars` returns
+/// the trace ids of the requests that were sent, with their durations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_stores_the_exemplars_of_the_requests_sent() {
+    use common::tsdb::{self, PromOptions, Prometheus};
+    if !tsdb::prometheus_available() {
+        return;
+    }
+    let server = TestServer::start(CONFIG).await;
+    let ms = Duration::from_millis;
+    let sent = send(
+        &server,
+        vec![(200, ms(5)), (503, ms(50)), (200, ms(500)), (500, ms(2000))],
+    )
+    .await;
+    server.flush().await;
+    let prom = Prometheus::start(
+        "exemplars",
+        PromOptions {
+            scrape: vec![server.admin.to_string()],
+            exemplar_storage: true,
+            ..PromOptions::default()
+        },
+    )
+    .await;
+    prom.expect("up{job=\"otel-sli\"}", 1.0).await;
+    prom.expect("sum(sli_requests_total)", 4.0).await;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let url = format!(
+        "{}/api/v1/query_exemplars?query={}&start={}&end={}",
+        prom.url(),
+        tsdb::urlencode("{__name__=~\"sli_latency_seconds_bucket|sli_errors_total\"}"),
+        now - 600,
+        now + 600
+    );
+    let v: Value = reqwest::get(&url)
+        .await
+        .expect("query")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["status"], "success", "{v}");
+    let mut got: Vec<(String, String, String, f64)> = Vec::new();
+    for s in v["data"].as_array().expect("data") {
+        let name = s["seriesLabels"]["__name__"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let le = s["seriesLabels"]["le"].as_str().unwrap_or("").to_string();
+        for e in s["exemplars"].as_array().expect("exemplars") {
+            let id = e["labels"]["trace_id"].as_str().unwrap_or("").to_string();
+            let value: f64 = e["value"]
+                .as_str()
+                .and_then(|x| x.parse().ok())
+                .unwrap_or(-1.0);
+            got.push((name.clone(), le.clone(), id, value));
+        }
+    }
+    got.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    let id = |i: usize| sent[i].trace_id.clone();
+    let mut want = vec![
+        ("sli_errors_total".to_string(), String::new(), id(3), 1.0),
+        (
+            "sli_latency_seconds_bucket".into(),
+            "+Inf".into(),
+            id(3),
+            2.0,
+        ),
+        (
+            "sli_latency_seconds_bucket".into(),
+            "0.01".into(),
+            id(0),
+            0.005,
+        ),
+        (
+            "sli_latency_seconds_bucket".into(),
+            "0.1".into(),
+            id(1),
+            0.05,
+        ),
+        ("sli_latency_seconds_bucket".into(), "1".into(), id(2), 0.5),
+    ];
+    want.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    assert_eq!(got, want);
+    server.stop().await;
+}

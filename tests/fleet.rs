@@ -415,6 +415,7 @@ async fn three_agents_in_prometheus_give_one_agents_answer_and_page_together() {
             native_histograms: false,
             rules: Some(rules),
             evaluation_interval: Duration::from_secs(1),
+            ..Default::default()
         },
     )
     .await;
@@ -602,6 +603,7 @@ async fn restarted_agents_neither_lose_nor_double_count_in_prometheus() {
             native_histograms: false,
             rules: None,
             evaluation_interval: Duration::from_secs(1),
+            ..Default::default()
         },
     )
     .await;
@@ -639,6 +641,7 @@ async fn two_default_agents_write_distinct_series() {
             native_histograms: false,
             rules: None,
             evaluation_interval: Duration::from_secs(1),
+            ..Default::default()
         },
     )
     .await;
@@ -695,6 +698,7 @@ async fn the_gateway_topology_counts_every_request_once() {
             native_histograms: false,
             rules: Some(rules),
             evaluation_interval: Duration::from_secs(1),
+            ..Default::default()
         },
     )
     .await;

@@ -1,8 +1,32 @@
 //! Writing the Prometheus text format (0.0.4): each metric family is declared once, with its
 //! name, type and help, and its samples are written through it with their labels. Label
-//! values are escaped and numbers formatted here, and nowhere else.
+//! values are escaped and numbers formatted here, and nowhere else. For scrapers that ask
+//! for OpenMetrics 1.0, [`open_metrics`] turns the families' declarations into that form,
+//! and samples may carry an exemplar ([`Family::series_sample_with`]).
 
+use crate::sli::exemplar::Exemplar;
 use std::fmt::Write;
+
+/// The `Content-Type` of the Prometheus text format.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The `Content-Type` of OpenMetrics 1.0.
+pub const OPEN_METRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// True when an `Accept` header asks for OpenMetrics (as Prometheus does by default).
+pub fn wants_open_metrics(accept: Option<&str>) -> bool {
+    accept.is_some_and(|a| {
+        a.split(',').any(|part| {
+            let mut params = part.split(';').map(str::trim);
+            let media = params.next().unwrap_or("");
+            let q = params
+                .find_map(|p| p.strip_prefix("q="))
+                .and_then(|q| q.parse::<f64>().ok())
+                .unwrap_or(1.0);
+            media.eq_ignore_ascii_case("application/openmetrics-text") && q > 0.0
+        })
+    })
+}
 
 /// A metric family's type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +84,21 @@ impl Family<'_> {
         extra: &[(&str, &str)],
         value: impl std::fmt::Display,
     ) {
+        self.series_sample_with(suffix, names, values, extra, value, None);
+    }
+
+    /// [`Family::series_sample`] followed by an OpenMetrics exemplar: the request's trace
+    /// and span ids, `value` (e.g. its duration) and its end time. Only for OpenMetrics
+    /// output, on counters and histogram buckets.
+    pub fn series_sample_with(
+        &mut self,
+        suffix: &str,
+        names: &[String],
+        values: &[Box<str>],
+        extra: &[(&str, &str)],
+        value: impl std::fmt::Display,
+        exemplar: Option<(&Exemplar, f64)>,
+    ) {
         self.out.push_str(self.name);
         self.out.push_str(suffix);
         self.out.push('{');
@@ -72,7 +111,58 @@ impl Family<'_> {
         push_labels(self.out, series, false);
         push_labels(self.out, extra.iter().copied(), true);
         self.out.push('}');
-        let _ = writeln!(self.out, " {value}");
+        let _ = write!(self.out, " {value}");
+        if let Some((e, v)) = exemplar {
+            // The exemplar's labels are 73 characters, within OpenMetrics' 128.
+            let _ = write!(
+                self.out,
+                " # {{trace_id=\"{}\",span_id=\"{}\"}} {} {}.{:03}",
+                e.trace_id_hex(),
+                e.span_id_hex(),
+                float(v),
+                e.end_unix_nanos / 1_000_000_000,
+                e.end_unix_nanos / 1_000_000 % 1000,
+            );
+        }
+        self.out.push('\n');
+    }
+}
+
+/// Turns text written in the 0.0.4 format into OpenMetrics 1.0: a counter family is
+/// declared without its `_total` suffix (its samples keep it), a counter whose name lacks
+/// the suffix is declared `unknown`, and `# EOF` ends the text. Samples are left as they
+/// are.
+pub fn open_metrics(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            // The TYPE line that follows says how the family is named.
+            let declared = match lines.peek().and_then(|l| l.strip_prefix("# TYPE ")) {
+                Some(t) => declared_name(t).0,
+                None => name.to_string(),
+            };
+            let _ = writeln!(out, "# HELP {declared} {help}");
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = declared_name(rest);
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
+/// The OpenMetrics family name and type for a 0.0.4 `# TYPE` line's `name type`.
+fn declared_name(type_line: &str) -> (String, &str) {
+    let (name, kind) = type_line.split_once(' ').unwrap_or((type_line, "unknown"));
+    match (kind, name.strip_suffix("_total")) {
+        ("counter", Some(base)) => (base.to_string(), "counter"),
+        ("counter", None) => (name.to_string(), "unknown"),
+        _ => (name.to_string(), kind),
     }
 }
 
@@ -141,5 +231,64 @@ mod tests {
         );
         assert_eq!(float(f64::INFINITY), "+Inf");
         assert_eq!(float(0.25), "0.25");
+    }
+
+    #[test]
+    fn open_metrics_declarations_and_eof() {
+        let text = "# HELP a_total As.\n# TYPE a_total counter\na_total 1\n\
+                    # HELP b_bytes Bs.\n# TYPE b_bytes counter\nb_bytes 2\n\
+                    # HELP g G.\n# TYPE g gauge\ng 3\n";
+        assert_eq!(
+            open_metrics(text),
+            "# HELP a As.\n# TYPE a counter\na_total 1\n\
+             # HELP b_bytes Bs.\n# TYPE b_bytes unknown\nb_bytes 2\n\
+             # HELP g G.\n# TYPE g gauge\ng 3\n# EOF\n"
+        );
+    }
+
+    #[test]
+    fn exemplars_follow_the_value() {
+        use crate::sli::classify::Reason;
+        let e = Exemplar {
+            trace_id: [0xab; 16],
+            span_id: [0xcd; 8],
+            duration_ns: 50_000_000,
+            end_unix_nanos: 1_733_512_345_067_000_000,
+            reason: Reason::http(503),
+        };
+        let mut out = String::new();
+        let mut f = family(&mut out, "x", Kind::Histogram, "X.");
+        let names = ["service".to_string(), "feature".into()];
+        let values: [Box<str>; 2] = ["pay".into(), "f".into()];
+        f.series_sample_with(
+            "_bucket",
+            &names,
+            &values,
+            &[("le", "0.1")],
+            4,
+            Some((&e, 0.05)),
+        );
+        let line = out.lines().last().unwrap_or("");
+        assert_eq!(
+            line,
+            format!(
+                "x_bucket{{service=\"pay\",feature=\"f\",le=\"0.1\"}} 4 # {{trace_id=\"{}\",span_id=\"{}\"}} 0.05 1733512345.067",
+                "ab".repeat(16),
+                "cd".repeat(8)
+            )
+        );
+    }
+
+    #[test]
+    fn accept_headers() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert!(wants_open_metrics(Some(prometheus)));
+        assert!(wants_open_metrics(Some("Application/OpenMetrics-Text")));
+        assert!(!wants_open_metrics(Some("text/plain;version=0.0.4")));
+        assert!(!wants_open_metrics(Some(
+            "application/openmetrics-text;q=0"
+        )));
+        assert!(!wants_open_metrics(Some("*/*")));
+        assert!(!wants_open_metrics(None));
     }
 }

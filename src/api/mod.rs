@@ -104,18 +104,28 @@ async fn require_token(
     }
 }
 
-async fn metrics(State(s): State<ApiState>) -> Response {
-    let mut body = prometheus::render(&s.reader.report(), &s.telemetry);
+/// `/metrics`: the Prometheus text format, or OpenMetrics 1.0 with exemplars when the
+/// scraper's `Accept` header asks for it (Prometheus does by default).
+async fn metrics(State(s): State<ApiState>, headers: axum::http::HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let open_metrics = exposition::wants_open_metrics(accept);
+    let mut body = prometheus::render(&s.reader.report(), &s.telemetry, open_metrics);
     prometheus::exporters(&mut body, &s.exporters);
     prometheus::memory(&mut body, s.memory.as_deref());
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
+    if open_metrics {
+        let body = exposition::open_metrics(&body);
+        (
+            [(header::CONTENT_TYPE, exposition::OPEN_METRICS_CONTENT_TYPE)],
+            body,
+        )
+            .into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, exposition::TEXT_CONTENT_TYPE)],
+            body,
+        )
+            .into_response()
+    }
 }
 
 async fn slis_handler(

@@ -12,19 +12,22 @@ use crate::sli::series::QUANTILES;
 use crate::sli::window::Window;
 use crate::telemetry::{Outcome, RefuseReason, Signal, Telemetry, Transport};
 
-/// Renders everything.
-pub fn render(report: &Report<'_>, t: &Telemetry) -> String {
+/// Renders everything; with `exemplars`, the SLI counters and buckets carry OpenMetrics
+/// exemplars (for OpenMetrics output only, see [`super::exposition::open_metrics`]).
+pub fn render(report: &Report<'_>, t: &Telemetry, exemplars: bool) -> String {
     let view = report.view();
     let mut out = String::with_capacity(1024 + view.series.len() * 2048);
-    slis(&mut out, report);
+    slis(&mut out, report, exemplars);
     completeness(&mut out, report);
     super::slos::prometheus(&mut out, report);
     self_metrics(&mut out, view, report.pipeline(), t);
     out
 }
 
-/// The `sli_*` families, one sample (or bucket set) per series.
-fn slis(out: &mut String, report: &Report<'_>) {
+/// The `sli_*` families, one sample (or bucket set) per series. With `exemplars`, each
+/// `sli_errors_total` sample carries the series' latest bad request (value 1) and each
+/// `sli_latency_seconds_bucket` sample its bucket's example (value: its duration).
+fn slis(out: &mut String, report: &Report<'_>, exemplars: bool) {
     let (view, pipeline) = (report.view(), report.pipeline());
     let names = pipeline.classifier().label_names();
     let bounds = &pipeline.settings().bounds_ns;
@@ -44,7 +47,9 @@ fn slis(out: &mut String, report: &Report<'_>) {
         "Bad requests per feature, by the outcome rules, weighted like sli_requests_total.",
     );
     for s in &view.series {
-        f.series_sample("", &names, &s.labels, &[], float(s.est_errors_total));
+        let bad = s.exemplars.as_ref().filter(|_| exemplars);
+        let bad = bad.and_then(|x| x.latest_bad()).map(|e| (e, 1.0));
+        f.series_sample_with("", &names, &s.labels, &[], float(s.est_errors_total), bad);
     }
     let mut f = family(
         out,
@@ -54,12 +59,19 @@ fn slis(out: &mut String, report: &Report<'_>) {
     );
     for s in &view.series {
         let mut cum = 0u64;
+        let mut examples = s
+            .exemplars
+            .as_ref()
+            .filter(|_| exemplars)
+            .map(|x| x.by_bucket());
         for (i, c) in s.buckets.iter().enumerate() {
             cum += c;
             let le = bounds
                 .get(i)
                 .map_or("+Inf".to_string(), |b| float(*b as f64 / 1e9));
-            f.series_sample("_bucket", &names, &s.labels, &[("le", &le)], cum);
+            let e = examples.as_mut().and_then(|x| x.next().flatten());
+            let e = e.map(|e| (e, e.duration_ns as f64 / 1e9));
+            f.series_sample_with("_bucket", &names, &s.labels, &[("le", &le)], cum, e);
         }
         let sum = float(s.duration_sum_ns as f64 / 1e9);
         f.series_sample("_sum", &names, &s.labels, &[], sum);

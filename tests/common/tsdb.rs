@@ -454,6 +454,10 @@ pub struct PromOptions {
     pub rules: Option<PathBuf>,
     /// The global `evaluation_interval` of the rules.
     pub evaluation_interval: Duration,
+    /// Targets (`host:port`) scraped every second at `/metrics`, job `otel-sli`.
+    pub scrape: Vec<String>,
+    /// `--enable-feature=exemplar-storage`.
+    pub exemplar_storage: bool,
 }
 
 impl Default for PromOptions {
@@ -463,6 +467,8 @@ impl Default for PromOptions {
             native_histograms: false,
             rules: None,
             evaluation_interval: Duration::from_secs(1),
+            scrape: Vec::new(),
+            exemplar_storage: false,
         }
     }
 }
@@ -496,6 +502,12 @@ impl Prometheus {
             let path = serde_json::to_string(&absolute(rules)).expect("path");
             config.push_str(&format!("rule_files:\n  - {path}\n"));
         }
+        if !opts.scrape.is_empty() {
+            let targets = serde_json::to_string(&opts.scrape).expect("targets");
+            config.push_str(&format!(
+                "scrape_configs:\n  - job_name: otel-sli\n    scrape_interval: 1s\n    static_configs: [{{ targets: {targets} }}]\n"
+            ));
+        }
         let config_file = dir.join("prometheus.yml");
         std::fs::write(&config_file, config).expect("config");
         let mut cmd = Command::new("prometheus");
@@ -506,8 +518,15 @@ impl Prometheus {
             ))
             .arg(format!("--web.listen-address={addr}"))
             .arg("--web.enable-remote-write-receiver");
+        let mut features = Vec::new();
         if opts.native_histograms {
-            cmd.arg("--enable-feature=native-histograms");
+            features.push("native-histograms");
+        }
+        if opts.exemplar_storage {
+            features.push("exemplar-storage");
+        }
+        if !features.is_empty() {
+            cmd.arg(format!("--enable-feature={}", features.join(",")));
         }
         let mut process = Process::spawn("prometheus", cmd, dir.clone());
         process.wait_ready(&format!("http://{addr}/-/ready")).await;
