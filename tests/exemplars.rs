@@ -321,6 +321,38 @@ async fn prometheus_stores_the_exemplars_of_the_requests_sent() {
     .await;
     prom.expect("up{job=\"otel-sli\"}", 1.0).await;
     prom.expect("sum(sli_requests_total)", 4.0).await;
+    let got = stored_exemplars(&prom).await;
+    let id = |i: usize| sent[i].trace_id.clone();
+    let mut want = vec![
+        ("sli_errors_total".to_string(), String::new(), id(3), 1.0),
+        (
+            "sli_latency_seconds_bucket".into(),
+            "+Inf".into(),
+            id(3),
+            2.0,
+        ),
+        (
+            "sli_latency_seconds_bucket".into(),
+            "0.01".into(),
+            id(0),
+            0.005,
+        ),
+        (
+            "sli_latency_seconds_bucket".into(),
+            "0.1".into(),
+            id(1),
+            0.05,
+        ),
+        ("sli_latency_seconds_bucket".into(), "1".into(), id(2), 0.5),
+    ];
+    want.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    assert_eq!(got, want);
+    server.stop().await;
+}
+
+/// The exemplars a Prometheus holds for the SLI buckets and error counters: (series name,
+/// `le`, trace id, value), sorted.
+async fn stored_exemplars(prom: &common::tsdb::Prometheus) -> Vec<(String, String, String, f64)> {
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .expect("clock")
@@ -328,7 +360,7 @@ async fn prometheus_stores_the_exemplars_of_the_requests_sent() {
     let url = format!(
         "{}/api/v1/query_exemplars?query={}&start={}&end={}",
         prom.url(),
-        tsdb::urlencode("{__name__=~\"sli_latency_seconds_bucket|sli_errors_total\"}"),
+        common::tsdb::urlencode("{__name__=~\"sli_latency_seconds_bucket|sli_errors_total\"}"),
         now - 600,
         now + 600
     );
@@ -356,6 +388,42 @@ async fn prometheus_stores_the_exemplars_of_the_requests_sent() {
         }
     }
     got.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    got
+}
+
+/// Remote write carries the exemplars too: a real Prometheus with exemplar storage and the
+/// remote-write receiver returns the trace ids sent, once each although every write
+/// repeats them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_write_carries_the_exemplars_to_prometheus() {
+    use common::tsdb::{self, PromOptions, Prometheus};
+    if !tsdb::prometheus_available() {
+        return;
+    }
+    let prom = Prometheus::start(
+        "exemplars-rw",
+        PromOptions {
+            exemplar_storage: true,
+            ..PromOptions::default()
+        },
+    )
+    .await;
+    let server = TestServer::start(&format!(
+        "{CONFIG}exporters:\n  prometheus_remote_write:\n    endpoint: {}\n    interval: 1s\n",
+        prom.write_url()
+    ))
+    .await;
+    let ms = Duration::from_millis;
+    let sent = send(
+        &server,
+        vec![(200, ms(5)), (503, ms(50)), (200, ms(500)), (500, ms(2000))],
+    )
+    .await;
+    server.flush().await;
+    prom.expect("sum(sli_requests_total)", 4.0).await;
+    // A few more writes, each repeating the same exemplars.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got = stored_exemplars(&prom).await;
     let id = |i: usize| sent[i].trace_id.clone();
     let mut want = vec![
         ("sli_errors_total".to_string(), String::new(), id(3), 1.0),
@@ -381,5 +449,12 @@ async fn prometheus_stores_the_exemplars_of_the_requests_sent() {
     ];
     want.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
     assert_eq!(got, want);
+    // Every write was taken: repeated exemplars are not an error.
+    let m = server.metrics().await;
+    let failed = common::sample(
+        &m,
+        "otel_sli_exporter_failed_attempts_total{exporter=\"prometheus_remote_write\"}",
+    );
+    assert_eq!(failed, Some(0.0), "{m}");
     server.stop().await;
 }

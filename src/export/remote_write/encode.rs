@@ -9,6 +9,7 @@
 use super::prom;
 use crate::export::delivery::Payload;
 use crate::pipeline::snapshot::View;
+use crate::sli::exemplar::Exemplar;
 use crate::sli::series::SeriesSnapshot;
 use crate::sli::window::Window;
 use crate::slo::def::{duration_name, Severity, SloDef};
@@ -88,6 +89,32 @@ impl Out<'_> {
             ..prom::TimeSeries::default()
         });
     }
+
+    /// Attaches `examples` (request, value) to the series written last.
+    fn exemplars<'e>(&mut self, examples: impl Iterator<Item = (&'e Exemplar, f64)>) {
+        if let Some(s) = self.series.last_mut() {
+            s.exemplars
+                .extend(examples.map(|(e, value)| exemplar(e, value)));
+        }
+    }
+}
+
+/// A remote-write exemplar of request `e`: its trace and span ids, `value`, its end time.
+pub fn exemplar(e: &Exemplar, value: f64) -> prom::Exemplar {
+    prom::Exemplar {
+        labels: vec![
+            prom::Label {
+                name: "span_id".into(),
+                value: e.span_id_hex(),
+            },
+            prom::Label {
+                name: "trace_id".into(),
+                value: e.trace_id_hex(),
+            },
+        ],
+        value,
+        timestamp: i64::try_from(e.end_unix_nanos / 1_000_000).unwrap_or(i64::MAX),
+    }
 }
 
 /// A number as Prometheus writes it in a label (`0.25`, `+Inf`), as `/metrics` does.
@@ -117,6 +144,21 @@ pub fn encode(
     external: &[(String, String)],
     native: bool,
 ) -> Vec<prom::TimeSeries> {
+    encode_with(view, shape, slos, now_ms, external, native, false)
+}
+
+/// [`encode`], with `exemplars`: each `sli_errors_total` series carries the latest bad
+/// request (value 1), each `_bucket` series its bucket's example (value: its duration),
+/// and a native histogram every bucket's example.
+pub fn encode_with(
+    view: &View,
+    shape: Shape<'_>,
+    slos: &[(SloDef, Status)],
+    now_ms: i64,
+    external: &[(String, String)],
+    native: bool,
+    exemplars: bool,
+) -> Vec<prom::TimeSeries> {
     let per_series = if native { 4 } else { shape.bounds_ns.len() + 8 };
     let mut out = Out {
         series: Vec::with_capacity(view.series.len() * per_series + slos.len() * 12),
@@ -127,18 +169,31 @@ pub fn encode(
         let labels = own(shape.label_names, s);
         out.sample("sli_requests_total", &labels, s.est_requests_total);
         out.sample("sli_errors_total", &labels, s.est_errors_total);
+        let examples = s.exemplars.as_ref().filter(|_| exemplars);
+        out.exemplars(
+            examples
+                .and_then(|x| x.latest_bad())
+                .map(|e| (e, 1.0))
+                .into_iter(),
+        );
         let sum = s.duration_sum_ns as f64 / 1e9;
+        let duration = |e: &Exemplar| e.duration_ns as f64 / 1e9;
         if native {
             let h = native_histogram(&s.buckets, shape.bounds_ns, sum, now_ms);
             out.histogram("sli_latency_seconds", &labels, h);
+            let all = examples.into_iter().flat_map(|x| x.by_bucket().flatten());
+            out.exemplars(all.map(|e| (e, duration(e))));
         } else {
             let mut cum = 0u64;
+            let mut by_bucket = examples.map(|x| x.by_bucket());
             for (i, c) in s.buckets.iter().enumerate() {
                 cum += c;
                 let le = le(shape.bounds_ns.get(i));
                 let mut with_le = labels.clone();
                 with_le.push(("le", &le));
                 out.sample("sli_latency_seconds_bucket", &with_le, cum as f64);
+                let e = by_bucket.as_mut().and_then(|x| x.next().flatten());
+                out.exemplars(e.map(|e| (e, duration(e))).into_iter());
             }
             out.sample("sli_latency_seconds_sum", &labels, sum);
             out.sample(
@@ -574,5 +629,79 @@ mod tests {
                 .expect("snappy"),
             raw
         );
+    }
+
+    #[test]
+    fn exemplars_on_errors_buckets_and_native_histograms() {
+        use crate::sli::classify::Reason;
+        use crate::sli::exemplar::Exemplars;
+        let ex = |n: u8, ms: u64, reason: Reason| Exemplar {
+            trace_id: [n; 16],
+            span_id: [n; 8],
+            duration_ns: ms * 1_000_000,
+            end_unix_nanos: 1_700_000_000_123_000_000,
+            reason,
+        };
+        let mut x = Exemplars::new(4);
+        x.record(0, ex(1, 50, Reason::NONE));
+        x.record(2, ex(2, 600, Reason::http(503)));
+        let mut s = (*series(&["cart", "GET /cart", ""], &[1, 0, 1, 0], 1)).clone();
+        s.exemplars = Some(Arc::new(x));
+        let view = View {
+            series: vec![Arc::new(s)],
+            ..View::default()
+        };
+        let names = names();
+        let shape = Shape {
+            label_names: &names,
+            bounds_ns: &BOUNDS,
+        };
+        let name = |t: &prom::TimeSeries| {
+            t.labels
+                .iter()
+                .find(|l| l.name == "__name__")
+                .map(|l| l.value.clone())
+                .unwrap_or_default()
+        };
+        let ids = |t: &prom::TimeSeries| -> Vec<(String, f64, i64)> {
+            t.exemplars
+                .iter()
+                .map(|e| (e.labels[1].value.clone(), e.value, e.timestamp))
+                .collect()
+        };
+        let classic = encode_with(&view, shape, &[], 1, &[], false, true);
+        let with: Vec<(String, Vec<(String, f64, i64)>)> = classic
+            .iter()
+            .filter(|t| !t.exemplars.is_empty())
+            .map(|t| (name(t), ids(t)))
+            .collect();
+        let t = 1_700_000_000_123;
+        assert_eq!(
+            with,
+            vec![
+                (
+                    "sli_errors_total".to_string(),
+                    vec![("02".repeat(16), 1.0, t)]
+                ),
+                (
+                    "sli_latency_seconds_bucket".to_string(),
+                    vec![("01".repeat(16), 0.05, t)]
+                ),
+                (
+                    "sli_latency_seconds_bucket".to_string(),
+                    vec![("02".repeat(16), 0.6, t)]
+                ),
+            ]
+        );
+        assert_eq!(classic[0].exemplars.len(), 0, "none on sli_requests_total");
+        let native = encode_with(&view, shape, &[], 1, &[], true, true);
+        let h = native
+            .iter()
+            .find(|t| name(t) == "sli_latency_seconds")
+            .expect("native histogram");
+        assert_eq!(ids(h).len(), 2);
+        // Without the flag, nothing.
+        let off = encode(&view, shape, &[], 1, &[], false);
+        assert!(off.iter().all(|t| t.exemplars.is_empty()));
     }
 }

@@ -19,7 +19,7 @@ pub mod prom {
 }
 
 pub use config::{validate, RemoteWriteConfig, TlsSettings};
-pub use encode::{encode, Shape};
+pub use encode::{encode, encode_with, Shape};
 
 use crate::export::delivery::{self, Queue};
 use crate::export::periodic::{Encode, Periodic};
@@ -53,13 +53,14 @@ impl Encode for RemoteWriteEncoder {
             bounds_ns: &pipeline.settings().bounds_ns,
         };
         let now_ms = i64::try_from(pipeline.now_unix_nanos() / 1_000_000).unwrap_or(i64::MAX);
-        let mut series = encode(
+        let mut series = encode_with(
             report.view(),
             shape,
             &slos,
             now_ms,
             &self.external,
             self.native,
+            true,
         );
         let resumed = self.resumed;
         let started_ms = match pipeline.settings().started_unix_nanos {
