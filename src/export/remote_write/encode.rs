@@ -663,14 +663,15 @@ mod tests {
                 .map(|l| l.value.clone())
                 .unwrap_or_default()
         };
-        let ids = |t: &prom::TimeSeries| -> Vec<(String, f64, i64)> {
+        type Ids = Vec<(String, f64, i64)>;
+        let ids = |t: &prom::TimeSeries| -> Ids {
             t.exemplars
                 .iter()
                 .map(|e| (e.labels[1].value.clone(), e.value, e.timestamp))
                 .collect()
         };
         let classic = encode_with(&view, shape, &[], 1, &[], false, true);
-        let with: Vec<(String, Vec<(String, f64, i64)>)> = classic
+        let with: Vec<(String, Ids)> = classic
             .iter()
             .filter(|t| !t.exemplars.is_empty())
             .map(|t| (name(t), ids(t)))
