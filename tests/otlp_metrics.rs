@@ -283,3 +283,121 @@ async fn delta_exports_add_up_to_what_was_sent() {
     assert_eq!(count, 75);
     server.stop().await;
 }
+
+/// The OTLP points carry the series' example requests as exemplars: the latest bad request
+/// on `sli.errors` and each bucket's example on `sli.latency`, with the ids and durations
+/// `/api/v1/exemplars` shows; an export with no new request carries none again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exemplars_ride_on_the_points() {
+    // Exports only when asked, so each one's content is known.
+    let config = common::config(&CUMULATIVE.replace("interval: 1s", "interval: 1h"));
+    let cfg = config.otlp_metrics.clone().expect("section validated");
+    let server = TestServer::start_with(config).await;
+    let reader = server.running.as_ref().expect("running").reader.clone();
+    let capture = Arc::new(Capture::default());
+    let exporter = OtlpMetricsExporter::start(&cfg, reader, capture.clone()).expect("start");
+    send(&server, 20, 4, Duration::from_millis(50)).await;
+    send(&server, 3, 0, Duration::from_millis(500)).await;
+    server.flush().await;
+    exporter.export_now().await;
+    // What the JSON API shows of the series.
+    let (_, api) = server.get_json("/api/v1/exemplars?service=pay").await;
+    let s = &api["series"][0];
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let latest_bad = s["bad"][0]["trace_id"]
+        .as_str()
+        .expect("a bad one")
+        .to_string();
+    let mut buckets: Vec<(String, f64)> = s["buckets"]
+        .as_array()
+        .expect("buckets")
+        .iter()
+        .map(|b| {
+            (
+                b["exemplar"]["trace_id"].as_str().unwrap_or("").to_string(),
+                b["exemplar"]["duration_seconds"].as_f64().unwrap_or(-1.0),
+            )
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    assert_eq!(buckets.len(), 2, "{api}");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let req = loop {
+        let last = capture.requests().into_iter().last();
+        if let Some(r) = last.filter(|r| pay_sum(r, "sli.requests").map(|p| p.0) == Some(23.0)) {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no export of 23 requests");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let errors = match metric(&req, "sli.errors").and_then(|m| m.data.as_ref()) {
+        Some(Data::Sum(s)) => s
+            .data_points
+            .iter()
+            .find(|p| is_pay(&p.attributes))
+            .cloned(),
+        _ => None,
+    }
+    .expect("errors point");
+    let ex: Vec<(String, f64)> = errors
+        .exemplars
+        .iter()
+        .map(|e| {
+            let v = match e.value {
+                Some(opentelemetry_proto::tonic::metrics::v1::exemplar::Value::AsDouble(v)) => v,
+                _ => -1.0,
+            };
+            (hex(&e.trace_id), v)
+        })
+        .collect();
+    assert_eq!(ex, vec![(latest_bad, 1.0)]);
+    let latency = match metric(&req, "sli.latency").and_then(|m| m.data.as_ref()) {
+        Some(Data::Histogram(h)) => h
+            .data_points
+            .iter()
+            .find(|p| is_pay(&p.attributes))
+            .cloned(),
+        _ => None,
+    }
+    .expect("latency point");
+    let mut got: Vec<(String, f64)> = latency
+        .exemplars
+        .iter()
+        .map(|e| {
+            let v = match e.value {
+                Some(opentelemetry_proto::tonic::metrics::v1::exemplar::Value::AsDouble(v)) => v,
+                _ => -1.0,
+            };
+            assert_eq!(e.span_id.len(), 8);
+            (hex(&e.trace_id), v)
+        })
+        .collect();
+    got.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    assert_eq!(got, buckets);
+
+    // Nothing new: the next export repeats no exemplar.
+    let before = capture.requests().len();
+    exporter.export_now().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while capture.requests().len() == before {
+        assert!(Instant::now() < deadline, "no second export");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let again = capture.requests().into_iter().last().expect("export");
+    let any = again
+        .resource_metrics
+        .iter()
+        .flat_map(|r| &r.scope_metrics)
+        .flat_map(|s| &s.metrics)
+        .any(|m| match &m.data {
+            Some(Data::Sum(s)) => s.data_points.iter().any(|p| !p.exemplars.is_empty()),
+            Some(Data::Histogram(h)) => h.data_points.iter().any(|p| !p.exemplars.is_empty()),
+            _ => false,
+        });
+    assert!(!any, "exemplars are sent once");
+    exporter
+        .shutdown(Instant::now() + Duration::from_secs(5))
+        .await;
+    server.stop().await;
+}

@@ -6,14 +6,15 @@
 
 use super::config::{HistogramMode, OtlpMetricsConfig, Temporality};
 use crate::report::Report;
+use crate::sli::exemplar::Exemplar as Example;
 use crate::sli::series::SeriesSnapshot;
 use crate::slo::def::{duration_name, Severity};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
-    exponential_histogram_data_point::Buckets, metric::Data, number_data_point,
-    AggregationTemporality, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram,
-    HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    exemplar, exponential_histogram_data_point::Buckets, metric::Data, number_data_point,
+    AggregationTemporality, Exemplar, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge,
+    Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use std::collections::HashMap;
@@ -231,6 +232,17 @@ pub fn data_points(req: &ExportMetricsServiceRequest) -> u64 {
         .sum()
 }
 
+/// An OTLP exemplar of request `e` with `value`: its trace and span ids and end time.
+fn exemplar(e: &Example, value: f64) -> Exemplar {
+    Exemplar {
+        filtered_attributes: Vec::new(),
+        time_unix_nano: e.end_unix_nanos,
+        value: Some(exemplar::Value::AsDouble(value)),
+        span_id: e.span_id.to_vec(),
+        trace_id: e.trace_id.to_vec(),
+    }
+}
+
 impl Encoder {
     /// An encoder with nothing exported yet.
     pub fn new(cfg: &OtlpMetricsConfig) -> Self {
@@ -314,7 +326,20 @@ impl Encoder {
                 ..NumberDataPoint::default()
             };
             requests.push(point(value.requests));
-            errors.push(point(value.errors));
+            // Example requests that ended since the previous export.
+            let new = |e: &&Example| e.end_unix_nanos > since;
+            let examples = s.exemplars.as_deref();
+            let bad = examples.and_then(|x| x.latest_bad()).filter(new);
+            errors.push(NumberDataPoint {
+                exemplars: bad.map(|e| exemplar(e, 1.0)).into_iter().collect(),
+                ..point(value.errors)
+            });
+            let latency_examples: Vec<Exemplar> = examples
+                .into_iter()
+                .flat_map(|x| x.by_bucket().flatten())
+                .filter(new)
+                .map(|e| exemplar(e, e.duration_ns as f64 / 1e9))
+                .collect();
             let sum = Some(value.sum_ns as f64 / 1e9);
             match &self.exponential {
                 Some(map) if self.histogram == HistogramMode::Exponential => {
@@ -328,6 +353,7 @@ impl Encoder {
                         zero_count: 0,
                         positive: Some(map.buckets(&value.buckets)),
                         negative: None,
+                        exemplars: latency_examples,
                         ..ExponentialHistogramDataPoint::default()
                     });
                 }
@@ -339,6 +365,7 @@ impl Encoder {
                     sum,
                     bucket_counts: value.buckets.to_vec(),
                     explicit_bounds: bounds.clone(),
+                    exemplars: latency_examples,
                     ..HistogramDataPoint::default()
                 }),
             }

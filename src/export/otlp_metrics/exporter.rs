@@ -86,6 +86,11 @@ impl OtlpMetricsExporter {
         self.periodic.queue()
     }
 
+    /// Encodes the latest view and queues it now, besides the regular ticks.
+    pub async fn export_now(&self) {
+        self.periodic.export_now().await;
+    }
+
     /// Exports once more (call it after the pipeline's final flush), then lets the queue
     /// deliver until `deadline`; what is left is spooled or counted as dropped.
     pub async fn shutdown(self, deadline: Instant) {
