@@ -23,11 +23,25 @@ struct Sent {
 /// Sends `POST /pay` requests of `checkout` (status, duration) through the SDK and returns
 /// them with the ids the SDK gave them, in sending order.
 async fn send(server: &TestServer, reqs: Vec<(u16, Duration)>) -> Vec<Sent> {
-    let endpoint = format!("http://{}", server.grpc);
+    send_as(server, common::sdk::resource("checkout", &[]), reqs).await
+}
+
+/// [`send`] from `resource`.
+async fn send_as(
+    server: &TestServer,
+    resource: opentelemetry_sdk::Resource,
+    reqs: Vec<(u16, Duration)>,
+) -> Vec<Sent> {
+    let endpoint = server.grpc.to_string();
     let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let _g = handle.enter();
-        let p = common::sdk_provider(&endpoint, "checkout");
+        let p = common::sdk::provider_with_resource(
+            &endpoint,
+            common::sdk::Transport::Grpc,
+            false,
+            resource,
+        );
         let tracer = p.tracer("exemplar-test");
         let mut sent = Vec::new();
         for (status, took) in reqs {
@@ -456,5 +470,111 @@ async fn remote_write_carries_the_exemplars_to_prometheus() {
         "otel_sli_exporter_failed_attempts_total{exporter=\"prometheus_remote_write\"}",
     );
     assert_eq!(failed, Some(0.0), "{m}");
+    server.stop().await;
+}
+
+/// Each SLO status lists the failing requests behind it, newest first: bad ones for an
+/// availability SLO, bad or slower than the threshold for a latency SLO.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slo_statuses_show_the_failing_requests_behind_them() {
+    let server = TestServer::start(&format!(
+        "{CONFIG}slos:\n  - name: pay-availability\n    service: checkout\n    feature: \"POST /pay\"\n    objective: 99\n  - name: pay-latency\n    service: checkout\n    feature: \"POST /pay\"\n    sli: latency\n    threshold: 100ms\n    objective: 99\n"
+    ))
+    .await;
+    let ms = Duration::from_millis;
+    let sent = send(
+        &server,
+        vec![(503, ms(5)), (200, ms(500)), (200, ms(6)), (500, ms(7))],
+    )
+    .await;
+    server.flush().await;
+    let ids = |s: &Value| -> Vec<(String, String)> {
+        s["examples"]
+            .as_array()
+            .expect("examples")
+            .iter()
+            .map(|e| {
+                (
+                    e["trace_id"].as_str().unwrap_or("").to_string(),
+                    e["reason"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    };
+    let avail = server.slo("pay-availability").await;
+    assert_eq!(
+        ids(&avail),
+        vec![
+            (sent[3].trace_id.clone(), "http 500".to_string()),
+            (sent[0].trace_id.clone(), "http 503".to_string()),
+        ],
+        "{avail}"
+    );
+    assert_eq!(avail["examples"][0]["feature"], "POST /pay");
+    let latency = server.slo("pay-latency").await;
+    let mut got = ids(&latency);
+    got.sort();
+    let mut want = vec![
+        (sent[3].trace_id.clone(), "http 500".to_string()),
+        (sent[1].trace_id.clone(), "slower than 0.1s".to_string()),
+        (sent[0].trace_id.clone(), "http 503".to_string()),
+    ];
+    want.sort();
+    assert_eq!(got, want, "{latency}");
+    server.stop().await;
+}
+
+/// A canary verdict lists the canary cohort's failing requests, not the baseline's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_verdict_shows_the_canary_cohorts_failing_requests() {
+    let server = TestServer::start(CONFIG).await;
+    let ms = Duration::from_millis;
+    let version = |v: &str| common::sdk::resource("checkout", &[("service.version", v)]);
+    let baseline = send_as(&server, version("1.0.0"), vec![(503, ms(5)); 3]).await;
+    let canary = send_as(
+        &server,
+        version("2.0.0"),
+        vec![(200, ms(5)), (502, ms(5)), (200, ms(5)), (504, ms(5))],
+    )
+    .await;
+    server.flush().await;
+    let (status, v) = server
+        .get_json("/api/v1/canary?service=checkout&baseline=1.0.0&canary=2.0.0&window=10m")
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let got: Vec<(String, String, String)> = v["canary_examples"]
+        .as_array()
+        .expect("canary_examples")
+        .iter()
+        .map(|e| {
+            (
+                e["trace_id"].as_str().unwrap_or("").to_string(),
+                e["reason"].as_str().unwrap_or("").to_string(),
+                e["dimensions"]["service_version"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                canary[3].trace_id.clone(),
+                "http 504".into(),
+                "2.0.0".into()
+            ),
+            (
+                canary[1].trace_id.clone(),
+                "http 502".into(),
+                "2.0.0".into()
+            ),
+        ],
+        "{v}"
+    );
+    assert!(baseline
+        .iter()
+        .all(|b| !v.to_string().contains(&b.trace_id)));
     server.stop().await;
 }

@@ -5,6 +5,7 @@
 
 use crate::pipeline::query::{CohortQuery, CohortSlots, QueryError};
 use crate::pipeline::Pipeline;
+use crate::report::exemplars::{failing, FAILING_LISTED};
 use crate::sli::classify::label_name;
 use crate::sli::series::QUANTILES;
 use crate::sli::window::{Slot, Span};
@@ -49,6 +50,8 @@ struct Response<'a> {
     #[serde(flatten)]
     analysis: Analysis,
     query: Query<'a>,
+    /// Failing requests of the canary cohort in the window, newest first.
+    canary_examples: Vec<super::exemplars::FailingRequest<'a>>,
 }
 
 fn param<'a>(q: &'a HashMap<String, String>, name: &str) -> Result<&'a str, CanaryError> {
@@ -123,8 +126,19 @@ pub fn render(
             QueryError::Unavailable => CanaryError::Unavailable,
         })?;
     let analysis = analyse(&slots, pipeline, cfg);
+    let names = pipeline.classifier().label_names();
+    let since = pipeline
+        .now_unix_nanos()
+        .saturating_sub(u64::try_from(covers.as_nanos()).unwrap_or(u64::MAX));
+    let view = pipeline.view();
+    let examples = failing(&view, since, None, FAILING_LISTED, |s| {
+        s.service() == service
+            && feature.is_none_or(|f| s.feature() == f)
+            && s.labels.get(position).is_some_and(|v| **v == *canary)
+    });
     serde_json::to_vec(&Response {
         analysis,
+        canary_examples: super::exemplars::failing_requests(&names, &examples),
         query: Query {
             service,
             feature,

@@ -3,7 +3,7 @@
 //! window and each latency bucket's example, with hex ids and RFC 3339 end times.
 
 use super::slis::dimensions;
-use crate::report::exemplars::Example;
+use crate::report::exemplars::{Example, Failing};
 use crate::report::gaps::rfc3339;
 use crate::report::Report;
 use serde::Serialize;
@@ -45,6 +45,33 @@ impl From<Example> for Request {
             reason: e.reason,
         }
     }
+}
+
+/// A failing request with the series it belongs to, as the SLO and canary answers show it.
+#[derive(Serialize)]
+pub struct FailingRequest<'a> {
+    service: &'a str,
+    feature: &'a str,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    dimensions: BTreeMap<&'a str, &'a str>,
+    #[serde(flatten)]
+    request: Request,
+}
+
+/// `failing` as JSON objects; `names`: every label name, service and feature first.
+pub fn failing_requests<'a>(
+    names: &'a [String],
+    failing: &'a [Failing],
+) -> Vec<FailingRequest<'a>> {
+    failing
+        .iter()
+        .map(|f| FailingRequest {
+            service: f.series.service(),
+            feature: f.series.feature(),
+            dimensions: dimensions(names, &f.series.labels),
+            request: Request::from(f.example.clone()),
+        })
+        .collect()
 }
 
 #[derive(Serialize)]

@@ -41,6 +41,8 @@ struct Slo<'a> {
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     alert_reasons: &'a [String],
     exhaustion_eta_seconds: Option<f64>,
+    /// Failing requests behind the status, newest first (example requests).
+    examples: Vec<super::exemplars::FailingRequest<'a>>,
 }
 
 /// Burn rates as a JSON object keyed by window, shortest window first.
@@ -60,10 +62,17 @@ impl Serialize for Ordered {
 /// Renders `/api/v1/slos` from `report`.
 pub fn render(report: &Report<'_>) -> Vec<u8> {
     let r = report.slos();
+    let names = report.pipeline().classifier().label_names();
+    let failing: Vec<_> = r
+        .statuses
+        .iter()
+        .map(|(d, s)| report.slo_examples(d, s))
+        .collect();
     let slos = r
         .statuses
         .iter()
-        .map(|(d, s)| Slo {
+        .zip(&failing)
+        .map(|((d, s), f)| Slo {
             name: &d.name,
             service: &d.service,
             feature: d.feature.pattern(),
@@ -88,6 +97,7 @@ pub fn render(report: &Report<'_>) -> Vec<u8> {
             firing: s.firing.iter().map(|f| f.name()).collect(),
             alert_reasons: &s.reasons,
             exhaustion_eta_seconds: s.exhaustion_eta_seconds,
+            examples: super::exemplars::failing_requests(&names, f),
         })
         .collect();
     serde_json::to_vec(&Response {

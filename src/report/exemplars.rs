@@ -1,12 +1,20 @@
 //! Example requests per series ([`crate::sli::exemplar`]) as readers show them: the recent
 //! bad requests, the slowest requests of each window, and each latency bucket's example,
-//! with ids in hex and reasons in words. Only series that have examples are listed.
+//! with ids in hex and reasons in words. Only series that have examples are listed. Also
+//! the failing requests behind an SLO ([`Report::slo_examples`]) and behind a canary
+//! cohort ([`failing`]).
 
 use super::Report;
+use crate::pipeline::snapshot::View;
 use crate::sli::exemplar::Exemplar;
 use crate::sli::series::SeriesSnapshot;
 use crate::sli::window::Window;
+use crate::slo::def::SloDef;
+use crate::slo::status::Status;
 use std::sync::Arc;
+
+/// Failing requests listed for an SLO or a canary cohort.
+pub const FAILING_LISTED: usize = 5;
 
 /// Slowest requests listed per window.
 pub const SLOWEST_PER_WINDOW: usize = 3;
@@ -24,6 +32,59 @@ pub struct Example {
     pub end_unix_nanos: u64,
     /// Why it was bad (`http 503`, `grpc UNAVAILABLE`, `status ERROR`); `None` when good.
     pub reason: Option<String>,
+}
+
+/// A failing request and the series it belongs to.
+#[derive(Clone, Debug)]
+pub struct Failing {
+    /// The series (its labels say the feature, dimensions and cohort).
+    pub series: Arc<SeriesSnapshot>,
+    /// The request.
+    pub example: Example,
+}
+
+/// Up to `n` failing requests of the series `matches` accepts that ended at or after
+/// `since_unix_nanos`, newest first: bad by the outcome rules, or (with `slow_above_ns`, for
+/// latency objectives) slower than that, whose reason then says so.
+pub fn failing(
+    view: &View,
+    since_unix_nanos: u64,
+    slow_above_ns: Option<u64>,
+    n: usize,
+    matches: impl Fn(&SeriesSnapshot) -> bool,
+) -> Vec<Failing> {
+    let mut out: Vec<(&Arc<SeriesSnapshot>, &Exemplar)> = Vec::new();
+    for s in view.series.iter().filter(|s| matches(s)) {
+        let Some(x) = s.exemplars.as_ref() else {
+            continue;
+        };
+        let slow = slow_above_ns.into_iter().flat_map(|t| {
+            x.by_bucket()
+                .flatten()
+                .filter(move |e| e.duration_ns > t && !e.is_bad())
+        });
+        out.extend(
+            x.bad()
+                .chain(slow)
+                .filter(|e| e.end_unix_nanos >= since_unix_nanos)
+                .map(|e| (s, e)),
+        );
+    }
+    out.sort_by_key(|(_, e)| std::cmp::Reverse(e.end_unix_nanos));
+    out.truncate(n);
+    out.into_iter()
+        .map(|(s, e)| {
+            let mut example = Example::from(e);
+            if example.reason.is_none() {
+                let t = slow_above_ns.unwrap_or(0) as f64 / 1e9;
+                example.reason = Some(format!("slower than {t}s"));
+            }
+            Failing {
+                series: Arc::clone(s),
+                example,
+            }
+        })
+        .collect()
 }
 
 impl From<&Exemplar> for Example {
@@ -65,6 +126,25 @@ fn window_start(w: Window, now_unix_nanos: u64) -> u64 {
 }
 
 impl Report<'_> {
+    /// The failing requests behind SLO `def` with status `status`, newest first: from the
+    /// longest window that burns its budget faster than it lasts (burn rate above 1), else
+    /// from the SLO window.
+    pub fn slo_examples(&self, def: &SloDef, status: &Status) -> Vec<Failing> {
+        let burning = status
+            .burn_rates
+            .iter()
+            .filter(|(_, b)| b.is_some_and(|b| b > 1.0))
+            .map(|(w, _)| *w)
+            .max()
+            .unwrap_or(def.window);
+        let nanos = u64::try_from(burning.as_nanos()).unwrap_or(u64::MAX);
+        let since = self.now().saturating_sub(nanos);
+        let slow = def.sli.threshold_nanos();
+        failing(self.view(), since, slow, FAILING_LISTED, |s| {
+            def.matches(s.service(), s.feature())
+        })
+    }
+
     /// The examples of every series with some, optionally only `service`'s and `feature`'s,
     /// in the snapshot's series order.
     pub fn exemplars(&self, service: Option<&str>, feature: Option<&str>) -> Vec<SeriesExamples> {
