@@ -361,9 +361,13 @@ pub fn payloads(series: Vec<prom::TimeSeries>) -> Vec<Payload> {
 pub fn compress(raw: &[u8]) -> Vec<u8> {
     // Compressing into a buffer of `max_compress_len` bytes cannot fail, but keep the data
     // uncompressed-but-framed-correctly path out: an empty body is refused upstream.
-    snap::raw::Encoder::new()
+    let mut body = snap::raw::Encoder::new()
         .compress_vec(raw)
-        .unwrap_or_default()
+        .unwrap_or_default();
+    // The encoder allocates for the worst case (about the input's size) and only shortens
+    // the vector: a queued body would otherwise hold ~10× the bytes it sends.
+    body.shrink_to_fit();
+    body
 }
 
 /// Decodes a request body (for tests and debugging).
@@ -704,5 +708,17 @@ mod tests {
         // Without the flag, nothing.
         let off = encode(&view, shape, &[], 1, &[], false);
         assert!(off.iter().all(|t| t.exemplars.is_empty()));
+    }
+
+    #[test]
+    fn a_compressed_body_holds_no_more_than_it_sends() {
+        let raw = vec![7u8; 100_000];
+        let body = compress(&raw);
+        assert!(body.len() < 10_000);
+        assert_eq!(body.capacity(), body.len());
+        assert_eq!(
+            snap::raw::Decoder::new().decompress_vec(&body).expect("snappy"),
+            raw
+        );
     }
 }
