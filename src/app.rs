@@ -327,6 +327,7 @@ fn admin_router(config: &Config, p: AdminParts, stop: watch::Receiver<bool>) -> 
             receivers_auth: config.receivers_auth.is_some(),
             canary_attribute: config.canary.as_ref().map(|c| c.attribute.clone()),
             history_series_limit: config.max_series,
+            trace_url: config.trace_url.clone(),
         }),
         history,
     })

@@ -294,7 +294,14 @@ async fn dashboard_shows_features_slo_pages_gaps_and_canary_verdict() {
         let text = text.as_str().unwrap_or("");
         assert!(text.contains("✗ FAIL") && text.contains("2.0.0 against 1.0.0"), "{text}");
         assert!(text.contains("20.00%") && text.contains("1.00%"), "{text}");
-
+        // Under the verdict, the canary's failing requests: ids to copy (no trace_url here).
+        let canary_examples = page.eval(
+            "[...document.querySelectorAll('#canary-result [data-list=canary] li.example')].map(li =>
+                [li.querySelector('code.trace-id').textContent,
+                 li.querySelector('[data-role=reason]').textContent,
+                 li.querySelector('[data-role=series]').textContent,
+                 !!li.querySelector('button.copy')])",
+        );
         page.screenshot(&screenshot_path("dashboard.png"), 1400);
         let light = page.eval("getComputedStyle(document.body).backgroundColor");
         page.color_scheme("dark");
@@ -303,11 +310,31 @@ async fn dashboard_shows_features_slo_pages_gaps_and_canary_verdict() {
         assert!(luminance(dark.as_str().unwrap_or("")) < 0.15, "{dark}");
         page.screenshot(&screenshot_path("dashboard-dark.png"), 1400);
         page.drain(Duration::from_millis(200));
-        std::mem::take(&mut page.errors)
+        (std::mem::take(&mut page.errors), canary_examples)
     })
     .await
     .expect("browser thread");
+    let (checked, canary_examples) = checked;
     assert!(checked.is_empty(), "console errors: {checked:#?}");
+    // The canary examples shown are the API's, in its order.
+    let (_, verdict) = server
+        .get_json("/api/v1/canary?service=web&baseline=1.0.0&canary=2.0.0&window=10m")
+        .await;
+    let want: Vec<Value> = verdict["canary_examples"]
+        .as_array()
+        .expect("canary_examples")
+        .iter()
+        .map(|e| {
+            serde_json::json!([
+                e["trace_id"],
+                "status ERROR",
+                "web · GET /items · service_version=2.0.0",
+                true
+            ])
+        })
+        .collect();
+    assert!(!want.is_empty(), "{verdict}");
+    assert_eq!(canary_examples, Value::from(want));
     server.stop().await;
 }
 
@@ -903,5 +930,372 @@ async fn every_figure_on_the_page_is_the_api_value_written_by_the_documented_rul
     assert_eq!(card("fast-availability")["burn"]["5m"], "50.00");
     assert_eq!(card("spread-latency")["eta"], "30d 0h");
     assert_eq!(card("mid-availability")["sli"], "100% (objective 99.5%)");
+    server.stop().await;
+}
+
+/// A service and a feature whose names are markup and a `javascript:` URL: they must show
+/// as text, never as elements or links.
+const HOSTILE_SERVICE: &str = "<img src=x onerror=window.__x=1>";
+const HOSTILE_ROUTE: &str = "/javascript:alert(1)/<b>x</b>";
+const TRACE_URL: &str = "https://tracing.example/trace/{trace_id}?span={span_id}";
+
+/// A latency SLO on the hostile feature (bad or slower than 100 ms fails), with
+/// `links.trace_url` set when `links`.
+fn hostile_config(links: bool) -> String {
+    let links = if links {
+        format!("links:\n  trace_url: {TRACE_URL:?}\n")
+    } else {
+        String::new()
+    };
+    format!(
+        "{links}sli:\n  latency:\n    buckets: [0.01, 0.1, 1]\nslos:\n  - name: hostile-latency\n    service: {HOSTILE_SERVICE:?}\n    feature: {:?}\n    sli: latency\n    threshold: 100ms\n    objective: 99\n",
+        format!("GET {HOSTILE_ROUTE}")
+    )
+}
+
+/// One request sent: the ids the SDK gave it (hex), its status and duration.
+#[derive(Clone, Debug)]
+struct Sent {
+    trace_id: String,
+    span_id: String,
+}
+
+/// Sends `GET route` SERVER spans of `service`, one per `(status, duration)`, ending 10 ms
+/// apart in that order, through the SDK; returns their ids in sending order.
+async fn send_requests(
+    server: &TestServer,
+    service: &'static str,
+    route: &'static str,
+    reqs: Vec<(u16, Duration)>,
+) -> Vec<Sent> {
+    let endpoint = server.grpc.to_string();
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let _g = handle.enter();
+        let p = sdk::provider_with_resource(
+            &endpoint,
+            Transport::Grpc,
+            false,
+            sdk::resource(service, &[]),
+        );
+        let tracer = p.tracer("dashboard-examples");
+        let base = SystemTime::now() - Duration::from_secs(1);
+        let mut sent = Vec::new();
+        for (i, (status, took)) in reqs.into_iter().enumerate() {
+            let end = base + Duration::from_millis(10 * i as u64);
+            let mut span = tracer
+                .span_builder(format!("GET {route}"))
+                .with_kind(SpanKind::Server)
+                .with_start_time(end - took)
+                .with_attributes(vec![
+                    KeyValue::new("http.request.method", "GET"),
+                    KeyValue::new("http.route", route),
+                    KeyValue::new("http.response.status_code", i64::from(status)),
+                ])
+                .start(&tracer);
+            let cx = span.span_context().clone();
+            span.end_with_timestamp(end);
+            sent.push(Sent {
+                trace_id: cx.trace_id().to_string(),
+                span_id: cx.span_id().to_string(),
+            });
+        }
+        p.force_flush().expect("flush");
+        p.shutdown().expect("shutdown");
+        sent
+    })
+    .await
+    .expect("sdk thread")
+}
+
+/// JavaScript: the example requests listed under `scope` as
+/// `{trace, span, text, href, target, rel, reason, series, copy}`.
+fn examples_js(scope: &str) -> String {
+    format!(
+        "[...document.querySelectorAll({scope:?} + ' li.example')].map(li => {{
+            const a = li.querySelector('a');
+            const r = (role) => li.querySelector('[data-role=' + role + ']')?.textContent ?? null;
+            return {{ trace: li.dataset.traceId, span: li.dataset.spanId,
+              text: li.querySelector('.trace-id').textContent,
+              href: a ? a.getAttribute('href') : null, target: a ? a.target : null,
+              rel: a ? a.rel : null, reason: r('reason'), series: r('series'),
+              copy: li.querySelector('button.copy')?.getAttribute('aria-label') ?? null }};
+        }})"
+    )
+}
+
+/// JavaScript: the hostile row of the SLI table.
+fn hostile_row_js() -> String {
+    format!(
+        "[...document.querySelectorAll('#sli-body tr[data-key]')].find(tr => tr.dataset.service === {})",
+        serde_json::to_string(HOSTILE_SERVICE).expect("json")
+    )
+}
+
+/// Opens the hostile row's examples with the keyboard and waits for `n` examples.
+fn open_row_examples(page: &mut Page, n: usize) {
+    page.eval(&format!(
+        "{}.querySelector('button.examples-toggle').focus(); 1",
+        hostile_row_js()
+    ));
+    page.key("Enter");
+    page.wait_for(
+        &format!("document.querySelectorAll('#sli-examples li.example').length === {n}"),
+        Duration::from_secs(10),
+    );
+}
+
+/// Telemetry text in the page made no element, ran no script and made no `javascript:`
+/// link, and shows as the literal text it is.
+fn assert_telemetry_is_text(page: &mut Page) {
+    let feature = format!("GET {HOSTILE_ROUTE}");
+    assert_eq!(
+        page.eval("[...document.querySelectorAll('img')].filter(i => !i.closest('.brand')).length"),
+        0,
+        "no img element came from a service name"
+    );
+    assert_eq!(page.eval("document.querySelectorAll('b').length"), 0);
+    assert_eq!(page.eval("typeof window.__x"), "undefined");
+    assert_eq!(
+        page.eval("document.querySelectorAll('a[href^=\"javascript:\" i]').length"),
+        0
+    );
+    let row = page.eval(&format!(
+        "(() => {{ const tr = {}; return [tr.children[0].textContent, tr.children[1].firstChild.textContent]; }})()",
+        hostile_row_js()
+    ));
+    assert_eq!(row, serde_json::json!([HOSTILE_SERVICE, feature]));
+    assert_eq!(
+        page.eval("document.getElementById('sli-examples-h').textContent"),
+        format!("Example requests: {HOSTILE_SERVICE} · {feature}").as_str()
+    );
+}
+
+/// The hostile feature's requests, through the SDK: two 503s, two slow ones (500 ms, 2 s),
+/// two fast good ones. Its examples in the page (latest bad, slowest of the window) and
+/// those of its latency SLO are exactly the ids the SDK gave those requests, each linked to
+/// `links.trace_url` filled with its ids; names from telemetry stay text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn examples_link_the_requests_sent_to_the_configured_trace_url() {
+    if !browser::available() {
+        return;
+    }
+    let server = TestServer::start(&hostile_config(true)).await;
+    let ms = Duration::from_millis;
+    let sent = send_requests(
+        &server,
+        HOSTILE_SERVICE,
+        HOSTILE_ROUTE,
+        vec![
+            (200, ms(5)),
+            (503, ms(10)),
+            (200, ms(500)),
+            (503, ms(20)),
+            (200, ms(2000)),
+            (200, ms(6)),
+        ],
+    )
+    .await;
+    server.flush().await;
+    let (_, info) = server.get_json("/api/v1/info").await;
+    assert_eq!(info["links"]["trace_url"], TRACE_URL);
+
+    let admin = server.admin;
+    let (row, slo, refreshed, errors) = tokio::task::spawn_blocking(move || {
+        let mut b = Browser::launch(1400, 1000);
+        let page = &mut b.page;
+        open(page, admin);
+        open_row_examples(page, 5);
+        assert_eq!(
+            page.eval(&format!(
+                "(() => {{ const b = {}.querySelector('button.examples-toggle');
+                   return [b.getAttribute('aria-expanded'), b.getAttribute('aria-controls'),
+                           document.activeElement === b]; }})()",
+                hostile_row_js()
+            )),
+            serde_json::json!(["true", "sli-examples", true]),
+            "the toggle says it is open, points at its panel and keeps the focus"
+        );
+        let row = page.eval(&format!(
+            "({{ bad: {}, slowest: {} }})",
+            examples_js("#sli-examples [data-list=bad]"),
+            examples_js("#sli-examples [data-list=slowest]")
+        ));
+        // The SLO card's failing requests, opened from the keyboard.
+        let card = "document.querySelector('[data-slo=\"hostile-latency\"] details.examples')";
+        page.eval(&format!("{card}.querySelector('summary').focus(); 1"));
+        page.key("Enter");
+        assert_eq!(page.eval(&format!("{card}.open")), true);
+        let slo = page.eval(&examples_js(
+            "[data-slo=\"hostile-latency\"] [data-list=slo]",
+        ));
+        assert_telemetry_is_text(page);
+        // A refresh keeps both open, re-read.
+        let n = page
+            .eval("Number(document.body.dataset.refreshes)")
+            .as_u64()
+            .unwrap_or(0);
+        page.wait_for(
+            &format!("Number(document.body.dataset.refreshes) > {n}"),
+            Duration::from_secs(10),
+        );
+        let refreshed = page.eval(&format!(
+            "[document.querySelectorAll('#sli-examples li.example').length, {card}.open,
+              document.querySelectorAll('#slo-cards li.example').length]"
+        ));
+        page.screenshot(&screenshot_path("dashboard-examples.png"), 1400);
+        let panel =
+            "getComputedStyle(document.querySelector('tr.examples-row > td')).backgroundColor";
+        let light = page.eval(panel);
+        page.color_scheme("dark");
+        let dark = page.eval(panel);
+        assert!(luminance(light.as_str().unwrap_or("")) > 0.8, "{light}");
+        assert!(luminance(dark.as_str().unwrap_or("")) < 0.2, "{dark}");
+        page.screenshot(&screenshot_path("dashboard-examples-dark.png"), 1400);
+        page.drain(Duration::from_millis(100));
+        (row, slo, refreshed, std::mem::take(&mut page.errors))
+    })
+    .await
+    .expect("browser thread");
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+    assert_eq!(refreshed, serde_json::json!([5, true, 4]));
+
+    let feature = format!("GET {HOSTILE_ROUTE}");
+    let want = |i: usize, reason: Option<&str>, series: bool| {
+        let s = &sent[i];
+        serde_json::json!({
+            "trace": s.trace_id, "span": s.span_id, "text": s.trace_id,
+            "href": format!("https://tracing.example/trace/{}?span={}", s.trace_id, s.span_id),
+            "target": "_blank", "rel": "noopener noreferrer",
+            "reason": reason,
+            "series": series.then(|| format!("{HOSTILE_SERVICE} · {feature}")),
+            "copy": null,
+        })
+    };
+    // The latest bad requests, newest first.
+    assert_eq!(
+        row["bad"],
+        serde_json::json!([
+            want(3, Some("http 503"), false),
+            want(1, Some("http 503"), false)
+        ])
+    );
+    // The slowest of the last 5 minutes: 2 s, 500 ms, then the 0.1 bucket's latest (20 ms).
+    assert_eq!(
+        row["slowest"],
+        serde_json::json!([
+            want(4, None, false),
+            want(2, None, false),
+            want(3, Some("http 503"), false)
+        ])
+    );
+    // The SLO's failing requests: bad or slower than 100 ms, newest first.
+    assert_eq!(
+        slo,
+        serde_json::json!([
+            want(4, Some("slower than 0.1s"), true),
+            want(3, Some("http 503"), true),
+            want(2, Some("slower than 0.1s"), true),
+            want(1, Some("http 503"), true),
+        ])
+    );
+    server.stop().await;
+}
+
+/// Without `links.trace_url` no example is a link: the trace id is text with a Copy
+/// button, which copies it (or, without a clipboard, selects it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_trace_url_the_ids_are_text_to_copy() {
+    if !browser::available() {
+        return;
+    }
+    let server = TestServer::start(&hostile_config(false)).await;
+    let ms = Duration::from_millis;
+    let sent = send_requests(
+        &server,
+        HOSTILE_SERVICE,
+        HOSTILE_ROUTE,
+        vec![(503, ms(10)), (200, ms(500))],
+    )
+    .await;
+    server.flush().await;
+    let (_, info) = server.get_json("/api/v1/info").await;
+    assert_eq!(info["links"]["trace_url"], Value::Null);
+
+    let admin = server.admin;
+    let (row, slo, copied, selected, errors) = tokio::task::spawn_blocking(move || {
+        let mut b = Browser::launch(1300, 900);
+        let page = &mut b.page;
+        // The clipboard needs a focused document and the permission.
+        page.call(
+            "Emulation.setFocusEmulationEnabled",
+            serde_json::json!({ "enabled": true }),
+        );
+        page.call(
+            "Browser.grantPermissions",
+            serde_json::json!({ "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"] }),
+        );
+        open(page, admin);
+        // Bad: the 503; slowest: 500 ms, then the 503 (10 ms).
+        open_row_examples(page, 3);
+        let row = page.eval(&examples_js("#sli-examples"));
+        page.eval("document.querySelector('[data-slo=\"hostile-latency\"] details.examples summary').click(); 1");
+        let slo = page.eval(&examples_js("[data-slo=\"hostile-latency\"] [data-list=slo]"));
+        assert_eq!(page.eval("document.querySelectorAll('#sli-examples a, #slo-cards a').length"), 0);
+        assert!(page
+            .eval("document.querySelector('#sli-examples .hint').textContent")
+            .as_str()
+            .unwrap_or("")
+            .contains("links.trace_url"));
+        assert_telemetry_is_text(page);
+        // Copy, from the keyboard: the clipboard holds the id.
+        page.eval("document.querySelector('#sli-examples [data-list=bad] button.copy').focus(); 1");
+        page.key("Enter");
+        page.wait_for(
+            "document.querySelector('#sli-examples [data-list=bad] .copy-note').textContent === 'Copied'",
+            Duration::from_secs(5),
+        );
+        let copied = page.eval("navigator.clipboard.readText()");
+        // Without the clipboard API (plain HTTP from another host): the id is selected.
+        page.eval("Object.defineProperty(Navigator.prototype, 'clipboard', { get: () => undefined }); 1");
+        page.eval("document.querySelector('#sli-examples [data-list=slowest] button.copy').click(); 1");
+        page.wait_for(
+            "document.querySelector('#sli-examples [data-list=slowest] .copy-note').textContent !== ''",
+            Duration::from_secs(5),
+        );
+        let selected = page.eval("getSelection().toString()");
+        page.drain(Duration::from_millis(100));
+        (row, slo, copied, selected, std::mem::take(&mut page.errors))
+    })
+    .await
+    .expect("browser thread");
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+    let want = |i: usize, reason: Option<&str>, series: bool| {
+        let s = &sent[i];
+        serde_json::json!({
+            "trace": s.trace_id, "span": s.span_id, "text": s.trace_id,
+            "href": null, "target": null, "rel": null,
+            "reason": reason,
+            "series": series.then(|| format!("{HOSTILE_SERVICE} · GET {HOSTILE_ROUTE}")),
+            "copy": format!("Copy trace id {}", s.trace_id),
+        })
+    };
+    assert_eq!(
+        row,
+        serde_json::json!([
+            want(0, Some("http 503"), false),
+            want(1, None, false),
+            want(0, Some("http 503"), false)
+        ])
+    );
+    assert_eq!(
+        slo,
+        serde_json::json!([
+            want(1, Some("slower than 0.1s"), true),
+            want(0, Some("http 503"), true)
+        ])
+    );
+    assert_eq!(copied, sent[0].trace_id.as_str());
+    assert_eq!(selected, sent[1].trace_id.as_str());
     server.stop().await;
 }

@@ -1,7 +1,8 @@
 //! `GET /api/v1/info`: what a client needs to know about this instance to send it data —
 //! the OTLP receiver addresses as endpoints, the `OTEL_EXPORTER_OTLP_*` settings, a one-line
-//! test command — plus the version, the canary label and the history bounds. The dashboard's
-//! empty state is built from it.
+//! test command — plus the version, the canary label, the history bounds and the trace link
+//! template (`links.trace_url`). The dashboard's empty state and its trace links are built
+//! from it.
 //!
 //! A receiver bound to an unspecified address (`0.0.0.0`, `[::]`) is reachable on whatever
 //! name the client used for the admin server, so its endpoint takes the request's `Host`
@@ -23,6 +24,8 @@ pub struct Info {
     pub canary_attribute: Option<String>,
     /// Most series the history keeps.
     pub history_series_limit: usize,
+    /// `links.trace_url`: the URL template of a trace at the user's tracing tool.
+    pub trace_url: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -36,6 +39,14 @@ struct Response<'a> {
     receivers_auth: bool,
     canary: Option<Canary<'a>>,
     history: History,
+    links: Links<'a>,
+}
+
+/// Where the dashboard links example requests to.
+#[derive(Serialize)]
+struct Links<'a> {
+    /// `links.trace_url`, with `{trace_id}` and `{span_id}` left for the page to fill.
+    trace_url: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -145,6 +156,9 @@ pub fn render(info: &Info, host: Option<&str>) -> Vec<u8> {
             step_seconds: crate::api::history::STEP_NANOS / 1_000_000_000,
             series_limit: info.history_series_limit,
         },
+        links: Links {
+            trace_url: info.trace_url.as_deref(),
+        },
     })
     .unwrap_or_default()
 }
@@ -191,6 +205,7 @@ mod tests {
             receivers_auth: true,
             canary_attribute: Some("service.version".into()),
             history_series_limit: 10,
+            trace_url: Some("https://tracing.example/trace/{trace_id}".into()),
         };
         let v: serde_json::Value = serde_json::from_slice(&render(&info, None)).expect("json");
         assert_eq!(v["otlp"]["grpc"]["endpoint"], "http://127.0.0.1:4317");
@@ -200,6 +215,16 @@ mod tests {
         );
         assert_eq!(v["env"][2][0], "OTEL_EXPORTER_OTLP_HEADERS");
         assert_eq!(v["canary"]["label"], "service_version");
+        assert_eq!(
+            v["links"]["trace_url"],
+            "https://tracing.example/trace/{trace_id}"
+        );
+        let none = Info {
+            trace_url: None,
+            ..info.clone()
+        };
+        let unset: serde_json::Value = serde_json::from_slice(&render(&none, None)).expect("json");
+        assert_eq!(unset["links"], serde_json::json!({"trace_url": null}));
         let cmd = v["test_command"].as_str().expect("command");
         assert!(
             cmd.starts_with("curl -sS http://127.0.0.1:4318/v1/traces "),

@@ -3,6 +3,7 @@
 //! modules), defaults applied, and runtime types built once. Every error names the key path
 //! and the reason.
 
+pub mod links;
 pub mod listeners;
 pub mod raw;
 
@@ -123,6 +124,9 @@ pub struct Config {
     pub remote_write: Option<crate::export::remote_write::RemoteWriteConfig>,
     /// OTLP metrics export of the derived metrics.
     pub otlp_metrics: Option<crate::export::otlp_metrics::OtlpMetricsConfig>,
+    /// `links.trace_url`: URL template of a trace at the user's tracing tool, holding
+    /// `{trace_id}` and/or `{span_id}`; `None`: the dashboard shows ids without links.
+    pub trace_url: Option<String>,
 }
 
 impl Config {
@@ -258,6 +262,7 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
     }
     let storage = storage(raw.storage)?;
     let (forward, remote_write, otlp_metrics) = exporters(&raw.forward, &raw.exporters, &storage)?;
+    let trace_url = links::trace_url(raw.links)?;
 
     // Check the rules compile (attribute count) now rather than at start-up.
     crate::sli::classify::Classifier::new(classify.clone())
@@ -289,6 +294,7 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         slo,
         canary,
         storage,
+        trace_url,
     })
 }
 
@@ -957,6 +963,39 @@ mod tests {
         let c = p("slos:\n  - {name: a, service: s, feature: f, objective: 90}\n").unwrap();
         assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
         assert!(c.warnings[0].contains("can never fire"));
+    }
+
+    #[test]
+    fn links_hold_a_checked_trace_url_template() {
+        assert_eq!(p("").unwrap().trace_url, None);
+        let c = p(
+            "links:\n  trace_url: \"https://tracing.example/trace/{trace_id}?span={span_id}\"\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            c.trace_url.as_deref(),
+            Some("https://tracing.example/trace/{trace_id}?span={span_id}")
+        );
+        for (yaml, want) in [
+            (
+                "links:\n  trace_url: \"javascript:alert('{trace_id}')\"\n",
+                "links.trace_url: ",
+            ),
+            (
+                "links:\n  trace_url: \"https://tracing.example/\"\n",
+                "links.trace_url: ",
+            ),
+            ("links:\n  trace_url: 42\n", "links.trace_url"),
+            (
+                "links:\n  span_url: \"https://t.example/{span_id}\"\n",
+                "links",
+            ),
+        ] {
+            let msg = p(yaml).unwrap_err().to_string();
+            assert!(msg.starts_with(want), "{yaml}: {msg}");
+        }
+        let msg = p("links:\n  span_url: x\n").unwrap_err().to_string();
+        assert!(msg.contains("span_url"), "{msg}");
     }
 
     #[test]

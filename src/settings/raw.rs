@@ -43,6 +43,8 @@ pub struct RawConfig {
     pub forward: Vec<RawForward>,
     /// Exporters of the derived SLI/SLO metrics.
     pub exporters: RawExporters,
+    /// Links from the dashboard to other tools (a trace at the tracing vendor).
+    pub links: RawLinks,
 }
 
 /// `receivers:`
@@ -309,6 +311,18 @@ pub struct RawStorage {
     /// How often the state file is written (it is also written on shutdown). `1s` to `1h`.
     /// Default `1m`.
     pub interval: Option<HumanDuration>,
+}
+
+/// `links:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLinks {
+    /// URL template of a trace at the tracing tool or vendor the traces go to; the dashboard
+    /// links each example request's trace id to it. `http://` or `https://` and a host,
+    /// holding `{trace_id}` and/or `{span_id}` (32 and 16 lower-case hex digits); any other
+    /// brace must be written `%7B` / `%7D`. Example:
+    /// `"http://jaeger:16686/trace/{trace_id}"`. Unset: the ids are shown with a copy button.
+    pub trace_url: Option<String>,
 }
 
 /// `exporters:`

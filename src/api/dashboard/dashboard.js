@@ -1,6 +1,8 @@
 // otel-sli dashboard: reads /api/v1/* and renders it. No dependencies, no build step.
 // Every section renders from its own API answer and shows a message when that answer is
-// empty or failed; the DOM is built with text nodes only.
+// empty or failed; the DOM is built with text nodes only (names, reasons and ids come from
+// telemetry: they are never parsed as HTML, and a trace link is only ever an http(s) URL
+// built from hex ids).
 'use strict';
 (function () {
   const REFRESH_MS = 5000;
@@ -25,6 +27,10 @@
     cohorts: new Map(),
     needsToken: false,
     formMessage: false,
+    // The series whose example requests are shown (its key), and what was read for it:
+    // { key, series (or null: none kept), error, loading }.
+    selected: null,
+    examples: null,
   };
 
   const $ = (id) => document.getElementById(id);
@@ -105,6 +111,19 @@
   // Runs a render function; a bug in one section shows as a message, not a blank page.
   function guarded(id, fn) {
     try { fn(); } catch (e) { message(id, 'This section could not be drawn: ' + e.message, true); }
+  }
+
+  // The `data-focus` mark of the control focused inside `box`, to give the focus back to
+  // the same control once `box` is redrawn.
+  function focusMark(box) {
+    const a = document.activeElement;
+    return a && box && box.contains(a) && a.dataset ? a.dataset.focus || null : null;
+  }
+
+  function restoreFocus(box, mark) {
+    if (!mark || !box) return;
+    const again = [...box.querySelectorAll('[data-focus]')].find((e) => e.dataset.focus === mark);
+    if (again) again.focus();
   }
 
   // ---- overview table ----------------------------------------------------------------
@@ -223,17 +242,32 @@
       return el('td', { 'data-value': 'ok' }, el('span', { class: 'badge ok', text: '✓ ok' }));
     }
     const d = el('details', { class: 'quality', 'data-key': row.key },
-      el('summary', {}, el('span', { class: 'badge warn', text: '⚠ insufficient' })),
+      el('summary', { 'data-focus': 'quality\u0000' + row.key }, el('span', { class: 'badge warn', text: '⚠ insufficient' })),
       el('ul', {}, ...row.reasons.map((r) => el('li', { text: r }))));
     if (open) d.open = true;
     return el('td', { 'data-value': 'insufficient' }, d);
   }
 
+  function examplesCell(r) {
+    const open = state.selected === r.key;
+    const name = r.service + ' · ' + r.feature + (r.dims ? ' · ' + r.dims : '');
+    return el('td', { class: 'examples-cell' },
+      el('button', {
+        type: 'button',
+        class: 'examples-toggle',
+        'data-key': r.key,
+        'data-focus': 'examples\u0000' + r.key,
+        'aria-expanded': String(open),
+        'aria-controls': open ? 'sli-examples' : null,
+        'aria-label': 'Examples of ' + name,
+        text: (open ? '▾' : '▸') + ' Examples',
+      }));
+  }
+
   function renderTable() {
     const body = $('sli-body');
     const open = new Set([...body.querySelectorAll('details[open]')].map((d) => d.dataset.key));
-    const focused = body.contains(document.activeElement) ? document.activeElement.closest('details') : null;
-    const focusKey = focused ? focused.dataset.key : null;
+    const mark = focusMark(body);
     const rows = visibleRows();
     const frag = document.createDocumentFragment();
     for (const r of rows) {
@@ -248,19 +282,21 @@
         el('td', { class: 'num', 'data-value': r.p99, text: F.seconds(r.p99) }),
         el('td', { class: 'num', 'data-value': r.coverage, text: isNum(r.coverage) ? F.ratio(r.coverage) : 'no metrics' }),
         qualityCell(r, open.has(r.key)),
-        ...trendCells(r)));
+        ...trendCells(r),
+        examplesCell(r)));
+      if (r.key === state.selected) {
+        frag.append(el('tr', { class: 'examples-row', 'data-examples-for': r.key },
+          el('td', { colspan: 12 }, examplesPanel(r))));
+      }
     }
     if (rows.length === 0) {
       const text = state.rows.length
         ? 'No feature matches “' + state.filter + '”.'
         : 'No requests in the ' + WINDOW_TEXT[state.window] + '.';
-      frag.append(el('tr', {}, el('td', { colspan: 11, class: 'empty', text })));
+      frag.append(el('tr', {}, el('td', { colspan: 12, class: 'empty', text })));
     }
     body.replaceChildren(frag);
-    if (focusKey) {
-      const again = [...body.querySelectorAll('details')].find((d) => d.dataset.key === focusKey);
-      if (again) again.querySelector('summary').focus();
-    }
+    restoreFocus(body, mark);
     const total = state.rows.length;
     $('sli-count').textContent = rows.length === total
       ? total + (total === 1 ? ' feature' : ' features')
@@ -272,6 +308,173 @@
     }
   }
 
+  // ---- example requests (docs/exemplars.md) -------------------------------------------
+  const TRACE_ID = /^[0-9a-f]{32}$/;
+  const SPAN_ID = /^[0-9a-f]{16}$/;
+
+  function traceTemplate() {
+    const t = state.info && state.info.links && state.info.links.trace_url;
+    return typeof t === 'string' && t ? t : null;
+  }
+
+  // The link to a request's trace: links.trace_url with {trace_id} and {span_id} replaced,
+  // only by ids that are exactly 32 and 16 lower-case hex digits, and only if the result is
+  // an absolute http: or https: URL. Anything else: null, and the id is shown as text.
+  function traceHref(traceId, spanId) {
+    const template = traceTemplate();
+    if (!template || typeof traceId !== 'string' || !TRACE_ID.test(traceId)) return null;
+    if (template.includes('{span_id}') && (typeof spanId !== 'string' || !SPAN_ID.test(spanId))) return null;
+    const filled = template.split('{trace_id}').join(traceId).split('{span_id}').join(spanId);
+    let url;
+    try { url = new URL(filled); } catch (_) { return null; }
+    return url.protocol === 'http:' || url.protocol === 'https:' ? url.href : null;
+  }
+
+  // Copies the button's id; without the clipboard API (a page served over plain HTTP from
+  // another host) or when it is refused, selects the id so that Ctrl+C copies it.
+  async function copyId(button) {
+    const text = button.dataset.copy || '';
+    const note = button.parentElement.querySelector('.copy-note');
+    let done = false;
+    try {
+      if (navigator.clipboard && navigator.clipboard.writeText) {
+        await navigator.clipboard.writeText(text);
+        done = true;
+      }
+    } catch (_) { done = false; }
+    if (!done) {
+      const code = button.parentElement.querySelector('.trace-id');
+      const sel = window.getSelection();
+      if (code && sel) {
+        sel.selectAllChildren(code);
+        try { done = document.execCommand('copy'); } catch (_) { done = false; }
+      }
+    }
+    if (note) note.textContent = done ? 'Copied' : 'Selected: press Ctrl+C to copy';
+  }
+
+  // One example request: why it is one, its duration and end, with series (SLO and canary
+  // lists span several features), and its trace as a link or as text to copy.
+  function exampleItem(x, withSeries, focus) {
+    const id = typeof x.trace_id === 'string' ? x.trace_id : '';
+    const span = typeof x.span_id === 'string' ? x.span_id : '';
+    const href = traceHref(id, span);
+    const reason = x.reason ? String(x.reason) : '';
+    const slow = reason.startsWith('slower than');
+    const trace = href
+      ? el('a', {
+        class: 'trace-id',
+        href,
+        target: '_blank',
+        rel: 'noopener noreferrer',
+        'data-focus': 'link\u0000' + focus + id,
+        'aria-label': 'Trace ' + id + ' (opens in a new tab)',
+        text: id,
+      })
+      : el('code', { class: 'trace-id', text: id });
+    return el('li', { class: 'example', 'data-trace-id': id, 'data-span-id': span, 'data-bad': reason && !slow ? 'true' : null },
+      el('div', { class: 'example-what' },
+        reason ? el('span', { class: 'badge ' + (slow ? 'warn' : 'bad'), 'data-role': 'reason', text: reason }) : null,
+        el('span', { 'data-role': 'duration', text: F.seconds(x.duration_seconds) }),
+        el('time', { datetime: x.end, 'data-role': 'end', text: time(x.end) })),
+      withSeries
+        ? el('div', { class: 'example-series', 'data-role': 'series', text: x.service + ' · ' + x.feature + (dimsText(x.dimensions) ? ' · ' + dimsText(x.dimensions) : '') })
+        : null,
+      el('div', { class: 'example-trace' },
+        el('span', { class: 'muted', text: 'Trace' }),
+        trace,
+        href ? null : el('button', {
+          type: 'button',
+          class: 'copy',
+          'data-copy': id,
+          'data-focus': 'copy\u0000' + focus + id,
+          'aria-label': 'Copy trace id ' + id,
+          text: 'Copy',
+        }),
+        href ? null : el('span', { class: 'copy-note muted', role: 'status' }),
+        span ? el('span', { class: 'span-id muted', text: 'span ' + span }) : null));
+  }
+
+  // A list of example requests, or `empty` as text.
+  function exampleList(list, name, empty, withSeries, focus) {
+    const items = Array.isArray(list) ? list : [];
+    if (!items.length) return el('p', { class: 'muted examples-empty', 'data-list': name, text: empty });
+    return el('ul', { class: 'examples', 'data-list': name },
+      ...items.map((x) => exampleItem(x, withSeries, (focus || name) + '\u0000')));
+  }
+
+  function linkHint() {
+    return traceTemplate() ? null
+      : el('p', { class: 'muted hint', text: 'Set links.trace_url in the configuration to open these traces at your tracing tool.' });
+  }
+
+  // The examples of the selected row: its latest bad requests and the slowest of the window.
+  function examplesPanel(row) {
+    const ex = state.examples && state.examples.key === row.key ? state.examples : { loading: true };
+    const name = row.service + ' · ' + row.feature + (row.dims ? ' · ' + row.dims : '');
+    let body;
+    if (ex.error) {
+      body = [el('p', { class: 'message error', text: failure('the example requests', ex.error) })];
+    } else if (!ex.series) {
+      body = [el('p', { class: 'muted', text: ex.loading ? 'Loading…' : 'No example requests are kept for this feature: only requests whose span was sampled are (sli.exemplars.enabled).' })];
+    } else {
+      const win = WINDOW_TEXT[state.window];
+      body = [
+        el('div', { class: 'examples-cols' },
+          el('div', {},
+            el('h4', { text: 'Latest bad requests' }),
+            exampleList(ex.series.bad, 'bad', 'No bad request kept.', false)),
+          el('div', {},
+            el('h4', { text: 'Slowest requests, ' + win }),
+            exampleList((ex.series.slowest || {})[state.window], 'slowest', 'No request kept in the ' + win + '.', false))),
+        linkHint(),
+      ];
+    }
+    return el('div', { id: 'sli-examples', class: 'examples-panel', role: 'region', 'aria-labelledby': 'sli-examples-h', 'aria-busy': ex.loading ? 'true' : null },
+      el('h3', { id: 'sli-examples-h', text: 'Example requests: ' + name }),
+      ...body);
+  }
+
+  function renderExamples() {
+    const box = $('sli-examples');
+    const row = state.rows.find((r) => r.key === state.selected);
+    if (!box || !row) return;
+    const mark = focusMark(box);
+    const again = examplesPanel(row);
+    box.replaceWith(again);
+    restoreFocus(again, mark);
+  }
+
+  // Reads the selected series' examples (one series: the refresh stays cheap).
+  async function loadExamples() {
+    const key = state.selected;
+    const row = state.rows.find((r) => r.key === key);
+    if (!row) return;
+    let next;
+    try {
+      const v = await api('/api/v1/exemplars?service=' + encodeURIComponent(row.service) +
+        '&feature=' + encodeURIComponent(row.feature));
+      next = { key, series: (v.series || []).find((s) => keyOf(s) === key) || null, error: null, loading: false };
+    } catch (e) {
+      next = { key, series: null, error: e, loading: false };
+    }
+    if (state.selected !== key) return; // another row was picked meanwhile
+    state.examples = next;
+    guarded('sli-message', renderExamples);
+  }
+
+  function toggleExamples(key) {
+    if (state.selected === key) {
+      state.selected = null;
+      state.examples = null;
+    } else {
+      state.selected = key;
+      state.examples = { key, series: null, error: null, loading: true };
+      loadExamples();
+    }
+    renderTable();
+  }
+
   // ---- SLOs --------------------------------------------------------------------------
   const ALERTS = {
     ok: ['ok', '✓ OK'],
@@ -281,7 +484,24 @@
     insufficient: ['warn', '⚠ INSUFFICIENT DATA'],
   };
 
-  function sloCard(s) {
+  // The failing requests behind an SLO, collapsed; `open` keeps it open across refreshes.
+  function sloExamples(s, open) {
+    const examples = Array.isArray(s.examples) ? s.examples : [];
+    if (!examples.length) {
+      return isNum(s.bad) && s.bad > 0
+        ? el('p', { class: 'muted examples-empty', text: 'No example of its failing requests is kept (only sampled requests are).' })
+        : null;
+    }
+    const d = el('details', { class: 'examples', 'data-key': s.name },
+      el('summary', { 'data-focus': 'summary\u0000' + s.name },
+        'Failing requests (' + examples.length + (examples.length === 1 ? ' example)' : ' examples)')),
+      exampleList(examples, 'slo', '', true, 'slo\u0000' + s.name),
+      linkHint());
+    if (open) d.open = true;
+    return d;
+  }
+
+  function sloCard(s, open) {
     const [cls, label] = ALERTS[s.alert] || ['neutral', String(s.alert).toUpperCase()];
     const what = s.sli === 'latency'
       ? 'requests faster than ' + F.seconds(s.threshold_seconds)
@@ -319,7 +539,8 @@
         el('dt', { text: 'Exhausted in' }),
         el('dd', { 'data-role': 'eta', text: s.exhaustion_eta_seconds === null || s.exhaustion_eta_seconds === undefined ? 'not burning' : F.eta(s.exhaustion_eta_seconds) })),
       burns.length ? burn : null,
-      reasons.length ? el('ul', { class: 'reasons' }, ...reasons.map((r) => el('li', { text: r }))) : null);
+      reasons.length ? el('ul', { class: 'reasons' }, ...reasons.map((r) => el('li', { text: r }))) : null,
+      sloExamples(s, open));
   }
 
   function renderSlos(res) {
@@ -332,7 +553,10 @@
     const slos = res.value.slos || [];
     const order = { page: 0, ticket: 1, insufficient: 2, no_data: 3, ok: 4 };
     slos.sort((a, b) => (order[a.alert] ?? 5) - (order[b.alert] ?? 5) || String(a.name).localeCompare(String(b.name)));
-    box.replaceChildren(...slos.map(sloCard));
+    const open = new Set([...box.querySelectorAll('details[open]')].map((d) => d.dataset.key));
+    const mark = focusMark(box);
+    box.replaceChildren(...slos.map((s) => sloCard(s, open.has(s.name))));
+    restoreFocus(box, mark);
     message('slo-message', slos.length ? '' : 'No SLOs are configured. Declare them under slos: in the configuration file (or with --openslo) to see error budgets and burn rates here.');
   }
 
@@ -457,6 +681,10 @@
         el('span', { text: q.service + ': ' + q.canary + ' against ' + q.baseline + ' over ' + q.window + ' (' + q.attribute + ')' })),
       (v.reasons || []).length ? el('ul', {}, ...v.reasons.map((r) => el('li', { text: r }))) : null,
       (v.notes || []).length ? el('ul', { class: 'muted' }, ...v.notes.map((r) => el('li', { text: r }))) : null,
+      el('div', { class: 'canary-examples' },
+        el('h3', { text: 'Failing requests of canary ' + q.canary }),
+        exampleList(v.canary_examples, 'canary', 'No failing request of the canary is kept for this window.', true),
+        linkHint()),
       el('div', { class: 'table-wrap' },
         el('table', {},
           el('caption', { text: 'Baseline and canary figures, overall and per feature' }),
@@ -596,6 +824,7 @@
       guarded('slo-message', () => renderSlos(slos));
       guarded('gap-message', () => renderGaps(gaps));
       guarded('canary-message', renderCanaryForm);
+      if (state.selected) await loadExamples();
       renderAuth();
       const failed = [slis, slos, gaps].filter((r) => r.status === 'rejected').length;
       state.refreshes += 1;
@@ -623,6 +852,15 @@
     for (const b of document.querySelectorAll('#sli-table thead button[data-sort]')) {
       b.addEventListener('click', () => sortBy(b.dataset.sort));
     }
+    // One listener each for every row's Examples button and every Copy button.
+    $('sli-body').addEventListener('click', (e) => {
+      const b = e.target.closest('button.examples-toggle');
+      if (b) toggleExamples(b.dataset.key);
+    });
+    document.addEventListener('click', (e) => {
+      const b = e.target.closest('button.copy[data-copy]');
+      if (b) copyId(b);
+    });
     $('pause').addEventListener('click', () => {
       state.paused = !state.paused;
       $('pause').setAttribute('aria-pressed', String(state.paused));
