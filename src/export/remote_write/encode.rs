@@ -717,7 +717,9 @@ mod tests {
         assert!(body.len() < 10_000);
         assert_eq!(body.capacity(), body.len());
         assert_eq!(
-            snap::raw::Decoder::new().decompress_vec(&body).expect("snappy"),
+            snap::raw::Decoder::new()
+                .decompress_vec(&body)
+                .expect("snappy"),
             raw
         );
     }
