@@ -67,7 +67,7 @@ fn settings() -> Arc<SeriesSettings> {
 
 fn record_all(table: &mut SeriesTable, batch: &Batch, slot: u64) {
     for item in &batch.items {
-        table.record(item.hash, batch.key(item), &item.obs, slot);
+        table.record_with(item.hash, batch.key(item), &item.obs, Some(&item.ids), slot);
     }
 }
 
@@ -135,6 +135,18 @@ fn main() {
         }
         assert_eq!(table.len(), 80, "10 services × 8 features");
         group.bench_function(BenchmarkId::from_parameter("steady_slot"), |b| {
+            b.iter(|| record_all(&mut table, black_box(&batch), slot0))
+        });
+    }
+    {
+        // The same with example requests kept (the default configuration).
+        let settings =
+            SeriesSettings::new(Layout::new(2).expect("layout"), &DEFAULT_BUCKETS, 10_000, 2);
+        let mut table = SeriesTable::new(Arc::new(settings.with_exemplars(true)));
+        for _ in 0..20 {
+            record_all(&mut table, &batch, slot0);
+        }
+        group.bench_function(BenchmarkId::from_parameter("steady_slot_exemplars"), |b| {
             b.iter(|| record_all(&mut table, black_box(&batch), slot0))
         });
     }
