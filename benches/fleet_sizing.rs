@@ -381,12 +381,9 @@ fn export(
     let t1 = Instant::now();
     let mut series = encode::encode(report.view(), shape, &slos, now_ms, external, native);
     let t2 = Instant::now();
-    let started_ms = match pipeline.settings().started_unix_nanos {
-        0 => now_ms,
-        s => i64::try_from(s / 1_000_000).unwrap_or(i64::MAX).min(now_ms),
-    };
+    let started = pipeline.settings().started_unix_nanos;
     starts
-        .get_or_insert_with(|| Starts::new(started_ms))
+        .get_or_insert_with(|| Starts::since_start(started, now_ms))
         .mark(&mut series, now_ms);
     let t3 = Instant::now();
     if let Some(k) = keep {
@@ -450,10 +447,7 @@ fn measure_agent_writes(
     drop(slos);
     drop(report);
     let a1 = allocated();
-    let started_ms = i64::try_from(pipeline.settings().started_unix_nanos / 1_000_000)
-        .unwrap_or(i64::MAX)
-        .min(now_ms);
-    let mut s0 = Starts::new(started_ms);
+    let mut s0 = Starts::since_start(pipeline.settings().started_unix_nanos, now_ms);
     s0.mark(&mut series, now_ms);
     let a2 = allocated();
     out.series = series.len();

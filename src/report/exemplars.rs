@@ -116,13 +116,9 @@ pub struct SeriesExamples {
 
 /// The earliest end time a window's examples may have, for a report taken at `now`.
 fn window_start(w: Window, now_unix_nanos: u64) -> u64 {
-    let secs = match w {
-        Window::M1 => 60,
-        Window::M5 => 300,
-        Window::H1 => 3600,
-        Window::All => return 0,
-    };
-    now_unix_nanos.saturating_sub(secs * 1_000_000_000)
+    w.nominal_seconds().map_or(0, |secs| {
+        now_unix_nanos.saturating_sub(secs * 1_000_000_000)
+    })
 }
 
 impl Report<'_> {

@@ -46,12 +46,7 @@ pub fn success_ratio(w: &WindowSnapshot) -> Option<f64> {
 /// (at least one second; `all` is always the time since the start).
 pub fn window_seconds(w: Window, now: u64, started: u64) -> f64 {
     let up = (now.saturating_sub(started) as f64 / 1e9).max(1.0);
-    match w {
-        Window::M1 => up.min(60.0),
-        Window::M5 => up.min(300.0),
-        Window::H1 => up.min(3600.0),
-        Window::All => up,
-    }
+    w.nominal_seconds().map_or(up, |n| up.min(n as f64))
 }
 
 /// Every series' SLI over `w` in `view`, judged by `t`, in the snapshot's order.

@@ -54,6 +54,16 @@ impl Window {
         }
     }
 
+    /// The window's nominal length in seconds; `None` for `all` (since the start).
+    pub fn nominal_seconds(self) -> Option<u64> {
+        match self {
+            Window::M1 => Some(60),
+            Window::M5 => Some(300),
+            Window::H1 => Some(3600),
+            Window::All => None,
+        }
+    }
+
     /// Parses a window name.
     pub fn parse(s: &str) -> Option<Window> {
         Window::ALL.into_iter().find(|w| w.name() == s)

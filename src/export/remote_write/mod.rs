@@ -63,16 +63,13 @@ impl Encode for RemoteWriteEncoder {
             true,
         );
         let resumed = self.resumed;
-        let started_ms = match pipeline.settings().started_unix_nanos {
-            0 => now_ms,
-            s => i64::try_from(s / 1_000_000).unwrap_or(i64::MAX).min(now_ms),
-        };
+        let started = pipeline.settings().started_unix_nanos;
         self.starts
             .get_or_insert_with(|| {
                 if resumed {
                     starts::Starts::resumed()
                 } else {
-                    starts::Starts::new(started_ms)
+                    starts::Starts::since_start(started, now_ms)
                 }
             })
             .mark(&mut series, now_ms);

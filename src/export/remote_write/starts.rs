@@ -60,6 +60,16 @@ impl Starts {
         }
     }
 
+    /// Nothing written yet by a process whose pipeline started at `started_unix_nanos`
+    /// (0: unknown, taken as `now_ms`), at most `now_ms`.
+    pub fn since_start(started_unix_nanos: u64, now_ms: i64) -> Self {
+        let started_ms = match started_unix_nanos {
+            0 => now_ms,
+            s => i64::try_from(s / 1_000_000).unwrap_or(i64::MAX).min(now_ms),
+        };
+        Self::new(started_ms)
+    }
+
     /// Bookkeeping begun again mid-run (after an encoding failed), when what was written
     /// before is unknown: the next export puts no zeros (they could fall before samples
     /// already written, which the receiver refuses) and only records its series.
@@ -174,6 +184,19 @@ mod tests {
         let mut fourth = vec![series("sli_requests_total", "a", 2.0, 61_000)];
         starts.mark(&mut fourth, 61_000);
         assert_eq!(samples(&fourth[0]), vec![(0.0, 46_000), (2.0, 61_000)]);
+    }
+
+    #[test]
+    fn the_start_comes_from_the_pipeline_clock_or_now() {
+        let mut a = Starts::since_start(3_000_000_000, 9_000);
+        let mut s = vec![series("sli_requests_total", "a", 1.0, 9_000)];
+        a.mark(&mut s, 9_000);
+        assert_eq!(samples(&s[0])[0], (0.0, 3_000));
+        // Unknown (0): as late as possible, still before the value.
+        let mut b = Starts::since_start(0, 9_000);
+        let mut s = vec![series("sli_requests_total", "a", 1.0, 9_000)];
+        b.mark(&mut s, 9_000);
+        assert_eq!(samples(&s[0])[0], (0.0, 8_999));
     }
 
     #[test]
