@@ -317,12 +317,7 @@ async fn prometheus_stores_the_exemplars_of_the_requests_sent() {
         return;
     }
     let server = TestServer::start(CONFIG).await;
-    let ms = Duration::from_millis;
-    let sent = send(
-        &server,
-        vec![(200, ms(5)), (503, ms(50)), (200, ms(500)), (500, ms(2000))],
-    )
-    .await;
+    let sent = send(&server, four_requests()).await;
     server.flush().await;
     let prom = Prometheus::start(
         "exemplars",
@@ -336,32 +331,38 @@ async fn prometheus_stores_the_exemplars_of_the_requests_sent() {
     prom.expect("up{job=\"otel-sli\"}", 1.0).await;
     prom.expect("sum(sli_requests_total)", 4.0).await;
     let got = stored_exemplars(&prom).await;
+    assert_eq!(got, stored_for(&sent));
+    server.stop().await;
+}
+
+/// The requests both Prometheus tests send, each in a bucket of its own: 5 ms, 50 ms
+/// (503), 500 ms and 2 s (500).
+fn four_requests() -> Vec<(u16, Duration)> {
+    let ms = Duration::from_millis;
+    vec![(200, ms(5)), (503, ms(50)), (200, ms(500)), (500, ms(2000))]
+}
+
+/// What a Prometheus should hold once [`four_requests`] (`sent`) are scraped or written,
+/// sorted like [`stored_exemplars`]: the last bad request on the errors, one per bucket.
+fn stored_for(sent: &[Sent]) -> Vec<(String, String, String, f64)> {
     let id = |i: usize| sent[i].trace_id.clone();
+    let bucket = |le: &str, i: usize, v: f64| {
+        (
+            "sli_latency_seconds_bucket".to_string(),
+            le.to_string(),
+            id(i),
+            v,
+        )
+    };
     let mut want = vec![
         ("sli_errors_total".to_string(), String::new(), id(3), 1.0),
-        (
-            "sli_latency_seconds_bucket".into(),
-            "+Inf".into(),
-            id(3),
-            2.0,
-        ),
-        (
-            "sli_latency_seconds_bucket".into(),
-            "0.01".into(),
-            id(0),
-            0.005,
-        ),
-        (
-            "sli_latency_seconds_bucket".into(),
-            "0.1".into(),
-            id(1),
-            0.05,
-        ),
-        ("sli_latency_seconds_bucket".into(), "1".into(), id(2), 0.5),
+        bucket("+Inf", 3, 2.0),
+        bucket("0.01", 0, 0.005),
+        bucket("0.1", 1, 0.05),
+        bucket("1", 2, 0.5),
     ];
     want.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    assert_eq!(got, want);
-    server.stop().await;
+    want
 }
 
 /// The exemplars a Prometheus holds for the SLI buckets and error counters: (series name,
@@ -427,42 +428,13 @@ async fn remote_write_carries_the_exemplars_to_prometheus() {
         prom.write_url()
     ))
     .await;
-    let ms = Duration::from_millis;
-    let sent = send(
-        &server,
-        vec![(200, ms(5)), (503, ms(50)), (200, ms(500)), (500, ms(2000))],
-    )
-    .await;
+    let sent = send(&server, four_requests()).await;
     server.flush().await;
     prom.expect("sum(sli_requests_total)", 4.0).await;
     // A few more writes, each repeating the same exemplars.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let got = stored_exemplars(&prom).await;
-    let id = |i: usize| sent[i].trace_id.clone();
-    let mut want = vec![
-        ("sli_errors_total".to_string(), String::new(), id(3), 1.0),
-        (
-            "sli_latency_seconds_bucket".into(),
-            "+Inf".into(),
-            id(3),
-            2.0,
-        ),
-        (
-            "sli_latency_seconds_bucket".into(),
-            "0.01".into(),
-            id(0),
-            0.005,
-        ),
-        (
-            "sli_latency_seconds_bucket".into(),
-            "0.1".into(),
-            id(1),
-            0.05,
-        ),
-        ("sli_latency_seconds_bucket".into(), "1".into(), id(2), 0.5),
-    ];
-    want.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    assert_eq!(got, want);
+    assert_eq!(got, stored_for(&sent));
     // Every write was taken: repeated exemplars are not an error.
     let m = server.metrics().await;
     let failed = common::sample(

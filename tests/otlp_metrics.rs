@@ -284,6 +284,14 @@ async fn delta_exports_add_up_to_what_was_sent() {
     server.stop().await;
 }
 
+/// An exemplar's double value (-1 when it is not a double).
+fn exemplar_value(e: &opentelemetry_proto::tonic::metrics::v1::Exemplar) -> f64 {
+    match e.value {
+        Some(opentelemetry_proto::tonic::metrics::v1::exemplar::Value::AsDouble(v)) => v,
+        _ => -1.0,
+    }
+}
+
 /// The OTLP points carry the series' example requests as exemplars: the latest bad request
 /// on `sli.errors` and each bucket's example on `sli.latency`, with the ids and durations
 /// `/api/v1/exemplars` shows; an export with no new request carries none again.
@@ -343,13 +351,7 @@ async fn exemplars_ride_on_the_points() {
     let ex: Vec<(String, f64)> = errors
         .exemplars
         .iter()
-        .map(|e| {
-            let v = match e.value {
-                Some(opentelemetry_proto::tonic::metrics::v1::exemplar::Value::AsDouble(v)) => v,
-                _ => -1.0,
-            };
-            (hex(&e.trace_id), v)
-        })
+        .map(|e| (hex(&e.trace_id), exemplar_value(e)))
         .collect();
     assert_eq!(ex, vec![(latest_bad, 1.0)]);
     let latency = match metric(&req, "sli.latency").and_then(|m| m.data.as_ref()) {
@@ -365,12 +367,8 @@ async fn exemplars_ride_on_the_points() {
         .exemplars
         .iter()
         .map(|e| {
-            let v = match e.value {
-                Some(opentelemetry_proto::tonic::metrics::v1::exemplar::Value::AsDouble(v)) => v,
-                _ => -1.0,
-            };
             assert_eq!(e.span_id.len(), 8);
-            (hex(&e.trace_id), v)
+            (hex(&e.trace_id), exemplar_value(e))
         })
         .collect();
     got.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
