@@ -24,9 +24,11 @@
 //! * Interpret data: it does not validate UTF-8 (strings are returned as bytes;
 //!   see [`AnyValueRef::as_str`]), look at attribute semantics or derive SLIs.
 //! * Descend into parts of the request the service does not use: instrumentation
-//!   scopes, events, links, resource entity refs, and the contents of nested
+//!   scopes, links, resource entity refs, and the contents of nested
 //!   `ArrayValue` / `KeyValueList` attribute values are only bounds-checked as
-//!   length-delimited fields.
+//!   length-delimited fields. A span's events are bounds-checked and handed over as an
+//!   [`EventsRef`], which, like [`AttrsRef`], is parsed by whoever walks it (the pipeline
+//!   reads them for feature-flag evaluations).
 //!
 //! # Protobuf semantics (matched against prost)
 //!
@@ -53,8 +55,8 @@
 //! some inputs prost rejects, never the other way round):
 //!
 //! * UTF-8 of `string` fields is not checked.
-//! * Skipped sub-messages (scope, events, links, nested array/kvlist values) are
-//!   not validated internally; nor are a span's attributes unless the sink reads them
+//! * Skipped sub-messages (scope, links, nested array/kvlist values) are
+//!   not validated internally, nor are a span's events unless the sink reads them; nor are a span's attributes unless the sink reads them
 //!   (the pipeline reads the attributes of entry spans with valid ids, so a malformed
 //!   `KeyValue` there refuses the request, while one in a span of a kind the entry kinds
 //!   leave out, or in a span rejected for its ids, is forwarded as it came). As a span's
@@ -139,6 +141,7 @@ const DEPTH_RESOURCE: u32 = 98;
 const DEPTH_SCOPE_SPANS: u32 = 98;
 const DEPTH_SPAN: u32 = 97;
 const DEPTH_STATUS: u32 = 96;
+const DEPTH_EVENT: u32 = 96;
 
 #[cold]
 #[inline(never)]
@@ -606,6 +609,96 @@ impl<'a> Iterator for AttrIter<'a> {
 impl ExactSizeIterator for AttrIter<'_> {}
 impl std::iter::FusedIterator for AttrIter<'_> {}
 
+/// The events of one span (field 11), borrowing from the request: the span's bytes from its
+/// first event to its last. The scan only bounds-checks each event; [`EventsRef::try_for_each`]
+/// parses and validates them as prost would, so a span's events cost nothing unless read.
+#[derive(Clone, Copy, Debug)]
+pub struct EventsRef<'a> {
+    buf: &'a [u8],
+    len: usize,
+}
+
+impl<'a> EventsRef<'a> {
+    const EMPTY: Self = EventsRef { buf: &[], len: 0 };
+
+    /// No events.
+    pub fn empty() -> Self {
+        Self::EMPTY
+    }
+
+    /// Number of events (O(1)).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True if the span has no events.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Calls `f` with each event's name and attributes, in wire order, validating each
+    /// `Event` (its attributes included) as prost would. On the first malformed one, stops
+    /// with its error (after `f` saw the events before it); as with
+    /// [`AttrsRef::try_for_each`], the error's offset is a position in memory that
+    /// [`scan_traces`] turns into one in its request.
+    ///
+    /// `f` returns whether to go on: an event it stops at is not validated further, nor are
+    /// the events after it.
+    pub fn try_for_each(
+        &self,
+        mut f: impl FnMut(&'a [u8], AttrsRef<'a>) -> Result<bool, ScanError>,
+    ) -> Result<(), ScanError> {
+        let mut c = Cursor::new(self.buf);
+        while let Some(event) = next_occurrence(&mut c, 11)? {
+            let (name, attrs) = parse_event(event)?;
+            if !f(name, attrs)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses one `Event`: its name and its attributes (each `KeyValue` validated here, with
+/// prost's recursion budget at that depth).
+fn parse_event(mut c: Cursor<'_>) -> Result<(&[u8], AttrsRef<'_>), ScanError> {
+    let msg = c.rest;
+    let mut name: &[u8] = &[];
+    let mut n = 0usize;
+    let (mut first, mut last) = (0usize, 0usize);
+    while c.has_more() {
+        let left = c.left();
+        let at = c.at();
+        let (field, wt) = c.key()?;
+        match field {
+            1 => {
+                c.want(field, wt, WT_I64, at)?;
+                c.fixed64()?;
+            }
+            2 => {
+                c.want(field, wt, WT_LEN, at)?;
+                name = c.bytes()?;
+            }
+            3 => {
+                c.want(field, wt, WT_LEN, at)?;
+                let kv = c.sub()?;
+                parse_key_value(kv, DEPTH_EVENT - 1)?;
+                if n == 0 {
+                    first = left;
+                }
+                last = c.left();
+                n += 1;
+            }
+            4 => {
+                c.want(field, wt, WT_VARINT, at)?;
+                c.varint()?;
+            }
+            _ => c.skip(field, wt, DEPTH_EVENT, at)?,
+        }
+    }
+    Ok((name, AttrsRef::flat(between(msg, first, last), 3, n)))
+}
+
 /// An attribute value borrowing from the request.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum AnyValueRef<'a> {
@@ -661,6 +754,7 @@ pub struct SpanView<'a> {
     pub start_time_unix_nano: u64,
     pub end_time_unix_nano: u64,
     pub attributes: AttrsRef<'a>,
+    pub events: EventsRef<'a>,
     pub status_code: i32,
     pub status_message: &'a [u8],
 }
@@ -680,6 +774,7 @@ impl SpanView<'_> {
         self.start_time_unix_nano = 0;
         self.end_time_unix_nano = 0;
         self.attributes = AttrsRef::EMPTY;
+        self.events = EventsRef::EMPTY;
         self.status_code = 0;
         self.status_message = &[];
     }
@@ -696,6 +791,7 @@ impl SpanView<'_> {
         start_time_unix_nano: 0,
         end_time_unix_nano: 0,
         attributes: AttrsRef::EMPTY,
+        events: EventsRef::EMPTY,
         status_code: 0,
         status_message: &[],
     };
@@ -872,6 +968,8 @@ fn parse_span<'a>(mut c: Cursor<'a>, s: &mut SpanView<'a>) -> Result<(), ScanErr
     let msg = c.rest;
     let mut n_attrs = 0usize;
     let (mut attrs_first, mut attrs_last) = (0usize, 0usize);
+    let mut n_events = 0usize;
+    let (mut events_first, mut events_last) = (0usize, 0usize);
     while c.has_more() {
         let left = c.left();
         let at = c.at();
@@ -896,9 +994,18 @@ fn parse_span<'a>(mut c: Cursor<'a>, s: &mut SpanView<'a>) -> Result<(), ScanErr
                 attrs_last = c.left();
                 n_attrs += 1;
             }
-            // dropped attributes, events and links counts; events; links.
+            // Events are read (and validated) by whoever walks them, like attributes.
+            0x5a => {
+                c.bytes()?;
+                if n_events == 0 {
+                    events_first = left;
+                }
+                events_last = c.left();
+                n_events += 1;
+            }
+            // dropped attributes, events and links counts; links.
             0x50 | 0x60 | 0x70 => drop(c.varint()?),
-            0x5a | 0x6a => drop(c.bytes()?),
+            0x6a => drop(c.bytes()?),
             0x7a => {
                 let status = c.sub()?;
                 merge_status(status, s)?;
@@ -909,6 +1016,12 @@ fn parse_span<'a>(mut c: Cursor<'a>, s: &mut SpanView<'a>) -> Result<(), ScanErr
     }
     if n_attrs != 0 {
         s.attributes = AttrsRef::flat(between(msg, attrs_first, attrs_last), 9, n_attrs);
+    }
+    if n_events != 0 {
+        s.events = EventsRef {
+            buf: between(msg, events_first, events_last),
+            len: n_events,
+        };
     }
     Ok(())
 }

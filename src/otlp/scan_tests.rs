@@ -44,6 +44,7 @@ struct OSpan {
     start: u64,
     end: u64,
     attrs: Attrs,
+    events: Vec<(Vec<u8>, Attrs)>,
     status_code: i32,
     status_message: Vec<u8>,
 }
@@ -112,6 +113,13 @@ impl<'a> SpanSink<'a> for Out {
     }
     fn span(&mut self, s: &SpanView<'a>) -> Result<(), ScanError> {
         s.attributes.try_for_each(|_, _| ())?;
+        let mut events = Vec::new();
+        s.events.try_for_each(|name, a| {
+            events.push((name.to_vec(), attrs(a)));
+            Ok(true)
+        })?;
+        assert_eq!(events.len(), s.events.len());
+        assert_eq!(events.is_empty(), s.events.is_empty());
         let resource = self
             .resources
             .len()
@@ -129,6 +137,7 @@ impl<'a> SpanSink<'a> for Out {
             start: s.start_time_unix_nano,
             end: s.end_time_unix_nano,
             attrs: attrs(s.attributes),
+            events,
             status_code: s.status_code,
             status_message: s.status_message.to_vec(),
         });
@@ -187,6 +196,11 @@ fn expected(req: &ExportTraceServiceRequest) -> Out {
                     start: s.start_time_unix_nano,
                     end: s.end_time_unix_nano,
                     attrs: prost_attrs(&s.attributes),
+                    events: s
+                        .events
+                        .iter()
+                        .map(|e| (e.name.as_bytes().to_vec(), prost_attrs(&e.attributes)))
+                        .collect(),
                     status_code: status.code,
                     status_message: status.message.into_bytes(),
                 });
@@ -303,11 +317,22 @@ fn sample_request() -> ExportTraceServiceRequest {
                 }),
             ),
         ],
-        events: vec![Event {
-            name: "ev".into(),
-            time_unix_nano: 5,
-            ..Default::default()
-        }],
+        events: vec![
+            Event {
+                name: "ev".into(),
+                time_unix_nano: 5,
+                ..Default::default()
+            },
+            Event {
+                name: "feature_flag.evaluation".into(),
+                time_unix_nano: 6,
+                attributes: vec![
+                    kv("feature_flag.key", Value::StringValue("new-flow".into())),
+                    kv("feature_flag.result.variant", Value::StringValue("on".into())),
+                ],
+                dropped_attributes_count: 1,
+            },
+        ],
         links: vec![Link {
             trace_id: vec![1; 16],
             ..Default::default()
