@@ -389,7 +389,8 @@ mod tests {
             windows,
             unattributed: Flagged::default(),
             metric_requests_total: 0,
-            overflow_hists: None,
+            window_hists: None,
+            overflow: false,
             exemplars: None,
         })
     }

@@ -7,7 +7,10 @@
 
 use crate::completeness::traces::{parent_is_remote, SpanFacts};
 use crate::otlp::scan::{ResourceView, ScanError, SpanSink, SpanView};
-use crate::sli::classify::{Classifier, Observation, Reject, ResourceValues, SpanIds, Verdict};
+use crate::sli::classify::{
+    render, Classifier, Observation, Reject, ResourceValues, SpanIds, Verdict,
+};
+use crate::sli::flag::{self, FlagEval, FlagRules};
 use crate::sli::key;
 use hashbrown::HashTable;
 
@@ -50,6 +53,26 @@ pub struct Batch {
     pub signals: Vec<ServiceEvent>,
     /// Request-metric data points, keyed like `items` (their keys are in `keys`).
     pub metric_points: Vec<MetricItem>,
+    /// Concatenated flag series keys of `flags`.
+    pub flag_keys: Vec<u8>,
+    /// Requests under a flag variant, for the shard owning the (service, flag).
+    pub flags: Vec<FlagItem>,
+}
+
+/// One request under one variant of one flag: its observation for the flag series
+/// (service, feature, flag, variant) whose key is in [`Batch::flag_keys`].
+#[derive(Clone, Copy, Debug)]
+pub struct FlagItem {
+    /// Hash of the flag series key.
+    pub hash: u64,
+    /// Start of the key in [`Batch::flag_keys`].
+    pub key_start: u32,
+    /// Length of the key.
+    pub key_len: u32,
+    /// The request's observation.
+    pub obs: Observation,
+    /// The request's ids.
+    pub ids: SpanIds,
 }
 
 /// A request-metric data point for the series that owns its key.
@@ -81,6 +104,16 @@ impl Batch {
             && self.spans.is_empty()
             && self.signals.is_empty()
             && self.metric_points.is_empty()
+            && self.flags.is_empty()
+    }
+
+    /// The flag series key of `item`.
+    #[inline]
+    pub fn flag_key(&self, item: &FlagItem) -> &[u8] {
+        let start = item.key_start as usize;
+        self.flag_keys
+            .get(start..start + item.key_len as usize)
+            .unwrap_or(&[])
     }
 }
 
@@ -112,6 +145,15 @@ pub struct Tally {
     pub entries: u64,
     /// Entry spans whose end was before their start.
     pub invalid_durations: u64,
+    /// Flag evaluations that count toward a request (one per request and flag).
+    pub flag_evaluations: u64,
+    /// Flag evaluations naming neither a variant nor a value: no cohort to count them in.
+    pub flag_no_variant: u64,
+    /// Flag evaluations on other spans than the entry span, whose entry span was not in
+    /// the same export request.
+    pub flag_unattributed: u64,
+    /// Flag evaluations of keys outside `flags.keys`.
+    pub flag_not_listed: u64,
 }
 
 impl Tally {
@@ -165,6 +207,33 @@ pub struct Collector<'a, 'c> {
     pub batches: Vec<Batch>,
     /// Counts for the response.
     pub tally: Tally,
+    /// Which flag evaluations to read; `None`: none.
+    flag_rules: Option<&'c FlagRules>,
+    /// The flag evaluations of the current span.
+    evals: Vec<FlagEval<'a>>,
+    /// The entry spans of the request so far, when flags are read.
+    entries: Vec<EntryRef>,
+    /// Flag evaluations waiting for the end of the request.
+    pending: Vec<(Target, FlagEval<'a>)>,
+    /// Flag keys already in a batch, as (hash, start, len).
+    flag_seen: HashTable<(u64, u32, u32)>,
+}
+
+/// An entry span of the request: its trace and where its item is.
+#[derive(Clone, Copy, Debug)]
+struct EntryRef {
+    trace: u128,
+    shard: u32,
+    item: u32,
+}
+
+/// What a flag evaluation counts toward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Target {
+    /// The entry span with this index in `entries`.
+    Entry(u32),
+    /// The entry spans of this trace in the request.
+    Trace(u128),
 }
 
 impl<'a, 'c> Collector<'a, 'c> {
@@ -185,7 +254,20 @@ impl<'a, 'c> Collector<'a, 'c> {
             max_skew: u64::MAX,
             batches: (0..shards.max(1)).map(|_| Batch::default()).collect(),
             tally: Tally::default(),
+            flag_rules: None,
+            evals: Vec::new(),
+            entries: Vec::new(),
+            pending: Vec::new(),
+            flag_seen: HashTable::new(),
         }
+    }
+
+    /// Also reads entry spans' feature-flag evaluations by `rules` (and, by
+    /// [`FlagRules::child_spans`], those of the request's other spans); the classifier must
+    /// read flags too.
+    pub fn with_flags(mut self, rules: Option<&'c FlagRules>) -> Self {
+        self.flag_rules = rules;
+        self
     }
 }
 
@@ -239,11 +321,119 @@ impl Collector<'_, '_> {
         }
     }
 
-    /// Completes the request: flushes what the last resource left.
+    /// Completes the request: flushes what the last resource left, and queues the
+    /// requests' flag evaluations.
     pub fn finish(&mut self) {
         if self.track_traces {
             self.flush_invalid();
         }
+        if !self.pending.is_empty() {
+            self.finish_flags();
+        }
+    }
+
+    /// Turns the request's flag evaluations into flag items: one per request and flag, the
+    /// entry span's own evaluation first, then those of the other spans of its trace in
+    /// wire order.
+    fn finish_flags(&mut self) {
+        let mut pending = std::mem::take(&mut self.pending);
+        // The entry spans' own evaluations first, in wire order (a stable sort).
+        pending.sort_by_key(|(t, _)| matches!(t, Target::Trace(_)));
+        let has_children = pending.iter().any(|(t, _)| matches!(t, Target::Trace(_)));
+        let mut by_trace: hashbrown::HashMap<u128, Vec<u32>> = hashbrown::HashMap::new();
+        if has_children {
+            for (i, e) in self.entries.iter().enumerate() {
+                by_trace.entry(e.trace).or_default().push(i as u32);
+            }
+        }
+        let mut resolved: Vec<(u32, FlagEval<'_>)> = Vec::with_capacity(pending.len());
+        for (target, eval) in pending {
+            match target {
+                Target::Entry(i) => resolved.push((i, eval)),
+                Target::Trace(t) => match by_trace.get(&t) {
+                    Some(list) => resolved.extend(list.iter().map(|&i| (i, eval))),
+                    None => self.tally.flag_unattributed += 1,
+                },
+            }
+        }
+        // One evaluation per request and flag: the first (a stable sort keeps the order).
+        resolved.sort_by(|(a, x), (b, y)| a.cmp(b).then_with(|| x.key.cmp(y.key)));
+        resolved.dedup_by(|(a, x), (b, y)| a == b && x.key == y.key);
+        let mut buf = Vec::with_capacity(128);
+        let mut route = Vec::with_capacity(64);
+        for (entry, eval) in resolved {
+            let Some(variant) = eval.variant else {
+                self.tally.flag_no_variant += 1;
+                continue;
+            };
+            if !self.flag_rules.is_some_and(|r| r.allows(eval.key)) {
+                self.tally.flag_not_listed += 1;
+                continue;
+            }
+            let Some(e) = self.entries.get(entry as usize).copied() else {
+                continue;
+            };
+            let Some(item) = self
+                .batches
+                .get(e.shard as usize)
+                .and_then(|b| b.items.get(e.item as usize).map(|i| (*i, b.key(i))))
+                .map(|(item, key)| {
+                    let prefix = service_feature_len(key);
+                    buf.clear();
+                    buf.extend_from_slice(key.get(..prefix).unwrap_or(key));
+                    item
+                })
+            else {
+                continue;
+            };
+            let max = self.classifier.config().max_label_bytes;
+            // Routed by (service, flag), so one shard sees every variant of a flag.
+            let service_len = service_len(&buf);
+            route.clear();
+            route.extend_from_slice(buf.get(..service_len).unwrap_or(&[]));
+            key::push_label(&mut route, &String::from_utf8_lossy(eval.key), max);
+            key::push_label(&mut buf, &String::from_utf8_lossy(eval.key), max);
+            let start = key::begin_label(&mut buf);
+            render(variant, &mut buf);
+            key::finish_label(&mut buf, start, max);
+            self.push_flag(&route, &buf, item);
+        }
+    }
+
+    /// Queues a flag item with key `key` for the shard owning `route`.
+    fn push_flag(&mut self, route: &[u8], key_bytes: &[u8], item: Item) {
+        let shard = shard_of(key::hash_key(route), self.batches.len());
+        let hash = key::hash_key(key_bytes);
+        let Some(batch) = self.batches.get_mut(shard) else {
+            return;
+        };
+        let found = self.flag_seen.find(hash, |&(h, start, len)| {
+            h == hash && batch.flag_keys.get(start as usize..(start + len) as usize) == Some(key_bytes)
+        });
+        let (key_start, key_len) = match found {
+            Some(&(_, start, len)) => (start, len),
+            None => {
+                self.key_bytes += key_bytes.len();
+                if self.key_bytes > self.key_limit {
+                    self.too_large = true;
+                    return;
+                }
+                let start = batch.flag_keys.len() as u32;
+                let len = key_bytes.len() as u32;
+                batch.flag_keys.extend_from_slice(key_bytes);
+                self.flag_seen
+                    .insert_unique(hash, (hash, start, len), |&(h, _, _)| h);
+                (start, len)
+            }
+        };
+        self.tally.flag_evaluations += 1;
+        batch.flags.push(FlagItem {
+            hash,
+            key_start,
+            key_len,
+            obs: item.obs,
+            ids: item.ids,
+        });
     }
 
     /// Sizes the batches for a request of `bytes` bytes, so they do not grow (and copy
@@ -266,6 +456,24 @@ impl Collector<'_, '_> {
     pub fn with_key_limit(mut self, bytes: usize) -> Self {
         self.key_limit = bytes.min(MAX_KEY_BYTES_PER_REQUEST);
         self
+    }
+}
+
+/// Bytes of the first label (the service) of an encoded key.
+fn service_len(key: &[u8]) -> usize {
+    label_end(key, 0)
+}
+
+/// Bytes of the first two labels (service and feature) of an encoded series key.
+fn service_feature_len(key: &[u8]) -> usize {
+    label_end(key, label_end(key, 0))
+}
+
+/// Where the label starting at `at` of an encoded key ends.
+fn label_end(key: &[u8], at: usize) -> usize {
+    match key.get(at..at + 2) {
+        Some(&[a, b]) => (at + 2 + usize::from(u16::from_le_bytes([a, b]))).min(key.len()),
+        _ => key.len(),
     }
 }
 
@@ -343,9 +551,29 @@ impl<'a> SpanSink<'a> for Collector<'a, '_> {
             }
         };
         self.scratch.clear();
-        let verdict = self
-            .classifier
-            .classify(span, resource, &mut self.scratch)?;
+        let verdict = match self.flag_rules {
+            None => self
+                .classifier
+                .classify(span, resource, &mut self.scratch)?,
+            Some(rules) => {
+                self.evals.clear();
+                let verdict = self.classifier.classify_with(
+                    span,
+                    resource,
+                    &mut self.scratch,
+                    Some(&mut self.evals),
+                )?;
+                if verdict == Verdict::NotEntry && rules.child_spans && !span.events.is_empty() {
+                    flag::from_events(&span.events, &mut self.evals)?;
+                    let trace = <[u8; 16]>::try_from(span.trace_id)
+                        .map(u128::from_be_bytes)
+                        .unwrap_or(0);
+                    self.pending
+                        .extend(self.evals.iter().map(|e| (Target::Trace(trace), *e)));
+                }
+                verdict
+            }
+        };
         if self.track_traces {
             match verdict {
                 Verdict::Rejected(_) => self.invalid[0] += 1,
@@ -396,13 +624,27 @@ impl<'a> SpanSink<'a> for Collector<'a, '_> {
                         (start, len)
                     }
                 };
+                let ids = SpanIds::of(span);
+                let at = batch.items.len() as u32;
                 batch.items.push(Item {
                     hash,
                     key_start,
                     key_len,
                     obs,
-                    ids: SpanIds::of(span),
+                    ids,
                 });
+                if let Some(rules) = self.flag_rules {
+                    if rules.child_spans || !self.evals.is_empty() {
+                        let entry = self.entries.len() as u32;
+                        self.entries.push(EntryRef {
+                            trace: u128::from_be_bytes(ids.trace_id),
+                            shard: shard_of(hash, n) as u32,
+                            item: at,
+                        });
+                        self.pending
+                            .extend(self.evals.iter().map(|e| (Target::Entry(entry), *e)));
+                    }
+                }
             }
         }
         Ok(())

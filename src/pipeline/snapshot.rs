@@ -140,7 +140,7 @@ fn merge_overflow(parts: &[&SeriesSnapshot], layout: &Layout) -> SeriesSnapshot 
     for (w, merged) in hists.iter_mut().enumerate() {
         let ins: Vec<&SparseHist> = parts
             .iter()
-            .filter_map(|p| p.overflow_hists.as_ref().and_then(|h| h.get(w)))
+            .filter_map(|p| p.window_hists.as_ref().and_then(|h| h.get(w)))
             .collect();
         merge_into(merged, &ins);
         let mut q = [None; 4];
@@ -154,6 +154,6 @@ fn merge_overflow(parts: &[&SeriesSnapshot], layout: &Layout) -> SeriesSnapshot 
             quantiles_ns: q,
         };
     }
-    out.overflow_hists = Some(Box::new(hists));
+    out.window_hists = Some(Box::new(hists));
     out
 }

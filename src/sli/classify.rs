@@ -6,6 +6,7 @@
 
 use crate::otlp::scan::{AnyValueRef, AttrsRef, ScanError, SpanView};
 use crate::sli::attr_keys::AttrKeys;
+use crate::sli::flag::{self, FlagEval};
 use crate::sli::key;
 use std::io::Write as _;
 
@@ -146,6 +147,8 @@ pub struct ClassifyConfig {
     pub grpc_bad: u32,
     /// Longest label value kept.
     pub max_label_bytes: usize,
+    /// Read feature-flag evaluations of entry spans ([`crate::sli::flag`]).
+    pub flags: bool,
 }
 
 impl Default for ClassifyConfig {
@@ -176,6 +179,7 @@ impl Default for ClassifyConfig {
             http_bad,
             grpc_bad,
             max_label_bytes: 256,
+            flags: false,
         }
     }
 }
@@ -352,6 +356,8 @@ pub struct Classifier {
     http_status: [usize; 2],
     grpc_int: usize,
     grpc_str: [usize; 2],
+    /// Slots of the feature-flag attributes (key, variants, value) when flags are read.
+    flag_slots: Option<[usize; 4]>,
 }
 
 #[derive(Debug)]
@@ -406,6 +412,14 @@ impl Classifier {
             })
             .collect();
         let dims = cfg.dimensions.iter().map(|d| slot(d)).collect();
+        let flag_slots = cfg.flags.then(|| {
+            [
+                slot(flag::KEY),
+                slot(flag::VARIANT[0]),
+                slot(flag::VARIANT[1]),
+                slot(flag::VALUE),
+            ]
+        });
         // Names referenced only for validation of the total count.
         for t in &cfg.feature_rules {
             for a in t.attributes() {
@@ -426,6 +440,7 @@ impl Classifier {
             http_status,
             grpc_int,
             grpc_str,
+            flag_slots,
         })
     }
 
@@ -496,6 +511,20 @@ impl Classifier {
         resource: &ResourceValues<'a>,
         key_buf: &mut Vec<u8>,
     ) -> Result<Verdict, ScanError> {
+        self.classify_with(span, resource, key_buf, None)
+    }
+
+    /// [`Classifier::classify`], also appending an entry span's feature-flag evaluations
+    /// (its `feature_flag.*` attributes, read in the same pass as the others, then its
+    /// evaluation events) to `flags`, when flags are read and `flags` is given.
+    #[inline]
+    pub fn classify_with<'a>(
+        &self,
+        span: &SpanView<'a>,
+        resource: &ResourceValues<'a>,
+        key_buf: &mut Vec<u8>,
+        flags: Option<&mut Vec<FlagEval<'a>>>,
+    ) -> Result<Verdict, ScanError> {
         if span.trace_id.len() != 16 || span.trace_id.iter().all(|b| *b == 0) {
             return Ok(Verdict::Rejected(Reject::TraceId));
         }
@@ -508,6 +537,16 @@ impl Classifier {
         }
         let mut slots = [None; MAX_ATTRIBUTES];
         self.slots(&span.attributes, &mut slots)?;
+        if let (Some(out), Some(fs)) = (flags, &self.flag_slots) {
+            let at = |i: usize| slots.get(i).copied().flatten();
+            let parts = flag::Parts {
+                key: at(fs[0]),
+                variant: [at(fs[1]), at(fs[2])],
+                value: at(fs[3]),
+            };
+            out.extend(parts.eval());
+            flag::from_events(&span.events, out)?;
+        }
         let lookup = |i: usize| value(&slots, resource, i);
 
         let max = self.cfg.max_label_bytes;
@@ -684,7 +723,8 @@ fn renderable(v: AnyValueRef<'_>) -> bool {
     }
 }
 
-fn render(v: AnyValueRef<'_>, buf: &mut Vec<u8>) {
+/// Appends a string, boolean or number value as text (nothing for other values).
+pub fn render(v: AnyValueRef<'_>, buf: &mut Vec<u8>) {
     match v {
         AnyValueRef::Str(s) => push_utf8(s, buf),
         AnyValueRef::Bool(b) => buf.extend_from_slice(if b { b"true" } else { b"false" }),

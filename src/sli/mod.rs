@@ -3,6 +3,8 @@
 pub mod attr_keys;
 pub mod classify;
 pub mod exemplar;
+pub mod flag;
+pub mod flag_table;
 pub mod hist;
 pub mod key;
 pub mod matcher;

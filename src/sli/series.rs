@@ -37,6 +37,8 @@ pub struct SeriesSettings {
     pub started_unix_nanos: u64,
     /// Keep example requests per series (`sli.exemplars.enabled`).
     pub exemplars: bool,
+    /// Snapshots of every series carry their window histograms.
+    pub window_hists: bool,
     /// The scope (service, feature pattern) of each SLO, by SLO index; each series knows
     /// which of them it counts toward.
     slo_scopes: Vec<(String, FeatureMatch)>,
@@ -66,6 +68,7 @@ impl SeriesSettings {
             expiry_slots: None,
             started_unix_nanos: 0,
             exemplars: false,
+            window_hists: false,
             slo_scopes: Vec::new(),
             slos_by_service: Default::default(),
         }
@@ -116,6 +119,13 @@ impl SeriesSettings {
     /// Keeps example requests per series when `on` ([`crate::sli::exemplar`]).
     pub fn with_exemplars(mut self, on: bool) -> Self {
         self.exemplars = on;
+        self
+    }
+
+    /// Makes every series' snapshot carry its window histograms, so readers can merge
+    /// series (the flag series of one variant across features).
+    pub fn with_window_hists(mut self, on: bool) -> Self {
+        self.window_hists = on;
         self
     }
 
@@ -229,9 +239,12 @@ pub struct SeriesSnapshot {
     pub unattributed: Flagged,
     /// Requests counted by request metrics since the series was created.
     pub metric_requests_total: u64,
-    /// The overflow series keeps its window histograms so shards' overflow series can be
-    /// merged by readers; other series are never merged and leave this `None`.
-    pub overflow_hists: Option<Box<[SparseHist; 4]>>,
+    /// The window histograms, for readers that merge series: kept by the overflow series
+    /// (readers merge the shards' overflow series) and by every series of a table whose
+    /// settings ask for them ([`SeriesSettings::with_window_hists`]); else `None`.
+    pub window_hists: Option<Box<[SparseHist; 4]>>,
+    /// This is the cardinality overflow series.
+    pub overflow: bool,
     /// Example requests (sampled spans only); `None` when exemplars are off, for the
     /// overflow series, and until the first sampled request.
     pub exemplars: Option<Arc<Exemplars>>,
@@ -248,7 +261,7 @@ impl SeriesSnapshot {
     }
     /// True for the cardinality overflow series.
     pub fn is_overflow(&self) -> bool {
-        self.overflow_hists.is_some()
+        self.overflow
     }
 }
 
@@ -369,9 +382,10 @@ impl Series {
         }
         let mut windows: [WindowSnapshot; 4] = Default::default();
         let mut hists: [SparseHist; 4] = Default::default();
+        let keep = overflow || settings.window_hists;
         for w in Window::ALL {
             let mut q = [None; 4];
-            if overflow {
+            if keep {
                 // Readers merge the shards' overflow series, so it keeps its histograms.
                 self.windows.read(w, scratch);
                 scratch
@@ -389,7 +403,7 @@ impl Series {
                 metric_requests: scratch.metric_requests,
                 quantiles_ns: q,
             };
-            if overflow {
+            if keep {
                 hists[w.index()] = scratch.hist.clone();
             }
         }
@@ -404,7 +418,8 @@ impl Series {
             windows,
             unattributed: self.unattributed,
             metric_requests_total: self.metric_requests,
-            overflow_hists: overflow.then(|| Box::new(hists)),
+            window_hists: keep.then(|| Box::new(hists)),
+            overflow,
             exemplars: self.exemplars.as_ref().map(|e| Arc::new((**e).clone())),
         });
         self.published = Some(Arc::clone(&snap));
@@ -597,6 +612,12 @@ impl SeriesTable {
             series.metric_requests = series.metric_requests.saturating_add(delta);
             series.dirty = true;
         }
+    }
+
+    /// Whether the series `key` (hash `hash`) exists (not counting the overflow series).
+    #[inline]
+    pub fn contains(&self, hash: u64, key: &[u8]) -> bool {
+        self.table.find(hash, |s| *s.key == *key).is_some()
     }
 
     /// Every series (not the overflow series) with its labels and windows.

@@ -649,7 +649,8 @@ slos:
             windows: Default::default(),
             unattributed: Flagged::default(),
             metric_requests_total: 0,
-            overflow_hists: None,
+            window_hists: None,
+            overflow: false,
             exemplars: None,
         })
     }

@@ -408,7 +408,8 @@ mod tests {
             ],
             unattributed: Default::default(),
             metric_requests_total: 0,
-            overflow_hists: None,
+            window_hists: None,
+            overflow: false,
             exemplars: None,
         })
     }
