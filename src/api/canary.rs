@@ -1,11 +1,12 @@
-//! `GET /api/v1/canary?service=S&baseline=A&canary=B[&window=10m][&feature=F]`: compares the
-//! canary cohort with its baseline (cohorts are values of `canary.attribute`, recorded as a
-//! series label) over a window read live from the shards, and returns a verdict a
-//! progressive-delivery controller can act on.
+//! `GET /api/v1/canary?service=S&baseline=A&canary=B[&window=10m][&feature=F][&flag=K]`:
+//! compares the canary cohort with its baseline over a window read live from the shards, and
+//! returns a verdict a progressive-delivery controller or a flag platform can act on. Cohorts
+//! are values of `canary.attribute` (recorded as a series label), or with `flag`, variants of
+//! that feature flag (from the flag series).
 
 use crate::pipeline::query::{CohortQuery, CohortSlots, QueryError};
 use crate::pipeline::Pipeline;
-use crate::report::exemplars::{failing, FAILING_LISTED};
+use crate::report::exemplars::{failing_in, FAILING_LISTED};
 use crate::sli::classify::label_name;
 use crate::sli::series::QUANTILES;
 use crate::sli::window::{Slot, Span};
@@ -25,6 +26,8 @@ pub enum CanaryError {
     BadRequest(String),
     /// Canary analysis is turned off (HTTP 404).
     Disabled,
+    /// A flag was asked for, but flag evaluations are not read (HTTP 404).
+    FlagsOff,
     /// The shards did not answer in time (HTTP 503).
     Unavailable,
     /// Too many queries at once (HTTP 429).
@@ -36,6 +39,8 @@ struct Query<'a> {
     service: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     feature: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flag: Option<&'a str>,
     attribute: &'a str,
     baseline: &'a str,
     canary: &'a str,
@@ -81,7 +86,17 @@ pub fn render(
     cfg: Option<&CanaryConfig>,
     q: &HashMap<String, String>,
 ) -> Result<Vec<u8>, CanaryError> {
-    let cfg = cfg.ok_or(CanaryError::Disabled)?;
+    let flag = q.get("flag").map(String::as_str).filter(|f| !f.is_empty());
+    if flag.is_some() && !pipeline.reads_flags() {
+        return Err(CanaryError::FlagsOff);
+    }
+    // A flag's variants are compared with the canary statistics even when versions are not.
+    let default = CanaryConfig::default();
+    let cfg = match (cfg, flag) {
+        (Some(c), _) => c,
+        (None, Some(_)) => &default,
+        (None, None) => return Err(CanaryError::Disabled),
+    };
     let service = param(q, "service")?;
     let baseline = param(q, "baseline")?;
     let canary = param(q, "canary")?;
@@ -105,17 +120,25 @@ pub fn render(
                 "window {window_text:?} is out of range; use 1m to 1h"
             ))
         })?;
-    let label = label_name(&cfg.attribute);
-    let position = pipeline
-        .classifier()
-        .label_names()
-        .iter()
-        .position(|n| *n == label)
-        .ok_or(CanaryError::Disabled)?;
+    let names = match flag {
+        Some(_) => crate::report::flags::LABELS.map(String::from).to_vec(),
+        None => pipeline.classifier().label_names(),
+    };
+    let position = match flag {
+        Some(_) => crate::report::flags::VARIANT_LABEL,
+        None => {
+            let label = label_name(&cfg.attribute);
+            names
+                .iter()
+                .position(|n| *n == label)
+                .ok_or(CanaryError::Disabled)?
+        }
+    };
     let slots = pipeline
         .query_cohorts(CohortQuery {
             service: service.to_string(),
             feature: feature.map(str::to_string),
+            flag: flag.map(str::to_string),
             label: position,
             cohorts: [baseline.to_string(), canary.to_string()],
             span,
@@ -126,14 +149,19 @@ pub fn render(
             QueryError::Unavailable => CanaryError::Unavailable,
         })?;
     let analysis = analyse(&slots, pipeline, cfg);
-    let names = pipeline.classifier().label_names();
     let since = pipeline
         .now_unix_nanos()
         .saturating_sub(u64::try_from(covers.as_nanos()).unwrap_or(u64::MAX));
     let view = pipeline.view();
-    let examples = failing(&view, since, None, FAILING_LISTED, |s| {
+    let series = if flag.is_some() {
+        &view.flags
+    } else {
+        &view.series
+    };
+    let examples = failing_in(series, since, None, FAILING_LISTED, |s| {
         s.service() == service
             && feature.is_none_or(|f| s.feature() == f)
+            && flag.is_none_or(|f| s.labels.get(2).is_some_and(|v| **v == *f))
             && s.labels.get(position).is_some_and(|v| **v == *canary)
     });
     serde_json::to_vec(&Response {
@@ -142,7 +170,12 @@ pub fn render(
         query: Query {
             service,
             feature,
-            attribute: &cfg.attribute,
+            flag,
+            attribute: if flag.is_some() {
+                crate::sli::flag::VARIANT[0]
+            } else {
+                &cfg.attribute
+            },
             baseline,
             canary,
             window: duration_name(window),

@@ -171,6 +171,10 @@ async fn canary_handler(
             StatusCode::NOT_FOUND,
             "canary analysis is off (canary.attribute is empty)",
         ),
+        Ok(Err(canary::CanaryError::FlagsOff)) => json_error(
+            StatusCode::NOT_FOUND,
+            "feature flags are not read (flags.enabled is false)",
+        ),
         Ok(Err(canary::CanaryError::Busy)) => json_error(
             StatusCode::TOO_MANY_REQUESTS,
             "too many canary queries at once; retry",

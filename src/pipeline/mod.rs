@@ -19,6 +19,8 @@ use crate::otlp::scan::{
     ScanError,
 };
 use crate::sli::classify::Classifier;
+use crate::sli::flag::FlagRules;
+use crate::sli::flag_table::{FlagLimits, FlagTable};
 use crate::sli::series::MetricPoint;
 use crate::sli::series::{SeriesSettings, SeriesTable};
 use crate::slo::def::{SloDef, SloSettings};
@@ -32,7 +34,7 @@ use crossbeam::utils::CachePadded;
 use shard::Msg;
 pub use shard::Worker;
 use snapshot::{ShardSnapshot, View};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -56,6 +58,47 @@ pub struct PipelineOptions {
     pub max_clock_skew: Duration,
     /// Settings shared by the SLOs (the SLOs themselves are in the series settings).
     pub slo: SloSettings,
+    /// Feature-flag cohorts; `None` when flag evaluations are not read.
+    pub flags: Option<FlagOptions>,
+}
+
+/// Validated `flags:` settings for the pipeline.
+#[derive(Clone, Debug, Default)]
+pub struct FlagOptions {
+    /// Which evaluations count, and toward which requests.
+    pub rules: FlagRules,
+    /// Most flags (service and flag key) tracked at once.
+    pub max_flags: usize,
+    /// Most variants per flag.
+    pub max_variants: usize,
+    /// Most flag series (service, feature, flag, variant).
+    pub max_series: usize,
+}
+
+/// Flag evaluations the receivers could not count toward a cohort, since start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlagCounts {
+    /// Evaluations counted toward a request (one per request and flag).
+    pub evaluations: u64,
+    /// Evaluations naming neither a variant nor a value.
+    pub no_variant: u64,
+    /// Evaluations on other spans whose entry span was not in the same export request.
+    pub unattributed: u64,
+    /// Evaluations of keys outside `flags.keys`.
+    pub not_listed: u64,
+}
+
+/// Settings of flag series: those of the SLI series (buckets, expiry, exemplars), keyed by
+/// service, feature, flag and variant, with window histograms kept so readers can add up a
+/// variant over features.
+fn flag_settings(sli: &SeriesSettings, max_series: usize) -> SeriesSettings {
+    let bounds: Vec<f64> = sli.bounds_ns.iter().map(|&b| b as f64 / 1e9).collect();
+    let mut s = SeriesSettings::new(sli.layout, &bounds, max_series, 4)
+        .with_exemplars(sli.exemplars)
+        .with_start(sli.started_unix_nanos)
+        .with_window_hists(true);
+    s.expiry_slots = sli.expiry_slots;
+    s
 }
 
 /// Why a request was not ingested.
@@ -99,6 +142,10 @@ struct Inner {
     slo: Option<Arc<Mutex<SloEngine>>>,
     /// Cohort queries in progress.
     queries: AtomicUsize,
+    /// Flag settings; `None` when flags are not read.
+    flags: Option<FlagOptions>,
+    /// Flag evaluations received: counted, without variant, unattributed, not listed.
+    flag_counts: [AtomicU64; 4],
     closed: AtomicBool,
     /// Ingest calls in progress; shutdown waits for them before stopping the shards, so no
     /// accepted request is answered OK and then dropped.
@@ -185,6 +232,12 @@ impl Pipeline {
         });
         let mut shards = Vec::with_capacity(n);
         let mut workers = Vec::with_capacity(n);
+        let flag_tables = opts.flags.as_ref().map(|f| {
+            (
+                Arc::new(flag_settings(&settings, f.max_series)),
+                Arc::new(FlagLimits::new(f.max_flags, f.max_variants)),
+            )
+        });
         for _ in 0..n {
             let (tx, rx) = channel::unbounded();
             let queued = Arc::new(CachePadded::new(AtomicUsize::new(0)));
@@ -193,6 +246,9 @@ impl Pipeline {
                 rx,
                 queued: Arc::clone(&queued),
                 table: SeriesTable::new(Arc::clone(&settings)),
+                flags: flag_tables
+                    .as_ref()
+                    .map(|(s, l)| FlagTable::new(Arc::clone(s), Arc::clone(l))),
                 gaps: crate::completeness::GapState::new(opts.traces.map(TraceTracker::new)),
                 clock: Arc::clone(&clock),
                 publish: Arc::clone(&publish),
@@ -219,6 +275,8 @@ impl Pipeline {
                 clock: Arc::clone(&clock),
                 slo: engine,
                 queries: AtomicUsize::new(0),
+                flags: opts.flags.clone(),
+                flag_counts: Default::default(),
                 closed: AtomicBool::new(false),
                 in_flight: CachePadded::new(AtomicUsize::new(0)),
                 threads: Mutex::new(Vec::new()),
@@ -239,6 +297,7 @@ impl Pipeline {
         let now = inner.clock.now_unix_nanos();
         let mut collector = Collector::new(&inner.classifier, inner.shards.len())
             .with_traces(inner.track_traces, now, inner.max_clock_skew)
+            .with_flags(inner.flags.as_ref().map(|f| &f.rules))
             .with_size_hint(body.len());
         scan_traces(body, &mut collector)?;
         collector.finish();
@@ -251,6 +310,17 @@ impl Pipeline {
                 retry_after,
                 spans: tally.spans,
             })?;
+        let flags = [
+            tally.flag_evaluations,
+            tally.flag_no_variant,
+            tally.flag_unattributed,
+            tally.flag_not_listed,
+        ];
+        for (counter, n) in inner.flag_counts.iter().zip(flags) {
+            if n > 0 {
+                counter.fetch_add(n, Ordering::Relaxed);
+            }
+        }
         Ok(tally)
     }
 
@@ -523,6 +593,28 @@ impl Pipeline {
         Ok(query::merge(parts))
     }
 
+    /// Whether flag evaluations are read (`flags.enabled`).
+    pub fn reads_flags(&self) -> bool {
+        self.inner.flags.is_some()
+    }
+
+    /// The flag settings; `None` when flags are not read.
+    pub fn flag_options(&self) -> Option<&FlagOptions> {
+        self.inner.flags.as_ref()
+    }
+
+    /// Flag evaluations received since start, by what became of them.
+    pub fn flag_counts(&self) -> FlagCounts {
+        let [e, v, u, n] = &self.inner.flag_counts;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        FlagCounts {
+            evaluations: get(e),
+            no_variant: get(v),
+            unattributed: get(u),
+            not_listed: get(n),
+        }
+    }
+
     /// The SLO engine, holding what shards have flushed; `None` without SLOs.
     pub fn slo_engine(&self) -> Option<&Arc<Mutex<SloEngine>>> {
         self.inner.slo.as_ref()
@@ -602,6 +694,7 @@ mod tests {
             }),
             max_clock_skew: Duration::from_secs(3600),
             slo: SloSettings::default(),
+            flags: None,
         };
         let classifier = Classifier::new(ClassifyConfig::default()).expect("rules");
         Pipeline::build(&opts, classifier, settings, Arc::from(Vec::new()), clock)

@@ -1,6 +1,6 @@
 //! On-demand reads of live shard state that snapshots do not carry: counts and latency
 //! histograms of any window from 1 m to 1 h, split by cohort (the canary attribute's
-//! value), for canary analysis. Each shard answers from its own series; the caller merges.
+//! value, or a flag's variant), for canary analysis of versions and of flag rollouts. Each shard answers from its own series; the caller merges.
 
 use crate::sli::series::SeriesTable;
 use crate::sli::window::{Slot, Span};
@@ -15,6 +15,9 @@ pub struct CohortQuery {
     pub feature: Option<String>,
     /// Position of the cohort label in a series' labels.
     pub label: usize,
+    /// Read the flag series of this flag (label 2) instead of the SLI series; the cohort
+    /// label is then the variant.
+    pub flag: Option<String>,
     /// Cohort label values: baseline first, canary second.
     pub cohorts: [String; 2],
     /// The window.
@@ -57,6 +60,10 @@ impl CohortQuery {
             };
             if **service != *self.service
                 || self.feature.as_deref().is_some_and(|f| f != &**feature)
+                || self
+                    .flag
+                    .as_deref()
+                    .is_some_and(|f| labels.get(2).is_none_or(|l| **l != *f))
             {
                 continue;
             }

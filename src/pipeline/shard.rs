@@ -7,6 +7,7 @@ use super::query::{CohortQuery, CohortSlots};
 use super::snapshot::ShardSnapshot;
 use crate::clock::SharedClock;
 use crate::completeness::GapState;
+use crate::sli::flag_table::FlagTable;
 use crate::sli::series::SeriesTable;
 use crate::sli::window::slot_of;
 use crate::slo::engine::SloEngine;
@@ -39,6 +40,8 @@ pub struct Worker {
     pub queued: Arc<CachePadded<AtomicUsize>>,
     /// The shard's state.
     pub table: SeriesTable,
+    /// The shard's flag series; `None` when flags are not read.
+    pub flags: Option<FlagTable>,
     /// Trace-structure tracking for the traces routed to this shard.
     pub gaps: GapState,
     /// Time source for window slots.
@@ -68,8 +71,12 @@ impl Worker {
                     let _ = ack.send(());
                 }
                 Ok(Msg::Query(q, tx)) => {
-                    self.table.advance(slot_of(self.clock.now_unix_nanos()));
-                    let _ = tx.send(q.run(&self.table));
+                    let slot = slot_of(self.clock.now_unix_nanos());
+                    self.table.advance(slot);
+                    if let Some(f) = &mut self.flags {
+                        f.advance(slot);
+                    }
+                    let _ = tx.send(self.answer(&q));
                 }
                 Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => {
                     self.drain();
@@ -97,10 +104,19 @@ impl Worker {
                     let _ = ack.send(());
                 }
                 Msg::Query(q, tx) => {
-                    let _ = tx.send(q.run(&self.table));
+                    let _ = tx.send(self.answer(&q));
                 }
                 Msg::Stop => {}
             }
+        }
+    }
+
+    /// Answers a cohort query from the series it is about: flag series for a flag query.
+    fn answer(&self, q: &CohortQuery) -> CohortSlots {
+        match (&q.flag, &self.flags) {
+            (None, _) => q.run(&self.table),
+            (Some(_), Some(flags)) => q.run(flags.series()),
+            (Some(_), None) => CohortSlots::new(),
         }
     }
 
@@ -126,6 +142,11 @@ impl Worker {
                 }
             }
         }
+        if let Some(flags) = &mut self.flags {
+            for f in &batch.flags {
+                flags.record(f.hash, batch.flag_key(f), &f.obs, &f.ids, slot);
+            }
+        }
         for m in &batch.metric_points {
             self.table
                 .record_metric(m.hash, batch.key_at(m.key_start, m.key_len), &m.point, slot);
@@ -144,6 +165,13 @@ impl Worker {
         self.table.advance(slot_of(now));
         self.gaps.expire(now);
         let series = self.table.snapshot();
+        let (flags, flag_overflow, tracked_flags, flag_bytes) = match &mut self.flags {
+            Some(f) => {
+                f.advance(slot_of(now));
+                (f.snapshot(), f.overflow(), f.flags(), f.memory_bytes())
+            }
+            None => Default::default(),
+        };
         self.publish.store(Arc::new(ShardSnapshot {
             series,
             overflow_spans: self.table.overflow_spans(),
@@ -153,8 +181,11 @@ impl Worker {
             tracked_traces: self.gaps.tracked_traces(),
             tracker_bytes: self.gaps.tracker_bytes(),
             untracked_service_items: self.gaps.untracked_services(),
-            memory_bytes: self.table.memory_bytes(),
+            memory_bytes: self.table.memory_bytes() + flag_bytes,
             flushed_at_unix_nanos: now,
+            flags,
+            flag_overflow,
+            tracked_flags,
         }));
     }
 }

@@ -6,6 +6,7 @@
 
 use crate::completeness::traces::TrackerStats;
 use crate::completeness::ServiceGaps;
+use crate::sli::flag_table::FlagOverflow;
 use crate::sli::hist::{merge_into, Layout, SparseHist};
 use crate::sli::series::{SeriesSnapshot, WindowSnapshot, QUANTILES};
 use std::sync::Arc;
@@ -33,6 +34,12 @@ pub struct ShardSnapshot {
     pub memory_bytes: usize,
     /// Clock time of the flush, Unix nanoseconds.
     pub flushed_at_unix_nanos: u64,
+    /// The shard's flag series (service, feature, flag, variant), with their overflow series.
+    pub flags: Vec<Arc<SeriesSnapshot>>,
+    /// Flag evaluations the flag caps turned away, since start.
+    pub flag_overflow: FlagOverflow,
+    /// Flags the shard tracks.
+    pub tracked_flags: usize,
 }
 
 /// All shards combined, for one read.
@@ -60,6 +67,12 @@ pub struct View {
     pub memory_bytes: usize,
     /// Oldest flush time among the shards, Unix nanoseconds.
     pub flushed_at_unix_nanos: u64,
+    /// Every flag series, sorted by labels (each shard's flag overflow series as it is).
+    pub flags: Vec<Arc<SeriesSnapshot>>,
+    /// Flag evaluations the flag caps turned away, since start.
+    pub flag_overflow: FlagOverflow,
+    /// Flags tracked, all shards.
+    pub tracked_flags: usize,
 }
 
 impl View {
@@ -101,6 +114,9 @@ impl View {
                 }
             }
             view.memory_bytes += shard.memory_bytes;
+            view.flag_overflow.merge(&shard.flag_overflow);
+            view.tracked_flags += shard.tracked_flags;
+            view.flags.extend(shard.flags.iter().cloned());
             for s in &shard.series {
                 if s.is_overflow() {
                     overflow.push(s);
@@ -117,6 +133,7 @@ impl View {
         }
         series.sort_by(|a, b| a.labels.cmp(&b.labels));
         view.gaps.sort_by(|a, b| a.service.cmp(&b.service));
+        view.flags.sort_by(|a, b| a.labels.cmp(&b.labels));
         view.series = series;
         view
     }

@@ -53,8 +53,19 @@ pub fn failing(
     n: usize,
     matches: impl Fn(&SeriesSnapshot) -> bool,
 ) -> Vec<Failing> {
+    failing_in(&view.series, since_unix_nanos, slow_above_ns, n, matches)
+}
+
+/// [`failing`] among `series` (the flag series, for instance).
+pub fn failing_in(
+    series: &[Arc<SeriesSnapshot>],
+    since_unix_nanos: u64,
+    slow_above_ns: Option<u64>,
+    n: usize,
+    matches: impl Fn(&SeriesSnapshot) -> bool,
+) -> Vec<Failing> {
     let mut out: Vec<(&Arc<SeriesSnapshot>, &Exemplar)> = Vec::new();
-    for s in view.series.iter().filter(|s| matches(s)) {
+    for s in series.iter().filter(|s| matches(s)) {
         let Some(x) = s.exemplars.as_ref() else {
             continue;
         };

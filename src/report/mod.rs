@@ -1,7 +1,7 @@
 //! The read model: the one place that turns a pipeline snapshot ([`View`]) plus the reader's
 //! thresholds ([`Thresholds`]) into domain answers: per-series SLIs with their data quality
 //! ([`series`]), trace coverage and silence ([`quality`]), the active completeness gaps
-//! ([`gaps`]), SLO statuses ([`slos`]) and example requests ([`exemplars`]). Renderers (`api`: the JSON API the dashboard
+//! ([`gaps`]), SLO statuses ([`slos`]), example requests ([`exemplars`]) and feature-flag cohorts ([`flags`]). Renderers (`api`: the JSON API the dashboard
 //! reads, `/metrics`) and encoders (`export`: remote write, OTLP metrics) format what it
 //! returns and compute no domain value of their own.
 //!
@@ -10,6 +10,7 @@
 //! snapshots → report → renderers and encoders.
 
 pub mod exemplars;
+pub mod flags;
 pub mod gaps;
 pub mod quality;
 pub mod series;

@@ -355,6 +355,7 @@ fn pipeline_options(p: raw::RawPipeline) -> Result<PipelineOptions, ConfigError>
         traces: None,
         max_clock_skew: Duration::from_secs(3600),
         slo: SloSettings::default(),
+        flags: None,
     })
 }
 

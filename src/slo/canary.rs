@@ -494,7 +494,7 @@ pub fn combine(overall: Comparison, mut features: Vec<Comparison>) -> Analysis {
 /// Holm–Bonferroni over the error tests of the features with enough data: the i-th smallest
 /// of m p-values becomes max over j ≤ i of min(1, (m − j + 1) · p_(j)).
 fn holm_adjust(features: &mut [Comparison]) {
-    let mut tested: Vec<(usize, f64)> = features
+    let tested: Vec<(usize, f64)> = features
         .iter()
         .enumerate()
         .filter(|(_, f)| f.has_enough_data())
@@ -504,21 +504,34 @@ fn holm_adjust(features: &mut [Comparison]) {
     if m < 2 {
         return;
     }
-    tested.sort_by(|a, b| a.1.total_cmp(&b.1));
-    let mut running = 0.0f64;
-    for (rank, (i, p)) in tested.into_iter().enumerate() {
-        running = running.max(((m - rank) as f64 * p).min(1.0));
+    let ps: Vec<f64> = tested.iter().map(|(_, p)| *p).collect();
+    for ((i, _), adjusted) in tested.into_iter().zip(holm(&ps)) {
         let f = &mut features[i];
         if let Some(e) = f.errors.as_mut() {
             e.adjusted = Some(Adjustment {
                 method: "holm",
                 tests: m,
-                p_value: running,
+                p_value: adjusted,
             });
-            e.worse = running < e.significance;
+            e.worse = adjusted < e.significance;
         }
         f.judge();
     }
+}
+
+/// Holm–Bonferroni step-down adjustment of `p_values`, in their order: the i-th smallest of
+/// m becomes max over j ≤ i of min(1, (m − j + 1) · p_(j)).
+pub fn holm(p_values: &[f64]) -> Vec<f64> {
+    let m = p_values.len();
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by(|&a, &b| p_values[a].total_cmp(&p_values[b]));
+    let mut out = vec![1.0; m];
+    let mut running = 0.0f64;
+    for (rank, i) in order.into_iter().enumerate() {
+        running = running.max(((m - rank) as f64 * p_values[i]).min(1.0));
+        out[i] = running;
+    }
+    out
 }
 
 /// Tests whether the canary's error ratio is higher than the baseline's (one-sided), with
