@@ -1,5 +1,5 @@
 //! Admin HTTP server: `/metrics` (Prometheus text); the JSON API `/api/v1/slis`,
-//! `/api/v1/gaps`, `/api/v1/exemplars`, `/api/v1/slos`, `/api/v1/canary`, `/api/v1/history` (per-minute points of
+//! `/api/v1/gaps`, `/api/v1/exemplars`, `/api/v1/slos`, `/api/v1/canary`, `/api/v1/flags`, `/api/v1/history` (per-minute points of
 //! the last hour) and `/api/v1/info` (receiver endpoints for clients); the built-in
 //! dashboard (`/` and its assets, embedded); `/healthz` and `/readyz`.
 //!
@@ -12,6 +12,7 @@ pub mod canary;
 pub mod dashboard;
 pub mod exemplars;
 pub mod exposition;
+pub mod flags;
 pub mod gaps;
 pub mod history;
 pub mod info;
@@ -64,6 +65,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/exemplars", get(exemplars_handler))
         .route("/api/v1/slos", get(slos_handler))
         .route("/api/v1/canary", get(canary_handler))
+        .route("/api/v1/flags", get(flags_handler))
         .route("/api/v1/history", get(history_handler))
         .route("/api/v1/info", get(info_handler))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -149,6 +151,22 @@ async fn exemplars_handler(
         q.get("feature").map(String::as_str),
     );
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn flags_handler(
+    State(s): State<ApiState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let window = q.get("window").map(String::as_str).unwrap_or("5m");
+    let service = q.get("service").map(String::as_str).filter(|s| !s.is_empty());
+    match flags::render(&s.reader.report(), window, service) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(flags::FlagsError::BadRequest(msg)) => json_error(StatusCode::BAD_REQUEST, &msg),
+        Err(flags::FlagsError::Off) => json_error(
+            StatusCode::NOT_FOUND,
+            "feature flags are not read (flags.enabled is false)",
+        ),
+    }
 }
 
 async fn slos_handler(State(s): State<ApiState>) -> Response {

@@ -20,8 +20,94 @@ pub fn render(report: &Report<'_>, t: &Telemetry, exemplars: bool) -> String {
     slis(&mut out, report, exemplars);
     completeness(&mut out, report);
     super::slos::prometheus(&mut out, report);
+    flags(&mut out, report);
     self_metrics(&mut out, view, report.pipeline(), t);
     out
+}
+
+/// Feature flags, when they are read: which variants errors are tied to (over 5 minutes),
+/// what became of the evaluations, and, with `flags.metrics`, the flag series.
+fn flags(out: &mut String, report: &Report<'_>) {
+    let pipeline = report.pipeline();
+    let Some(opts) = pipeline.flag_options() else {
+        return;
+    };
+    let mut f = family(
+        out,
+        "sli_flag_errors_tied",
+        Kind::Gauge,
+        "1 when a flag variant's error ratio over the last 5 minutes is significantly higher than that of the flag's other variants in the service (the canary error test, Holm-adjusted over the variants), else 0; absent while either side has fewer than canary.min_requests requests.",
+    );
+    for flag in report.flags(Window::M5) {
+        for (variant, test) in &flag.tests {
+            let labels = [
+                ("service", flag.service),
+                ("flag", flag.flag),
+                ("variant", *variant),
+            ];
+            f.sample(&labels, u8::from(test.worse));
+        }
+    }
+    let view = report.view();
+    let counts = pipeline.flag_counts();
+    single(
+        out,
+        "otel_sli_flag_evaluations_total",
+        Kind::Counter,
+        "Feature-flag evaluations counted toward a request (one per request and flag).",
+        counts.evaluations,
+    );
+    let mut f = family(
+        out,
+        "otel_sli_flag_evaluations_dropped_total",
+        Kind::Counter,
+        "Feature-flag evaluations not counted: no_variant (neither variant nor value), unattributed (on a child span whose entry span was not in the same export request), not_listed (key outside flags.keys), max_flags (beyond flags.max_flags).",
+    );
+    for (reason, n) in [
+        ("no_variant", counts.no_variant),
+        ("unattributed", counts.unattributed),
+        ("not_listed", counts.not_listed),
+        ("max_flags", view.flag_overflow.flags),
+    ] {
+        f.sample(&[("reason", reason)], n);
+    }
+    let mut f = family(
+        out,
+        "otel_sli_flag_evaluations_folded_total",
+        Kind::Counter,
+        "Feature-flag evaluations counted in an overflow series: max_variants (under the variant __overflow__ of their flag), max_series (in the flag overflow series).",
+    );
+    f.sample(&[("cap", "max_variants")], view.flag_overflow.variants);
+    f.sample(&[("cap", "max_series")], view.flag_overflow.series);
+    single(
+        out,
+        "otel_sli_flags_tracked",
+        Kind::Gauge,
+        "Feature flags (service and key) tracked now, of flags.max_flags.",
+        view.tracked_flags,
+    );
+    if !opts.metrics {
+        return;
+    }
+    let names = crate::report::flags::LABELS.map(String::from);
+    let mut f = family(
+        out,
+        "sli_flag_requests_total",
+        Kind::Counter,
+        "Requests per feature and flag variant, weighted like sli_requests_total.",
+    );
+    for s in &view.flags {
+        f.series_sample("", &names, &s.labels, &[], float(s.est_requests_total));
+    }
+    let mut f = family(
+        out,
+        "sli_flag_errors_total",
+        Kind::Counter,
+        "Bad requests per feature and flag variant, weighted like sli_errors_total.",
+    );
+    for s in &view.flags {
+        f.series_sample("", &names, &s.labels, &[], float(s.est_errors_total));
+    }
 }
 
 /// The `sli_*` families, one sample (or bucket set) per series. With `exemplars`, each

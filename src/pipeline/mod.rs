@@ -73,6 +73,11 @@ pub struct FlagOptions {
     pub max_variants: usize,
     /// Most flag series (service, feature, flag, variant).
     pub max_series: usize,
+    /// Export the flag series on `/metrics` (`flags.metrics`).
+    pub metrics: bool,
+    /// The statistics of flag verdicts and tied-error tests (`canary:`'s, defaults when
+    /// canary analysis is off).
+    pub stats: crate::slo::def::CanaryConfig,
 }
 
 /// Flag evaluations the receivers could not count toward a cohort, since start.

@@ -120,4 +120,14 @@ impl Report<'_> {
     pub fn now(&self) -> u64 {
         self.view.flushed_at_unix_nanos
     }
+
+    /// Every flag's variants over window `w`, with their tied-error tests; empty when
+    /// flags are not read.
+    pub fn flags(&self, w: crate::sli::window::Window) -> Vec<flags::Flag<'_>> {
+        let pipeline = self.pipeline();
+        match pipeline.flag_options() {
+            Some(o) => flags::flags(&self.view, w, &pipeline.settings().layout, &o.stats),
+            None => Vec::new(),
+        }
+    }
 }

@@ -3,6 +3,7 @@
 //! modules), defaults applied, and runtime types built once. Every error names the key path
 //! and the reason.
 
+pub mod flags;
 pub mod links;
 pub mod listeners;
 pub mod raw;
@@ -127,6 +128,8 @@ pub struct Config {
     /// `links.trace_url`: URL template of a trace at the user's tracing tool, holding
     /// `{trace_id}` and/or `{span_id}`; `None`: the dashboard shows ids without links.
     pub trace_url: Option<String>,
+    /// Feature-flag cohorts (`flags:`); `None` when off.
+    pub flags: Option<crate::pipeline::FlagOptions>,
 }
 
 impl Config {
@@ -263,6 +266,12 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
     let storage = storage(raw.storage)?;
     let (forward, remote_write, otlp_metrics) = exporters(&raw.forward, &raw.exporters, &storage)?;
     let trace_url = links::trace_url(raw.links)?;
+    let mut flags = flags::flags(raw.flags)?;
+    if let Some(f) = &mut flags {
+        f.stats = canary.clone().unwrap_or_default();
+    }
+    classify.flags = flags.is_some();
+    pipeline.flags = flags.clone();
 
     // Check the rules compile (attribute count) now rather than at start-up.
     crate::sli::classify::Classifier::new(classify.clone())
@@ -295,6 +304,7 @@ fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         canary,
         storage,
         trace_url,
+        flags,
     })
 }
 

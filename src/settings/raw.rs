@@ -45,6 +45,8 @@ pub struct RawConfig {
     pub exporters: RawExporters,
     /// Links from the dashboard to other tools (a trace at the tracing vendor).
     pub links: RawLinks,
+    /// Feature-flag cohorts: SLIs per flag variant and verdicts per flag rollout.
+    pub flags: super::flags::RawFlags,
 }
 
 /// `receivers:`
