@@ -66,12 +66,15 @@ impl FlagOverflow {
     }
 }
 
+/// A flag: its service and key.
+type FlagId = (Box<str>, Box<str>);
+
 /// One shard's flag series.
 pub struct FlagTable {
     series: SeriesTable,
     limits: Arc<FlagLimits>,
     /// The variants of each (service, flag) tracked by this shard.
-    flags: HashMap<(Box<str>, Box<str>), Vec<Box<str>>>,
+    flags: HashMap<FlagId, Vec<Box<str>>>,
     overflow: FlagOverflow,
     expired_seen: u64,
     scratch: Vec<u8>,
@@ -165,13 +168,14 @@ impl FlagTable {
             }
         }
         let before = self.flags.len();
-        self.flags.retain(|(s, f), variants| match alive.get(&(&**s, &**f)) {
-            Some(live) => {
-                variants.retain(|v| live.contains(&&**v));
-                true
-            }
-            None => false,
-        });
+        self.flags
+            .retain(|(s, f), variants| match alive.get(&(&**s, &**f)) {
+                Some(live) => {
+                    variants.retain(|v| live.contains(&&**v));
+                    true
+                }
+                None => false,
+            });
         let removed = before - self.flags.len();
         if removed > 0 {
             self.limits.active.fetch_sub(removed, Ordering::Relaxed);
@@ -225,9 +229,10 @@ mod tests {
     use crate::sli::hist::Layout;
 
     fn table(max_flags: usize, max_variants: usize, max_series: usize) -> FlagTable {
-        let settings = SeriesSettings::new(Layout::new(2).expect("layout"), &[0.1, 1.0], max_series, 4)
-            .with_window_hists(true)
-            .with_expiry(Some(std::time::Duration::from_secs(60)));
+        let settings =
+            SeriesSettings::new(Layout::new(2).expect("layout"), &[0.1, 1.0], max_series, 4)
+                .with_window_hists(true)
+                .with_expiry(Some(std::time::Duration::from_secs(60)));
         FlagTable::new(
             Arc::new(settings),
             Arc::new(FlagLimits::new(max_flags, max_variants)),
@@ -301,6 +306,10 @@ mod tests {
         }
         assert_eq!(t.overflow().series, 1);
         let rows = requests(&mut t);
-        assert_eq!(rows.len(), 3, "two series and the overflow series: {rows:?}");
+        assert_eq!(
+            rows.len(),
+            3,
+            "two series and the overflow series: {rows:?}"
+        );
     }
 }
