@@ -158,7 +158,10 @@ async fn flags_handler(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let window = q.get("window").map(String::as_str).unwrap_or("5m");
-    let service = q.get("service").map(String::as_str).filter(|s| !s.is_empty());
+    let service = q
+        .get("service")
+        .map(String::as_str)
+        .filter(|s| !s.is_empty());
     match flags::render(&s.reader.report(), window, service) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(flags::FlagsError::BadRequest(msg)) => json_error(StatusCode::BAD_REQUEST, &msg),

@@ -328,7 +328,10 @@ fn sample_request() -> ExportTraceServiceRequest {
                 time_unix_nano: 6,
                 attributes: vec![
                     kv("feature_flag.key", Value::StringValue("new-flow".into())),
-                    kv("feature_flag.result.variant", Value::StringValue("on".into())),
+                    kv(
+                        "feature_flag.result.variant",
+                        Value::StringValue("on".into()),
+                    ),
                 ],
                 dropped_attributes_count: 1,
             },

@@ -408,7 +408,8 @@ impl Collector<'_, '_> {
             return;
         };
         let found = self.flag_seen.find(hash, |&(h, start, len)| {
-            h == hash && batch.flag_keys.get(start as usize..(start + len) as usize) == Some(key_bytes)
+            h == hash
+                && batch.flag_keys.get(start as usize..(start + len) as usize) == Some(key_bytes)
         });
         let (key_start, key_len) = match found {
             Some(&(_, start, len)) => (start, len),

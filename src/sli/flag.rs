@@ -119,7 +119,10 @@ fn usable(v: AnyValueRef<'_>) -> bool {
 
 /// Appends the flag evaluations recorded as events of a span to `out`, validating the
 /// events as it reads them (a malformed one is the error).
-pub fn from_events<'a>(events: &EventsRef<'a>, out: &mut Vec<FlagEval<'a>>) -> Result<(), ScanError> {
+pub fn from_events<'a>(
+    events: &EventsRef<'a>,
+    out: &mut Vec<FlagEval<'a>>,
+) -> Result<(), ScanError> {
     if events.is_empty() {
         return Ok(());
     }
@@ -243,8 +246,14 @@ mod tests {
         assert_eq!(
             got,
             [
-                ("new-flow".into(), Some(format!("{:?}", AnyValueRef::Str(b"on")))),
-                ("old-flow".into(), Some(format!("{:?}", AnyValueRef::Str(b"treatment")))),
+                (
+                    "new-flow".into(),
+                    Some(format!("{:?}", AnyValueRef::Str(b"on")))
+                ),
+                (
+                    "old-flow".into(),
+                    Some(format!("{:?}", AnyValueRef::Str(b"treatment")))
+                ),
                 ("dark-mode".into(), Some("Bool(true)".into())),
                 ("bare".into(), None),
             ]
