@@ -1,7 +1,8 @@
 //! The built-in dashboard in a real browser: `otel-sli` fed with spans by the OpenTelemetry
 //! SDK, the page opened in headless Chromium over the DevTools protocol, and the rendered DOM
 //! checked — feature rows with their success ratios, an SLO card paging, the gaps, a canary
-//! verdict, keyboard-only filtering and sorting, the token prompt and the empty state — with
+//! verdict, feature-flag variants and the variants errors are tied to, keyboard-only
+//! filtering and sorting, the token prompt and the empty state — with
 //! no console error or exception. Skipped (with a note) without Chromium, unless
 //! `OTEL_SLI_REQUIRE_TOOLS=1`.
 
@@ -652,6 +653,27 @@ mod rule {
         }
     }
 
+    /// A p-value: two significant digits rounded up; `<0.001` below 0.001; `1` for what
+    /// rounds up to 1.
+    pub fn p_value(p: f64) -> String {
+        if p < 0.001 {
+            return "<0.001".into();
+        }
+        if p >= 1.0 {
+            return "1".into();
+        }
+        let e = p.log10().floor() as i32;
+        let step = 10f64.powi(e - 1);
+        let digits = (p / step - 1e-6).ceil();
+        let up = digits * step;
+        if up >= 1.0 {
+            return "1".into();
+        }
+        // Two significant digits: one decimal fewer once rounding up reached the next power.
+        let decimals = if digits >= 100.0 { -e } else { 1 - e } as usize;
+        format!("{up:.decimals$}")
+    }
+
     /// The objective as configured: 0.999 → 99.9%.
     pub fn objective(o: f64) -> String {
         let p: f64 = format!("{:.4}", o * 100.0).parse().expect("a number");
@@ -1297,5 +1319,387 @@ async fn without_a_trace_url_the_ids_are_text_to_copy() {
     );
     assert_eq!(copied, sent[0].trace_id.as_str());
     assert_eq!(selected, sent[1].trace_id.as_str());
+    server.stop().await;
+}
+
+/// A flag key and a variant that are markup: they must show as text.
+const HOSTILE_FLAG: &str = "<img src=x onerror=window.__flag=1>";
+const HOSTILE_VARIANT: &str = "<b>bold</b>";
+
+/// checkout's requests through the SDK, each evaluating two flags (`feature_flag.evaluation`
+/// events): `new-flow`, half `on` (one request in 5 fails, 100–149 ms) and half `off` (one
+/// in 100 fails, 20–49 ms), 300 each over `POST /pay` and `GET /cart`; and a flag whose key
+/// and one variant are markup, split across the same requests.
+fn flagged_requests() -> Vec<(sdk::Req, Vec<(String, String)>)> {
+    (0..600)
+        .map(|i| {
+            let (on, j) = (i % 2 == 0, i / 2);
+            let failed = if on { j % 5 == 0 } else { j % 100 == 0 };
+            let ms = if on { 100 + j % 50 } else { 20 + j % 30 };
+            let (method, route) = if j % 3 == 0 {
+                ("GET", "/cart")
+            } else {
+                ("POST", "/pay")
+            };
+            let status = if failed { 503 } else { 200 };
+            let req = sdk::Req::server(method, route, Duration::from_millis(ms as u64), status);
+            let flags = vec![
+                (
+                    "new-flow".to_string(),
+                    if on { "on" } else { "off" }.to_string(),
+                ),
+                (
+                    HOSTILE_FLAG.to_string(),
+                    if j % 2 == 0 { HOSTILE_VARIANT } else { "plain" }.to_string(),
+                ),
+            ];
+            (req, flags)
+        })
+        .collect()
+}
+
+/// JavaScript: every flag of the Flags section, as the user reads it.
+const FLAGS_JS: &str = "[...document.querySelectorAll('#flag-list article.flag')].map(a => {
+    const cells = (tr) => ['requests', 'errors', 'success', 'p95', 'p99']
+      .map(r => tr.querySelector('[data-role=' + r + ']').textContent);
+    return { service: a.dataset.service, flag: a.dataset.flag,
+      title: a.querySelector('h3').textContent,
+      sub: a.querySelector('[data-role=service]').textContent,
+      verdict: a.querySelector('[data-role=verdict]').textContent,
+      variants: [...a.querySelectorAll(':scope > .table-wrap tbody tr')].map(tr => ({
+        variant: tr.dataset.variant, name: tr.querySelector('th').textContent, cells: cells(tr),
+        tied: !!tr.querySelector('[data-role=tied]'), marked: tr.dataset.tied === 'true',
+        p: tr.querySelector('[data-role=p]')?.textContent ?? null,
+        test: tr.querySelector('[data-role=test]').textContent })),
+      features_open: !!a.querySelector('details.flag-features')?.open,
+      features: [...a.querySelectorAll('details.flag-features tbody tr')].map(tr => ({
+        feature: tr.dataset.feature, variant: tr.dataset.variant,
+        names: [tr.children[0].textContent, tr.children[1].textContent], cells: cells(tr) })) };
+  })";
+
+/// What the page shows for one variant's (or one variant-in-a-feature's) figures.
+fn flag_cells(x: &Value) -> Value {
+    let success = x["success_ratio"].as_f64();
+    let low = success.is_some_and(|r| r < 0.99);
+    serde_json::json!([
+        rule::whole(x["requests"].as_f64().expect("requests")),
+        rule::whole(x["errors"].as_f64().expect("errors")),
+        format!(
+            "{}{}",
+            if low { "▼ " } else { "" },
+            rule::percent(success, false)
+        ),
+        rule::seconds(x["latency_seconds"]["p95"].as_f64()),
+        rule::seconds(x["latency_seconds"]["p99"].as_f64()),
+    ])
+}
+
+/// What the page should show for `flag` of `/api/v1/flags`, by the documented rules.
+fn want_flag(f: &Value) -> Value {
+    let tied: Vec<&str> = f["errors_tied_to"]
+        .as_array()
+        .expect("errors_tied_to")
+        .iter()
+        .map(|v| v.as_str().expect("variant"))
+        .collect();
+    let variants = f["variants"].as_array().expect("variants");
+    let tested = variants.iter().any(|v| !v["error_test"].is_null());
+    let verdict = if !tied.is_empty() {
+        format!("▲ errors tied to {}", tied.join(", "))
+    } else if tested {
+        "✓ errors tied to no variant".into()
+    } else {
+        "○ not tested: too few requests".into()
+    };
+    let mut features = Vec::new();
+    for v in variants {
+        for x in v["features"].as_array().expect("features") {
+            features.push(serde_json::json!({
+                "feature": x["feature"], "variant": v["variant"],
+                "names": [x["feature"], v["variant"]], "cells": flag_cells(x),
+            }));
+        }
+    }
+    // Feature by feature, each feature's variants in the API's order.
+    features.sort_by(|a, b| {
+        a["feature"]
+            .as_str()
+            .unwrap_or("")
+            .cmp(b["feature"].as_str().unwrap_or(""))
+    });
+    let n = variants.len();
+    serde_json::json!({
+        "service": f["service"], "flag": f["flag"], "title": f["flag"],
+        "sub": format!("Service {} · {n} variant{}", f["service"].as_str().unwrap_or(""),
+            if n == 1 { "" } else { "s" }),
+        "verdict": verdict,
+        "variants": variants.iter().map(|v| {
+            let is_tied = tied.contains(&v["variant"].as_str().unwrap_or(""));
+            let t = &v["error_test"];
+            let p = (!t.is_null()).then(|| {
+                let (p, adjusted) = match t["adjusted"].as_object() {
+                    Some(a) => (a["p_value"].as_f64(), Some(a["tests"].clone())),
+                    None => (t["p_value"].as_f64(), None),
+                };
+                let p = rule::p_value(p.expect("p_value"));
+                format!(
+                    "p {}{p}{}",
+                    if p.starts_with('<') { "" } else { "= " },
+                    adjusted.map_or(String::new(), |n| format!(" (Holm-adjusted over {n} variants)"))
+                )
+            });
+            let test = match &p {
+                None => "not tested: too few requests".to_string(),
+                Some(p) if is_tied => format!("▲ errors tied to this variant {p}"),
+                Some(p) => format!("not tied {p}"),
+            };
+            serde_json::json!({
+                "variant": v["variant"], "name": v["variant"], "cells": flag_cells(v),
+                "tied": is_tied, "marked": is_tied, "p": p, "test": test,
+            })
+        }).collect::<Vec<_>>(),
+        "features_open": Value::Null,
+        "features": features,
+    })
+}
+
+/// Feature-flag cohorts through the SDK: every figure of the Flags section is the API's
+/// (`/api/v1/flags`) written by the documented rules; errors are tied to `on`, with its
+/// p-value, and not to `off`; the per-feature figures open from the keyboard and stay open
+/// across a refresh; a flag key and a variant that are markup read as text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flags_section_shows_each_variant_and_the_variant_errors_are_tied_to() {
+    if !browser::available() {
+        return;
+    }
+    let server = TestServer::start("").await;
+    sdk::send_with_flags(
+        server.grpc.to_string(),
+        Transport::Grpc,
+        sdk::resource("checkout", &[]),
+        flagged_requests(),
+    )
+    .await;
+    server.flush().await;
+    let (status, before) = server.get_json("/api/v1/flags?window=5m").await;
+    assert_eq!(status, 200, "{before}");
+
+    let admin = server.admin;
+    let samples = [
+        0.0, 0.0005, 0.001, 0.00123, 0.0321, 0.0499, 0.0996, 0.12, 0.5, 0.994, 1.0,
+    ];
+    let (flags, p_values, errors) = tokio::task::spawn_blocking(move || {
+        let mut b = Browser::launch(1400, 1000);
+        let page = &mut b.page;
+        open(page, admin);
+        page.wait_for(
+            "document.querySelectorAll('#flag-list article.flag').length === 2",
+            Duration::from_secs(10),
+        );
+        // The per-feature figures of new-flow, opened with the keyboard; still open, and
+        // still focused, after the next refresh.
+        let new_flow = "[...document.querySelectorAll('#flag-list article.flag')]
+            .find(a => a.dataset.flag === 'new-flow')";
+        page.eval(&format!(
+            "{new_flow}.querySelector('details.flag-features summary').focus(); 1"
+        ));
+        page.key("Enter");
+        let n = page
+            .eval("Number(document.body.dataset.refreshes)")
+            .as_u64()
+            .unwrap_or(0);
+        page.wait_for(
+            &format!("Number(document.body.dataset.refreshes) > {n}"),
+            Duration::from_secs(10),
+        );
+        assert_eq!(
+            page.eval(&format!(
+                "(() => {{ const d = {new_flow}.querySelector('details.flag-features');
+                   return [d.open, document.activeElement === d.querySelector('summary')]; }})()"
+            )),
+            serde_json::json!([true, true])
+        );
+        page.eval("document.getElementById('pause').click(); 1");
+        let flags = page.eval(FLAGS_JS);
+        // Telemetry is text: no element made, no script run.
+        assert_eq!(
+            page.eval(
+                "[...document.querySelectorAll('img')].filter(i => !i.closest('.brand')).length"
+            ),
+            0,
+            "no img element came from a flag key"
+        );
+        assert_eq!(page.eval("document.querySelectorAll('b').length"), 0);
+        assert_eq!(page.eval("typeof window.__flag"), "undefined");
+        let p_values = page.eval(&format!("{samples:?}.map(p => OtelSliFormat.pValue(p))"));
+        page.screenshot(&screenshot_path("dashboard-flags.png"), 1400);
+        page.color_scheme("dark");
+        page.screenshot(&screenshot_path("dashboard-flags-dark.png"), 1400);
+        page.drain(Duration::from_millis(100));
+        (flags, p_values, std::mem::take(&mut page.errors))
+    })
+    .await
+    .expect("browser thread");
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+    // The p-value formatter follows the documented rule.
+    let want: Vec<String> = samples.iter().map(|p| rule::p_value(*p)).collect();
+    assert_eq!(p_values, serde_json::json!(want));
+    assert_eq!(
+        want,
+        [
+            "<0.001", "<0.001", "0.0010", "0.0013", "0.033", "0.050", "0.10", "0.12", "0.50", "1",
+            "1"
+        ]
+    );
+    // The answer did not move while the page read it.
+    let (_, after) = server.get_json("/api/v1/flags?window=5m").await;
+    assert_eq!(after["flags"], before["flags"]);
+
+    // Every flag, every cell, against the API.
+    let api = before["flags"].as_array().expect("flags");
+    let shown = flags.as_array().expect("flags shown");
+    assert_eq!(api.len(), 2, "{before}");
+    assert_eq!(shown.len(), api.len(), "{flags}");
+    for (f, got) in api.iter().zip(shown) {
+        let mut want = want_flag(f);
+        want["features_open"] = Value::from(f["flag"] == "new-flow");
+        assert_eq!(got, &want, "API {f}");
+    }
+
+    // What a user reads, spelled out.
+    let flag = |name: &str| {
+        shown
+            .iter()
+            .find(|f| f["flag"] == name)
+            .unwrap_or_else(|| panic!("no flag {name} in {flags}"))
+    };
+    let variant = |f: &Value, v: &str| {
+        f["variants"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["variant"] == v))
+            .cloned()
+            .unwrap_or_else(|| panic!("no variant {v} in {f}"))
+    };
+    let new_flow = flag("new-flow");
+    assert_eq!(new_flow["service"], "checkout");
+    assert_eq!(new_flow["verdict"], "▲ errors tied to on");
+    let on = variant(new_flow, "on");
+    assert_eq!(
+        on["cells"].as_array().expect("cells")[0..3],
+        ["300", "60", "▼ 80.00%"]
+    );
+    assert_eq!(on["tied"], true);
+    assert_eq!(on["marked"], true);
+    assert_eq!(
+        on["test"],
+        "▲ errors tied to this variant p <0.001 (Holm-adjusted over 2 variants)"
+    );
+    let off = variant(new_flow, "off");
+    assert_eq!(
+        off["cells"].as_array().expect("cells")[0..3],
+        ["300", "3", "99.00%"]
+    );
+    assert_eq!(off["tied"], false);
+    assert_eq!(off["marked"], false);
+    assert!(
+        off["test"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("not tied p = "),
+        "{off}"
+    );
+    // 100 GET /cart and 200 POST /pay requests per variant.
+    let features = new_flow["features"].as_array().expect("features");
+    let requests: Vec<(&str, &str, &str)> = features
+        .iter()
+        .map(|x| {
+            (
+                x["feature"].as_str().unwrap_or(""),
+                x["variant"].as_str().unwrap_or(""),
+                x["cells"][0].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        requests,
+        [
+            ("GET /cart", "off", "100"),
+            ("GET /cart", "on", "100"),
+            ("POST /pay", "off", "200"),
+            ("POST /pay", "on", "200"),
+        ]
+    );
+    let hostile = flag(HOSTILE_FLAG);
+    assert_eq!(hostile["title"], HOSTILE_FLAG);
+    assert_eq!(variant(hostile, HOSTILE_VARIANT)["name"], HOSTILE_VARIANT);
+    server.stop().await;
+}
+
+/// With `flags: {enabled: false}` the API answers 404 and the Flags section says flags are
+/// off; the rest of the page works, and the page asks for flags only once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_flags_off_the_flags_section_says_so_and_the_page_works() {
+    if !browser::available() {
+        return;
+    }
+    let server = TestServer::start("flags:\n  enabled: false\n").await;
+    sdk::send_with_flags(
+        server.grpc.to_string(),
+        Transport::Grpc,
+        sdk::resource("checkout", &[]),
+        flagged_requests().into_iter().take(20).collect(),
+    )
+    .await;
+    server.flush().await;
+    let (status, body) = server.get_json("/api/v1/flags").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body["error"].is_string(), "{body}");
+    let admin = server.admin;
+    let (seen, errors) = tokio::task::spawn_blocking(move || {
+        let mut b = Browser::launch(1300, 900);
+        let page = &mut b.page;
+        open(page, admin);
+        // Two more refreshes: flags are not asked for again.
+        page.wait_for(
+            "Number(document.body.dataset.refreshes) >= 2",
+            Duration::from_secs(15),
+        );
+        let seen = page.eval(
+            "({ message: document.getElementById('flag-message').textContent,
+                hidden: document.getElementById('flag-message').hidden,
+                cards: document.querySelectorAll('#flag-list > *').length,
+                notes: document.getElementById('flag-notes').hidden,
+                rows: [...document.querySelectorAll('#sli-body tr[data-key]')].map(tr => tr.dataset.feature),
+                status: document.getElementById('status').textContent,
+                asked: performance.getEntriesByType('resource')
+                  .filter(e => new URL(e.name).pathname === '/api/v1/flags').length })",
+        );
+        page.drain(Duration::from_millis(100));
+        (seen, std::mem::take(&mut page.errors))
+    })
+    .await
+    .expect("browser thread");
+    // The browser itself logs the one 404 answer.
+    let (flags_404, errors): (Vec<String>, Vec<String>) = errors
+        .into_iter()
+        .partition(|e| e.contains("status of 404") && e.contains("/api/v1/flags"));
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+    assert_eq!(flags_404.len(), 1, "{flags_404:#?}");
+    assert_eq!(seen["asked"], 1, "{seen}");
+    assert_eq!(seen["hidden"], false);
+    assert!(
+        seen["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("Feature-flag cohorts are off on this instance (flags.enabled is false)"),
+        "{seen}"
+    );
+    assert_eq!(seen["cards"], 0);
+    assert_eq!(seen["notes"], true);
+    assert_eq!(seen["rows"], serde_json::json!(["GET /cart", "POST /pay"]));
+    assert!(
+        !seen["status"].as_str().unwrap_or("").contains("failed"),
+        "{seen}"
+    );
     server.stop().await;
 }

@@ -165,6 +165,64 @@ pub async fn send_with_resource(
     .expect("sdk thread");
 }
 
+/// [`send_with_resource`] for requests that evaluated feature flags: each span carries its
+/// request's evaluations, `(flag key, variant)`, as `feature_flag.evaluation` events with
+/// `feature_flag.key` and `feature_flag.result.variant` (as OpenFeature's OpenTelemetry hook
+/// records them), in the order given.
+pub async fn send_with_flags(
+    endpoint: String,
+    transport: Transport,
+    resource: Resource,
+    reqs: Vec<(Req, Vec<(String, String)>)>,
+) {
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let _g = handle.enter();
+        let p = provider_with_resource(&endpoint, transport, false, resource);
+        let tracer = p.tracer("otel-sli-tests");
+        for (r, flags) in reqs {
+            let end = SystemTime::now();
+            let mut attrs = vec![
+                KeyValue::new("http.request.method", r.method),
+                KeyValue::new("http.route", r.route.clone()),
+            ];
+            if r.status > 0 {
+                attrs.push(KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(r.status),
+                ));
+            }
+            let mut span = tracer
+                .span_builder(
+                    r.name
+                        .clone()
+                        .unwrap_or_else(|| format!("{} {}", r.method, r.route)),
+                )
+                .with_kind(r.kind.clone())
+                .with_start_time(end - r.latency)
+                .with_attributes(attrs)
+                .start(&tracer);
+            for (key, variant) in flags {
+                span.add_event(
+                    "feature_flag.evaluation",
+                    vec![
+                        KeyValue::new("feature_flag.key", key),
+                        KeyValue::new("feature_flag.result.variant", variant),
+                    ],
+                );
+            }
+            if r.error {
+                span.set_status(Status::error("failed"));
+            }
+            span.end_with_timestamp(end);
+        }
+        p.force_flush().expect("flush");
+        p.shutdown().expect("shutdown");
+    })
+    .await
+    .expect("sdk thread");
+}
+
 /// Request metrics as an HTTP server instrumentation records them
 /// (`http.server.request.duration`): `n` requests of `GET route` answered 200, each
 /// `seconds` long, from `resource`, exported over OTLP/gRPC to `endpoint`

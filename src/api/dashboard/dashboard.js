@@ -27,6 +27,8 @@
     cohorts: new Map(),
     needsToken: false,
     formMessage: false,
+    // Set once /api/v1/flags answers 404 (flags.enabled: false): not asked again.
+    flagsOff: false,
     // The series whose example requests are shown (its key), and what was read for it:
     // { key, series (or null: none kept), error, loading }.
     selected: null,
@@ -730,6 +732,147 @@
     }
   }
 
+  // ---- feature flags -----------------------------------------------------------------
+  // Each flag (service, flag key) with its variants' figures over the page's window, which
+  // variants the API ties errors to, and per feature on demand. Flag keys, variants and
+  // features come from telemetry: text only, and matched by dataset, never by selector.
+  const flagKey = (f) => f.service + '\u0000' + f.flag;
+
+  // "p = 0.032", "p <0.001"; with the Holm adjustment it was decided on.
+  function pText(t) {
+    const adj = t.adjusted;
+    const p = F.pValue(adj ? adj.p_value : t.p_value);
+    return 'p ' + (p.startsWith('<') ? '' : '= ') + p +
+      (adj ? ' (Holm-adjusted over ' + adj.tests + ' variants)' : '');
+  }
+
+  function figureCells(x) {
+    const lat = x.latency_seconds || {};
+    const low = isNum(x.success_ratio) && x.success_ratio < 0.99;
+    return [
+      el('td', { class: 'num', 'data-role': 'requests', text: F.count(x.requests) }),
+      el('td', { class: 'num', 'data-role': 'errors', text: F.count(x.errors) }),
+      el('td', { class: 'num' + (low ? ' low' : ''), 'data-role': 'success', text: (low ? '▼ ' : '') + F.ratio(x.success_ratio) }),
+      el('td', { class: 'num', 'data-role': 'p95', text: F.seconds(lat.p95) }),
+      el('td', { class: 'num', 'data-role': 'p99', text: F.seconds(lat.p99) }),
+    ];
+  }
+
+  // The error test of one variant: tied (a badge, not colour alone), not tied, or untested.
+  function testCell(v, tied) {
+    const t = v.error_test;
+    if (!t) return el('td', { class: 'muted', 'data-role': 'test', text: 'not tested: too few requests' });
+    return el('td', { 'data-role': 'test' },
+      tied ? el('span', { class: 'badge bad', 'data-role': 'tied', text: '▲ errors tied to this variant' }) : el('span', { class: 'muted', text: 'not tied' }),
+      ' ',
+      el('span', { class: 'p-value', 'data-role': 'p', text: pText(t) }));
+  }
+
+  const colHead = (text, num) => el('th', { scope: 'col', class: num ? 'num' : null, text });
+  const figureHeads = () => [colHead('Requests', true), colHead('Errors', true), colHead('Success', true), colHead('p95', true), colHead('p99', true)];
+
+  // The variants in each feature, feature by feature.
+  function flagFeatures(f, open, win) {
+    const by = new Map();
+    for (const v of f.variants || []) {
+      for (const x of v.features || []) {
+        if (!by.has(x.feature)) by.set(x.feature, []);
+        by.get(x.feature).push([v.variant, x]);
+      }
+    }
+    if (by.size === 0) return null;
+    const rows = [];
+    for (const feature of [...by.keys()].sort()) {
+      for (const [variant, x] of by.get(feature)) {
+        rows.push(el('tr', { 'data-feature': feature, 'data-variant': variant },
+          el('th', { scope: 'row', text: feature }),
+          el('td', { text: variant }),
+          ...figureCells(x)));
+      }
+    }
+    const d = el('details', { class: 'flag-features', 'data-key': flagKey(f) },
+      el('summary', { 'data-focus': 'features\u0000' + flagKey(f) },
+        'Per feature (' + by.size + (by.size === 1 ? ' feature)' : ' features)')),
+      el('div', { class: 'table-wrap' },
+        el('table', {},
+          el('caption', { text: 'Variants of ' + f.flag + ' per feature, ' + win }),
+          el('thead', {}, el('tr', {}, colHead('Feature'), colHead('Variant'), ...figureHeads())),
+          el('tbody', {}, ...rows))));
+    if (open) d.open = true;
+    return d;
+  }
+
+  function flagCard(f, i, open, win) {
+    const tied = new Set(f.errors_tied_to || []);
+    const variants = f.variants || [];
+    const tested = variants.some((v) => v.error_test);
+    const [cls, label] = tied.size
+      ? ['bad', '▲ errors tied to ' + [...tied].join(', ')]
+      : tested ? ['ok', '✓ errors tied to no variant'] : ['neutral', '○ not tested: too few requests'];
+    const id = 'flag-' + i;
+    return el('article', { class: 'flag', 'data-service': f.service, 'data-flag': f.flag, 'aria-labelledby': id },
+      el('div', { class: 'card-head' },
+        el('div', {},
+          el('h3', { id, text: f.flag }),
+          el('p', { class: 'sub', 'data-role': 'service', text: 'Service ' + f.service + ' · ' + variants.length + (variants.length === 1 ? ' variant' : ' variants') })),
+        el('span', { class: 'badge ' + cls, 'data-role': 'verdict', text: label })),
+      el('div', { class: 'table-wrap' },
+        el('table', {},
+          el('caption', { text: 'Variants of ' + f.flag + ', ' + win }),
+          el('thead', {}, el('tr', {}, colHead('Variant'), ...figureHeads(), colHead('Error test'))),
+          el('tbody', {}, ...variants.map((v) => el('tr', { 'data-variant': v.variant, 'data-tied': tied.has(v.variant) ? 'true' : null },
+            el('th', { scope: 'row', text: v.variant }),
+            ...figureCells(v),
+            testCell(v, tied.has(v.variant))))))),
+      flagFeatures(f, open, win));
+  }
+
+  // What the caps and rules left out, since start; nothing when nothing was.
+  function flagNotes(v) {
+    const d = v.dropped || {}, fo = v.folded || {}, lim = v.limits || {};
+    const parts = [];
+    const add = (n, text) => { if (isNum(n) && n > 0) parts.push(F.count(n) + ' ' + text); };
+    add(d.no_variant, 'named no variant');
+    add(d.unattributed, 'were on a child span whose entry span came in another export request');
+    add(d.not_listed, 'were of flags outside flags.keys');
+    add(d.max_flags, 'were of flags beyond flags.max_flags (' + F.count(lim.max_flags) + ')');
+    const folded = [];
+    if (isNum(fo.max_variants) && fo.max_variants > 0) folded.push(F.count(fo.max_variants) + ' are counted under their flag’s variant __overflow__ (flags.max_variants ' + F.count(lim.max_variants) + ')');
+    if (isNum(fo.max_series) && fo.max_series > 0) folded.push(F.count(fo.max_series) + ' are in the overflow series, not shown (flags.max_series ' + F.count(lim.max_series) + ')');
+    const text = [];
+    if (parts.length) text.push('Evaluations not counted since start: ' + parts.join('; ') + '.');
+    if (folded.length) text.push('Of those counted since start, ' + folded.join('; ') + '.');
+    return text.join(' ');
+  }
+
+  function renderFlags(res, win) {
+    const box = $('flag-list');
+    const notes = $('flag-notes');
+    $('flags-window').textContent = WINDOW_TEXT[win];
+    if (state.flagsOff) {
+      box.replaceChildren();
+      notes.hidden = true;
+      message('flag-message', 'Feature-flag cohorts are off on this instance (flags.enabled is false): variants’ figures are not kept.');
+      return;
+    }
+    if (res.status === 'rejected') {
+      box.replaceChildren();
+      notes.hidden = true;
+      message('flag-message', failure('feature flags', res.reason), res.reason.status !== 401);
+      return;
+    }
+    const flags = res.value.flags || [];
+    const open = new Set([...box.querySelectorAll('details[open]')].map((d) => d.dataset.key));
+    const mark = focusMark(box);
+    const w = WINDOW_TEXT[win];
+    box.replaceChildren(...flags.map((f, i) => flagCard(f, i, open.has(flagKey(f)), w)));
+    restoreFocus(box, mark);
+    const n = flagNotes(res.value);
+    notes.hidden = !n;
+    notes.textContent = n;
+    message('flag-message', flags.length ? '' : 'No feature-flag evaluations in the ' + w + '. Record them on your entry spans as feature_flag.evaluation events (feature_flag.key, feature_flag.result.variant), as the OpenFeature OpenTelemetry hooks do.');
+  }
+
   // ---- empty state, auth -------------------------------------------------------------
   function renderWelcome(show) {
     const w = $('welcome');
@@ -788,6 +931,7 @@
         settle(api('/api/v1/gaps')),
         settle(wantHistory ? api('/api/v1/history?window=1h') : Promise.resolve(null)),
         settle(state.info ? Promise.resolve(state.info) : api('/api/v1/info')),
+        settle(state.flagsOff ? Promise.resolve(null) : api('/api/v1/flags?window=' + encodeURIComponent(win))),
       ];
       // The table first, as soon as its figures arrive; trends fill in with the history.
       const [slis] = await Promise.allSettled([api('/api/v1/slis?window=' + encodeURIComponent(win))]);
@@ -802,7 +946,9 @@
         renderTable();
       });
       if (state.refreshes === 0 && performance.mark) performance.mark('otel-sli-first-render');
-      const [slos, gaps, hist, info] = await Promise.all(pending);
+      const [slos, gaps, hist, info, flags] = await Promise.all(pending);
+      // Flags off (404): the configuration does not change while the process runs.
+      if (flags.status === 'rejected' && flags.reason.status === 404) state.flagsOff = true;
       if (info.status === 'fulfilled') {
         state.info = info.value;
         $('version').textContent = 'v' + state.info.version;
@@ -824,12 +970,14 @@
       guarded('slo-message', () => renderSlos(slos));
       guarded('gap-message', () => renderGaps(gaps));
       guarded('canary-message', renderCanaryForm);
+      guarded('flag-message', () => renderFlags(flags, win));
       if (state.selected) await loadExamples();
       renderAuth();
-      const failed = [slis, slos, gaps].filter((r) => r.status === 'rejected').length;
+      const sources = state.flagsOff ? [slis, slos, gaps] : [slis, slos, gaps, flags];
+      const failed = sources.filter((r) => r.status === 'rejected').length;
       state.refreshes += 1;
       document.body.dataset.refreshes = String(state.refreshes);
-      status((failed ? failed + ' of 3 sources failed · ' : '') + 'Updated ' + new Date().toLocaleTimeString() +
+      status((failed ? failed + ' of ' + sources.length + ' sources failed · ' : '') + 'Updated ' + new Date().toLocaleTimeString() +
         (state.paused ? ' · updates paused' : ' · next update in 5 s'));
     } catch (e) {
       status('Update failed: ' + e.message);

@@ -77,6 +77,19 @@
     return isNum(x) ? whole(x) : DASH;
   }
 
+  // A p-value (flag variants' error tests): two significant digits rounded up, so that it
+  // never reads more significant than it is ("0.032", "0.50"); below 0.001 "<0.001"; 1 and
+  // anything that rounds up to 1 is "1".
+  function pValue(p) {
+    if (!isNum(p)) return DASH;
+    if (p < 0.001) return '<0.001';
+    if (p >= 1) return '1';
+    const step = Math.pow(10, Math.floor(Math.log10(p)) - 1);
+    // The epsilon undoes float error (0.032 / 0.001 = 32.00000000000001), as in percent().
+    const up = Math.ceil(p / step - 1e-6) * step;
+    return up >= 1 ? '1' : up.toPrecision(2);
+  }
+
   // Time left until the error budget runs out: "exhausted" at 0, else the two largest units
   // ("45s", "12m", "3h 20m", "2d 5h"), rounded up below a minute and down above.
   function eta(sec) {
@@ -91,7 +104,7 @@
     return m + 'm';
   }
 
-  const api = Object.freeze({ isNum, seconds, ratio, badRatio, objective, rate, burn, count, eta });
+  const api = Object.freeze({ isNum, seconds, ratio, badRatio, objective, rate, burn, count, pValue, eta });
   if (typeof module === 'object' && module.exports) module.exports = api;
   else root.OtelSliFormat = api;
 })(typeof globalThis === 'object' ? globalThis : this);
