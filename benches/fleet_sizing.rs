@@ -304,6 +304,7 @@ async fn start_agent(s: &Settings) -> Agent {
         children_per_trace: 3,
         error_every: 20,
         seed: 7,
+        flag_events: 0,
     };
     let mut rng = Rng::new(7);
     let per_request = SPANS_PER_REQUEST / 4;

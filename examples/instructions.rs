@@ -12,7 +12,10 @@
 //! * `collect`: the per-request ingest work: scan, classify, key hashing and per-shard
 //!   batching (`pipeline::batch::Collector`, 2 shards, its batches sized from the request
 //!   as the pipeline sizes them), with every span's trace facts gathered for completeness
-//!   tracking as the pipeline does by default;
+//!   tracking and feature-flag evaluations looked for, as the pipeline does by default;
+//! * `collect_no_flags`: `collect` with flags off (`flags.enabled: false`);
+//! * `collect_flags`: `collect` over requests whose entry spans each carry one
+//!   `feature_flag.evaluation` event (so one flag item per entry span);
 //! * `record`: recording the entry spans' observations into the series table
 //!   (`SeriesTable::record`), the shard side of ingest;
 //! * `track`: completeness tracking of every span (`GapState::observe`, the trace
@@ -32,6 +35,7 @@ use otel_sli::otlp::synth::{traces_request, Rng, Workload};
 use otel_sli::pipeline::batch::Collector;
 use otel_sli::settings::DEFAULT_BUCKETS;
 use otel_sli::sli::classify::{Classifier, ClassifyConfig};
+use otel_sli::sli::flag::FlagRules;
 use otel_sli::sli::hist::Layout;
 use otel_sli::sli::series::{SeriesSettings, SeriesTable};
 use otel_sli::sli::window::slot_of;
@@ -56,9 +60,10 @@ impl<'a> SpanSink<'a> for Count {
     }
 }
 
-fn requests() -> Vec<Vec<u8>> {
+fn requests(flag_events: usize) -> Vec<Vec<u8>> {
     let w = Workload {
         seed: 7,
+        flag_events,
         ..Workload::default()
     };
     let mut rng = Rng::new(7);
@@ -75,12 +80,25 @@ fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(workload), Some(n)) = (args.first(), args.get(1)) else {
         // Built and run without arguments by `cargo test`: nothing to measure.
-        eprintln!("usage: instructions scan|collect|record|track <requests>");
+        eprintln!(
+            "usage: instructions scan|collect|collect_no_flags|collect_flags|record|track <requests>"
+        );
         return Ok(());
     };
     let n: usize = n.parse().map_err(|e| format!("requests {n:?}: {e}"))?;
-    let reqs = requests();
-    let classifier = Classifier::new(ClassifyConfig::default()).map_err(|e| e.to_string())?;
+    let flagged = workload == "collect_flags";
+    let reqs = requests(usize::from(flagged));
+    let flags = workload != "collect_no_flags";
+    let classifier = Classifier::new(ClassifyConfig {
+        flags,
+        ..ClassifyConfig::default()
+    })
+    .map_err(|e| e.to_string())?;
+    // The defaults of `flags:`: every key, child spans' evaluations attributed.
+    let rules = FlagRules {
+        allow: Vec::new(),
+        child_spans: true,
+    };
     let mut spans = 0u64;
     match workload.as_str() {
         "scan" => {
@@ -90,11 +108,12 @@ fn main() -> Result<(), String> {
                 spans += c.0;
             }
         }
-        "collect" => {
+        "collect" | "collect_no_flags" | "collect_flags" => {
             for i in 0..n {
                 let req = black_box(&reqs[i % DISTINCT]);
                 let mut col = Collector::new(&classifier, 2)
                     .with_traces(true, START_UNIX_NANOS, u64::MAX)
+                    .with_flags(flags.then_some(&rules))
                     .with_size_hint(req.len());
                 scan_traces(req, &mut col).map_err(|e| e.to_string())?;
                 col.finish();
@@ -185,7 +204,7 @@ fn main() -> Result<(), String> {
         }
         other => {
             return Err(format!(
-                "unknown workload {other:?} (scan, collect, record, track)"
+                "unknown workload {other:?} (scan, collect, collect_no_flags, collect_flags, record, track)"
             ))
         }
     }

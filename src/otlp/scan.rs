@@ -490,10 +490,11 @@ impl<'a> AttrsRef<'a> {
         // depth. Those of other messages were validated with a smaller or equal budget than
         // the largest, which therefore refuses nothing the scan accepted (a resource's
         // attributes, field 1, are validated one level above a span's).
-        let depth = if self.field == 9 {
-            DEPTH_SPAN - 1
-        } else {
-            DEPTH_REQUEST
+        let depth = match self.field {
+            9 => DEPTH_SPAN - 1,
+            // An event's attributes (the only flat attributes in field 3).
+            3 => DEPTH_EVENT - 1,
+            _ => DEPTH_REQUEST,
         };
         let mut c = Cursor::new(self.buf);
         while let Some(kv) = next_occurrence(&mut c, self.field)? {
@@ -610,34 +611,31 @@ impl ExactSizeIterator for AttrIter<'_> {}
 impl std::iter::FusedIterator for AttrIter<'_> {}
 
 /// The events of one span (field 11), borrowing from the request: the span's bytes from its
-/// first event to its last. The scan only bounds-checks each event; [`EventsRef::try_for_each`]
-/// parses and validates them as prost would, so a span's events cost nothing unless read.
+/// first event on, walked for events on demand. The scan only bounds-checks each event
+/// and notes that there are some; [`EventsRef::try_for_each`] parses and validates them as
+/// prost would, so a span's events cost nothing unless read.
 #[derive(Clone, Copy, Debug)]
 pub struct EventsRef<'a> {
-    buf: &'a [u8],
-    len: usize,
+    /// The span's bytes from its first event (empty when it has no events).
+    span: &'a [u8],
 }
 
 impl<'a> EventsRef<'a> {
-    const EMPTY: Self = EventsRef { buf: &[], len: 0 };
+    const EMPTY: Self = EventsRef { span: &[] };
 
     /// No events.
     pub fn empty() -> Self {
         Self::EMPTY
     }
 
-    /// Number of events (O(1)).
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// True if the span has no events.
+    /// True if the span has no events (O(1)).
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.span.is_empty()
     }
 
     /// Calls `f` with each event's name and attributes, in wire order, validating each
-    /// `Event` (its attributes included) as prost would. On the first malformed one, stops
+    /// `Event`'s own fields as prost would; its attributes are validated as `f` reads them
+    /// with [`AttrsRef::try_for_each`]. On the first malformed one, stops
     /// with its error (after `f` saw the events before it); as with
     /// [`AttrsRef::try_for_each`], the error's offset is a position in memory that
     /// [`scan_traces`] turns into one in its request.
@@ -648,7 +646,7 @@ impl<'a> EventsRef<'a> {
         &self,
         mut f: impl FnMut(&'a [u8], AttrsRef<'a>) -> Result<bool, ScanError>,
     ) -> Result<(), ScanError> {
-        let mut c = Cursor::new(self.buf);
+        let mut c = Cursor::new(self.span);
         while let Some(event) = next_occurrence(&mut c, 11)? {
             let (name, attrs) = parse_event(event)?;
             if !f(name, attrs)? {
@@ -659,8 +657,8 @@ impl<'a> EventsRef<'a> {
     }
 }
 
-/// Parses one `Event`: its name and its attributes (each `KeyValue` validated here, with
-/// prost's recursion budget at that depth).
+/// Parses one `Event`: its name and its attributes, which, like a span's, are only
+/// bounds-checked here and validated by whoever reads them ([`AttrsRef::try_for_each`]).
 fn parse_event(mut c: Cursor<'_>) -> Result<(&[u8], AttrsRef<'_>), ScanError> {
     let msg = c.rest;
     let mut name: &[u8] = &[];
@@ -681,8 +679,7 @@ fn parse_event(mut c: Cursor<'_>) -> Result<(&[u8], AttrsRef<'_>), ScanError> {
             }
             3 => {
                 c.want(field, wt, WT_LEN, at)?;
-                let kv = c.sub()?;
-                parse_key_value(kv, DEPTH_EVENT - 1)?;
+                c.bytes()?;
                 if n == 0 {
                     first = left;
                 }
@@ -968,8 +965,8 @@ fn parse_span<'a>(mut c: Cursor<'a>, s: &mut SpanView<'a>) -> Result<(), ScanErr
     let msg = c.rest;
     let mut n_attrs = 0usize;
     let (mut attrs_first, mut attrs_last) = (0usize, 0usize);
-    let mut n_events = 0usize;
-    let (mut events_first, mut events_last) = (0usize, 0usize);
+    // Bytes left at the first event: events are read from there on.
+    let mut events_left = 0usize;
     while c.has_more() {
         let left = c.left();
         let at = c.at();
@@ -996,12 +993,10 @@ fn parse_span<'a>(mut c: Cursor<'a>, s: &mut SpanView<'a>) -> Result<(), ScanErr
             }
             // Events are read (and validated) by whoever walks them, like attributes.
             0x5a => {
-                c.bytes()?;
-                if n_events == 0 {
-                    events_first = left;
+                if events_left == 0 {
+                    events_left = left;
                 }
-                events_last = c.left();
-                n_events += 1;
+                c.bytes()?;
             }
             // dropped attributes, events and links counts; links.
             0x50 | 0x60 | 0x70 => drop(c.varint()?),
@@ -1017,10 +1012,9 @@ fn parse_span<'a>(mut c: Cursor<'a>, s: &mut SpanView<'a>) -> Result<(), ScanErr
     if n_attrs != 0 {
         s.attributes = AttrsRef::flat(between(msg, attrs_first, attrs_last), 9, n_attrs);
     }
-    if n_events != 0 {
+    if events_left != 0 {
         s.events = EventsRef {
-            buf: between(msg, events_first, events_last),
-            len: n_events,
+            span: msg.get(msg.len() - events_left..).unwrap_or_default(),
         };
     }
     Ok(())

@@ -23,6 +23,9 @@ pub struct Workload {
     pub error_every: u64,
     /// Random seed.
     pub seed: u64,
+    /// Feature-flag evaluation events on each entry span (`feature_flag.evaluation`, keys
+    /// `flag-0`, `flag-1`, …, variants `on` and `off` at random).
+    pub flag_events: usize,
 }
 
 impl Default for Workload {
@@ -33,6 +36,7 @@ impl Default for Workload {
             children_per_trace: 3,
             error_every: 20,
             seed: 1,
+            flag_events: 0,
         }
     }
 }
@@ -151,6 +155,21 @@ pub fn traces_request(
                 message: String::new(),
                 code: status::StatusCode::Error as i32,
             }),
+            events: (0..w.flag_events)
+                .map(|i| span::Event {
+                    time_unix_nano: start,
+                    name: "feature_flag.evaluation".into(),
+                    attributes: vec![
+                        kv_str("feature_flag.key", &format!("flag-{i}")),
+                        kv_str("feature_flag.provider.name", "flagd"),
+                        kv_str(
+                            "feature_flag.result.variant",
+                            if rng.below(2) == 0 { "on" } else { "off" },
+                        ),
+                    ],
+                    dropped_attributes_count: 0,
+                })
+                .collect(),
             ..Default::default()
         });
         for c in 0..w.children_per_trace {

@@ -6,7 +6,7 @@
 //! scanned cleanly, so a malformed request never counts partially.
 
 use crate::completeness::traces::{parent_is_remote, SpanFacts};
-use crate::otlp::scan::{ResourceView, ScanError, SpanSink, SpanView};
+use crate::otlp::scan::{AnyValueRef, ResourceView, ScanError, SpanSink, SpanView};
 use crate::sli::classify::{
     render, Classifier, Observation, Reject, ResourceValues, SpanIds, Verdict,
 };
@@ -211,18 +211,15 @@ pub struct Collector<'a, 'c> {
     flag_rules: Option<&'c FlagRules>,
     /// The flag evaluations of the current span.
     evals: Vec<FlagEval<'a>>,
-    /// The entry spans of the request so far, when flags are read.
-    entries: Vec<EntryRef>,
     /// Flag evaluations waiting for the end of the request.
     pending: Vec<(Target, FlagEval<'a>)>,
     /// Flag keys already in a batch, as (hash, start, len).
     flag_seen: HashTable<(u64, u32, u32)>,
 }
 
-/// An entry span of the request: its trace and where its item is.
-#[derive(Clone, Copy, Debug)]
+/// An entry span of the request: where its item is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct EntryRef {
-    trace: u128,
     shard: u32,
     item: u32,
 }
@@ -230,8 +227,8 @@ struct EntryRef {
 /// What a flag evaluation counts toward.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Target {
-    /// The entry span with this index in `entries`.
-    Entry(u32),
+    /// This entry span.
+    Entry(EntryRef),
     /// The entry spans of this trace in the request.
     Trace(u128),
 }
@@ -256,7 +253,6 @@ impl<'a, 'c> Collector<'a, 'c> {
             tally: Tally::default(),
             flag_rules: None,
             evals: Vec::new(),
-            entries: Vec::new(),
             pending: Vec::new(),
             flag_seen: HashTable::new(),
         }
@@ -339,29 +335,54 @@ impl Collector<'_, '_> {
         let mut pending = std::mem::take(&mut self.pending);
         // The entry spans' own evaluations first, in wire order (a stable sort).
         pending.sort_by_key(|(t, _)| matches!(t, Target::Trace(_)));
-        let has_children = pending.iter().any(|(t, _)| matches!(t, Target::Trace(_)));
-        let mut by_trace: hashbrown::HashMap<u128, Vec<u32>> = hashbrown::HashMap::new();
-        if has_children {
-            for (i, e) in self.entries.iter().enumerate() {
-                by_trace.entry(e.trace).or_default().push(i as u32);
+        // The entry spans of the traces that other spans evaluated flags in, found among
+        // the request's items (rare: most evaluations are on entry spans).
+        let mut by_trace: hashbrown::HashMap<u128, Vec<EntryRef>> = pending
+            .iter()
+            .filter_map(|(t, _)| match t {
+                Target::Trace(t) => Some((*t, Vec::new())),
+                Target::Entry(_) => None,
+            })
+            .collect();
+        if !by_trace.is_empty() {
+            for (shard, b) in self.batches.iter().enumerate() {
+                for (item, i) in b.items.iter().enumerate() {
+                    let trace = u128::from_be_bytes(i.ids.trace_id);
+                    if let Some(list) = by_trace.get_mut(&trace) {
+                        list.push(EntryRef {
+                            shard: shard as u32,
+                            item: item as u32,
+                        });
+                    }
+                }
             }
         }
-        let mut resolved: Vec<(u32, FlagEval<'_>)> = Vec::with_capacity(pending.len());
+        let mut resolved: Vec<(EntryRef, FlagEval<'_>)> = Vec::with_capacity(pending.len());
         for (target, eval) in pending {
             match target {
-                Target::Entry(i) => resolved.push((i, eval)),
-                Target::Trace(t) => match by_trace.get(&t) {
-                    Some(list) => resolved.extend(list.iter().map(|&i| (i, eval))),
+                Target::Entry(e) => resolved.push((e, eval)),
+                Target::Trace(t) => match by_trace.get(&t).filter(|l| !l.is_empty()) {
+                    Some(list) => resolved.extend(list.iter().map(|&e| (e, eval))),
                     None => self.tally.flag_unattributed += 1,
                 },
             }
         }
-        // One evaluation per request and flag: the first (a stable sort keeps the order).
-        resolved.sort_by(|(a, x), (b, y)| a.cmp(b).then_with(|| x.key.cmp(y.key)));
-        resolved.dedup_by(|(a, x), (b, y)| a == b && x.key == y.key);
+        // One evaluation per request and flag, the first: needed where a request has
+        // several (its own evaluations are adjacent) or other spans' are added.
+        let has_children = !by_trace.is_empty();
+        if has_children || resolved.windows(2).any(|w| w[0].0 == w[1].0) {
+            resolved.sort_by(|(a, x), (b, y)| a.cmp(b).then_with(|| x.key.cmp(y.key)));
+            resolved.dedup_by(|(a, x), (b, y)| a == b && x.key == y.key);
+        }
         let mut buf = Vec::with_capacity(128);
         let mut route = Vec::with_capacity(64);
-        for (entry, eval) in resolved {
+        let per_shard = resolved.len() / self.batches.len().max(1) + 8;
+        self.flag_seen
+            .reserve(resolved.len().min(1024), |&(h, _, _)| h);
+        for b in &mut self.batches {
+            b.flags.reserve(per_shard);
+        }
+        for (e, eval) in resolved {
             let Some(variant) = eval.variant else {
                 self.tally.flag_no_variant += 1;
                 continue;
@@ -370,9 +391,6 @@ impl Collector<'_, '_> {
                 self.tally.flag_not_listed += 1;
                 continue;
             }
-            let Some(e) = self.entries.get(entry as usize).copied() else {
-                continue;
-            };
             let Some(item) = self
                 .batches
                 .get(e.shard as usize)
@@ -391,8 +409,11 @@ impl Collector<'_, '_> {
             let service_len = service_len(&buf);
             route.clear();
             route.extend_from_slice(buf.get(..service_len).unwrap_or(&[]));
-            key::push_label(&mut route, &String::from_utf8_lossy(eval.key), max);
-            key::push_label(&mut buf, &String::from_utf8_lossy(eval.key), max);
+            for b in [&mut route, &mut buf] {
+                let start = key::begin_label(b);
+                render(AnyValueRef::Str(eval.key), b);
+                key::finish_label(b, start, max);
+            }
             let start = key::begin_label(&mut buf);
             render(variant, &mut buf);
             key::finish_label(&mut buf, start, max);
@@ -634,17 +655,13 @@ impl<'a> SpanSink<'a> for Collector<'a, '_> {
                     obs,
                     ids,
                 });
-                if let Some(rules) = self.flag_rules {
-                    if rules.child_spans || !self.evals.is_empty() {
-                        let entry = self.entries.len() as u32;
-                        self.entries.push(EntryRef {
-                            trace: u128::from_be_bytes(ids.trace_id),
-                            shard: shard_of(hash, n) as u32,
-                            item: at,
-                        });
-                        self.pending
-                            .extend(self.evals.iter().map(|e| (Target::Entry(entry), *e)));
-                    }
+                if !self.evals.is_empty() {
+                    let entry = EntryRef {
+                        shard: shard_of(hash, n) as u32,
+                        item: at,
+                    };
+                    self.pending
+                        .extend(self.evals.iter().map(|e| (Target::Entry(entry), *e)));
                 }
             }
         }

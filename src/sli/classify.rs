@@ -539,13 +539,20 @@ impl Classifier {
         self.slots(&span.attributes, &mut slots)?;
         if let (Some(out), Some(fs)) = (flags, &self.flag_slots) {
             let at = |i: usize| slots.get(i).copied().flatten();
-            let parts = flag::Parts {
-                key: at(fs[0]),
-                variant: [at(fs[1]), at(fs[2])],
-                value: at(fs[3]),
-            };
-            out.extend(parts.eval());
-            flag::from_events(&span.events, out)?;
+            // Most entry spans carry no flag: one slot read and one length check.
+            if let Some(key) = at(fs[0]) {
+                let parts = flag::Parts {
+                    key: Some(key),
+                    variant: [at(fs[1]), at(fs[2])],
+                    value: at(fs[3]),
+                };
+                if let Some(e) = parts.eval() {
+                    out.push(e);
+                }
+            }
+            if !span.events.is_empty() {
+                flag::from_events(&span.events, out)?;
+            }
         }
         let lookup = |i: usize| value(&slots, resource, i);
 

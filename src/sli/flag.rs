@@ -17,7 +17,7 @@
 //! * The provider (`feature_flag.provider.name`, older `feature_flag.provider_name`) is not
 //!   part of the key: a flag key is unique within a service.
 
-use crate::otlp::scan::{AnyValueRef, AttrsRef, EventsRef, ScanError};
+use crate::otlp::scan::{AnyValueRef, EventsRef, ScanError};
 
 /// Event names of a flag evaluation: the current convention's, then the older one.
 pub const EVENT_NAMES: [&[u8]; 2] = [b"feature_flag.evaluation", b"feature_flag"];
@@ -118,7 +118,8 @@ fn usable(v: AnyValueRef<'_>) -> bool {
 }
 
 /// Appends the flag evaluations recorded as events of a span to `out`, validating the
-/// events as it reads them (a malformed one is the error).
+/// events, and the attributes of flag evaluation events, as it reads them (a malformed one
+/// is the error; other events' attributes are not read).
 pub fn from_events<'a>(
     events: &EventsRef<'a>,
     out: &mut Vec<FlagEval<'a>>,
@@ -128,22 +129,12 @@ pub fn from_events<'a>(
     }
     events.try_for_each(|name, attrs| {
         if EVENT_NAMES.contains(&name) {
-            if let Some(e) = from_attributes(&attrs) {
-                out.push(e);
-            }
+            let mut parts = Parts::default();
+            attrs.try_for_each(|k, v| parts.put(k, v))?;
+            out.extend(parts.eval());
         }
         Ok(true)
     })
-}
-
-/// The flag evaluation recorded in `attrs` (an event's attributes, validated by the scan),
-/// if they name a flag.
-pub fn from_attributes<'a>(attrs: &AttrsRef<'a>) -> Option<FlagEval<'a>> {
-    let mut parts = Parts::default();
-    for (k, v) in attrs.iter() {
-        parts.put(k, v);
-    }
-    parts.eval()
 }
 
 #[cfg(test)]
