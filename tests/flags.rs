@@ -185,6 +185,40 @@ async fn verdict(server: &TestServer, service: &str, flag: &str, b: &str, c: &st
     v
 }
 
+/// Runs `deploy/examples/flag-rollback.sh` against `server` with a command that leaves a
+/// file behind; returns its exit status and whether the command ran.
+async fn rollback(
+    server: &TestServer,
+    service: &str,
+    flag: &str,
+    baseline: &str,
+    canary: &str,
+) -> (i32, bool) {
+    let marker = std::env::temp_dir().join(format!(
+        "otel-sli-rollback-{}-{service}-{flag}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&marker);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/examples/flag-rollback.sh");
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg(script)
+        .args(["--", "touch"])
+        .arg(&marker)
+        .env("OTEL_SLI", format!("http://{}", server.admin))
+        .env("SERVICE", service)
+        .env("FLAG", flag)
+        .env("BASELINE", baseline)
+        .env("CANARY", canary);
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("sh runs"))
+        .await
+        .expect("script thread");
+    let code = out.status.code().unwrap_or(-1);
+    let ran = marker.exists();
+    let _ = std::fs::remove_file(&marker);
+    (code, ran)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn variants_are_counted_exactly_in_every_form_and_judged() {
     let server = TestServer::start("flags:\n  metrics: true\n").await;
@@ -274,6 +308,14 @@ async fn variants_are_counted_exactly_in_every_form_and_judged() {
     let v = verdict(&server, "search", "attr-flow", "x", "y").await;
     assert_eq!(v["verdict"], "inconclusive", "{v}");
     assert!(v["reasons"].to_string().contains("30 requests"), "{v}");
+
+    // The rollback recipe: runs its command on `fail` only.
+    let rolled = rollback(&server, "checkout", "new-flow", "off", "on").await;
+    assert_eq!(rolled, (1, true), "fail: rolled back, exit 1");
+    let kept = rollback(&server, "cart", "old-flow", "a", "b").await;
+    assert_eq!(kept, (0, false), "pass: nothing done");
+    let kept = rollback(&server, "search", "attr-flow", "x", "y").await;
+    assert_eq!(kept, (0, false), "inconclusive: nothing done");
 
     // The alertable gauge and the opt-in flag series.
     let m = server.metrics().await;
