@@ -356,8 +356,9 @@ pub struct Classifier {
     http_status: [usize; 2],
     grpc_int: usize,
     grpc_str: [usize; 2],
-    /// Slots of the feature-flag attributes (key, variants, value) when flags are read.
-    flag_slots: Option<[usize; 4]>,
+    /// Slots of the feature-flag attributes (key, three variants, value) when flags are
+    /// read.
+    flag_slots: Option<[usize; 5]>,
 }
 
 #[derive(Debug)]
@@ -417,6 +418,7 @@ impl Classifier {
                 slot(flag::KEY),
                 slot(flag::VARIANT[0]),
                 slot(flag::VARIANT[1]),
+                slot(flag::VARIANT[2]),
                 slot(flag::VALUE),
             ]
         });
@@ -543,8 +545,8 @@ impl Classifier {
             if let Some(key) = at(fs[0]) {
                 let parts = flag::Parts {
                     key: Some(key),
-                    variant: [at(fs[1]), at(fs[2])],
-                    value: at(fs[3]),
+                    variant: [at(fs[1]), at(fs[2]), at(fs[3])],
+                    value: at(fs[4]),
                 };
                 if let Some(e) = parts.eval() {
                     out.push(e);

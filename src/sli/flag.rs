@@ -10,8 +10,10 @@
 //!
 //! * The flag is `feature_flag.key`; an evaluation without it is not one.
 //! * The variant is `feature_flag.result.variant`, else the older `feature_flag.variant`,
-//!   else the evaluated value `feature_flag.result.value` rendered as text (`true`, `42`,
-//!   `blue`): a boolean flag evaluated without variants is then told apart by its value.
+//!   else LaunchDarkly's `feature_flag.result.variationIndex` (its hooks name no variant;
+//!   the index is one), else the evaluated value `feature_flag.result.value` rendered as
+//!   text (`true`, `42`, `blue`): a boolean flag evaluated without variants is then told
+//!   apart by its value.
 //!   An evaluation with none of them names no cohort ([`FlagEval::variant`] is `None`); the
 //!   pipeline counts it.
 //! * The provider (`feature_flag.provider.name`, older `feature_flag.provider_name`) is not
@@ -25,8 +27,13 @@ pub const EVENT_NAMES: [&[u8]; 2] = [b"feature_flag.evaluation", b"feature_flag"
 /// Attribute holding the flag's key.
 pub const KEY: &str = "feature_flag.key";
 
-/// Attributes holding the variant, most preferred first (current, then older convention).
-pub const VARIANT: [&str; 2] = ["feature_flag.result.variant", "feature_flag.variant"];
+/// Attributes holding the variant, most preferred first: the current convention's, the
+/// older one's, LaunchDarkly's variation index.
+pub const VARIANT: [&str; 3] = [
+    "feature_flag.result.variant",
+    "feature_flag.variant",
+    "feature_flag.result.variationIndex",
+];
 
 /// Attribute holding the evaluated value, the variant's stand-in.
 pub const VALUE: &str = "feature_flag.result.value";
@@ -65,7 +72,7 @@ pub struct Parts<'a> {
     /// `feature_flag.key`.
     pub key: Option<AnyValueRef<'a>>,
     /// The variants, by [`VARIANT`] order.
-    pub variant: [Option<AnyValueRef<'a>>; 2],
+    pub variant: [Option<AnyValueRef<'a>>; 3],
     /// `feature_flag.result.value`.
     pub value: Option<AnyValueRef<'a>>,
 }
@@ -80,6 +87,8 @@ impl<'a> Parts<'a> {
             &mut self.variant[0]
         } else if k == VARIANT[1].as_bytes() {
             &mut self.variant[1]
+        } else if k == VARIANT[2].as_bytes() {
+            &mut self.variant[2]
         } else if k == VALUE.as_bytes() {
             &mut self.value
         } else {
@@ -225,6 +234,16 @@ mod tests {
                     kv_bool("feature_flag.result.value", true),
                 ],
             ),
+            // LaunchDarkly's hook by default: a variation index, no value.
+            event(
+                "feature_flag",
+                vec![
+                    kv_str("feature_flag.key", "ld-flag"),
+                    kv_str("feature_flag.provider.name", "LaunchDarkly"),
+                    kv_str("feature_flag.context.id", "user-1"),
+                    crate::otlp::synth::kv_int("feature_flag.result.variationIndex", 1),
+                ],
+            ),
             // Not a flag evaluation: another event name, or no key.
             event("exception", vec![kv_str("feature_flag.key", "x")]),
             event("feature_flag", vec![kv_str("feature_flag.variant", "on")]),
@@ -246,6 +265,7 @@ mod tests {
                     Some(format!("{:?}", AnyValueRef::Str(b"treatment")))
                 ),
                 ("dark-mode".into(), Some("Bool(true)".into())),
+                ("ld-flag".into(), Some("Int(1)".into())),
                 ("bare".into(), None),
             ]
         );
