@@ -26,7 +26,7 @@ pub struct RawFlags {
     /// `__overflow__` of their flag. Default `10`.
     pub max_variants: Option<usize>,
     /// Most flag series (service × feature × flag × variant); further ones go to one
-    /// overflow series. Default `5000`.
+    /// overflow series. Default `2000`.
     pub max_series: Option<usize>,
     /// Count evaluations recorded on other spans of a request (a child span of the entry
     /// span, in the same trace) toward the request, when the entry span arrives in the same
@@ -49,7 +49,7 @@ pub fn flags(raw: RawFlags) -> Result<Option<FlagOptions>, ConfigError> {
     };
     let max_flags = count("flags.max_flags", raw.max_flags, 100, 100_000)?;
     let max_variants = count("flags.max_variants", raw.max_variants, 10, 1_000)?;
-    let max_series = count("flags.max_series", raw.max_series, 5_000, 10_000_000)?;
+    let max_series = count("flags.max_series", raw.max_series, 2_000, 10_000_000)?;
     if let Some(i) = raw.keys.iter().position(|k| k.is_empty()) {
         return Err(invalid(&format!("flags.keys[{i}]"), "empty flag key"));
     }
@@ -79,7 +79,7 @@ mod tests {
         let on = flags(RawFlags::default()).expect("valid").expect("on");
         assert_eq!(
             (on.max_flags, on.max_variants, on.max_series),
-            (100, 10, 5000)
+            (100, 10, 2000)
         );
         assert!(on.rules.child_spans && !on.metrics);
         let off = RawFlags {
