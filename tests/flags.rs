@@ -199,8 +199,8 @@ async fn rollback(
         std::process::id()
     ));
     let _ = std::fs::remove_file(&marker);
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("deploy/examples/flag-rollback.sh");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/flag-rollback.sh");
     let mut cmd = std::process::Command::new("sh");
     cmd.arg(script)
         .args(["--", "touch"])
@@ -489,4 +489,26 @@ async fn an_allow_list_keeps_only_its_keys_and_flags_can_be_turned_off() {
     let sli = off.sli("all", "svc", "POST /pay").await;
     assert_eq!(sli["requests"], 10);
     off.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flag_series_cap_folds_into_one_overflow_series_across_shards() {
+    let server = TestServer::start(
+        "pipeline:\n  shards: 4\nflags:\n  max_series: 1\n  max_flags: 100\n  metrics: true\n",
+    )
+    .await;
+    let reqs: Vec<Req> = (0..20)
+        .map(|i| req(i % 2 == 0, i, &[(Form::Event, &format!("f{i}"), "on")]))
+        .collect();
+    send(&server, Transport::Grpc, "svc", reqs).await;
+    let f = flags(&server).await;
+    assert_eq!(f["folded"]["max_series"], 19, "{f}");
+    let m = server.metrics().await;
+    let overflow: Vec<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("sli_flag_requests_total{") && l.contains("__overflow__"))
+        .collect();
+    assert_eq!(overflow.len(), 1, "one overflow series, however many shards: {m}");
+    assert!(overflow[0].ends_with(" 19"), "{overflow:?}");
+    server.stop().await;
 }

@@ -67,7 +67,7 @@ pub struct View {
     pub memory_bytes: usize,
     /// Oldest flush time among the shards, Unix nanoseconds.
     pub flushed_at_unix_nanos: u64,
-    /// Every flag series, sorted by labels (each shard's flag overflow series as it is).
+    /// Every flag series, the flag overflow series merged into one, sorted by labels.
     pub flags: Vec<Arc<SeriesSnapshot>>,
     /// Flag evaluations the flag caps turned away, since start.
     pub flag_overflow: FlagOverflow,
@@ -89,6 +89,7 @@ impl View {
             ..View::default()
         };
         let mut gap_index: hashbrown::HashMap<Arc<str>, usize> = hashbrown::HashMap::new();
+        let mut flag_overflow: Vec<&SeriesSnapshot> = Vec::new();
         for shard in shards {
             view.overflow_spans += shard.overflow_spans;
             view.expired_series += shard.expired_series;
@@ -116,7 +117,8 @@ impl View {
             view.memory_bytes += shard.memory_bytes;
             view.flag_overflow.merge(&shard.flag_overflow);
             view.tracked_flags += shard.tracked_flags;
-            view.flags.extend(shard.flags.iter().cloned());
+            view.flags.extend(shard.flags.iter().filter(|s| !s.is_overflow()).cloned());
+            flag_overflow.extend(shard.flags.iter().filter(|s| s.is_overflow()).map(|s| &**s));
             for s in &shard.series {
                 if s.is_overflow() {
                     overflow.push(s);
@@ -133,6 +135,15 @@ impl View {
         }
         series.sort_by(|a, b| a.labels.cmp(&b.labels));
         view.gaps.sort_by(|a, b| a.service.cmp(&b.service));
+        // Like the SLI overflow series, each shard's flag overflow series is one part of
+        // one series.
+        match flag_overflow.len() {
+            0 => {}
+            1 => view.flags.push(Arc::new(flag_overflow[0].clone())),
+            _ => view
+                .flags
+                .push(Arc::new(merge_overflow(&flag_overflow, layout))),
+        }
         view.flags.sort_by(|a, b| a.labels.cmp(&b.labels));
         view.series = series;
         view
