@@ -753,6 +753,47 @@ mod tests {
     }
 
     #[test]
+    fn events_are_read_and_validated_only_when_flags_are_read() {
+        use crate::otlp::scan::scan_traces;
+        use crate::sli::classify::{Classifier, ClassifyConfig};
+        use crate::sli::flag::FlagRules;
+        // An event whose name (field 2) has the wrong wire type (varint): prost refuses it.
+        let event = [0x10, 0x01];
+        let span = |kind: u8| {
+            let mut s = vec![0x0a, 16];
+            s.extend([7; 16]);
+            s.extend([0x12, 8]);
+            s.extend([9; 8]);
+            s.extend([0x30, kind, 0x5a, event.len() as u8]);
+            s.extend(event);
+            s
+        };
+        let wrap = |payload: Vec<u8>, field: u8| {
+            let mut out = vec![field << 3 | 2, payload.len() as u8];
+            out.extend(payload);
+            out
+        };
+        let rules = FlagRules {
+            allow: Vec::new(),
+            child_spans: true,
+        };
+        for flags in [false, true] {
+            let c = Classifier::new(ClassifyConfig {
+                flags,
+                ..ClassifyConfig::default()
+            })
+            .expect("rules");
+            // SERVER (2), an entry span; INTERNAL (1), read for child spans' evaluations.
+            for kind in [2u8, 1] {
+                let body = wrap(wrap(wrap(span(kind), 2), 2), 1);
+                let mut col = super::Collector::new(&c, 1).with_flags(flags.then_some(&rules));
+                let got = scan_traces(&body, &mut col);
+                assert_eq!(got.is_err(), flags, "flags {flags}, kind {kind}: {got:?}");
+            }
+        }
+    }
+
+    #[test]
     fn shard_of_stays_in_range_and_spreads() {
         let mut seen = [0usize; 4];
         for i in 0..10_000u64 {
