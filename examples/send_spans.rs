@@ -1,6 +1,7 @@
 //! Application-like OTLP traffic from the OpenTelemetry Rust SDK: for each service, entry
 //! (SERVER) spans of a few HTTP features, each with a CLIENT child, some of them failing
-//! with HTTP 500. Used by `deploy/examples/local-demo.sh`; also handy for trying otel-sli:
+//! with HTTP 500, each evaluating the feature flag `new-checkout` (a
+//! `feature_flag.evaluation` event: variant `on` for one request in ten, else `off`). Used by `deploy/examples/local-demo.sh`; also handy for trying otel-sli:
 //!
 //! ```sh
 //! cargo run --example send_spans -- --endpoint http://127.0.0.1:4317 --requests 1000
@@ -151,6 +152,8 @@ fn main() -> Result<(), String> {
             )
             .build();
         let tracer = provider.tracer("send_spans");
+        // Requests and errors per variant of the flag, over the service's features.
+        let mut flag = [(0u64, 0u64); 2];
         for (method, route) in FEATURES {
             let mut errors = 0;
             for i in 1..=args.requests {
@@ -175,15 +178,32 @@ fn main() -> Result<(), String> {
                     .start_with_context(&tracer, &cx);
                 child.end_with_timestamp(start + Duration::from_millis(15));
                 made += 2;
+                let on = i % 10 == 0;
+                server.add_event(
+                    "feature_flag.evaluation",
+                    vec![
+                        KeyValue::new("feature_flag.key", "new-checkout"),
+                        KeyValue::new("feature_flag.provider.name", "send_spans"),
+                        KeyValue::new("feature_flag.result.variant", if on { "on" } else { "off" }),
+                    ],
+                );
+                let cohort = &mut flag[usize::from(on)];
+                cohort.0 += 1;
                 if failed {
                     server.set_status(Status::error("internal error"));
                     errors += 1;
+                    cohort.1 += 1;
                 }
                 server.end_with_timestamp(start + Duration::from_millis(10 + i % 40));
             }
             println!(
                 "sent service={service} feature=\"{method} {route}\" requests={} errors={errors}",
                 args.requests
+            );
+        }
+        for (variant, (requests, errors)) in ["off", "on"].iter().zip(flag) {
+            println!(
+                "flag service={service} flag=new-checkout variant={variant} requests={requests} errors={errors}"
             );
         }
         // Export errors are reported below, with the count of spans they cost.
