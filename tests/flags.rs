@@ -508,7 +508,11 @@ async fn the_flag_series_cap_folds_into_one_overflow_series_across_shards() {
         .lines()
         .filter(|l| l.starts_with("sli_flag_requests_total{") && l.contains("__overflow__"))
         .collect();
-    assert_eq!(overflow.len(), 1, "one overflow series, however many shards: {m}");
+    assert_eq!(
+        overflow.len(),
+        1,
+        "one overflow series, however many shards: {m}"
+    );
     assert!(overflow[0].ends_with(" 19"), "{overflow:?}");
     server.stop().await;
 }

@@ -79,6 +79,7 @@ struct Dropped {
     no_variant: u64,
     unattributed: u64,
     not_listed: u64,
+    request_limit: u64,
     max_flags: u64,
 }
 
@@ -173,6 +174,7 @@ pub fn render(
             no_variant: counts.no_variant,
             unattributed: counts.unattributed,
             not_listed: counts.not_listed,
+            request_limit: counts.request_limit,
             max_flags: view.flag_overflow.flags,
         },
         folded: Folded {

@@ -54,19 +54,20 @@ fn flags(out: &mut String, report: &Report<'_>) {
         out,
         "otel_sli_flag_evaluations_total",
         Kind::Counter,
-        "Feature-flag evaluations counted toward a request (one per request and flag).",
+        "Feature-flag observations queued for the shards (one per request and flag), including those the flags.max_flags cap then drops.",
         counts.evaluations,
     );
     let mut f = family(
         out,
         "otel_sli_flag_evaluations_dropped_total",
         Kind::Counter,
-        "Feature-flag evaluations not counted: no_variant (neither variant nor value), unattributed (on a child span whose entry span was not in the same export request), not_listed (key outside flags.keys), max_flags (beyond flags.max_flags).",
+        "Feature-flag evaluations not counted: no_variant (neither variant nor value), unattributed (on a child span whose entry span was not in the same export request), not_listed (key outside flags.keys), request_limit (beyond 64 flags per request or two flag observations per span of the export request), max_flags (beyond flags.max_flags).",
     );
     for (reason, n) in [
         ("no_variant", counts.no_variant),
         ("unattributed", counts.unattributed),
         ("not_listed", counts.not_listed),
+        ("request_limit", counts.request_limit),
         ("max_flags", view.flag_overflow.flags),
     ] {
         f.sample(&[("reason", reason)], n);

@@ -154,6 +154,9 @@ pub struct Tally {
     pub flag_unattributed: u64,
     /// Flag evaluations of keys outside `flags.keys`.
     pub flag_not_listed: u64,
+    /// Flag evaluations beyond [`MAX_FLAGS_PER_REQUEST`] for one request, or beyond the
+    /// request's budget of flag observations (two per span).
+    pub flag_over_limit: u64,
 }
 
 impl Tally {
@@ -212,7 +215,7 @@ pub struct Collector<'a, 'c> {
     /// The flag evaluations of the current span.
     evals: Vec<FlagEval<'a>>,
     /// Flag evaluations waiting for the end of the request.
-    pending: Vec<(Target, FlagEval<'a>)>,
+    pending: Vec<(Target<'a>, FlagEval<'a>)>,
     /// Flag keys already in a batch, as (hash, start, len).
     flag_seen: HashTable<(u64, u32, u32)>,
 }
@@ -225,13 +228,17 @@ struct EntryRef {
 }
 
 /// What a flag evaluation counts toward.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Target {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Target<'a> {
     /// This entry span.
     Entry(EntryRef),
-    /// The entry spans of this trace in the request.
-    Trace(u128),
+    /// The entry spans of this trace and service (the child span's) in the request.
+    Trace(u128, &'a str),
 }
+
+/// Most flags one request counts under (its entry span's own and its children's
+/// evaluations together); further ones are counted in [`Tally::flag_over_limit`].
+pub const MAX_FLAGS_PER_REQUEST: usize = 64;
 
 impl<'a, 'c> Collector<'a, 'c> {
     /// A collector for `shards` shards.
@@ -328,19 +335,31 @@ impl Collector<'_, '_> {
         }
     }
 
-    /// Turns the request's flag evaluations into flag items: one per request and flag, the
-    /// entry span's own evaluation first, then those of the other spans of its trace in
-    /// wire order.
+    /// Turns the request's flag evaluations into flag items: one per request and flag (by
+    /// the flag label as written), the entry span's own evaluations first, then those of
+    /// the other spans of its trace and service in wire order; at most
+    /// [`MAX_FLAGS_PER_REQUEST`] per request and two per span of the export request.
     fn finish_flags(&mut self) {
         let mut pending = std::mem::take(&mut self.pending);
         // The entry spans' own evaluations first, in wire order (a stable sort).
-        pending.sort_by_key(|(t, _)| matches!(t, Target::Trace(_)));
-        // The entry spans of the traces that other spans evaluated flags in, found among
-        // the request's items (rare: most evaluations are on entry spans).
-        let mut by_trace: hashbrown::HashMap<u128, Vec<EntryRef>> = pending
+        pending.sort_by_key(|(t, _)| matches!(t, Target::Trace(..)));
+        // Other spans' evaluations: the first per (trace, service, flag) is all that can
+        // count, so a trace cannot multiply them.
+        let first_child = pending
+            .iter()
+            .position(|(t, _)| matches!(t, Target::Trace(..)))
+            .unwrap_or(pending.len());
+        let mut children = pending.split_off(first_child);
+        if !children.is_empty() {
+            children.sort_by(|a, b| child_key(a).cmp(&child_key(b)));
+            children.dedup_by(|a, b| child_key(a) == child_key(b));
+        }
+        // The entry spans of those traces, found among the request's items (rare: most
+        // evaluations are on entry spans).
+        let mut by_trace: hashbrown::HashMap<u128, Vec<EntryRef>> = children
             .iter()
             .filter_map(|(t, _)| match t {
-                Target::Trace(t) => Some((*t, Vec::new())),
+                Target::Trace(t, _) => Some((*t, Vec::new())),
                 Target::Entry(_) => None,
             })
             .collect();
@@ -357,66 +376,107 @@ impl Collector<'_, '_> {
                 }
             }
         }
-        let mut resolved: Vec<(EntryRef, FlagEval<'_>)> = Vec::with_capacity(pending.len());
-        for (target, eval) in pending {
-            match target {
-                Target::Entry(e) => resolved.push((e, eval)),
-                Target::Trace(t) => match by_trace.get(&t).filter(|l| !l.is_empty()) {
-                    Some(list) => resolved.extend(list.iter().map(|&e| (e, eval))),
-                    None => self.tally.flag_unattributed += 1,
-                },
+        let budget = (2 * self.tally.spans as usize).max(MAX_FLAGS_PER_REQUEST);
+        let mut resolved: Vec<(EntryRef, FlagEval<'_>)> = pending
+            .iter()
+            .filter_map(|(t, e)| match t {
+                Target::Entry(entry) => Some((*entry, *e)),
+                Target::Trace(..) => None,
+            })
+            .collect();
+        for (target, eval) in children {
+            let Target::Trace(trace, service) = target else {
+                continue;
+            };
+            let of_service = |e: &&EntryRef| {
+                self.batches
+                    .get(e.shard as usize)
+                    .and_then(|b| b.items.get(e.item as usize).map(|i| b.key(i)))
+                    .is_some_and(|k| key::labels(k).next() == Some(service))
+            };
+            if resolved.len() >= budget {
+                self.tally.flag_over_limit += 1;
+                continue;
+            }
+            let before = resolved.len();
+            let entries = by_trace
+                .get(&trace)
+                .into_iter()
+                .flatten()
+                .filter(of_service);
+            resolved.extend(entries.take(budget - before).map(|e| (*e, eval)));
+            if resolved.len() == before {
+                self.tally.flag_unattributed += 1;
             }
         }
-        // One evaluation per request and flag, the first: needed where a request has
-        // several (its own evaluations are adjacent) or other spans' are added.
-        let has_children = !by_trace.is_empty();
-        if has_children || resolved.windows(2).any(|w| w[0].0 == w[1].0) {
-            resolved.sort_by(|(a, x), (b, y)| a.cmp(b).then_with(|| x.key.cmp(y.key)));
-            resolved.dedup_by(|(a, x), (b, y)| a == b && x.key == y.key);
+        // A request's evaluations side by side, its own first (a stable sort).
+        if !by_trace.is_empty() {
+            resolved.sort_by_key(|(e, _)| *e);
         }
-        let mut buf = Vec::with_capacity(128);
+        let max = self.classifier.config().max_label_bytes;
         let mut route = Vec::with_capacity(64);
-        let per_shard = resolved.len() / self.batches.len().max(1) + 8;
+        let mut buf = Vec::with_capacity(128);
+        // The flag labels written for the current request, to count each flag once.
+        let mut written: Vec<(usize, usize)> = Vec::new();
+        let mut current: Option<EntryRef> = None;
+        let mut counted = 0usize;
+        let per_shard = resolved.len().min(budget) / self.batches.len().max(1) + 8;
         self.flag_seen
             .reserve(resolved.len().min(1024), |&(h, _, _)| h);
         for b in &mut self.batches {
             b.flags.reserve(per_shard);
         }
+        let mut labels: Vec<u8> = Vec::new();
         for (e, eval) in resolved {
+            if current != Some(e) {
+                current = Some(e);
+                written.clear();
+                labels.clear();
+            }
             let Some(variant) = eval.variant else {
-                self.tally.flag_no_variant += 1;
                 continue;
             };
-            if !self.flag_rules.is_some_and(|r| r.allows(eval.key)) {
-                self.tally.flag_not_listed += 1;
+            // The flag label as the series key holds it (cut, invalid UTF-8 replaced).
+            let start = labels.len();
+            render(AnyValueRef::Str(eval.key), &mut labels);
+            let cut = key::truncated_bytes(&labels[start..], max);
+            labels.truncate(start + cut);
+            let label = &labels[start..];
+            if written
+                .iter()
+                .any(|&(s, l)| labels.get(s..s + l) == Some(label))
+            {
+                labels.truncate(start);
                 continue;
             }
+            if written.len() >= MAX_FLAGS_PER_REQUEST || counted >= budget {
+                self.tally.flag_over_limit += 1;
+                labels.truncate(start);
+                continue;
+            }
+            written.push((start, labels.len() - start));
             let Some(item) = self
                 .batches
                 .get(e.shard as usize)
                 .and_then(|b| b.items.get(e.item as usize).map(|i| (*i, b.key(i))))
                 .map(|(item, key)| {
-                    let prefix = service_feature_len(key);
                     buf.clear();
-                    buf.extend_from_slice(key.get(..prefix).unwrap_or(key));
+                    buf.extend_from_slice(key.get(..service_feature_len(key)).unwrap_or(key));
                     item
                 })
             else {
                 continue;
             };
-            let max = self.classifier.config().max_label_bytes;
             // Routed by (service, flag), so one shard sees every variant of a flag.
-            let service_len = service_len(&buf);
             route.clear();
-            route.extend_from_slice(buf.get(..service_len).unwrap_or(&[]));
-            for b in [&mut route, &mut buf] {
-                let start = key::begin_label(b);
-                render(AnyValueRef::Str(eval.key), b);
-                key::finish_label(b, start, max);
-            }
-            let start = key::begin_label(&mut buf);
+            route.extend_from_slice(buf.get(..service_len(&buf)).unwrap_or(&[]));
+            let label = labels.get(start..).unwrap_or_default();
+            key::push_label_bytes(&mut route, label);
+            key::push_label_bytes(&mut buf, label);
+            let v = key::begin_label(&mut buf);
             render(variant, &mut buf);
-            key::finish_label(&mut buf, start, max);
+            key::finish_label(&mut buf, v, max);
+            counted += 1;
             self.push_flag(&route, &buf, item);
         }
     }
@@ -479,6 +539,30 @@ impl Collector<'_, '_> {
         self.key_limit = bytes.min(MAX_KEY_BYTES_PER_REQUEST);
         self
     }
+}
+
+/// What makes a child span's evaluation distinct: its trace, service and flag.
+fn child_key<'a>((t, e): &(Target<'a>, FlagEval<'a>)) -> (u128, &'a str, &'a [u8]) {
+    match t {
+        Target::Trace(trace, service) => (*trace, *service, e.key),
+        Target::Entry(_) => (0, "", e.key),
+    }
+}
+
+/// Drops the evaluations that cannot count (no variant, a key outside `flags.keys`) from
+/// `evals`, counting them.
+fn keep_usable(evals: &mut Vec<FlagEval<'_>>, rules: &FlagRules, tally: &mut Tally) {
+    evals.retain(|e| {
+        if e.variant.is_none() {
+            tally.flag_no_variant += 1;
+            false
+        } else if !rules.allows(e.key) {
+            tally.flag_not_listed += 1;
+            false
+        } else {
+            true
+        }
+    });
 }
 
 /// Bytes of the first label (the service) of an encoded key.
@@ -590,8 +674,11 @@ impl<'a> SpanSink<'a> for Collector<'a, '_> {
                     let trace = <[u8; 16]>::try_from(span.trace_id)
                         .map(u128::from_be_bytes)
                         .unwrap_or(0);
-                    self.pending
-                        .extend(self.evals.iter().map(|e| (Target::Trace(trace), *e)));
+                    let target = Target::Trace(trace, resource.service());
+                    keep_usable(&mut self.evals, rules, &mut self.tally);
+                    self.pending.extend(self.evals.iter().map(|e| (target, *e)));
+                } else if !self.evals.is_empty() {
+                    keep_usable(&mut self.evals, rules, &mut self.tally);
                 }
                 verdict
             }
@@ -791,6 +878,165 @@ mod tests {
                 assert_eq!(got.is_err(), flags, "flags {flags}, kind {kind}: {got:?}");
             }
         }
+    }
+
+    /// A span for [`flag_request`]: kind, trace id byte, and its flag evaluation events, each
+    /// as its attributes.
+    type TestSpan<'a> = (i32, u8, Vec<Vec<(&'a str, &'a str)>>);
+
+    /// A request of one resource per `(service, spans)`.
+    fn flag_request(resources: &[(&str, Vec<TestSpan<'_>>)]) -> Vec<u8> {
+        use crate::otlp::synth::kv_str;
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        use opentelemetry_proto::tonic::trace::v1::{span::Event, ResourceSpans, ScopeSpans, Span};
+        use prost::Message;
+        let mut id = 0u64;
+        let resource_spans = resources
+            .iter()
+            .map(|(service, spans)| ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![kv_str("service.name", service)],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans: spans
+                        .iter()
+                        .map(|(kind, trace, events)| {
+                            id += 1;
+                            Span {
+                                trace_id: vec![*trace; 16],
+                                span_id: id.to_be_bytes().to_vec(),
+                                kind: *kind,
+                                name: "GET /".into(),
+                                start_time_unix_nano: 1,
+                                end_time_unix_nano: 2,
+                                events: events
+                                    .iter()
+                                    .map(|kvs| Event {
+                                        name: "feature_flag.evaluation".into(),
+                                        attributes: kvs.iter().map(|(k, v)| kv_str(k, v)).collect(),
+                                        ..Default::default()
+                                    })
+                                    .collect(),
+                                ..Default::default()
+                            }
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect();
+        ExportTraceServiceRequest { resource_spans }.encode_to_vec()
+    }
+
+    /// The flag series keys (labels joined by `|`) a request produces, and its tally.
+    fn flag_items(body: &[u8]) -> (Vec<String>, super::Tally) {
+        use crate::otlp::scan::scan_traces;
+        use crate::sli::classify::{Classifier, ClassifyConfig};
+        use crate::sli::flag::FlagRules;
+        let c = Classifier::new(ClassifyConfig {
+            flags: true,
+            ..ClassifyConfig::default()
+        })
+        .expect("rules");
+        let rules = FlagRules {
+            allow: Vec::new(),
+            child_spans: true,
+        };
+        let mut col = super::Collector::new(&c, 2).with_flags(Some(&rules));
+        scan_traces(body, &mut col).expect("valid");
+        col.finish();
+        let mut keys: Vec<String> = col
+            .batches
+            .iter()
+            .flat_map(|b| b.flags.iter().map(move |f| b.flag_key(f)))
+            .map(|k| crate::sli::key::labels(k).collect::<Vec<_>>().join("|"))
+            .collect();
+        keys.sort();
+        (keys, col.tally)
+    }
+
+    const SERVER: i32 = 2;
+    const INTERNAL: i32 = 1;
+
+    #[test]
+    fn one_observation_per_request_and_flag_label() {
+        let long = "a".repeat(300);
+        let (x, y) = (format!("{long}x"), format!("{long}y"));
+        let body = flag_request(&[(
+            "svc",
+            vec![(
+                SERVER,
+                1,
+                vec![
+                    // No variant: it does not take the place of the next one.
+                    vec![("feature_flag.key", "k")],
+                    vec![
+                        ("feature_flag.key", "k"),
+                        ("feature_flag.result.variant", "on"),
+                    ],
+                    // Two keys that are one label once cut to 256 bytes.
+                    vec![
+                        ("feature_flag.key", x.as_str()),
+                        ("feature_flag.result.variant", "a"),
+                    ],
+                    vec![
+                        ("feature_flag.key", y.as_str()),
+                        ("feature_flag.result.variant", "b"),
+                    ],
+                ],
+            )],
+        )]);
+        let (keys, tally) = flag_items(&body);
+        assert_eq!(keys.len(), 2, "{keys:?}");
+        assert!(keys.contains(&"svc|GET /|k|on".to_string()), "{keys:?}");
+        assert!(
+            keys.iter().any(|k| k.ends_with("|a")),
+            "the first of the two: {keys:?}"
+        );
+        assert_eq!((tally.flag_no_variant, tally.flag_evaluations), (1, 2));
+    }
+
+    #[test]
+    fn child_evaluations_count_for_their_service_only_and_within_limits() {
+        let on = vec![
+            ("feature_flag.key", "f"),
+            ("feature_flag.result.variant", "on"),
+        ];
+        // Trace 1 passes through "a" and "b"; "a"'s handler span evaluates f.
+        let body = flag_request(&[
+            (
+                "a",
+                vec![(SERVER, 1, vec![]), (INTERNAL, 1, vec![on.clone()])],
+            ),
+            ("b", vec![(SERVER, 1, vec![])]),
+            // A child evaluation whose entry span is not in the request.
+            ("c", vec![(INTERNAL, 2, vec![on.clone()])]),
+        ]);
+        let (keys, tally) = flag_items(&body);
+        assert_eq!(keys, ["a|GET /|f|on"]);
+        assert_eq!(tally.flag_unattributed, 1);
+
+        // One trace of 2,000 entry spans and 2,000 children each evaluating another flag:
+        // at most two flag observations per span of the request, the rest counted.
+        let keys: Vec<String> = (0..2000).map(|i| format!("flag-{i}")).collect();
+        let mut spans: Vec<TestSpan<'_>> = (0..2000).map(|_| (SERVER, 3, vec![])).collect();
+        spans.extend(keys.iter().map(|k| {
+            (
+                INTERNAL,
+                3,
+                vec![vec![
+                    ("feature_flag.key", k.as_str()),
+                    ("feature_flag.result.variant", "on"),
+                ]],
+            )
+        }));
+        let (items, tally) = flag_items(&flag_request(&[("svc", spans)]));
+        assert_eq!(items.len(), 8000, "2 x 4,000 spans");
+        assert_eq!(tally.flag_evaluations, 8000);
+        assert!(tally.flag_over_limit > 0);
     }
 
     #[test]

@@ -91,6 +91,9 @@ pub struct FlagCounts {
     pub unattributed: u64,
     /// Evaluations of keys outside `flags.keys`.
     pub not_listed: u64,
+    /// Evaluations beyond the per-request limits (64 flags per request, two flag
+    /// observations per span of the export request).
+    pub request_limit: u64,
 }
 
 /// Settings of flag series: those of the SLI series (buckets, expiry, exemplars), keyed by
@@ -149,8 +152,9 @@ struct Inner {
     queries: AtomicUsize,
     /// Flag settings; `None` when flags are not read.
     flags: Option<FlagOptions>,
-    /// Flag evaluations received: counted, without variant, unattributed, not listed.
-    flag_counts: [AtomicU64; 4],
+    /// Flag evaluations received: counted, without variant, unattributed, not listed, over
+    /// the per-request limits.
+    flag_counts: [AtomicU64; 5],
     closed: AtomicBool,
     /// Ingest calls in progress; shutdown waits for them before stopping the shards, so no
     /// accepted request is answered OK and then dropped.
@@ -320,6 +324,7 @@ impl Pipeline {
             tally.flag_no_variant,
             tally.flag_unattributed,
             tally.flag_not_listed,
+            tally.flag_over_limit,
         ];
         for (counter, n) in inner.flag_counts.iter().zip(flags) {
             if n > 0 {
@@ -610,13 +615,14 @@ impl Pipeline {
 
     /// Flag evaluations received since start, by what became of them.
     pub fn flag_counts(&self) -> FlagCounts {
-        let [e, v, u, n] = &self.inner.flag_counts;
+        let [e, v, u, n, l] = &self.inner.flag_counts;
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         FlagCounts {
             evaluations: get(e),
             no_variant: get(v),
             unattributed: get(u),
             not_listed: get(n),
+            request_limit: get(l),
         }
     }
 

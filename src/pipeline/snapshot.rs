@@ -117,7 +117,8 @@ impl View {
             view.memory_bytes += shard.memory_bytes;
             view.flag_overflow.merge(&shard.flag_overflow);
             view.tracked_flags += shard.tracked_flags;
-            view.flags.extend(shard.flags.iter().filter(|s| !s.is_overflow()).cloned());
+            view.flags
+                .extend(shard.flags.iter().filter(|s| !s.is_overflow()).cloned());
             flag_overflow.extend(shard.flags.iter().filter(|s| s.is_overflow()).map(|s| &**s));
             for s in &shard.series {
                 if s.is_overflow() {

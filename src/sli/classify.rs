@@ -25,6 +25,10 @@ const STATUS_ERROR: i32 = 2;
 /// Most distinct attributes the rules may reference together.
 pub const MAX_ATTRIBUTES: usize = 32;
 
+/// Attribute slots: the rules' and the feature-flag attributes' ([`flag::KEY`],
+/// [`flag::VARIANT`], [`flag::VALUE`]), which do not count against [`MAX_ATTRIBUTES`].
+const SLOTS: usize = MAX_ATTRIBUTES + 5;
+
 /// gRPC status code names, indexed by code.
 pub const GRPC_CODES: [&str; 17] = [
     "OK",
@@ -372,7 +376,7 @@ enum Part {
 #[derive(Clone, Copy, Debug)]
 pub struct ResourceValues<'a> {
     service: &'a str,
-    slots: [Option<AnyValueRef<'a>>; MAX_ATTRIBUTES],
+    slots: [Option<AnyValueRef<'a>>; SLOTS],
 }
 
 impl<'a> ResourceValues<'a> {
@@ -386,7 +390,7 @@ impl Classifier {
     /// Compiles the rules. Fails if they reference more than [`MAX_ATTRIBUTES`] attributes.
     pub fn new(cfg: ClassifyConfig) -> Result<Self, String> {
         let mut keys: Vec<Box<[u8]>> = Vec::new();
-        let mut slot = |name: &str| -> usize {
+        fn slot_in(keys: &mut Vec<Box<[u8]>>, name: &str) -> usize {
             match keys.iter().position(|k| &**k == name.as_bytes()) {
                 Some(i) => i,
                 None => {
@@ -394,7 +398,8 @@ impl Classifier {
                     keys.len() - 1
                 }
             }
-        };
+        }
+        let mut slot = |name: &str| slot_in(&mut keys, name);
         let http_status = [slot("http.response.status_code"), slot("http.status_code")];
         let grpc_int = slot("rpc.grpc.status_code");
         let grpc_str = [slot("rpc.status_code"), slot("rpc.response.status_code")];
@@ -413,15 +418,6 @@ impl Classifier {
             })
             .collect();
         let dims = cfg.dimensions.iter().map(|d| slot(d)).collect();
-        let flag_slots = cfg.flags.then(|| {
-            [
-                slot(flag::KEY),
-                slot(flag::VARIANT[0]),
-                slot(flag::VARIANT[1]),
-                slot(flag::VARIANT[2]),
-                slot(flag::VALUE),
-            ]
-        });
         // Names referenced only for validation of the total count.
         for t in &cfg.feature_rules {
             for a in t.attributes() {
@@ -434,6 +430,16 @@ impl Classifier {
                 keys.len()
             ));
         }
+        // The flag attributes have slots of their own beyond the rules' limit.
+        let flag_slots = cfg.flags.then(|| {
+            [
+                slot_in(&mut keys, flag::KEY),
+                slot_in(&mut keys, flag::VARIANT[0]),
+                slot_in(&mut keys, flag::VARIANT[1]),
+                slot_in(&mut keys, flag::VARIANT[2]),
+                slot_in(&mut keys, flag::VALUE),
+            ]
+        });
         Ok(Self {
             cfg,
             keys: AttrKeys::new(&keys),
@@ -444,6 +450,12 @@ impl Classifier {
             grpc_str,
             flag_slots,
         })
+    }
+
+    /// Distinct attributes the rules read (the flags' not counted).
+    #[cfg(test)]
+    fn keys_in_rules(&self) -> usize {
+        self.keys.len() - self.flag_slots.map_or(0, |s| s.len())
     }
 
     /// The settings this classifier was built from.
@@ -464,18 +476,13 @@ impl Classifier {
     fn slots<'a>(
         &self,
         attrs: &AttrsRef<'a>,
-        slots: &mut [Option<AnyValueRef<'a>>; MAX_ATTRIBUTES],
+        slots: &mut [Option<AnyValueRef<'a>>; SLOTS],
     ) -> Result<(), ScanError> {
         attrs.try_for_each(|k, v| self.put(slots, k, v))
     }
 
     #[inline]
-    fn put<'a>(
-        &self,
-        slots: &mut [Option<AnyValueRef<'a>>; MAX_ATTRIBUTES],
-        k: &[u8],
-        v: AnyValueRef<'a>,
-    ) {
+    fn put<'a>(&self, slots: &mut [Option<AnyValueRef<'a>>; SLOTS], k: &[u8], v: AnyValueRef<'a>) {
         if let Some(i) = self.keys.slot(k) {
             if let Some(s) = slots.get_mut(i) {
                 if s.is_none() {
@@ -487,7 +494,7 @@ impl Classifier {
 
     /// Extracts `service.name` and the attributes of interest from a resource.
     pub fn resource<'a>(&self, attrs: AttrsRef<'a>) -> ResourceValues<'a> {
-        let mut slots = [None; MAX_ATTRIBUTES];
+        let mut slots = [None; SLOTS];
         let mut service: &'a str = "unknown_service";
         for (k, v) in attrs.iter() {
             if k == b"service.name" {
@@ -537,7 +544,7 @@ impl Classifier {
         if !(0..8).contains(&kind) || self.cfg.entry_kinds & (1 << kind) == 0 {
             return Ok(Verdict::NotEntry);
         }
-        let mut slots = [None; MAX_ATTRIBUTES];
+        let mut slots = [None; SLOTS];
         self.slots(&span.attributes, &mut slots)?;
         if let (Some(out), Some(fs)) = (flags, &self.flag_slots) {
             let at = |i: usize| slots.get(i).copied().flatten();
@@ -644,7 +651,7 @@ impl Classifier {
         attributes: AttrsRef<'a>,
         key_buf: &mut Vec<u8>,
     ) -> bool {
-        let mut slots = [None; MAX_ATTRIBUTES];
+        let mut slots = [None; SLOTS];
         // The scan validated the points' attributes; were one malformed, no key.
         if self.slots(&attributes, &mut slots).is_err() {
             return false;
@@ -713,7 +720,7 @@ impl Classifier {
 /// Attribute `i`: the span's (or data point's) value, else the resource's.
 #[inline]
 fn value<'a>(
-    slots: &[Option<AnyValueRef<'a>>; MAX_ATTRIBUTES],
+    slots: &[Option<AnyValueRef<'a>>; SLOTS],
     resource: &ResourceValues<'a>,
     i: usize,
 ) -> Option<AnyValueRef<'a>> {
@@ -1122,5 +1129,18 @@ mod tests {
             ..ClassifyConfig::default()
         };
         assert!(Classifier::new(cfg).unwrap_err().contains("at most 32"));
+        // The rules may use all 32 with flags read: flags have slots of their own.
+        let base = Classifier::new(ClassifyConfig::default())
+            .expect("defaults")
+            .keys_in_rules();
+        let cfg = ClassifyConfig {
+            dimensions: (0..MAX_ATTRIBUTES - base)
+                .map(|i| format!("d{i}"))
+                .collect(),
+            flags: true,
+            ..ClassifyConfig::default()
+        };
+        let c = Classifier::new(cfg).expect("32 attributes and the flags' own");
+        assert_eq!(c.keys_in_rules(), MAX_ATTRIBUTES);
     }
 }

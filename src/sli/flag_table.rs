@@ -117,40 +117,52 @@ impl FlagTable {
         };
         let limits = &*self.limits;
         let id = (Box::<str>::from(service), Box::<str>::from(flag));
-        let variants = match self.flags.get_mut(&id) {
-            Some(v) => v,
-            None => {
-                let admitted = limits
-                    .active
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                        (n < limits.max_flags).then_some(n + 1)
-                    })
-                    .is_ok();
-                if !admitted {
-                    self.overflow.flags += 1;
-                    return;
-                }
-                self.flags.entry(id).or_default()
+        let new_flag = !self.flags.contains_key(&id);
+        if new_flag {
+            let admitted = limits
+                .active
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    (n < limits.max_flags).then_some(n + 1)
+                })
+                .is_ok();
+            if !admitted {
+                self.overflow.flags += 1;
+                return;
             }
-        };
+        }
+        let variants = self.flags.entry(id.clone()).or_default();
         let before = self.series.overflow_spans();
+        let mut new_variant = false;
         if variants.iter().any(|v| **v == *variant) || variant == OVERFLOW_VARIANT {
             self.series.record_with(hash, key, obs, Some(ids), slot);
         } else if variants.len() < limits.max_variants {
             variants.push(variant.into());
+            new_variant = true;
             self.series.record_with(hash, key, obs, Some(ids), slot);
         } else {
             self.overflow.variants += 1;
-            let max = usize::MAX;
             self.scratch.clear();
             for label in [service, feature, flag, OVERFLOW_VARIANT] {
-                key::push_label(&mut self.scratch, label, max);
+                key::push_label(&mut self.scratch, label, usize::MAX);
             }
             let hash = key::hash_key(&self.scratch);
             self.series
                 .record_with(hash, &self.scratch, obs, Some(ids), slot);
         }
-        self.overflow.series += self.series.overflow_spans() - before;
+        let folded = self.series.overflow_spans() - before;
+        self.overflow.series += folded;
+        if folded > 0 {
+            // The series cap turned it away: a flag or variant that owns no series holds
+            // no place.
+            if new_flag {
+                self.flags.remove(&id);
+                limits.active.fetch_sub(1, Ordering::Relaxed);
+            } else if new_variant {
+                if let Some(v) = self.flags.get_mut(&id) {
+                    v.pop();
+                }
+            }
+        }
     }
 
     /// Moves the windows to `slot`, drops idle series, and forgets flags none of whose

@@ -833,8 +833,9 @@
     const parts = [];
     const add = (n, text) => { if (isNum(n) && n > 0) parts.push(F.count(n) + ' ' + text); };
     add(d.no_variant, 'named no variant');
-    add(d.unattributed, 'were on a child span whose entry span came in another export request');
+    add(d.unattributed, 'were on a child span whose entry span (same trace and service) came in another export request');
     add(d.not_listed, 'were of flags outside flags.keys');
+    add(d.request_limit, 'were beyond the limits of one request (64 flags, two flag observations per span)');
     add(d.max_flags, 'were of flags beyond flags.max_flags (' + F.count(lim.max_flags) + ')');
     const folded = [];
     if (isNum(fo.max_variants) && fo.max_variants > 0) folded.push(F.count(fo.max_variants) + ' are counted under their flag’s variant __overflow__ (flags.max_variants ' + F.count(lim.max_variants) + ')');
