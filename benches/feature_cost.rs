@@ -1,11 +1,18 @@
-//! What keeping example requests (exemplars) costs in throughput: the CPU the whole pipeline
-//! spends per span with `sli.exemplars.enabled` on against off, in alternating runs.
+//! What a feature that is on by default costs in throughput: the CPU the whole pipeline
+//! spends per span with it on against off, in alternating runs. `COST_OF` picks it:
 //!
-//! Two pipelines are built from the embedded defaults (`app::build_pipeline`, so completeness
-//! tracking, flags and everything else on by default are on), one with exemplars and one
-//! without. Each run feeds one of them the same pre-encoded 500-span requests of the
-//! synthetic workload (10 services × 8 features, one SERVER span and three children per
-//! trace, 1 in 20 requests bad) through `Pipeline::ingest_traces` from this thread, then
+//! * `exemplars` (default): example requests, `sli.exemplars.enabled`;
+//! * `completeness`: trace-structure tracking and the other completeness checks,
+//!   `completeness.enabled`;
+//! * `flags`: feature-flag cohorts, `flags.enabled`, over requests whose every entry span
+//!   evaluates one flag (so the figure is the cost of counting flags, not of looking for
+//!   them).
+//!
+//! Two pipelines are built from the embedded defaults (`app::build_pipeline`, so everything
+//! else on by default is on in both), one with the feature and one without. Each run feeds
+//! one of them the same pre-encoded 500-span requests of the synthetic workload (10
+//! services × 8 features, one SERVER span and three children per trace, 1 in 20 requests
+//! bad) through `Pipeline::ingest_traces` from this thread, then
 //! waits until the shards have applied everything (`flush_now`). Its cost is the CPU time of
 //! every thread of the process over the run (`/proc/self/task/*/schedstat`, nanoseconds):
 //! the receiving thread's scan, classification and batching, and the shards' recording and
@@ -16,14 +23,16 @@
 //! median of the pairs' ratios (on ÷ off CPU per span) with a bootstrap 95% interval, and the
 //! same for spans per wall-clock second of the feeding thread.
 //!
-//! `cargo bench --bench exemplar_cost`; environment: `EXEMPLAR_PAIRS` (default 40),
-//! `EXEMPLAR_REQUESTS` (requests per run, default 2000). Without `--bench` (as under
+//! `cargo bench --bench feature_cost`; environment: `COST_OF` (above), `COST_PAIRS` (default
+//! 40), `COST_REQUESTS` (requests per run, default 2000). Without `--bench` (as under
 //! `cargo test`) it runs a tiny smoke version.
 
 mod common;
 
-use common::{encoded_requests, env_or, is_bench_run, Encoded};
+use common::{env_or, is_bench_run, span_count, Encoded, START_UNIX_NANOS};
+use otel_sli::otlp::synth::{traces_request, Rng, Workload};
 use otel_sli::pipeline::{IngestError, Pipeline};
+use prost::Message;
 use std::time::{Duration, Instant};
 
 /// CPU time of every thread of this process so far, nanoseconds.
@@ -42,10 +51,31 @@ fn process_cpu_nanos() -> u64 {
         .sum()
 }
 
-fn pipeline(exemplars: bool) -> Pipeline {
-    let mut config = otel_sli::settings::parse("", |_| None).expect("embedded defaults");
-    config.exemplars = exemplars;
+/// The pipeline of the embedded defaults, with `yaml` on top.
+fn pipeline(yaml: &str) -> Pipeline {
+    let config = otel_sli::settings::parse(yaml, |_| None).expect("valid configuration");
     otel_sli::app::build_pipeline(&config, otel_sli::clock::system()).expect("pipeline starts")
+}
+
+/// 64 distinct 500-span requests, entry spans evaluating `flag_events` flags each.
+fn requests(flag_events: usize) -> Vec<Encoded> {
+    let w = Workload {
+        seed: 7,
+        flag_events,
+        ..Workload::default()
+    };
+    let mut rng = Rng::new(7);
+    (0..64u64)
+        .map(|i| {
+            let (req, entries, _) =
+                traces_request(&w, &mut rng, 500, START_UNIX_NANOS + i * 1_000_000_000);
+            Encoded {
+                spans: span_count(&req),
+                body: req.encode_to_vec(),
+                entries,
+            }
+        })
+        .collect()
 }
 
 /// One run: `n` requests into `p`; returns (CPU nanoseconds per span, spans per second).
@@ -98,11 +128,18 @@ fn median_interval(xs: &[f64]) -> (f64, f64, f64) {
 
 fn main() {
     let bench = is_bench_run();
-    let pairs: usize = env_or("EXEMPLAR_PAIRS", if bench { 40 } else { 2 });
-    let n: usize = env_or("EXEMPLAR_REQUESTS", if bench { 2000 } else { 4 });
-    let reqs = encoded_requests(64, 500, 7);
-    let on = pipeline(true);
-    let off = pipeline(false);
+    let feature: String = env_or("COST_OF", "exemplars".to_string());
+    let pairs: usize = env_or("COST_PAIRS", if bench { 40 } else { 2 });
+    let n: usize = env_or("COST_REQUESTS", if bench { 2000 } else { 4 });
+    let (off_yaml, flag_events) = match feature.as_str() {
+        "exemplars" => ("sli:\n  exemplars:\n    enabled: false\n", 0),
+        "completeness" => ("completeness:\n  enabled: false\n", 0),
+        "flags" => ("flags:\n  enabled: false\n", 1),
+        other => panic!("COST_OF={other:?}: use exemplars, completeness or flags"),
+    };
+    let reqs = requests(flag_events);
+    let on = pipeline("");
+    let off = pipeline(off_yaml);
     // Warm both: every series, histogram bucket and example exists before measuring.
     run(&on, &reqs, reqs.len() * 2);
     run(&off, &reqs, reqs.len() * 2);
@@ -124,7 +161,7 @@ fn main() {
     let (m, lo, hi) = median_interval(&cpu_ratios);
     let (rm, rlo, rhi) = median_interval(&rate_ratios);
     println!(
-        "exemplar_cost: {pairs} pairs of {n} requests ({} spans each run)",
+        "cost of {feature}: {pairs} pairs of {n} requests ({} spans each run)",
         n * 500
     );
     println!(
