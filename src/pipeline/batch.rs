@@ -218,6 +218,8 @@ pub struct Collector<'a, 'c> {
     pending: Vec<(Target<'a>, FlagEval<'a>)>,
     /// Flag keys already in a batch, as (hash, start, len).
     flag_seen: HashTable<(u64, u32, u32)>,
+    /// Entry spans the request is expected to hold ([`Collector::with_size_hint`]).
+    entries_hint: usize,
 }
 
 /// An entry span of the request: where its item is.
@@ -262,6 +264,7 @@ impl<'a, 'c> Collector<'a, 'c> {
             evals: Vec::new(),
             pending: Vec::new(),
             flag_seen: HashTable::new(),
+            entries_hint: 16,
         }
     }
 
@@ -417,7 +420,7 @@ impl Collector<'_, '_> {
         let mut route = Vec::with_capacity(64);
         let mut buf = Vec::with_capacity(128);
         // The flag labels written for the current request, to count each flag once.
-        let mut written: Vec<(usize, usize)> = Vec::new();
+        let mut written: Vec<(usize, usize)> = Vec::with_capacity(8);
         let mut current: Option<EntryRef> = None;
         let mut counted = 0usize;
         let per_shard = resolved.len().min(budget) / self.batches.len().max(1) + 8;
@@ -425,8 +428,9 @@ impl Collector<'_, '_> {
             .reserve(resolved.len().min(1024), |&(h, _, _)| h);
         for b in &mut self.batches {
             b.flags.reserve(per_shard);
+            b.flag_keys.reserve(per_shard.min(64) * 64);
         }
-        let mut labels: Vec<u8> = Vec::new();
+        let mut labels: Vec<u8> = Vec::with_capacity(256);
         for (e, eval) in resolved {
             if current != Some(e) {
                 current = Some(e);
@@ -525,6 +529,7 @@ impl Collector<'_, '_> {
     pub fn with_size_hint(mut self, bytes: usize) -> Self {
         let shards = self.batches.len().max(1);
         let spans = (bytes / BYTES_PER_SPAN_HINT).min(MAX_SPANS_HINT) / shards + 8;
+        self.entries_hint = spans * shards / 4;
         for b in &mut self.batches {
             if self.track_traces {
                 b.spans.reserve(spans);
@@ -747,6 +752,11 @@ impl<'a> SpanSink<'a> for Collector<'a, '_> {
                         shard: shard_of(hash, n) as u32,
                         item: at,
                     };
+                    if self.pending.capacity() == 0 {
+                        // Room for an evaluation per entry span of the request.
+                        self.pending
+                            .reserve(self.entries_hint.max(self.evals.len()));
+                    }
                     self.pending
                         .extend(self.evals.iter().map(|e| (Target::Entry(entry), *e)));
                 }

@@ -73,6 +73,9 @@ pub fn push_label_bytes(buf: &mut Vec<u8>, value: &[u8]) {
 /// bytes that are not UTF-8 are cut at `max_bytes`).
 pub fn truncated_bytes(value: &[u8], max_bytes: usize) -> usize {
     let max = max_bytes.min(u16::MAX as usize);
+    if value.len() <= max {
+        return value.len();
+    }
     match std::str::from_utf8(value) {
         Ok(s) => floor_char_boundary(s, max),
         Err(_) => value.len().min(max),
