@@ -492,25 +492,16 @@ impl Collector<'_, '_> {
         let Some(batch) = self.batches.get_mut(shard) else {
             return;
         };
-        let found = self.flag_seen.find(hash, |&(h, start, len)| {
-            h == hash
-                && batch.flag_keys.get(start as usize..(start + len) as usize) == Some(key_bytes)
-        });
-        let (key_start, key_len) = match found {
-            Some(&(_, start, len)) => (start, len),
-            None => {
-                self.key_bytes += key_bytes.len();
-                if self.key_bytes > self.key_limit {
-                    self.too_large = true;
-                    return;
-                }
-                let start = batch.flag_keys.len() as u32;
-                let len = key_bytes.len() as u32;
-                batch.flag_keys.extend_from_slice(key_bytes);
-                self.flag_seen
-                    .insert_unique(hash, (hash, start, len), |&(h, _, _)| h);
-                (start, len)
-            }
+        let budget = (&mut self.key_bytes, self.key_limit);
+        let Some((key_start, key_len)) = store_key(
+            &mut self.flag_seen,
+            &mut batch.flag_keys,
+            hash,
+            key_bytes,
+            budget,
+        ) else {
+            self.too_large = true;
+            return;
         };
         self.tally.flag_evaluations += 1;
         batch.flags.push(FlagItem {
@@ -544,6 +535,35 @@ impl Collector<'_, '_> {
         self.key_limit = bytes.min(MAX_KEY_BYTES_PER_REQUEST);
         self
     }
+}
+
+/// Where `key` (hash `hash`) is in `keys`, storing it there the first time: each distinct
+/// key is stored once per request. `None` when storing it would take the request's key
+/// bytes (`used`, counted here) past `limit`.
+#[inline(always)]
+fn store_key(
+    seen: &mut HashTable<(u64, u32, u32)>,
+    keys: &mut Vec<u8>,
+    hash: u64,
+    key: &[u8],
+    (used, limit): (&mut usize, usize),
+) -> Option<(u32, u32)> {
+    let found = seen.find(hash, |&(h, start, len)| {
+        h == hash && keys.get(start as usize..(start + len) as usize) == Some(key)
+    });
+    if let Some(&(_, start, len)) = found {
+        return Some((start, len));
+    }
+    *used += key.len();
+    if *used > limit {
+        return None;
+    }
+    // Both fit in u32: a batch holds at most MAX_KEY_BYTES_PER_REQUEST.
+    let start = keys.len() as u32;
+    let len = key.len() as u32;
+    keys.extend_from_slice(key);
+    seen.insert_unique(hash, (hash, start, len), |&(h, _, _)| h);
+    Some((start, len))
 }
 
 /// What makes a child span's evaluation distinct: its trace, service and flag.
@@ -716,27 +736,12 @@ impl<'a> SpanSink<'a> for Collector<'a, '_> {
                 let Some(batch) = self.batches.get_mut(shard_of(hash, n)) else {
                     return Ok(());
                 };
-                let scratch = &self.scratch;
-                let found = self.seen.find(hash, |&(h, start, len)| {
-                    h == hash
-                        && batch.keys.get(start as usize..(start + len) as usize) == Some(scratch)
-                });
-                let (key_start, key_len) = match found {
-                    Some(&(_, start, len)) => (start, len),
-                    None => {
-                        self.key_bytes += scratch.len();
-                        if self.key_bytes > self.key_limit {
-                            self.too_large = true;
-                            return Ok(());
-                        }
-                        // Both fit in u32: a batch holds at most MAX_KEY_BYTES_PER_REQUEST.
-                        let start = batch.keys.len() as u32;
-                        let len = scratch.len() as u32;
-                        batch.keys.extend_from_slice(scratch);
-                        self.seen
-                            .insert_unique(hash, (hash, start, len), |&(h, _, _)| h);
-                        (start, len)
-                    }
+                let budget = (&mut self.key_bytes, self.key_limit);
+                let Some((key_start, key_len)) =
+                    store_key(&mut self.seen, &mut batch.keys, hash, &self.scratch, budget)
+                else {
+                    self.too_large = true;
+                    return Ok(());
                 };
                 let ids = SpanIds::of(span);
                 let at = batch.items.len() as u32;
