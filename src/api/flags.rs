@@ -2,7 +2,7 @@
 //! ([`crate::report::flags`]) as JSON: each flag's variants with their SLIs, in all and per
 //! feature, the tied-error test of each variant, and what the caps turned away.
 
-use super::slis::count;
+use super::slis::{count, Latency};
 use crate::report::flags::{Figures, Flag};
 use crate::report::Report;
 use crate::sli::window::Window;
@@ -58,14 +58,6 @@ struct FiguresJson {
 }
 
 #[derive(Serialize)]
-struct Latency {
-    p50: Option<f64>,
-    p90: Option<f64>,
-    p95: Option<f64>,
-    p99: Option<f64>,
-}
-
-#[derive(Serialize)]
 struct Limits {
     max_flags: usize,
     max_variants: usize,
@@ -91,14 +83,13 @@ struct Folded {
 }
 
 fn figures(f: &Figures) -> FiguresJson {
-    let [p50, p90, p95, p99] = f.quantiles_seconds;
     FiguresJson {
         requests: count(f.requests),
         errors: count(f.errors),
         sampled_requests: f.sampled_requests,
         sampled_errors: f.sampled_errors,
         success_ratio: f.success_ratio,
-        latency_seconds: Latency { p50, p90, p95, p99 },
+        latency_seconds: Latency::from(f.quantiles_seconds),
     }
 }
 

@@ -41,12 +41,19 @@ struct Sli<'a> {
     data_quality_reasons: Vec<String>,
 }
 
+/// p50, p90, p95 and p99 in seconds, as the JSON API shows them.
 #[derive(Serialize)]
-struct Latency {
+pub struct Latency {
     p50: Option<f64>,
     p90: Option<f64>,
     p95: Option<f64>,
     p99: Option<f64>,
+}
+
+impl From<[Option<f64>; 4]> for Latency {
+    fn from([p50, p90, p95, p99]: [Option<f64>; 4]) -> Self {
+        Latency { p50, p90, p95, p99 }
+    }
 }
 
 /// The non-empty dimension labels of a series (`labels` after service and feature), by
@@ -78,22 +85,19 @@ pub fn render(report: &Report<'_>, window: &str) -> Result<Vec<u8>, String> {
     let slis = report
         .series_slis(w)
         .into_iter()
-        .map(|a| {
-            let [p50, p90, p95, p99] = a.quantiles_seconds;
-            Sli {
-                service: a.series.service(),
-                feature: a.series.feature(),
-                dimensions: dimensions(&names, &a.series.labels),
-                requests: count(a.window.est_requests),
-                errors: count(a.window.est_errors),
-                sampled_requests: a.window.requests,
-                sampling_ratio: a.sampling_ratio,
-                trace_coverage: a.trace_coverage,
-                success_ratio: a.success_ratio,
-                latency_seconds: Latency { p50, p90, p95, p99 },
-                data_quality: if a.sufficient() { "ok" } else { "insufficient" },
-                data_quality_reasons: a.reasons,
-            }
+        .map(|a| Sli {
+            service: a.series.service(),
+            feature: a.series.feature(),
+            dimensions: dimensions(&names, &a.series.labels),
+            requests: count(a.window.est_requests),
+            errors: count(a.window.est_errors),
+            sampled_requests: a.window.requests,
+            sampling_ratio: a.sampling_ratio,
+            trace_coverage: a.trace_coverage,
+            success_ratio: a.success_ratio,
+            latency_seconds: Latency::from(a.quantiles_seconds),
+            data_quality: if a.sufficient() { "ok" } else { "insufficient" },
+            data_quality_reasons: a.reasons,
         })
         .collect();
     serde_json::to_vec(&Response {
