@@ -17,19 +17,32 @@
 //! every thread of the process over the run (`/proc/self/task/*/schedstat`, nanoseconds):
 //! the receiving thread's scan, classification and batching, and the shards' recording and
 //! tracking. No network is involved, so the figure is the code's, and CPU time (not wall
-//! time) does not move with what else the machine schedules meanwhile.
+//! time) does not move with what else the machine schedules meanwhile. The process
+//! allocates with jemalloc, as the `otel-sli` binary does.
 //!
 //! Runs alternate on, off, off, on, … so drift cancels within each pair; the result is the
 //! median of the pairs' ratios (on ÷ off CPU per span) with a bootstrap 95% interval, and the
 //! same for spans per wall-clock second of the feeding thread.
 //!
-//! `cargo bench --bench feature_cost`; environment: `COST_OF` (above), `COST_PAIRS` (default
-//! 40), `COST_REQUESTS` (requests per run, default 2000). Without `--bench` (as under
-//! `cargo test`) it runs a tiny smoke version.
+//! With `COST_TRACES=unique` every run sends trace ids no run sent before (as a node
+//! receiving new traces does, so the tracker's tables grow to their working size and are
+//! far larger than the caches): the run's requests are all distinct, and their trace ids
+//! are rewritten between runs, outside the measured time. By default (`repeated`) the same
+//! 64 requests are sent again and again, so every trace is one the tracker judged before.
+//!
+//! `cargo bench --bench feature_cost`; environment: `COST_OF` (above), `COST_TRACES`,
+//! `COST_PAIRS` (default 40), `COST_REQUESTS` (requests per run, default 2000), `COST_ONLY`
+//! (`on` or `off`: that side in both slots, for a profile of it alone). Without
+//! `--bench` (as under `cargo test`) it runs a tiny smoke version.
 
 mod common;
 
+/// The allocator the `otel-sli` binary runs with, so allocation costs are the binary's.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use common::{env_or, is_bench_run, span_count, Encoded, START_UNIX_NANOS};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use otel_sli::otlp::synth::{traces_request, Rng, Workload};
 use otel_sli::pipeline::{IngestError, Pipeline};
 use prost::Message;
@@ -57,25 +70,75 @@ fn pipeline(yaml: &str) -> Pipeline {
     otel_sli::app::build_pipeline(&config, otel_sli::clock::system()).expect("pipeline starts")
 }
 
-/// 64 distinct 500-span requests, entry spans evaluating `flag_events` flags each.
-fn requests(flag_events: usize) -> Vec<Encoded> {
+/// `count` distinct 500-span requests, entry spans evaluating `flag_events` flags each, with
+/// where each span's trace id is in each request.
+fn requests(count: u64, flag_events: usize) -> (Vec<Encoded>, Vec<Vec<usize>>) {
     let w = Workload {
         seed: 7,
         flag_events,
         ..Workload::default()
     };
     let mut rng = Rng::new(7);
-    (0..64u64)
+    // Spans that ended in the last few minutes, as a live node receives them: none is
+    // beyond the allowed clock skew (an hour by default), so none is counted as skewed.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(START_UNIX_NANOS, |d| d.as_nanos() as u64);
+    let first = now - 300_000_000_000;
+    (0..count)
         .map(|i| {
             let (req, entries, _) =
-                traces_request(&w, &mut rng, 500, START_UNIX_NANOS + i * 1_000_000_000);
-            Encoded {
+                traces_request(&w, &mut rng, 500, first + i * 100_000_000 % 240_000_000_000);
+            let body = req.encode_to_vec();
+            let offsets = trace_id_offsets(&body, &req);
+            let encoded = Encoded {
                 spans: span_count(&req),
-                body: req.encode_to_vec(),
+                body,
                 entries,
-            }
+            };
+            (encoded, offsets)
         })
-        .collect()
+        .unzip()
+}
+
+/// Offsets in `body` (the encoding of `req`) of every span's 16-byte trace id: each
+/// `trace_id` field (tag 1, length 16) holding one of the request's trace ids.
+fn trace_id_offsets(body: &[u8], req: &ExportTraceServiceRequest) -> Vec<usize> {
+    let ids: std::collections::HashSet<&[u8]> = req
+        .resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| &ss.spans)
+        .map(|s| s.trace_id.as_slice())
+        .collect();
+    let offsets: Vec<usize> = (0..body.len().saturating_sub(17))
+        .filter(|&i| body[i] == 0x0a && body[i + 1] == 16 && ids.contains(&body[i + 2..i + 18]))
+        .map(|i| i + 2)
+        .collect();
+    assert_eq!(offsets.len(), span_count(req), "one trace id per span");
+    offsets
+}
+
+/// Trace ids that differ from every earlier run's: the first 8 bytes of each trace id are
+/// XORed with a value of run `run` (every span of a trace gets the same new id).
+struct Relabel {
+    offsets: Vec<Vec<usize>>,
+    applied: u64,
+}
+
+impl Relabel {
+    fn for_run(&mut self, reqs: &mut [Encoded], run: u64) {
+        let target = run.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let delta = (self.applied ^ target).to_le_bytes();
+        for (r, offsets) in reqs.iter_mut().zip(&self.offsets) {
+            for &o in offsets {
+                for (b, d) in r.body[o..o + 8].iter_mut().zip(delta) {
+                    *b ^= d;
+                }
+            }
+        }
+        self.applied = target;
+    }
 }
 
 /// One run: `n` requests into `p`; returns (CPU nanoseconds per span, spans per second).
@@ -137,21 +200,41 @@ fn main() {
         "flags" => ("flags:\n  enabled: false\n", 1),
         other => panic!("COST_OF={other:?}: use exemplars, completeness or flags"),
     };
-    let reqs = requests(flag_events);
-    let on = pipeline("");
-    let off = pipeline(off_yaml);
+    let unique = match env_or("COST_TRACES", "repeated".to_string()).as_str() {
+        "repeated" => false,
+        "unique" => true,
+        other => panic!("COST_TRACES={other:?}: use repeated or unique"),
+    };
+    let (mut reqs, offsets) = requests(if unique { n as u64 } else { 64 }, flag_events);
+    let mut relabel = Relabel {
+        offsets,
+        applied: 0,
+    };
+    let mut runs = 0u64;
+    let mut run = |p: &Pipeline, reqs: &mut [Encoded], n: usize| {
+        if unique {
+            runs += 1;
+            relabel.for_run(reqs, runs);
+        }
+        run(p, reqs, n)
+    };
+    // For profiling one side alone: both slots run that configuration.
+    let only = std::env::var("COST_ONLY").unwrap_or_default();
+    let on = pipeline(if only == "off" { off_yaml } else { "" });
+    let off = pipeline(if only == "on" { "" } else { off_yaml });
     // Warm both: every series, histogram bucket and example exists before measuring.
-    run(&on, &reqs, reqs.len() * 2);
-    run(&off, &reqs, reqs.len() * 2);
+    let warm = reqs.len().min(128) * 2;
+    run(&on, &mut reqs, warm);
+    run(&off, &mut reqs, warm);
     let (mut cpu_ratios, mut rate_ratios) = (Vec::new(), Vec::new());
     let (mut cpu_on, mut cpu_off) = (Vec::new(), Vec::new());
     for i in 0..pairs {
         let (a, b) = if i % 2 == 0 {
-            let a = run(&on, &reqs, n);
-            (a, run(&off, &reqs, n))
+            let a = run(&on, &mut reqs, n);
+            (a, run(&off, &mut reqs, n))
         } else {
-            let b = run(&off, &reqs, n);
-            (run(&on, &reqs, n), b)
+            let b = run(&off, &mut reqs, n);
+            (run(&on, &mut reqs, n), b)
         };
         cpu_ratios.push(a.0 / b.0);
         rate_ratios.push(a.1 / b.1);
@@ -161,8 +244,9 @@ fn main() {
     let (m, lo, hi) = median_interval(&cpu_ratios);
     let (rm, rlo, rhi) = median_interval(&rate_ratios);
     println!(
-        "cost of {feature}: {pairs} pairs of {n} requests ({} spans each run)",
-        n * 500
+        "cost of {feature}: {pairs} pairs of {n} requests ({} spans each run), {} trace ids",
+        n * 500,
+        if unique { "unique" } else { "repeated" }
     );
     println!(
         "CPU per span: on {:.1} ns, off {:.1} ns (medians)",
