@@ -10,7 +10,8 @@
 //! `cargo bench --bench track [-- --warm-up-time 3 --measurement-time 5]`
 
 use criterion::{Criterion, Throughput};
-use otel_sli::completeness::traces::{SpanFacts, TraceTracker, TrackerConfig};
+use otel_sli::completeness::spans::{SpanLink, TraceSpans};
+use otel_sli::completeness::traces::{TraceTracker, TrackerConfig};
 use otel_sli::completeness::{GapState, Observed};
 use std::hint::black_box;
 use std::time::Duration;
@@ -19,20 +20,22 @@ const SPANS: usize = 500;
 const SPANS_PER_TRACE: usize = 4;
 
 /// One batch's spans for traces `first..first + 125`.
-fn batch(first: u64, out: &mut Vec<SpanFacts>) {
+fn batch(first: u64, out: &mut TraceSpans) {
     out.clear();
     for t in 0..(SPANS / SPANS_PER_TRACE) as u64 {
         let n = first + t;
         let trace_id = u128::from(n.wrapping_mul(0x9e37_79b9_7f4a_7c15)) << 64 | u128::from(n);
         let root = n.wrapping_mul(0xd6e8_feb8_6659_fd93) | 1;
         for s in 0..SPANS_PER_TRACE as u64 {
-            out.push(SpanFacts {
+            out.push(
                 trace_id,
-                span_id: root.wrapping_add(s),
-                parent: (s > 0).then_some(root),
-                parent_remote: s == 0,
-                service: 0,
-            });
+                SpanLink {
+                    span_id: root.wrapping_add(s),
+                    parent: if s > 0 { root } else { 0 },
+                    parent_remote: s == 0,
+                    service: 0,
+                },
+            );
         }
     }
 }
@@ -58,7 +61,7 @@ fn main() {
     group.throughput(Throughput::Elements(SPANS as u64));
 
     let mut g = gaps();
-    let mut spans = Vec::with_capacity(SPANS);
+    let mut spans = TraceSpans::default();
     let mut next = 1u64;
     let now = 1_700_000_000_000_000_000u64;
     group.bench_function("unique_traces", |b| {
@@ -76,9 +79,9 @@ fn main() {
         })
     });
 
-    let batches: Vec<Vec<SpanFacts>> = (0..2_000u64)
+    let batches: Vec<TraceSpans> = (0..2_000u64)
         .map(|i| {
-            let mut v = Vec::new();
+            let mut v = TraceSpans::default();
             batch(1 + i * (SPANS / SPANS_PER_TRACE) as u64, &mut v);
             v
         })

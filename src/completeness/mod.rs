@@ -4,22 +4,24 @@
 //! tracker, the services it has seen, and per-service gap counts it publishes.
 
 pub mod recent;
+pub mod spans;
 pub mod traces;
 
 use hashbrown::HashMap;
+use spans::TraceSpans;
 use std::sync::Arc;
-use traces::{SpanFacts, TraceGap, TraceTracker, TrackerStats};
+use traces::{TraceGap, TraceTracker, TrackerStats};
 
 /// What completeness tracking observes of one shard batch: the service names its spans and
 /// events refer to (by index), the per-service events, and the spans of tracked traces.
 #[derive(Clone, Copy, Debug)]
 pub struct Observed<'a> {
-    /// Service names, indexed by [`ServiceEvent::service`] and [`SpanFacts::service`].
+    /// Service names, indexed by [`ServiceEvent::service`] and [`spans::SpanLink::service`].
     pub services: &'a [Box<str>],
     /// Per-service events: metrics and logs reported, invalid spans.
     pub signals: &'a [ServiceEvent],
-    /// Spans of the traces this shard tracks.
-    pub spans: &'a [SpanFacts],
+    /// Spans of the traces this shard tracks, grouped by trace.
+    pub spans: &'a TraceSpans,
 }
 
 /// What a service's telemetry in one request amounted to.
@@ -155,16 +157,19 @@ pub struct GapState {
     counts: Vec<GapCounts>,
     /// Batch service index → shard service id, reused between batches.
     remap: Vec<Option<u32>>,
-    /// Spans of one trace in a batch, handed to the tracker together; reused.
-    run: Vec<SpanFacts>,
-    /// Where each trace's spans start in `run`, and its end; reused.
-    starts: Vec<usize>,
+    /// The same, for the tracker: [`UNTRACKED`] for a service with no id; reused.
+    tracker_ids: Vec<u32>,
+    /// A batch's spans without those of services with no id (rare); reused.
+    kept: TraceSpans,
     untracked_services: u64,
 }
 
-/// Counts `spans` spans of `service` seen at `now`.
-fn count_spans(counts: &mut [GapCounts], (service, spans): (Option<u32>, u64), now: u64) {
-    if let Some(c) = service.and_then(|id| counts.get_mut(id as usize)) {
+/// The tracker's service id for a service that has none (past [`MAX_SERVICES`]).
+const UNTRACKED: u32 = u32::MAX;
+
+/// Counts `spans` spans of `service` seen at `now` (nothing for [`UNTRACKED`]).
+fn count_spans(counts: &mut [GapCounts], (service, spans): (u32, u64), now: u64) {
+    if let Some(c) = counts.get_mut(service as usize).filter(|_| spans > 0) {
         c.spans += spans;
         c.last_span_unix_nanos = c.last_span_unix_nanos.max(now);
     }
@@ -244,37 +249,42 @@ impl GapState {
             }
         }
         if let Some(tracker) = self.tracker.as_mut() {
-            // Consecutive spans of one trace (how exporters send them) go to the tracker
-            // together, so a trace complete in the request is judged on arrival.
-            let mut run = std::mem::take(&mut self.run);
-            let mut starts = std::mem::take(&mut self.starts);
-            run.clear();
-            starts.clear();
+            let mut ids = std::mem::take(&mut self.tracker_ids);
+            ids.clear();
+            ids.extend(remap.iter().map(|id| id.unwrap_or(UNTRACKED)));
             // Spans come grouped by resource, so a service's spans are counted per stretch.
-            let mut stretch: (Option<u32>, u64) = (None, 0);
-            // Differs from the first span's trace id, so that span starts a trace.
-            let mut last_trace = batch.spans.first().map_or(0, |s| !s.trace_id);
-            for s in batch.spans {
-                let Some(service) = id_of(s.service) else {
-                    self.untracked_services += 1;
-                    continue;
-                };
-                if stretch.0 != Some(service) {
+            let mut stretch: (u32, u64) = (UNTRACKED, 0);
+            for s in batch.spans.links() {
+                let service = ids.get(s.service as usize).copied().unwrap_or(UNTRACKED);
+                if stretch.0 != service {
                     count_spans(&mut self.counts, stretch, now);
-                    stretch = (Some(service), 0);
+                    stretch = (service, 0);
                 }
                 stretch.1 += 1;
-                if s.trace_id != last_trace {
-                    last_trace = s.trace_id;
-                    starts.push(run.len());
-                }
-                run.push(SpanFacts { service, ..*s });
             }
             count_spans(&mut self.counts, stretch, now);
-            starts.push(run.len());
-            tracker.observe_batch(now, &run, &starts);
-            self.run = run;
-            self.starts = starts;
+            if ids.contains(&UNTRACKED) {
+                // Past MAX_SERVICES: those services' spans are counted, not tracked.
+                let mut kept = std::mem::take(&mut self.kept);
+                kept.clear();
+                for (group, links) in batch.spans.groups() {
+                    for l in links {
+                        if ids
+                            .get(l.service as usize)
+                            .is_some_and(|&id| id != UNTRACKED)
+                        {
+                            kept.push(group.trace_id(), *l);
+                        } else {
+                            self.untracked_services += 1;
+                        }
+                    }
+                }
+                tracker.observe_spans(now, &kept, &ids);
+                self.kept = kept;
+            } else {
+                tracker.observe_spans(now, batch.spans, &ids);
+            }
+            self.tracker_ids = ids;
         }
         self.remap = remap;
     }

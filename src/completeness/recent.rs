@@ -165,6 +165,12 @@ impl TraceRef {
         TraceRef { home: mix(folded) }
     }
 
+    /// The trace id's 64-bit hash (also a key for other tables of traces).
+    #[inline]
+    pub fn hash(self) -> u64 {
+        self.home
+    }
+
     /// The key of span `span_id` of this trace (span id 0, never a valid span id, stands
     /// for the trace itself).
     ///

@@ -2,9 +2,9 @@
 //! have arrived here but did not within the trace timeout) and **missing roots** (a trace
 //! with spans here, no root, and no remote parent that explains it).
 //!
-//! Plain synchronous state driven by the caller's clock: [`TraceTracker::observe_batch`]
-//! for a batch's spans grouped by trace (or [`TraceTracker::observe_trace`] for one
-//! trace's), [`TraceTracker::expire`] on a tick.
+//! Plain synchronous state driven by the caller's clock: [`TraceTracker::observe_spans`]
+//! for a batch's spans grouped by trace ([`super::spans`]), or
+//! [`TraceTracker::observe_trace`] for one trace's; [`TraceTracker::expire`] on a tick.
 //!
 //! Most traces can be judged the moment they arrive: a request's spans usually come in
 //! one export, with their root (or the entry span whose parent is remote) and every local
@@ -24,7 +24,8 @@
 //! arrive, after their children; nothing is reported before the timeout.
 
 use super::recent::{Found, Recent, TraceRef, MAX_GROUP};
-use hashbrown::HashMap;
+use super::spans::{SpanLink, TraceSpans};
+use hashbrown::HashTable;
 use std::collections::VecDeque;
 
 /// `SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK`.
@@ -32,7 +33,8 @@ pub const FLAG_HAS_IS_REMOTE: u32 = 0x100;
 /// `SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK`.
 pub const FLAG_IS_REMOTE: u32 = 0x200;
 
-/// What the tracker needs of one span.
+/// One span with its trace id, for callers that track spans one trace at a time
+/// ([`TraceTracker::observe_trace`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SpanFacts {
     /// Trace id (16 bytes, big-endian).
@@ -55,6 +57,21 @@ pub fn parent_is_remote(flags: u32, kind: i32) -> bool {
         // SERVER (2) and CONSUMER (5) spans are entered from another process.
         kind == 2 || kind == 5
     }
+}
+
+/// The service id `services` gives `span`'s service index (0 past its end).
+#[inline]
+fn service_of(services: &[u32], span: &SpanLink) -> u32 {
+    services.get(span.service as usize).copied().unwrap_or(0)
+}
+
+/// Spans of one trace that arrived together, at `now`.
+struct Arrival<'a> {
+    now: u64,
+    trace: TraceRef,
+    spans: &'a [SpanLink],
+    /// Service ids by each span's service index.
+    services: &'a [u32],
 }
 
 /// A gap found when a trace timed out.
@@ -113,8 +130,19 @@ const _: () = assert!(REMEMBERED_SPANS < MAX_GROUP);
 
 /// What one waiting trace costs besides its vectors: its table entry (with the table's
 /// control byte) and its deadline.
-const TRACE_BYTES: usize =
-    std::mem::size_of::<(u128, TraceState)>() + 1 + std::mem::size_of::<Due>();
+const TRACE_BYTES: usize = std::mem::size_of::<Waiting>() + 1 + std::mem::size_of::<Due>();
+
+/// A waiting trace in the table: its id and its state.
+#[derive(Debug)]
+struct Waiting {
+    id: u128,
+    state: TraceState,
+}
+
+/// The table's hash of a trace id: the one its fingerprints use.
+fn hash_of(id: u128) -> u64 {
+    TraceRef::new(id).hash()
+}
 
 impl TraceState {
     /// Approximate bytes held (the table's spare capacity is not counted).
@@ -165,7 +193,8 @@ pub struct TrackerStats {
 #[derive(Debug)]
 pub struct TraceTracker {
     cfg: TrackerConfig,
-    traces: HashMap<u128, TraceState>,
+    /// Waiting traces, hashed by [`TraceRef::hash`].
+    traces: HashTable<Waiting>,
     /// Traces in the order they were created, with their deadlines; stale entries are
     /// re-queued.
     deadlines: VecDeque<Due>,
@@ -173,8 +202,10 @@ pub struct TraceTracker {
     table_bytes: usize,
     recent: Recent,
     stats: TrackerStats,
-    /// The traces of the batch being observed ([`Self::observe_batch`]); reused.
+    /// The traces of the batch being observed ([`Self::observe_spans`]); reused.
     batch_traces: Vec<TraceRef>,
+    /// Scratch for [`Self::observe_trace`]: its spans as links, and their services.
+    one: (TraceSpans, Vec<u32>),
 }
 
 impl TraceTracker {
@@ -182,12 +213,13 @@ impl TraceTracker {
     pub fn new(cfg: TrackerConfig) -> Self {
         Self {
             cfg,
-            traces: HashMap::new(),
+            traces: HashTable::new(),
             deadlines: VecDeque::new(),
             table_bytes: 0,
             recent: Recent::new(cfg.timeout_nanos, cfg.max_bytes / 2, 0),
             stats: TrackerStats::default(),
             batch_traces: Vec::new(),
+            one: Default::default(),
         }
     }
 
@@ -196,56 +228,80 @@ impl TraceTracker {
         self.observe_trace(now, std::slice::from_ref(&span));
     }
 
-    /// Records the spans of one batch seen at `now` (Unix nanoseconds), grouped by trace:
-    /// `spans[starts[i]..starts[i + 1]]` are spans of one trace that arrived together, and
-    /// the last of `starts` is `spans.len()`.
+    /// Records spans of one trace that arrived together at `now` (Unix nanoseconds): all
+    /// of `spans` must have the trace id of the first.
+    pub fn observe_trace(&mut self, now: u64, spans: &[SpanFacts]) {
+        let (mut one, mut services) = std::mem::take(&mut self.one);
+        one.clear();
+        services.clear();
+        for (i, s) in spans.iter().enumerate() {
+            services.push(s.service);
+            one.push(
+                s.trace_id,
+                SpanLink {
+                    span_id: s.span_id,
+                    parent: s.parent.unwrap_or(0),
+                    service: i as u32,
+                    parent_remote: s.parent_remote,
+                },
+            );
+        }
+        if let Some((group, links)) = one.groups().next() {
+            let id = group.trace_id();
+            self.observe_group(now, TraceRef::new(id), id, links, &services);
+        }
+        self.one = (one, services);
+    }
+
+    /// Records the spans of one batch seen at `now` (Unix nanoseconds), grouped by trace;
+    /// `services` maps each span's service index to the service id reported in gaps (an
+    /// index past its end reports 0).
     ///
     /// The fingerprint tables are far larger than the caches, so the lines of every trace
     /// of the batch are asked for first ([`Recent::warm`]), and their misses overlap.
-    pub fn observe_batch(&mut self, now: u64, spans: &[SpanFacts], starts: &[usize]) {
+    pub fn observe_spans(&mut self, now: u64, spans: &TraceSpans, services: &[u32]) {
         let mut traces = std::mem::take(&mut self.batch_traces);
         traces.clear();
-        traces.extend(
-            starts
-                .iter()
-                .filter_map(|&at| spans.get(at))
-                .map(|s| TraceRef::new(s.trace_id)),
-        );
+        traces.extend(spans.groups().map(|(g, _)| TraceRef::new(g.trace_id())));
         self.recent.warm(traces.iter().copied());
-        for (w, &trace) in starts.windows(2).zip(&traces) {
-            if let Some(group) = spans.get(w[0]..w[1]) {
-                self.observe_group(now, trace, group);
-            }
+        for ((group, links), &trace) in spans.groups().zip(&traces) {
+            self.observe_group(now, trace, group.trace_id(), links, services);
         }
         self.batch_traces = traces;
     }
 
-    /// Records spans of one trace that arrived together at `now` (Unix nanoseconds): all
-    /// of `spans` must have the trace id of the first.
-    pub fn observe_trace(&mut self, now: u64, spans: &[SpanFacts]) {
-        if let Some(first) = spans.first() {
-            self.observe_group(now, TraceRef::new(first.trace_id), spans);
-        }
-    }
-
-    /// [`Self::observe_trace`] of `spans`, whose trace is `trace`.
-    fn observe_group(&mut self, now: u64, trace: TraceRef, spans: &[SpanFacts]) {
+    /// Records `spans` of trace `id` (whose [`TraceRef`] is `trace`) that arrived together.
+    fn observe_group(
+        &mut self,
+        now: u64,
+        trace: TraceRef,
+        id: u128,
+        spans: &[SpanLink],
+        services: &[u32],
+    ) {
         let Some(first) = spans.first() else {
             return;
         };
-        let id = first.trace_id;
-        if let Some(t) = self.traces.get_mut(&id) {
-            let before = t.bytes();
-            for s in spans {
-                Self::apply(t, s, now, &self.cfg, &self.recent, &mut self.stats);
+        let hash = trace.hash();
+        if !self.traces.is_empty() {
+            if let Some(w) = self.traces.find_mut(hash, |w| w.id == id) {
+                let t = &mut w.state;
+                let before = t.bytes();
+                let arrival = Arrival {
+                    now,
+                    trace,
+                    spans,
+                    services,
+                };
+                Self::apply(t, &arrival, &self.cfg, &self.recent, &mut self.stats);
+                self.table_bytes = (self.table_bytes + t.bytes()).saturating_sub(before);
+                self.keep_within_budget();
+                return;
             }
-            self.table_bytes = (self.table_bytes + t.bytes()).saturating_sub(before);
-            self.keep_within_budget();
-            return;
         }
         let found = self.recent.find(trace.key(0));
         let known = found.known;
-        let rooted = known || spans.iter().any(|s| s.parent.is_none() || s.parent_remote);
+        let rooted = known || spans.iter().any(|s| s.parent == 0 || s.parent_remote);
         if rooted && self.parents_known(trace, spans) {
             // Late spans of a trace judged before do not make it count twice.
             if !known {
@@ -260,17 +316,22 @@ impl TraceTracker {
         }
         let mut t = TraceState {
             last_seen: now,
-            first_service: first.service,
+            first_service: service_of(services, first),
             rooted,
             judged_before: known,
             spans: Vec::new(),
             waiting: Vec::new(),
         };
-        for s in spans {
-            Self::apply(&mut t, s, now, &self.cfg, &self.recent, &mut self.stats);
-        }
+        let arrival = Arrival {
+            now,
+            trace,
+            spans,
+            services,
+        };
+        Self::apply(&mut t, &arrival, &self.cfg, &self.recent, &mut self.stats);
         self.table_bytes += t.bytes();
-        self.traces.insert(id, t);
+        self.traces
+            .insert_unique(hash, Waiting { id, state: t }, |w| hash_of(w.id));
         self.deadlines
             .push_back(Due::new(now.saturating_add(self.cfg.timeout_nanos), id));
         self.keep_within_budget();
@@ -278,7 +339,7 @@ impl TraceTracker {
 
     /// Whether every span of `spans` (one trace) with a local parent finds it among them or
     /// among the remembered spans of the trace.
-    fn parents_known(&self, trace: TraceRef, spans: &[SpanFacts]) -> bool {
+    fn parents_known(&self, trace: TraceRef, spans: &[SpanLink]) -> bool {
         // A sorted copy of the ids only for big groups; a small one is scanned.
         let sorted: Option<Vec<u64>> = (spans.len() > 32).then(|| {
             let mut ids: Vec<u64> = spans.iter().map(|s| s.span_id).collect();
@@ -292,39 +353,40 @@ impl TraceTracker {
         spans
             .iter()
             .filter(|s| !s.parent_remote)
-            .filter_map(|s| s.parent)
+            .filter_map(SpanLink::parent)
             .all(|p| in_group(p) || self.recent.contains(trace.key(p)))
     }
 
-    /// Adds one span to a waiting trace.
+    /// Adds the spans of `arrival` to a waiting trace.
     fn apply(
         t: &mut TraceState,
-        span: &SpanFacts,
-        now: u64,
+        arrival: &Arrival<'_>,
         cfg: &TrackerConfig,
         recent: &Recent,
         stats: &mut TrackerStats,
     ) {
-        t.last_seen = t.last_seen.max(now);
-        // This span may be the parent others are waiting for, or the root: that is always
-        // recorded, even past the span cap, so a big trace is not misjudged.
-        t.waiting.retain(|&(parent, _)| parent != span.span_id);
-        let full = t.spans.len() >= cfg.max_spans_per_trace;
-        match span.parent {
-            None => t.rooted = true,
-            Some(_) if span.parent_remote => t.rooted = true,
-            Some(parent) => {
-                let here = t.spans.contains(&parent)
-                    || recent.contains(Recent::key(span.trace_id, parent));
-                if !full && !here {
-                    t.waiting.push((parent, span.service));
+        t.last_seen = t.last_seen.max(arrival.now);
+        for span in arrival.spans {
+            // This span may be the parent others are waiting for, or the root: that is
+            // always recorded, even past the span cap, so a big trace is not misjudged.
+            t.waiting.retain(|&(parent, _)| parent != span.span_id);
+            let full = t.spans.len() >= cfg.max_spans_per_trace;
+            match span.parent() {
+                None => t.rooted = true,
+                Some(_) if span.parent_remote => t.rooted = true,
+                Some(parent) => {
+                    let here =
+                        t.spans.contains(&parent) || recent.contains(arrival.trace.key(parent));
+                    if !full && !here {
+                        t.waiting.push((parent, service_of(arrival.services, span)));
+                    }
                 }
             }
-        }
-        if full {
-            stats.untracked_spans += 1;
-        } else {
-            t.spans.push(span.span_id);
+            if full {
+                stats.untracked_spans += 1;
+            } else {
+                t.spans.push(span.span_id);
+            }
         }
     }
 
@@ -380,16 +442,18 @@ impl TraceTracker {
             }
             self.deadlines.pop_front();
             let id = due.id();
-            let Some(t) = self.traces.get(&id) else {
+            let hash = hash_of(id);
+            let Some(w) = self.traces.find(hash, |w| w.id == id) else {
                 continue; // evicted earlier
             };
-            let due = t.last_seen.saturating_add(self.cfg.timeout_nanos);
+            let due = w.state.last_seen.saturating_add(self.cfg.timeout_nanos);
             if due > now {
                 // Active since it was queued: judge it later.
                 self.deadlines.push_back(Due::new(due, id));
                 continue;
             }
-            if let Some(t) = self.traces.remove(&id) {
+            if let Ok(entry) = self.traces.find_entry(hash, |w| w.id == id) {
+                let (Waiting { state: t, .. }, _) = entry.remove();
                 self.table_bytes = self.table_bytes.saturating_sub(t.bytes());
                 if !t.judged_before {
                     self.stats.judged_traces += 1;
@@ -410,7 +474,9 @@ impl TraceTracker {
 
     fn evict_oldest(&mut self) {
         while let Some(due) = self.deadlines.pop_front() {
-            if let Some(t) = self.traces.remove(&due.id()) {
+            let id = due.id();
+            if let Ok(entry) = self.traces.find_entry(hash_of(id), |w| w.id == id) {
+                let (Waiting { state: t, .. }, _) = entry.remove();
                 self.table_bytes = self.table_bytes.saturating_sub(t.bytes());
                 self.stats.evicted_traces += 1;
                 return;
@@ -496,7 +562,19 @@ mod tests {
             span(3, 31, Some(30), false, 3),
             span(3, 30, Some(99), true, 3),
         ];
-        t.observe_batch(0, &spans, &[0, 2, 3, 5]);
+        let mut batch = TraceSpans::default();
+        for s in spans {
+            batch.push(
+                s.trace_id,
+                SpanLink {
+                    span_id: s.span_id,
+                    parent: s.parent.unwrap_or(0),
+                    service: s.service - 1,
+                    parent_remote: s.parent_remote,
+                },
+            );
+        }
+        t.observe_spans(0, &batch, &[1, 2, 3]);
         let s = t.stats();
         assert_eq!((s.judged_traces, s.judged_on_arrival), (2, 2));
         assert_eq!(t.len(), 1, "trace 2 waits");
@@ -677,8 +755,9 @@ mod tests {
         assert!(t.table_bytes <= budget / 2, "{}", t.table_bytes);
         assert!(t.bytes() <= budget, "{} > {budget}", t.bytes());
         // The newest are kept, the oldest went first.
-        assert!(t.traces.contains_key(&100_000));
-        assert!(!t.traces.contains_key(&1));
+        let has = |t: &TraceTracker, id: u128| t.traces.find(hash_of(id), |w| w.id == id).is_some();
+        assert!(has(&t, 100_000));
+        assert!(!has(&t, 1));
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! Nothing is sent from here; the caller sends the batches only after the whole request
 //! scanned cleanly, so a malformed request never counts partially.
 
-use crate::completeness::traces::{parent_is_remote, SpanFacts};
+use crate::completeness::spans::{SpanLink, TraceSpans};
+use crate::completeness::traces::parent_is_remote;
 use crate::otlp::scan::{AnyValueRef, ResourceView, ScanError, SpanSink, SpanView};
 use crate::sli::classify::{
     render, Classifier, Observation, Reject, ResourceValues, SpanIds, Verdict,
@@ -34,8 +35,6 @@ pub struct Item {
     pub ids: SpanIds,
 }
 
-/// One span for the trace tracker; `facts.service` indexes [`Batch::services`].
-pub type TraceItem = SpanFacts;
 pub use crate::completeness::{EventKind, Observed, ServiceEvent};
 
 /// Observations for one shard from one request.
@@ -45,8 +44,9 @@ pub struct Batch {
     pub keys: Vec<u8>,
     /// The observations.
     pub items: Vec<Item>,
-    /// Spans of the traces this shard tracks (routed by trace id, not series key).
-    pub spans: Vec<TraceItem>,
+    /// Spans of the traces this shard tracks (routed by trace id, not series key), their
+    /// services indexing `services`.
+    pub spans: TraceSpans,
     /// Service names the spans and signals refer to.
     pub services: Vec<Box<str>>,
     /// Per-service events: metrics and logs reported, invalid spans.
@@ -89,6 +89,32 @@ pub struct MetricItem {
 }
 
 impl Batch {
+    /// Empties the batch, keeping its memory.
+    pub fn clear(&mut self) {
+        self.keys.clear();
+        self.items.clear();
+        self.spans.clear();
+        self.services.clear();
+        self.signals.clear();
+        self.metric_points.clear();
+        self.flag_keys.clear();
+        self.flags.clear();
+    }
+
+    /// Bytes of memory the batch holds (its vectors' capacity and the service names).
+    pub fn capacity_bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.keys.capacity()
+            + self.items.capacity() * size_of::<Item>()
+            + self.spans.capacity_bytes()
+            + self.services.capacity() * size_of::<Box<str>>()
+            + self.services.iter().map(|s| s.len()).sum::<usize>()
+            + self.signals.capacity() * size_of::<ServiceEvent>()
+            + self.metric_points.capacity() * size_of::<MetricItem>()
+            + self.flag_keys.capacity()
+            + self.flags.capacity() * size_of::<FlagItem>()
+    }
+
     /// What completeness tracking observes of the batch.
     pub fn observed(&self) -> Observed<'_> {
         Observed {
@@ -220,6 +246,9 @@ pub struct Collector<'a, 'c> {
     flag_seen: HashTable<(u64, u32, u32)>,
     /// Entry spans the request is expected to hold ([`Collector::with_size_hint`]).
     entries_hint: usize,
+    /// The last tracked span's trace id and the shard that owns it: a trace's spans come
+    /// one after another, so its id is hashed once.
+    last_trace: Option<(u128, usize)>,
 }
 
 /// An entry span of the request: where its item is.
@@ -265,7 +294,17 @@ impl<'a, 'c> Collector<'a, 'c> {
             pending: Vec::new(),
             flag_seen: HashTable::new(),
             entries_hint: 16,
+            last_trace: None,
         }
+    }
+
+    /// Fills batches taken from `pool` (emptied, with the memory of earlier requests)
+    /// rather than new ones.
+    pub fn with_pool(mut self, pool: &super::pool::BatchPool) -> Self {
+        for b in &mut self.batches {
+            *b = pool.take();
+        }
+        self
     }
 
     /// Also reads entry spans' feature-flag evaluations by `rules` (and, by
@@ -635,11 +674,16 @@ impl Collector<'_, '_> {
         ) else {
             return;
         };
-        let parent = <[u8; 8]>::try_from(span.parent_span_id)
-            .ok()
-            .map(u64::from_be_bytes)
-            .filter(|p| *p != 0);
-        let shard = shard_of(key::hash_key(&trace), self.batches.len());
+        let trace = u128::from_be_bytes(trace);
+        let parent = <[u8; 8]>::try_from(span.parent_span_id).map_or(0, u64::from_be_bytes);
+        let shard = match self.last_trace {
+            Some((last, shard)) if last == trace => shard,
+            _ => {
+                let shard = shard_of(key::hash_key(&trace.to_be_bytes()), self.batches.len());
+                self.last_trace = Some((trace, shard));
+                shard
+            }
+        };
         let (Some(batch), Some(index)) = (
             self.batches.get_mut(shard),
             self.service_index.get_mut(shard),
@@ -651,13 +695,15 @@ impl Collector<'_, '_> {
             batch.services.push(name.into());
             (batch.services.len() - 1) as u32
         });
-        batch.spans.push(SpanFacts {
-            trace_id: u128::from_be_bytes(trace),
-            span_id: u64::from_be_bytes(id),
-            parent,
-            parent_remote: parent_is_remote(span.flags, span.kind),
-            service,
-        });
+        batch.spans.push(
+            trace,
+            SpanLink {
+                span_id: u64::from_be_bytes(id),
+                parent,
+                service,
+                parent_remote: parent_is_remote(span.flags, span.kind),
+            },
+        );
     }
 }
 

@@ -8,6 +8,7 @@
 //! Shards publish snapshots that [`Pipeline::view`] combines for readers.
 
 pub mod batch;
+pub mod pool;
 pub mod query;
 pub mod shard;
 pub mod snapshot;
@@ -31,6 +32,7 @@ use arc_swap::ArcSwap;
 use batch::{Batch, Collector, Tally};
 use crossbeam::channel::{self, Sender};
 use crossbeam::utils::CachePadded;
+use pool::BatchPool;
 use shard::Msg;
 pub use shard::Worker;
 use snapshot::{ShardSnapshot, View};
@@ -160,7 +162,12 @@ struct Inner {
     /// accepted request is answered OK and then dropped.
     in_flight: CachePadded<AtomicUsize>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Emptied batches the shards gave back, for the next requests.
+    pool: Arc<BatchPool>,
 }
+
+/// Batches kept for reuse per shard ([`BatchPool`]).
+const POOLED_BATCHES_PER_SHARD: usize = 4;
 
 /// Counts an ingest call in progress for as long as it lives.
 struct InFlight<'a>(&'a AtomicUsize);
@@ -247,6 +254,7 @@ impl Pipeline {
                 Arc::new(FlagLimits::new(f.max_flags, f.max_variants)),
             )
         });
+        let pool = Arc::new(BatchPool::new(POOLED_BATCHES_PER_SHARD * n + 4));
         for _ in 0..n {
             let (tx, rx) = channel::unbounded();
             let queued = Arc::new(CachePadded::new(AtomicUsize::new(0)));
@@ -265,6 +273,7 @@ impl Pipeline {
                 slo: engine
                     .as_ref()
                     .map(|e| (SloTally::new(&slos, opts.slo.max_lateness), Arc::clone(e))),
+                pool: Arc::clone(&pool),
             });
             shards.push(ShardHandle {
                 tx,
@@ -289,6 +298,7 @@ impl Pipeline {
                 closed: AtomicBool::new(false),
                 in_flight: CachePadded::new(AtomicUsize::new(0)),
                 threads: Mutex::new(Vec::new()),
+                pool,
             }),
         };
         (pipeline, workers)
@@ -307,6 +317,7 @@ impl Pipeline {
         let mut collector = Collector::new(&inner.classifier, inner.shards.len())
             .with_traces(inner.track_traces, now, inner.max_clock_skew)
             .with_flags(inner.flags.as_ref().map(|f| &f.rules))
+            .with_pool(&inner.pool)
             .with_size_hint(body.len());
         scan_traces(body, &mut collector)?;
         collector.finish();
@@ -370,7 +381,7 @@ impl Pipeline {
         if !inner.track_traces {
             return Ok(items);
         }
-        let mut batches: Vec<Batch> = (0..inner.shards.len()).map(|_| Batch::default()).collect();
+        let mut batches: Vec<Batch> = (0..inner.shards.len()).map(|_| inner.pool.take()).collect();
         for (service, n) in per_service {
             let shard =
                 batch::shard_of(crate::sli::key::hash_key(service.as_bytes()), batches.len());
@@ -485,11 +496,13 @@ impl Pipeline {
                         }
                     }
                 }
+                batches.into_iter().for_each(|b| inner.pool.give(b));
                 return Err(inner.retry_after);
             }
         }
         for (shard, batch) in inner.shards.iter().zip(batches) {
             if batch.is_empty() {
+                inner.pool.give(batch);
                 continue;
             }
             if shard.tx.send(Msg::Batch(batch)).is_err() {

@@ -3,6 +3,7 @@
 //! so the per-span path takes no lock.
 
 use super::batch::Batch;
+use super::pool::BatchPool;
 use super::query::{CohortQuery, CohortSlots};
 use super::snapshot::ShardSnapshot;
 use crate::clock::SharedClock;
@@ -53,6 +54,8 @@ pub struct Worker {
     /// SLO counts since the last flush, and the engine they go to on each flush; `None`
     /// without SLOs.
     pub slo: Option<(SloTally, Arc<Mutex<SloEngine>>)>,
+    /// Where applied batches go back for reuse.
+    pub pool: Arc<BatchPool>,
 }
 
 impl Worker {
@@ -65,6 +68,7 @@ impl Worker {
                 Ok(Msg::Batch(batch)) => {
                     self.apply(&batch);
                     self.queued.fetch_sub(1, Ordering::Release);
+                    self.pool.give(batch);
                 }
                 Ok(Msg::Flush(ack)) => {
                     self.flush();
@@ -99,6 +103,7 @@ impl Worker {
                 Msg::Batch(batch) => {
                     self.apply(&batch);
                     self.queued.fetch_sub(1, Ordering::Release);
+                    self.pool.give(batch);
                 }
                 Msg::Flush(ack) => {
                     let _ = ack.send(());

@@ -1,0 +1,158 @@
+//! What the trace tracker is given of a batch: its spans' links (span id, parent, service)
+//! grouped by trace in the order they arrived, each trace's id stored once per group.
+//!
+//! Exporters send a trace's spans one after another, so consecutive spans of one trace
+//! form one group: the receiving thread writes 24 bytes per span and 24 per group, and the
+//! shard hands the groups to the tracker as they are, without regrouping or copying.
+
+/// One span, as the tracker needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpanLink {
+    /// Span id.
+    pub span_id: u64,
+    /// Parent span id; 0 (never a valid span id) for a root span.
+    pub parent: u64,
+    /// The span's service, as an index the caller gives meaning to (see
+    /// [`super::Observed::services`]).
+    pub service: u32,
+    /// The parent runs elsewhere (see [`super::traces`]).
+    pub parent_remote: bool,
+}
+
+impl SpanLink {
+    /// The parent span id, `None` for a root span.
+    #[inline]
+    pub fn parent(&self) -> Option<u64> {
+        (self.parent != 0).then_some(self.parent)
+    }
+}
+
+/// One trace's spans that arrived together: the links up to `end` after the previous
+/// group's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceGroup {
+    /// The trace id as two halves, so a group takes 24 bytes rather than the 32 that a
+    /// `u128` field's 16-byte alignment would make it.
+    id: [u64; 2],
+    /// Where the group's links end in [`TraceSpans::links`].
+    end: usize,
+}
+
+impl TraceGroup {
+    /// The trace id (16 bytes, big-endian).
+    #[inline]
+    pub fn trace_id(&self) -> u128 {
+        (u128::from(self.id[0]) << 64) | u128::from(self.id[1])
+    }
+}
+
+/// A batch's spans grouped by trace.
+#[derive(Clone, Debug, Default)]
+pub struct TraceSpans {
+    groups: Vec<TraceGroup>,
+    links: Vec<SpanLink>,
+}
+
+impl TraceSpans {
+    /// Adds a span of trace `trace_id`: to the last group when it is of the same trace,
+    /// else as a new group.
+    #[inline]
+    pub fn push(&mut self, trace_id: u128, link: SpanLink) {
+        let id = [(trace_id >> 64) as u64, trace_id as u64];
+        self.links.push(link);
+        match self.groups.last_mut() {
+            Some(g) if g.id == id => g.end = self.links.len(),
+            _ => self.groups.push(TraceGroup {
+                id,
+                end: self.links.len(),
+            }),
+        }
+    }
+
+    /// Room for `spans` more spans.
+    pub fn reserve(&mut self, spans: usize) {
+        self.links.reserve(spans);
+    }
+
+    /// Forgets every span, keeping the memory.
+    pub fn clear(&mut self) {
+        self.groups.clear();
+        self.links.clear();
+    }
+
+    /// Spans held.
+    pub fn len(&self) -> usize {
+        self.links.len()
+    }
+
+    /// True when no span is held.
+    pub fn is_empty(&self) -> bool {
+        self.links.is_empty()
+    }
+
+    /// Every span, in arrival order.
+    pub fn links(&self) -> &[SpanLink] {
+        &self.links
+    }
+
+    /// The groups, each with its spans, in arrival order.
+    pub fn groups(&self) -> impl Iterator<Item = (&TraceGroup, &[SpanLink])> + '_ {
+        let mut start = 0;
+        self.groups.iter().map(move |g| {
+            let spans = self.links.get(start..g.end).unwrap_or(&[]);
+            start = g.end;
+            (g, spans)
+        })
+    }
+
+    /// Number of groups.
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Bytes of capacity held.
+    pub fn capacity_bytes(&self) -> usize {
+        self.groups.capacity() * std::mem::size_of::<TraceGroup>()
+            + self.links.capacity() * std::mem::size_of::<SpanLink>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(span_id: u64, parent: u64) -> SpanLink {
+        SpanLink {
+            span_id,
+            parent,
+            service: 0,
+            parent_remote: false,
+        }
+    }
+
+    #[test]
+    fn consecutive_spans_of_a_trace_form_one_group() {
+        let mut s = TraceSpans::default();
+        let big = u128::MAX - 5;
+        s.push(1, link(10, 0));
+        s.push(1, link(11, 10));
+        s.push(big, link(20, 0));
+        s.push(1, link(12, 10));
+        let groups: Vec<(u128, Vec<u64>)> = s
+            .groups()
+            .map(|(g, l)| (g.trace_id(), l.iter().map(|l| l.span_id).collect()))
+            .collect();
+        assert_eq!(
+            groups,
+            vec![(1, vec![10, 11]), (big, vec![20]), (1, vec![12])]
+        );
+        assert_eq!((s.len(), s.group_count()), (4, 3));
+        assert_eq!(s.links()[1].parent(), Some(10));
+        assert_eq!(s.links()[0].parent(), None);
+        assert_eq!(std::mem::size_of::<SpanLink>(), 24);
+        assert_eq!(std::mem::size_of::<TraceGroup>(), 24);
+        s.clear();
+        assert!(s.is_empty());
+        assert_eq!(s.groups().count(), 0);
+    }
+}
