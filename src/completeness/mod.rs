@@ -155,10 +155,9 @@ pub struct GapState {
     ids: HashMap<Box<str>, u32>,
     names: Vec<Arc<str>>,
     counts: Vec<GapCounts>,
-    /// Batch service index → shard service id, reused between batches.
-    remap: Vec<Option<u32>>,
-    /// The same, for the tracker: [`UNTRACKED`] for a service with no id; reused.
-    tracker_ids: Vec<u32>,
+    /// Batch service index → shard service id ([`UNTRACKED`] for a service with no id),
+    /// reused between batches.
+    remap: Vec<u32>,
     /// A batch's spans without those of services with no id (rare); reused.
     kept: TraceSpans,
     untracked_services: u64,
@@ -216,10 +215,10 @@ impl GapState {
         let mut remap = std::mem::take(&mut self.remap);
         remap.clear();
         for name in batch.services {
-            let id = self.intern(name);
+            let id = self.intern(name).unwrap_or(UNTRACKED);
             remap.push(id);
         }
-        let id_of = |i: u32| remap.get(i as usize).copied().flatten();
+        let id_of = |i: u32| remap.get(i as usize).copied().filter(|&id| id != UNTRACKED);
         for sig in batch.signals {
             let Some(c) = id_of(sig.service).and_then(|id| self.counts.get_mut(id as usize)) else {
                 self.untracked_services += 1;
@@ -249,13 +248,10 @@ impl GapState {
             }
         }
         if let Some(tracker) = self.tracker.as_mut() {
-            let mut ids = std::mem::take(&mut self.tracker_ids);
-            ids.clear();
-            ids.extend(remap.iter().map(|id| id.unwrap_or(UNTRACKED)));
             // Spans come grouped by resource, so a service's spans are counted per stretch.
             let mut stretch: (u32, u64) = (UNTRACKED, 0);
             for s in batch.spans.links() {
-                let service = ids.get(s.service as usize).copied().unwrap_or(UNTRACKED);
+                let service = remap.get(s.service as usize).copied().unwrap_or(UNTRACKED);
                 if stretch.0 != service {
                     count_spans(&mut self.counts, stretch, now);
                     stretch = (service, 0);
@@ -263,13 +259,13 @@ impl GapState {
                 stretch.1 += 1;
             }
             count_spans(&mut self.counts, stretch, now);
-            if ids.contains(&UNTRACKED) {
+            if remap.contains(&UNTRACKED) {
                 // Past MAX_SERVICES: those services' spans are counted, not tracked.
                 let mut kept = std::mem::take(&mut self.kept);
                 kept.clear();
                 for (group, links) in batch.spans.groups() {
                     for l in links {
-                        if ids
+                        if remap
                             .get(l.service as usize)
                             .is_some_and(|&id| id != UNTRACKED)
                         {
@@ -279,12 +275,11 @@ impl GapState {
                         }
                     }
                 }
-                tracker.observe_spans(now, &kept, &ids);
+                tracker.observe_spans(now, &kept, &remap);
                 self.kept = kept;
             } else {
-                tracker.observe_spans(now, batch.spans, &ids);
+                tracker.observe_spans(now, batch.spans, &remap);
             }
-            self.tracker_ids = ids;
         }
         self.remap = remap;
     }

@@ -137,7 +137,7 @@ pub struct Found {
     pub known: bool,
 }
 
-/// A remembered span (or trace): see [`Recent::key`].
+/// A remembered span (or trace): see [`TraceRef::key`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Key {
     fp: u64,
@@ -218,11 +218,6 @@ impl Recent {
             max_buckets,
             retired_full: 0,
         }
-    }
-
-    /// The key of span `span_id` of trace `trace_id` (span id 0 stands for the trace).
-    pub fn key(trace_id: u128, span_id: u64) -> Key {
-        TraceRef::new(trace_id).key(span_id)
     }
 
     /// Looks for `key`; what [`Self::insert_after`] starts from.
@@ -313,6 +308,11 @@ mod tests {
 
     const SEC: u64 = 1_000_000_000;
 
+    /// The key of span `span_id` of trace `trace_id` (span id 0 stands for the trace).
+    fn key(trace_id: u128, span_id: u64) -> Key {
+        TraceRef::new(trace_id).key(span_id)
+    }
+
     /// Remembers `key` at `now`.
     fn insert(r: &mut Recent, now: u64, key: Key) {
         let found = r.find(key);
@@ -323,14 +323,14 @@ mod tests {
     fn remembers_what_was_inserted_and_nothing_else() {
         let mut r = Recent::new(30 * SEC, 1 << 20, 0);
         for i in 1..=1000u64 {
-            insert(&mut r, 0, Recent::key(u128::from(i), i));
+            insert(&mut r, 0, key(u128::from(i), i));
         }
         for i in 1..=1000u64 {
-            assert!(r.contains(Recent::key(u128::from(i), i)));
-            assert!(!r.contains(Recent::key(u128::from(i), i + 1)));
+            assert!(r.contains(key(u128::from(i), i)));
+            assert!(!r.contains(key(u128::from(i), i + 1)));
         }
         // The trace itself is told apart from its spans.
-        assert_ne!(Recent::key(7, 0), Recent::key(7, 1));
+        assert_ne!(key(7, 0), key(7, 1));
     }
 
     /// Remembers trace `t` and its spans `1..=spans` as the tracker does.
@@ -352,13 +352,13 @@ mod tests {
         for t in 1..=40u128 {
             remember(&mut r, 0, t, 60);
             for s in 0..=60u64 {
-                assert!(r.contains(Recent::key(t, s)), "trace {t} span {s}");
+                assert!(r.contains(key(t, s)), "trace {t} span {s}");
             }
-            assert!(!r.contains(Recent::key(t, 61)));
+            assert!(!r.contains(key(t, 61)));
         }
         assert_eq!(r.current.len, len, "the same keys again take no slot");
         // A trace's keys probe from its bucket: a span of another trace is not found there.
-        assert!(!r.contains(Recent::key(41, 1)));
+        assert!(!r.contains(key(41, 1)));
     }
 
     #[test]
@@ -384,20 +384,20 @@ mod tests {
         remember(&mut r, 0, 9, 3);
         r.warm((1..100u128).map(TraceRef::new));
         assert_eq!(r.current.len, 4);
-        assert!(r.contains(Recent::key(9, 3)));
+        assert!(r.contains(key(9, 3)));
     }
 
     #[test]
     fn forgets_after_two_windows_and_remembers_for_one() {
         let mut r = Recent::new(10 * SEC, 1 << 20, 0);
-        let fp = Recent::key(1, 1);
+        let fp = key(1, 1);
         insert(&mut r, 0, fp);
-        insert(&mut r, 10 * SEC, Recent::key(2, 2));
+        insert(&mut r, 10 * SEC, key(2, 2));
         assert!(
             r.contains(fp),
             "one window later: in the previous generation"
         );
-        insert(&mut r, 20 * SEC, Recent::key(3, 3));
+        insert(&mut r, 20 * SEC, key(3, 3));
         assert!(!r.contains(fp), "two windows later: forgotten");
         assert_eq!(r.retired_full(), 0);
     }
@@ -408,14 +408,14 @@ mod tests {
         let mut r = Recent::new(30 * SEC, budget, 0);
         let start = r.bytes();
         for i in 0..200_000u64 {
-            insert(&mut r, 0, Recent::key(u128::from(i), 1));
+            insert(&mut r, 0, key(u128::from(i), 1));
         }
         assert!(r.bytes() > start);
         assert!(r.bytes() <= budget, "{} > {budget}", r.bytes());
         assert!(r.retired_full() > 0);
         // The most recent ones are still there.
         for i in 199_000..200_000u64 {
-            assert!(r.contains(Recent::key(u128::from(i), 1)));
+            assert!(r.contains(key(u128::from(i), 1)));
         }
     }
 }

@@ -105,11 +105,6 @@ impl TraceSpans {
         })
     }
 
-    /// Number of groups.
-    pub fn group_count(&self) -> usize {
-        self.groups.len()
-    }
-
     /// Bytes of capacity held.
     pub fn capacity_bytes(&self) -> usize {
         self.groups.capacity() * std::mem::size_of::<TraceGroup>()
@@ -146,7 +141,7 @@ mod tests {
             groups,
             vec![(1, vec![10, 11]), (big, vec![20]), (1, vec![12])]
         );
-        assert_eq!((s.len(), s.group_count()), (4, 3));
+        assert_eq!((s.len(), s.groups().count()), (4, 3));
         assert_eq!(s.links()[1].parent(), Some(10));
         assert_eq!(s.links()[0].parent(), None);
         assert_eq!(std::mem::size_of::<SpanLink>(), 24);

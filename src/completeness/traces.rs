@@ -204,8 +204,6 @@ pub struct TraceTracker {
     stats: TrackerStats,
     /// The traces of the batch being observed ([`Self::observe_spans`]); reused.
     batch_traces: Vec<TraceRef>,
-    /// Scratch for [`Self::observe_trace`]: its spans as links, and their services.
-    one: (TraceSpans, Vec<u32>),
 }
 
 impl TraceTracker {
@@ -219,7 +217,6 @@ impl TraceTracker {
             recent: Recent::new(cfg.timeout_nanos, cfg.max_bytes / 2, 0),
             stats: TrackerStats::default(),
             batch_traces: Vec::new(),
-            one: Default::default(),
         }
     }
 
@@ -231,26 +228,21 @@ impl TraceTracker {
     /// Records spans of one trace that arrived together at `now` (Unix nanoseconds): all
     /// of `spans` must have the trace id of the first.
     pub fn observe_trace(&mut self, now: u64, spans: &[SpanFacts]) {
-        let (mut one, mut services) = std::mem::take(&mut self.one);
-        one.clear();
-        services.clear();
+        let mut one = TraceSpans::default();
+        let services: Vec<u32> = spans.iter().map(|s| s.service).collect();
         for (i, s) in spans.iter().enumerate() {
-            services.push(s.service);
-            one.push(
-                s.trace_id,
-                SpanLink {
-                    span_id: s.span_id,
-                    parent: s.parent.unwrap_or(0),
-                    service: i as u32,
-                    parent_remote: s.parent_remote,
-                },
-            );
+            let link = SpanLink {
+                span_id: s.span_id,
+                parent: s.parent.unwrap_or(0),
+                service: i as u32,
+                parent_remote: s.parent_remote,
+            };
+            one.push(s.trace_id, link);
         }
-        if let Some((group, links)) = one.groups().next() {
-            let id = group.trace_id();
+        let first = one.groups().next().map(|(g, links)| (g.trace_id(), links));
+        if let Some((id, links)) = first {
             self.observe_group(now, TraceRef::new(id), id, links, &services);
         }
-        self.one = (one, services);
     }
 
     /// Records the spans of one batch seen at `now` (Unix nanoseconds), grouped by trace;
