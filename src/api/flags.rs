@@ -65,14 +65,14 @@ struct Limits {
     tracked_flags: usize,
 }
 
-/// Evaluations not counted, since start.
-#[derive(Serialize)]
-struct Dropped {
-    no_variant: u64,
-    unattributed: u64,
-    not_listed: u64,
-    request_limit: u64,
-    max_flags: u64,
+/// Evaluations not counted, since start, by reason ([`crate::report::flags::dropped`]).
+struct Dropped([(&'static str, u64); 5]);
+
+impl Serialize for Dropped {
+    /// An object of the reasons in their order, each with its count.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().copied())
+    }
 }
 
 /// Evaluations counted elsewhere than their own series, since start.
@@ -161,13 +161,7 @@ pub fn render(
             max_series: opts.max_series,
             tracked_flags: view.tracked_flags,
         },
-        dropped: Dropped {
-            no_variant: counts.no_variant,
-            unattributed: counts.unattributed,
-            not_listed: counts.not_listed,
-            request_limit: counts.request_limit,
-            max_flags: view.flag_overflow.flags,
-        },
+        dropped: Dropped(crate::report::flags::dropped(&counts, view)),
         folded: Folded {
             max_variants: view.flag_overflow.variants,
             max_series: view.flag_overflow.series,

@@ -3,8 +3,10 @@
 //! [`super::exposition`]. Formats values; computes none of its own.
 
 use super::exposition::{family, float, Kind};
+use crate::pipeline::batch::{FLAG_OBSERVATIONS_PER_SPAN, MAX_FLAGS_PER_REQUEST};
 use crate::pipeline::snapshot::View;
 use crate::pipeline::Pipeline;
+use crate::report::flags::dropped;
 use crate::report::quality::{is_active, metrics_without_traces};
 use crate::report::series::{coverage_5m, success_ratio};
 use crate::report::Report;
@@ -57,19 +59,16 @@ fn flags(out: &mut String, report: &Report<'_>) {
         "Feature-flag observations queued for the shards (one per request and flag), including those the flags.max_flags cap then drops.",
         counts.evaluations,
     );
+    let help = format!(
+        "Feature-flag evaluations not counted: no_variant (neither variant nor value), unattributed (on a child span whose entry span was not in the same export request), not_listed (key outside flags.keys), request_limit (beyond {MAX_FLAGS_PER_REQUEST} flags per request or {FLAG_OBSERVATIONS_PER_SPAN} flag observations per span of the export request), max_flags (beyond flags.max_flags)."
+    );
     let mut f = family(
         out,
         "otel_sli_flag_evaluations_dropped_total",
         Kind::Counter,
-        "Feature-flag evaluations not counted: no_variant (neither variant nor value), unattributed (on a child span whose entry span was not in the same export request), not_listed (key outside flags.keys), request_limit (beyond 64 flags per request or two flag observations per span of the export request), max_flags (beyond flags.max_flags).",
+        &help,
     );
-    for (reason, n) in [
-        ("no_variant", counts.no_variant),
-        ("unattributed", counts.unattributed),
-        ("not_listed", counts.not_listed),
-        ("request_limit", counts.request_limit),
-        ("max_flags", view.flag_overflow.flags),
-    ] {
+    for (reason, n) in dropped(&counts, view) {
         f.sample(&[("reason", reason)], n);
     }
     let mut f = family(

@@ -15,6 +15,7 @@
 
 use super::series::success_ratio;
 use crate::pipeline::snapshot::View;
+use crate::pipeline::FlagCounts;
 use crate::sli::hist::{merge_into, Layout, SparseHist};
 use crate::sli::series::{SeriesSnapshot, WindowSnapshot, QUANTILES};
 use crate::sli::window::Window;
@@ -218,6 +219,19 @@ fn tied_tests<'v>(variants: &[Variant<'v>], cfg: &CanaryConfig) -> Vec<(&'v str,
         }
     }
     tests
+}
+
+/// Flag evaluations not counted since start, by reason, as `/metrics` (`reason`) and the
+/// API (`dropped`) name them: the receiving side's counts, then the evaluations the
+/// `flags.max_flags` cap turned away on the shards.
+pub fn dropped(counts: &FlagCounts, view: &View) -> [(&'static str, u64); 5] {
+    [
+        ("no_variant", counts.no_variant),
+        ("unattributed", counts.unattributed),
+        ("not_listed", counts.not_listed),
+        ("request_limit", counts.request_limit),
+        ("max_flags", view.flag_overflow.flags),
+    ]
 }
 
 #[cfg(test)]
