@@ -301,10 +301,8 @@ async fn start_agent(s: &Settings) -> Agent {
     let w = Workload {
         services: s.services,
         features: s.features,
-        children_per_trace: 3,
-        error_every: 20,
         seed: 7,
-        flag_events: 0,
+        ..Workload::default()
     };
     let mut rng = Rng::new(7);
     let per_request = SPANS_PER_REQUEST / 4;

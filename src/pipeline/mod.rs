@@ -1002,7 +1002,7 @@ mod tests {
                 children_per_trace: 0,
                 error_every: 0,
                 seed: 1,
-                flag_events: 0,
+                ..Workload::default()
             };
             let mut rng = Rng::new(99);
             let (mut req, entries, _) = traces_request(&w, &mut rng, n, T0);
@@ -1057,7 +1057,7 @@ mod tests {
             children_per_trace: 1,
             error_every: 0,
             seed: 1,
-            flag_events: 0,
+            ..Workload::default()
         };
         let (mut req, _, _) = traces_request(&w, &mut Rng::new(5), 40, T0);
         let spans = &mut req.resource_spans[0].scope_spans[0].spans;

@@ -57,7 +57,7 @@ mod tests {
             children_per_trace: 0,
             error_every: 0,
             seed: 1,
-            flag_events: 0,
+            ..Workload::default()
         };
         let (mut req, _, _) = traces_request(&w, &mut Rng::new(7), 40, t0);
         // The first service's spans were sampled at 50% (each stands for two requests).
