@@ -79,7 +79,7 @@ impl View {
     /// Combines shard snapshots.
     pub fn combine(shards: &[Arc<ShardSnapshot>], layout: &Layout) -> Self {
         let mut series = Vec::with_capacity(shards.iter().map(|s| s.series.len()).sum());
-        let mut overflow: Vec<&SeriesSnapshot> = Vec::new();
+        let mut overflow: Vec<&Arc<SeriesSnapshot>> = Vec::new();
         let mut view = View {
             flushed_at_unix_nanos: shards
                 .iter()
@@ -89,7 +89,7 @@ impl View {
             ..View::default()
         };
         let mut gap_index: hashbrown::HashMap<Arc<str>, usize> = hashbrown::HashMap::new();
-        let mut flag_overflow: Vec<&SeriesSnapshot> = Vec::new();
+        let mut flag_overflow: Vec<&Arc<SeriesSnapshot>> = Vec::new();
         for shard in shards {
             view.overflow_spans += shard.overflow_spans;
             view.expired_series += shard.expired_series;
@@ -117,42 +117,51 @@ impl View {
             view.memory_bytes += shard.memory_bytes;
             view.flag_overflow.merge(&shard.flag_overflow);
             view.tracked_flags += shard.tracked_flags;
-            view.flags
-                .extend(shard.flags.iter().filter(|s| !s.is_overflow()).cloned());
-            flag_overflow.extend(shard.flags.iter().filter(|s| s.is_overflow()).map(|s| &**s));
-            for s in &shard.series {
-                if s.is_overflow() {
-                    overflow.push(s);
-                } else {
-                    series.push(Arc::clone(s));
-                }
-            }
+            split_overflow(&shard.flags, &mut view.flags, &mut flag_overflow);
+            split_overflow(&shard.series, &mut series, &mut overflow);
         }
         view.active_series = series.len();
-        match overflow.len() {
-            0 => {}
-            1 => series.push(Arc::new(overflow[0].clone())),
-            _ => series.push(Arc::new(merge_overflow(&overflow, layout))),
-        }
+        // Each shard's overflow series is one part of one series; so for flag series.
+        push_merged(&overflow, &mut series, layout);
         series.sort_by(|a, b| a.labels.cmp(&b.labels));
         view.gaps.sort_by(|a, b| a.service.cmp(&b.service));
-        // Like the SLI overflow series, each shard's flag overflow series is one part of
-        // one series.
-        match flag_overflow.len() {
-            0 => {}
-            1 => view.flags.push(Arc::new(flag_overflow[0].clone())),
-            _ => view
-                .flags
-                .push(Arc::new(merge_overflow(&flag_overflow, layout))),
-        }
+        push_merged(&flag_overflow, &mut view.flags, layout);
         view.flags.sort_by(|a, b| a.labels.cmp(&b.labels));
         view.series = series;
         view
     }
 }
 
-fn merge_overflow(parts: &[&SeriesSnapshot], layout: &Layout) -> SeriesSnapshot {
-    let mut out = parts[0].clone();
+/// Appends a shard's series to `kept`, and its overflow series to `overflow`.
+fn split_overflow<'a>(
+    shard: &'a [Arc<SeriesSnapshot>],
+    kept: &mut Vec<Arc<SeriesSnapshot>>,
+    overflow: &mut Vec<&'a Arc<SeriesSnapshot>>,
+) {
+    for s in shard {
+        if s.is_overflow() {
+            overflow.push(s);
+        } else {
+            kept.push(Arc::clone(s));
+        }
+    }
+}
+
+/// Appends the overflow series made of `parts` (the shards' overflow series) to `out`.
+fn push_merged(
+    parts: &[&Arc<SeriesSnapshot>],
+    out: &mut Vec<Arc<SeriesSnapshot>>,
+    layout: &Layout,
+) {
+    match parts {
+        [] => {}
+        [one] => out.push(Arc::clone(one)),
+        _ => out.push(Arc::new(merge_overflow(parts, layout))),
+    }
+}
+
+fn merge_overflow(parts: &[&Arc<SeriesSnapshot>], layout: &Layout) -> SeriesSnapshot {
+    let mut out = SeriesSnapshot::clone(parts[0]);
     for p in &parts[1..] {
         out.requests_total += p.requests_total;
         out.errors_total += p.errors_total;
