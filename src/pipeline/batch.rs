@@ -750,7 +750,8 @@ impl<'a> SpanSink<'a> for Collector<'a, '_> {
                     let trace = <[u8; 16]>::try_from(span.trace_id)
                         .map(u128::from_be_bytes)
                         .unwrap_or(0);
-                    let target = Target::Trace(trace, resource.service());
+                    // Matched against entry spans' keys: the service label as written.
+                    let target = Target::Trace(trace, self.classifier.service_label(resource));
                     keep_usable(&mut self.evals, rules, &mut self.tally);
                     self.pending.extend(self.evals.iter().map(|e| (target, *e)));
                 } else if !self.evals.is_empty() {
@@ -1084,6 +1085,17 @@ mod tests {
         let (keys, tally) = flag_items(&body);
         assert_eq!(keys, ["a|GET /|f|on"]);
         assert_eq!(tally.flag_unattributed, 1);
+
+        // A service name longer than a label may be is cut in the series key; a child's
+        // evaluation still finds its entry span of that service.
+        let long = "s".repeat(300);
+        let body = flag_request(&[(
+            long.as_str(),
+            vec![(SERVER, 4, vec![]), (INTERNAL, 4, vec![on.clone()])],
+        )]);
+        let (keys, tally) = flag_items(&body);
+        assert_eq!(keys, [format!("{}|GET /|f|on", &long[..256])]);
+        assert_eq!(tally.flag_unattributed, 0);
 
         // One trace of 2,000 entry spans and 2,000 children each evaluating another flag:
         // at most two flag observations per span of the request, the rest counted.

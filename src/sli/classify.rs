@@ -458,6 +458,15 @@ impl Classifier {
         self.keys.len() - self.flag_slots.map_or(0, |s| s.len())
     }
 
+    /// The `service` label of the series keys of spans of `resource`, as written: the
+    /// service name cut to `max_label_bytes`.
+    pub fn service_label<'a>(&self, resource: &ResourceValues<'a>) -> &'a str {
+        key::truncated(
+            resource.service(),
+            self.cfg.max_label_bytes.min(u16::MAX as usize),
+        )
+    }
+
     /// The settings this classifier was built from.
     pub fn config(&self) -> &ClassifyConfig {
         &self.cfg
@@ -566,7 +575,7 @@ impl Classifier {
         let lookup = |i: usize| value(&slots, resource, i);
 
         let max = self.cfg.max_label_bytes;
-        key::push_label(key_buf, resource.service(), max);
+        key::push_label(key_buf, self.service_label(resource), max);
         let attributed = self.write_feature(span.name, &lookup, key_buf)
             && !resource.service().starts_with("unknown_service");
         for &d in &self.dims {
