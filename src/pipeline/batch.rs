@@ -679,12 +679,12 @@ impl Collector<'_, '_> {
         ) else {
             return;
         };
-        let trace = u128::from_be_bytes(trace);
+        let (bytes, trace) = (trace, u128::from_be_bytes(trace));
         let parent = <[u8; 8]>::try_from(span.parent_span_id).map_or(0, u64::from_be_bytes);
         let shard = match self.last_trace {
             Some((last, shard)) if last == trace => shard,
             _ => {
-                let shard = shard_of(key::hash_key(&trace.to_be_bytes()), self.batches.len());
+                let shard = shard_of(key::hash_key(&bytes), self.batches.len());
                 self.last_trace = Some((trace, shard));
                 shard
             }
