@@ -17,7 +17,7 @@
 use crate::sli::classify::{Observation, SpanIds};
 use crate::sli::key;
 use crate::sli::series::{SeriesSettings, SeriesSnapshot, SeriesTable};
-use std::collections::HashMap;
+use hashbrown::{Equivalent, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -69,6 +69,17 @@ impl FlagOverflow {
 /// A flag: its service and key.
 type FlagId = (Box<str>, Box<str>);
 
+/// A (service, flag) looked up without copying it into a [`FlagId`]; it hashes as the
+/// `FlagId` it equals does (a tuple's fields in order).
+#[derive(Hash)]
+struct FlagRef<'a>(&'a str, &'a str);
+
+impl Equivalent<FlagId> for FlagRef<'_> {
+    fn equivalent(&self, id: &FlagId) -> bool {
+        *self.0 == *id.0 && *self.1 == *id.1
+    }
+}
+
 /// One shard's flag series.
 pub struct FlagTable {
     series: SeriesTable,
@@ -116,7 +127,7 @@ impl FlagTable {
             return;
         };
         let limits = &*self.limits;
-        let id = (Box::<str>::from(service), Box::<str>::from(flag));
+        let id = FlagRef(service, flag);
         let new_flag = !self.flags.contains_key(&id);
         if new_flag {
             let admitted = limits
@@ -129,8 +140,11 @@ impl FlagTable {
                 self.overflow.flags += 1;
                 return;
             }
+            self.flags.insert((service.into(), flag.into()), Vec::new());
         }
-        let variants = self.flags.entry(id.clone()).or_default();
+        let Some(variants) = self.flags.get_mut(&id) else {
+            return;
+        };
         let before = self.series.overflow_spans();
         let mut new_variant = false;
         if variants.iter().any(|v| **v == *variant) || variant == OVERFLOW_VARIANT {
@@ -158,9 +172,7 @@ impl FlagTable {
                 self.flags.remove(&id);
                 limits.active.fetch_sub(1, Ordering::Relaxed);
             } else if new_variant {
-                if let Some(v) = self.flags.get_mut(&id) {
-                    v.pop();
-                }
+                variants.pop();
             }
         }
     }
