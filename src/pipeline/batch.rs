@@ -484,11 +484,12 @@ impl Collector<'_, '_> {
             let Some(variant) = eval.variant else {
                 continue;
             };
-            // The flag label as the series key holds it (cut, invalid UTF-8 replaced).
+            // The flag label encoded as the series key holds it (cut, invalid UTF-8
+            // replaced): two labels are equal when their encodings are.
             let start = labels.len();
+            let v = key::begin_label(&mut labels);
             render(AnyValueRef::Str(eval.key), &mut labels);
-            let cut = key::truncated_bytes(&labels[start..], max);
-            labels.truncate(start + cut);
+            key::finish_label(&mut labels, v, max);
             let label = &labels[start..];
             if written
                 .iter()
@@ -519,8 +520,8 @@ impl Collector<'_, '_> {
             route.clear();
             route.extend_from_slice(buf.get(..service_len(&buf)).unwrap_or(&[]));
             let label = labels.get(start..).unwrap_or_default();
-            key::push_label_bytes(&mut route, label);
-            key::push_label_bytes(&mut buf, label);
+            route.extend_from_slice(label);
+            buf.extend_from_slice(label);
             let v = key::begin_label(&mut buf);
             render(variant, &mut buf);
             key::finish_label(&mut buf, v, max);

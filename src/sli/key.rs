@@ -59,29 +59,6 @@ pub fn finish_label(buf: &mut Vec<u8>, start: usize, max_bytes: usize) {
     }
 }
 
-/// Appends one label whose bytes were already cut to length (at most `u16::MAX` are kept).
-#[inline]
-pub fn push_label_bytes(buf: &mut Vec<u8>, value: &[u8]) {
-    let v = value
-        .get(..value.len().min(u16::MAX as usize))
-        .unwrap_or(value);
-    buf.extend_from_slice(&(v.len() as u16).to_le_bytes());
-    buf.extend_from_slice(v);
-}
-
-/// Where to cut the UTF-8 `value` to keep at most `max_bytes` (at a character boundary;
-/// bytes that are not UTF-8 are cut at `max_bytes`).
-pub fn truncated_bytes(value: &[u8], max_bytes: usize) -> usize {
-    let max = max_bytes.min(u16::MAX as usize);
-    if value.len() <= max {
-        return value.len();
-    }
-    match std::str::from_utf8(value) {
-        Ok(s) => floor_char_boundary(s, max),
-        Err(_) => value.len().min(max),
-    }
-}
-
 /// `value` cut to at most `max_bytes` at a character boundary.
 pub fn truncated(value: &str, max_bytes: usize) -> &str {
     &value[..floor_char_boundary(value, max_bytes)]
