@@ -95,10 +95,7 @@ fn main() -> Result<(), String> {
     })
     .map_err(|e| e.to_string())?;
     // The defaults of `flags:`: every key, child spans' evaluations attributed.
-    let rules = FlagRules {
-        allow: Vec::new(),
-        child_spans: true,
-    };
+    let rules = FlagRules::default();
     let mut spans = 0u64;
     match workload.as_str() {
         "scan" => {

@@ -928,10 +928,7 @@ mod tests {
             out.extend(payload);
             out
         };
-        let rules = FlagRules {
-            allow: Vec::new(),
-            child_spans: true,
-        };
+        let rules = FlagRules::default();
         for flags in [false, true] {
             let c = Classifier::new(ClassifyConfig {
                 flags,
@@ -1009,10 +1006,7 @@ mod tests {
             ..ClassifyConfig::default()
         })
         .expect("rules");
-        let rules = FlagRules {
-            allow: Vec::new(),
-            child_spans: true,
-        };
+        let rules = FlagRules::default();
         let mut col = super::Collector::new(&c, 2).with_flags(Some(&rules));
         scan_traces(body, &mut col).expect("valid");
         col.finish();

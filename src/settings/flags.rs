@@ -60,7 +60,7 @@ pub fn flags(raw: RawFlags) -> Result<Option<FlagOptions>, ConfigError> {
                 .iter()
                 .map(|k| k.as_bytes().to_vec().into_boxed_slice())
                 .collect(),
-            child_spans: raw.child_spans.unwrap_or(true),
+            child_spans: raw.child_spans.unwrap_or(FlagRules::default().child_spans),
         },
         max_flags,
         max_variants,

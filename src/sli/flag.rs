@@ -39,13 +39,23 @@ pub const VARIANT: [&str; 3] = [
 pub const VALUE: &str = "feature_flag.result.value";
 
 /// Which evaluations count, and toward which requests.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct FlagRules {
     /// Only these flag keys (empty: every key, up to the pipeline's caps).
     pub allow: Vec<Box<[u8]>>,
     /// Evaluations recorded on other spans of a request (not its entry span) count toward
     /// the request when its entry span arrives in the same export request.
     pub child_spans: bool,
+}
+
+impl Default for FlagRules {
+    /// The defaults of the `flags:` section: every key, child spans' evaluations attributed.
+    fn default() -> Self {
+        Self {
+            allow: Vec::new(),
+            child_spans: true,
+        }
+    }
 }
 
 impl FlagRules {
