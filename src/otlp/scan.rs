@@ -1014,7 +1014,7 @@ fn parse_span<'a>(mut c: Cursor<'a>, s: &mut SpanView<'a>) -> Result<(), ScanErr
     }
     if events_left != 0 {
         s.events = EventsRef {
-            span: msg.get(msg.len() - events_left..).unwrap_or_default(),
+            span: between(msg, events_left, 0),
         };
     }
     Ok(())

@@ -41,13 +41,9 @@ impl AttrKeys {
     }
 
     /// How many keys there are.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.keys.len()
-    }
-
-    /// True without keys.
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
     }
 
     /// The slot of `key`, if it is one of the keys.
