@@ -240,8 +240,11 @@ pub struct Collector<'a, 'c> {
     flag_rules: Option<&'c FlagRules>,
     /// The flag evaluations of the current span.
     evals: Vec<FlagEval<'a>>,
-    /// Flag evaluations waiting for the end of the request.
-    pending: Vec<(Target<'a>, FlagEval<'a>)>,
+    /// Entry spans' own evaluations, waiting for the end of the request.
+    entry_evals: Vec<(EntryRef, FlagEval<'a>)>,
+    /// Evaluations on other spans, waiting for the end of the request: each counts toward
+    /// the entry spans of its (trace, service label) in the request.
+    child_evals: Vec<(u128, &'a str, FlagEval<'a>)>,
     /// Flag keys already in a batch, as (hash, start, len).
     flag_seen: HashTable<(u64, u32, u32)>,
     /// Entry spans the request is expected to hold ([`Collector::with_size_hint`]).
@@ -256,15 +259,6 @@ pub struct Collector<'a, 'c> {
 struct EntryRef {
     shard: u32,
     item: u32,
-}
-
-/// What a flag evaluation counts toward.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Target<'a> {
-    /// This entry span.
-    Entry(EntryRef),
-    /// The entry spans of this trace and service (the child span's) in the request.
-    Trace(u128, &'a str),
 }
 
 /// Most flags one request counts under (its entry span's own and its children's
@@ -295,7 +289,8 @@ impl<'a, 'c> Collector<'a, 'c> {
             tally: Tally::default(),
             flag_rules: None,
             evals: Vec::new(),
-            pending: Vec::new(),
+            entry_evals: Vec::new(),
+            child_evals: Vec::new(),
             flag_seen: HashTable::new(),
             entries_hint: 16,
             last_trace: None,
@@ -376,7 +371,7 @@ impl Collector<'_, '_> {
         if self.track_traces {
             self.flush_invalid();
         }
-        if !self.pending.is_empty() {
+        if !self.entry_evals.is_empty() || !self.child_evals.is_empty() {
             self.finish_flags();
         }
     }
@@ -386,29 +381,17 @@ impl Collector<'_, '_> {
     /// the other spans of its trace and service in wire order; at most
     /// [`MAX_FLAGS_PER_REQUEST`] per request and two per span of the export request.
     fn finish_flags(&mut self) {
-        let mut pending = std::mem::take(&mut self.pending);
-        // The entry spans' own evaluations first, in wire order (a stable sort).
-        pending.sort_by_key(|(t, _)| matches!(t, Target::Trace(..)));
+        // The entry spans' own evaluations first, in wire order.
+        let mut resolved = std::mem::take(&mut self.entry_evals);
         // Other spans' evaluations: the first per (trace, service, flag) is all that can
         // count, so a trace cannot multiply them.
-        let first_child = pending
-            .iter()
-            .position(|(t, _)| matches!(t, Target::Trace(..)))
-            .unwrap_or(pending.len());
-        let mut children = pending.split_off(first_child);
-        if !children.is_empty() {
-            children.sort_by(|a, b| child_key(a).cmp(&child_key(b)));
-            children.dedup_by(|a, b| child_key(a) == child_key(b));
-        }
+        let mut children = std::mem::take(&mut self.child_evals);
+        children.sort_by(|a, b| (a.0, a.1, a.2.key).cmp(&(b.0, b.1, b.2.key)));
+        children.dedup_by(|a, b| (a.0, a.1, a.2.key) == (b.0, b.1, b.2.key));
         // The entry spans of those traces, found among the request's items (rare: most
         // evaluations are on entry spans).
-        let mut by_trace: hashbrown::HashMap<u128, Vec<EntryRef>> = children
-            .iter()
-            .filter_map(|(t, _)| match t {
-                Target::Trace(t, _) => Some((*t, Vec::new())),
-                Target::Entry(_) => None,
-            })
-            .collect();
+        let mut by_trace: hashbrown::HashMap<u128, Vec<EntryRef>> =
+            children.iter().map(|(t, _, _)| (*t, Vec::new())).collect();
         if !by_trace.is_empty() {
             for (shard, b) in self.batches.iter().enumerate() {
                 for (item, i) in b.items.iter().enumerate() {
@@ -424,17 +407,7 @@ impl Collector<'_, '_> {
         }
         let budget =
             (FLAG_OBSERVATIONS_PER_SPAN * self.tally.spans as usize).max(MAX_FLAGS_PER_REQUEST);
-        let mut resolved: Vec<(EntryRef, FlagEval<'_>)> = pending
-            .iter()
-            .filter_map(|(t, e)| match t {
-                Target::Entry(entry) => Some((*entry, *e)),
-                Target::Trace(..) => None,
-            })
-            .collect();
-        for (target, eval) in children {
-            let Target::Trace(trace, service) = target else {
-                continue;
-            };
+        for (trace, service, eval) in children {
             let of_service = |e: &&EntryRef| {
                 self.batches
                     .get(e.shard as usize)
@@ -611,14 +584,6 @@ fn store_key(
     Some((start, len))
 }
 
-/// What makes a child span's evaluation distinct: its trace, service and flag.
-fn child_key<'a>((t, e): &(Target<'a>, FlagEval<'a>)) -> (u128, &'a str, &'a [u8]) {
-    match t {
-        Target::Trace(trace, service) => (*trace, *service, e.key),
-        Target::Entry(_) => (0, "", e.key),
-    }
-}
-
 /// Drops the evaluations that cannot count (no variant, a key outside `flags.keys`) from
 /// `evals`, counting them.
 fn keep_usable(evals: &mut Vec<FlagEval<'_>>, rules: &FlagRules, tally: &mut Tally) {
@@ -752,9 +717,10 @@ impl<'a> SpanSink<'a> for Collector<'a, '_> {
                         .map(u128::from_be_bytes)
                         .unwrap_or(0);
                     // Matched against entry spans' keys: the service label as written.
-                    let target = Target::Trace(trace, self.classifier.service_label(resource));
+                    let service = self.classifier.service_label(resource);
                     keep_usable(&mut self.evals, rules, &mut self.tally);
-                    self.pending.extend(self.evals.iter().map(|e| (target, *e)));
+                    self.child_evals
+                        .extend(self.evals.iter().map(|e| (trace, service, *e)));
                 } else if !self.evals.is_empty() {
                     keep_usable(&mut self.evals, rules, &mut self.tally);
                 }
@@ -810,13 +776,13 @@ impl<'a> SpanSink<'a> for Collector<'a, '_> {
                         shard: shard_of(hash, n) as u32,
                         item: at,
                     };
-                    if self.pending.capacity() == 0 {
+                    if self.entry_evals.capacity() == 0 {
                         // Room for an evaluation per entry span of the request.
-                        self.pending
+                        self.entry_evals
                             .reserve(self.entries_hint.max(self.evals.len()));
                     }
-                    self.pending
-                        .extend(self.evals.iter().map(|e| (Target::Entry(entry), *e)));
+                    self.entry_evals
+                        .extend(self.evals.iter().map(|e| (entry, *e)));
                 }
             }
         }
