@@ -30,7 +30,7 @@ const BUDGETS: [(&str, u64, u64); 5] = [
     // as they are batched, so the shard need not regroup them: 1,116 before.)
     ("collect", 1_180, 1_126),
     // `collect` where every entry span carries one `feature_flag.evaluation` event: each
-    // adds a flag observation of its request (about 1,900 instructions per flagged entry
+    // adds a flag observation of its request (about 1,800 instructions per flagged entry
     // span: the event read and validated, the flag key built, hashed and batched).
     ("collect_flags", 1_680, 1_566),
     // Recording the entry spans' observations into the series table (per span of the
