@@ -5,7 +5,7 @@
 //!
 //! Two generations of an open-addressing table of fingerprints. New fingerprints go into
 //! the current one; lookups see both. The current generation is retired (the older one is
-//! cleared and the roles swap) when it is three quarters full or older than the window, so
+//! cleared and the roles swap) when it is half full or older than the window, so
 //! a fingerprint is remembered for at least one window unless the rate fills a generation
 //! sooner. A generation that filled before its window had passed makes the next one twice
 //! as large, up to `max_bytes / 2` each: the memory follows the span rate and never exceeds
@@ -64,7 +64,7 @@ impl Generation {
     }
 
     fn full(&self) -> bool {
-        self.len * 4 >= self.buckets.len() * SLOTS * 3
+        self.len * 2 >= self.buckets.len() * SLOTS
     }
 
     /// Probes for `fp` from bucket `home`.
@@ -72,7 +72,7 @@ impl Generation {
     fn probe(&self, fp: u64, home: u64) -> Probe {
         let mask = self.buckets.len().wrapping_sub(1);
         let mut bucket = (home as usize) & mask;
-        // Never more than three quarters full, so an empty slot ends the probe; the bound
+        // Never more than half full, so an empty slot ends the probe; the bound
         // only keeps an empty (never allocated) generation from looping.
         for _ in 0..self.buckets.len() {
             let Some(b) = self.buckets.get(bucket) else {
@@ -243,7 +243,7 @@ impl Recent {
             at = self.current.probe(found.key.fp, found.key.home).pos;
         }
         at = self.current.put(at, found.key.fp);
-        // At most [`MAX_GROUP`] keys past three quarters of the table: it never fills.
+        // At most [`MAX_GROUP`] keys past half of the table: it never fills.
         for key in more.take(MAX_GROUP - 1) {
             debug_assert_eq!(key.home, found.key.home);
             at = self.current.put(at + 1, key.fp);
@@ -343,13 +343,13 @@ mod tests {
     #[test]
     fn a_trace_given_again_takes_no_more_room_and_big_traces_spill_into_later_buckets() {
         let mut r = Recent::new(30 * SEC, 1 << 20, 0);
-        // 40 traces of 1 + 60 keys in 512 buckets of 8: most spill over several buckets.
-        for t in 1..=40u128 {
+        // 30 traces of 1 + 60 keys in 512 buckets of 8: most spill over several buckets.
+        for t in 1..=30u128 {
             remember(&mut r, 0, t, 60);
         }
         let len = r.current.len;
-        assert_eq!(len, 40 * 61);
-        for t in 1..=40u128 {
+        assert_eq!(len, 30 * 61);
+        for t in 1..=30u128 {
             remember(&mut r, 0, t, 60);
             for s in 0..=60u64 {
                 assert!(r.contains(key(t, s)), "trace {t} span {s}");
@@ -358,7 +358,7 @@ mod tests {
         }
         assert_eq!(r.current.len, len, "the same keys again take no slot");
         // A trace's keys probe from its bucket: a span of another trace is not found there.
-        assert!(!r.contains(key(41, 1)));
+        assert!(!r.contains(key(31, 1)));
     }
 
     #[test]
