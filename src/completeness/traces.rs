@@ -200,6 +200,8 @@ pub struct TraceTracker {
     deadlines: VecDeque<Due>,
     /// Approximate bytes of `traces` and `deadlines`.
     table_bytes: usize,
+    /// What `table_bytes` may reach: the byte budget less the most `recent` can hold.
+    table_budget: usize,
     recent: Recent,
     stats: TrackerStats,
     /// The traces of the batch being observed ([`Self::observe_spans`]); reused.
@@ -209,12 +211,14 @@ pub struct TraceTracker {
 impl TraceTracker {
     /// An empty tracker.
     pub fn new(cfg: TrackerConfig) -> Self {
+        let recent = Recent::new(cfg.timeout_nanos, cfg.max_bytes / 2, 0);
         Self {
             cfg,
             traces: HashTable::new(),
             deadlines: VecDeque::new(),
             table_bytes: 0,
-            recent: Recent::new(cfg.timeout_nanos, cfg.max_bytes / 2, 0),
+            table_budget: cfg.max_bytes.saturating_sub(recent.max_bytes()),
+            recent,
             stats: TrackerStats::default(),
             batch_traces: Vec::new(),
         }
@@ -418,9 +422,9 @@ impl TraceTracker {
     }
 
     /// Drops the oldest waiting traces, unjudged and counted, while the table is over its
-    /// half of the byte budget.
+    /// part of the byte budget (what the fingerprints cannot take).
     fn keep_within_budget(&mut self) {
-        while self.table_bytes > self.cfg.max_bytes / 2 && !self.traces.is_empty() {
+        while self.table_bytes > self.table_budget && !self.traces.is_empty() {
             self.evict_oldest();
         }
     }
@@ -744,7 +748,8 @@ mod tests {
         let s = t.stats();
         assert!(s.evicted_traces > 0);
         assert_eq!(s.evicted_traces + t.len() as u64, 100_000);
-        assert!(t.table_bytes <= budget / 2, "{}", t.table_bytes);
+        assert!(t.table_bytes <= t.table_budget, "{}", t.table_bytes);
+        assert!(t.table_budget < budget / 2);
         assert!(t.bytes() <= budget, "{} > {budget}", t.bytes());
         // The newest are kept, the oldest went first.
         let has = |t: &TraceTracker, id: u128| t.traces.find(hash_of(id), |w| w.id == id).is_some();
