@@ -13,8 +13,9 @@
 //! arriving later (a late child, another service's spans of the same trace) find their
 //! parent and root. The table holds only traces still waiting for a parent or a root.
 //!
-//! Memory is bounded by a byte budget (`max_bytes`: half for the table of waiting traces,
-//! counted approximately, half for the fingerprints), by `max_traces` and by
+//! Memory is bounded by a byte budget (`max_bytes`: half for the fingerprint tables, the
+//! other half, less the tables' filters, for the table of waiting traces, counted
+//! approximately), by `max_traces` and by
 //! `max_spans_per_trace`; whatever is dropped early is counted, never silently lost.
 //!
 //! Rule for "the parent should be here": the span has a parent and that parent is not
@@ -200,7 +201,8 @@ pub struct TraceTracker {
     deadlines: VecDeque<Due>,
     /// Approximate bytes of `traces` and `deadlines`.
     table_bytes: usize,
-    /// What `table_bytes` may reach: the byte budget less the most `recent` can hold.
+    /// What `table_bytes` may reach: half the byte budget less what the fingerprint
+    /// tables' filters may hold (the tables have the other half).
     table_budget: usize,
     recent: Recent,
     stats: TrackerStats,
@@ -217,7 +219,7 @@ impl TraceTracker {
             traces: HashTable::new(),
             deadlines: VecDeque::new(),
             table_bytes: 0,
-            table_budget: cfg.max_bytes.saturating_sub(recent.max_bytes()),
+            table_budget: (cfg.max_bytes / 2).saturating_sub(recent.max_filter_bytes()),
             recent,
             stats: TrackerStats::default(),
             batch_traces: Vec::new(),
@@ -738,7 +740,7 @@ mod tests {
     }
 
     #[test]
-    fn waiting_traces_stay_within_their_half_of_the_byte_budget() {
+    fn waiting_traces_stay_within_their_part_of_the_byte_budget() {
         let budget = 1 << 20;
         let mut t = tracker_with(budget);
         for i in 0..100_000u64 {
