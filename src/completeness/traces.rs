@@ -3,8 +3,8 @@
 //! with spans here, no root, and no remote parent that explains it).
 //!
 //! Plain synchronous state driven by the caller's clock: [`TraceTracker::observe_spans`]
-//! for a batch's spans grouped by trace ([`super::spans`]), or
-//! [`TraceTracker::observe_trace`] for one trace's; [`TraceTracker::expire`] on a tick.
+//! for a batch's spans grouped by trace ([`super::spans`]); [`TraceTracker::expire`] on a
+//! tick.
 //!
 //! Most traces can be judged the moment they arrive: a request's spans usually come in
 //! one export, with their root (or the entry span whose parent is remote) and every local
@@ -33,22 +33,6 @@ use std::collections::VecDeque;
 pub const FLAG_HAS_IS_REMOTE: u32 = 0x100;
 /// `SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK`.
 pub const FLAG_IS_REMOTE: u32 = 0x200;
-
-/// One span with its trace id, for callers that track spans one trace at a time
-/// ([`TraceTracker::observe_trace`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SpanFacts {
-    /// Trace id (16 bytes, big-endian).
-    pub trace_id: u128,
-    /// Span id.
-    pub span_id: u64,
-    /// Parent span id; `None` for a root span.
-    pub parent: Option<u64>,
-    /// The parent runs elsewhere (see the module rule).
-    pub parent_remote: bool,
-    /// Caller's id for the span's service (reported back in gaps).
-    pub service: u32,
-}
 
 /// Decides whether a span's parent is remote, from its flags and kind.
 pub fn parent_is_remote(flags: u32, kind: i32) -> bool {
@@ -223,31 +207,6 @@ impl TraceTracker {
             recent,
             stats: TrackerStats::default(),
             batch_traces: Vec::new(),
-        }
-    }
-
-    /// Records one span seen at `now` (Unix nanoseconds).
-    pub fn observe(&mut self, now: u64, span: SpanFacts) {
-        self.observe_trace(now, std::slice::from_ref(&span));
-    }
-
-    /// Records spans of one trace that arrived together at `now` (Unix nanoseconds): all
-    /// of `spans` must have the trace id of the first.
-    pub fn observe_trace(&mut self, now: u64, spans: &[SpanFacts]) {
-        let mut one = TraceSpans::default();
-        let services: Vec<u32> = spans.iter().map(|s| s.service).collect();
-        for (i, s) in spans.iter().enumerate() {
-            let link = SpanLink {
-                span_id: s.span_id,
-                parent: s.parent.unwrap_or(0),
-                service: i as u32,
-                parent_remote: s.parent_remote,
-            };
-            one.push(s.trace_id, link);
-        }
-        let first = one.groups().next().map(|(g, links)| (g.trace_id(), links));
-        if let Some((id, links)) = first {
-            self.observe_group(now, TraceRef::new(id), id, links, &services);
         }
     }
 
@@ -440,33 +399,34 @@ impl TraceTracker {
             }
             self.deadlines.pop_front();
             let id = due.id();
-            let hash = hash_of(id);
-            let Some(w) = self.traces.find(hash, |w| w.id == id) else {
+            let Ok(entry) = self.traces.find_entry(hash_of(id), |w| w.id == id) else {
                 continue; // evicted earlier
             };
-            let due = w.state.last_seen.saturating_add(self.cfg.timeout_nanos);
+            let due = entry
+                .get()
+                .state
+                .last_seen
+                .saturating_add(self.cfg.timeout_nanos);
             if due > now {
                 // Active since it was queued: judge it later.
                 self.deadlines.push_back(Due::new(due, id));
                 continue;
             }
-            if let Ok(entry) = self.traces.find_entry(hash, |w| w.id == id) {
-                let (Waiting { state: t, .. }, _) = entry.remove();
-                self.table_bytes = self.table_bytes.saturating_sub(t.bytes());
-                if !t.judged_before {
-                    self.stats.judged_traces += 1;
-                }
-                for &(_, service) in &t.waiting {
-                    report(TraceGap::Orphan { service });
-                }
-                if !t.rooted {
-                    report(TraceGap::MissingRoot {
-                        service: t.first_service,
-                        spans: u32::try_from(t.spans.len()).unwrap_or(u32::MAX),
-                    });
-                }
-                self.remember(now, TraceRef::new(id), t.rooted, t.spans.iter().copied());
+            let (Waiting { state: t, .. }, _) = entry.remove();
+            self.table_bytes = self.table_bytes.saturating_sub(t.bytes());
+            if !t.judged_before {
+                self.stats.judged_traces += 1;
             }
+            for &(_, service) in &t.waiting {
+                report(TraceGap::Orphan { service });
+            }
+            if !t.rooted {
+                report(TraceGap::MissingRoot {
+                    service: t.first_service,
+                    spans: u32::try_from(t.spans.len()).unwrap_or(u32::MAX),
+                });
+            }
+            self.remember(now, TraceRef::new(id), t.rooted, t.spans.iter().copied());
         }
     }
 
@@ -506,6 +466,45 @@ impl TraceTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One span with its trace id, as the tests write them.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    struct SpanFacts {
+        trace_id: u128,
+        span_id: u64,
+        /// `None` for a root span.
+        parent: Option<u64>,
+        parent_remote: bool,
+        /// Reported back in gaps.
+        service: u32,
+    }
+
+    impl TraceTracker {
+        /// Records one span seen at `now` (Unix nanoseconds).
+        fn observe(&mut self, now: u64, span: SpanFacts) {
+            self.observe_trace(now, std::slice::from_ref(&span));
+        }
+
+        /// Records spans of one trace that arrived together at `now`: all of `spans` must
+        /// have the trace id of the first.
+        fn observe_trace(&mut self, now: u64, spans: &[SpanFacts]) {
+            let mut one = TraceSpans::default();
+            let services: Vec<u32> = spans.iter().map(|s| s.service).collect();
+            for (i, s) in spans.iter().enumerate() {
+                let link = SpanLink {
+                    span_id: s.span_id,
+                    parent: s.parent.unwrap_or(0),
+                    service: i as u32,
+                    parent_remote: s.parent_remote,
+                };
+                one.push(s.trace_id, link);
+            }
+            let first = one.groups().next().map(|(g, links)| (g.trace_id(), links));
+            if let Some((id, links)) = first {
+                self.observe_group(now, TraceRef::new(id), id, links, &services);
+            }
+        }
+    }
 
     const SEC: u64 = 1_000_000_000;
 
