@@ -251,7 +251,7 @@ impl GapState {
             // Spans come grouped by resource, so a service's spans are counted per stretch.
             let mut stretch: (u32, u64) = (UNTRACKED, 0);
             for s in batch.spans.links() {
-                let service = remap.get(s.service as usize).copied().unwrap_or(UNTRACKED);
+                let service = id_of(s.service).unwrap_or(UNTRACKED);
                 if stretch.0 != service {
                     count_spans(&mut self.counts, stretch, now);
                     stretch = (service, 0);
@@ -265,10 +265,7 @@ impl GapState {
                 kept.clear();
                 for (group, links) in batch.spans.groups() {
                     for l in links {
-                        if remap
-                            .get(l.service as usize)
-                            .is_some_and(|&id| id != UNTRACKED)
-                        {
+                        if id_of(l.service).is_some() {
                             kept.push(group.trace_id(), *l);
                         } else {
                             self.untracked_services += 1;

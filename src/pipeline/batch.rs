@@ -91,14 +91,26 @@ pub struct MetricItem {
 impl Batch {
     /// Empties the batch, keeping its memory.
     pub fn clear(&mut self) {
-        self.keys.clear();
-        self.items.clear();
-        self.spans.clear();
-        self.services.clear();
-        self.signals.clear();
-        self.metric_points.clear();
-        self.flag_keys.clear();
-        self.flags.clear();
+        // Every field named: a new one must be cleared too, or a reused batch would carry
+        // one request's data into another.
+        let Batch {
+            keys,
+            items,
+            spans,
+            services,
+            signals,
+            metric_points,
+            flag_keys,
+            flags,
+        } = self;
+        keys.clear();
+        items.clear();
+        spans.clear();
+        services.clear();
+        signals.clear();
+        metric_points.clear();
+        flag_keys.clear();
+        flags.clear();
     }
 
     /// Bytes of memory the batch holds (its vectors' capacity and the service names).
@@ -386,8 +398,12 @@ impl Collector<'_, '_> {
         // Other spans' evaluations: the first per (trace, service, flag) is all that can
         // count, so a trace cannot multiply them.
         let mut children = std::mem::take(&mut self.child_evals);
-        children.sort_by(|a, b| (a.0, a.1, a.2.key).cmp(&(b.0, b.1, b.2.key)));
-        children.dedup_by(|a, b| (a.0, a.1, a.2.key) == (b.0, b.1, b.2.key));
+        fn key<'e>(c: &(u128, &'e str, FlagEval<'e>)) -> (u128, &'e str, &'e [u8]) {
+            (c.0, c.1, c.2.key)
+        }
+        // Stable, so the first of each in wire order is the one kept.
+        children.sort_by_key(key);
+        children.dedup_by(|a, b| key(a) == key(b));
         // The entry spans of those traces, found among the request's items (rare: most
         // evaluations are on entry spans).
         let mut by_trace: hashbrown::HashMap<u128, Vec<EntryRef>> =

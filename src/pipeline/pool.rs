@@ -46,12 +46,14 @@ impl BatchPool {
     }
 
     /// Batches waiting for reuse.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.free.len()
     }
 
     /// True when no batch waits for reuse.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.free.is_empty()
     }
 }
