@@ -64,7 +64,7 @@ mod common;
 use bytes::{Buf, BufMut, Bytes};
 use common::{
     encoded_requests, env_or, http_get, is_bench_run, metric_sum, server_command, server_ip,
-    thousands,
+    thousands, trace_id_offsets,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
@@ -490,25 +490,6 @@ impl Body {
 
 /// Requests sent so far, all phases: what makes each one's trace ids its own.
 static SENDS: AtomicU64 = AtomicU64::new(1);
-
-/// Offsets of every span's 16-byte trace id in an encoded request.
-fn trace_id_offsets(body: &[u8]) -> Vec<usize> {
-    use otel_sli::otlp::scan::{scan_traces, ResourceView, ScanError, SpanSink, SpanView};
-    struct Offsets<'b>(&'b [u8], Vec<usize>);
-    impl<'a> SpanSink<'a> for Offsets<'_> {
-        fn resource(&mut self, _: ResourceView<'a>) {}
-        fn span(&mut self, s: &SpanView<'a>) -> Result<(), ScanError> {
-            if s.trace_id.len() == 16 {
-                self.1
-                    .push(s.trace_id.as_ptr() as usize - self.0.as_ptr() as usize);
-            }
-            Ok(())
-        }
-    }
-    let mut o = Offsets(body, Vec::new());
-    scan_traces(body, &mut o).expect("the generated request scans");
-    o.1
-}
 
 struct Setup {
     server_pid: String,

@@ -41,8 +41,7 @@ mod common;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-use common::{env_or, is_bench_run, span_count, Encoded, START_UNIX_NANOS};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use common::{env_or, is_bench_run, span_count, trace_id_offsets, Encoded, START_UNIX_NANOS};
 use otel_sli::otlp::synth::{traces_request, Rng, Workload};
 use otel_sli::pipeline::{IngestError, Pipeline};
 use prost::Message;
@@ -90,7 +89,8 @@ fn requests(count: u64, flag_events: usize) -> (Vec<Encoded>, Vec<Vec<usize>>) {
             let (req, entries, _) =
                 traces_request(&w, &mut rng, 500, first + i * 100_000_000 % 240_000_000_000);
             let body = req.encode_to_vec();
-            let offsets = trace_id_offsets(&body, &req);
+            let offsets = trace_id_offsets(&body);
+            assert_eq!(offsets.len(), span_count(&req), "one trace id per span");
             let encoded = Encoded {
                 spans: span_count(&req),
                 body,
@@ -99,24 +99,6 @@ fn requests(count: u64, flag_events: usize) -> (Vec<Encoded>, Vec<Vec<usize>>) {
             (encoded, offsets)
         })
         .unzip()
-}
-
-/// Offsets in `body` (the encoding of `req`) of every span's 16-byte trace id: each
-/// `trace_id` field (tag 1, length 16) holding one of the request's trace ids.
-fn trace_id_offsets(body: &[u8], req: &ExportTraceServiceRequest) -> Vec<usize> {
-    let ids: std::collections::HashSet<&[u8]> = req
-        .resource_spans
-        .iter()
-        .flat_map(|rs| &rs.scope_spans)
-        .flat_map(|ss| &ss.spans)
-        .map(|s| s.trace_id.as_slice())
-        .collect();
-    let offsets: Vec<usize> = (0..body.len().saturating_sub(17))
-        .filter(|&i| body[i] == 0x0a && body[i + 1] == 16 && ids.contains(&body[i + 2..i + 18]))
-        .map(|i| i + 2)
-        .collect();
-    assert_eq!(offsets.len(), span_count(req), "one trace id per span");
-    offsets
 }
 
 /// Trace ids that differ from every earlier run's: the first 8 bytes of each trace id are

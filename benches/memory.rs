@@ -116,7 +116,12 @@ fn rss_bytes() -> usize {
 /// children each (the end-to-end workload's shape), and the spans it holds. With
 /// `children_first` the children arrive before their parent, so they wait for it.
 fn tracker(traces: usize, children_first: bool) -> (usize, usize) {
-    use otel_sli::completeness::traces::{SpanFacts, TraceTracker, TrackerConfig};
+    use otel_sli::completeness::spans::{SpanLink, TraceSpans};
+    use otel_sli::completeness::traces::{TraceTracker, TrackerConfig};
+    // Each span arrives on its own, through the scratch batch made before measuring.
+    let services: Vec<u32> = (0..10).collect();
+    let mut one = TraceSpans::default();
+    one.reserve(1);
     let (before, _) = live();
     let mut t = TraceTracker::new(TrackerConfig {
         timeout_nanos: 30_000_000_000,
@@ -128,22 +133,27 @@ fn tracker(traces: usize, children_first: bool) -> (usize, usize) {
     for i in 0..traces {
         let trace_id = (u128::from(rng.next_u64()) << 64) | i as u128;
         let root = rng.next_u64();
-        let span = |id: u64, parent: Option<u64>| SpanFacts {
-            trace_id,
-            span_id: id,
-            parent,
-            parent_remote: false,
-            service: (i % 10) as u32,
+        let mut observe = |span_id: u64, parent: u64| {
+            one.clear();
+            let service = (i % 10) as u32;
+            let link = SpanLink {
+                span_id,
+                parent,
+                service,
+                parent_remote: false,
+            };
+            one.push(trace_id, link);
+            t.observe_spans(1, &one, &services);
         };
-        let children: Vec<SpanFacts> = (0..3).map(|_| span(rng.next_u64(), Some(root))).collect();
+        let children: Vec<u64> = (0..3).map(|_| rng.next_u64()).collect();
         if !children_first {
-            t.observe(1, span(root, None));
+            observe(root, 0);
         }
         for c in children {
-            t.observe(1, c);
+            observe(c, root);
         }
         if children_first {
-            t.observe(1, span(root, None));
+            observe(root, 0);
         }
     }
     let (after, _) = live();

@@ -148,3 +148,22 @@ pub fn metric_sum(text: &str, name: &str, filter: &str) -> Option<f64> {
     }
     found
 }
+
+/// Offsets of every span's 16-byte trace id in an encoded request.
+pub fn trace_id_offsets(body: &[u8]) -> Vec<usize> {
+    use otel_sli::otlp::scan::{scan_traces, ResourceView, ScanError, SpanSink, SpanView};
+    struct Offsets<'b>(&'b [u8], Vec<usize>);
+    impl<'a> SpanSink<'a> for Offsets<'_> {
+        fn resource(&mut self, _: ResourceView<'a>) {}
+        fn span(&mut self, s: &SpanView<'a>) -> Result<(), ScanError> {
+            if s.trace_id.len() == 16 {
+                self.1
+                    .push(s.trace_id.as_ptr() as usize - self.0.as_ptr() as usize);
+            }
+            Ok(())
+        }
+    }
+    let mut o = Offsets(body, Vec::new());
+    scan_traces(body, &mut o).expect("the generated request scans");
+    o.1
+}
