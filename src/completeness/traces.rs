@@ -399,19 +399,19 @@ impl TraceTracker {
             }
             self.deadlines.pop_front();
             let id = due.id();
-            let Ok(entry) = self.traces.find_entry(hash_of(id), |w| w.id == id) else {
+            let hash = hash_of(id);
+            let Some(w) = self.traces.find(hash, |w| w.id == id) else {
                 continue; // evicted earlier
             };
-            let due = entry
-                .get()
-                .state
-                .last_seen
-                .saturating_add(self.cfg.timeout_nanos);
+            let due = w.state.last_seen.saturating_add(self.cfg.timeout_nanos);
             if due > now {
                 // Active since it was queued: judge it later.
                 self.deadlines.push_back(Due::new(due, id));
                 continue;
             }
+            let Ok(entry) = self.traces.find_entry(hash, |w| w.id == id) else {
+                continue;
+            };
             let (Waiting { state: t, .. }, _) = entry.remove();
             self.table_bytes = self.table_bytes.saturating_sub(t.bytes());
             if !t.judged_before {
