@@ -488,10 +488,9 @@ mod tests {
             self.observe_trace(now, std::slice::from_ref(&span));
         }
 
-        /// Records spans of one trace that arrived together at `now`: all of `spans` must
-        /// have the trace id of the first.
+        /// Records `spans` that arrived together at `now`, through the shards' entry point.
         fn observe_trace(&mut self, now: u64, spans: &[SpanFacts]) {
-            let mut one = TraceSpans::default();
+            let mut batch = TraceSpans::default();
             let services: Vec<u32> = spans.iter().map(|s| s.service).collect();
             for (i, s) in spans.iter().enumerate() {
                 let link = SpanLink {
@@ -500,12 +499,9 @@ mod tests {
                     service: i as u32,
                     parent_remote: s.parent_remote,
                 };
-                one.push(s.trace_id, link);
+                batch.push(s.trace_id, link);
             }
-            let first = one.groups().next().map(|(g, links)| (g.trace_id(), links));
-            if let Some((id, links)) = first {
-                self.observe_group(now, TraceRef::new(id), id, links, &services);
-            }
+            self.observe_spans(now, &batch, &services);
         }
     }
 
