@@ -7,7 +7,8 @@
 //! * `track/repeated_traces`: the same 2,000 batches again and again, so every trace is
 //!   found already remembered and its keys are met again rather than stored.
 //!
-//! `cargo bench --bench track [-- --warm-up-time 3 --measurement-time 5]`
+//! `cargo bench --bench track [-- --warm-up-time 3 --measurement-time 5]`; `TRACK_BUDGET_MIB`
+//! sets another budget for the tracker (the fingerprint tables get half of it).
 
 use criterion::{Criterion, Throughput};
 use otel_sli::completeness::spans::{SpanLink, TraceSpans};
@@ -41,11 +42,15 @@ fn batch(first: u64, out: &mut TraceSpans) {
 }
 
 fn gaps() -> GapState {
+    let mib: usize = std::env::var("TRACK_BUDGET_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
     GapState::new(Some(TraceTracker::new(TrackerConfig {
         timeout_nanos: 30_000_000_000,
         max_traces: 200_000,
         max_spans_per_trace: 1_000,
-        max_bytes: 64 << 20,
+        max_bytes: mib << 20,
     })))
 }
 

@@ -1,4 +1,4 @@
-//! What the trace tracker remembers of traces it has already judged: 64-bit fingerprints of
+//! What the trace tracker remembers of traces it has already judged: 32-bit fingerprints of
 //! their trace ids and span ids, so a span that arrives after its trace was judged (a late
 //! child, or another service's spans of the same trace) finds its parent and its root
 //! instead of being taken for an orphan of a rootless trace.
@@ -9,23 +9,29 @@
 //! a fingerprint is remembered for at least one window unless the rate fills a generation
 //! sooner. A generation that filled before its window had passed makes the next one twice
 //! as large, up to `max_bytes / 2` each: the memory follows the span rate and the tables
-//! never exceed the budget (their filters, below, take 1/64 more). Generations retired
+//! never exceed the budget (their filters, below, take 1/32 more). Generations retired
 //! early because they were full are counted.
 //!
-//! The table is made of 64-byte buckets (one cache line), and every fingerprint of a
-//! trace starts its probe at the trace's bucket: judging a trace on arrival touches one
-//! line per generation, where a probe start per span touched one line per span. Tables
-//! far larger than the caches made those misses most of the tracking cost. A bucket
-//! fills from its first slot and nothing is ever removed from a generation (it is cleared
-//! whole), so an empty slot ends every probe.
+//! The table is made of 32-byte buckets (half a cache line) of eight 32-bit fingerprints,
+//! and every fingerprint of a trace starts its probe at the trace's bucket: judging a trace
+//! on arrival touches one line per generation, where a probe start per span touched one
+//! line per span. Tables far larger than the caches made those misses most of the tracking
+//! cost. A bucket fills from its first slot and nothing is ever removed from a generation
+//! (it is cleared whole), so an empty slot ends every probe.
 //!
 //! Each generation keeps a Bloom filter of the traces with keys in it ([`TraceFilter`],
-//! 1/64 of its table). Every new trace must be looked for in the older generation, and
+//! 1/32 of its table). Every new trace must be looked for in the older generation, and
 //! most are not there: the filter answers that from a word that stays in the caches.
 //!
-//! Exact for what is stored (a false match needs two 64-bit fingerprints to collide).
+//! A key that was never stored is taken for a stored one only if its 32-bit fingerprint
+//! equals one of the filled slots its probe reads (at most 8, rarely more): less than once
+//! in 500 million lookups. Such a span would be taken to have a parent it lacks, so a false
+//! match costs one orphan left unreported in hundreds of millions of lookups. What it buys
+//! is twice as many traces remembered in the same bytes (64-bit fingerprints before): a
+//! trace's five keys (4 spans and the trace) take 20 bytes of its bucket rather than 40, so
+//! the same window of judged traces takes half the memory and half the cache.
 
-/// Fingerprints per bucket: 8 × 8 bytes, one cache line.
+/// Fingerprints per bucket: 8 × 4 bytes, half a cache line.
 const SLOTS: usize = 8;
 
 /// Buckets of a generation when it is first made.
@@ -36,10 +42,10 @@ const INITIAL_BUCKETS: usize = 1 << 9;
 pub const MAX_GROUP: usize = 128;
 const _: () = assert!(MAX_GROUP <= INITIAL_BUCKETS * SLOTS / 4);
 
-/// One bucket, aligned to its cache line.
+/// One bucket, aligned so that it never straddles two cache lines.
 #[derive(Clone, Copy, Debug, Default)]
-#[repr(align(64))]
-struct Bucket([u64; SLOTS]);
+#[repr(align(32))]
+struct Bucket([u32; SLOTS]);
 
 /// Where a probe ended: the position (bucket × [`SLOTS`] + slot) of the fingerprint, or of
 /// the first empty slot.
@@ -85,7 +91,7 @@ impl Generation {
 
     /// Probes for `fp` from bucket `home`.
     #[inline]
-    fn probe(&self, fp: u64, home: u64) -> Probe {
+    fn probe(&self, fp: u32, home: u64) -> Probe {
         let mask = self.buckets.len().wrapping_sub(1);
         let mut bucket = (home as usize) & mask;
         // Never more than half full, so an empty slot ends the probe; the bound
@@ -110,7 +116,7 @@ impl Generation {
         }
     }
 
-    fn contains(&self, fp: u64, home: u64) -> bool {
+    fn contains(&self, fp: u32, home: u64) -> bool {
         self.probe(fp, home).found
     }
 
@@ -124,7 +130,7 @@ impl Generation {
     /// first, and returns its position. Keys of one trace are stored one after another in
     /// its probe, so a trace's keys given again in the same order are each met at once.
     #[inline]
-    fn put(&mut self, mut pos: usize, fp: u64) -> usize {
+    fn put(&mut self, mut pos: usize, fp: u32) -> usize {
         let mask = (self.buckets.len() * SLOTS).wrapping_sub(1);
         // The slot after the last one is the first.
         pos &= mask;
@@ -155,9 +161,9 @@ const FILTER_BITS_PER_BUCKET: usize = 8;
 /// A Bloom filter of the traces with keys in a generation, one 64-bit word per lookup with
 /// two bits set per trace. A trace it has not seen is not looked for in the generation's
 /// table: a lookup of a new trace in the older generation (every new trace's) then reads a
-/// word of a table 64 times smaller than the generation, which stays in the caches,
+/// word of a table 32 times smaller than the generation, which stays in the caches,
 /// instead of a bucket that mostly does not. No false negatives; a false positive costs
-/// the probe that would have happened anyway. At half full a generation holds about 0.8
+/// the probe that would have happened anyway. At half full a generation holds about 1.6
 /// 4-span traces per bucket: 10 bits per trace, a few false positives in a hundred.
 #[derive(Debug)]
 struct TraceFilter {
@@ -219,7 +225,7 @@ pub struct Found {
 /// A remembered span (or trace): see [`TraceRef::key`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Key {
-    fp: u64,
+    fp: u32,
     home: u64,
 }
 
@@ -253,14 +259,14 @@ impl TraceRef {
     /// The key of span `span_id` of this trace (span id 0, never a valid span id, stands
     /// for the trace itself).
     ///
-    /// The fingerprint is the trace's hash with the span id multiplied in by an odd
-    /// constant: distinct for distinct spans of one trace (the product is a bijection),
-    /// and for keys of two traces equal only with the chance of two random 64-bit values.
-    /// The span id needs no mixing of its own, as every key of a trace probes from the
-    /// trace's bucket.
+    /// The fingerprint is the high half of the trace's hash with the span id multiplied
+    /// in by an odd constant (whose high half depends on every bit of the span id), while
+    /// the bucket comes from the hash's low bits: two keys share a fingerprint with the
+    /// chance of two random 32-bit values. The span id needs no mixing of its own, as every
+    /// key of a trace probes from the trace's bucket.
     #[inline]
     pub fn key(self, span_id: u64) -> Key {
-        let fp = self.home ^ span_id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let fp = ((self.home ^ span_id.wrapping_mul(0x9e37_79b9_7f4a_7c15)) >> 32) as u32;
         // 0 marks an empty slot.
         Key {
             fp: fp.max(1),
@@ -281,9 +287,9 @@ pub struct Recent {
 
 impl Recent {
     /// Remembers for at least `window` nanoseconds, in tables of at most `max_bytes`
-    /// (their filters take 1/64 more: [`Self::max_bytes`]).
+    /// (their filters take 1/32 more: [`Self::max_bytes`]).
     pub fn new(window: u64, max_bytes: usize, now: u64) -> Self {
-        // Two generations of 64-byte buckets.
+        // Two generations of 32-byte buckets.
         let max_buckets = (max_bytes / (2 * std::mem::size_of::<Bucket>())).max(INITIAL_BUCKETS);
         let max_buckets = if max_buckets.is_power_of_two() {
             max_buckets
@@ -345,7 +351,7 @@ impl Recent {
     pub fn warm(&self, traces: impl Iterator<Item = TraceRef>) {
         let (cur, prev) = (&self.current.buckets, &self.previous.buckets);
         let (cur_mask, prev_mask) = (cur.len().wrapping_sub(1), prev.len().wrapping_sub(1));
-        let mut acc = 0u64;
+        let mut acc = 0u32;
         for t in traces {
             let home = t.home as usize;
             acc ^= cur.get(home & cur_mask).map_or(0, |b| b.0[0]);
@@ -461,13 +467,13 @@ mod tests {
         let mut g = Generation::new(4, 0);
         let mut at = g.probe(1, 3).pos;
         assert_eq!(at, 3 * SLOTS);
-        for fp in 1..=SLOTS as u64 {
+        for fp in 1..=SLOTS as u32 {
             at = g.put(at, fp) + 1;
         }
         // The last bucket is full: the next key of its probe goes to the first slot, and
         // is found from the last bucket.
         assert_eq!(g.put(at, 99), 0);
-        assert!((1..=SLOTS as u64).all(|fp| g.contains(fp, 3)));
+        assert!((1..=SLOTS as u32).all(|fp| g.contains(fp, 3)));
         assert!(g.contains(99, 3));
         assert!(!g.contains(100, 3));
         assert_eq!(g.len, SLOTS + 1);
@@ -544,16 +550,16 @@ mod tests {
 
     #[test]
     fn a_high_rate_grows_the_generations_up_to_the_budget_and_no_further() {
-        let budget = 1 << 20; // 64 Ki slots per generation.
+        let budget = 1 << 20; // 128 Ki slots per generation.
         let mut r = Recent::new(30 * SEC, budget, 0);
         let start = r.bytes();
         for i in 0..200_000u64 {
             insert(&mut r, 0, key(u128::from(i), 1));
         }
         assert!(r.bytes() > start);
-        // The tables fill the budget; their filters take 1/64 more, and no more.
+        // The tables fill the budget; their filters take 1/32 more, and no more.
         assert_eq!(r.bytes(), r.max_bytes());
-        assert_eq!(r.max_bytes(), budget + budget / 64);
+        assert_eq!(r.max_bytes(), budget + budget / 32);
         assert!(r.retired_full() > 0);
         // The most recent ones are still there.
         for i in 199_000..200_000u64 {

@@ -57,7 +57,7 @@ pub struct CompletenessConfig {
 }
 
 /// Default `completeness.max_memory`.
-pub const DEFAULT_TRACKING_MEMORY: u64 = 64 << 20;
+pub const DEFAULT_TRACKING_MEMORY: u64 = 32 << 20;
 
 /// Where the memory budget comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -255,7 +255,7 @@ pub struct RawCompleteness {
     /// Memory for trace tracking, all shards together: half for traces still waiting for a
     /// parent or root (the oldest is dropped unjudged, and counted, when it is spent), half
     /// for remembering judged traces so their late spans are not misjudged. At least
-    /// `1MiB`. Default `64MiB`.
+    /// `1MiB`. Default `32MiB`.
     pub max_memory: Option<ByteSize>,
     /// A service that sent spans, metrics or logs and then nothing for this long is
     /// reported silent. Default `5m`.
