@@ -24,12 +24,13 @@
 //! most are not there: the filter answers that from a word that stays in the caches.
 //!
 //! A key that was never stored is taken for a stored one only if its 32-bit fingerprint
-//! equals one of the filled slots its probe reads (at most 8, rarely more): less than once
-//! in 500 million lookups. Such a span would be taken to have a parent it lacks, so a false
-//! match costs one orphan left unreported in hundreds of millions of lookups. What it buys
-//! is twice as many traces remembered in the same bytes (64-bit fingerprints before): a
-//! trace's five keys (4 spans and the trace) take 20 bytes of its bucket rather than 40, so
-//! the same window of judged traces takes half the memory and half the cache.
+//! equals one of the filled slots its probes read (at most 8 in each generation looked in,
+//! rarely more; 2^-32 a slot): fewer than one lookup in 250 million. Such a span would be
+//! taken to have a parent it lacks, so a false match costs one orphan left unreported in
+//! hundreds of millions of lookups. What it buys is twice as many traces remembered in the
+//! same bytes (64-bit fingerprints before): a trace's five keys (4 spans and the trace)
+//! take 20 bytes of its bucket rather than 40, so the same window of judged traces takes
+//! half the memory.
 
 /// Fingerprints per bucket: 8 × 4 bytes, half a cache line.
 const SLOTS: usize = 8;
