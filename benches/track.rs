@@ -1,5 +1,5 @@
 //! Per-span cost of completeness tracking on the shard (`GapState::observe`, the trace
-//! tracker with its default 64 MiB budget), once its fingerprint tables have grown to
+//! tracker with its default budget, `completeness.max_memory`), once its fingerprint tables have grown to
 //! their full size, far beyond the caches:
 //!
 //! * `track/unique_traces`: every 500-span batch brings 125 new 4-span traces (a SERVER
@@ -14,6 +14,7 @@ use criterion::{Criterion, Throughput};
 use otel_sli::completeness::spans::{SpanLink, TraceSpans};
 use otel_sli::completeness::traces::{TraceTracker, TrackerConfig};
 use otel_sli::completeness::{GapState, Observed};
+use otel_sli::settings::DEFAULT_TRACKING_MEMORY;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -42,15 +43,15 @@ fn batch(first: u64, out: &mut TraceSpans) {
 }
 
 fn gaps() -> GapState {
-    let mib: usize = std::env::var("TRACK_BUDGET_MIB")
+    let bytes = std::env::var("TRACK_BUDGET_MIB")
         .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(64);
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(DEFAULT_TRACKING_MEMORY as usize, |mib| mib << 20);
     GapState::new(Some(TraceTracker::new(TrackerConfig {
         timeout_nanos: 30_000_000_000,
         max_traces: 200_000,
         max_spans_per_trace: 1_000,
-        max_bytes: mib << 20,
+        max_bytes: bytes,
     })))
 }
 
