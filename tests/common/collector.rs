@@ -64,7 +64,8 @@ pub struct Collector {
     args: Vec<String>,
     env: Vec<(String, String)>,
     dir: PathBuf,
-    /// The Collector's own metrics (Prometheus text) are served at `http://{telemetry}/metrics`.
+    /// The Collector's own metrics (Prometheus text) are served at `http://{telemetry}/metrics`
+    /// (a new port at each start).
     pub telemetry: String,
     starts: u32,
 }
@@ -73,17 +74,7 @@ impl Collector {
     /// Starts the Collector on `config` with `env` set, and waits until it is ready.
     pub fn start(bin: &Path, config: &Path, env: &[(&str, String)]) -> Self {
         let dir = scratch("collector");
-        let telemetry = super::free_addr();
-        let (host, port) = telemetry.split_once(':').expect("host:port");
         let overlay = dir.join("test-overlay.yaml");
-        std::fs::write(
-            &overlay,
-            format!(
-                "service:\n  telemetry:\n    metrics:\n      level: detailed\n      readers:\n        \
-                 - pull: {{exporter: {{prometheus: {{host: {host}, port: {port}}}}}}}\n"
-            ),
-        )
-        .expect("overlay");
         let mut c = Self {
             child: None,
             bin: bin.to_path_buf(),
@@ -98,7 +89,7 @@ impl Collector {
                 .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect(),
             dir,
-            telemetry,
+            telemetry: String::new(),
             starts: 0,
         };
         c.spawn();
@@ -109,7 +100,41 @@ impl Collector {
         self.dir.join("collector.log")
     }
 
+    /// Starts it and waits until it is ready. A port freed by the run before can be taken
+    /// for a moment by another socket of the machine (an outgoing connection's local
+    /// port), so the Collector's self-telemetry gets a fresh port at every start, and a
+    /// start that failed only because an address was in use (its receivers keep theirs
+    /// across a restart) is tried again.
     fn spawn(&mut self) {
+        const TRIES: u32 = 20;
+        for attempt in 1..=TRIES {
+            let before = self.log().len();
+            match self.try_spawn() {
+                Ok(()) => return,
+                Err(status) => {
+                    let log = self.log();
+                    let this_run = log.get(before..).unwrap_or_default();
+                    if !this_run.contains("address already in use") || attempt == TRIES {
+                        panic!("the Collector exited ({status}):\n{log}");
+                    }
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+            }
+        }
+    }
+
+    /// One start: `Err` with its exit status if it exited before it was ready.
+    fn try_spawn(&mut self) -> Result<(), std::process::ExitStatus> {
+        self.telemetry = super::free_addr();
+        let (host, port) = self.telemetry.split_once(':').expect("host:port");
+        std::fs::write(
+            self.dir.join("test-overlay.yaml"),
+            format!(
+                "service:\n  telemetry:\n    metrics:\n      level: detailed\n      readers:\n        \
+                 - pull: {{exporter: {{prometheus: {{host: {host}, port: {port}}}}}}}\n"
+            ),
+        )
+        .expect("overlay");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -123,19 +148,20 @@ impl Collector {
             .spawn()
             .expect("the Collector starts");
         self.child = Some(child);
-        self.starts += 1;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let ready = self.log().matches("Everything is ready").count();
-            if ready >= self.starts as usize {
-                return;
+            if ready > self.starts as usize {
+                self.starts += 1;
+                return Ok(());
             }
             if let Some(status) = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!("the Collector exited ({status}):\n{}", self.log());
+                self.child = None;
+                return Err(status);
             }
             assert!(
                 Instant::now() < deadline,
