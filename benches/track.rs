@@ -1,6 +1,6 @@
 //! Per-span cost of completeness tracking on the shard (`GapState::observe`, the trace
-//! tracker with its default budget, `completeness.max_memory`), once its fingerprint tables have grown to
-//! their full size, far beyond the caches:
+//! tracker with the default `completeness.max_memory`), once its fingerprint tables have
+//! grown to their full size, far beyond the caches:
 //!
 //! * `track/unique_traces`: every 500-span batch brings 125 new 4-span traces (a SERVER
 //!   root and three children), each complete in its batch and so judged on arrival;

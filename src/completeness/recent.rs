@@ -24,15 +24,16 @@
 //! most are not there: the filter answers that from a word that stays in the caches.
 //!
 //! A key that was never stored is taken for a stored one only if its 32-bit fingerprint
-//! equals one of the filled slots its probes read (each 2^-32): a probe reads the slots from
-//! the trace's bucket to the first empty one, about 5 to 10 for 4-span traces (one lookup
-//! in several hundred million matches falsely) and up to 65 in each generation for the
-//! largest traces remembered (64 spans: one in 66 million, one in 33 million when the
-//! trace is in both generations). A false match leaves one gap unreported: a span taken
-//! to have a parent it lacks, or a new trace taken for one already judged. What it buys is twice as many traces remembered in the
-//! same bytes (64-bit fingerprints before): a trace's five keys (4 spans and the trace)
-//! take 20 bytes of its bucket rather than 40, so the same window of judged traces takes
-//! half the memory.
+//! equals one of the filled slots its probes read (each 2^-32). A probe reads the slots
+//! from the trace's bucket to the first empty one: at half full, a bucket of eight and
+//! what spills past it, so a few to about ten for 4-span traces (one lookup in several
+//! hundred million matches falsely), and up to 65 in each generation for the largest
+//! traces remembered (64 spans: one in 66 million, one in 33 million when the trace is in
+//! both generations). A false match leaves one gap unreported: a span taken to have a
+//! parent it lacks, or a new trace taken for one already judged. What it buys is twice as
+//! many traces remembered in the same bytes (64-bit fingerprints before): a trace's five
+//! keys (4 spans and the trace) take 20 bytes of its bucket rather than 40, so the same
+//! window of judged traces takes half the memory.
 
 /// Fingerprints per bucket: 8 × 4 bytes, half a cache line.
 const SLOTS: usize = 8;

@@ -74,7 +74,7 @@ impl Collector {
     /// Starts the Collector on `config` with `env` set, and waits until it is ready.
     pub fn start(bin: &Path, config: &Path, env: &[(&str, String)]) -> Self {
         let dir = scratch("collector");
-        let overlay = dir.join("test-overlay.yaml");
+        let overlay = Self::overlay_path(&dir);
         let mut c = Self {
             child: None,
             bin: bin.to_path_buf(),
@@ -94,6 +94,12 @@ impl Collector {
         };
         c.spawn();
         c
+    }
+
+    /// The configuration overlay that gives the self-telemetry its port, rewritten at
+    /// each start.
+    fn overlay_path(dir: &Path) -> PathBuf {
+        dir.join("test-overlay.yaml")
     }
 
     fn log_path(&self) -> PathBuf {
@@ -128,7 +134,7 @@ impl Collector {
         self.telemetry = super::free_addr();
         let (host, port) = self.telemetry.split_once(':').expect("host:port");
         std::fs::write(
-            self.dir.join("test-overlay.yaml"),
+            Self::overlay_path(&self.dir),
             format!(
                 "service:\n  telemetry:\n    metrics:\n      level: detailed\n      readers:\n        \
                  - pull: {{exporter: {{prometheus: {{host: {host}, port: {port}}}}}}}\n"
