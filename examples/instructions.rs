@@ -14,6 +14,9 @@
 //!   as the pipeline sizes them), with every span's trace facts gathered for completeness
 //!   tracking and feature-flag evaluations looked for, as the pipeline does by default;
 //! * `collect_no_flags`: `collect` with flags off (`flags.enabled: false`);
+//! * `collect_no_traces`: `collect` with completeness tracking off
+//!   (`completeness.enabled: false`): what the receiving thread's part of tracking costs
+//!   is `collect` less this;
 //! * `collect_flags`: `collect` over requests whose entry spans each carry one
 //!   `feature_flag.evaluation` event (so one flag item per entry span);
 //! * `record`: recording the entry spans' observations into the series table
@@ -81,7 +84,7 @@ fn main() -> Result<(), String> {
     let (Some(workload), Some(n)) = (args.first(), args.get(1)) else {
         // Built and run without arguments by `cargo test`: nothing to measure.
         eprintln!(
-            "usage: instructions scan|collect|collect_no_flags|collect_flags|record|track <requests>"
+            "usage: instructions scan|collect|collect_no_flags|collect_no_traces|collect_flags|record|track <requests>"
         );
         return Ok(());
     };
@@ -105,11 +108,11 @@ fn main() -> Result<(), String> {
                 spans += c.0;
             }
         }
-        "collect" | "collect_no_flags" | "collect_flags" => {
+        "collect" | "collect_no_flags" | "collect_flags" | "collect_no_traces" => {
             for i in 0..n {
                 let req = black_box(&reqs[i % DISTINCT]);
                 let mut col = Collector::new(&classifier, 2)
-                    .with_traces(true, START_UNIX_NANOS, u64::MAX)
+                    .with_traces(workload != "collect_no_traces", START_UNIX_NANOS, u64::MAX)
                     .with_flags(flags.then_some(&rules))
                     .with_size_hint(req.len());
                 scan_traces(req, &mut col).map_err(|e| e.to_string())?;
@@ -201,7 +204,7 @@ fn main() -> Result<(), String> {
         }
         other => {
             return Err(format!(
-                "unknown workload {other:?} (scan, collect, collect_no_flags, collect_flags, record, track)"
+                "unknown workload {other:?} (scan, collect, collect_no_flags, collect_no_traces, collect_flags, record, track)"
             ))
         }
     }

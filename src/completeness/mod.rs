@@ -248,17 +248,11 @@ impl GapState {
             }
         }
         if let Some(tracker) = self.tracker.as_mut() {
-            // Spans come grouped by resource, so a service's spans are counted per stretch.
-            let mut stretch: (u32, u64) = (UNTRACKED, 0);
-            for s in batch.spans.links() {
-                let service = id_of(s.service).unwrap_or(UNTRACKED);
-                if stretch.0 != service {
-                    count_spans(&mut self.counts, stretch, now);
-                    stretch = (service, 0);
-                }
-                stretch.1 += 1;
+            // Spans come grouped by resource, so a service's spans are counted per run.
+            for (index, spans) in batch.spans.service_counts() {
+                let service = id_of(index).unwrap_or(UNTRACKED);
+                count_spans(&mut self.counts, (service, spans), now);
             }
-            count_spans(&mut self.counts, stretch, now);
             if remap.contains(&UNTRACKED) {
                 // Past MAX_SERVICES: those services' spans are counted, not tracked.
                 let mut kept = std::mem::take(&mut self.kept);

@@ -46,11 +46,20 @@ impl TraceGroup {
     }
 }
 
+/// Where a run of consecutive spans of one service starts in [`TraceSpans::links`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ServiceRun {
+    service: u32,
+    start: u32,
+}
+
 /// A batch's spans grouped by trace.
 #[derive(Clone, Debug, Default)]
 pub struct TraceSpans {
     groups: Vec<TraceGroup>,
     links: Vec<SpanLink>,
+    /// Runs of spans by service, so spans are counted per service without reading each.
+    runs: Vec<ServiceRun>,
 }
 
 impl TraceSpans {
@@ -58,6 +67,26 @@ impl TraceSpans {
     /// else as a new group.
     #[inline]
     pub fn push(&mut self, trace_id: u128, link: SpanLink) {
+        if self.runs.last().is_none_or(|r| r.service != link.service) {
+            self.begin_service(link.service);
+        }
+        self.push_in_run(trace_id, link);
+    }
+
+    /// Starts a run of spans of `service`: the spans pushed next with
+    /// [`Self::push_in_run`] or [`Self::push_to_last`] are of it.
+    pub fn begin_service(&mut self, service: u32) {
+        self.runs.push(ServiceRun {
+            service,
+            start: u32::try_from(self.links.len()).unwrap_or(u32::MAX),
+        });
+    }
+
+    /// [`Self::push`] for a span of the service of the current run, without comparing
+    /// services.
+    #[inline]
+    pub fn push_in_run(&mut self, trace_id: u128, link: SpanLink) {
+        debug_assert_eq!(self.runs.last().map(|r| r.service), Some(link.service));
         let id = [(trace_id >> 64) as u64, trace_id as u64];
         self.links.push(link);
         match self.groups.last_mut() {
@@ -69,15 +98,50 @@ impl TraceSpans {
         }
     }
 
-    /// Room for `spans` more spans.
+    /// [`Self::push`] for a span of the trace and the service of the span pushed last,
+    /// without comparing either: the span joins the last group.
+    #[inline]
+    pub fn push_to_last(&mut self, trace_id: u128, link: SpanLink) {
+        debug_assert_eq!(self.runs.last().map(|r| r.service), Some(link.service));
+        self.links.push(link);
+        let end = self.links.len();
+        match self.groups.last_mut() {
+            Some(g) => g.end = end,
+            None => self.groups.push(TraceGroup {
+                id: [(trace_id >> 64) as u64, trace_id as u64],
+                end,
+            }),
+        }
+    }
+
+    /// Room for `spans` more spans, in traces of four spans or more and runs of a service
+    /// of 32 or more.
     pub fn reserve(&mut self, spans: usize) {
         self.links.reserve(spans);
+        self.groups.reserve(spans.div_ceil(4));
+        self.runs.reserve(spans.div_ceil(32));
     }
 
     /// Forgets every span, keeping the memory.
     pub fn clear(&mut self) {
         self.groups.clear();
         self.links.clear();
+        self.runs.clear();
+    }
+
+    /// (service, spans) for each run of consecutive spans of one service, in arrival
+    /// order; a service may have several runs.
+    pub fn service_counts(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        let ends = self
+            .runs
+            .iter()
+            .skip(1)
+            .map(|r| r.start as usize)
+            .chain(std::iter::once(self.links.len()));
+        self.runs
+            .iter()
+            .zip(ends)
+            .map(|(r, end)| (r.service, end.saturating_sub(r.start as usize) as u64))
     }
 
     /// Spans held.
@@ -109,6 +173,7 @@ impl TraceSpans {
     pub fn capacity_bytes(&self) -> usize {
         self.groups.capacity() * std::mem::size_of::<TraceGroup>()
             + self.links.capacity() * std::mem::size_of::<SpanLink>()
+            + self.runs.capacity() * std::mem::size_of::<ServiceRun>()
     }
 }
 
@@ -149,5 +214,41 @@ mod tests {
         s.clear();
         assert!(s.is_empty());
         assert_eq!(s.groups().count(), 0);
+        assert_eq!(s.service_counts().count(), 0);
+    }
+
+    fn link_of(service: u32, span_id: u64) -> SpanLink {
+        SpanLink {
+            service,
+            ..link(span_id, 0)
+        }
+    }
+
+    #[test]
+    fn spans_are_counted_per_run_of_a_service_whichever_way_they_were_pushed() {
+        let mut s = TraceSpans::default();
+        s.push(1, link_of(0, 10));
+        s.push(1, link_of(0, 11));
+        s.push(2, link_of(1, 20));
+        // A run started for a service whose spans all went elsewhere holds none.
+        s.begin_service(2);
+        s.begin_service(3);
+        s.push_in_run(3, link_of(3, 30));
+        s.push_to_last(3, link_of(3, 31));
+        s.push_in_run(4, link_of(3, 40));
+        s.push(5, link_of(0, 50));
+        let counts: Vec<(u32, u64)> = s.service_counts().collect();
+        assert_eq!(counts, vec![(0, 2), (1, 1), (2, 0), (3, 3), (0, 1)]);
+        let groups: Vec<(u128, usize)> = s.groups().map(|(g, l)| (g.trace_id(), l.len())).collect();
+        assert_eq!(groups, vec![(1, 2), (2, 1), (3, 2), (4, 1), (5, 1)]);
+        // The first span of an empty batch starts its group even through `push_to_last`.
+        let mut e = TraceSpans::default();
+        e.begin_service(7);
+        e.push_to_last(9, link_of(7, 1));
+        assert_eq!(
+            e.groups().map(|(g, _)| g.trace_id()).collect::<Vec<_>>(),
+            vec![9]
+        );
+        assert_eq!(e.service_counts().collect::<Vec<_>>(), vec![(7, 1)]);
     }
 }

@@ -261,9 +261,18 @@ pub struct Collector<'a, 'c> {
     flag_seen: HashTable<(u64, u32, u32)>,
     /// Entry spans the request is expected to hold ([`Collector::with_size_hint`]).
     entries_hint: usize,
-    /// The last tracked span's trace id and the shard that owns it: a trace's spans come
-    /// one after another, so its id is hashed once.
-    last_trace: Option<(u128, usize)>,
+    /// The last tracked span's trace, while its group is the last of its shard's batch and
+    /// the resource has not changed: a trace's spans come one after another, so its id is
+    /// hashed and its service looked up once.
+    last_trace: Option<LastTrace>,
+}
+
+/// See [`Collector::last_trace`].
+#[derive(Clone, Copy, Debug)]
+struct LastTrace {
+    id: u128,
+    shard: usize,
+    service: u32,
 }
 
 /// An entry span of the request: where its item is.
@@ -375,6 +384,7 @@ impl Collector<'_, '_> {
         if let Some(i) = self.service_index.get_mut(shard) {
             *i = None;
         }
+        self.last_trace = None;
     }
 
     /// Completes the request: flushes what the last resource left, and queues the
@@ -654,43 +664,60 @@ pub fn shard_of(hash: u64, shards: usize) -> usize {
 
 impl Collector<'_, '_> {
     /// Queues a valid span for the tracker of the shard that owns its trace.
-    fn track(&mut self, span: &SpanView<'_>, service: &str) {
+    #[inline]
+    fn track(&mut self, span: &SpanView<'_>) {
         let (Ok(trace), Ok(id)) = (
             <[u8; 16]>::try_from(span.trace_id),
             <[u8; 8]>::try_from(span.span_id),
         ) else {
             return;
         };
-        let (bytes, trace) = (trace, u128::from_be_bytes(trace));
+        let id_of_trace = u128::from_be_bytes(trace);
         let parent = <[u8; 8]>::try_from(span.parent_span_id).map_or(0, u64::from_be_bytes);
-        let shard = match self.last_trace {
-            Some((last, shard)) if last == trace => shard,
-            _ => {
-                let shard = shard_of(key::hash_key(&bytes), self.batches.len());
-                self.last_trace = Some((trace, shard));
-                shard
-            }
+        let mut link = SpanLink {
+            span_id: u64::from_be_bytes(id),
+            parent,
+            service: 0,
+            parent_remote: parent_is_remote(span.flags, span.kind),
         };
+        // Another span of the trace just queued: its group is still the last of its batch.
+        if let Some(last) = &self.last_trace {
+            if last.id == id_of_trace {
+                if let Some(batch) = self.batches.get_mut(last.shard) {
+                    link.service = last.service;
+                    batch.spans.push_to_last(id_of_trace, link);
+                }
+                return;
+            }
+        }
+        self.track_first(trace, id_of_trace, link);
+    }
+
+    /// [`Self::track`] for a span of a trace other than the last one's.
+    fn track_first(&mut self, bytes: [u8; 16], trace: u128, mut link: SpanLink) {
+        let shard = shard_of(key::hash_key(&bytes), self.batches.len());
         let (Some(batch), Some(index)) = (
             self.batches.get_mut(shard),
             self.service_index.get_mut(shard),
         ) else {
             return;
         };
+        let resource = &self.resource;
         let service = *index.get_or_insert_with(|| {
+            let service = resource.as_ref().map_or("unknown_service", |r| r.service());
             let name = key::truncated(service, crate::completeness::MAX_SERVICE_NAME_BYTES);
             batch.services.push(name.into());
-            (batch.services.len() - 1) as u32
+            let index = (batch.services.len() - 1) as u32;
+            batch.spans.begin_service(index);
+            index
         });
-        batch.spans.push(
-            trace,
-            SpanLink {
-                span_id: u64::from_be_bytes(id),
-                parent,
-                service,
-                parent_remote: parent_is_remote(span.flags, span.kind),
-            },
-        );
+        link.service = service;
+        batch.spans.push_in_run(trace, link);
+        self.last_trace = Some(LastTrace {
+            id: trace,
+            shard,
+            service,
+        });
     }
 }
 
@@ -701,6 +728,7 @@ impl<'a> SpanSink<'a> for Collector<'a, '_> {
         }
         self.resource = Some(self.classifier.resource(resource.attributes));
         self.service_index.iter_mut().for_each(|i| *i = None);
+        self.last_trace = None;
     }
 
     fn span(&mut self, span: &SpanView<'a>) -> Result<(), ScanError> {
@@ -754,8 +782,7 @@ impl<'a> SpanSink<'a> for Collector<'a, '_> {
                     if end != 0 && end.abs_diff(self.now) > self.max_skew {
                         self.invalid[2] += 1;
                     }
-                    let service = resource.service();
-                    self.track(span, service);
+                    self.track(span);
                 }
             }
         }
