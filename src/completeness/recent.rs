@@ -134,9 +134,32 @@ impl Generation {
     /// first, and returns its position. Keys of one trace are stored one after another in
     /// its probe, so a trace's keys given again in the same order are each met at once.
     #[inline]
-    fn put(&mut self, mut pos: usize, fp: u32) -> usize {
-        let mask = (self.buckets.len() * SLOTS).wrapping_sub(1);
+    fn put(&mut self, pos: usize, fp: u32) -> usize {
         // The slot after the last one is the first.
+        let pos = pos & (self.buckets.len() * SLOTS).wrapping_sub(1);
+        // Most often the slot itself: a bucket's filled slots come first, so the slots after
+        // the one a trace's previous key went to are mostly empty.
+        if let Some(s) = self
+            .buckets
+            .get_mut(pos / SLOTS)
+            .and_then(|b| b.0.get_mut(pos % SLOTS))
+        {
+            if *s == 0 {
+                *s = fp;
+                self.len += 1;
+                return pos;
+            }
+            if *s == fp {
+                return pos;
+            }
+        }
+        self.put_probing(pos + 1, fp)
+    }
+
+    /// [`Self::put`] past its first slot.
+    #[inline(never)]
+    fn put_probing(&mut self, mut pos: usize, fp: u32) -> usize {
+        let mask = (self.buckets.len() * SLOTS).wrapping_sub(1);
         pos &= mask;
         for _ in 0..self.buckets.len() * SLOTS {
             let slot = self

@@ -265,7 +265,8 @@ impl TraceTracker {
                 self.stats.judged_traces += 1;
                 self.stats.judged_on_arrival += 1;
             }
-            self.remember_after(now, trace, found, spans.iter().map(|s| s.span_id));
+            let remembered = spans.get(..REMEMBERED_SPANS).unwrap_or(spans);
+            self.remember_after(now, trace, found, remembered.iter().map(|s| s.span_id));
             return;
         }
         if self.traces.len() >= self.cfg.max_traces {
@@ -356,7 +357,7 @@ impl TraceTracker {
         rooted: bool,
         spans: impl Iterator<Item = u64>,
     ) {
-        let mut spans = spans.peekable();
+        let mut spans = spans.take(REMEMBERED_SPANS).peekable();
         let first = if rooted {
             trace.key(0)
         } else if let Some(&span) = spans.peek() {
@@ -368,8 +369,8 @@ impl TraceTracker {
         self.remember_after(now, trace, found, spans);
     }
 
-    /// Remembers the key that `found` looked for, then the first [`REMEMBERED_SPANS`] of
-    /// `spans` (a key met again is not stored twice).
+    /// Remembers the key that `found` looked for, then `spans` (at most
+    /// [`REMEMBERED_SPANS`]; a key met again is not stored twice).
     fn remember_after(
         &mut self,
         now: u64,
@@ -377,7 +378,7 @@ impl TraceTracker {
         found: Found,
         spans: impl Iterator<Item = u64>,
     ) {
-        let keys = spans.take(REMEMBERED_SPANS).map(|s| trace.key(s));
+        let keys = spans.map(|s| trace.key(s));
         self.recent.insert_after(now, found, keys);
         self.stats.forgotten_early = self.recent.retired_full();
     }
