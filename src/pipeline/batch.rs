@@ -837,6 +837,69 @@ impl<'a> SpanSink<'a> for Collector<'a, '_> {
 mod tests {
     use super::shard_of;
 
+    /// Every valid span reaches the tracker of its trace's shard and is counted under its
+    /// service, whichever span of its trace it is and however the request's resources
+    /// repeat services: the counts are what the request holds per `service.name`.
+    #[test]
+    fn tracked_spans_are_counted_under_their_service() {
+        use crate::completeness::traces::{TraceTracker, TrackerConfig};
+        use crate::completeness::GapState;
+        use crate::otlp::scan::scan_traces;
+        use crate::otlp::synth::{traces_request, Rng, Workload};
+        use crate::sli::classify::{Classifier, ClassifyConfig};
+        use opentelemetry_proto::tonic::common::v1::any_value::Value;
+        use prost::Message;
+        use std::collections::BTreeMap;
+        let c = Classifier::new(ClassifyConfig::default()).expect("rules");
+        let w = Workload {
+            services: 3,
+            features: 2,
+            ..Workload::default()
+        };
+        // Two requests' resources in one: each service's spans come in two resources.
+        let (mut req, _, _) = traces_request(&w, &mut Rng::new(5), 1000, 1);
+        let (more, _, _) = traces_request(&w, &mut Rng::new(6), 600, 1);
+        req.resource_spans.extend(more.resource_spans);
+        let mut want: BTreeMap<String, u64> = BTreeMap::new();
+        for rs in &req.resource_spans {
+            let name = rs
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|kv| kv.key == "service.name")
+                .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+                .map(|v| match v {
+                    Value::StringValue(s) => s.clone(),
+                    other => format!("{other:?}"),
+                })
+                .expect("every resource is named");
+            let spans: usize = rs.scope_spans.iter().map(|ss| ss.spans.len()).sum();
+            *want.entry(name).or_default() += spans as u64;
+        }
+        assert!(req.resource_spans.len() > want.len(), "services repeat");
+        let body = req.encode_to_vec();
+        let now = 1;
+        let mut col = super::Collector::new(&c, 2)
+            .with_traces(true, now, u64::MAX)
+            .with_size_hint(body.len());
+        scan_traces(&body, &mut col).expect("valid");
+        col.finish();
+        let mut got: BTreeMap<String, u64> = BTreeMap::new();
+        for b in &col.batches {
+            let mut gaps = GapState::new(Some(TraceTracker::new(TrackerConfig {
+                timeout_nanos: 30_000_000_000,
+                max_traces: 10_000,
+                max_spans_per_trace: 1_000,
+                max_bytes: 1 << 20,
+            })));
+            gaps.observe(now, b.observed());
+            for g in gaps.snapshot() {
+                *got.entry(g.service.to_string()).or_default() += g.counts.spans;
+            }
+        }
+        assert_eq!(got, want);
+    }
+
     #[test]
     fn keys_are_stored_once_per_request() {
         use crate::otlp::scan::scan_traces;
