@@ -139,19 +139,8 @@ impl Generation {
         let pos = pos & (self.buckets.len() * SLOTS).wrapping_sub(1);
         // Most often the slot itself: a bucket's filled slots come first, so the slots after
         // the one a trace's previous key went to are mostly empty.
-        if let Some(s) = self
-            .buckets
-            .get_mut(pos / SLOTS)
-            .and_then(|b| b.0.get_mut(pos % SLOTS))
-        {
-            if *s == 0 {
-                *s = fp;
-                self.len += 1;
-                return pos;
-            }
-            if *s == fp {
-                return pos;
-            }
+        if self.claim(pos, fp) {
+            return pos;
         }
         self.put_probing(pos + 1, fp)
     }
@@ -162,23 +151,31 @@ impl Generation {
         let mask = (self.buckets.len() * SLOTS).wrapping_sub(1);
         pos &= mask;
         for _ in 0..self.buckets.len() * SLOTS {
-            let slot = self
-                .buckets
-                .get_mut(pos / SLOTS)
-                .and_then(|b| b.0.get_mut(pos % SLOTS));
-            if let Some(s) = slot {
-                if *s == 0 {
-                    *s = fp;
-                    self.len += 1;
-                    return pos;
-                }
-                if *s == fp {
-                    return pos;
-                }
+            if self.claim(pos, fp) {
+                return pos;
             }
             pos = (pos + 1) & mask;
         }
         pos
+    }
+
+    /// Stores `fp` at position `pos` (in range) if that slot is empty; true when `fp` is
+    /// there now.
+    #[inline(always)]
+    fn claim(&mut self, pos: usize, fp: u32) -> bool {
+        let slot = self
+            .buckets
+            .get_mut(pos / SLOTS)
+            .and_then(|b| b.0.get_mut(pos % SLOTS));
+        match slot {
+            Some(s) if *s == 0 => {
+                *s = fp;
+                self.len += 1;
+                true
+            }
+            Some(s) => *s == fp,
+            None => false,
+        }
     }
 }
 

@@ -39,6 +39,15 @@ pub struct TraceGroup {
 }
 
 impl TraceGroup {
+    /// The group of trace `trace_id` whose links end at `end`.
+    #[inline]
+    fn new(trace_id: u128, end: usize) -> Self {
+        TraceGroup {
+            id: [(trace_id >> 64) as u64, trace_id as u64],
+            end,
+        }
+    }
+
     /// The trace id (16 bytes, big-endian).
     #[inline]
     pub fn trace_id(&self) -> u128 {
@@ -87,14 +96,11 @@ impl TraceSpans {
     #[inline]
     pub fn push_in_run(&mut self, trace_id: u128, link: SpanLink) {
         debug_assert_eq!(self.runs.last().map(|r| r.service), Some(link.service));
-        let id = [(trace_id >> 64) as u64, trace_id as u64];
         self.links.push(link);
+        let group = TraceGroup::new(trace_id, self.links.len());
         match self.groups.last_mut() {
-            Some(g) if g.id == id => g.end = self.links.len(),
-            _ => self.groups.push(TraceGroup {
-                id,
-                end: self.links.len(),
-            }),
+            Some(g) if g.id == group.id => g.end = group.end,
+            _ => self.groups.push(group),
         }
     }
 
@@ -107,10 +113,7 @@ impl TraceSpans {
         let end = self.links.len();
         match self.groups.last_mut() {
             Some(g) => g.end = end,
-            None => self.groups.push(TraceGroup {
-                id: [(trace_id >> 64) as u64, trace_id as u64],
-                end,
-            }),
+            None => self.groups.push(TraceGroup::new(trace_id, end)),
         }
     }
 

@@ -168,6 +168,13 @@ impl Batch {
         let start = start as usize;
         self.keys.get(start..start + len as usize).unwrap_or(&[])
     }
+    /// Adds `service` (its name cut to what completeness keeps) to the services the
+    /// batch's spans and events refer to, and returns its index.
+    fn add_service(&mut self, service: &str) -> u32 {
+        let name = key::truncated(service, crate::completeness::MAX_SERVICE_NAME_BYTES);
+        self.services.push(name.into());
+        (self.services.len() - 1) as u32
+    }
 }
 
 /// What a request contained, for the response and self-telemetry.
@@ -336,6 +343,15 @@ impl<'a, 'c> Collector<'a, 'c> {
     }
 }
 
+impl<'a> Collector<'a, '_> {
+    /// The current resource's `service.name` (as the classifier read it).
+    fn resource_service(&self) -> &'a str {
+        self.resource
+            .as_ref()
+            .map_or("unknown_service", |r| r.service())
+    }
+}
+
 impl Collector<'_, '_> {
     /// Also collects every valid span for trace-structure tracking, and per-service
     /// counts of invalid spans; spans whose end time is more than `max_skew` nanoseconds
@@ -355,17 +371,12 @@ impl Collector<'_, '_> {
             return;
         }
         let counts = std::mem::take(&mut self.invalid);
-        let service = self
-            .resource
-            .as_ref()
-            .map_or("unknown_service", |r| r.service());
+        let service = self.resource_service();
         let shard = shard_of(key::hash_key(service.as_bytes()), self.batches.len());
         let Some(batch) = self.batches.get_mut(shard) else {
             return;
         };
-        let index = batch.services.len() as u32;
-        let name = key::truncated(service, crate::completeness::MAX_SERVICE_NAME_BYTES);
-        batch.services.push(name.into());
+        let index = batch.add_service(service);
         let kinds = [
             EventKind::InvalidIds,
             EventKind::InvalidDurations,
@@ -696,18 +707,15 @@ impl Collector<'_, '_> {
     /// [`Self::track`] for a span of a trace other than the last one's.
     fn track_first(&mut self, bytes: [u8; 16], trace: u128, mut link: SpanLink) {
         let shard = shard_of(key::hash_key(&bytes), self.batches.len());
+        let name = self.resource_service();
         let (Some(batch), Some(index)) = (
             self.batches.get_mut(shard),
             self.service_index.get_mut(shard),
         ) else {
             return;
         };
-        let resource = &self.resource;
         let service = *index.get_or_insert_with(|| {
-            let service = resource.as_ref().map_or("unknown_service", |r| r.service());
-            let name = key::truncated(service, crate::completeness::MAX_SERVICE_NAME_BYTES);
-            batch.services.push(name.into());
-            let index = (batch.services.len() - 1) as u32;
+            let index = batch.add_service(name);
             batch.spans.begin_service(index);
             index
         });
@@ -836,6 +844,10 @@ impl<'a> SpanSink<'a> for Collector<'a, '_> {
 #[cfg(test)]
 mod tests {
     use super::shard_of;
+    use crate::otlp::scan::scan_traces;
+    use crate::otlp::synth::{traces_request, Rng, Workload};
+    use crate::sli::classify::{Classifier, ClassifyConfig};
+    use prost::Message;
 
     /// Every valid span reaches the tracker of its trace's shard and is counted under its
     /// service, whichever span of its trace it is and however the request's resources
@@ -844,11 +856,7 @@ mod tests {
     fn tracked_spans_are_counted_under_their_service() {
         use crate::completeness::traces::{TraceTracker, TrackerConfig};
         use crate::completeness::GapState;
-        use crate::otlp::scan::scan_traces;
-        use crate::otlp::synth::{traces_request, Rng, Workload};
-        use crate::sli::classify::{Classifier, ClassifyConfig};
         use opentelemetry_proto::tonic::common::v1::any_value::Value;
-        use prost::Message;
         use std::collections::BTreeMap;
         let c = Classifier::new(ClassifyConfig::default()).expect("rules");
         let w = Workload {
@@ -902,10 +910,6 @@ mod tests {
 
     #[test]
     fn keys_are_stored_once_per_request() {
-        use crate::otlp::scan::scan_traces;
-        use crate::otlp::synth::{traces_request, Rng, Workload};
-        use crate::sli::classify::{Classifier, ClassifyConfig};
-        use prost::Message;
         let c = Classifier::new(ClassifyConfig::default()).expect("rules");
         let w = Workload {
             services: 2,
@@ -950,8 +954,7 @@ mod tests {
 
     #[test]
     fn only_entry_spans_attributes_are_read_and_a_malformed_one_refuses_the_request() {
-        use crate::otlp::scan::{scan_traces, ScanErrorKind};
-        use crate::sli::classify::{Classifier, ClassifyConfig};
+        use crate::otlp::scan::ScanErrorKind;
         let c = Classifier::new(ClassifyConfig::default()).expect("rules");
         // A KeyValue whose key has the wrong wire type (varint): prost refuses it.
         let bad = [0x08, 0x01];
@@ -981,8 +984,6 @@ mod tests {
 
     #[test]
     fn events_are_read_and_validated_only_when_flags_are_read() {
-        use crate::otlp::scan::scan_traces;
-        use crate::sli::classify::{Classifier, ClassifyConfig};
         use crate::sli::flag::FlagRules;
         // An event whose name (field 2) has the wrong wire type (varint): prost refuses it.
         let event = [0x10, 0x01];
@@ -1027,7 +1028,6 @@ mod tests {
         use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
         use opentelemetry_proto::tonic::resource::v1::Resource;
         use opentelemetry_proto::tonic::trace::v1::{span::Event, ResourceSpans, ScopeSpans, Span};
-        use prost::Message;
         let mut id = 0u64;
         let resource_spans = resources
             .iter()
@@ -1070,8 +1070,6 @@ mod tests {
 
     /// The flag series keys (labels joined by `|`) a request produces, and its tally.
     fn flag_items(body: &[u8]) -> (Vec<String>, super::Tally) {
-        use crate::otlp::scan::scan_traces;
-        use crate::sli::classify::{Classifier, ClassifyConfig};
         use crate::sli::flag::FlagRules;
         let c = Classifier::new(ClassifyConfig {
             flags: true,

@@ -21,7 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A message to a shard.
-// Nearly every message is a batch: boxing it would allocate per request for the rare others.
+// Nearly every message is a batch: boxing it to shrink the rare others would allocate once
+// more for every request.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Msg {
