@@ -810,6 +810,26 @@ fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1e3)
 }
 
+/// Prints both servers' CPU per span split into kernel and user space, and the ratio no
+/// user-space work could exceed. The kernel's part (TCP receive, system calls) is per byte
+/// and per packet, much the same work for any server of the same requests: the other
+/// server's CPU per span over otel-sli's kernel part is about the most the ratio can be on
+/// this machine.
+fn print_kernel_split(ours: &PhaseResult, theirs: &PhaseResult) {
+    let per_span = |r: &PhaseResult| 1e6 * r.server_cpu / r.spans.max(1) as f64;
+    let kernel = |r: &PhaseResult| 1e6 * r.server_sys / r.spans.max(1) as f64;
+    let user = |r: &PhaseResult| per_span(r) - kernel(r);
+    println!(
+        "    of which kernel {:.3} µs vs {:.3} µs, user space {:.3} µs vs {:.3} µs ({:.1}x); ratio bound with no user-space work at all: {:.1}x",
+        kernel(ours),
+        kernel(theirs),
+        user(ours),
+        user(theirs),
+        user(theirs) / user(ours).max(f64::MIN_POSITIVE),
+        per_span(theirs) / kernel(ours).max(f64::MIN_POSITIVE)
+    );
+}
+
 fn print_phase(r: &PhaseResult) {
     println!(
         "  {:<14} {:>8.1} req/s {:>11} spans/s  server CPU {:>5.2} s ({:.2} cores)  {:>11} spans/CPU-s  p50 {} ms  p99 {} ms{}{}{}",
@@ -1047,6 +1067,7 @@ fn main() {
                 thousands(b.spans_per_cpu()),
                 ours.spans_per_cpu() / b.spans_per_cpu()
             );
+            print_kernel_split(ours, b);
         }
     }
 
@@ -1057,7 +1078,6 @@ fn main() {
             };
             let phase = &theirs.name;
             let per_span = |r: &PhaseResult| 1e6 * r.server_cpu / r.spans.max(1) as f64;
-            let kernel_per_span = |r: &PhaseResult| 1e6 * r.server_sys / r.spans.max(1) as f64;
             println!(
                 "vs collector ({kind}) {phase}: otel-sli {} / Collector {} spans per server CPU-second = {:.1}x; server CPU per span {:.3} µs vs {:.3} µs",
                 thousands(ours.spans_per_cpu()),
@@ -1066,19 +1086,7 @@ fn main() {
                 per_span(ours),
                 per_span(theirs)
             );
-            // The kernel's part (TCP receive, system calls) is per byte and per packet, the
-            // same work for both servers: the Collector's CPU per span over otel-sli's kernel
-            // part is the most any user-space work could make the ratio on this machine.
-            println!(
-                "    of which kernel {:.3} µs vs {:.3} µs, user space {:.3} µs vs {:.3} µs ({:.1}x); ratio bound with no user-space work at all: {:.1}x",
-                kernel_per_span(ours),
-                kernel_per_span(theirs),
-                per_span(ours) - kernel_per_span(ours),
-                per_span(theirs) - kernel_per_span(theirs),
-                (per_span(theirs) - kernel_per_span(theirs))
-                    / (per_span(ours) - kernel_per_span(ours)).max(f64::MIN_POSITIVE),
-                per_span(theirs) / kernel_per_span(ours).max(f64::MIN_POSITIVE)
-            );
+            print_kernel_split(ours, theirs);
         }
         println!("collector check: {check}");
     }
