@@ -168,6 +168,7 @@ impl Batch {
         let start = start as usize;
         self.keys.get(start..start + len as usize).unwrap_or(&[])
     }
+
     /// Adds `service` (its name cut to what completeness keeps) to the services the
     /// batch's spans and events refer to, and returns its index.
     fn add_service(&mut self, service: &str) -> u32 {
@@ -844,20 +845,20 @@ impl<'a> SpanSink<'a> for Collector<'a, '_> {
 #[cfg(test)]
 mod tests {
     use super::shard_of;
+    use crate::completeness::traces::{TraceTracker, TrackerConfig};
+    use crate::completeness::GapState;
     use crate::otlp::scan::scan_traces;
     use crate::otlp::synth::{traces_request, Rng, Workload};
     use crate::sli::classify::{Classifier, ClassifyConfig};
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
     use prost::Message;
+    use std::collections::BTreeMap;
 
     /// Every valid span reaches the tracker of its trace's shard and is counted under its
     /// service, whichever span of its trace it is and however the request's resources
     /// repeat services: the counts are what the request holds per `service.name`.
     #[test]
     fn tracked_spans_are_counted_under_their_service() {
-        use crate::completeness::traces::{TraceTracker, TrackerConfig};
-        use crate::completeness::GapState;
-        use opentelemetry_proto::tonic::common::v1::any_value::Value;
-        use std::collections::BTreeMap;
         let c = Classifier::new(ClassifyConfig::default()).expect("rules");
         let w = Workload {
             services: 3,
@@ -875,10 +876,9 @@ mod tests {
                 .iter()
                 .flat_map(|r| &r.attributes)
                 .find(|kv| kv.key == "service.name")
-                .and_then(|kv| kv.value.as_ref()?.value.as_ref())
-                .map(|v| match v {
-                    Value::StringValue(s) => s.clone(),
-                    other => format!("{other:?}"),
+                .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                    Value::StringValue(s) => Some(s.clone()),
+                    _ => None,
                 })
                 .expect("every resource is named");
             let spans: usize = rs.scope_spans.iter().map(|ss| ss.spans.len()).sum();
