@@ -575,6 +575,14 @@ impl PhaseResult {
             f64::NAN
         }
     }
+    /// The server's CPU per span, in microseconds.
+    fn cpu_us_per_span(&self) -> f64 {
+        1e6 * self.server_cpu / self.spans.max(1) as f64
+    }
+    /// The kernel's part of [`Self::cpu_us_per_span`].
+    fn sys_us_per_span(&self) -> f64 {
+        1e6 * self.server_sys / self.spans.max(1) as f64
+    }
     fn spans_per_busy_cpu(&self) -> Option<f64> {
         self.cpus_busy
             .map(|(b, _)| b)
@@ -811,14 +819,13 @@ fn ms(d: Duration) -> String {
 }
 
 /// Prints both servers' CPU per span split into kernel and user space, and the ratio no
-/// user-space work could exceed. The kernel's part (TCP receive, system calls) is per byte
-/// and per packet, much the same work for any server of the same requests: the other
-/// server's CPU per span over otel-sli's kernel part is about the most the ratio can be on
-/// this machine.
+/// user-space work could exceed. The kernel's part (TCP receive, system calls) is work per
+/// byte and per packet, which otel-sli pays whatever its own code costs: the other server's
+/// CPU per span over otel-sli's kernel part is about the most the ratio can be on this
+/// machine.
 fn print_kernel_split(ours: &PhaseResult, theirs: &PhaseResult) {
-    let per_span = |r: &PhaseResult| 1e6 * r.server_cpu / r.spans.max(1) as f64;
-    let kernel = |r: &PhaseResult| 1e6 * r.server_sys / r.spans.max(1) as f64;
-    let user = |r: &PhaseResult| per_span(r) - kernel(r);
+    let kernel = PhaseResult::sys_us_per_span;
+    let user = |r: &PhaseResult| r.cpu_us_per_span() - r.sys_us_per_span();
     println!(
         "    of which kernel {:.3} µs vs {:.3} µs, user space {:.3} µs vs {:.3} µs ({:.1}x); ratio bound with no user-space work at all: {:.1}x",
         kernel(ours),
@@ -826,7 +833,7 @@ fn print_kernel_split(ours: &PhaseResult, theirs: &PhaseResult) {
         user(ours),
         user(theirs),
         user(theirs) / user(ours).max(f64::MIN_POSITIVE),
-        per_span(theirs) / kernel(ours).max(f64::MIN_POSITIVE)
+        theirs.cpu_us_per_span() / kernel(ours).max(f64::MIN_POSITIVE)
     );
 }
 
@@ -1077,14 +1084,13 @@ fn main() {
                 continue;
             };
             let phase = &theirs.name;
-            let per_span = |r: &PhaseResult| 1e6 * r.server_cpu / r.spans.max(1) as f64;
             println!(
                 "vs collector ({kind}) {phase}: otel-sli {} / Collector {} spans per server CPU-second = {:.1}x; server CPU per span {:.3} µs vs {:.3} µs",
                 thousands(ours.spans_per_cpu()),
                 thousands(theirs.spans_per_cpu()),
                 ours.spans_per_cpu() / theirs.spans_per_cpu(),
-                per_span(ours),
-                per_span(theirs)
+                ours.cpu_us_per_span(),
+                theirs.cpu_us_per_span()
             );
             print_kernel_split(ours, theirs);
         }
