@@ -522,9 +522,10 @@ impl<'a> AttrsRef<'a> {
         };
         let mut c = Cursor::new(self.buf);
         while let Some(kv) = next_occurrence(&mut c, self.field)? {
-            // `f` is called on each path rather than after them: where the two paths' results
-            // were merged, they went through memory, and reading them back after the fast
-            // path's stores stalled.
+            // `parse_key_value` written out, with `f` called on each path rather than after
+            // them: where the two paths' results were merged, they went through memory, and
+            // the load reading them back was this walk's hot spot in the profile. (A shared
+            // helper taking `f` measured 1.5% slower in `collector/request_tracked`.)
             match key_value_fast(kv.rest) {
                 Some((k, v)) => f(k, v),
                 None => {
@@ -1006,10 +1007,13 @@ fn parse_span<'a>(mut c: Cursor<'a>, s: &mut SpanView<'a>) -> Result<(), ScanErr
     let mut lists = SpanLists::default();
     // The fields in the schema's order, which is the order SDKs and the Collector write
     // them in: each is one compare of the next byte, taken the same way span after span,
-    // where the dispatch below is an indirect jump per field that the branch predictor
-    // often misses. Whatever is left (a field out of order, an unknown one, a malformed
-    // key) is read by that dispatch, in wire order as before, so a later occurrence of a
-    // field still overrides an earlier one.
+    // where the dispatch below is an indirect jump per field to a target that changes field
+    // by field (the profile's hot spot, most likely mispredicted). Whatever is left (a field
+    // out of order, an unknown one, a malformed key) is read by that dispatch, in wire
+    // order as before, so a later occurrence of a field still overrides an earlier one.
+    // The arms below repeat the dispatch's on purpose: one inlined function of the key
+    // called from here with each constant key measured 558 scan instructions per span
+    // over a loop of keys and 860 through a closure, against 363 written out.
     if c.eat(0x0a) {
         s.trace_id = c.bytes()?;
     }
